@@ -1,0 +1,822 @@
+/* Client-to-server streams (RFC 6120): stream header, features, STARTTLS,
+ * SASL, resource binding, then stanzas into the router. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <sodium.h>
+
+#include "host.h"
+#include "authlimit.h"
+#include "pigeon/account.h"
+#include "pigeon/log.h"
+#include "pigeon/worker.h"
+#include "router.h"
+#include "server.h"
+#include "stream.h"
+#include "tls.h"
+
+static const char *const mechanisms[] = {
+	"SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256",
+	"SCRAM-SHA-1", "PLAIN", NULL,
+};
+
+static int
+starttls_required(const struct pgn_session *s)
+{
+	return s->listener->cfg->kind == PGN_LISTEN_C2S &&
+	       s->listener->cfg->starttls_required;
+}
+
+/* Fills the TLS facts SASL needs (channel binding) into tls. */
+static void
+sasl_tls(struct pgn_session *s, struct pgn_sasl_tls *tls,
+	 unsigned char *exp, unsigned char *ep, unsigned char *uq)
+{
+	size_t elen = 0, eplen = 0;
+	memset(tls, 0, sizeof(*tls));
+	tls->secure = s->secure;
+	if (s->secure && s->ssl != NULL &&
+	    pgn_tls_channel_binding(s->ssl, exp, &elen, ep, &eplen) == 0) {
+		tls->exporter = elen ? exp : NULL;
+		tls->exporter_len = elen;
+		tls->endpoint = eplen ? ep : NULL;
+		tls->endpoint_len = eplen;
+		tls->unique_len = pgn_tls_unique(s->ssl, uq, 64);
+		tls->unique = tls->unique_len ? uq : NULL;
+	}
+}
+
+static void
+send_features(struct pgn_session *s)
+{
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	struct pgn_xml *f = pgn_xml_new(PGN_NS_STREAMS, "features");
+	int tls_ok = pgn_tls_available(s->srv->tls);
+
+	if (f == NULL)
+		goto nomem;
+	if (!s->authenticated) {
+		if (!s->secure && tls_ok &&
+		    s->listener->cfg->kind == PGN_LISTEN_C2S) {
+			struct pgn_xml *st =
+				pgn_xml_add_child(f, PGN_NS_TLS, "starttls");
+			if (st == NULL)
+				goto nomem;
+			if (starttls_required(s) &&
+			    pgn_xml_add_child(st, PGN_NS_TLS, "required") == NULL)
+				goto nomem;
+		}
+		if (s->secure || !starttls_required(s) || !tls_ok) {
+			unsigned char exp[64], ep[64], uq[64];
+			struct pgn_sasl_tls tls;
+			struct pgn_xml *m =
+				pgn_xml_add_child(f, PGN_NS_SASL, "mechanisms");
+			if (m == NULL)
+				goto nomem;
+			sasl_tls(s, &tls, exp, ep, uq);
+			for (int i = 0; mechanisms[i] != NULL; i++) {
+				if (!pgn_sasl_mech_allowed(mechanisms[i], &tls))
+					continue;
+				struct pgn_xml *e = pgn_xml_add_child(
+					m, PGN_NS_SASL, "mechanism");
+				if (e == NULL ||
+				    pgn_xml_add_text(e, mechanisms[i],
+						     strlen(mechanisms[i])) != 0)
+					goto nomem;
+			}
+			/* XEP-0440: say which channel bindings we support. */
+			if (tls.exporter != NULL || tls.endpoint != NULL) {
+				struct pgn_xml *cb = pgn_xml_add_child(
+					f, PGN_NS_SASL_CB,
+					"sasl-channel-binding");
+				if (cb == NULL)
+					goto nomem;
+				if (tls.exporter != NULL) {
+					struct pgn_xml *c = pgn_xml_add_child(
+						cb, PGN_NS_SASL_CB,
+						"channel-binding");
+					if (c == NULL)
+						goto nomem;
+					pgn_xml_set_attr(c, "type",
+							 "tls-exporter");
+				}
+				if (tls.endpoint != NULL) {
+					struct pgn_xml *c = pgn_xml_add_child(
+						cb, PGN_NS_SASL_CB,
+						"channel-binding");
+					if (c == NULL)
+						goto nomem;
+					pgn_xml_set_attr(c, "type",
+							 "tls-server-end-point");
+				}
+			}
+		}
+	} else {
+		struct pgn_xml *sess;
+		if (pgn_xml_add_child(f, PGN_NS_BIND, "bind") == NULL ||
+		    (sess = pgn_xml_add_child(f, PGN_NS_SESSION, "session")) ==
+			    NULL ||
+		    pgn_xml_add_child(sess, PGN_NS_SESSION, "optional") == NULL)
+			goto nomem;
+		struct pgn_event ev = { .name = "stream-features",
+					.origin = s,
+					.data = f };
+		pgn_host_fire(s->host, &ev);
+	}
+	/* <stream:features> must use the stream prefix, which the generic
+	 * serialiser does not write: emit the wrapper by hand. */
+	evbuffer_add_printf(out, "<stream:features>");
+	for (struct pgn_xml *c = pgn_xml_first_child(f); c != NULL;
+	     c = pgn_xml_next(c))
+		pgn_xml_write(c, PGN_NS_CLIENT, out);
+	evbuffer_add_printf(out, "</stream:features>");
+	pgn_xml_free(f);
+	return;
+nomem:
+	pgn_xml_free(f);
+	pgn_stream_error(s, "resource-constraint", NULL);
+}
+
+static const char *
+attr_of(const char **attrs, const char *name)
+{
+	for (int i = 0; attrs != NULL && attrs[i] != NULL; i += 2)
+		if (strcmp(attrs[i], name) == 0)
+			return attrs[i + 1];
+	return NULL;
+}
+
+void
+pgn_c2s_stream_open(struct pgn_session *s, const char **attrs,
+		    const char *default_ns)
+{
+	const char *to = attr_of(attrs, "to");
+	const char *version = attr_of(attrs, "version");
+	char *domain = NULL;
+	struct pgn_host *h = NULL;
+
+	if (to != NULL && pgn_jid_nameprep(to, &domain) == 0)
+		h = pgn_server_host(s->srv, domain);
+	free(domain);
+	/* The header we answer with names the host if we know it. */
+	if (s->host == NULL)
+		s->host = h;
+	pgn_stream_send_header(s, PGN_NS_CLIENT,
+			       h != NULL ? pgn_host_name(h) : NULL);
+	if (default_ns == NULL || strcmp(default_ns, PGN_NS_CLIENT) != 0) {
+		pgn_stream_error(s, "invalid-namespace", NULL);
+		return;
+	}
+	if (h == NULL) {
+		pgn_stream_error(s, "host-unknown", NULL);
+		return;
+	}
+	if (h != s->host) {
+		/* RFC 6120 §4.3.3: the 'to' stays the same across restarts. */
+		pgn_stream_error(s, "host-unknown",
+				 "the stream host changed on restart");
+		return;
+	}
+	if (version == NULL || atoi(version) < 1) {
+		pgn_stream_error(s, "unsupported-version",
+				 "XMPP 1.0 streams are required");
+		return;
+	}
+	s->state = PGN_ST_NEGOTIATING;
+	send_features(s);
+}
+
+/* ---- STARTTLS ----------------------------------------------------------- */
+
+static void
+handle_starttls(struct pgn_session *s)
+{
+	if (s->secure || !pgn_tls_available(s->srv->tls) ||
+	    s->listener->cfg->kind != PGN_LISTEN_C2S) {
+		pgn_stream_send_raw(s, "<failure xmlns='" PGN_NS_TLS "'/>",
+				    strlen("<failure xmlns='" PGN_NS_TLS "'/>"));
+		pgn_stream_close(s);
+		return;
+	}
+	pgn_stream_send_raw(s, "<proceed xmlns='" PGN_NS_TLS "'/>",
+			    strlen("<proceed xmlns='" PGN_NS_TLS "'/>"));
+	/* The client starts a new stream inside TLS. */
+	pgn_xml_parser_reset(s->parser);
+	pgn_stream_drop_pending(s);
+	s->header_sent = 0;
+	s->state = PGN_ST_TLS_PENDING;
+	/* Switch once <proceed/> has left (write callback). */
+}
+
+/* ---- SASL -------------------------------------------------------------- */
+
+static void
+sasl_send(struct pgn_session *s, const char *what, const unsigned char *data,
+	  size_t len, int always_body)
+{
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	evbuffer_add_printf(out, "<%s xmlns='" PGN_NS_SASL "'>", what);
+	if (len > 0) {
+		size_t b64len = sodium_base64_encoded_len(
+			len, sodium_base64_VARIANT_ORIGINAL);
+		char *b64 = malloc(b64len);
+		if (b64 != NULL) {
+			sodium_bin2base64(b64, b64len, data, len,
+					  sodium_base64_VARIANT_ORIGINAL);
+			evbuffer_add(out, b64, strlen(b64));
+			free(b64);
+		}
+	} else if (always_body) {
+		evbuffer_add(out, "=", 1);
+	}
+	evbuffer_add_printf(out, "</%s>", what);
+}
+
+struct fail_job {
+	uint64_t id;
+	struct pgn_server *srv;
+	char cond[40];
+};
+
+static void
+send_failure_now(struct pgn_session *s, const char *cond)
+{
+	evbuffer_add_printf(bufferevent_get_output(s->bev),
+			    "<failure xmlns='" PGN_NS_SASL "'><%s/></failure>",
+			    cond);
+	pgn_sasl_free(s->sasl);
+	s->sasl = NULL;
+	/* RFC 6120 §6.4.5: allow a few retries, then close. */
+	if (++s->sasl_tries >= 3)
+		pgn_stream_error(s, "policy-violation",
+				 "too many authentication failures");
+}
+
+static void
+delayed_failure_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct fail_job *j = arg;
+	struct pgn_session *s = pgn_stream_find(j->srv, j->id);
+	if (s != NULL) {
+		send_failure_now(s, j->cond);
+		pgn_stream_resume(s);
+	}
+	free(j);
+}
+
+/* Failed authentications are answered later and later per peer address,
+ * which slows password guessing without blocking anything. */
+static void
+sasl_failure(struct pgn_session *s, const char *cond)
+{
+	unsigned delay_ms = 0;
+	if (strcmp(cond, "not-authorized") == 0)
+		delay_ms = pgn_limits_auth_failed(s->srv->auth_limits, s->peer);
+	pgn_log(PGN_LOG_INFO, "session %llu: SASL failure %s from %s",
+		(unsigned long long)s->id, cond, s->peer);
+	if (delay_ms == 0) {
+		send_failure_now(s, cond);
+		return;
+	}
+	struct fail_job *j = calloc(1, sizeof(*j));
+	if (j == NULL) {
+		send_failure_now(s, cond);
+		return;
+	}
+	j->id = s->id;
+	j->srv = s->srv;
+	snprintf(j->cond, sizeof(j->cond), "%s", cond);
+	struct timeval tv = { delay_ms / 1000, (delay_ms % 1000) * 1000 };
+	pgn_stream_suspend(s);
+	if (event_base_once(s->srv->base, -1, EV_TIMEOUT, delayed_failure_cb, j,
+			    &tv) != 0) {
+		free(j);
+		send_failure_now(s, cond);
+		pgn_stream_resume(s);
+	}
+}
+
+static void
+sasl_success(struct pgn_session *s, const unsigned char *data, size_t len)
+{
+	pgn_limits_auth_ok(s->srv->auth_limits, s->peer);
+	sasl_send(s, "success", data, len, 0);
+	pgn_sasl_free(s->sasl);
+	s->sasl = NULL;
+	s->authenticated = 1;
+	s->header_sent = 0;
+	pgn_xml_parser_reset(s->parser);
+	pgn_stream_drop_pending(s);
+	s->state = PGN_ST_WAIT_HEADER;
+	pgn_log(PGN_LOG_INFO, "session %llu: authenticated as %s@%s",
+		(unsigned long long)s->id, s->authcid, pgn_host_name(s->host));
+}
+
+static void sasl_handle_status(struct pgn_session *s,
+			       enum pgn_sasl_status st, unsigned char *out,
+			       size_t outlen);
+
+struct pw_job {
+	uint64_t id;
+	struct pgn_server *srv;
+	struct pgn_scram_creds creds;
+	char *password;
+	int ok;
+};
+
+static void
+pw_run(void *arg)
+{
+	struct pw_job *j = arg;
+	j->ok = pgn_scram_check_password(&j->creds, j->password) == 1;
+}
+
+static void
+pw_done(void *arg)
+{
+	struct pw_job *j = arg;
+	struct pgn_session *s = pgn_stream_find(j->srv, j->id);
+	sodium_memzero(j->password, strlen(j->password));
+	free(j->password);
+	sodium_memzero(&j->creds, sizeof(j->creds));
+	if (s != NULL && s->sasl != NULL) {
+		enum pgn_sasl_status st = pgn_sasl_password_result(s->sasl, j->ok);
+		s->busy = 0;
+		sasl_handle_status(s, st, NULL, 0);
+		if (!s->busy)
+			pgn_stream_resume(s);
+	}
+	free(j);
+}
+
+static void
+creds_cb(uint64_t owner, void *arg, int err, const struct pgn_scram_creds *creds)
+{
+	struct pgn_server *srv = arg;
+	struct pgn_session *s = pgn_stream_find(srv, owner);
+	unsigned char *out = NULL;
+	size_t outlen = 0;
+
+	if (s == NULL || s->sasl == NULL)
+		return;
+	if (err != 0 && err != -ENOENT) {
+		pgn_log(PGN_LOG_WARN, "session %llu: credential lookup failed: %d",
+			(unsigned long long)s->id, err);
+		s->busy = 0;
+		sasl_failure(s, "temporary-auth-failure");
+		if (!s->busy)
+			pgn_stream_resume(s);
+		return;
+	}
+	enum pgn_sasl_status st =
+		pgn_sasl_set_creds(s->sasl, err == 0 ? creds : NULL, &out, &outlen);
+	if (st == PGN_SASL_NEED_PASSWORD_CHECK) {
+		struct pw_job *j = calloc(1, sizeof(*j));
+		if (j == NULL || (j->password = strdup(pgn_sasl_password(s->sasl))) == NULL) {
+			free(j);
+			s->busy = 0;
+			sasl_failure(s, "temporary-auth-failure");
+			pgn_stream_resume(s);
+			return;
+		}
+		j->id = s->id;
+		j->srv = s->srv;
+		j->creds = *creds;
+		if (pgn_worker_submit(s->srv->crypto, j, pw_run, pw_done) != 0) {
+			free(j->password);
+			free(j);
+			s->busy = 0;
+			sasl_failure(s, "temporary-auth-failure");
+			pgn_stream_resume(s);
+		}
+		return; /* still busy */
+	}
+	s->busy = 0;
+	sasl_handle_status(s, st, out, outlen);
+	free(out);
+	if (!s->busy)
+		pgn_stream_resume(s);
+}
+
+static void
+sasl_handle_status(struct pgn_session *s, enum pgn_sasl_status st,
+		   unsigned char *out, size_t outlen)
+{
+	switch (st) {
+	case PGN_SASL_CONTINUE:
+		sasl_send(s, "challenge", out, outlen, 1);
+		return;
+	case PGN_SASL_SUCCESS:
+		sasl_success(s, out, outlen);
+		return;
+	case PGN_SASL_FAILURE:
+		sasl_failure(s, pgn_sasl_condition(s->sasl));
+		return;
+	case PGN_SASL_NEED_CREDS: {
+		const char *authzid = pgn_sasl_authzid(s->sasl);
+		char *node = NULL;
+		if (pgn_jid_nodeprep(pgn_sasl_username(s->sasl), &node) != 0) {
+			sasl_failure(s, "not-authorized");
+			return;
+		}
+		if (authzid != NULL && *authzid != '\0') {
+			/* Only the user's own JID may be requested. */
+			struct pgn_jid *az = NULL;
+			int ok = pgn_jid_parse(authzid, &az) == 0 &&
+				 az->node != NULL && az->resource == NULL &&
+				 strcmp(az->node, node) == 0 &&
+				 strcmp(az->domain, pgn_host_name(s->host)) == 0;
+			pgn_jid_free(az);
+			if (!ok) {
+				free(node);
+				sasl_failure(s, "invalid-authzid");
+				return;
+			}
+		}
+		free(s->authcid);
+		s->authcid = node;
+		pgn_stream_suspend(s);
+		if (pgn_account_get_creds(s->srv->store, node,
+					  pgn_host_name(s->host), s->id,
+					  creds_cb, s->srv) != 0) {
+			s->busy = 0;
+			sasl_failure(s, "temporary-auth-failure");
+			pgn_stream_resume(s);
+		}
+		return;
+	}
+	case PGN_SASL_NEED_PASSWORD_CHECK:
+		/* Only reached through set_creds (creds_cb). */
+		sasl_failure(s, "temporary-auth-failure");
+		return;
+	}
+}
+
+/* Decodes the base64 text of an <auth/> or <response/>; "=" is empty. */
+static int
+sasl_decode(const struct pgn_xml *xml, unsigned char **out, size_t *outlen)
+{
+	char *text = pgn_xml_text(xml);
+	size_t len, max;
+	int rc = -EINVAL;
+
+	*out = NULL;
+	*outlen = 0;
+	if (text == NULL)
+		return -ENOMEM;
+	len = strlen(text);
+	if (len == 0 || strcmp(text, "=") == 0) {
+		free(text);
+		*out = calloc(1, 1);
+		return *out != NULL ? 0 : -ENOMEM;
+	}
+	max = len / 4 * 3 + 3;
+	*out = malloc(max + 1);
+	if (*out != NULL &&
+	    sodium_base642bin(*out, max, text, len, NULL, outlen, NULL,
+			      sodium_base64_VARIANT_ORIGINAL) == 0)
+		rc = 0;
+	free(text);
+	if (rc != 0) {
+		free(*out);
+		*out = NULL;
+	}
+	return rc;
+}
+
+static void
+handle_sasl(struct pgn_session *s, struct pgn_xml *xml)
+{
+	const char *name = pgn_xml_name(xml);
+	unsigned char *in = NULL, *out = NULL;
+	size_t inlen = 0, outlen = 0;
+	enum pgn_sasl_status st;
+
+	if (strcmp(name, "abort") == 0) {
+		if (s->sasl != NULL) {
+			pgn_sasl_free(s->sasl);
+			s->sasl = NULL;
+		}
+		send_failure_now(s, "aborted");
+		return;
+	}
+	if (strcmp(name, "auth") == 0) {
+		unsigned char exp[64], ep[64], uq[64];
+		struct pgn_sasl_tls tls;
+		const char *mech = pgn_xml_attr(xml, "mechanism");
+
+		if (!s->secure && starttls_required(s) &&
+		    pgn_tls_available(s->srv->tls)) {
+			send_failure_now(s, "encryption-required");
+			return;
+		}
+		if (s->sasl != NULL) {
+			pgn_sasl_free(s->sasl);
+			s->sasl = NULL;
+		}
+		sasl_tls(s, &tls, exp, ep, uq);
+		if (mech == NULL ||
+		    (s->sasl = pgn_sasl_new(mech, &tls)) == NULL) {
+			int is_plain = mech != NULL && strcmp(mech, "PLAIN") == 0;
+			send_failure_now(s, is_plain && !s->secure
+						    ? "encryption-required"
+						    : "invalid-mechanism");
+			return;
+		}
+	} else if (strcmp(name, "response") == 0) {
+		if (s->sasl == NULL) {
+			send_failure_now(s, "malformed-request");
+			return;
+		}
+	} else {
+		send_failure_now(s, "malformed-request");
+		return;
+	}
+	if (sasl_decode(xml, &in, &inlen) != 0) {
+		free(in);
+		sasl_failure(s, "incorrect-encoding");
+		return;
+	}
+	st = pgn_sasl_step(s->sasl, in, inlen, &out, &outlen);
+	sodium_memzero(in, inlen);
+	free(in);
+	sasl_handle_status(s, st, out, outlen);
+	free(out);
+}
+
+/* ---- resource binding ------------------------------------------------- */
+
+static void
+send_iq_error(struct pgn_session *s, struct pgn_xml *iq, const char *type,
+	      const char *cond)
+{
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	const char *id = pgn_xml_attr(iq, "id");
+	evbuffer_add_printf(out, "<iq type='error'");
+	if (id != NULL) {
+		evbuffer_add_printf(out, " id='");
+		pgn_xml_escape(out, id, strlen(id));
+		evbuffer_add_printf(out, "'");
+	}
+	evbuffer_add_printf(out,
+			    "><error type='%s'><%s xmlns='" PGN_NS_STANZAS
+			    "'/></error></iq>",
+			    type, cond);
+}
+
+static void
+handle_bind(struct pgn_session *s, struct pgn_xml *iq, struct pgn_xml *bind)
+{
+	char *wanted = pgn_xml_child_text(bind, NULL, "resource");
+	char *res = NULL;
+	struct pgn_session *old = NULL;
+	char gen[32];
+	int rc;
+
+	if (s->state == PGN_ST_BOUND) {
+		send_iq_error(s, iq, "cancel", "not-allowed");
+		free(wanted);
+		return;
+	}
+	if (wanted != NULL && *wanted != '\0') {
+		if (pgn_jid_resourceprep(wanted, &res) != 0) {
+			free(wanted);
+			send_iq_error(s, iq, "modify", "bad-request");
+			return;
+		}
+	} else {
+		unsigned char rnd[8];
+		randombytes_buf(rnd, sizeof(rnd));
+		snprintf(gen, sizeof(gen), "pigeon-");
+		for (size_t i = 0; i < sizeof(rnd); i++)
+			snprintf(gen + 7 + 2 * i, 3, "%02x", rnd[i]);
+		res = strdup(gen);
+	}
+	free(wanted);
+	if (res == NULL ||
+	    pgn_jid_make(s->authcid, pgn_host_name(s->host), res, &s->jid) != 0) {
+		free(res);
+		send_iq_error(s, iq, "modify", "bad-request");
+		return;
+	}
+	free(res);
+	rc = pgn_router_bind(s->srv, s, &old);
+	if (rc == -EUSERS) {
+		pgn_jid_free(s->jid);
+		s->jid = NULL;
+		send_iq_error(s, iq, "wait", "resource-constraint");
+		return;
+	}
+	if (rc != 0) {
+		pgn_jid_free(s->jid);
+		s->jid = NULL;
+		send_iq_error(s, iq, "wait", "internal-server-error");
+		return;
+	}
+	if (old != NULL) {
+		/* RFC 6120 §7.7.2.2: the newer session wins. */
+		pgn_log(PGN_LOG_INFO, "session %llu: replaced by %llu (%s)",
+			(unsigned long long)old->id, (unsigned long long)s->id,
+			s->jid->full);
+		pgn_stream_error(old, "conflict", "replaced by a new session");
+	}
+	s->state = PGN_ST_BOUND;
+	pgn_stream_established(s);
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	const char *id = pgn_xml_attr(iq, "id");
+	evbuffer_add_printf(out, "<iq type='result'");
+	if (id != NULL) {
+		evbuffer_add_printf(out, " id='");
+		pgn_xml_escape(out, id, strlen(id));
+		evbuffer_add_printf(out, "'");
+	}
+	evbuffer_add_printf(out, "><bind xmlns='" PGN_NS_BIND "'><jid>");
+	pgn_xml_escape(out, s->jid->full, strlen(s->jid->full));
+	evbuffer_add_printf(out, "</jid></bind></iq>");
+	pgn_log(PGN_LOG_INFO, "session %llu: bound %s from %s",
+		(unsigned long long)s->id, s->jid->full, s->peer);
+	struct pgn_event ev = { .name = "session-started", .origin = s };
+	pgn_host_fire(s->host, &ev);
+}
+
+/* ---- stanzas ------------------------------------------------------------ */
+
+static int
+is_stanza_name(const char *name)
+{
+	return strcmp(name, "message") == 0 || strcmp(name, "presence") == 0 ||
+	       strcmp(name, "iq") == 0;
+}
+
+static void
+handle_bound(struct pgn_session *s, struct pgn_xml *xml)
+{
+	const char *ns = pgn_xml_ns(xml);
+	const char *name = pgn_xml_name(xml);
+	struct pgn_stanza *st;
+	int bad_jid = 0;
+
+	if (ns == NULL || strcmp(ns, PGN_NS_CLIENT) != 0 ||
+	    !is_stanza_name(name)) {
+		pgn_xml_free(xml);
+		pgn_stream_error(s, "unsupported-stanza-type", NULL);
+		return;
+	}
+	if (strcmp(name, "iq") == 0) {
+		struct pgn_xml *c = pgn_xml_first_child(xml);
+		const char *type = pgn_xml_attr(xml, "type");
+		if (c != NULL && type != NULL && strcmp(type, "set") == 0 &&
+		    pgn_xml_attr(xml, "to") == NULL) {
+			const char *cns = pgn_xml_ns(c);
+			if (cns != NULL && strcmp(cns, PGN_NS_SESSION) == 0) {
+				/* RFC 3921 session: a no-op kept for old
+				 * clients. */
+				struct evbuffer *out =
+					bufferevent_get_output(s->bev);
+				const char *id = pgn_xml_attr(xml, "id");
+				evbuffer_add_printf(out, "<iq type='result'");
+				if (id != NULL) {
+					evbuffer_add_printf(out, " id='");
+					pgn_xml_escape(out, id, strlen(id));
+					evbuffer_add_printf(out, "'");
+				}
+				evbuffer_add_printf(out, "/>");
+				pgn_xml_free(xml);
+				return;
+			}
+			if (cns != NULL && strcmp(cns, PGN_NS_BIND) == 0) {
+				handle_bind(s, xml, c);
+				pgn_xml_free(xml);
+				return;
+			}
+		}
+	}
+	{
+		/* Kept aside: a malformed address frees the stanza. */
+		char kname[16], ktype[16], *kid;
+		const char *t = pgn_xml_attr(xml, "type");
+		snprintf(kname, sizeof(kname), "%s", name);
+		snprintf(ktype, sizeof(ktype), "%s", t != NULL ? t : "");
+		kid = pgn_xml_attr(xml, "id") ? strdup(pgn_xml_attr(xml, "id"))
+					       : NULL;
+		st = pgn_stanza_new(xml, &bad_jid);
+		if (st == NULL && bad_jid && strcmp(ktype, "error") != 0 &&
+		    strcmp(ktype, "result") != 0) {
+			/* RFC 6120 §8.3.3.8 jid-malformed, back to the sender. */
+			struct evbuffer *out = bufferevent_get_output(s->bev);
+			evbuffer_add_printf(out, "<%s type='error' to='", kname);
+			pgn_xml_escape(out, s->jid->full, strlen(s->jid->full));
+			evbuffer_add_printf(out, "'");
+			if (kid != NULL) {
+				evbuffer_add_printf(out, " id='");
+				pgn_xml_escape(out, kid, strlen(kid));
+				evbuffer_add_printf(out, "'");
+			}
+			evbuffer_add_printf(out,
+					    "><error type='modify'><jid-malformed "
+					    "xmlns='" PGN_NS_STANZAS
+					    "'/></error></%s>",
+					    kname);
+		}
+		free(kid);
+		if (st == NULL)
+			return;
+	}
+	/* RFC 6120 §8.1.2.1: the server stamps the sender's full JID; a
+	 * 'from' naming anyone else is an invalid-from stream error. */
+	if (st->from != NULL && strcmp(st->from->full, s->jid->full) != 0 &&
+	    strcmp(st->from->full, s->jid->bare) != 0) {
+		pgn_stanza_free(st);
+		pgn_stream_error(s, "invalid-from", NULL);
+		return;
+	}
+	if (pgn_stanza_set_from(st, s->jid) != 0) {
+		pgn_stanza_free(st);
+		return;
+	}
+	if (st->to == NULL) {
+		/* RFC 6120 §10.3: no 'to' means the user's own account. */
+		struct pgn_jid *bare = pgn_jid_bare_copy(s->jid);
+		if (st->kind == PGN_STANZA_PRESENCE &&
+		    (st->type == NULL || strcmp(st->type, "unavailable") == 0)) {
+			char *prio = pgn_xml_child_text(st->xml, NULL, "priority");
+			s->available = st->type == NULL;
+			s->priority = prio != NULL ? atoi(prio) : 0;
+			if (s->priority < -128 || s->priority > 127)
+				s->priority = 0;
+			free(prio);
+		}
+		if (bare == NULL || pgn_stanza_set_to(st, bare) != 0) {
+			pgn_jid_free(bare);
+			pgn_stanza_free(st);
+			return;
+		}
+		pgn_jid_free(bare);
+	}
+	pgn_router_route(s->srv, s, st);
+}
+
+void
+pgn_c2s_element(struct pgn_session *s, struct pgn_xml *xml)
+{
+	const char *ns = pgn_xml_ns(xml);
+
+	if (s->state == PGN_ST_BOUND) {
+		handle_bound(s, xml);
+		return;
+	}
+	if (s->state != PGN_ST_NEGOTIATING) {
+		pgn_xml_free(xml);
+		return;
+	}
+	if (!s->authenticated) {
+		if (ns != NULL && strcmp(ns, PGN_NS_TLS) == 0 &&
+		    strcmp(pgn_xml_name(xml), "starttls") == 0)
+			handle_starttls(s);
+		else if (ns != NULL && strcmp(ns, PGN_NS_SASL) == 0)
+			handle_sasl(s, xml);
+		else if (!s->secure && starttls_required(s) &&
+			 pgn_tls_available(s->srv->tls))
+			pgn_stream_error(s, "policy-violation",
+					 "STARTTLS is required");
+		else
+			pgn_stream_error(s, "not-authorized", NULL);
+		pgn_xml_free(xml);
+		return;
+	}
+	/* Authenticated, not bound: only binding (and the session no-op). */
+	if (strcmp(pgn_xml_name(xml), "iq") == 0 && ns != NULL &&
+	    strcmp(ns, PGN_NS_CLIENT) == 0) {
+		struct pgn_xml *c = pgn_xml_first_child(xml);
+		const char *cns = c != NULL ? pgn_xml_ns(c) : NULL;
+		if (cns != NULL && strcmp(cns, PGN_NS_BIND) == 0) {
+			handle_bind(s, xml, c);
+			pgn_xml_free(xml);
+			return;
+		}
+		if (cns != NULL && strcmp(cns, PGN_NS_SESSION) == 0) {
+			send_iq_error(s, xml, "wait", "not-allowed");
+			pgn_xml_free(xml);
+			return;
+		}
+	}
+	pgn_xml_free(xml);
+	pgn_stream_error(s, "not-authorized", "bind a resource first");
+}
+
+void
+pgn_c2s_closed(struct pgn_session *s)
+{
+	if (s->in_users) {
+		struct pgn_event ev = { .name = "session-ended", .origin = s };
+		pgn_router_unbind(s->srv, s);
+		pgn_host_fire(s->host, &ev);
+		pgn_log(PGN_LOG_INFO, "session %llu: %s ended",
+			(unsigned long long)s->id, s->jid->full);
+	}
+}

@@ -1,0 +1,179 @@
+/* External components (XEP-0114): a handshake with a per-component shared
+ * secret, then stanzas to and from the component's domain. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <openssl/evp.h>
+#include <sodium.h>
+
+#include "map.h"
+#include "pigeon/log.h"
+#include "router.h"
+#include "server.h"
+#include "stream.h"
+
+static const struct pgn_cfg_component *
+find_component(const struct pgn_server *srv, const char *domain)
+{
+	for (size_t i = 0; i < srv->cfg->ncomponents; i++)
+		if (strcmp(srv->cfg->components[i].domain, domain) == 0)
+			return &srv->cfg->components[i];
+	return NULL;
+}
+
+void
+pgn_component_stream_open(struct pgn_session *s, const char **attrs,
+			  const char *default_ns)
+{
+	const char *to = NULL;
+	char *domain = NULL;
+
+	for (int i = 0; attrs != NULL && attrs[i] != NULL; i += 2)
+		if (strcmp(attrs[i], "to") == 0)
+			to = attrs[i + 1];
+	if (to != NULL && pgn_jid_nameprep(to, &domain) == 0 &&
+	    find_component(s->srv, domain) != NULL) {
+		s->domain = domain;
+		domain = NULL;
+	}
+	free(domain);
+	pgn_stream_send_header(s, PGN_NS_COMPONENT, s->domain);
+	if (default_ns == NULL || strcmp(default_ns, PGN_NS_COMPONENT) != 0) {
+		pgn_stream_error(s, "invalid-namespace", NULL);
+		return;
+	}
+	if (s->domain == NULL) {
+		pgn_stream_error(s, "host-unknown", NULL);
+		return;
+	}
+	s->state = PGN_ST_NEGOTIATING;
+}
+
+static void
+handshake(struct pgn_session *s, struct pgn_xml *xml)
+{
+	const struct pgn_cfg_component *c = find_component(s->srv, s->domain);
+	char *given = pgn_xml_text(xml);
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned mdlen = 0;
+	char hex[2 * EVP_MAX_MD_SIZE + 1];
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	int ok = 0;
+
+	if (c != NULL && given != NULL && ctx != NULL &&
+	    EVP_DigestInit_ex(ctx, EVP_sha1(), NULL) == 1 &&
+	    EVP_DigestUpdate(ctx, s->stream_id, strlen(s->stream_id)) == 1 &&
+	    EVP_DigestUpdate(ctx, c->secret, strlen(c->secret)) == 1 &&
+	    EVP_DigestFinal_ex(ctx, md, &mdlen) == 1) {
+		for (unsigned i = 0; i < mdlen; i++)
+			snprintf(hex + 2 * i, 3, "%02x", md[i]);
+		/* Case-insensitive hex, compared in constant time. */
+		for (char *p = given; *p; p++)
+			if (*p >= 'A' && *p <= 'F')
+				*p = (char)(*p - 'A' + 'a');
+		ok = strlen(given) == 2 * mdlen &&
+		     sodium_memcmp(given, hex, 2 * mdlen) == 0;
+	}
+	EVP_MD_CTX_free(ctx);
+	free(given);
+	if (!ok) {
+		pgn_log(PGN_LOG_INFO, "session %llu: component %s: bad handshake",
+			(unsigned long long)s->id, s->domain);
+		pgn_stream_error(s, "not-authorized", NULL);
+		return;
+	}
+	struct pgn_session *old = pgn_map_get(s->srv->components, s->domain);
+	if (old != NULL) {
+		/* One connection per component: the new one wins. */
+		pgn_map_del(s->srv->components, s->domain);
+		pgn_stream_error(old, "conflict", NULL);
+	}
+	if (pgn_map_set(s->srv->components, s->domain, s) != 0) {
+		pgn_stream_error(s, "resource-constraint", NULL);
+		return;
+	}
+	s->state = PGN_ST_BOUND;
+	s->authenticated = 1;
+	pgn_stream_established(s);
+	pgn_stream_send_raw(s, "<handshake/>", strlen("<handshake/>"));
+	pgn_log(PGN_LOG_INFO, "session %llu: component %s connected",
+		(unsigned long long)s->id, s->domain);
+}
+
+/* Stanzas from the component carry its namespace; internally everything
+ * is jabber:client so that it can be written to any stream. */
+static void
+normalise_ns(struct pgn_xml *xml)
+{
+	const char *ns = pgn_xml_ns(xml);
+	if (ns != NULL && strcmp(ns, PGN_NS_COMPONENT) == 0)
+		pgn_xml_set_ns(xml, PGN_NS_CLIENT);
+	for (struct pgn_xml *c = pgn_xml_first_child(xml); c != NULL;
+	     c = pgn_xml_next(c))
+		normalise_ns(c);
+}
+
+void
+pgn_component_element(struct pgn_session *s, struct pgn_xml *xml)
+{
+	const char *ns = pgn_xml_ns(xml);
+	const char *name = pgn_xml_name(xml);
+	struct pgn_stanza *st;
+	int bad_jid = 0;
+
+	if (s->state == PGN_ST_NEGOTIATING) {
+		if (strcmp(name, "handshake") == 0 && ns != NULL &&
+		    strcmp(ns, PGN_NS_COMPONENT) == 0)
+			handshake(s, xml);
+		else
+			pgn_stream_error(s, "not-authorized", NULL);
+		pgn_xml_free(xml);
+		return;
+	}
+	if (s->state != PGN_ST_BOUND) {
+		pgn_xml_free(xml);
+		return;
+	}
+	if (ns == NULL || strcmp(ns, PGN_NS_COMPONENT) != 0 ||
+	    (strcmp(name, "message") && strcmp(name, "presence") &&
+	     strcmp(name, "iq"))) {
+		pgn_xml_free(xml);
+		pgn_stream_error(s, "unsupported-stanza-type", NULL);
+		return;
+	}
+	normalise_ns(xml);
+	st = pgn_stanza_new(xml, &bad_jid);
+	if (st == NULL) {
+		if (bad_jid)
+			pgn_stream_error(s, "improper-addressing",
+					 "malformed 'to' or 'from'");
+		return;
+	}
+	/* A component speaks only for its own domain. */
+	if (st->from == NULL || strcmp(st->from->domain, s->domain) != 0) {
+		pgn_stanza_free(st);
+		pgn_stream_error(s, "invalid-from", NULL);
+		return;
+	}
+	if (st->to == NULL) {
+		pgn_stanza_free(st);
+		pgn_stream_error(s, "improper-addressing", "missing 'to'");
+		return;
+	}
+	pgn_router_route(s->srv, s, st);
+}
+
+void
+pgn_component_closed(struct pgn_session *s)
+{
+	if (s->domain != NULL &&
+	    pgn_map_get(s->srv->components, s->domain) == s) {
+		pgn_map_del(s->srv->components, s->domain);
+		pgn_log(PGN_LOG_INFO, "session %llu: component %s disconnected",
+			(unsigned long long)s->id, s->domain);
+	}
+}

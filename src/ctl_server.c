@@ -1,0 +1,438 @@
+/* The control socket: pigeonctl's commands executed inside the running
+ * server.  Requests are netstrings (ctl_proto.c); account commands run
+ * asynchronously and find their connection again by id. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/listener.h>
+
+#include "host.h"
+#include "map.h"
+#include "pigeon/account.h"
+#include "pigeon/ctl.h"
+#include "pigeon/log.h"
+#include "pigeon/store.h"
+#include "router.h"
+#include "server.h"
+#include "stream.h"
+
+struct ctl_conn {
+	uint64_t id;
+	struct pgn_server *srv;
+	struct bufferevent *bev;
+	int answered;
+	int stop_after;
+	char user[1100];
+	char host[1100];
+};
+
+static void
+conn_free(struct ctl_conn *c)
+{
+	pgn_map_del_id(c->srv->ctl_conns, c->id);
+	bufferevent_free(c->bev);
+	free(c);
+}
+
+static void
+conn_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct ctl_conn *c = arg;
+	if (c->answered &&
+	    evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+		int stop = c->stop_after;
+		struct pgn_server *srv = c->srv;
+		conn_free(c);
+		if (stop)
+			pgn_server_stop(srv);
+	}
+}
+
+static void
+answer(struct ctl_conn *c, int status, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void
+answer(struct ctl_conn *c, int status, const char *fmt, ...)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	va_list ap;
+	evbuffer_add_printf(out, "%d\n", status);
+	va_start(ap, fmt);
+	evbuffer_add_vprintf(out, fmt, ap);
+	va_end(ap);
+	c->answered = 1;
+	bufferevent_enable(c->bev, EV_WRITE);
+	if (evbuffer_get_length(out) == 0)
+		conn_write_cb(c->bev, c);
+}
+
+static struct ctl_conn *
+find_conn(struct pgn_server *srv, uint64_t id)
+{
+	return pgn_map_get_id(srv->ctl_conns, id);
+}
+
+/* ---- account commands ------------------------------------------------ */
+
+static int
+kick_user_sessions(struct pgn_server *srv, const char *bare, const char *cond,
+		   const char *text)
+{
+	int n = 0;
+	struct pgn_session *s = pgn_router_sessions(srv, bare);
+	while (s != NULL) {
+		struct pgn_session *next = s->next_res;
+		pgn_stream_error(s, cond, text);
+		s = next;
+		n++;
+	}
+	return n;
+}
+
+static void
+account_done(uint64_t owner, void *arg, int err,
+	     const struct pgn_scram_creds *creds)
+{
+	struct pgn_server *srv = arg;
+	struct ctl_conn *c = find_conn(srv, owner);
+	const char *what = c != NULL && c->stop_after == 2   ? "registered"
+			   : c != NULL && c->stop_after == 3 ? "unregistered"
+							     : "updated";
+	if (c == NULL)
+		return;
+	int kind = c->stop_after;
+	c->stop_after = 0;
+	if (err == -EEXIST)
+		answer(c, PGN_CTL_ERROR, "User %s@%s already registered\n",
+		       c->user, c->host);
+	else if (err == -ENOENT)
+		answer(c, PGN_CTL_ERROR, "User %s@%s does not exist\n", c->user,
+		       c->host);
+	else if (err != 0)
+		answer(c, PGN_CTL_ERROR, "Storage error for %s@%s (%s)\n",
+		       c->user, c->host, strerror(-err));
+	else {
+		if (kind == 3) {
+			char bare[2300];
+			snprintf(bare, sizeof(bare), "%s@%s", c->user, c->host);
+			kick_user_sessions(srv, bare, "not-authorized",
+					   "account removed");
+		}
+		answer(c, PGN_CTL_OK, "User %s@%s successfully %s\n", c->user,
+		       c->host, what);
+	}
+}
+
+/* Prepares USER and HOST into the connection; answers and returns -1 on
+ * error. */
+static int
+prep_account(struct ctl_conn *c, const char *user, const char *host)
+{
+	char *u = NULL, *h = NULL;
+	int rc = -1;
+	if (pgn_jid_nodeprep(user, &u) != 0 || *u == '\0') {
+		answer(c, PGN_CTL_USAGE, "Invalid user name '%s'\n", user);
+		goto out;
+	}
+	if (pgn_jid_nameprep(host, &h) != 0 ||
+	    pgn_server_host(c->srv, h) == NULL) {
+		answer(c, PGN_CTL_ERROR, "Unknown host '%s'\n", host);
+		goto out;
+	}
+	snprintf(c->user, sizeof(c->user), "%s", u);
+	snprintf(c->host, sizeof(c->host), "%s", h);
+	rc = 0;
+out:
+	free(u);
+	free(h);
+	return rc;
+}
+
+static void
+users_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
+{
+	struct ctl_conn *c = find_conn(arg, owner);
+	struct evbuffer *buf;
+	if (c == NULL)
+		return;
+	if (res->error != 0) {
+		answer(c, PGN_CTL_ERROR, "Storage error: %s\n", res->errmsg);
+		return;
+	}
+	buf = evbuffer_new();
+	for (int i = 0; buf != NULL && i < res->nrows; i++)
+		evbuffer_add_printf(buf, "%s\n", pgn_store_value(res, i, 0));
+	size_t len = buf ? evbuffer_get_length(buf) : 0;
+	char *text = buf ? (char *)evbuffer_pullup(buf, -1) : NULL;
+	answer(c, PGN_CTL_OK, "%.*s", (int)len, text ? text : "");
+	evbuffer_free(buf);
+}
+
+/* ---- session commands -------------------------------------------------- */
+
+struct jid_list {
+	char **v;
+	size_t n;
+};
+
+static int
+collect_jids(const char *key, uint64_t id, void *value, void *arg)
+{
+	struct jid_list *l = arg;
+	for (struct pgn_session *s = value; s != NULL; s = s->next_res) {
+		char **v = realloc(l->v, (l->n + 1) * sizeof(*v));
+		if (v == NULL)
+			return 1;
+		l->v = v;
+		l->v[l->n++] = (char *)s->jid->full;
+	}
+	return 0;
+}
+
+static int
+cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void
+cmd_connected_users(struct ctl_conn *c, int count_only)
+{
+	struct jid_list l = { 0 };
+	pgn_map_foreach(c->srv->users, collect_jids, &l);
+	if (count_only) {
+		answer(c, PGN_CTL_OK, "%zu\n", l.n);
+		free(l.v);
+		return;
+	}
+	qsort(l.v, l.n, sizeof(*l.v), cmp_str);
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	evbuffer_add_printf(out, "%d\n", PGN_CTL_OK);
+	for (size_t i = 0; i < l.n; i++)
+		evbuffer_add_printf(out, "%s\n", l.v[i]);
+	free(l.v);
+	c->answered = 1;
+}
+
+static void
+dispatch(struct ctl_conn *c, int argc, char **argv)
+{
+	struct pgn_server *srv = c->srv;
+	const struct pgn_ctl_command *cmd = pgn_ctl_command_find(argv[0]);
+	int rc = 0;
+
+	if (cmd == NULL || argc - 1 != cmd->nargs) {
+		answer(c, PGN_CTL_USAGE, "Unknown command or wrong arguments: %s\n",
+		       argv[0]);
+		return;
+	}
+	pgn_log(PGN_LOG_INFO, "ctl: %s", argv[0]); /* never the arguments */
+	if (!strcmp(argv[0], "register")) {
+		if (prep_account(c, argv[1], argv[2]) != 0)
+			return;
+		c->stop_after = 2;
+		rc = pgn_account_register(srv->store, srv->crypto, c->user,
+					  c->host, argv[3], c->id, account_done,
+					  srv);
+	} else if (!strcmp(argv[0], "change_password")) {
+		if (prep_account(c, argv[1], argv[2]) != 0)
+			return;
+		c->stop_after = 4;
+		rc = pgn_account_set_password(srv->store, srv->crypto, c->user,
+					      c->host, argv[3], c->id,
+					      account_done, srv);
+	} else if (!strcmp(argv[0], "unregister")) {
+		if (prep_account(c, argv[1], argv[2]) != 0)
+			return;
+		c->stop_after = 3;
+		rc = pgn_account_unregister(srv->store, c->user, c->host, c->id,
+					    account_done, srv);
+	} else if (!strcmp(argv[0], "registered_users")) {
+		char *h = NULL;
+		if (pgn_jid_nameprep(argv[1], &h) != 0 ||
+		    pgn_server_host(srv, h) == NULL) {
+			free(h);
+			answer(c, PGN_CTL_ERROR, "Unknown host '%s'\n", argv[1]);
+			return;
+		}
+		const char *params[] = { h };
+		rc = pgn_store_query(srv->store,
+				     "SELECT username FROM accounts WHERE host = "
+				     "$1 ORDER BY username",
+				     1, params, c->id, users_done, srv);
+		free(h);
+	} else if (!strcmp(argv[0], "connected_users")) {
+		cmd_connected_users(c, 0);
+		conn_write_cb(c->bev, c);
+		return;
+	} else if (!strcmp(argv[0], "connected_users_number")) {
+		cmd_connected_users(c, 1);
+		return;
+	} else if (!strcmp(argv[0], "kick_session")) {
+		struct pgn_jid *jid = NULL;
+		struct pgn_session *s = NULL;
+		if (pgn_jid_make(argv[1], argv[2], argv[3], &jid) == 0)
+			s = pgn_router_find_full(srv, jid);
+		if (s == NULL) {
+			answer(c, PGN_CTL_ERROR, "No session %s@%s/%s\n", argv[1],
+			       argv[2], argv[3]);
+		} else {
+			pgn_stream_error(s, "policy-violation", argv[4]);
+			answer(c, PGN_CTL_OK, "Kicked %s\n", jid->full);
+		}
+		pgn_jid_free(jid);
+		return;
+	} else if (!strcmp(argv[0], "status")) {
+		answer(c, PGN_CTL_OK,
+		       "pigeond %s is running: %zu connections, %zu accounts "
+		       "online, %zu components, uptime %lds, storage %s\n",
+		       pgn_server_version(), pgn_map_count(srv->sessions),
+		       pgn_map_count(srv->users), pgn_map_count(srv->components),
+		       pgn_server_uptime(srv), pgn_store_driver(srv->store));
+		return;
+	} else if (!strcmp(argv[0], "stop")) {
+		c->stop_after = 1;
+		answer(c, PGN_CTL_OK, "Stopping pigeond\n");
+		return;
+	} else {
+		answer(c, PGN_CTL_USAGE, "'%s' is not a server command\n",
+		       argv[0]);
+		return;
+	}
+	if (rc != 0)
+		answer(c, PGN_CTL_ERROR, "Cannot queue the command: %s\n",
+		       strerror(-rc));
+}
+
+static void
+conn_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct ctl_conn *c = arg;
+	int argc = 0;
+	char **argv = NULL;
+	int rc;
+
+	if (c->answered)
+		return;
+	rc = pgn_ctl_decode(bufferevent_get_input(bev), &argc, &argv);
+	if (rc == 0)
+		return;
+	bufferevent_disable(bev, EV_READ);
+	if (rc < 0 || argc < 1) {
+		answer(c, PGN_CTL_USAGE, "Malformed request\n");
+	} else {
+		dispatch(c, argc, argv);
+	}
+	pgn_ctl_argv_free(argc, argv);
+}
+
+static void
+conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct ctl_conn *c = arg;
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+		/* The client went away; pending async answers find no conn. */
+		conn_free(c);
+	}
+}
+
+static void
+ctl_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
+	      struct sockaddr *sa, int salen, void *arg)
+{
+	struct pgn_server *srv = arg;
+	struct ctl_conn *c = calloc(1, sizeof(*c));
+	if (c == NULL) {
+		close(fd);
+		return;
+	}
+	c->srv = srv;
+	c->id = pgn_server_next_id(srv);
+	c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (c->bev == NULL || pgn_map_set_id(srv->ctl_conns, c->id, c) != 0) {
+		if (c->bev != NULL)
+			bufferevent_free(c->bev);
+		else
+			close(fd);
+		free(c);
+		return;
+	}
+	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+int
+pgn_ctl_listen(struct pgn_server *srv, char *err, size_t errlen)
+{
+	struct sockaddr_un sun;
+	const char *path = srv->cfg->ctl_socket;
+	mode_t old;
+
+	if (path == NULL)
+		return 0;
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof(sun.sun_path)) {
+		snprintf(err, errlen, "ctl_socket path too long: %s", path);
+		return -ENAMETOOLONG;
+	}
+	strcpy(sun.sun_path, path);
+	/* A stale socket from a crashed run would block the bind; a live
+	 * server on it would answer a connect. */
+	int probe = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (probe >= 0 && connect(probe, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
+		close(probe);
+		snprintf(err, errlen, "another pigeond is running on %s", path);
+		return -EADDRINUSE;
+	}
+	if (probe >= 0)
+		close(probe);
+	unlink(path);
+	old = umask(0077); /* owner-only from birth, no chmod race */
+	srv->ctl = evconnlistener_new_bind(srv->base, ctl_accept_cb, srv,
+					   LEV_OPT_CLOSE_ON_FREE |
+						   LEV_OPT_CLOSE_ON_EXEC,
+					   16, (struct sockaddr *)&sun,
+					   sizeof(sun));
+	umask(old);
+	if (srv->ctl == NULL) {
+		snprintf(err, errlen, "cannot create control socket %s: %s",
+			 path, strerror(errno));
+		return -errno;
+	}
+	chmod(path, 0600);
+	return 0;
+}
+
+static int
+free_conn(const char *key, uint64_t id, void *value, void *arg)
+{
+	struct ctl_conn *c = value;
+	bufferevent_free(c->bev);
+	free(c);
+	return 0;
+}
+
+void
+pgn_ctl_close(struct pgn_server *srv)
+{
+	if (srv->ctl != NULL) {
+		evconnlistener_free(srv->ctl);
+		srv->ctl = NULL;
+		unlink(srv->cfg->ctl_socket);
+	}
+	if (srv->ctl_conns != NULL) {
+		pgn_map_foreach(srv->ctl_conns, free_conn, NULL);
+		pgn_map_free(srv->ctl_conns);
+		srv->ctl_conns = pgn_map_new();
+	}
+}

@@ -1,0 +1,179 @@
+/* Virtual hosts and their disco features/identities. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "event.h"
+#include "host.h"
+
+struct pgn_host *
+pgn_host_new(struct pgn_server *srv, const struct pgn_cfg_host *cfg)
+{
+	struct pgn_host *h = calloc(1, sizeof(*h));
+	if (h == NULL)
+		return NULL;
+	h->srv = srv;
+	h->cfg = cfg;
+	h->name = strdup(cfg->name);
+	h->events = pgn_events_new();
+	if (h->name == NULL || h->events == NULL) {
+		pgn_host_free(h);
+		return NULL;
+	}
+	return h;
+}
+
+int
+pgn_host_load_modules(struct pgn_host *h, const char *dir, char *err,
+		      size_t errlen)
+{
+	h->modules = calloc(h->cfg->nmodules + 1, sizeof(*h->modules));
+	if (h->modules == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < h->cfg->nmodules; i++) {
+		struct pgn_module *m = pgn_module_load(h, &h->cfg->modules[i],
+						       dir, err, errlen);
+		if (m == NULL)
+			return -EINVAL;
+		h->modules[h->nmodules++] = m;
+	}
+	return 0;
+}
+
+static void
+free_features(struct pgn_feature *f, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(f[i].var);
+		free(f[i].category);
+		free(f[i].type);
+		free(f[i].name);
+	}
+	free(f);
+}
+
+void
+pgn_host_free(struct pgn_host *h)
+{
+	if (h == NULL)
+		return;
+	/* Unload in reverse order so later modules may rely on earlier. */
+	while (h->nmodules > 0)
+		pgn_module_unload(h->modules[--h->nmodules]);
+	free(h->modules);
+	free_features(h->features, h->nfeatures);
+	free_features(h->identities, h->nidentities);
+	pgn_events_free(h->events);
+	free(h->name);
+	free(h);
+}
+
+int
+pgn_host_fire(struct pgn_host *h, struct pgn_event *ev)
+{
+	ev->host = h;
+	ev->server = h->srv;
+	return pgn_events_fire(h->events, ev);
+}
+
+const char *
+pgn_host_name(const struct pgn_host *h)
+{
+	return h->name;
+}
+
+static int
+cmp_feature(const void *a, const void *b)
+{
+	return strcmp(((const struct pgn_feature *)a)->var,
+		      ((const struct pgn_feature *)b)->var);
+}
+
+void
+pgn_host_foreach_feature(const struct pgn_host *h,
+			 void (*fn)(const char *var, void *arg), void *arg)
+{
+	/* Features are kept sorted on insertion; skip duplicates. */
+	for (size_t i = 0; i < h->nfeatures; i++)
+		if (i == 0 || strcmp(h->features[i].var,
+				     h->features[i - 1].var) != 0)
+			fn(h->features[i].var, arg);
+}
+
+void
+pgn_host_foreach_identity(const struct pgn_host *h,
+			  void (*fn)(const char *category, const char *type,
+				     const char *name, void *arg),
+			  void *arg)
+{
+	for (size_t i = 0; i < h->nidentities; i++)
+		fn(h->identities[i].category, h->identities[i].type,
+		   h->identities[i].name, arg);
+}
+
+int
+pgn_host_add_feature(struct pgn_host *h, const struct pgn_module *owner,
+		     const char *var)
+{
+	struct pgn_feature *f =
+		realloc(h->features, (h->nfeatures + 1) * sizeof(*f));
+	if (f == NULL)
+		return -ENOMEM;
+	h->features = f;
+	memset(&f[h->nfeatures], 0, sizeof(*f));
+	f[h->nfeatures].var = strdup(var);
+	if (f[h->nfeatures].var == NULL)
+		return -ENOMEM;
+	f[h->nfeatures].owner = owner;
+	h->nfeatures++;
+	qsort(h->features, h->nfeatures, sizeof(*f), cmp_feature);
+	return 0;
+}
+
+int
+pgn_host_add_identity(struct pgn_host *h, const struct pgn_module *owner,
+		      const char *category, const char *type, const char *name)
+{
+	struct pgn_feature *f =
+		realloc(h->identities, (h->nidentities + 1) * sizeof(*f));
+	if (f == NULL)
+		return -ENOMEM;
+	h->identities = f;
+	f += h->nidentities;
+	memset(f, 0, sizeof(*f));
+	f->owner = owner;
+	f->var = strdup("");
+	f->category = strdup(category);
+	f->type = strdup(type);
+	f->name = name != NULL ? strdup(name) : NULL;
+	h->nidentities++;
+	if (f->var == NULL || f->category == NULL || f->type == NULL ||
+	    (name != NULL && f->name == NULL))
+		return -ENOMEM;
+	return 0;
+}
+
+static size_t
+remove_owned(struct pgn_feature *f, size_t n, const struct pgn_module *owner)
+{
+	size_t j = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (f[i].owner == owner) {
+			free(f[i].var);
+			free(f[i].category);
+			free(f[i].type);
+			free(f[i].name);
+			continue;
+		}
+		f[j++] = f[i];
+	}
+	return j;
+}
+
+void
+pgn_host_remove_owned(struct pgn_host *h, const struct pgn_module *owner)
+{
+	h->nfeatures = remove_owned(h->features, h->nfeatures, owner);
+	h->nidentities = remove_owned(h->identities, h->nidentities, owner);
+	pgn_events_remove_owner(h->events, owner);
+}

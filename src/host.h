@@ -1,0 +1,55 @@
+/* Virtual hosts: each has its own event table, modules and disco data. */
+#ifndef PIGEON_HOST_H
+#define PIGEON_HOST_H
+
+#include <stddef.h>
+
+#include "pigeon/config.h"
+#include "pigeon/module.h"
+
+struct pgn_events;
+
+struct pgn_feature {
+	char *var;
+	char *category, *type, *name; /* identities only */
+	const struct pgn_module *owner;
+};
+
+struct pgn_host {
+	char *name;
+	struct pgn_server *srv;
+	const struct pgn_cfg_host *cfg;
+	struct pgn_events *events;
+	struct pgn_module **modules;
+	size_t nmodules;
+	struct pgn_feature *features;
+	size_t nfeatures;
+	struct pgn_feature *identities;
+	size_t nidentities;
+};
+
+struct pgn_host *pgn_host_new(struct pgn_server *srv,
+			      const struct pgn_cfg_host *cfg);
+/* Loads the host's modules from dir; err gets a message on failure. */
+int pgn_host_load_modules(struct pgn_host *h, const char *dir, char *err,
+			  size_t errlen);
+void pgn_host_free(struct pgn_host *h);
+/* Fires ev on the host's events. */
+int pgn_host_fire(struct pgn_host *h, struct pgn_event *ev);
+
+/* Disco data owned by a module (removed with it). */
+int pgn_host_add_feature(struct pgn_host *h, const struct pgn_module *owner,
+			 const char *var);
+int pgn_host_add_identity(struct pgn_host *h, const struct pgn_module *owner,
+			  const char *category, const char *type,
+			  const char *name);
+/* Removes the module's features, identities and hooks. */
+void pgn_host_remove_owned(struct pgn_host *h, const struct pgn_module *owner);
+
+/* module.c */
+struct pgn_module *pgn_module_load(struct pgn_host *h,
+				   const struct pgn_cfg_module *cfg,
+				   const char *dir, char *err, size_t errlen);
+void pgn_module_unload(struct pgn_module *m);
+
+#endif

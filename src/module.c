@@ -1,0 +1,152 @@
+/* Loadable modules: dlopen'ed .so files exporting `pgn_module_def`.  The
+ * loader checks the ABI version; each host gets its own instance, whose
+ * hooks and disco features are removed when it unloads. */
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "event.h"
+#include "host.h"
+#include "pigeon/log.h"
+
+struct pgn_module {
+	const struct pgn_module_def *def;
+	void *dl;
+	struct pgn_host *host;
+	const struct pgn_cfg_module *cfg;
+	void *data;
+};
+
+struct pgn_module *
+pgn_module_load(struct pgn_host *h, const struct pgn_cfg_module *cfg,
+		const char *dir, char *err, size_t errlen)
+{
+	char path[4096];
+	struct pgn_module *m = NULL;
+	void *dl;
+
+	snprintf(path, sizeof(path), "%s/%s.so", dir, cfg->name);
+	dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	if (dl == NULL) {
+		snprintf(err, errlen, "module %s: cannot load %s: %s",
+			 cfg->name, path, dlerror());
+		return NULL;
+	}
+	const struct pgn_module_def *def = dlsym(dl, "pgn_module_def");
+	if (def == NULL) {
+		snprintf(err, errlen, "module %s: %s has no pgn_module_def",
+			 cfg->name, path);
+		goto fail;
+	}
+	if (def->abi != PGN_MODULE_ABI) {
+		snprintf(err, errlen,
+			 "module %s: built for module ABI %u, server has %u",
+			 cfg->name, def->abi, PGN_MODULE_ABI);
+		goto fail;
+	}
+	m = calloc(1, sizeof(*m));
+	if (m == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	m->def = def;
+	m->dl = dl;
+	m->host = h;
+	m->cfg = cfg;
+	if (def->load != NULL) {
+		int rc = def->load(m);
+		if (rc < 0) {
+			snprintf(err, errlen, "module %s: load failed on %s: %s",
+				 cfg->name, h->name, strerror(-rc));
+			pgn_host_remove_owned(h, m);
+			free(m);
+			goto fail;
+		}
+	}
+	pgn_log(PGN_LOG_DEBUG, "host %s: loaded %s", h->name, def->name);
+	return m;
+fail:
+	dlclose(dl);
+	return NULL;
+}
+
+void
+pgn_module_unload(struct pgn_module *m)
+{
+	if (m == NULL)
+		return;
+	pgn_host_remove_owned(m->host, m);
+	if (m->def->unload != NULL)
+		m->def->unload(m);
+	dlclose(m->dl);
+	free(m);
+}
+
+int
+pgn_module_hook(struct pgn_module *m, const char *event, pgn_hook_fn fn,
+		void *arg, int priority)
+{
+	return pgn_events_add(m->host->events, event, fn, arg, priority, m);
+}
+
+int
+pgn_module_add_feature(struct pgn_module *m, const char *var)
+{
+	return pgn_host_add_feature(m->host, m, var);
+}
+
+int
+pgn_module_add_identity(struct pgn_module *m, const char *category,
+			const char *type, const char *name)
+{
+	return pgn_host_add_identity(m->host, m, category, type, name);
+}
+
+const char *
+pgn_module_option(const struct pgn_module *m, const char *key,
+		  const char *def)
+{
+	const char *v = pgn_cfg_module_opt(m->cfg, key);
+	return v != NULL ? v : def;
+}
+
+int
+pgn_module_option_bool(const struct pgn_module *m, const char *key, int def)
+{
+	const char *v = pgn_cfg_module_opt(m->cfg, key);
+	if (v == NULL)
+		return def;
+	if (!strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "1") ||
+	    !strcmp(v, "on"))
+		return 1;
+	if (!strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "0") ||
+	    !strcmp(v, "off"))
+		return 0;
+	return def;
+}
+
+void *
+pgn_module_data(const struct pgn_module *m)
+{
+	return m->data;
+}
+
+void
+pgn_module_set_data(struct pgn_module *m, void *data)
+{
+	m->data = data;
+}
+
+struct pgn_host *
+pgn_module_host(const struct pgn_module *m)
+{
+	return m->host;
+}
+
+struct pgn_server *
+pgn_module_server(const struct pgn_module *m)
+{
+	return m->host->srv;
+}

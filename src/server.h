@@ -1,0 +1,69 @@
+/* The server object: one per process, owning the loop, the hosts, the
+ * sessions and the shared services (store, crypto worker, TLS). */
+#ifndef PIGEON_SERVER_H
+#define PIGEON_SERVER_H
+
+#include <stdint.h>
+#include <time.h>
+
+#include "pigeon/config.h"
+
+struct event_base;
+struct event;
+struct evconnlistener;
+struct pgn_store;
+struct pgn_worker;
+struct pgn_tls;
+struct pgn_host;
+struct pgn_map;
+struct pgn_limits;
+struct pgn_session;
+
+struct pgn_listener {
+	struct pgn_server *srv;
+	const struct pgn_cfg_listen *cfg;
+	struct evconnlistener *lev;
+};
+
+struct pgn_server {
+	struct event_base *base;
+	struct pgn_config *cfg;
+	struct pgn_store *store;
+	struct pgn_worker *crypto;   /* PBKDF2 and other heavy crypto */
+	struct pgn_tls *tls;
+	struct pgn_host **hosts;
+	size_t nhosts;
+	struct pgn_listener *listeners;
+	size_t nlisteners;
+	struct evconnlistener *ctl;
+	struct pgn_map *sessions;    /* id -> struct pgn_session (all streams) */
+	struct pgn_map *users;       /* "user@host" -> struct pgn_user */
+	struct pgn_map *components;  /* domain -> struct pgn_session */
+	struct pgn_map *ctl_conns;   /* id -> control connection */
+	struct pgn_limits *auth_limits;
+	struct event *sig_events[4];
+	struct event *reaper;        /* frees closed sessions outside callbacks */
+	struct pgn_session *dead;    /* list of sessions waiting for the reaper */
+	time_t started;
+	uint64_t next_id;
+	time_t stopping;             /* when the shutdown started, or 0 */
+};
+
+/* Creates the server from a loaded config (takes ownership of cfg): opens
+ * the store, loads certificates and modules, binds listeners.  On error
+ * returns NULL with a message in err. */
+struct pgn_server *pgn_server_new(struct pgn_config *cfg, char *err,
+				  size_t errlen);
+int pgn_server_run(struct pgn_server *srv);
+/* Starts a clean shutdown (streams get system-shutdown); the loop ends
+ * when they are closed. */
+void pgn_server_stop(struct pgn_server *srv);
+void pgn_server_free(struct pgn_server *srv);
+uint64_t pgn_server_next_id(struct pgn_server *srv);
+struct pgn_host *pgn_server_host(const struct pgn_server *srv,
+				 const char *name);
+/* The control socket (ctl_server.c). */
+int pgn_ctl_listen(struct pgn_server *srv, char *err, size_t errlen);
+void pgn_ctl_close(struct pgn_server *srv);
+
+#endif

@@ -1,0 +1,167 @@
+/* Stanzas: the XML tree plus its routing summary, parsed once. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pigeon/module.h"
+
+void
+pgn_stanza_refresh(struct pgn_stanza *st)
+{
+	const char *name = pgn_xml_name(st->xml);
+	if (strcmp(name, "message") == 0)
+		st->kind = PGN_STANZA_MESSAGE;
+	else if (strcmp(name, "presence") == 0)
+		st->kind = PGN_STANZA_PRESENCE;
+	else if (strcmp(name, "iq") == 0)
+		st->kind = PGN_STANZA_IQ;
+	else
+		st->kind = PGN_STANZA_OTHER;
+	st->type = pgn_xml_attr(st->xml, "type");
+	st->id = pgn_xml_attr(st->xml, "id");
+}
+
+struct pgn_stanza *
+pgn_stanza_new(struct pgn_xml *xml, int *bad_jid)
+{
+	struct pgn_stanza *st = calloc(1, sizeof(*st));
+	const char *a;
+
+	if (bad_jid != NULL)
+		*bad_jid = 0;
+	if (st == NULL) {
+		pgn_xml_free(xml);
+		return NULL;
+	}
+	st->xml = xml;
+	a = pgn_xml_attr(xml, "to");
+	if (a != NULL && pgn_jid_parse(a, &st->to) != 0)
+		goto bad;
+	a = pgn_xml_attr(xml, "from");
+	if (a != NULL && pgn_jid_parse(a, &st->from) != 0)
+		goto bad;
+	/* Keep the xml in its prepared form so every hop sees one spelling. */
+	if (st->to != NULL && pgn_xml_set_attr(xml, "to", st->to->full) != 0)
+		goto fail;
+	if (st->from != NULL &&
+	    pgn_xml_set_attr(xml, "from", st->from->full) != 0)
+		goto fail;
+	pgn_stanza_refresh(st);
+	return st;
+bad:
+	if (bad_jid != NULL)
+		*bad_jid = 1;
+fail:
+	pgn_stanza_free(st);
+	return NULL;
+}
+
+void
+pgn_stanza_free(struct pgn_stanza *st)
+{
+	if (st == NULL)
+		return;
+	pgn_xml_free(st->xml);
+	pgn_jid_free(st->to);
+	pgn_jid_free(st->from);
+	free(st);
+}
+
+static int
+set_addr(struct pgn_stanza *st, struct pgn_jid **slot, const char *attr,
+	 const struct pgn_jid *jid)
+{
+	struct pgn_jid *copy = NULL;
+	if (jid != NULL && (copy = pgn_jid_copy(jid)) == NULL)
+		return -ENOMEM;
+	if (pgn_xml_set_attr(st->xml, attr, copy ? copy->full : NULL) != 0) {
+		pgn_jid_free(copy);
+		return -ENOMEM;
+	}
+	pgn_jid_free(*slot);
+	*slot = copy;
+	pgn_stanza_refresh(st); /* attribute storage may have moved */
+	return 0;
+}
+
+int
+pgn_stanza_set_to(struct pgn_stanza *st, const struct pgn_jid *jid)
+{
+	return set_addr(st, &st->to, "to", jid);
+}
+
+int
+pgn_stanza_set_from(struct pgn_stanza *st, const struct pgn_jid *jid)
+{
+	return set_addr(st, &st->from, "from", jid);
+}
+
+/* A reply skeleton: same element name and id, addresses swapped. */
+static struct pgn_stanza *
+reply_skeleton(const struct pgn_stanza *req, struct pgn_xml *xml,
+	       const char *type)
+{
+	struct pgn_stanza *st;
+
+	if (xml == NULL)
+		return NULL;
+	if (pgn_xml_set_attr(xml, "type", type) != 0 ||
+	    (req->id != NULL && pgn_xml_set_attr(xml, "id", req->id) != 0)) {
+		pgn_xml_free(xml);
+		return NULL;
+	}
+	pgn_xml_set_attr(xml, "to", NULL);
+	pgn_xml_set_attr(xml, "from", NULL);
+	st = pgn_stanza_new(xml, NULL);
+	if (st == NULL)
+		return NULL;
+	if (pgn_stanza_set_to(st, req->from) != 0 ||
+	    pgn_stanza_set_from(st, req->to) != 0) {
+		pgn_stanza_free(st);
+		return NULL;
+	}
+	return st;
+}
+
+struct pgn_stanza *
+pgn_stanza_iq_result(const struct pgn_stanza *req, struct pgn_xml *payload)
+{
+	struct pgn_xml *xml = pgn_xml_new(PGN_NS_CLIENT, "iq");
+	if (xml != NULL && payload != NULL)
+		pgn_xml_append(xml, payload);
+	else
+		pgn_xml_free(payload);
+	return reply_skeleton(req, xml, "result");
+}
+
+struct pgn_stanza *
+pgn_stanza_error_reply(const struct pgn_stanza *st, const char *type,
+		       const char *condition, const char *text)
+{
+	struct pgn_xml *xml, *err, *c;
+
+	/* Messages and presences carry their payload back (RFC 6120 §8.3.1
+	 * allows it and clients use it to match the failed message); an iq
+	 * error carries only the error. */
+	if (st->kind == PGN_STANZA_IQ)
+		xml = pgn_xml_new(PGN_NS_CLIENT, "iq");
+	else
+		xml = pgn_xml_copy(st->xml);
+	if (xml == NULL)
+		return NULL;
+	err = pgn_xml_add_child(xml, PGN_NS_CLIENT, "error");
+	if (err == NULL || pgn_xml_set_attr(err, "type", type) != 0)
+		goto fail;
+	c = pgn_xml_add_child(err, PGN_NS_STANZAS, condition);
+	if (c == NULL)
+		goto fail;
+	if (text != NULL) {
+		c = pgn_xml_add_child(err, PGN_NS_STANZAS, "text");
+		if (c == NULL || pgn_xml_add_text(c, text, strlen(text)) != 0)
+			goto fail;
+	}
+	return reply_skeleton(st, xml, "error");
+fail:
+	pgn_xml_free(xml);
+	return NULL;
+}

@@ -1,0 +1,733 @@
+/* The generic store: opens a driver, applies migrations, and runs queries
+ * either on the caller's thread (sync) or on the store's own worker thread
+ * with the result delivered on the loop by (owner, arg).
+ *
+ * The one driver connection is guarded by a mutex so that the worker and
+ * a synchronous caller can never use it at the same time. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* also set by the build */
+#endif
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdint.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pigeon/log.h"
+#include "pigeon/store.h"
+#include "pigeon/worker.h"
+#include "store_driver.h"
+
+#ifndef PGN_SCHEMA_DIR
+#define PGN_SCHEMA_DIR "schemas"
+#endif
+
+/* Not PATH_MAX: <limits.h> is shadowed by src/limits.h on the include
+ * path. */
+#define PATH_BUF 4096
+
+/* A migration file larger than this is a mistake, not a schema. */
+#define MIGRATION_MAX_BYTES (16 * 1024 * 1024)
+
+struct pgn_store {
+	const struct pgn_store_driver *drv;
+	void *conn;
+	pthread_mutex_t mu; /* guards conn */
+	struct pgn_worker *worker; /* NULL without an event base */
+	int version;
+};
+
+struct stmt {
+	char *sql;
+	int nparams;
+	char **params;
+};
+
+/* One asynchronous request: copied in, run on the worker, answered on
+ * the loop. */
+struct request {
+	struct pgn_store *st;
+	int txn; /* wrap the statements in BEGIN/COMMIT */
+	int nstmts;
+	struct stmt *stmts;
+	uint64_t owner;
+	pgn_store_cb cb;
+	void *arg;
+	struct pgn_store_result res;
+};
+
+/* ---- results ------------------------------------------------------------ */
+
+int
+pgn_store_result_set_error(struct pgn_store_result *res, int err,
+			   const char *fmt, ...)
+{
+	va_list ap;
+	size_t n;
+
+	res->error = err;
+	va_start(ap, fmt);
+	vsnprintf(res->errmsg, sizeof(res->errmsg), fmt, ap);
+	va_end(ap);
+	/* Driver messages end in newlines; one log line per event. */
+	n = strlen(res->errmsg);
+	while (n > 0 && isspace((unsigned char)res->errmsg[n - 1]))
+		res->errmsg[--n] = '\0';
+	return err;
+}
+
+int
+pgn_store_result_alloc(struct pgn_store_result *res, int nrows, int ncols)
+{
+	size_t n;
+
+	if (nrows < 0 || ncols < 0)
+		return -EINVAL;
+	n = (size_t)nrows * (size_t)ncols;
+	res->nrows = nrows;
+	res->ncols = ncols;
+	res->values = NULL;
+	if (n == 0)
+		return 0;
+	res->values = calloc(n, sizeof(char *));
+	if (!res->values) {
+		res->nrows = 0;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void
+pgn_store_result_clear(struct pgn_store_result *res)
+{
+	size_t i, n;
+
+	if (res->values) {
+		n = (size_t)res->nrows * (size_t)res->ncols;
+		for (i = 0; i < n; i++)
+			free(res->values[i]);
+		free(res->values);
+	}
+	memset(res, 0, sizeof(*res));
+}
+
+void
+pgn_store_result_free(struct pgn_store_result *res)
+{
+	if (!res)
+		return;
+	pgn_store_result_clear(res);
+	free(res);
+}
+
+const char *
+pgn_store_value(const struct pgn_store_result *res, int row, int col)
+{
+	if (!res || !res->values || row < 0 || col < 0 || row >= res->nrows ||
+	    col >= res->ncols)
+		return NULL;
+	return res->values[(size_t)row * (size_t)res->ncols + (size_t)col];
+}
+
+/* ---- running statements (caller holds st->mu) --------------------------- */
+
+static int
+run_stmts(struct pgn_store *st, int txn, int nstmts, const struct stmt *stmts,
+	  struct pgn_store_result *res)
+{
+	struct pgn_store_result tmp;
+	int i, err;
+
+	memset(res, 0, sizeof(*res));
+	if (txn) {
+		err = st->drv->begin(st->conn, res);
+		if (err < 0)
+			return err;
+		pgn_store_result_clear(res);
+	}
+	for (i = 0; i < nstmts; i++) {
+		pgn_store_result_clear(res);
+		err = st->drv->exec(st->conn, stmts[i].sql, stmts[i].nparams,
+				    (const char *const *)stmts[i].params, res);
+		if (err < 0)
+			goto fail;
+	}
+	if (txn) {
+		memset(&tmp, 0, sizeof(tmp));
+		err = st->drv->commit(st->conn, &tmp);
+		if (err < 0) {
+			pgn_store_result_clear(res);
+			*res = tmp;
+			goto fail;
+		}
+		pgn_store_result_clear(&tmp);
+	}
+	return 0;
+
+fail:
+	if (txn) {
+		/* The first error is the one worth reporting. */
+		memset(&tmp, 0, sizeof(tmp));
+		if (st->drv->rollback(st->conn, &tmp) < 0)
+			pgn_log(PGN_LOG_WARN, "store %s: rollback failed: %s",
+				st->drv->name, tmp.errmsg);
+		pgn_store_result_clear(&tmp);
+	}
+	return res->error;
+}
+
+/* ---- migrations ----------------------------------------------------------- */
+
+struct migration {
+	long number;
+	char *file; /* base name */
+};
+
+static int
+migration_cmp(const void *a, const void *b)
+{
+	const struct migration *x = a, *y = b;
+
+	return (x->number > y->number) - (x->number < y->number);
+}
+
+static void
+migrations_free(struct migration *m, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		free(m[i].file);
+	free(m);
+}
+
+/* Lists NNN_name.sql in dir, sorted by number.  Other files are ignored
+ * so that editors' backups do not become migrations. */
+static int
+migrations_list(const char *dir, struct migration **out, size_t *count,
+		char *err, size_t errlen)
+{
+	struct migration *m = NULL, *grown;
+	size_t n = 0, cap = 0, i, len;
+	struct dirent *de;
+	DIR *d;
+	char *end;
+	long num;
+
+	d = opendir(dir);
+	if (!d) {
+		int e = errno;
+
+		snprintf(err, errlen, "migrations: cannot open %s: %s", dir,
+			 strerror(e));
+		return -e;
+	}
+	while ((de = readdir(d)) != NULL) {
+		len = strlen(de->d_name);
+		if (!isdigit((unsigned char)de->d_name[0]) || len < 5 ||
+		    strcmp(de->d_name + len - 4, ".sql") != 0)
+			continue;
+		errno = 0;
+		num = strtol(de->d_name, &end, 10);
+		if (errno || *end != '_' || num <= 0 || num > INT32_MAX)
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			grown = realloc(m, cap * sizeof(*m));
+			if (!grown)
+				goto nomem;
+			m = grown;
+		}
+		m[n].number = num;
+		m[n].file = strdup(de->d_name);
+		if (!m[n].file)
+			goto nomem;
+		n++;
+	}
+	closedir(d);
+	d = NULL;
+	if (n > 0)
+		qsort(m, n, sizeof(*m), migration_cmp);
+	for (i = 1; i < n; i++) {
+		if (m[i].number == m[i - 1].number) {
+			snprintf(err, errlen,
+				 "migrations: %s and %s have the same number",
+				 m[i - 1].file, m[i].file);
+			migrations_free(m, n);
+			return -EINVAL;
+		}
+	}
+	*out = m;
+	*count = n;
+	return 0;
+
+nomem:
+	if (d)
+		closedir(d);
+	migrations_free(m, n);
+	snprintf(err, errlen, "migrations: out of memory");
+	return -ENOMEM;
+}
+
+static int
+read_file(const char *path, char **out)
+{
+	char *buf = NULL, *grown;
+	size_t len = 0, cap = 0, n;
+	FILE *f;
+	int err;
+
+	f = fopen(path, "r");
+	if (!f)
+		return -errno;
+	for (;;) {
+		if (cap - len < 4096) {
+			cap = cap ? cap * 2 : 8192;
+			if (cap > MIGRATION_MAX_BYTES) {
+				err = -EFBIG;
+				goto fail;
+			}
+			grown = realloc(buf, cap);
+			if (!grown) {
+				err = -ENOMEM;
+				goto fail;
+			}
+			buf = grown;
+		}
+		n = fread(buf + len, 1, cap - len - 1, f);
+		len += n;
+		if (n == 0)
+			break;
+	}
+	if (ferror(f)) {
+		err = -EIO;
+		goto fail;
+	}
+	fclose(f);
+	buf[len] = '\0';
+	*out = buf;
+	return 0;
+
+fail:
+	fclose(f);
+	free(buf);
+	return err;
+}
+
+/* Returns 1 if version is recorded, 0 if not, negative on error. */
+static int
+migration_applied(struct pgn_store *st, long number, char *err,
+		  size_t errlen)
+{
+	struct pgn_store_result res = { 0 };
+	char num[24];
+	const char *p[1] = { num };
+	int rc;
+
+	snprintf(num, sizeof(num), "%ld", number);
+	rc = st->drv->exec(st->conn,
+			   "SELECT version FROM schema_version WHERE version = $1",
+			   1, p, &res);
+	if (rc < 0)
+		snprintf(err, errlen, "%s", res.errmsg);
+	else
+		rc = res.nrows > 0;
+	pgn_store_result_clear(&res);
+	return rc;
+}
+
+/* Applies one migration file in its own transaction.  The check for an
+ * already-applied version is repeated inside the transaction because
+ * another process may have applied it since the listing. */
+static int
+migration_apply(struct pgn_store *st, const char *dir,
+		const struct migration *m, char *err, size_t errlen)
+{
+	struct pgn_store_result res = { 0 };
+	char path[PATH_BUF], num[24], msg[512];
+	const char *p[2] = { num, m->file };
+	char *script = NULL;
+	int rc, in_txn = 0;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, m->file) >=
+	    sizeof(path)) {
+		snprintf(err, errlen, "migration %s: path too long", m->file);
+		return -ENAMETOOLONG;
+	}
+	rc = read_file(path, &script);
+	if (rc < 0) {
+		snprintf(err, errlen, "migration %s: %s", path, strerror(-rc));
+		goto fail;
+	}
+	rc = st->drv->begin(st->conn, &res);
+	if (rc < 0) {
+		snprintf(err, errlen, "migration %s: %s", path, res.errmsg);
+		goto fail;
+	}
+	in_txn = 1;
+	pgn_store_result_clear(&res);
+	rc = migration_applied(st, m->number, msg, sizeof(msg));
+	if (rc < 0) {
+		snprintf(err, errlen, "migration %s: %s", path, msg);
+		goto fail;
+	}
+	if (rc == 0) {
+		rc = st->drv->exec_script(st->conn, script, msg, sizeof(msg));
+		if (rc < 0) {
+			snprintf(err, errlen, "migration %s failed: %s", path,
+				 msg);
+			goto fail;
+		}
+		snprintf(num, sizeof(num), "%ld", m->number);
+		rc = st->drv->exec(st->conn,
+				   "INSERT INTO schema_version (version, name) "
+				   "VALUES ($1, $2)",
+				   2, p, &res);
+		if (rc < 0) {
+			snprintf(err, errlen, "migration %s: %s", path,
+				 res.errmsg);
+			goto fail;
+		}
+		pgn_store_result_clear(&res);
+		pgn_log(PGN_LOG_INFO, "store %s: applied migration %s",
+			st->drv->name, m->file);
+	}
+	rc = st->drv->commit(st->conn, &res);
+	in_txn = 0;
+	if (rc < 0) {
+		snprintf(err, errlen, "migration %s: %s", path, res.errmsg);
+		goto fail;
+	}
+	pgn_store_result_clear(&res);
+	free(script);
+	return 0;
+
+fail:
+	pgn_store_result_clear(&res);
+	if (in_txn) {
+		st->drv->rollback(st->conn, &res);
+		pgn_store_result_clear(&res);
+	}
+	free(script);
+	return rc;
+}
+
+static int
+migrate(struct pgn_store *st, const char *schema_dir, char *err,
+	size_t errlen)
+{
+	struct pgn_store_result res = { 0 };
+	struct migration *m = NULL;
+	size_t n = 0, i;
+	char dir[PATH_BUF];
+	const char *v;
+	int rc, locked = 0;
+
+	if ((size_t)snprintf(dir, sizeof(dir), "%s/%s", schema_dir,
+			     st->drv->name) >= sizeof(dir)) {
+		snprintf(err, errlen, "migrations: schema path too long");
+		return -ENAMETOOLONG;
+	}
+	rc = migrations_list(dir, &m, &n, err, errlen);
+	if (rc < 0)
+		return rc;
+	if (st->drv->migrate_lock) {
+		rc = st->drv->migrate_lock(st->conn, 1, err, errlen);
+		if (rc < 0)
+			goto fail;
+		locked = 1;
+	}
+	rc = st->drv->exec_script(st->conn, st->drv->version_table_sql, err,
+				  errlen);
+	if (rc < 0)
+		goto fail;
+	for (i = 0; i < n; i++) {
+		rc = migration_apply(st, dir, &m[i], err, errlen);
+		if (rc < 0)
+			goto fail;
+	}
+	rc = st->drv->exec(st->conn, "SELECT max(version) FROM schema_version",
+			   0, NULL, &res);
+	if (rc < 0) {
+		snprintf(err, errlen, "migrations: %s", res.errmsg);
+		goto fail;
+	}
+	v = pgn_store_value(&res, 0, 0);
+	st->version = v ? atoi(v) : 0;
+	rc = 0;
+
+fail:
+	pgn_store_result_clear(&res);
+	if (locked && st->drv->migrate_lock(st->conn, 0, NULL, 0) < 0)
+		pgn_log(PGN_LOG_WARN, "store %s: cannot release migration lock",
+			st->drv->name);
+	migrations_free(m, n);
+	return rc;
+}
+
+/* ---- open / close ----------------------------------------------------------- */
+
+struct pgn_store *
+pgn_store_open(const struct pgn_store_config *cfg, struct event_base *base,
+	       char *err, size_t errlen)
+{
+	struct pgn_store *st = NULL;
+	const struct pgn_store_driver *drv;
+	char dummy[1];
+	int mu_ok = 0;
+
+	if (!err || errlen == 0) {
+		err = dummy;
+		errlen = sizeof(dummy);
+	}
+	err[0] = '\0';
+	if (!cfg) {
+		snprintf(err, errlen, "store: no configuration");
+		return NULL;
+	}
+	if (!cfg->driver || !cfg->driver[0] || !strcmp(cfg->driver, "sqlite"))
+		drv = &pgn_store_driver_sqlite;
+	else if (!strcmp(cfg->driver, "pgsql"))
+		drv = &pgn_store_driver_pgsql;
+	else {
+		snprintf(err, errlen, "store: unknown driver \"%s\"",
+			 cfg->driver);
+		return NULL;
+	}
+	st = calloc(1, sizeof(*st));
+	if (!st) {
+		snprintf(err, errlen, "store: out of memory");
+		return NULL;
+	}
+	st->drv = drv;
+	if (pthread_mutex_init(&st->mu, NULL) != 0) {
+		snprintf(err, errlen, "store: cannot create mutex");
+		goto fail;
+	}
+	mu_ok = 1;
+	if (drv->open(cfg, &st->conn, err, errlen) < 0)
+		goto fail;
+	if (migrate(st, cfg->schema_dir ? cfg->schema_dir : PGN_SCHEMA_DIR,
+		    err, errlen) < 0)
+		goto fail;
+	/* The worker starts last: nothing above runs on it. */
+	if (base) {
+		st->worker = pgn_worker_new(base, "pgn-store");
+		if (!st->worker) {
+			snprintf(err, errlen, "store: cannot start worker");
+			goto fail;
+		}
+	}
+	pgn_log(PGN_LOG_INFO, "store %s: open, schema version %d", drv->name,
+		st->version);
+	return st;
+
+fail:
+	if (st->conn)
+		drv->close(st->conn);
+	if (mu_ok)
+		pthread_mutex_destroy(&st->mu);
+	free(st);
+	return NULL;
+}
+
+void
+pgn_store_close(struct pgn_store *st)
+{
+	if (!st)
+		return;
+	/* Drains: queued queries run and their callbacks are called. */
+	pgn_worker_free(st->worker);
+	st->drv->close(st->conn);
+	pthread_mutex_destroy(&st->mu);
+	free(st);
+}
+
+const char *
+pgn_store_driver(const struct pgn_store *st)
+{
+	return st ? st->drv->name : NULL;
+}
+
+int
+pgn_store_schema_version(const struct pgn_store *st)
+{
+	return st ? st->version : 0;
+}
+
+/* ---- queries ---------------------------------------------------------------- */
+
+static void
+stmts_free(struct stmt *stmts, int n)
+{
+	int i, j;
+
+	if (!stmts)
+		return;
+	for (i = 0; i < n; i++) {
+		free(stmts[i].sql);
+		if (stmts[i].params) {
+			for (j = 0; j < stmts[i].nparams; j++)
+				free(stmts[i].params[j]);
+			free(stmts[i].params);
+		}
+	}
+	free(stmts);
+}
+
+static int
+stmt_copy(struct stmt *s, const char *sql, int nparams,
+	  const char *const *params)
+{
+	int i;
+
+	if (!sql || nparams < 0 || (nparams > 0 && !params))
+		return -EINVAL;
+	s->sql = strdup(sql);
+	if (!s->sql)
+		return -ENOMEM;
+	if (nparams == 0)
+		return 0;
+	s->params = calloc((size_t)nparams, sizeof(char *));
+	if (!s->params)
+		return -ENOMEM;
+	s->nparams = nparams;
+	for (i = 0; i < nparams; i++) {
+		if (!params[i])
+			continue; /* SQL NULL */
+		s->params[i] = strdup(params[i]);
+		if (!s->params[i])
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+static void
+request_run(void *job)
+{
+	struct request *rq = job;
+	struct pgn_store *st = rq->st;
+
+	pthread_mutex_lock(&st->mu);
+	run_stmts(st, rq->txn, rq->nstmts, rq->stmts, &rq->res);
+	pthread_mutex_unlock(&st->mu);
+}
+
+static void
+request_done(void *job)
+{
+	struct request *rq = job;
+
+	if (rq->cb)
+		rq->cb(rq->owner, rq->arg, &rq->res);
+	else if (rq->res.error)
+		pgn_log(PGN_LOG_WARN, "store %s: query failed: %s",
+			rq->st->drv->name, rq->res.errmsg);
+	pgn_store_result_clear(&rq->res);
+	stmts_free(rq->stmts, rq->nstmts);
+	free(rq);
+}
+
+static int
+submit(struct pgn_store *st, int txn, int nstmts, const char *const *sqls,
+       const int *nparams, const char *const *const *params, uint64_t owner,
+       pgn_store_cb cb, void *arg)
+{
+	struct request *rq;
+	int i, err;
+
+	if (!st || nstmts <= 0 || !sqls)
+		return -EINVAL;
+	if (!st->worker)
+		return -EINVAL; /* opened without an event base */
+	rq = calloc(1, sizeof(*rq));
+	if (!rq)
+		return -ENOMEM;
+	rq->st = st;
+	rq->txn = txn;
+	rq->owner = owner;
+	rq->cb = cb;
+	rq->arg = arg;
+	rq->stmts = calloc((size_t)nstmts, sizeof(*rq->stmts));
+	if (!rq->stmts) {
+		err = -ENOMEM;
+		goto fail;
+	}
+	rq->nstmts = nstmts;
+	for (i = 0; i < nstmts; i++) {
+		err = stmt_copy(&rq->stmts[i], sqls[i], nparams ? nparams[i] : 0,
+				params ? params[i] : NULL);
+		if (err < 0)
+			goto fail;
+	}
+	err = pgn_worker_submit(st->worker, rq, request_run, request_done);
+	if (err < 0)
+		goto fail;
+	return 0;
+
+fail:
+	stmts_free(rq->stmts, rq->nstmts);
+	free(rq);
+	return err;
+}
+
+int
+pgn_store_query(struct pgn_store *st, const char *sql, int nparams,
+		const char *const *params, uint64_t owner, pgn_store_cb cb,
+		void *arg)
+{
+	const char *const *pp[1] = { params };
+
+	return submit(st, 0, 1, &sql, &nparams, pp, owner, cb, arg);
+}
+
+int
+pgn_store_txn(struct pgn_store *st, int nstmts, const char *const *sqls,
+	      const int *nparams, const char *const *const *params,
+	      uint64_t owner, pgn_store_cb cb, void *arg)
+{
+	return submit(st, 1, nstmts, sqls, nparams, params, owner, cb, arg);
+}
+
+/* On error *out is NULL (nothing to free) and the driver message is
+ * logged, so that a caller's error path cannot leak the result. */
+int
+pgn_store_query_sync(struct pgn_store *st, const char *sql, int nparams,
+		     const char *const *params, struct pgn_store_result **out)
+{
+	struct pgn_store_result *res;
+	struct stmt s;
+	int err;
+
+	if (out)
+		*out = NULL;
+	if (!st || !sql || nparams < 0 || (nparams > 0 && !params))
+		return -EINVAL;
+	res = calloc(1, sizeof(*res));
+	if (!res)
+		return -ENOMEM;
+	/* Parameters are only read during the call: no copy needed. */
+	s.sql = (char *)sql;
+	s.nparams = nparams;
+	s.params = (char **)params;
+	pthread_mutex_lock(&st->mu);
+	err = run_stmts(st, 0, 1, &s, res);
+	pthread_mutex_unlock(&st->mu);
+	if (err < 0) {
+		pgn_log(err == -EEXIST ? PGN_LOG_DEBUG : PGN_LOG_WARN,
+			"store %s: query failed: %s", st->drv->name,
+			res->errmsg);
+		pgn_store_result_free(res);
+		return err;
+	}
+	if (out)
+		*out = res;
+	else
+		pgn_store_result_free(res);
+	return 0;
+}

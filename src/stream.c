@@ -1,0 +1,582 @@
+/* The transport half of every stream: bufferevents, the XML parser,
+ * TLS upgrade, timers, stream errors and the deferred free.
+ *
+ * Sessions are never freed inside a callback: pgn_stream_destroy() marks
+ * the session dead, unlinks it from every table and queues it for the
+ * reaper event, which frees it on the next loop iteration (the Redis
+ * freeClientAsync pattern). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <sodium.h>
+
+#include "map.h"
+#include "pigeon/log.h"
+#include "pigeon/xml.h"
+#include "server.h"
+#include "stream.h"
+#include "tls.h"
+
+#define MAX_PENDING 32
+#define CLOSE_GRACE_SECONDS 5
+
+static void read_cb(struct bufferevent *bev, void *arg);
+static void write_cb(struct bufferevent *bev, void *arg);
+static void event_cb(struct bufferevent *bev, short what, void *arg);
+static void timer_cb(evutil_socket_t fd, short what, void *arg);
+
+uint64_t
+pgn_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+struct pgn_session *
+pgn_stream_find(struct pgn_server *srv, uint64_t id)
+{
+	struct pgn_session *s = pgn_map_get_id(srv->sessions, id);
+	return s != NULL && s->state != PGN_ST_DEAD ? s : NULL;
+}
+
+uint64_t
+pgn_session_id(const struct pgn_session *s)
+{
+	return s->id;
+}
+
+const struct pgn_jid *
+pgn_session_jid(const struct pgn_session *s)
+{
+	return s->state == PGN_ST_BOUND ? s->jid : NULL;
+}
+
+/* ---- parser callbacks ---------------------------------------------- */
+
+static void
+on_stream_open(void *ud, const char **attrs, const char *default_ns)
+{
+	struct pgn_session *s = ud;
+	if (s->state == PGN_ST_CLOSING || s->state == PGN_ST_DEAD)
+		return;
+	if (s->kind == PGN_STREAM_C2S)
+		pgn_c2s_stream_open(s, attrs, default_ns);
+	else
+		pgn_component_stream_open(s, attrs, default_ns);
+}
+
+static void
+dispatch(struct pgn_session *s, struct pgn_xml *xml)
+{
+	if (s->kind == PGN_STREAM_C2S)
+		pgn_c2s_element(s, xml);
+	else
+		pgn_component_element(s, xml);
+}
+
+static void
+on_stanza(void *ud, struct pgn_xml *xml)
+{
+	struct pgn_session *s = ud;
+	if (s->state == PGN_ST_CLOSING || s->state == PGN_ST_DEAD) {
+		pgn_xml_free(xml);
+		return;
+	}
+	if (s->busy) {
+		/* An asynchronous step (storage, crypto) is pending: keep order
+		 * by queueing, within a small bound. */
+		struct pgn_pending *p, **pp = &s->pending;
+		if (s->npending >= MAX_PENDING ||
+		    (p = calloc(1, sizeof(*p))) == NULL) {
+			pgn_xml_free(xml);
+			pgn_stream_error(s, "policy-violation",
+					 "too many stanzas while busy");
+			return;
+		}
+		p->xml = xml;
+		while (*pp != NULL)
+			pp = &(*pp)->next;
+		*pp = p;
+		s->npending++;
+		return;
+	}
+	dispatch(s, xml);
+}
+
+static void
+on_stream_close(void *ud)
+{
+	struct pgn_session *s = ud;
+	if (s->state == PGN_ST_CLOSING || s->state == PGN_ST_DEAD)
+		return;
+	pgn_stream_close(s);
+}
+
+static void
+on_parse_error(void *ud, enum pgn_xml_error err, const char *detail)
+{
+	struct pgn_session *s = ud;
+	const char *cond;
+
+	switch (err) {
+	case PGN_XML_ERR_RESTRICTED:
+		cond = "restricted-xml";
+		break;
+	case PGN_XML_ERR_TOO_BIG:
+		cond = "policy-violation";
+		break;
+	case PGN_XML_ERR_BAD_NAMESPACE:
+		cond = "invalid-namespace";
+		break;
+	case PGN_XML_ERR_BAD_FORMAT:
+		cond = "bad-format";
+		break;
+	case PGN_XML_ERR_NOMEM:
+		cond = "resource-constraint";
+		break;
+	default:
+		cond = "not-well-formed";
+		break;
+	}
+	pgn_log(PGN_LOG_INFO, "session %llu: %s (%s)",
+		(unsigned long long)s->id, cond, detail ? detail : "");
+	pgn_stream_error(s, cond, NULL);
+}
+
+static const struct pgn_xml_parser_cbs parser_cbs = {
+	.stream_open = on_stream_open,
+	.stanza = on_stanza,
+	.stream_close = on_stream_close,
+	.error = on_parse_error,
+};
+
+/* ---- set-up ---------------------------------------------------------- */
+
+static void
+arm_timer(struct pgn_session *s, unsigned seconds)
+{
+	struct timeval tv = { seconds > 0 ? seconds : 1, 0 };
+	evtimer_add(s->timer, &tv);
+}
+
+void
+pgn_stream_accept(struct pgn_server *srv, const struct pgn_listener *l,
+		  int fd, const char *peer)
+{
+	const struct pgn_cfg_limits *lim = &srv->cfg->limits;
+	struct pgn_xml_limits xl = {
+		.max_stanza_bytes = lim->max_stanza_size,
+		.max_depth = lim->max_depth,
+		.max_attrs = lim->max_attrs,
+		.max_children = lim->max_children,
+	};
+	struct pgn_session *s = calloc(1, sizeof(*s));
+	int direct = l->cfg->kind == PGN_LISTEN_C2S_TLS;
+
+	if (s == NULL)
+		goto fail;
+	s->srv = srv;
+	s->listener = l;
+	s->fd = fd;
+	s->id = pgn_server_next_id(srv);
+	s->kind = l->cfg->kind == PGN_LISTEN_COMPONENT ? PGN_STREAM_COMPONENT
+						       : PGN_STREAM_C2S;
+	snprintf(s->peer, sizeof(s->peer), "%s", peer);
+	s->last_read = s->last_write = pgn_now_ms();
+	s->parser = pgn_xml_parser_new(&xl, &parser_cbs, s);
+	s->timer = evtimer_new(srv->base, timer_cb, s);
+	if (s->parser == NULL || s->timer == NULL)
+		goto fail;
+	if (direct) {
+		s->ssl = pgn_tls_new_ssl(srv->tls, 1);
+		if (s->ssl == NULL)
+			goto fail;
+		s->bev = bufferevent_openssl_socket_new(
+			srv->base, fd, s->ssl, BUFFEREVENT_SSL_ACCEPTING,
+			BEV_OPT_CLOSE_ON_FREE);
+		s->direct_tls = 1;
+		s->secure = 1;
+	} else {
+		s->bev = bufferevent_socket_new(srv->base, fd,
+						BEV_OPT_CLOSE_ON_FREE);
+	}
+	if (s->bev == NULL)
+		goto fail;
+	if (direct)
+		bufferevent_openssl_set_allow_dirty_shutdown(s->bev, 1);
+	bufferevent_setcb(s->bev, read_cb, write_cb, event_cb, s);
+	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	if (pgn_map_set_id(srv->sessions, s->id, s) != 0)
+		goto fail;
+	{
+		/* The id must be unpredictable (component handshakes hash it):
+		 * hex of 10 random bytes. */
+		unsigned char rnd[10];
+		randombytes_buf(rnd, sizeof(rnd));
+		for (size_t i = 0; i < sizeof(rnd); i++)
+			snprintf(s->stream_id + 2 * i, 3, "%02x", rnd[i]);
+	}
+	arm_timer(s, lim->negotiation_timeout);
+	pgn_log(PGN_LOG_DEBUG, "session %llu: accepted from %s on port %d%s",
+		(unsigned long long)s->id, peer, l->cfg->port,
+		direct ? " (direct TLS)" : "");
+	return;
+fail:
+	pgn_log(PGN_LOG_WARN, "cannot accept connection from %s", peer);
+	if (s != NULL) {
+		if (s->bev != NULL)
+			bufferevent_free(s->bev); /* closes fd and SSL */
+		else {
+			if (s->ssl != NULL)
+				SSL_free(s->ssl);
+			close(fd);
+		}
+		if (s->timer != NULL)
+			event_free(s->timer);
+		pgn_xml_parser_free(s->parser);
+		pgn_map_del_id(srv->sessions, s->id);
+		free(s);
+	} else {
+		close(fd);
+	}
+}
+
+/* ---- I/O --------------------------------------------------------------- */
+
+static void
+read_cb(struct bufferevent *bev, void *arg)
+{
+	struct pgn_session *s = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+
+	s->last_read = pgn_now_ms();
+	while (evbuffer_get_length(in) > 0) {
+		if (s->state == PGN_ST_DEAD || s->state == PGN_ST_CLOSING ||
+		    s->state == PGN_ST_TLS_PENDING) {
+			evbuffer_drain(in, evbuffer_get_length(in));
+			break;
+		}
+		size_t n = evbuffer_get_contiguous_space(in);
+		const char *p = (const char *)evbuffer_pullup(in, n);
+		int rc = pgn_xml_parser_feed(s->parser, p, n);
+		evbuffer_drain(in, n);
+		if (rc != 0)
+			break;
+	}
+}
+
+static void
+write_cb(struct bufferevent *bev, void *arg)
+{
+	struct pgn_session *s = arg;
+	if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+		return;
+	if (s->state == PGN_ST_CLOSING)
+		pgn_stream_destroy(s);
+	else if (s->state == PGN_ST_TLS_PENDING &&
+		 pgn_stream_start_tls(s) != 0)
+		pgn_stream_destroy(s);
+}
+
+static void
+event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct pgn_session *s = arg;
+	if (what & BEV_EVENT_CONNECTED) {
+		pgn_log(PGN_LOG_DEBUG, "session %llu: TLS established",
+			(unsigned long long)s->id);
+		return;
+	}
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+		if (what & BEV_EVENT_ERROR && s->ssl != NULL) {
+			unsigned long e = bufferevent_get_openssl_error(bev);
+			if (e != 0)
+				pgn_log(PGN_LOG_INFO, "session %llu: TLS error: %s",
+					(unsigned long long)s->id,
+					ERR_reason_error_string(e));
+		}
+		pgn_stream_destroy(s);
+	}
+}
+
+int
+pgn_stream_start_tls(struct pgn_session *s)
+{
+	struct bufferevent *bev;
+	SSL *ssl = pgn_tls_new_ssl(s->srv->tls, 0);
+	if (ssl == NULL)
+		return -ENOMEM;
+	/* The plain bufferevent must not close the fd it hands over. */
+	bufferevent_setcb(s->bev, NULL, NULL, NULL, NULL);
+	bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+	bev = bufferevent_openssl_socket_new(s->srv->base, s->fd, ssl,
+					     BUFFEREVENT_SSL_ACCEPTING,
+					     BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL) {
+		SSL_free(ssl);
+		return -ENOMEM;
+	}
+	/* Free the old one only now: its options do not include
+	 * CLOSE_ON_FREE after bufferevent_setfd(-1). */
+	bufferevent_setfd(s->bev, -1);
+	bufferevent_free(s->bev);
+	s->bev = bev;
+	s->ssl = ssl;
+	s->secure = 1;
+	s->state = PGN_ST_WAIT_HEADER;
+	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	bufferevent_setcb(bev, read_cb, write_cb, event_cb, s);
+	bufferevent_enable(bev, EV_READ | EV_WRITE);
+	return 0;
+}
+
+void
+pgn_stream_send_raw(struct pgn_session *s, const char *data, size_t len)
+{
+	if (s->state == PGN_ST_DEAD || s->bev == NULL)
+		return;
+	bufferevent_write(s->bev, data, len);
+	s->last_write = pgn_now_ms();
+}
+
+void
+pgn_stream_send_xml(struct pgn_session *s, const struct pgn_xml *xml)
+{
+	if (s->state == PGN_ST_DEAD || s->state == PGN_ST_CLOSING ||
+	    s->bev == NULL)
+		return;
+	/* Stanzas are kept in jabber:client internally; written with that
+	 * namespace in scope they carry no xmlns, which reads as the stream's
+	 * own content namespace on c2s and component streams alike. */
+	pgn_xml_write(xml, PGN_NS_CLIENT, bufferevent_get_output(s->bev));
+	s->last_write = pgn_now_ms();
+}
+
+void
+pgn_stream_send_header(struct pgn_session *s, const char *ns,
+		       const char *from)
+{
+	struct evbuffer *out;
+	if (s->header_sent || s->bev == NULL)
+		return;
+	out = bufferevent_get_output(s->bev);
+	evbuffer_add_printf(out,
+			    "<?xml version='1.0'?><stream:stream xmlns='%s' "
+			    "xmlns:stream='" PGN_NS_STREAMS "' id='%s'",
+			    ns, s->stream_id);
+	if (from != NULL) {
+		evbuffer_add_printf(out, " from='");
+		pgn_xml_escape(out, from, strlen(from));
+		evbuffer_add_printf(out, "'");
+	}
+	evbuffer_add_printf(out, " version='1.0' xml:lang='en'>");
+	s->header_sent = 1;
+	s->last_write = pgn_now_ms();
+}
+
+static void
+start_closing(struct pgn_session *s)
+{
+	s->state = PGN_ST_CLOSING;
+	bufferevent_disable(s->bev, EV_READ);
+	/* A peer that never reads must not keep us waiting forever. */
+	evtimer_del(s->timer);
+	arm_timer(s, CLOSE_GRACE_SECONDS);
+	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
+		pgn_stream_destroy(s);
+}
+
+void
+pgn_stream_error(struct pgn_session *s, const char *condition,
+		 const char *text)
+{
+	struct evbuffer *out;
+	if (s->state == PGN_ST_DEAD || s->state == PGN_ST_CLOSING)
+		return;
+	if (!s->header_sent)
+		pgn_stream_send_header(s,
+				       s->kind == PGN_STREAM_C2S
+					       ? PGN_NS_CLIENT
+					       : PGN_NS_COMPONENT,
+				       s->host ? pgn_host_name(s->host) : NULL);
+	out = bufferevent_get_output(s->bev);
+	evbuffer_add_printf(out, "<stream:error><%s xmlns='" PGN_NS_STREAM_ERRORS
+				 "'/>",
+			    condition);
+	if (text != NULL) {
+		evbuffer_add_printf(out, "<text xmlns='" PGN_NS_STREAM_ERRORS
+					 "' xml:lang='en'>");
+		pgn_xml_escape(out, text, strlen(text));
+		evbuffer_add_printf(out, "</text>");
+	}
+	evbuffer_add_printf(out, "</stream:error></stream:stream>");
+	pgn_log(PGN_LOG_INFO, "session %llu: stream error %s",
+		(unsigned long long)s->id, condition);
+	start_closing(s);
+}
+
+void
+pgn_stream_close(struct pgn_session *s)
+{
+	if (s->state == PGN_ST_DEAD || s->state == PGN_ST_CLOSING)
+		return;
+	if (!s->header_sent)
+		pgn_stream_send_header(s,
+				       s->kind == PGN_STREAM_C2S
+					       ? PGN_NS_CLIENT
+					       : PGN_NS_COMPONENT,
+				       NULL);
+	evbuffer_add_printf(bufferevent_get_output(s->bev), "</stream:stream>");
+	start_closing(s);
+}
+
+void
+pgn_stream_destroy(struct pgn_session *s)
+{
+	if (s->state == PGN_ST_DEAD)
+		return;
+	/* Let the negotiation layer unlink the session (router tables,
+	 * session-ended event) while it is still whole. */
+	if (s->kind == PGN_STREAM_C2S)
+		pgn_c2s_closed(s);
+	else
+		pgn_component_closed(s);
+	s->state = PGN_ST_DEAD;
+	if (s->bev != NULL) {
+		bufferevent_setcb(s->bev, NULL, NULL, NULL, NULL);
+		bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+	}
+	evtimer_del(s->timer);
+	pgn_map_del_id(s->srv->sessions, s->id);
+	s->next_dead = s->srv->dead;
+	s->srv->dead = s;
+	event_active(s->srv->reaper, EV_TIMEOUT, 0);
+	pgn_log(PGN_LOG_DEBUG, "session %llu: closed",
+		(unsigned long long)s->id);
+}
+
+static void
+free_pending(struct pgn_session *s)
+{
+	while (s->pending != NULL) {
+		struct pgn_pending *p = s->pending;
+		s->pending = p->next;
+		pgn_xml_free(p->xml);
+		free(p);
+	}
+	s->npending = 0;
+}
+
+void
+pgn_stream_reap(struct pgn_server *srv)
+{
+	while (srv->dead != NULL) {
+		struct pgn_session *s = srv->dead;
+		srv->dead = s->next_dead;
+		if (s->bev != NULL)
+			bufferevent_free(s->bev); /* closes fd, frees SSL */
+		event_free(s->timer);
+		pgn_xml_parser_free(s->parser);
+		pgn_sasl_free(s->sasl);
+		pgn_jid_free(s->jid);
+		free(s->authcid);
+		free(s->domain);
+		free_pending(s);
+		free(s);
+	}
+}
+
+void
+pgn_stream_suspend(struct pgn_session *s)
+{
+	s->busy = 1;
+	bufferevent_disable(s->bev, EV_READ);
+}
+
+void
+pgn_stream_resume(struct pgn_session *s)
+{
+	s->busy = 0;
+	while (!s->busy && s->pending != NULL && s->state != PGN_ST_DEAD &&
+	       s->state != PGN_ST_CLOSING) {
+		struct pgn_pending *p = s->pending;
+		s->pending = p->next;
+		s->npending--;
+		struct pgn_xml *xml = p->xml;
+		free(p);
+		dispatch(s, xml);
+	}
+	if (!s->busy && s->state != PGN_ST_DEAD && s->state != PGN_ST_CLOSING) {
+		bufferevent_enable(s->bev, EV_READ);
+		/* Bytes that arrived while reading was off are parsed now. */
+		if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0)
+			read_cb(s->bev, s);
+	}
+}
+
+/* Drops stanzas queued before a stream restart (they belonged to the old
+ * stream). */
+void
+pgn_stream_drop_pending(struct pgn_session *s)
+{
+	free_pending(s);
+}
+
+static void
+timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct pgn_session *s = arg;
+	const struct pgn_cfg_limits *lim = &s->srv->cfg->limits;
+	uint64_t now = pgn_now_ms();
+
+	switch (s->state) {
+	case PGN_ST_DEAD:
+		return;
+	case PGN_ST_CLOSING:
+		pgn_stream_destroy(s);
+		return;
+	case PGN_ST_BOUND:
+		if (lim->idle_timeout > 0 &&
+		    now - s->last_read >= (uint64_t)lim->idle_timeout * 1000) {
+			pgn_stream_error(s, "connection-timeout", NULL);
+			return;
+		}
+		if (lim->keepalive_interval > 0 &&
+		    now - s->last_write >=
+			    (uint64_t)lim->keepalive_interval * 1000)
+			pgn_stream_send_raw(s, " ", 1);
+		break;
+	default:
+		pgn_stream_error(s, "connection-timeout",
+				 "negotiation took too long");
+		return;
+	}
+	unsigned next = lim->keepalive_interval;
+	if (next == 0 || (lim->idle_timeout > 0 && lim->idle_timeout < next))
+		next = lim->idle_timeout;
+	arm_timer(s, next > 0 ? next : 60);
+}
+
+/* Called by c2s/component when the stream is established: from now on the
+ * timer checks idleness instead of the negotiation deadline. */
+void
+pgn_stream_established(struct pgn_session *s)
+{
+	const struct pgn_cfg_limits *lim = &s->srv->cfg->limits;
+	unsigned next = lim->keepalive_interval;
+	if (next == 0 || (lim->idle_timeout > 0 && lim->idle_timeout < next))
+		next = lim->idle_timeout;
+	evtimer_del(s->timer);
+	arm_timer(s, next > 0 ? next : 60);
+}

@@ -1,0 +1,132 @@
+/* Streams: one TCP (or TLS) connection carrying an XMPP stream.  The same
+ * object is the client session once bound ("struct pgn_session" in the
+ * module API).  Layers: bufferevent (plain or OpenSSL) -> expat parser ->
+ * negotiation (c2s.c, component.c) -> router. */
+#ifndef PIGEON_STREAM_H
+#define PIGEON_STREAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pigeon/module.h"
+#include "pigeon/scram.h"
+
+struct bufferevent;
+struct event;
+struct pgn_server;
+struct pgn_host;
+struct pgn_listener;
+struct pgn_xml_parser;
+typedef struct ssl_st SSL;
+
+#define PGN_NS_STREAMS "http://etherx.jabber.org/streams"
+#define PGN_NS_STREAM_ERRORS "urn:ietf:params:xml:ns:xmpp-streams"
+#define PGN_NS_TLS "urn:ietf:params:xml:ns:xmpp-tls"
+#define PGN_NS_SASL "urn:ietf:params:xml:ns:xmpp-sasl"
+#define PGN_NS_BIND "urn:ietf:params:xml:ns:xmpp-bind"
+#define PGN_NS_SESSION "urn:ietf:params:xml:ns:xmpp-session"
+#define PGN_NS_COMPONENT "jabber:component:accept"
+#define PGN_NS_SASL_CB "urn:xmpp:sasl-cb:0"
+
+enum pgn_stream_kind {
+	PGN_STREAM_C2S = 0,
+	PGN_STREAM_COMPONENT,
+};
+
+enum pgn_stream_state {
+	PGN_ST_WAIT_HEADER = 0, /* waiting for <stream:stream> */
+	PGN_ST_NEGOTIATING,     /* features sent: starttls / auth / bind */
+	PGN_ST_TLS_PENDING,     /* <proceed/> queued, switching to TLS */
+	PGN_ST_BOUND,           /* c2s: resource bound; component: accepted */
+	PGN_ST_CLOSING,         /* closing tag or error sent, flushing */
+	PGN_ST_DEAD,            /* waiting for the reaper */
+};
+
+/* A stanza received while an asynchronous step was pending. */
+struct pgn_pending {
+	struct pgn_pending *next;
+	struct pgn_xml *xml;
+};
+
+struct pgn_session {
+	uint64_t id;
+	struct pgn_server *srv;
+	const struct pgn_listener *listener;
+	enum pgn_stream_kind kind;
+	enum pgn_stream_state state;
+	struct bufferevent *bev;
+	int fd;
+	SSL *ssl;
+	unsigned secure : 1;        /* TLS established */
+	unsigned direct_tls : 1;
+	unsigned authenticated : 1;
+	unsigned header_sent : 1;
+	unsigned busy : 1;          /* waiting for storage / crypto */
+	unsigned available : 1;     /* sent available broadcast presence */
+	unsigned in_users : 1;      /* linked in srv->users */
+	unsigned sasl_tries;
+	int priority;
+	struct pgn_xml_parser *parser;
+	struct pgn_host *host;      /* c2s: the stream's host */
+	char *domain;               /* component: its domain */
+	char stream_id[24];
+	char peer[64];              /* peer address for logs and rate limits */
+	struct pgn_sasl *sasl;
+	char *authcid;              /* prepared node of the authenticated user */
+	struct pgn_jid *jid;        /* bound full JID */
+	struct pgn_session *next_res; /* other resources of the same account */
+	struct pgn_pending *pending;
+	unsigned npending;
+	struct event *timer;        /* negotiation / idle / keepalive */
+	uint64_t last_read;         /* monotonic ms */
+	uint64_t last_write;
+	struct pgn_session *next_dead;
+};
+
+/* Accepts a new connection on fd for listener l (takes the fd). */
+void pgn_stream_accept(struct pgn_server *srv, const struct pgn_listener *l,
+		       int fd, const char *peer);
+/* Serialises and queues a stanza (the caller keeps it). */
+void pgn_stream_send_xml(struct pgn_session *s, const struct pgn_xml *xml);
+/* Queues raw bytes. */
+void pgn_stream_send_raw(struct pgn_session *s, const char *data, size_t len);
+/* Sends <stream:error> with condition (RFC 6120 §4.9.3) and optional text,
+ * then closes the stream once flushed. */
+void pgn_stream_error(struct pgn_session *s, const char *condition,
+		      const char *text);
+/* Sends </stream:stream> and closes once flushed. */
+void pgn_stream_close(struct pgn_session *s);
+/* Closes at once (connection lost). */
+void pgn_stream_destroy(struct pgn_session *s);
+/* Frees sessions marked dead (called from the reaper event). */
+void pgn_stream_reap(struct pgn_server *srv);
+/* Opens our side of the stream (header) with default namespace ns. */
+void pgn_stream_send_header(struct pgn_session *s, const char *ns,
+			    const char *from);
+/* Switch to TLS after <proceed/> has been flushed. */
+int pgn_stream_start_tls(struct pgn_session *s);
+/* Stops reading while an asynchronous step is pending; resume replays
+ * the stanzas that arrived in between. */
+void pgn_stream_suspend(struct pgn_session *s);
+void pgn_stream_resume(struct pgn_session *s);
+/* Drops stanzas queued before a stream restart. */
+void pgn_stream_drop_pending(struct pgn_session *s);
+/* The stream is established: the timer now checks idleness and sends
+ * whitespace keepalives instead of the negotiation deadline. */
+void pgn_stream_established(struct pgn_session *s);
+/* Finds a live session by id (async completions). */
+struct pgn_session *pgn_stream_find(struct pgn_server *srv, uint64_t id);
+uint64_t pgn_now_ms(void);
+
+/* c2s.c */
+void pgn_c2s_stream_open(struct pgn_session *s, const char **attrs,
+			 const char *default_ns);
+void pgn_c2s_element(struct pgn_session *s, struct pgn_xml *xml);
+void pgn_c2s_closed(struct pgn_session *s);
+/* component.c */
+void pgn_component_stream_open(struct pgn_session *s, const char **attrs,
+			       const char *default_ns);
+void pgn_component_element(struct pgn_session *s, struct pgn_xml *xml);
+void pgn_component_closed(struct pgn_session *s);
+
+#endif

@@ -1,0 +1,1335 @@
+/* XML element trees and the incremental XMPP stream parser (expat).
+ *
+ * Layout: every element is one allocation holding the node, its local
+ * name, its namespace and (when made by the parser or copied) its
+ * attributes as a small array of name/value pointers.  Setting an
+ * attribute later moves the attributes into a block of their own.  Text
+ * children are one allocation each; elements and text share one sibling
+ * list so that mixed content keeps its order.
+ *
+ * Attribute names: plain names as written; attributes in the XML
+ * namespace as "xml:lang"; attributes in any other namespace keep expat's
+ * "URI local" form and get a generated prefix when serialised.
+ *
+ * Walks over a tree (free, copy, write) are iterative: a tree built with
+ * no depth limit must not overflow the C stack. */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <expat.h>
+
+#include "pigeon/xml.h"
+
+#define XML_NS_URI "http://www.w3.org/XML/1998/namespace"
+#define STREAM_NS_URI "http://etherx.jabber.org/streams"
+#define NS_SEP ' '
+
+/* Input is handed to expat in slices so that the size limit is checked
+ * while a huge token is still arriving, not after it completed. */
+#define FEED_SLICE 4096
+
+/* Above this the text accumulation buffer is released between stanzas
+ * rather than kept for the life of the stream. */
+#define TEXT_KEEP 16384
+
+/* Expat 2.6 may defer parsing a partial token until much more data has
+ * arrived; an XMPP peer then waits forever for the answer to a stanza we
+ * have not parsed.  Distributions backport the feature into older
+ * versions (Debian's 2.5.0 has it), so look the function up weakly when
+ * the header's version predates it. */
+#if XML_MAJOR_VERSION > 2 || (XML_MAJOR_VERSION == 2 && XML_MINOR_VERSION >= 6)
+#define HAVE_REPARSE_DEFERRAL_CALL 1
+#elif defined(__GNUC__) && defined(__ELF__)
+extern XML_Bool XMLCALL XML_SetReparseDeferralEnabled(XML_Parser parser,
+						      XML_Bool enabled)
+	__attribute__((weak));
+#define HAVE_REPARSE_DEFERRAL_WEAK 1
+#endif
+
+enum { NODE_ELEMENT = 0, NODE_TEXT = 1 };
+
+/* Element attributes live inside the element's own allocation. */
+#define EL_ATTRS_INLINE 0x01
+
+struct xml_node {
+	struct xml_node *next;
+	unsigned char kind;
+	unsigned char flags;
+};
+
+struct xml_text {
+	struct xml_node n;
+	size_t len;
+	char data[];
+};
+
+struct pgn_xml {
+	struct xml_node n; /* first: a node pointer converts to the element */
+	struct pgn_xml *parent;
+	struct xml_node *first;
+	struct xml_node *last;
+	const char *name;
+	const char *ns;      /* NULL: inherits */
+	const char **attrv;  /* 2 * nattrs: name, value, ... */
+	uint32_t nattrs;
+	uint32_t nelems;     /* element children, for the children limit */
+};
+
+#define AS_EL(node) ((struct pgn_xml *)(node))
+#define AS_CEL(node) ((const struct pgn_xml *)(node))
+#define AS_TEXT(node) ((struct xml_text *)(node))
+#define AS_CTEXT(node) ((const struct xml_text *)(node))
+
+/* ---- element construction --------------------------------------------- */
+
+/* If raw is expat's "URI local" for the XML namespace, its local part. */
+static const char *
+xml_ns_local(const char *raw)
+{
+	size_t l = sizeof(XML_NS_URI) - 1;
+
+	if (strncmp(raw, XML_NS_URI, l) == 0 && raw[l] == NS_SEP)
+		return raw + l + 1;
+	return NULL;
+}
+
+static size_t
+attr_name_len(const char *raw)
+{
+	const char *local = xml_ns_local(raw);
+
+	return local ? 4 + strlen(local) : strlen(raw);
+}
+
+/* Writes the public form of an attribute name; returns the byte after
+ * its NUL. */
+static char *
+attr_name_put(char *dst, const char *raw)
+{
+	const char *local = xml_ns_local(raw);
+	size_t l;
+
+	if (local) {
+		memcpy(dst, "xml:", 4);
+		dst += 4;
+		raw = local;
+	}
+	l = strlen(raw);
+	memcpy(dst, raw, l + 1);
+	return dst + l + 1;
+}
+
+static char *
+str_put(char *dst, const char *s, size_t len)
+{
+	memcpy(dst, s, len);
+	dst[len] = '\0';
+	return dst + len + 1;
+}
+
+/* One allocation for the node, its names and its attributes.  atts is a
+ * name/value array of natts pairs whose names may be in expat's form. */
+static struct pgn_xml *
+el_create(const char *ns, size_t nslen, const char *name, size_t namelen,
+	  const char *const *atts, size_t natts)
+{
+	struct pgn_xml *el;
+	size_t size, i;
+	char *p;
+
+	if (natts > UINT32_MAX)
+		return NULL;
+	size = sizeof(*el) + 2 * natts * sizeof(char *) + namelen + 1;
+	if (ns)
+		size += nslen + 1;
+	for (i = 0; i < natts; i++)
+		size += attr_name_len(atts[2 * i]) + 1 +
+			strlen(atts[2 * i + 1]) + 1;
+	el = malloc(size);
+	if (!el)
+		return NULL;
+	memset(el, 0, sizeof(*el));
+	el->n.kind = NODE_ELEMENT;
+	el->n.flags = EL_ATTRS_INLINE;
+	el->attrv = natts ? (const char **)(el + 1) : NULL;
+	el->nattrs = (uint32_t)natts;
+	p = (char *)(el + 1) + 2 * natts * sizeof(char *);
+	el->name = p;
+	p = str_put(p, name, namelen);
+	if (ns) {
+		el->ns = p;
+		p = str_put(p, ns, nslen);
+	}
+	for (i = 0; i < natts; i++) {
+		const char *v = atts[2 * i + 1];
+
+		el->attrv[2 * i] = p;
+		p = attr_name_put(p, atts[2 * i]);
+		el->attrv[2 * i + 1] = p;
+		p = str_put(p, v, strlen(v));
+	}
+	return el;
+}
+
+static void
+el_free_one(struct pgn_xml *el)
+{
+	if (!(el->n.flags & EL_ATTRS_INLINE))
+		free(el->attrv);
+	free(el);
+}
+
+static void
+node_append(struct pgn_xml *parent, struct xml_node *node)
+{
+	node->next = NULL;
+	if (parent->last)
+		parent->last->next = node;
+	else
+		parent->first = node;
+	parent->last = node;
+	if (node->kind == NODE_ELEMENT) {
+		AS_EL(node)->parent = parent;
+		parent->nelems++;
+	}
+}
+
+/* The namespace in force on el: its own, or the nearest ancestor's. */
+static const char *
+el_effective_ns(const struct pgn_xml *el)
+{
+	for (; el; el = el->parent)
+		if (el->ns)
+			return el->ns;
+	return NULL;
+}
+
+struct pgn_xml *
+pgn_xml_new(const char *ns, const char *name)
+{
+	if (!name)
+		return NULL;
+	return el_create(ns, ns ? strlen(ns) : 0, name, strlen(name), NULL, 0);
+}
+
+void
+pgn_xml_free(struct pgn_xml *root)
+{
+	struct pgn_xml *el;
+	struct xml_node *node;
+
+	if (!root)
+		return;
+	/* Freeing a child in place would leave its parent pointing at freed
+	 * memory; take it out first rather than corrupt the tree. */
+	pgn_xml_unlink(root);
+	el = root;
+	node = el->first;
+	for (;;) {
+		if (!node) {
+			struct xml_node *next = el->n.next;
+			struct pgn_xml *parent = el->parent;
+			int done = el == root;
+
+			el_free_one(el);
+			if (done)
+				break;
+			el = parent;
+			node = next;
+			continue;
+		}
+		if (node->kind == NODE_TEXT) {
+			struct xml_node *next = node->next;
+
+			free(node);
+			node = next;
+			continue;
+		}
+		el = AS_EL(node);
+		node = el->first;
+	}
+}
+
+struct pgn_xml *
+pgn_xml_copy(const struct pgn_xml *root)
+{
+	const struct pgn_xml *src = root;
+	const struct xml_node *node;
+	struct pgn_xml *dst_root, *dst;
+	const char *ns;
+
+	if (!root)
+		return NULL;
+	/* The copy is detached, so it takes the namespace it had in place
+	 * rather than inheriting from a parent it no longer has. */
+	ns = el_effective_ns(root);
+	dst_root = el_create(ns, ns ? strlen(ns) : 0, root->name,
+			     strlen(root->name), root->attrv, root->nattrs);
+	if (!dst_root)
+		return NULL;
+	dst = dst_root;
+	node = root->first;
+	for (;;) {
+		const struct pgn_xml *child;
+		struct pgn_xml *c;
+
+		if (!node) {
+			if (src == root)
+				break;
+			node = src->n.next;
+			src = src->parent;
+			dst = dst->parent;
+			continue;
+		}
+		if (node->kind == NODE_TEXT) {
+			const struct xml_text *t = AS_CTEXT(node);
+
+			if (pgn_xml_add_text(dst, t->data, t->len) < 0)
+				goto fail;
+			node = node->next;
+			continue;
+		}
+		child = AS_CEL(node);
+		c = el_create(child->ns, child->ns ? strlen(child->ns) : 0,
+			      child->name, strlen(child->name), child->attrv,
+			      child->nattrs);
+		if (!c)
+			goto fail;
+		node_append(dst, &c->n);
+		src = child;
+		dst = c;
+		node = child->first;
+	}
+	return dst_root;
+fail:
+	pgn_xml_free(dst_root);
+	return NULL;
+}
+
+const char *
+pgn_xml_name(const struct pgn_xml *el)
+{
+	return el->name;
+}
+
+const char *
+pgn_xml_ns(const struct pgn_xml *el)
+{
+	return el->ns;
+}
+
+struct pgn_xml *
+pgn_xml_parent(const struct pgn_xml *el)
+{
+	return el->parent;
+}
+
+/* Only the stream content namespaces can be switched (a component's
+ * stanzas become jabber:client inside the server); they point at static
+ * strings so the element's single allocation stays untouched. */
+int
+pgn_xml_set_ns(struct pgn_xml *el, const char *ns)
+{
+	static const char *const known[] = { "jabber:client",
+					     "jabber:component:accept",
+					     "jabber:server", NULL };
+	if (ns == NULL) {
+		el->ns = NULL;
+		return 0;
+	}
+	for (int i = 0; known[i] != NULL; i++)
+		if (strcmp(ns, known[i]) == 0) {
+			el->ns = known[i];
+			return 0;
+		}
+	return -EINVAL;
+}
+
+/* ---- attributes ------------------------------------------------------- */
+
+const char *
+pgn_xml_attr(const struct pgn_xml *el, const char *name)
+{
+	uint32_t i;
+
+	for (i = 0; i < el->nattrs; i++)
+		if (strcmp(el->attrv[2 * i], name) == 0)
+			return el->attrv[2 * i + 1];
+	return NULL;
+}
+
+int
+pgn_xml_set_attr(struct pgn_xml *el, const char *name, const char *value)
+{
+	size_t n = el->nattrs, newn, size = 0, i, j;
+	size_t found = SIZE_MAX;
+	const char **v;
+	char *p;
+
+	if (!name)
+		return -EINVAL;
+	for (i = 0; i < n; i++)
+		if (strcmp(el->attrv[2 * i], name) == 0) {
+			found = i;
+			break;
+		}
+	if (found == SIZE_MAX && !value)
+		return 0;
+	newn = n + (found == SIZE_MAX) - (value == NULL);
+	if (newn > UINT32_MAX)
+		return -ENOMEM;
+	/* Rebuild the attributes as one block.  name and value may point
+	 * into the old block, so it is released only at the end. */
+	v = NULL;
+	if (newn) {
+		size = 2 * newn * sizeof(char *);
+		for (i = 0; i < n; i++)
+			if (i != found)
+				size += strlen(el->attrv[2 * i]) + 1 +
+					strlen(el->attrv[2 * i + 1]) + 1;
+		if (value)
+			size += strlen(name) + 1 + strlen(value) + 1;
+		v = malloc(size);
+		if (!v)
+			return -ENOMEM;
+		p = (char *)(v + 2 * newn);
+		for (i = 0, j = 0; i <= n; i++) {
+			const char *an, *av;
+
+			if (i == found || (i == n && found == SIZE_MAX)) {
+				if (!value)
+					continue;
+				an = name;
+				av = value;
+			} else if (i == n) {
+				break;
+			} else {
+				an = el->attrv[2 * i];
+				av = el->attrv[2 * i + 1];
+			}
+			v[2 * j] = p;
+			p = str_put(p, an, strlen(an));
+			v[2 * j + 1] = p;
+			p = str_put(p, av, strlen(av));
+			j++;
+		}
+	}
+	if (!(el->n.flags & EL_ATTRS_INLINE))
+		free(el->attrv);
+	el->n.flags &= (unsigned char)~EL_ATTRS_INLINE;
+	el->attrv = v;
+	el->nattrs = (uint32_t)newn;
+	return 0;
+}
+
+int
+pgn_xml_attr_at(const struct pgn_xml *el, size_t i, const char **name,
+		const char **value)
+{
+	if (i >= el->nattrs)
+		return -1;
+	if (name)
+		*name = el->attrv[2 * i];
+	if (value)
+		*value = el->attrv[2 * i + 1];
+	return 0;
+}
+
+size_t
+pgn_xml_attr_count(const struct pgn_xml *el)
+{
+	return el->nattrs;
+}
+
+/* ---- children --------------------------------------------------------- */
+
+struct pgn_xml *
+pgn_xml_add_child(struct pgn_xml *parent, const char *ns, const char *name)
+{
+	struct pgn_xml *c = pgn_xml_new(ns, name);
+
+	if (c)
+		node_append(parent, &c->n);
+	return c;
+}
+
+void
+pgn_xml_append(struct pgn_xml *parent, struct pgn_xml *child)
+{
+	pgn_xml_unlink(child);
+	node_append(parent, &child->n);
+}
+
+void
+pgn_xml_unlink(struct pgn_xml *el)
+{
+	struct pgn_xml *parent = el->parent;
+	struct xml_node *prev = NULL, *n;
+
+	if (!parent)
+		return;
+	for (n = parent->first; n && n != &el->n; n = n->next)
+		prev = n;
+	if (n) {
+		if (prev)
+			prev->next = el->n.next;
+		else
+			parent->first = el->n.next;
+		if (parent->last == &el->n)
+			parent->last = prev;
+		parent->nelems--;
+	}
+	el->parent = NULL;
+	el->n.next = NULL;
+}
+
+int
+pgn_xml_add_text(struct pgn_xml *el, const char *text, size_t len)
+{
+	struct xml_text *t;
+
+	if (!len)
+		return 0;
+	if (!text)
+		return -EINVAL;
+	if (len > SIZE_MAX - sizeof(*t) - 1)
+		return -ENOMEM;
+	t = malloc(sizeof(*t) + len + 1);
+	if (!t)
+		return -ENOMEM;
+	t->n.kind = NODE_TEXT;
+	t->n.flags = 0;
+	t->len = len;
+	str_put(t->data, text, len);
+	node_append(el, &t->n);
+	return 0;
+}
+
+struct pgn_xml *
+pgn_xml_child(const struct pgn_xml *el, const char *ns, const char *name)
+{
+	const struct xml_node *n;
+	const char *inherited = NULL;
+	int have_inherited = 0;
+
+	for (n = el->first; n; n = n->next) {
+		const struct pgn_xml *c;
+		const char *cns;
+
+		if (n->kind != NODE_ELEMENT)
+			continue;
+		c = AS_CEL(n);
+		if (name && strcmp(c->name, name) != 0)
+			continue;
+		if (ns) {
+			cns = c->ns;
+			if (!cns) {
+				if (!have_inherited) {
+					inherited = el_effective_ns(el);
+					have_inherited = 1;
+				}
+				cns = inherited;
+			}
+			if (!cns || strcmp(cns, ns) != 0)
+				continue;
+		}
+		return AS_EL(n);
+	}
+	return NULL;
+}
+
+struct pgn_xml *
+pgn_xml_first_child(const struct pgn_xml *el)
+{
+	const struct xml_node *n;
+
+	for (n = el->first; n; n = n->next)
+		if (n->kind == NODE_ELEMENT)
+			return AS_EL(n);
+	return NULL;
+}
+
+struct pgn_xml *
+pgn_xml_next(const struct pgn_xml *el)
+{
+	const struct xml_node *n;
+
+	for (n = el->n.next; n; n = n->next)
+		if (n->kind == NODE_ELEMENT)
+			return AS_EL(n);
+	return NULL;
+}
+
+char *
+pgn_xml_text(const struct pgn_xml *el)
+{
+	const struct xml_node *n;
+	size_t len = 0;
+	char *s, *p;
+
+	for (n = el->first; n; n = n->next)
+		if (n->kind == NODE_TEXT)
+			len += AS_CTEXT(n)->len;
+	s = malloc(len + 1);
+	if (!s)
+		return NULL;
+	p = s;
+	for (n = el->first; n; n = n->next)
+		if (n->kind == NODE_TEXT) {
+			memcpy(p, AS_CTEXT(n)->data, AS_CTEXT(n)->len);
+			p += AS_CTEXT(n)->len;
+		}
+	*p = '\0';
+	return s;
+}
+
+char *
+pgn_xml_child_text(const struct pgn_xml *el, const char *ns,
+		   const char *name)
+{
+	const struct pgn_xml *c = pgn_xml_child(el, ns, name);
+
+	return c ? pgn_xml_text(c) : NULL;
+}
+
+/* ---- serialiser ------------------------------------------------------- */
+
+static int
+put(struct evbuffer *out, const char *s, size_t len)
+{
+	return evbuffer_add(out, s, len) == 0 ? 0 : -ENOMEM;
+}
+
+static int
+puts_(struct evbuffer *out, const char *s)
+{
+	return put(out, s, strlen(s));
+}
+
+/* attr: escape for a quoted attribute value, where quotes and the
+ * whitespace that attribute normalisation would turn into spaces must be
+ * written as references to survive a re-parse. */
+static int
+escape(struct evbuffer *out, const char *s, size_t len, int attr)
+{
+	size_t i, run = 0;
+
+	for (i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		const char *rep;
+
+		switch (c) {
+		case '&': rep = "&amp;"; break;
+		case '<': rep = "&lt;"; break;
+		case '>': rep = "&gt;"; break; /* "]]>" is not allowed in text */
+		case '"': rep = attr ? "&quot;" : NULL; break;
+		case '\'': rep = attr ? "&apos;" : NULL; break;
+		case '\t': rep = attr ? "&#9;" : NULL; break;
+		case '\n': rep = attr ? "&#10;" : NULL; break;
+		case '\r': rep = "&#13;"; break; /* else read back as \n */
+		default:
+			/* Other C0 controls cannot appear in XML 1.0 at all,
+			 * even as references: drop them so the output stays
+			 * parseable. */
+			rep = c < 0x20 ? "" : NULL;
+			break;
+		}
+		if (!rep)
+			continue;
+		if (put(out, s + run, i - run) < 0 || puts_(out, rep) < 0)
+			return -ENOMEM;
+		run = i + 1;
+	}
+	return put(out, s + run, len - run);
+}
+
+int
+pgn_xml_escape(struct evbuffer *out, const char *s, size_t len)
+{
+	/* The attribute form is valid in element content too. */
+	return escape(out, s, len, 1);
+}
+
+static int
+is_xmlns_attr(const char *name)
+{
+	return strcmp(name, "xmlns") == 0 || strncmp(name, "xmlns:", 6) == 0;
+}
+
+/* Writes "<name ...>" (or "/>" when el has no children).  scope is the
+ * namespace in force around el. */
+static int
+write_open(const struct pgn_xml *el, const char *scope, struct evbuffer *out)
+{
+	char pfx[32];
+	uint32_t i, j;
+
+	if (put(out, "<", 1) < 0 || puts_(out, el->name) < 0)
+		return -ENOMEM;
+	if (el->ns && strcmp(el->ns, scope) != 0) {
+		if (puts_(out, " xmlns=\"") < 0 ||
+		    escape(out, el->ns, strlen(el->ns), 1) < 0 ||
+		    put(out, "\"", 1) < 0)
+			return -ENOMEM;
+	}
+	for (i = 0; i < el->nattrs; i++) {
+		const char *name = el->attrv[2 * i];
+		const char *value = el->attrv[2 * i + 1];
+		const char *sep;
+
+		/* Namespace declarations follow from the tree's namespaces;
+		 * a stray one set by hand could only contradict them. */
+		if (is_xmlns_attr(name))
+			continue;
+		sep = strrchr(name, NS_SEP);
+		if (put(out, " ", 1) < 0)
+			return -ENOMEM;
+		if (!sep) {
+			if (puts_(out, name) < 0)
+				return -ENOMEM;
+		} else if (xml_ns_local(name)) {
+			if (puts_(out, "xml:") < 0 || puts_(out, sep + 1) < 0)
+				return -ENOMEM;
+		} else {
+			size_t ulen = (size_t)(sep - name);
+
+			/* The prefix is named after the first attribute with
+			 * this URI; that one also declares it. */
+			for (j = 0; j < i; j++) {
+				const char *o = el->attrv[2 * j];
+
+				if (strncmp(o, name, ulen) == 0 &&
+				    o[ulen] == NS_SEP &&
+				    !strchr(o + ulen + 1, NS_SEP))
+					break;
+			}
+			snprintf(pfx, sizeof(pfx), "ns%u", (unsigned)j);
+			if (j == i &&
+			    (puts_(out, "xmlns:") < 0 || puts_(out, pfx) < 0 ||
+			     puts_(out, "=\"") < 0 ||
+			     escape(out, name, ulen, 1) < 0 ||
+			     puts_(out, "\" ") < 0))
+				return -ENOMEM;
+			if (puts_(out, pfx) < 0 || put(out, ":", 1) < 0 ||
+			    puts_(out, sep + 1) < 0)
+				return -ENOMEM;
+		}
+		if (puts_(out, "=\"") < 0 ||
+		    escape(out, value, strlen(value), 1) < 0 ||
+		    put(out, "\"", 1) < 0)
+			return -ENOMEM;
+	}
+	return puts_(out, el->first ? ">" : "/>");
+}
+
+/* The namespace in force for el's children while writing root. */
+static const char *
+write_scope(const struct pgn_xml *el, const struct pgn_xml *root,
+	    const char *parent_ns)
+{
+	for (;; el = el->parent) {
+		if (el->ns)
+			return el->ns;
+		if (el == root)
+			return parent_ns;
+	}
+}
+
+int
+pgn_xml_write(const struct pgn_xml *root, const char *parent_ns,
+	      struct evbuffer *out)
+{
+	const struct pgn_xml *el = root;
+	const struct xml_node *node;
+	const char *scope;
+
+	if (!parent_ns)
+		parent_ns = "";
+	if (write_open(root, parent_ns, out) < 0)
+		return -ENOMEM;
+	scope = root->ns ? root->ns : parent_ns;
+	node = root->first;
+	if (!node)
+		return 0;
+	for (;;) {
+		const struct pgn_xml *child;
+
+		if (!node) {
+			if (puts_(out, "</") < 0 || puts_(out, el->name) < 0 ||
+			    put(out, ">", 1) < 0)
+				return -ENOMEM;
+			if (el == root)
+				break;
+			node = el->n.next;
+			el = el->parent;
+			scope = write_scope(el, root, parent_ns);
+			continue;
+		}
+		if (node->kind == NODE_TEXT) {
+			if (escape(out, AS_CTEXT(node)->data,
+				   AS_CTEXT(node)->len, 0) < 0)
+				return -ENOMEM;
+			node = node->next;
+			continue;
+		}
+		child = AS_CEL(node);
+		if (write_open(child, scope, out) < 0)
+			return -ENOMEM;
+		if (!child->first) {
+			node = node->next;
+			continue;
+		}
+		el = child;
+		if (child->ns)
+			scope = child->ns;
+		node = child->first;
+	}
+	return 0;
+}
+
+char *
+pgn_xml_to_string(const struct pgn_xml *el, const char *parent_ns)
+{
+	struct evbuffer *buf = evbuffer_new();
+	char *s = NULL;
+	size_t len;
+
+	if (!buf)
+		return NULL;
+	if (pgn_xml_write(el, parent_ns, buf) < 0)
+		goto fail;
+	len = evbuffer_get_length(buf);
+	s = malloc(len + 1);
+	if (!s)
+		goto fail;
+	if (evbuffer_remove(buf, s, len) != (int)len) {
+		free(s);
+		s = NULL;
+		goto fail;
+	}
+	s[len] = '\0';
+fail:
+	evbuffer_free(buf);
+	return s;
+}
+
+/* ---- stream parser ---------------------------------------------------- */
+
+struct pgn_xml_parser {
+	XML_Parser xp;           /* NULL until the first feed of a stream */
+	struct pgn_xml_limits lim;
+	struct pgn_xml_parser_cbs cbs;
+	void *ud;
+	unsigned depth;          /* 0 before the root, 1 in it, 2+ in a stanza */
+	struct pgn_xml *stanza;  /* being built; owned here */
+	struct pgn_xml *cur;     /* innermost open element of stanza */
+	char *text;              /* character data not yet added to cur */
+	size_t text_len;
+	size_t text_cap;
+	char *default_ns;        /* declared on the stream root */
+	/* Stream offsets (expat byte indexes): fed counts all input given to
+	 * xp; mark is where the data we still hold starts (the current
+	 * stanza's start tag, or the end of the last stream-level event), so
+	 * fed - mark bounds both the stanza and expat's unparsed tail. */
+	unsigned long long fed;
+	unsigned long long mark;
+	unsigned long long stanza_start;
+	enum pgn_xml_error err;  /* set: dead until reset */
+	int in_expat;
+	int in_feed;
+	int reset_pending;
+	char detail[192];
+};
+
+static int
+parser_stopped(const struct pgn_xml_parser *p)
+{
+	return p->err != PGN_XML_ERR_NONE || p->reset_pending;
+}
+
+/* Called from expat handlers only; the error callback runs from feed once
+ * expat has returned, so that callbacks never see expat half-way. */
+static void
+parser_fail(struct pgn_xml_parser *p, enum pgn_xml_error err,
+	    const char *detail)
+{
+	if (p->err != PGN_XML_ERR_NONE)
+		return;
+	p->err = err;
+	snprintf(p->detail, sizeof(p->detail), "%s", detail);
+	XML_StopParser(p->xp, XML_FALSE);
+}
+
+static unsigned long long
+event_end(const struct pgn_xml_parser *p)
+{
+	XML_Index idx = XML_GetCurrentByteIndex(p->xp);
+	int count = XML_GetCurrentByteCount(p->xp);
+
+	if (idx < 0)
+		return p->fed;
+	return (unsigned long long)idx + (unsigned long long)(count > 0 ? count : 0);
+}
+
+static int
+check_stanza_size(struct pgn_xml_parser *p)
+{
+	if (p->lim.max_stanza_bytes &&
+	    event_end(p) - p->stanza_start > p->lim.max_stanza_bytes) {
+		parser_fail(p, PGN_XML_ERR_TOO_BIG, "stanza too large");
+		return -1;
+	}
+	return 0;
+}
+
+static int
+flush_text(struct pgn_xml_parser *p)
+{
+	if (!p->text_len)
+		return 0;
+	if (pgn_xml_add_text(p->cur, p->text, p->text_len) < 0) {
+		parser_fail(p, PGN_XML_ERR_NOMEM, "out of memory");
+		return -1;
+	}
+	p->text_len = 0;
+	return 0;
+}
+
+static void
+open_root(struct pgn_xml_parser *p, const XML_Char *name,
+	  const XML_Char **atts, size_t natts)
+{
+	const char **pairs;
+	size_t size, i;
+	char *s;
+
+	if (strcmp(name, STREAM_NS_URI " stream") != 0) {
+		parser_fail(p, PGN_XML_ERR_BAD_NAMESPACE,
+			    "stream root is not <stream> in " STREAM_NS_URI);
+		return;
+	}
+	size = (2 * natts + 1) * sizeof(char *);
+	for (i = 0; i < natts; i++)
+		size += attr_name_len(atts[2 * i]) + 1;
+	pairs = malloc(size);
+	if (!pairs) {
+		parser_fail(p, PGN_XML_ERR_NOMEM, "out of memory");
+		return;
+	}
+	s = (char *)(pairs + 2 * natts + 1);
+	for (i = 0; i < natts; i++) {
+		pairs[2 * i] = s;
+		s = attr_name_put(s, atts[2 * i]);
+		pairs[2 * i + 1] = atts[2 * i + 1];
+	}
+	pairs[2 * natts] = NULL;
+	p->depth = 1;
+	p->mark = event_end(p);
+	if (p->cbs.stream_open)
+		p->cbs.stream_open(p->ud, pairs, p->default_ns);
+	free(pairs);
+}
+
+static void XMLCALL
+on_start(void *ud, const XML_Char *name, const XML_Char **atts)
+{
+	struct pgn_xml_parser *p = ud;
+	const char *sep, *local, *ns;
+	struct pgn_xml *el;
+	size_t natts = 0, nslen;
+
+	if (parser_stopped(p))
+		return;
+	while (atts[2 * natts])
+		natts++;
+	if (p->lim.max_attrs && natts > p->lim.max_attrs) {
+		parser_fail(p, PGN_XML_ERR_TOO_BIG, "too many attributes");
+		return;
+	}
+	if (p->depth == 0) {
+		open_root(p, name, atts, natts);
+		return;
+	}
+	if (p->depth == 1) {
+		XML_Index idx = XML_GetCurrentByteIndex(p->xp);
+
+		p->stanza_start = idx < 0 ? p->fed : (unsigned long long)idx;
+		p->mark = p->stanza_start;
+	}
+	if (check_stanza_size(p) < 0)
+		return;
+	/* p->depth is the new element's depth counted from the stanza. */
+	if (p->lim.max_depth && p->depth > p->lim.max_depth) {
+		parser_fail(p, PGN_XML_ERR_TOO_BIG, "elements nested too deeply");
+		return;
+	}
+	if (p->cur) {
+		if (p->lim.max_children &&
+		    p->cur->nelems >= p->lim.max_children) {
+			parser_fail(p, PGN_XML_ERR_TOO_BIG,
+				    "too many child elements");
+			return;
+		}
+		if (flush_text(p) < 0)
+			return;
+	}
+	sep = strrchr(name, NS_SEP);
+	if (sep) {
+		ns = name;
+		nslen = (size_t)(sep - name);
+		local = sep + 1;
+	} else {
+		/* No namespace at all: "" rather than NULL, which would
+		 * mean "inherit". */
+		ns = "";
+		nslen = 0;
+		local = name;
+	}
+	el = el_create(ns, nslen, local, strlen(local), atts, natts);
+	if (!el) {
+		parser_fail(p, PGN_XML_ERR_NOMEM, "out of memory");
+		return;
+	}
+	if (p->cur)
+		node_append(p->cur, &el->n);
+	else
+		p->stanza = el;
+	p->cur = el;
+	p->depth++;
+}
+
+static void
+release_text_buffer(struct pgn_xml_parser *p)
+{
+	free(p->text);
+	p->text = NULL;
+	p->text_len = 0;
+	p->text_cap = 0;
+}
+
+static void XMLCALL
+on_end(void *ud, const XML_Char *name)
+{
+	struct pgn_xml_parser *p = ud;
+	struct pgn_xml *st;
+
+	if (parser_stopped(p))
+		return;
+	if (p->depth >= 2) {
+		if (check_stanza_size(p) < 0 || flush_text(p) < 0)
+			return;
+		p->depth--;
+		if (p->depth > 1) {
+			p->cur = p->cur->parent;
+			return;
+		}
+		st = p->stanza;
+		p->stanza = NULL;
+		p->cur = NULL;
+		p->mark = event_end(p);
+		if (p->text_cap > TEXT_KEEP)
+			release_text_buffer(p);
+		if (p->cbs.stanza)
+			p->cbs.stanza(p->ud, st);
+		else
+			pgn_xml_free(st);
+		return;
+	}
+	p->depth = 0;
+	p->mark = event_end(p);
+	if (p->cbs.stream_close)
+		p->cbs.stream_close(p->ud);
+}
+
+static void XMLCALL
+on_text(void *ud, const XML_Char *s, int len)
+{
+	struct pgn_xml_parser *p = ud;
+	size_t n = len > 0 ? (size_t)len : 0, i;
+
+	if (parser_stopped(p))
+		return;
+	if (p->depth >= 2) {
+		if (check_stanza_size(p) < 0)
+			return;
+		if (n > p->text_cap - p->text_len) {
+			size_t cap = p->text_cap ? p->text_cap : 256;
+			char *t;
+
+			while (cap - p->text_len < n) {
+				if (cap > SIZE_MAX / 2) {
+					parser_fail(p, PGN_XML_ERR_NOMEM,
+						    "out of memory");
+					return;
+				}
+				cap *= 2;
+			}
+			t = realloc(p->text, cap);
+			if (!t) {
+				parser_fail(p, PGN_XML_ERR_NOMEM, "out of memory");
+				return;
+			}
+			p->text = t;
+			p->text_cap = cap;
+		}
+		memcpy(p->text + p->text_len, s, n);
+		p->text_len += n;
+		return;
+	}
+	/* Between stanzas only whitespace (keepalives) is allowed. */
+	for (i = 0; i < n; i++)
+		if (s[i] != ' ' && s[i] != '\t' && s[i] != '\n' && s[i] != '\r') {
+			parser_fail(p, PGN_XML_ERR_BAD_FORMAT,
+				    "character data at stream level");
+			return;
+		}
+	p->mark = event_end(p);
+}
+
+static void XMLCALL
+on_ns_start(void *ud, const XML_Char *prefix, const XML_Char *uri)
+{
+	struct pgn_xml_parser *p = ud;
+	size_t l;
+
+	if (parser_stopped(p) || p->depth != 0 || prefix)
+		return;
+	/* Declarations are reported before the element carrying them, so at
+	 * depth 0 this is the stream root's default namespace. */
+	free(p->default_ns);
+	p->default_ns = NULL;
+	if (!uri || !*uri)
+		return;
+	l = strlen(uri);
+	p->default_ns = malloc(l + 1);
+	if (!p->default_ns) {
+		parser_fail(p, PGN_XML_ERR_NOMEM, "out of memory");
+		return;
+	}
+	memcpy(p->default_ns, uri, l + 1);
+}
+
+static void XMLCALL
+on_doctype(void *ud, const XML_Char *name, const XML_Char *sysid,
+	   const XML_Char *pubid, int has_internal_subset)
+{
+	parser_fail(ud, PGN_XML_ERR_RESTRICTED, "DTD not allowed");
+}
+
+static void XMLCALL
+on_comment(void *ud, const XML_Char *data)
+{
+	parser_fail(ud, PGN_XML_ERR_RESTRICTED, "comment not allowed");
+}
+
+static void XMLCALL
+on_pi(void *ud, const XML_Char *target, const XML_Char *data)
+{
+	parser_fail(ud, PGN_XML_ERR_RESTRICTED,
+		    "processing instruction not allowed");
+}
+
+static void XMLCALL
+on_entity_decl(void *ud, const XML_Char *name, int is_param,
+	       const XML_Char *value, int value_len, const XML_Char *base,
+	       const XML_Char *sysid, const XML_Char *pubid,
+	       const XML_Char *notation)
+{
+	parser_fail(ud, PGN_XML_ERR_RESTRICTED, "entity declaration not allowed");
+}
+
+static void XMLCALL
+on_skipped_entity(void *ud, const XML_Char *name, int is_param)
+{
+	parser_fail(ud, PGN_XML_ERR_RESTRICTED, "entity reference not allowed");
+}
+
+static int
+parser_start(struct pgn_xml_parser *p)
+{
+	/* XMPP is UTF-8 only (RFC 6120 §11.6); forcing it also ignores any
+	 * other encoding an XML declaration claims. */
+	p->xp = XML_ParserCreateNS("UTF-8", NS_SEP);
+	if (!p->xp)
+		return -ENOMEM;
+	XML_SetUserData(p->xp, p);
+	XML_SetElementHandler(p->xp, on_start, on_end);
+	XML_SetCharacterDataHandler(p->xp, on_text);
+	XML_SetStartNamespaceDeclHandler(p->xp, on_ns_start);
+	XML_SetStartDoctypeDeclHandler(p->xp, on_doctype);
+	XML_SetCommentHandler(p->xp, on_comment);
+	XML_SetProcessingInstructionHandler(p->xp, on_pi);
+	XML_SetEntityDeclHandler(p->xp, on_entity_decl);
+	XML_SetSkippedEntityHandler(p->xp, on_skipped_entity);
+	/* Never read external DTD pieces; DTDs are refused anyway. */
+	XML_SetParamEntityParsing(p->xp, XML_PARAM_ENTITY_PARSING_NEVER);
+#if defined(HAVE_REPARSE_DEFERRAL_CALL)
+	XML_SetReparseDeferralEnabled(p->xp, XML_FALSE);
+#elif defined(HAVE_REPARSE_DEFERRAL_WEAK)
+	if (XML_SetReparseDeferralEnabled)
+		XML_SetReparseDeferralEnabled(p->xp, XML_FALSE);
+#endif
+	return 0;
+}
+
+/* Back to the state before a stream header; never while expat runs. */
+static void
+parser_clear(struct pgn_xml_parser *p)
+{
+	if (p->xp)
+		XML_ParserFree(p->xp);
+	p->xp = NULL;
+	pgn_xml_free(p->stanza);
+	p->stanza = NULL;
+	p->cur = NULL;
+	release_text_buffer(p);
+	free(p->default_ns);
+	p->default_ns = NULL;
+	p->depth = 0;
+	p->fed = 0;
+	p->mark = 0;
+	p->stanza_start = 0;
+	p->err = PGN_XML_ERR_NONE;
+	p->reset_pending = 0;
+	p->detail[0] = '\0';
+}
+
+struct pgn_xml_parser *
+pgn_xml_parser_new(const struct pgn_xml_limits *limits,
+		   const struct pgn_xml_parser_cbs *cbs, void *ud)
+{
+	struct pgn_xml_parser *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return NULL;
+	if (limits)
+		p->lim = *limits;
+	if (cbs)
+		p->cbs = *cbs;
+	p->ud = ud;
+	return p;
+}
+
+void
+pgn_xml_parser_free(struct pgn_xml_parser *p)
+{
+	if (!p)
+		return;
+	parser_clear(p);
+	free(p);
+}
+
+static enum pgn_xml_error
+map_expat_error(enum XML_Error code)
+{
+	switch (code) {
+	case XML_ERROR_NO_MEMORY:
+		return PGN_XML_ERR_NOMEM;
+	case XML_ERROR_UNDEFINED_ENTITY:
+	case XML_ERROR_RECURSIVE_ENTITY_REF:
+	case XML_ERROR_BINARY_ENTITY_REF:
+	case XML_ERROR_ATTRIBUTE_EXTERNAL_ENTITY_REF:
+	case XML_ERROR_EXTERNAL_ENTITY_HANDLING:
+	case XML_ERROR_PARAM_ENTITY_REF:
+	case XML_ERROR_ENTITY_DECLARED_IN_PE:
+	case XML_ERROR_NOT_STANDALONE:
+		return PGN_XML_ERR_RESTRICTED;
+	default:
+		return PGN_XML_ERR_NOT_WELL_FORMED;
+	}
+}
+
+int
+pgn_xml_parser_feed(struct pgn_xml_parser *p, const char *buf, size_t len)
+{
+	enum XML_Status st;
+
+	if (p->err != PGN_XML_ERR_NONE)
+		return -1;
+	if (!p->xp && parser_start(p) < 0) {
+		p->err = PGN_XML_ERR_NOMEM;
+		snprintf(p->detail, sizeof(p->detail), "out of memory");
+		goto report;
+	}
+	p->in_feed = 1;
+	while (len > 0) {
+		size_t n = len < FEED_SLICE ? len : FEED_SLICE;
+
+		p->fed += n;
+		p->in_expat = 1;
+		st = XML_Parse(p->xp, buf, (int)n, XML_FALSE);
+		p->in_expat = 0;
+		buf += n;
+		len -= n;
+		if (p->reset_pending) {
+			/* Requested by a callback: the rest of this input
+			 * belongs to the old stream (or is TLS data). */
+			parser_clear(p);
+			p->in_feed = 0;
+			return 0;
+		}
+		if (p->err != PGN_XML_ERR_NONE)
+			break;
+		if (st == XML_STATUS_ERROR) {
+			enum XML_Error code = XML_GetErrorCode(p->xp);
+
+			p->err = map_expat_error(code);
+			snprintf(p->detail, sizeof(p->detail),
+				 "line %lu, column %lu: %s",
+				 (unsigned long)XML_GetCurrentLineNumber(p->xp),
+				 (unsigned long)XML_GetCurrentColumnNumber(p->xp),
+				 XML_ErrorString(code));
+			break;
+		}
+		/* Covers a token expat is still buffering (one huge start
+		 * tag or attribute value) as well as the open stanza. */
+		if (p->lim.max_stanza_bytes &&
+		    p->fed - p->mark > p->lim.max_stanza_bytes) {
+			p->err = PGN_XML_ERR_TOO_BIG;
+			snprintf(p->detail, sizeof(p->detail),
+				 "stanza too large");
+			break;
+		}
+	}
+	p->in_feed = 0;
+	if (p->err == PGN_XML_ERR_NONE)
+		return 0;
+report:
+	/* The error callback may reset the parser; that must not free
+	 * expat under our feet, so it is deferred through in_feed. */
+	p->in_feed = 1;
+	if (p->cbs.error)
+		p->cbs.error(p->ud, p->err, p->detail);
+	p->in_feed = 0;
+	if (p->reset_pending)
+		parser_clear(p);
+	return -1;
+}
+
+void
+pgn_xml_parser_reset(struct pgn_xml_parser *p)
+{
+	if (p->in_feed) {
+		p->reset_pending = 1;
+		if (p->in_expat)
+			XML_StopParser(p->xp, XML_FALSE);
+		return;
+	}
+	parser_clear(p);
+}
+
+size_t
+pgn_xml_parser_pending(const struct pgn_xml_parser *p)
+{
+	if (!p->xp)
+		return 0;
+	return (size_t)(p->fed - p->mark);
+}

@@ -1,0 +1,191 @@
+"""pigeonctl (ejabberdctl-style administration)."""
+
+import os
+import stat
+import time
+
+import pytest
+
+import rawxmpp
+from rawxmpp import to_str
+
+COMMANDS = ('register', 'unregister', 'change_password', 'registered_users',
+            'connected_users', 'connected_users_number', 'kick_session',
+            'status', 'stop', 'help')
+
+
+def lines(out):
+    return [l.strip() for l in out.splitlines() if l.strip()]
+
+
+def can_login(server, user, password, host='localhost'):
+    c = server.raw(domain=host)
+    c.connect()
+    c.open(host)
+    c.starttls(sni=host)
+    c.open(host)
+    ok, _ = c.auth_scram(user, password, 'SCRAM-SHA-256')
+    c.close()
+    return ok
+
+
+def wait_for(pred, timeout=5.0, what='condition'):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError('timeout waiting for %s' % what)
+        time.sleep(0.1)
+
+
+def test_help(server):
+    r = server.ctl('help', expect=0)
+    for cmd in COMMANDS:
+        assert cmd in r.stdout, '%s missing from help:\n%s' % (cmd, r.stdout)
+
+
+def test_usage_errors(server):
+    assert server.ctl('no_such_command').returncode == 2
+    assert server.ctl('register', 'onlyuser').returncode == 2
+    assert server.ctl('register', 'a', 'localhost', 'pw', 'extra').returncode == 2
+    assert server.ctl().returncode == 2
+
+
+def test_status(server):
+    r = server.ctl('status', expect=0)
+    assert r.stdout.strip(), 'status printed nothing'
+
+
+def test_control_socket_is_owner_only(server):
+    st = os.stat(server.ctl_socket)
+    assert stat.S_ISSOCK(st.st_mode), '%s is not a socket' % server.ctl_socket
+    assert stat.S_IMODE(st.st_mode) == 0o600, oct(stat.S_IMODE(st.st_mode))
+
+
+def test_register_unregister(server):
+    name = 'ctl' + rawxmpp.new_id()[3:]
+    server.ctl('register', name, 'localhost', 'secret-1', expect=0)
+    assert server.ctl('register', name, 'localhost', 'other').returncode == 1
+    assert name in lines(server.ctl('registered_users', 'localhost', expect=0).stdout)
+    assert can_login(server, name, 'secret-1')
+    assert not can_login(server, name, 'other'), 'register twice changed the password'
+    server.ctl('unregister', name, 'localhost', expect=0)
+    assert name not in lines(server.ctl('registered_users', 'localhost', expect=0).stdout)
+    assert not can_login(server, name, 'secret-1')
+    assert server.ctl('unregister', name, 'localhost').returncode == 1
+
+
+def test_register_unknown_host(server):
+    r = server.ctl('register', 'someone', 'not-served.invalid', 'pw')
+    assert r.returncode in (1, 2), r
+
+
+def test_register_invalid_username(server):
+    r = server.ctl('register', 'bad@name', 'localhost', 'pw')
+    assert r.returncode in (1, 2), r
+
+
+def test_change_password(server, user):
+    name, pw = user
+    server.ctl('change_password', name, 'localhost', 'new-pass', expect=0)
+    assert can_login(server, name, 'new-pass')
+    assert not can_login(server, name, pw)
+    assert server.ctl('change_password', 'nosuch' + rawxmpp.new_id()[3:], 'localhost',
+                      'x').returncode == 1
+
+
+def test_registered_users_per_host(server):
+    a, _ = server.new_user('localhost', prefix='hosta')
+    b, _ = server.new_user('example.test', prefix='hostb')
+    loc = lines(server.ctl('registered_users', 'localhost', expect=0).stdout)
+    ex = lines(server.ctl('registered_users', 'example.test', expect=0).stdout)
+    assert a in loc and a not in ex
+    assert b in ex and b not in loc
+
+
+def test_connected_users(server, user):
+    name, pw = user
+    c = server.login(name, pw, resource='ctlres')
+    users = lines(server.ctl('connected_users', expect=0).stdout)
+    assert c.jid in users, users
+    n = server.ctl('connected_users_number', expect=0).stdout.strip()
+    assert n.isdigit() and int(n) >= 1, n
+    assert int(n) == len(users) or abs(int(n) - len(users)) <= 5  # others may come/go
+    c.send('</stream:stream>')
+    c.close()
+    wait_for(lambda: c.jid not in lines(server.ctl('connected_users', expect=0).stdout),
+             what='%s to leave connected_users' % c.jid)
+
+
+def test_kick_session(server, user):
+    name, pw = user
+    c = server.login(name, pw, resource='victim')
+    other = server.login(name, pw, resource='bystander')
+    before = int(server.ctl('connected_users_number', expect=0).stdout)
+    server.ctl('kick_session', name, 'localhost', 'victim', 'bye bye', expect=0)
+    cond = c.expect_stream_error()
+    assert cond, 'kicked client got no stream error condition'
+    users = wait_for(
+        lambda: (lambda u: u if c.jid not in u else None)(
+            lines(server.ctl('connected_users', expect=0).stdout)),
+        what='the kicked session to disappear')
+    assert other.jid in users
+    after = int(server.ctl('connected_users_number', expect=0).stdout)
+    assert after <= before - 1 or after < before, (before, after)
+    assert other.ping().get('type') == 'result'
+    assert server.ctl('kick_session', name, 'localhost', 'victim', 'again').returncode == 1
+
+
+@pytest.mark.parametrize('drv', ['sqlite', 'pgsql'])
+def test_stop_and_offline_commands(make_server, drv):
+    srv = make_server(drv)
+    online, online_pw = srv.new_user()
+    c = srv.login(online, online_pw, resource='r')
+    srv.ctl('stop', expect=0)
+    assert srv.wait_exit() == 0, srv.log_tail()
+    srv.check_log()
+    try:
+        c.expect_stream_error(timeout=2)
+    except AssertionError:
+        pass  # closed with or without system-shutdown: both fine here
+    # commands that need the server
+    for args in (('connected_users',), ('connected_users_number',), ('status',),
+                 ('kick_session', online, 'localhost', 'r', 'x'), ('stop',)):
+        r = srv.ctl(*args)
+        assert r.returncode == 3, ('pigeonctl %s with the server stopped: exit %d'
+                                   % (' '.join(args), r.returncode))
+    # account commands work on the store directly
+    srv.ctl('register', 'offline1', 'localhost', 'pw-offline', expect=0)
+    assert srv.ctl('register', 'offline1', 'localhost', 'x').returncode == 1
+    srv.ctl('register', 'offline2', 'example.test', 'pw2', expect=0)
+    users = lines(srv.ctl('registered_users', 'localhost', expect=0).stdout)
+    assert 'offline1' in users and online in users
+    srv.ctl('change_password', 'offline1', 'localhost', 'pw-changed', expect=0)
+    srv.ctl('unregister', online, 'localhost', expect=0)
+    # and the server sees all of it after a restart
+    srv.start()
+    assert can_login(srv, 'offline1', 'pw-changed')
+    assert not can_login(srv, 'offline1', 'pw-offline')
+    assert can_login(srv, 'offline2', 'pw2', host='example.test')
+    assert not can_login(srv, online, online_pw)
+
+
+@pytest.mark.parametrize('drv', ['sqlite', 'pgsql'])
+def test_sigterm_shuts_down_cleanly(make_server, drv):
+    srv = make_server(drv)
+    name, pw = srv.new_user()
+    c = srv.login(name, pw)
+    srv.stop()   # asserts exit 0 and no sanitizer report
+    assert c.expect_stream_error() == 'system-shutdown'
+
+
+@pytest.mark.parametrize('drv', ['sqlite', 'pgsql'])
+def test_accounts_survive_restart(make_server, drv):
+    srv = make_server(drv)
+    name, pw = srv.new_user()
+    srv.stop()
+    srv.start()
+    assert can_login(srv, name, pw)
+    assert name in lines(srv.ctl('registered_users', 'localhost', expect=0).stdout)

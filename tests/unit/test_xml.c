@@ -1,0 +1,849 @@
+/* Unit tests for the element tree, the serialiser and the stream parser. */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <check.h>
+#include <event2/buffer.h>
+
+#include "pigeon/xml.h"
+
+#define NS_CLIENT "jabber:client"
+#define NS_STREAMS "http://etherx.jabber.org/streams"
+#define NS_TLS "urn:ietf:params:xml:ns:xmpp-tls"
+
+#define HEADER                                                               \
+	"<?xml version='1.0'?>"                                              \
+	"<stream:stream xmlns='jabber:client' "                              \
+	"xmlns:stream='http://etherx.jabber.org/streams' to='example.com' "  \
+	"version='1.0' xml:lang='en'>"
+
+/* ---- a recorder for parser callbacks --------------------------------- */
+
+#define MAX_STANZAS 16
+
+struct rec {
+	struct pgn_xml_parser *p;
+	char log[8192];
+	size_t len;
+	struct pgn_xml *stanzas[MAX_STANZAS];
+	int nstanzas;
+	int opens, closes, errors;
+	enum pgn_xml_error err;
+	char detail[256];
+	int reset_on_stanza; /* reset when a stanza with this name arrives */
+	const char *reset_name;
+	int reset_on_error;
+};
+
+static void
+rec_log(struct rec *r, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(r->log + r->len, sizeof(r->log) - r->len, fmt, ap);
+	va_end(ap);
+	ck_assert_int_ge(n, 0);
+	ck_assert_uint_lt(r->len + (size_t)n, sizeof(r->log));
+	r->len += (size_t)n;
+}
+
+static void
+cb_open(void *ud, const char **attrs, const char *default_ns)
+{
+	struct rec *r = ud;
+	size_t i;
+
+	r->opens++;
+	rec_log(r, "open[%s]", default_ns ? default_ns : "(null)");
+	for (i = 0; attrs[i]; i += 2)
+		rec_log(r, " %s=%s", attrs[i], attrs[i + 1]);
+	rec_log(r, ";");
+}
+
+static void
+cb_stanza(void *ud, struct pgn_xml *st)
+{
+	struct rec *r = ud;
+	char *s = pgn_xml_to_string(st, NULL);
+
+	ck_assert_ptr_nonnull(s);
+	/* Big stanzas are checked by the tests themselves. */
+	rec_log(r, "%s;", strlen(s) < 1024 ? s : "(big)");
+	free(s);
+	if (r->reset_name && strcmp(pgn_xml_name(st), r->reset_name) == 0)
+		pgn_xml_parser_reset(r->p);
+	if (r->nstanzas < MAX_STANZAS)
+		r->stanzas[r->nstanzas] = st;
+	else
+		pgn_xml_free(st);
+	r->nstanzas++;
+}
+
+static void
+cb_close(void *ud)
+{
+	struct rec *r = ud;
+
+	r->closes++;
+	rec_log(r, "close;");
+}
+
+static void
+cb_error(void *ud, enum pgn_xml_error err, const char *detail)
+{
+	struct rec *r = ud;
+
+	r->errors++;
+	r->err = err;
+	snprintf(r->detail, sizeof(r->detail), "%s", detail);
+	rec_log(r, "error %d;", (int)err);
+	if (r->reset_on_error)
+		pgn_xml_parser_reset(r->p);
+}
+
+static const struct pgn_xml_parser_cbs rec_cbs = {
+	.stream_open = cb_open,
+	.stanza = cb_stanza,
+	.stream_close = cb_close,
+	.error = cb_error,
+};
+
+static struct rec *
+rec_new(const struct pgn_xml_limits *lim)
+{
+	struct rec *r = calloc(1, sizeof(*r));
+
+	ck_assert_ptr_nonnull(r);
+	r->p = pgn_xml_parser_new(lim, &rec_cbs, r);
+	ck_assert_ptr_nonnull(r->p);
+	return r;
+}
+
+static void
+rec_free(struct rec *r)
+{
+	int i;
+
+	for (i = 0; i < r->nstanzas && i < MAX_STANZAS; i++)
+		pgn_xml_free(r->stanzas[i]);
+	pgn_xml_parser_free(r->p);
+	free(r);
+}
+
+static int
+feed_str(struct rec *r, const char *s)
+{
+	return pgn_xml_parser_feed(r->p, s, strlen(s));
+}
+
+/* Feeds s whole and returns the error seen (NONE if none). */
+static enum pgn_xml_error
+parse_error_of(const char *s, const struct pgn_xml_limits *lim)
+{
+	struct rec *r = rec_new(lim);
+	enum pgn_xml_error err;
+	int rc = feed_str(r, s);
+
+	err = r->errors ? r->err : PGN_XML_ERR_NONE;
+	ck_assert_int_eq(rc, r->errors ? -1 : 0);
+	ck_assert_int_le(r->errors, 1);
+	rec_free(r);
+	return err;
+}
+
+/* ---- tree ------------------------------------------------------------- */
+
+START_TEST(tree_helpers)
+{
+	struct pgn_xml *iq, *q, *item, *cp, *x;
+	const char *name, *value;
+	char *s;
+
+	iq = pgn_xml_new(NS_CLIENT, "iq");
+	ck_assert_ptr_nonnull(iq);
+	ck_assert_str_eq(pgn_xml_name(iq), "iq");
+	ck_assert_str_eq(pgn_xml_ns(iq), NS_CLIENT);
+	ck_assert_int_eq(pgn_xml_set_attr(iq, "type", "get"), 0);
+	ck_assert_int_eq(pgn_xml_set_attr(iq, "id", "1"), 0);
+	ck_assert_int_eq(pgn_xml_set_attr(iq, "type", "set"), 0);
+	ck_assert_uint_eq(pgn_xml_attr_count(iq), 2);
+	ck_assert_int_eq(pgn_xml_attr_at(iq, 0, &name, &value), 0);
+	ck_assert_str_eq(name, "type");
+	ck_assert_str_eq(value, "set");
+	ck_assert_int_eq(pgn_xml_attr_at(iq, 1, &name, &value), 0);
+	ck_assert_str_eq(name, "id");
+	ck_assert_int_eq(pgn_xml_attr_at(iq, 2, &name, &value), -1);
+	/* Value taken from the element itself survives the rebuild. */
+	ck_assert_int_eq(pgn_xml_set_attr(iq, "to", pgn_xml_attr(iq, "id")), 0);
+	ck_assert_str_eq(pgn_xml_attr(iq, "to"), "1");
+	ck_assert_int_eq(pgn_xml_set_attr(iq, "id", NULL), 0);
+	ck_assert_ptr_null(pgn_xml_attr(iq, "id"));
+	ck_assert_int_eq(pgn_xml_set_attr(iq, "nope", NULL), 0);
+	ck_assert_uint_eq(pgn_xml_attr_count(iq), 2);
+
+	q = pgn_xml_add_child(iq, "jabber:iq:roster", "query");
+	ck_assert_ptr_nonnull(q);
+	ck_assert_ptr_eq(pgn_xml_parent(q), iq);
+	item = pgn_xml_add_child(q, NULL, "item");
+	ck_assert_ptr_nonnull(item);
+	ck_assert_ptr_null(pgn_xml_ns(item));
+	ck_assert_int_eq(pgn_xml_add_text(item, "hel", 3), 0);
+	ck_assert_ptr_nonnull(pgn_xml_add_child(item, NULL, "b"));
+	ck_assert_int_eq(pgn_xml_add_text(item, "lo", 2), 0);
+	ck_assert_ptr_nonnull(pgn_xml_add_child(q, NULL, "item2"));
+
+	ck_assert_ptr_eq(pgn_xml_child(iq, NULL, "query"), q);
+	ck_assert_ptr_eq(pgn_xml_child(iq, "jabber:iq:roster", NULL), q);
+	ck_assert_ptr_null(pgn_xml_child(iq, NS_CLIENT, "query"));
+	/* An inheriting child matches its parent's namespace. */
+	ck_assert_ptr_eq(pgn_xml_child(q, "jabber:iq:roster", "item"), item);
+	ck_assert_ptr_eq(pgn_xml_first_child(q), item);
+	ck_assert_str_eq(pgn_xml_name(pgn_xml_next(item)), "item2");
+	ck_assert_ptr_null(pgn_xml_next(pgn_xml_next(item)));
+
+	s = pgn_xml_text(item);
+	ck_assert_str_eq(s, "hello");
+	free(s);
+	s = pgn_xml_child_text(q, NULL, "item");
+	ck_assert_str_eq(s, "hello");
+	free(s);
+	s = pgn_xml_child_text(q, NULL, "item2");
+	ck_assert_str_eq(s, "");
+	free(s);
+	ck_assert_ptr_null(pgn_xml_child_text(q, NULL, "missing"));
+
+	cp = pgn_xml_copy(iq);
+	ck_assert_ptr_nonnull(cp);
+	s = pgn_xml_to_string(cp, NS_CLIENT);
+	ck_assert_str_eq(s, "<iq type=\"set\" to=\"1\">"
+			    "<query xmlns=\"jabber:iq:roster\">"
+			    "<item>hel<b/>lo</item><item2/></query></iq>");
+	free(s);
+	pgn_xml_free(cp);
+
+	/* A copy of an inheriting element takes its namespace along. */
+	cp = pgn_xml_copy(item);
+	ck_assert_str_eq(pgn_xml_ns(cp), "jabber:iq:roster");
+	pgn_xml_free(cp);
+
+	pgn_xml_unlink(item);
+	ck_assert_ptr_null(pgn_xml_parent(item));
+	ck_assert_str_eq(pgn_xml_name(pgn_xml_first_child(q)), "item2");
+	x = pgn_xml_first_child(q);
+	pgn_xml_unlink(x);
+	ck_assert_ptr_null(pgn_xml_first_child(q));
+	pgn_xml_append(q, x);
+	pgn_xml_append(q, item);
+	s = pgn_xml_to_string(q, NULL);
+	ck_assert_str_eq(s, "<query xmlns=\"jabber:iq:roster\"><item2/>"
+			    "<item>hel<b/>lo</item></query>");
+	free(s);
+	/* Freeing a child takes it out of its parent first. */
+	pgn_xml_free(x);
+	s = pgn_xml_to_string(q, "jabber:iq:roster");
+	ck_assert_str_eq(s, "<query><item>hel<b/>lo</item></query>");
+	free(s);
+	pgn_xml_free(iq);
+	pgn_xml_free(NULL);
+}
+END_TEST
+
+START_TEST(serialise_escaping_and_namespaces)
+{
+	struct pgn_xml *m, *b, *x;
+	struct evbuffer *out;
+	char *s;
+
+	m = pgn_xml_new(NS_CLIENT, "message");
+	ck_assert_int_eq(pgn_xml_set_attr(m, "to", "a&b<c>\"d'e"), 0);
+	ck_assert_int_eq(pgn_xml_set_attr(m, "xml:lang", "en"), 0);
+	b = pgn_xml_add_child(m, NULL, "body");
+	ck_assert_int_eq(pgn_xml_add_text(b, "1 < 2 & \"3\" > 'x'", 17), 0);
+	x = pgn_xml_add_child(m, "urn:x", "x");
+	ck_assert_ptr_nonnull(pgn_xml_add_child(x, NULL, "y"));
+	ck_assert_ptr_nonnull(pgn_xml_add_child(x, NS_CLIENT, "z"));
+	ck_assert_ptr_nonnull(pgn_xml_add_child(m, NULL, "after"));
+	ck_assert_int_eq(pgn_xml_set_attr(x, "urn:a foo", "1"), 0);
+	ck_assert_int_eq(pgn_xml_set_attr(x, "urn:b bar", "2"), 0);
+	ck_assert_int_eq(pgn_xml_set_attr(x, "urn:a baz", "3"), 0);
+
+	s = pgn_xml_to_string(m, NS_CLIENT);
+	ck_assert_str_eq(s,
+		"<message to=\"a&amp;b&lt;c&gt;&quot;d&apos;e\" xml:lang=\"en\">"
+		"<body>1 &lt; 2 &amp; \"3\" &gt; 'x'</body>"
+		"<x xmlns=\"urn:x\" xmlns:ns0=\"urn:a\" ns0:foo=\"1\" "
+		"xmlns:ns1=\"urn:b\" ns1:bar=\"2\" ns0:baz=\"3\">"
+		"<y/><z xmlns=\"jabber:client\"/></x><after/></message>");
+	free(s);
+	s = pgn_xml_to_string(m, NULL);
+	ck_assert_ptr_nonnull(strstr(s, "<message xmlns=\"jabber:client\" "));
+	free(s);
+
+	out = evbuffer_new();
+	ck_assert_int_eq(pgn_xml_escape(out, "<&>\"'\x01", 6), 0);
+	ck_assert_int_eq(evbuffer_get_length(out), 25);
+	ck_assert_int_eq(memcmp(evbuffer_pullup(out, -1),
+				"&lt;&amp;&gt;&quot;&apos;", 25), 0);
+	evbuffer_free(out);
+	pgn_xml_free(m);
+}
+END_TEST
+
+/* Serialise, parse the result back inside a stream, serialise again. */
+START_TEST(round_trip)
+{
+	struct pgn_xml *m, *c;
+	struct rec *r = rec_new(NULL);
+	char *s1, *s2, *doc;
+	size_t len;
+
+	m = pgn_xml_new(NS_CLIENT, "message");
+	ck_assert_int_eq(pgn_xml_set_attr(m, "to", "x\ty\nz\r&<>\"'"), 0);
+	ck_assert_int_eq(pgn_xml_set_attr(m, "xml:lang", "fr"), 0);
+	ck_assert_int_eq(pgn_xml_add_text(m, "a\r\nb]]>&<", 9), 0);
+	c = pgn_xml_add_child(m, "urn:x", "x");
+	ck_assert_int_eq(pgn_xml_set_attr(c, "urn:attr-ns n", "v\"'"), 0);
+	ck_assert_int_eq(pgn_xml_add_text(c, "\xc3\xa9t\xc3\xa9", 6), 0);
+	ck_assert_ptr_nonnull(pgn_xml_add_child(c, "", "nons"));
+	ck_assert_int_eq(pgn_xml_add_text(m, "tail", 4), 0);
+
+	s1 = pgn_xml_to_string(m, NS_CLIENT);
+	ck_assert_ptr_nonnull(s1);
+	len = strlen(HEADER) + strlen(s1) + 1;
+	doc = malloc(len);
+	snprintf(doc, len, "%s%s", HEADER, s1);
+	ck_assert_int_eq(feed_str(r, doc), 0);
+	ck_assert_int_eq(r->nstanzas, 1);
+	ck_assert_str_eq(pgn_xml_attr(r->stanzas[0], "to"), "x\ty\nz\r&<>\"'");
+	ck_assert_str_eq(pgn_xml_attr(r->stanzas[0], "xml:lang"), "fr");
+	c = pgn_xml_child(r->stanzas[0], "urn:x", "x");
+	ck_assert_ptr_nonnull(c);
+	ck_assert_str_eq(pgn_xml_attr(c, "urn:attr-ns n"), "v\"'");
+	ck_assert_str_eq(pgn_xml_ns(pgn_xml_first_child(c)), "");
+	s2 = pgn_xml_to_string(r->stanzas[0], NS_CLIENT);
+	ck_assert_str_eq(s1, s2);
+	free(s2);
+	s2 = pgn_xml_text(r->stanzas[0]);
+	ck_assert_str_eq(s2, "a\r\nb]]>&<tail");
+	free(s2);
+	free(s1);
+	free(doc);
+	pgn_xml_free(m);
+	rec_free(r);
+}
+END_TEST
+
+/* ---- stream parser ---------------------------------------------------- */
+
+static const char conversation[] =
+	HEADER
+	"<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'>"
+	"<required/></starttls></stream:features>"
+	" \n "
+	"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"
+	"\n"
+	"<message to='juliet@example.com' xml:lang='de'><body>Hi &amp; "
+	"<![CDATA[<raw>]]>&#x263A;</body><x xmlns='urn:x'>t<y/>u</x></message>"
+	"  "
+	"<stream:error><not-well-formed "
+	"xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>"
+	"</stream:stream>";
+
+static const char conversation_log[] =
+	"open[jabber:client] to=example.com version=1.0 xml:lang=en;"
+	"<features xmlns=\"" NS_STREAMS "\"><starttls xmlns=\"" NS_TLS
+	"\"><required/></starttls></features>;"
+	"<starttls xmlns=\"" NS_TLS "\"/>;"
+	"<message xmlns=\"jabber:client\" to=\"juliet@example.com\" "
+	"xml:lang=\"de\"><body>Hi &amp; &lt;raw&gt;\xe2\x98\xba</body>"
+	"<x xmlns=\"urn:x\">t<y/>u</x></message>;"
+	"<error xmlns=\"" NS_STREAMS "\"><not-well-formed "
+	"xmlns=\"urn:ietf:params:xml:ns:xmpp-streams\"/></error>;"
+	"close;";
+
+START_TEST(stream_whole)
+{
+	struct rec *r = rec_new(NULL);
+
+	ck_assert_int_eq(feed_str(r, conversation), 0);
+	ck_assert_str_eq(r->log, conversation_log);
+	ck_assert_int_eq(r->nstanzas, 4);
+	ck_assert_str_eq(pgn_xml_ns(r->stanzas[0]), NS_STREAMS);
+	ck_assert_str_eq(pgn_xml_name(r->stanzas[0]), "features");
+	ck_assert_str_eq(pgn_xml_ns(r->stanzas[1]), NS_TLS);
+	ck_assert_str_eq(pgn_xml_name(r->stanzas[1]), "starttls");
+	ck_assert_str_eq(pgn_xml_ns(r->stanzas[2]), NS_CLIENT);
+	ck_assert_str_eq(pgn_xml_attr(r->stanzas[2], "xml:lang"), "de");
+	ck_assert_str_eq(pgn_xml_ns(pgn_xml_child(r->stanzas[2], NULL, "body")),
+			 NS_CLIENT);
+	ck_assert_int_eq(r->opens, 1);
+	ck_assert_int_eq(r->closes, 1);
+	ck_assert_int_eq(r->errors, 0);
+	rec_free(r);
+}
+END_TEST
+
+START_TEST(stream_byte_at_a_time)
+{
+	struct rec *r = rec_new(NULL);
+	size_t i;
+
+	for (i = 0; conversation[i]; i++)
+		ck_assert_int_eq(pgn_xml_parser_feed(r->p, conversation + i, 1),
+				 0);
+	ck_assert_str_eq(r->log, conversation_log);
+	rec_free(r);
+}
+END_TEST
+
+START_TEST(stream_large_buffer)
+{
+	struct pgn_xml_limits lim = { .max_stanza_bytes = 1 << 20 };
+	struct rec *r = rec_new(&lim);
+	size_t n = 200000, i;
+	char *body = malloc(n + 64);
+	char *txt;
+
+	ck_assert_int_eq(feed_str(r, HEADER), 0);
+	strcpy(body, "<message><body>");
+	for (i = 0; i < n; i++)
+		body[15 + i] = (char)('a' + i % 26);
+	strcpy(body + 15 + n, "</body></message>");
+	ck_assert_int_eq(feed_str(r, body), 0);
+	ck_assert_int_eq(r->nstanzas, 1);
+	txt = pgn_xml_child_text(r->stanzas[0], NS_CLIENT, "body");
+	ck_assert_uint_eq(strlen(txt), n);
+	ck_assert_int_eq(memcmp(txt, body + 15, n), 0);
+	ck_assert_uint_eq(pgn_xml_parser_pending(r->p), 0);
+	free(txt);
+	free(body);
+	rec_free(r);
+}
+END_TEST
+
+/* A stanza must be delivered as soon as its last byte arrives, even when
+ * it is one huge token (expat's reparse deferral would sit on it). */
+START_TEST(stream_big_token_no_deferral)
+{
+	struct rec *r = rec_new(NULL);
+	size_t n = 100000, i;
+	char *tag = malloc(n + 32);
+	const char *v;
+
+	ck_assert_int_eq(feed_str(r, HEADER), 0);
+	strcpy(tag, "<message to='");
+	memset(tag + 13, 'v', n);
+	strcpy(tag + 13 + n, "'/>");
+	for (i = 0; i + 1000 < strlen(tag); i += 1000) {
+		ck_assert_int_eq(pgn_xml_parser_feed(r->p, tag + i, 1000), 0);
+		ck_assert_int_eq(r->nstanzas, 0);
+	}
+	ck_assert_int_eq(feed_str(r, tag + i), 0);
+	ck_assert_int_eq(r->nstanzas, 1);
+	v = pgn_xml_attr(r->stanzas[0], "to");
+	ck_assert_uint_eq(strlen(v), n);
+	/* And in one go. */
+	ck_assert_int_eq(feed_str(r, tag), 0);
+	ck_assert_int_eq(r->nstanzas, 2);
+	free(tag);
+	rec_free(r);
+}
+END_TEST
+
+START_TEST(stream_open_attrs)
+{
+	struct rec *r = rec_new(NULL);
+
+	ck_assert_int_eq(feed_str(r,
+		"<stream:stream xmlns:stream='http://etherx.jabber.org/streams' "
+		"xmlns='jabber:component:accept' from='a.example' id='x&amp;1'"
+		" xml:lang='de'>"), 0);
+	ck_assert_str_eq(r->log, "open[jabber:component:accept] from=a.example "
+				 "id=x&1 xml:lang=de;");
+	rec_free(r);
+
+	/* No default namespace declared. */
+	r = rec_new(NULL);
+	ck_assert_int_eq(feed_str(r,
+		"<s:stream xmlns:s='http://etherx.jabber.org/streams' "
+		"version='1.0'><s:features/>"), 0);
+	ck_assert_str_eq(r->log, "open[(null)] version=1.0;"
+				 "<features xmlns=\"" NS_STREAMS "\"/>;");
+	rec_free(r);
+}
+END_TEST
+
+START_TEST(stream_keepalive_and_close)
+{
+	struct rec *r = rec_new(NULL);
+
+	ck_assert_int_eq(feed_str(r, HEADER " \n\t\r "), 0);
+	ck_assert_uint_eq(pgn_xml_parser_pending(r->p), 0);
+	ck_assert_int_eq(feed_str(r, "<presence/>"), 0);
+	ck_assert_int_eq(feed_str(r, " "), 0);
+	ck_assert_int_eq(feed_str(r, "\n"), 0);
+	ck_assert_int_eq(feed_str(r, "<presence"), 0);
+	ck_assert_uint_eq(pgn_xml_parser_pending(r->p), 9);
+	ck_assert_int_eq(feed_str(r, "/> </stream:stream>"), 0);
+	ck_assert_int_eq(r->nstanzas, 2);
+	ck_assert_int_eq(r->closes, 1);
+	ck_assert_int_eq(r->errors, 0);
+	rec_free(r);
+}
+END_TEST
+
+START_TEST(restricted_xml)
+{
+	static const char *const bad[] = {
+		"<?xml version='1.0'?><!DOCTYPE stream>" HEADER,
+		"<!DOCTYPE foo [<!ENTITY a 'b'>]><stream/>",
+		"<!DOCTYPE lol [<!ENTITY lol 'lol'><!ENTITY lol2 "
+		"'&lol;&lol;&lol;&lol;'>]><lol>&lol2;</lol>",
+		"<!-- hi -->" HEADER,
+		HEADER "<!-- hi -->",
+		HEADER "<message><!-- hi --></message>",
+		"<?php echo 1 ?>" HEADER,
+		HEADER "<message><?pi x?></message>",
+		HEADER "<message>&foo;</message>",
+		HEADER "<message to='&foo;'/>",
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		enum pgn_xml_error e = parse_error_of(bad[i], NULL);
+
+		ck_assert_msg(e == PGN_XML_ERR_RESTRICTED, "case %zu: got %d",
+			      i, (int)e);
+	}
+	/* Predefined and character references are fine. */
+	ck_assert_int_eq(parse_error_of(HEADER "<m a='&lt;&#65;'>&amp;&gt;"
+					"&quot;&apos;&#x41;</m>", NULL),
+			 PGN_XML_ERR_NONE);
+}
+END_TEST
+
+START_TEST(xml_declaration_allowed)
+{
+	struct rec *r = rec_new(NULL);
+
+	ck_assert_int_eq(feed_str(r, "<?xml version='1.0' encoding='UTF-8'?>\n"
+				     "<stream:stream xmlns='jabber:client' "
+				     "xmlns:stream='" NS_STREAMS "'>"), 0);
+	ck_assert_int_eq(r->opens, 1);
+	ck_assert_int_eq(r->errors, 0);
+	rec_free(r);
+	/* ...but only at the very start. */
+	ck_assert_int_eq(parse_error_of(HEADER "<?xml version='1.0'?>", NULL),
+			 PGN_XML_ERR_NOT_WELL_FORMED);
+}
+END_TEST
+
+START_TEST(not_well_formed)
+{
+	struct rec *r = rec_new(NULL);
+
+	ck_assert_int_eq(feed_str(r, HEADER "<message><body></message>"), -1);
+	ck_assert_int_eq(r->errors, 1);
+	ck_assert_int_eq(r->err, PGN_XML_ERR_NOT_WELL_FORMED);
+	ck_assert_ptr_nonnull(strstr(r->detail, "mismatched tag"));
+	/* Dead until reset: input ignored, no second error callback. */
+	ck_assert_int_eq(feed_str(r, "<presence/>"), -1);
+	ck_assert_int_eq(r->errors, 1);
+	ck_assert_int_eq(r->nstanzas, 0);
+	/* A reset outside callbacks revives it for a new stream. */
+	pgn_xml_parser_reset(r->p);
+	ck_assert_int_eq(feed_str(r, HEADER "<presence/>"), 0);
+	ck_assert_int_eq(r->opens, 2);
+	ck_assert_int_eq(r->nstanzas, 1);
+	rec_free(r);
+
+	ck_assert_int_eq(parse_error_of(HEADER "<a b='1' b='2'/>", NULL),
+			 PGN_XML_ERR_NOT_WELL_FORMED);
+	ck_assert_int_eq(parse_error_of(HEADER "<x:a/>", NULL),
+			 PGN_XML_ERR_NOT_WELL_FORMED);
+	ck_assert_int_eq(parse_error_of(HEADER "<a>\xff\xfe</a>", NULL),
+			 PGN_XML_ERR_NOT_WELL_FORMED);
+	ck_assert_int_eq(parse_error_of(HEADER "<a>&#0;</a>", NULL),
+			 PGN_XML_ERR_NOT_WELL_FORMED);
+}
+END_TEST
+
+START_TEST(stream_level_text)
+{
+	ck_assert_int_eq(parse_error_of(HEADER "<presence/>hello", NULL),
+			 PGN_XML_ERR_BAD_FORMAT);
+	ck_assert_int_eq(parse_error_of(HEADER " &amp; ", NULL),
+			 PGN_XML_ERR_BAD_FORMAT);
+}
+END_TEST
+
+START_TEST(wrong_root)
+{
+	ck_assert_int_eq(parse_error_of("<stream:stream xmlns:stream='urn:bad' "
+					"xmlns='jabber:client'>", NULL),
+			 PGN_XML_ERR_BAD_NAMESPACE);
+	ck_assert_int_eq(parse_error_of("<stream xmlns='jabber:client'>", NULL),
+			 PGN_XML_ERR_BAD_NAMESPACE);
+	ck_assert_int_eq(parse_error_of("<s:flux xmlns:s='" NS_STREAMS "'>",
+					NULL),
+			 PGN_XML_ERR_BAD_NAMESPACE);
+}
+END_TEST
+
+START_TEST(limit_stanza_bytes)
+{
+	struct pgn_xml_limits lim = { .max_stanza_bytes = 100 };
+	char big[400];
+	struct rec *r;
+	int i;
+
+	/* Exactly at the limit passes; one byte more does not. */
+	memset(big, 0, sizeof(big));
+	strcpy(big, "<message><body>");
+	memset(big + 15, 'a', 100 - 15 - 17);
+	strcat(big, "</body></message>");
+	ck_assert_uint_eq(strlen(big), 100);
+	r = rec_new(&lim);
+	ck_assert_int_eq(feed_str(r, HEADER), 0);
+	ck_assert_int_eq(feed_str(r, big), 0);
+	ck_assert_int_eq(r->nstanzas, 1);
+	rec_free(r);
+
+	strcpy(big, "<message><body>");
+	memset(big + 15, 'a', 100 - 15 - 17 + 1);
+	big[15 + 100 - 15 - 17 + 1] = '\0';
+	strcat(big, "</body></message>");
+	r = rec_new(&lim);
+	ck_assert_int_eq(feed_str(r, HEADER), 0);
+	ck_assert_int_eq(feed_str(r, big), -1);
+	ck_assert_int_eq(r->err, PGN_XML_ERR_TOO_BIG);
+	ck_assert_int_eq(r->nstanzas, 0);
+	rec_free(r);
+
+	/* One giant attribute value arriving in chunks is refused once the
+	 * limit is crossed, long before the tag completes. */
+	r = rec_new(&lim);
+	ck_assert_int_eq(feed_str(r, HEADER "<message to='"), 0);
+	memset(big, 'x', 40);
+	big[40] = '\0';
+	for (i = 0; i < 1000 && r->errors == 0; i++)
+		feed_str(r, big);
+	ck_assert_int_eq(r->err, PGN_XML_ERR_TOO_BIG);
+	ck_assert_int_le(i, 3);
+	ck_assert_int_eq(feed_str(r, big), -1);
+	rec_free(r);
+
+	/* The same byte at a time. */
+	r = rec_new(&lim);
+	ck_assert_int_eq(feed_str(r, HEADER "<message>"), 0);
+	for (i = 0; i < 100000 && r->errors == 0; i++)
+		pgn_xml_parser_feed(r->p, "y", 1);
+	ck_assert_int_eq(r->err, PGN_XML_ERR_TOO_BIG);
+	ck_assert_int_le(i, 100);
+	rec_free(r);
+
+	/* A huge stream header is bounded too. */
+	r = rec_new(&lim);
+	ck_assert_int_eq(feed_str(r, "<stream:stream to='"), 0);
+	for (i = 0; i < 1000 && r->errors == 0; i++)
+		feed_str(r, big);
+	ck_assert_int_eq(r->err, PGN_XML_ERR_TOO_BIG);
+	rec_free(r);
+
+	/* Many small stanzas are fine: the limit is per stanza. */
+	r = rec_new(&lim);
+	ck_assert_int_eq(feed_str(r, HEADER), 0);
+	for (i = 0; i < 100; i++)
+		ck_assert_int_eq(feed_str(r, "<presence/>  "), 0);
+	ck_assert_int_eq(r->errors, 0);
+	ck_assert_int_eq(r->nstanzas, 100);
+	rec_free(r);
+}
+END_TEST
+
+START_TEST(limit_depth_attrs_children)
+{
+	struct pgn_xml_limits lim = { .max_depth = 3, .max_attrs = 4,
+				      .max_children = 2 };
+
+	ck_assert_int_eq(parse_error_of(HEADER "<a><b><c/></b></a>", &lim),
+			 PGN_XML_ERR_NONE);
+	ck_assert_int_eq(parse_error_of(HEADER "<a><b><c><d/></c></b></a>",
+					&lim),
+			 PGN_XML_ERR_TOO_BIG);
+	ck_assert_int_eq(parse_error_of(HEADER "<a w='0' x='1' y='2' z='3'/>",
+					&lim),
+			 PGN_XML_ERR_NONE);
+	ck_assert_int_eq(parse_error_of(HEADER "<a v='' w='0' x='1' y='2' "
+					"z='3'/>", &lim),
+			 PGN_XML_ERR_TOO_BIG);
+	ck_assert_int_eq(parse_error_of(HEADER "<a><b v='' w='0' x='1' y='2' "
+					"z='3'/></a>", &lim),
+			 PGN_XML_ERR_TOO_BIG);
+	/* The stream header counts too (namespace declarations do not). */
+	lim.max_attrs = 2;
+	ck_assert_int_eq(parse_error_of(HEADER, &lim), PGN_XML_ERR_TOO_BIG);
+	lim.max_attrs = 0;
+	ck_assert_int_eq(parse_error_of(HEADER "<a><b/>t<c/></a>", &lim),
+			 PGN_XML_ERR_NONE);
+	ck_assert_int_eq(parse_error_of(HEADER "<a><b/><c/><d/></a>", &lim),
+			 PGN_XML_ERR_TOO_BIG);
+}
+END_TEST
+
+START_TEST(limit_zero_means_none)
+{
+	struct pgn_xml_limits lim = { 0 };
+	struct rec *r = rec_new(&lim);
+	struct pgn_xml *el;
+	int i;
+
+	ck_assert_int_eq(feed_str(r, HEADER "<a>"), 0);
+	for (i = 0; i < 10000; i++)
+		ck_assert_int_eq(feed_str(r, "<b x='1' y='2' z='3'>"), 0);
+	for (i = 0; i < 10000; i++)
+		ck_assert_int_eq(feed_str(r, "</b>"), 0);
+	ck_assert_int_eq(feed_str(r, "</a>"), 0);
+	ck_assert_int_eq(r->nstanzas, 1);
+	for (i = 0, el = r->stanzas[0]; el; el = pgn_xml_first_child(el))
+		i++;
+	ck_assert_int_eq(i, 10001);
+	el = pgn_xml_copy(r->stanzas[0]);
+	pgn_xml_free(el);
+	rec_free(r);
+}
+END_TEST
+
+START_TEST(reset_inside_callback)
+{
+	struct rec *r = rec_new(NULL);
+
+	r->reset_name = "proceed";
+	/* What follows <proceed/> in the same buffer is discarded. */
+	ck_assert_int_eq(feed_str(r, HEADER "<presence/><proceed xmlns='"
+				  NS_TLS "'/><message>lost</message>garbage<<"),
+			 0);
+	ck_assert_int_eq(r->nstanzas, 2);
+	ck_assert_int_eq(r->errors, 0);
+	ck_assert_uint_eq(pgn_xml_parser_pending(r->p), 0);
+	/* The next feed starts a new stream, header and XML declaration
+	 * included. */
+	ck_assert_int_eq(feed_str(r, "<?xml version='1.0'?>"
+				  "<stream:stream xmlns='jabber:server' "
+				  "xmlns:stream='" NS_STREAMS "' from='b'>"
+				  "<message/>"), 0);
+	ck_assert_int_eq(r->opens, 2);
+	ck_assert_int_eq(r->nstanzas, 3);
+	ck_assert_str_eq(pgn_xml_ns(r->stanzas[2]), "jabber:server");
+	ck_assert_ptr_nonnull(strstr(r->log, "open[jabber:server] from=b;"));
+	rec_free(r);
+
+	/* Same, byte at a time. */
+	{
+		static const char in[] = HEADER "<proceed/><<";
+		size_t i;
+
+		r = rec_new(NULL);
+		r->reset_name = "proceed";
+		for (i = 0; in[i]; i++)
+			ck_assert_int_eq(pgn_xml_parser_feed(r->p, in + i, 1),
+					 (in[i + 1] ? 0 : -1));
+		/* "<<" was fed after the reset: it is a new, bad stream. */
+		ck_assert_int_eq(r->errors, 1);
+		ck_assert_int_eq(r->err, PGN_XML_ERR_NOT_WELL_FORMED);
+		rec_free(r);
+	}
+
+	/* Reset from the error callback. */
+	r = rec_new(NULL);
+	r->reset_on_error = 1;
+	ck_assert_int_eq(feed_str(r, HEADER "text"), -1);
+	ck_assert_int_eq(r->err, PGN_XML_ERR_BAD_FORMAT);
+	ck_assert_int_eq(feed_str(r, HEADER "<presence/>"), 0);
+	ck_assert_int_eq(r->opens, 2);
+	ck_assert_int_eq(r->nstanzas, 1);
+	rec_free(r);
+}
+END_TEST
+
+static void
+cb_open_reset(void *ud, const char **attrs, const char *default_ns)
+{
+	struct rec *r = ud;
+
+	r->opens++;
+	pgn_xml_parser_reset(r->p);
+}
+
+START_TEST(reset_from_stream_open)
+{
+	struct pgn_xml_parser_cbs cbs = rec_cbs;
+	struct rec *r = calloc(1, sizeof(*r));
+
+	cbs.stream_open = cb_open_reset;
+	r->p = pgn_xml_parser_new(NULL, &cbs, r);
+	ck_assert_int_eq(feed_str(r, HEADER "<a/>"), 0);
+	ck_assert_int_eq(feed_str(r, HEADER "<a/>"), 0);
+	ck_assert_int_eq(r->opens, 2);
+	ck_assert_int_eq(r->nstanzas, 0);
+	/* Freeing with a half-built stanza inside must not leak. */
+	pgn_xml_parser_reset(r->p);
+	rec_free(r);
+
+	r = rec_new(NULL);
+	ck_assert_int_eq(feed_str(r, HEADER "<a><b>half"), 0);
+	ck_assert_uint_gt(pgn_xml_parser_pending(r->p), 0);
+	rec_free(r);
+}
+END_TEST
+
+static Suite *
+xml_suite(void)
+{
+	Suite *s = suite_create("xml");
+	TCase *tc = tcase_create("core");
+
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, tree_helpers);
+	tcase_add_test(tc, serialise_escaping_and_namespaces);
+	tcase_add_test(tc, round_trip);
+	tcase_add_test(tc, stream_whole);
+	tcase_add_test(tc, stream_byte_at_a_time);
+	tcase_add_test(tc, stream_large_buffer);
+	tcase_add_test(tc, stream_big_token_no_deferral);
+	tcase_add_test(tc, stream_open_attrs);
+	tcase_add_test(tc, stream_keepalive_and_close);
+	tcase_add_test(tc, restricted_xml);
+	tcase_add_test(tc, xml_declaration_allowed);
+	tcase_add_test(tc, not_well_formed);
+	tcase_add_test(tc, stream_level_text);
+	tcase_add_test(tc, wrong_root);
+	tcase_add_test(tc, limit_stanza_bytes);
+	tcase_add_test(tc, limit_depth_attrs_children);
+	tcase_add_test(tc, limit_zero_means_none);
+	tcase_add_test(tc, reset_inside_callback);
+	tcase_add_test(tc, reset_from_stream_open);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr = srunner_create(xml_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

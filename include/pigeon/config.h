@@ -1,0 +1,94 @@
+/* pigeon.yml: parsed once with libyaml into plain structs.  Errors name
+ * file:line and what is wrong. */
+#ifndef PIGEON_CONFIG_H
+#define PIGEON_CONFIG_H
+
+#include <stddef.h>
+
+enum pgn_listen_kind {
+	PGN_LISTEN_C2S = 0,     /* module: c2s (STARTTLS) */
+	PGN_LISTEN_C2S_TLS,     /* module: c2s_tls (XEP-0368 direct TLS) */
+	PGN_LISTEN_COMPONENT,   /* module: component (XEP-0114) */
+};
+
+struct pgn_cfg_listen {
+	enum pgn_listen_kind kind;
+	char *ip;               /* default "127.0.0.1"? no: "::" ; see doc */
+	int port;
+	int starttls_required;  /* c2s only; default 1 */
+	int line;               /* where it was defined, for messages */
+};
+
+struct pgn_cfg_component {
+	char *domain;           /* prepared with nameprep */
+	char *secret;
+	int line;
+};
+
+/* One option of a module: a scalar, kept as text. */
+struct pgn_cfg_opt {
+	char *key;
+	char *value;
+};
+
+struct pgn_cfg_module {
+	char *name;             /* "mod_ping" */
+	struct pgn_cfg_opt *opts;
+	size_t nopts;
+	int line;
+};
+
+struct pgn_cfg_host {
+	char *name;             /* prepared with nameprep */
+	struct pgn_cfg_module *modules; /* the global list merged with host_config */
+	size_t nmodules;
+};
+
+struct pgn_cfg_limits {
+	size_t max_stanza_size;     /* bytes; default 262144 */
+	unsigned max_depth;         /* default 32 */
+	unsigned max_attrs;         /* default 64 */
+	unsigned max_children;      /* default 4096 */
+	unsigned negotiation_timeout; /* seconds; default 30 */
+	unsigned idle_timeout;      /* seconds without any byte; default 600 */
+	unsigned keepalive_interval; /* seconds between whitespace pings; default 120 */
+	unsigned auth_fail_delay_ms; /* base delay after a SASL failure per IP; default 1000 */
+	unsigned max_sessions_per_user; /* default 100 */
+};
+
+struct pgn_config {
+	char *path;                 /* the file it was read from */
+	struct pgn_cfg_host *hosts;
+	size_t nhosts;
+	struct pgn_cfg_listen *listen;
+	size_t nlisten;
+	char **certfiles;           /* PEM files: certificate chain + key */
+	size_t ncertfiles;
+	struct pgn_cfg_component *components;
+	size_t ncomponents;
+	char *storage_driver;       /* "sqlite" (default) or "pgsql" */
+	char *storage_path;         /* sqlite file; default "pigeon.db" beside the config */
+	char *storage_conninfo;     /* pgsql */
+	struct pgn_cfg_limits limits;
+	char *log_level;            /* default "info" */
+	char *log_file;             /* default NULL = stderr */
+	char *ctl_socket;           /* default "pigeon.sock" beside the config */
+	char *module_path;          /* default PKGLIBDIR (installed modules) */
+	char *schema_dir;           /* default PKGDATADIR "/schemas" */
+	char *pid_file;             /* optional */
+};
+
+/* Reads path.  On success *out is set (free with pgn_config_free) and 0 is
+ * returned; on failure err holds "FILE:LINE: message" and -EINVAL (or
+ * -errno when the file cannot be read) is returned. */
+int pgn_config_load(const char *path, struct pgn_config **out, char *err,
+		    size_t errlen);
+void pgn_config_free(struct pgn_config *cfg);
+/* The host config for name, or NULL. */
+const struct pgn_cfg_host *pgn_config_host(const struct pgn_config *cfg,
+					   const char *name);
+/* Option value of a module or NULL. */
+const char *pgn_cfg_module_opt(const struct pgn_cfg_module *mod,
+			       const char *key);
+
+#endif

@@ -10,6 +10,7 @@
 #include "event.h"
 #include "host.h"
 #include "pigeon/log.h"
+#include "server.h"
 
 struct pgn_module {
 	const struct pgn_module_def *def;
@@ -27,23 +28,27 @@ pgn_module_load(struct pgn_host *h, const struct pgn_cfg_module *cfg,
 	struct pgn_module *m = NULL;
 	void *dl;
 
+	char where[1200];
+	/* Errors point at the config line that asked for the module. */
+	snprintf(where, sizeof(where), "%s:%d: module %s", h->srv->cfg->path,
+		 cfg->line, cfg->name);
 	snprintf(path, sizeof(path), "%s/%s.so", dir, cfg->name);
 	dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
 	if (dl == NULL) {
-		snprintf(err, errlen, "module %s: cannot load %s: %s",
-			 cfg->name, path, dlerror());
+		snprintf(err, errlen, "%s: cannot load %s: %s", where, path,
+			 dlerror());
 		return NULL;
 	}
 	const struct pgn_module_def *def = dlsym(dl, "pgn_module_def");
 	if (def == NULL) {
-		snprintf(err, errlen, "module %s: %s has no pgn_module_def",
-			 cfg->name, path);
+		snprintf(err, errlen, "%s: %s has no pgn_module_def", where,
+			 path);
 		goto fail;
 	}
 	if (def->abi != PGN_MODULE_ABI) {
 		snprintf(err, errlen,
-			 "module %s: built for module ABI %u, server has %u",
-			 cfg->name, def->abi, PGN_MODULE_ABI);
+			 "%s: built for module ABI %u, server has %u", where,
+			 def->abi, PGN_MODULE_ABI);
 		goto fail;
 	}
 	m = calloc(1, sizeof(*m));
@@ -58,8 +63,8 @@ pgn_module_load(struct pgn_host *h, const struct pgn_cfg_module *cfg,
 	if (def->load != NULL) {
 		int rc = def->load(m);
 		if (rc < 0) {
-			snprintf(err, errlen, "module %s: load failed on %s: %s",
-				 cfg->name, h->name, strerror(-rc));
+			snprintf(err, errlen, "%s: load failed on %s: %s",
+				 where, h->name, strerror(-rc));
 			pgn_host_remove_owned(h, m);
 			free(m);
 			goto fail;

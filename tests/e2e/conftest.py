@@ -525,8 +525,9 @@ def pytest_runtest_makereport(item, call):
                              '\n'.join(c.transcript[-200:])))
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session, exitstatus):
-    # never leave servers behind
+    # never leave servers behind (runs after the fixtures' teardown)
     for srv in list(LIVE_SERVERS):
         srv.kill()
     for srv in ALL_SERVERS:

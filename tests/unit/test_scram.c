@@ -258,12 +258,20 @@ setup_creds(void)
 static const unsigned char exporter_data[32] = "exporter-exporter-exporter-01234";
 static const unsigned char endpoint_data[32] = "endpoint-endpoint-endpoint-01234";
 
-static const struct pgn_sasl_tls tls_none = { 0, NULL, 0, NULL, 0 };
-static const struct pgn_sasl_tls tls_plain = { 1, NULL, 0, NULL, 0 };
-static const struct pgn_sasl_tls tls_both = { 1, exporter_data, 32,
-					      endpoint_data, 32 };
-static const struct pgn_sasl_tls tls_endpoint = { 1, NULL, 0, endpoint_data,
-						  32 };
+static const struct pgn_sasl_tls tls_none = { .secure = 0 };
+static const struct pgn_sasl_tls tls_plain = { .secure = 1 };
+static const struct pgn_sasl_tls tls_both = {
+	.secure = 1,
+	.exporter = exporter_data,
+	.exporter_len = 32,
+	.endpoint = endpoint_data,
+	.endpoint_len = 32,
+};
+static const struct pgn_sasl_tls tls_endpoint = {
+	.secure = 1,
+	.endpoint = endpoint_data,
+	.endpoint_len = 32,
+};
 
 struct t_exchange {
 	const char *mech;

@@ -214,7 +214,8 @@ cmd_connected_users(struct ctl_conn *c, int count_only)
 		free(l.v);
 		return;
 	}
-	qsort(l.v, l.n, sizeof(*l.v), cmp_str);
+	if (l.n > 1)
+		qsort(l.v, l.n, sizeof(*l.v), cmp_str);
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	evbuffer_add_printf(out, "%d\n", PGN_CTL_OK);
 	for (size_t i = 0; i < l.n; i++)

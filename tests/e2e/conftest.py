@@ -165,7 +165,7 @@ class Server:
 
     def __init__(self, base, certs, driver='sqlite', *, name=None,
                  max_stanza_size=MAX_STANZA, auth_fail_delay_ms=0,
-                 extra_yaml=''):
+                 extra_yaml='', extra_limits=''):
         self.name = name or unique('srv')
         self.dir = Path(tempfile.mkdtemp(prefix=self.name + '-', dir=base))
         self.certs = certs
@@ -187,6 +187,7 @@ class Server:
         self.max_stanza_size = max_stanza_size
         self.auth_fail_delay_ms = auth_fail_delay_ms
         self.extra_yaml = extra_yaml
+        self.extra_limits = extra_limits
         if driver == 'pgsql':
             self.pg_db = pg_create_db()
         self.write_config()
@@ -233,13 +234,15 @@ class Server:
             '  mod_version: {}\n'
             'limits:\n'
             '  max_stanza_size: %d\n'
-            '  negotiation_timeout: 30\n'
             '  auth_fail_delay_ms: %d\n'
+            '%s'
             'log:\n'
             '  level: %s\n'
             'ctl_socket: %s\n'
             % (yq(COMPONENT), yq(COMPONENT_SECRET), self.max_stanza_size,
-               self.auth_fail_delay_ms, LOG_LEVEL, yq(self.ctl_socket))
+               self.auth_fail_delay_ms,
+               self.extra_limits or '  negotiation_timeout: 30\n',
+               LOG_LEVEL, yq(self.ctl_socket))
             + self.extra_yaml)
 
     def write_config(self):

@@ -66,12 +66,20 @@ if [ ! -x configure ] || [ configure.ac -nt configure ] ||
 	say "./autogen.sh"
 	./autogen.sh
 fi
-if [ ! -f Makefile ] || [ ! -f config.status ] || [ configure -nt config.status ]; then
-	say "./configure"
-	./configure
+# Out of tree, in _build/ (the same place tests/run-all.sh builds), so that
+# the source tree stays clean for both.
+if [ -f config.status ]; then
+	die "the source tree is configured in-tree: run 'make distclean' first"
 fi
-say "make -j$(nproc)"
-make -j"$(nproc)"
+build="$src/_build"
+mkdir -p "$build"
+if [ ! -f "$build/Makefile" ] || [ ! -f "$build/config.status" ] ||
+	[ configure -nt "$build/config.status" ]; then
+	say "configure (in _build/)"
+	(cd "$build" && "$src/configure")
+fi
+say "make -j$(nproc) (in _build/)"
+make -C "$build" -j"$(nproc)"
 
 # ---- run directory: certificate, config ----------------------------------
 run="$src/run"
@@ -130,7 +138,7 @@ log:
 
 ctl_socket: "pigeon.sock"
 # The build tree, not an installed copy.
-module_path: "../modules/.libs"
+module_path: "../_build/modules/.libs"
 schema_dir: "../schemas"
 EOF
 else
@@ -138,7 +146,7 @@ else
 fi
 
 # ---- demo account ----------------------------------------------------------
-ctl=(./pigeonctl -c "$cfg")
+ctl=("$build/pigeonctl" -c "$cfg")
 running=0
 if "${ctl[@]}" status >/dev/null 2>&1; then
 	running=1
@@ -171,18 +179,18 @@ cat <<EOF
       /tls allow           (accept the self-signed certificate)
   or with Gajim/Dino: server 127.0.0.1, port 5222, trust the certificate.
 
-  More accounts:  ./pigeonctl -c run/pigeon.yml register alice localhost PASSWORD
-  Stop:           Ctrl-C, or ./pigeonctl -c run/pigeon.yml stop
+  More accounts:  _build/pigeonctl -c run/pigeon.yml register alice localhost PASSWORD
+  Stop:           Ctrl-C, or _build/pigeonctl -c run/pigeon.yml stop
 
 EOF
 
 if [ "$running" -eq 1 ]; then
-	say "pigeond is already running (./pigeonctl -c run/pigeon.yml status)"
+	say "pigeond is already running (_build/pigeonctl -c run/pigeon.yml status)"
 	exit 0
 fi
 if [ "$start" -eq 0 ]; then
-	say "not starting (--no-start): ./pigeond -c run/pigeon.yml"
+	say "not starting (--no-start): _build/pigeond -c run/pigeon.yml"
 	exit 0
 fi
 say "starting pigeond"
-exec ./pigeond -c "$cfg"
+exec "$build/pigeond" -c "$cfg"

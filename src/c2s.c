@@ -12,6 +12,7 @@
 
 #include "host.h"
 #include "authlimit.h"
+#include "base64.h"
 #include "pigeon/account.h"
 #include "pigeon/log.h"
 #include "pigeon/worker.h"
@@ -49,6 +50,19 @@ sasl_tls(struct pgn_session *s, struct pgn_sasl_tls *tls,
 		tls->unique_len = pgn_tls_unique(s->ssl, uq, 64);
 		tls->unique = tls->unique_len ? uq : NULL;
 	}
+}
+
+/* Adds <channel-binding type='type'/> to a XEP-0440
+ * <sasl-channel-binding/>.  0 or -ENOMEM. */
+static int
+add_channel_binding(struct pgn_xml *cb, const char *type)
+{
+	struct pgn_xml *c =
+		pgn_xml_add_child(cb, PGN_NS_SASL_CB, "channel-binding");
+
+	if (c == NULL || pgn_xml_set_attr(c, "type", type) != 0)
+		return -ENOMEM;
+	return 0;
 }
 
 static void
@@ -96,24 +110,13 @@ send_features(struct pgn_session *s)
 					"sasl-channel-binding");
 				if (cb == NULL)
 					goto nomem;
-				if (tls.exporter != NULL) {
-					struct pgn_xml *c = pgn_xml_add_child(
-						cb, PGN_NS_SASL_CB,
-						"channel-binding");
-					if (c == NULL)
-						goto nomem;
-					pgn_xml_set_attr(c, "type",
-							 "tls-exporter");
-				}
-				if (tls.endpoint != NULL) {
-					struct pgn_xml *c = pgn_xml_add_child(
-						cb, PGN_NS_SASL_CB,
-						"channel-binding");
-					if (c == NULL)
-						goto nomem;
-					pgn_xml_set_attr(c, "type",
-							 "tls-server-end-point");
-				}
+				if (tls.exporter != NULL &&
+				    add_channel_binding(cb, "tls-exporter") != 0)
+					goto nomem;
+				if (tls.endpoint != NULL &&
+				    add_channel_binding(
+					    cb, "tls-server-end-point") != 0)
+					goto nomem;
 			}
 		}
 	} else {
@@ -222,12 +225,8 @@ sasl_send(struct pgn_session *s, const char *what, const unsigned char *data,
 	struct evbuffer *out = bufferevent_get_output(s->bev);
 	evbuffer_add_printf(out, "<%s xmlns='" PGN_NS_SASL "'>", what);
 	if (len > 0) {
-		size_t b64len = sodium_base64_encoded_len(
-			len, sodium_base64_VARIANT_ORIGINAL);
-		char *b64 = malloc(b64len);
+		char *b64 = pgn_base64_encode(data, len);
 		if (b64 != NULL) {
-			sodium_bin2base64(b64, b64len, data, len,
-					  sodium_base64_VARIANT_ORIGINAL);
 			evbuffer_add(out, b64, strlen(b64));
 			free(b64);
 		}
@@ -457,35 +456,22 @@ sasl_handle_status(struct pgn_session *s, enum pgn_sasl_status st,
 	}
 }
 
-/* Decodes the base64 text of an <auth/> or <response/>; "=" is empty. */
+/* Decodes the base64 text of an <auth/> or <response/>; "=" is empty
+ * (RFC 6120 §6.4.2), and so is no text at all. */
 static int
 sasl_decode(const struct pgn_xml *xml, unsigned char **out, size_t *outlen)
 {
 	char *text = pgn_xml_text(xml);
-	size_t len, max;
-	int rc = -EINVAL;
+	size_t len;
+	int rc;
 
 	*out = NULL;
 	*outlen = 0;
 	if (text == NULL)
 		return -ENOMEM;
-	len = strlen(text);
-	if (len == 0 || strcmp(text, "=") == 0) {
-		free(text);
-		*out = calloc(1, 1);
-		return *out != NULL ? 0 : -ENOMEM;
-	}
-	max = len / 4 * 3 + 3;
-	*out = malloc(max + 1);
-	if (*out != NULL &&
-	    sodium_base642bin(*out, max, text, len, NULL, outlen, NULL,
-			      sodium_base64_VARIANT_ORIGINAL) == 0)
-		rc = 0;
+	len = strcmp(text, "=") == 0 ? 0 : strlen(text);
+	rc = pgn_base64_decode(text, len, out, outlen);
 	free(text);
-	if (rc != 0) {
-		free(*out);
-		*out = NULL;
-	}
 	return rc;
 }
 
@@ -551,18 +537,31 @@ handle_sasl(struct pgn_session *s, struct pgn_xml *xml)
 
 /* ---- resource binding ------------------------------------------------- */
 
-static void
-send_iq_error(struct pgn_session *s, struct pgn_xml *iq, const char *type,
-	      const char *cond)
+/* Writes "<iq type='type'" and the request's id, if it had one, to the
+ * session's output; the caller finishes the start tag.  These answers go
+ * straight onto the stream, not through the router. */
+static struct evbuffer *
+iq_reply_start(struct pgn_session *s, const struct pgn_xml *iq,
+	       const char *type)
 {
 	struct evbuffer *out = bufferevent_get_output(s->bev);
 	const char *id = pgn_xml_attr(iq, "id");
-	evbuffer_add_printf(out, "<iq type='error'");
+
+	evbuffer_add_printf(out, "<iq type='%s'", type);
 	if (id != NULL) {
 		evbuffer_add_printf(out, " id='");
 		pgn_xml_escape(out, id, strlen(id));
 		evbuffer_add_printf(out, "'");
 	}
+	return out;
+}
+
+static void
+send_iq_error(struct pgn_session *s, struct pgn_xml *iq, const char *type,
+	      const char *cond)
+{
+	struct evbuffer *out = iq_reply_start(s, iq, "error");
+
 	evbuffer_add_printf(out,
 			    "><error type='%s'><%s xmlns='" PGN_NS_STANZAS
 			    "'/></error></iq>",
@@ -627,14 +626,7 @@ handle_bind(struct pgn_session *s, struct pgn_xml *iq, struct pgn_xml *bind)
 	}
 	s->state = PGN_ST_BOUND;
 	pgn_stream_established(s);
-	struct evbuffer *out = bufferevent_get_output(s->bev);
-	const char *id = pgn_xml_attr(iq, "id");
-	evbuffer_add_printf(out, "<iq type='result'");
-	if (id != NULL) {
-		evbuffer_add_printf(out, " id='");
-		pgn_xml_escape(out, id, strlen(id));
-		evbuffer_add_printf(out, "'");
-	}
+	struct evbuffer *out = iq_reply_start(s, iq, "result");
 	evbuffer_add_printf(out, "><bind xmlns='" PGN_NS_BIND "'><jid>");
 	pgn_xml_escape(out, s->jid->full, strlen(s->jid->full));
 	evbuffer_add_printf(out, "</jid></bind></iq>");
@@ -676,16 +668,8 @@ handle_bound(struct pgn_session *s, struct pgn_xml *xml)
 			if (cns != NULL && strcmp(cns, PGN_NS_SESSION) == 0) {
 				/* RFC 3921 session: a no-op kept for old
 				 * clients. */
-				struct evbuffer *out =
-					bufferevent_get_output(s->bev);
-				const char *id = pgn_xml_attr(xml, "id");
-				evbuffer_add_printf(out, "<iq type='result'");
-				if (id != NULL) {
-					evbuffer_add_printf(out, " id='");
-					pgn_xml_escape(out, id, strlen(id));
-					evbuffer_add_printf(out, "'");
-				}
-				evbuffer_add_printf(out, "/>");
+				evbuffer_add_printf(
+					iq_reply_start(s, xml, "result"), "/>");
 				pgn_xml_free(xml);
 				return;
 			}

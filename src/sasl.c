@@ -7,7 +7,6 @@
 #endif
 
 #include <errno.h>
-#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +18,7 @@
 #include <sodium.h>
 #include <stringprep.h>
 
+#include "base64.h"
 #include "pigeon/scram.h"
 
 /* One SASL message is a few hundred bytes; anything far bigger is an
@@ -124,82 +124,6 @@ sasl_hmac(enum pgn_hash h, const unsigned char *key, size_t keylen,
 	return HMAC(sasl_md(h), key, (int)keylen, data, len, out, &olen) ?
 		       0 :
 		       -ENOMEM;
-}
-
-/* base64 (RFC 4648, padded).  scram.c has its own copy: both need it and
- * the tree has no private header for shared helpers. */
-static char *
-sasl_b64_encode(const unsigned char *in, size_t len)
-{
-	char *out;
-
-	if (len > INT_MAX / 2)
-		return NULL;
-	out = malloc(4 * ((len + 2) / 3) + 1);
-	if (!out)
-		return NULL;
-	EVP_EncodeBlock((unsigned char *)out, in, (int)len);
-	return out;
-}
-
-static int
-sasl_b64_val(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
-
-/* Strict decode of in[0..len) into a new buffer; -EINVAL if malformed
- * (OpenSSL's EVP_DecodeBlock accepts whitespace and hides padding). */
-static int
-sasl_b64_decode(const char *in, size_t len, unsigned char **out,
-		size_t *outlen)
-{
-	unsigned char *buf;
-	size_t n = 0;
-
-	*out = NULL;
-	*outlen = 0;
-	if (len % 4 != 0)
-		return -EINVAL;
-	buf = malloc(len / 4 * 3 + 1);
-	if (!buf)
-		return -ENOMEM;
-	for (size_t i = 0; i < len; i += 4) {
-		int v[4], pad = 0;
-
-		for (int j = 0; j < 4; j++) {
-			unsigned char c = (unsigned char)in[i + j];
-
-			if (c == '=' && i + 4 == len && j >= 2) {
-				v[j] = 0;
-				pad++;
-				continue;
-			}
-			if (pad || (v[j] = sasl_b64_val(c)) < 0) {
-				free(buf);
-				return -EINVAL;
-			}
-		}
-		buf[n++] = (unsigned char)(v[0] << 2 | v[1] >> 4);
-		if (pad < 2)
-			buf[n++] =
-				(unsigned char)((v[1] & 15) << 4 | v[2] >> 2);
-		if (pad < 1)
-			buf[n++] = (unsigned char)((v[2] & 3) << 6 | v[3]);
-	}
-	*out = buf;
-	*outlen = n;
-	return 0;
 }
 
 static char *
@@ -650,8 +574,8 @@ sasl_scram_server_first(struct pgn_sasl *s,
 	}
 
 	randombytes_buf(snonce, sizeof(snonce));
-	if (!(snonce_b64 = sasl_b64_encode(snonce, sizeof(snonce))) ||
-	    !(salt_b64 = sasl_b64_encode(salt, salt_len)))
+	if (!(snonce_b64 = pgn_base64_encode(snonce, sizeof(snonce))) ||
+	    !(salt_b64 = pgn_base64_encode(salt, salt_len)))
 		goto nomem;
 	n = strlen(s->nonce) + strlen(snonce_b64) + 1;
 	if (!(nonce = malloc(n)))
@@ -728,7 +652,7 @@ sasl_scram_final(struct pgn_sasl *s, const char *msg, unsigned char **out,
 	if (p[0] != 'c' || p[1] != '=')
 		goto fail;
 	len = sasl_attr_len(p + 2);
-	if (sasl_b64_decode(p + 2, len, &cbind, &cblen) < 0)
+	if (pgn_base64_decode(p + 2, len, &cbind, &cblen) < 0)
 		goto fail;
 	p += 2 + len;
 	if (p[0] != ',' || p[1] != 'r' || p[2] != '=')
@@ -752,7 +676,7 @@ sasl_scram_final(struct pgn_sasl *s, const char *msg, unsigned char **out,
 		if (erc < 0)
 			goto fail;
 	}
-	if (sasl_b64_decode(last + 3, strlen(last + 3), &proof, &plen) < 0 ||
+	if (pgn_base64_decode(last + 3, strlen(last + 3), &proof, &plen) < 0 ||
 	    plen != hl)
 		goto fail;
 
@@ -789,7 +713,7 @@ sasl_scram_final(struct pgn_sasl *s, const char *msg, unsigned char **out,
 	if (sasl_hmac(s->hash, s->key.server_key, hl, auth_msg,
 		      strlen(auth_msg), sig) < 0)
 		goto fail;
-	if (!(sig_b64 = sasl_b64_encode(sig, hl)))
+	if (!(sig_b64 = pgn_base64_encode(sig, hl)))
 		goto fail;
 	len = strlen(sig_b64) + 3;
 	if (!(v = malloc(len)))

@@ -6,7 +6,6 @@
 #endif
 
 #include <errno.h>
-#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,6 +15,7 @@
 #include <sodium.h>
 #include <stringprep.h>
 
+#include "base64.h"
 #include "pigeon/scram.h"
 
 /* Beyond this PBKDF2 is a denial of service, not a security margin. */
@@ -181,71 +181,26 @@ out:
 	return rc;
 }
 
-/* ---- base64 (RFC 4648, padded, no whitespace) ---------------------------
- * sasl.c has its own copy: both need it and the tree has no private header
- * for shared helpers. */
-
-static char *
-scram_b64_encode(const unsigned char *in, size_t len)
-{
-	char *out;
-
-	if (len > INT_MAX / 2)
-		return NULL;
-	out = malloc(4 * ((len + 2) / 3) + 1);
-	if (!out)
-		return NULL;
-	EVP_EncodeBlock((unsigned char *)out, in, (int)len);
-	return out;
-}
-
-static int
-scram_b64_val(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
-
-/* Strict decoder into out (cap bytes); returns the length or -EINVAL. */
+/* Decodes one stored base64 field into out (cap bytes).  Returns the
+ * length, or -EINVAL if it is empty, malformed or longer than cap. */
 static int
 scram_b64_decode(const char *in, unsigned char *out, size_t cap)
 {
-	size_t len = strlen(in), n = 0;
+	size_t len = strlen(in), n;
+	unsigned char *buf;
 
-	if (len == 0 || len % 4 != 0)
+	/* Refuse before allocating: a stored field is a few dozen bytes. */
+	if (len == 0 || len / 4 * 3 > cap + 2)
 		return -EINVAL;
-	for (size_t i = 0; i < len; i += 4) {
-		int v[4], pad = 0;
-
-		for (int j = 0; j < 4; j++) {
-			unsigned char c = (unsigned char)in[i + j];
-
-			if (c == '=' && i + 4 == len && j >= 2) {
-				v[j] = 0;
-				pad++;
-				continue;
-			}
-			if (pad || (v[j] = scram_b64_val(c)) < 0)
-				return -EINVAL;
-		}
-		if (n + 3 - (size_t)pad > cap)
-			return -EINVAL;
-		out[n++] = (unsigned char)(v[0] << 2 | v[1] >> 4);
-		if (pad < 2)
-			out[n++] =
-				(unsigned char)((v[1] & 15) << 4 | v[2] >> 2);
-		if (pad < 1)
-			out[n++] = (unsigned char)((v[2] & 3) << 6 | v[3]);
+	if (pgn_base64_decode(in, len, &buf, &n) < 0)
+		return -EINVAL;
+	if (n > cap) {
+		free(buf);
+		return -EINVAL;
 	}
+	memcpy(out, buf, n);
+	sodium_memzero(buf, n);
+	free(buf);
 	return (int)n;
 }
 
@@ -280,7 +235,7 @@ pgn_scram_creds_encode(const struct pgn_scram_creds *creds,
 	src[4] = creds->keys[PGN_HASH_SHA256].server_key;
 	lens[3] = lens[4] = l256;
 	for (i = 0; i < 5; i++) {
-		*outs[i] = scram_b64_encode(src[i], lens[i]);
+		*outs[i] = pgn_base64_encode(src[i], lens[i]);
 		if (!*outs[i])
 			goto fail;
 	}

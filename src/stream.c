@@ -484,6 +484,13 @@ pgn_stream_reap(struct pgn_server *srv)
 	while (srv->dead != NULL) {
 		struct pgn_session *s = srv->dead;
 		srv->dead = s->next_dead;
+		if (s->ssl != NULL && SSL_is_init_finished(s->ssl)) {
+			/* Say goodbye at the TLS layer too (close_notify), so
+			 * clients do not see a truncation; best effort on a
+			 * non-blocking socket. */
+			SSL_shutdown(s->ssl);
+			ERR_clear_error();
+		}
 		if (s->bev != NULL)
 			bufferevent_free(s->bev); /* closes fd, frees SSL */
 		event_free(s->timer);

@@ -212,7 +212,14 @@ pgn_tls_new_ssl(struct pgn_tls *t, int direct)
 	if (!pgn_tls_available(t))
 		return NULL;
 	SSL *ssl = SSL_new(t->certs[0].ctx);
-	if (ssl != NULL && direct)
+	if (ssl == NULL)
+		return NULL;
+	/* Set on the connection too, not only inherited from the first
+	 * context: an idle session then holds no 16 KiB record buffers
+	 * whichever way it came in (direct TLS or STARTTLS) and whatever
+	 * context SNI switches it to (SSL_set_SSL_CTX keeps the mode). */
+	SSL_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
+	if (direct)
 		SSL_set_app_data(ssl, (void *)1);
 	return ssl;
 }

@@ -36,9 +36,9 @@
  * while a huge token is still arriving, not after it completed. */
 #define FEED_SLICE 4096
 
-/* Above this the text accumulation buffer is released between stanzas
- * rather than kept for the life of the stream. */
-#define TEXT_KEEP 16384
+/* First size of the text accumulation buffer; it is freed when each
+ * stanza ends, so an idle stream holds none. */
+#define TEXT_INIT 256
 
 /* Expat 2.6 may defer parsing a partial token until much more data has
  * arrived; an XMPP peer then waits forever for the answer to a stanza we
@@ -843,10 +843,15 @@ struct pgn_xml_parser {
 	unsigned long long mark;
 	unsigned long long stanza_start;
 	enum pgn_xml_error err;  /* set: dead until reset */
+	/* Why, for the error callback: a static string, or, when expat
+	 * itself failed (xml_code), formatted from expat's position only
+	 * when reported, so that every idle stream does not carry a
+	 * message buffer. */
+	const char *detail;
+	enum XML_Error xml_code;
 	int in_expat;
 	int in_feed;
 	int reset_pending;
-	char detail[192];
 };
 
 static int
@@ -864,7 +869,7 @@ parser_fail(struct pgn_xml_parser *p, enum pgn_xml_error err,
 	if (p->err != PGN_XML_ERR_NONE)
 		return;
 	p->err = err;
-	snprintf(p->detail, sizeof(p->detail), "%s", detail);
+	p->detail = detail;
 	XML_StopParser(p->xp, XML_FALSE);
 }
 
@@ -1035,8 +1040,9 @@ on_end(void *ud, const XML_Char *name)
 		p->stanza = NULL;
 		p->cur = NULL;
 		p->mark = event_end(p);
-		if (p->text_cap > TEXT_KEEP)
-			release_text_buffer(p);
+		/* Idle streams are the common case: keep no text buffer
+		 * between stanzas (flush_text copied it into the tree). */
+		release_text_buffer(p);
 		if (p->cbs.stanza)
 			p->cbs.stanza(p->ud, st);
 		else
@@ -1061,7 +1067,7 @@ on_text(void *ud, const XML_Char *s, int len)
 		if (check_stanza_size(p) < 0)
 			return;
 		if (n > p->text_cap - p->text_len) {
-			size_t cap = p->text_cap ? p->text_cap : 256;
+			size_t cap = p->text_cap ? p->text_cap : TEXT_INIT;
 			char *t;
 
 			while (cap - p->text_len < n) {
@@ -1199,7 +1205,8 @@ parser_clear(struct pgn_xml_parser *p)
 	p->stanza_start = 0;
 	p->err = PGN_XML_ERR_NONE;
 	p->reset_pending = 0;
-	p->detail[0] = '\0';
+	p->detail = NULL;
+	p->xml_code = XML_ERROR_NONE;
 }
 
 struct pgn_xml_parser *
@@ -1256,7 +1263,7 @@ pgn_xml_parser_feed(struct pgn_xml_parser *p, const char *buf, size_t len)
 		return -1;
 	if (!p->xp && parser_start(p) < 0) {
 		p->err = PGN_XML_ERR_NOMEM;
-		snprintf(p->detail, sizeof(p->detail), "out of memory");
+		p->detail = "out of memory";
 		goto report;
 	}
 	p->in_feed = 1;
@@ -1279,14 +1286,8 @@ pgn_xml_parser_feed(struct pgn_xml_parser *p, const char *buf, size_t len)
 		if (p->err != PGN_XML_ERR_NONE)
 			break;
 		if (st == XML_STATUS_ERROR) {
-			enum XML_Error code = XML_GetErrorCode(p->xp);
-
-			p->err = map_expat_error(code);
-			snprintf(p->detail, sizeof(p->detail),
-				 "line %lu, column %lu: %s",
-				 (unsigned long)XML_GetCurrentLineNumber(p->xp),
-				 (unsigned long)XML_GetCurrentColumnNumber(p->xp),
-				 XML_ErrorString(code));
+			p->xml_code = XML_GetErrorCode(p->xp);
+			p->err = map_expat_error(p->xml_code);
 			break;
 		}
 		/* Covers a token expat is still buffering (one huge start
@@ -1294,8 +1295,7 @@ pgn_xml_parser_feed(struct pgn_xml_parser *p, const char *buf, size_t len)
 		if (p->lim.max_stanza_bytes &&
 		    p->fed - p->mark > p->lim.max_stanza_bytes) {
 			p->err = PGN_XML_ERR_TOO_BIG;
-			snprintf(p->detail, sizeof(p->detail),
-				 "stanza too large");
+			p->detail = "stanza too large";
 			break;
 		}
 	}
@@ -1306,8 +1306,20 @@ report:
 	/* The error callback may reset the parser; that must not free
 	 * expat under our feet, so it is deferred through in_feed. */
 	p->in_feed = 1;
-	if (p->cbs.error)
-		p->cbs.error(p->ud, p->err, p->detail);
+	if (p->cbs.error) {
+		char msg[192];
+		const char *detail = p->detail ? p->detail : "";
+
+		if (p->xml_code != XML_ERROR_NONE && p->xp) {
+			/* expat still holds the failing position. */
+			snprintf(msg, sizeof(msg), "line %lu, column %lu: %s",
+				 (unsigned long)XML_GetCurrentLineNumber(p->xp),
+				 (unsigned long)XML_GetCurrentColumnNumber(p->xp),
+				 XML_ErrorString(p->xml_code));
+			detail = msg;
+		}
+		p->cbs.error(p->ud, p->err, detail);
+	}
 	p->in_feed = 0;
 	if (p->reset_pending)
 		parser_clear(p);

@@ -341,6 +341,25 @@ pgn_stream_start_tls(struct pgn_session *s)
 	return 0;
 }
 
+/* A peer that does not read must not make us buffer without end: past
+ * this much queued output the stream is closed (resource-constraint). */
+static size_t
+max_output(const struct pgn_session *s)
+{
+	size_t n = s->srv->cfg->limits.max_stanza_size * 16;
+	return n < (size_t)4 << 20 ? (size_t)4 << 20 : n;
+}
+
+static void
+check_output(struct pgn_session *s)
+{
+	if (s->state == PGN_ST_CLOSING || s->state == PGN_ST_DEAD)
+		return;
+	if (evbuffer_get_length(bufferevent_get_output(s->bev)) > max_output(s))
+		pgn_stream_error(s, "resource-constraint",
+				 "too much unread output");
+}
+
 void
 pgn_stream_send_raw(struct pgn_session *s, const char *data, size_t len)
 {
@@ -348,6 +367,7 @@ pgn_stream_send_raw(struct pgn_session *s, const char *data, size_t len)
 		return;
 	bufferevent_write(s->bev, data, len);
 	s->last_write = pgn_now_ms();
+	check_output(s);
 }
 
 void
@@ -361,6 +381,7 @@ pgn_stream_send_xml(struct pgn_session *s, const struct pgn_xml *xml)
 	 * own content namespace on c2s and component streams alike. */
 	pgn_xml_write(xml, PGN_NS_CLIENT, bufferevent_get_output(s->bev));
 	s->last_write = pgn_now_ms();
+	check_output(s);
 }
 
 void

@@ -320,6 +320,29 @@ static void sasl_handle_status(struct pgn_session *s,
 			       enum pgn_sasl_status st, unsigned char *out,
 			       size_t outlen);
 
+/* An asynchronous SASL step (lookup, password check) is over: carry on
+ * with st, and read again unless that started another asynchronous step
+ * (or a delayed failure). */
+static void
+sasl_resume(struct pgn_session *s, enum pgn_sasl_status st,
+	    unsigned char *out, size_t outlen)
+{
+	s->busy = 0;
+	sasl_handle_status(s, st, out, outlen);
+	if (!s->busy)
+		pgn_stream_resume(s);
+}
+
+/* The same, when the step itself failed with cond. */
+static void
+sasl_resume_failed(struct pgn_session *s, const char *cond)
+{
+	s->busy = 0;
+	sasl_failure(s, cond);
+	if (!s->busy)
+		pgn_stream_resume(s);
+}
+
 struct pw_job {
 	uint64_t id;
 	struct pgn_server *srv;
@@ -335,22 +358,28 @@ pw_run(void *arg)
 	j->ok = pgn_scram_check_password(&j->creds, j->password) == 1;
 }
 
+/* Wipes the secrets of a password job and frees it. */
+static void
+pw_job_free(struct pw_job *j)
+{
+	if (j->password != NULL) {
+		sodium_memzero(j->password, strlen(j->password));
+		free(j->password);
+	}
+	sodium_memzero(&j->creds, sizeof(j->creds));
+	free(j);
+}
+
 static void
 pw_done(void *arg)
 {
 	struct pw_job *j = arg;
 	struct pgn_session *s = pgn_stream_find(j->srv, j->id);
-	sodium_memzero(j->password, strlen(j->password));
-	free(j->password);
-	sodium_memzero(&j->creds, sizeof(j->creds));
-	if (s != NULL && s->sasl != NULL) {
-		enum pgn_sasl_status st = pgn_sasl_password_result(s->sasl, j->ok);
-		s->busy = 0;
-		sasl_handle_status(s, st, NULL, 0);
-		if (!s->busy)
-			pgn_stream_resume(s);
-	}
-	free(j);
+	int ok = j->ok;
+
+	pw_job_free(j);
+	if (s != NULL && s->sasl != NULL)
+		sasl_resume(s, pgn_sasl_password_result(s->sasl, ok), NULL, 0);
 }
 
 static void
@@ -366,40 +395,31 @@ creds_cb(uint64_t owner, void *arg, int err, const struct pgn_scram_creds *creds
 	if (err != 0 && err != -ENOENT) {
 		pgn_log(PGN_LOG_WARN, "session %llu: credential lookup failed: %d",
 			(unsigned long long)s->id, err);
-		s->busy = 0;
-		sasl_failure(s, "temporary-auth-failure");
-		if (!s->busy)
-			pgn_stream_resume(s);
+		sasl_resume_failed(s, "temporary-auth-failure");
 		return;
 	}
 	enum pgn_sasl_status st =
 		pgn_sasl_set_creds(s->sasl, err == 0 ? creds : NULL, &out, &outlen);
 	if (st == PGN_SASL_NEED_PASSWORD_CHECK) {
+		/* PBKDF2 is heavy: it runs on the crypto worker. */
 		struct pw_job *j = calloc(1, sizeof(*j));
-		if (j == NULL || (j->password = strdup(pgn_sasl_password(s->sasl))) == NULL) {
+		if (j == NULL ||
+		    (j->password = strdup(pgn_sasl_password(s->sasl))) == NULL) {
 			free(j);
-			s->busy = 0;
-			sasl_failure(s, "temporary-auth-failure");
-			pgn_stream_resume(s);
+			sasl_resume_failed(s, "temporary-auth-failure");
 			return;
 		}
 		j->id = s->id;
 		j->srv = s->srv;
 		j->creds = *creds;
 		if (pgn_worker_submit(s->srv->crypto, j, pw_run, pw_done) != 0) {
-			free(j->password);
-			free(j);
-			s->busy = 0;
-			sasl_failure(s, "temporary-auth-failure");
-			pgn_stream_resume(s);
+			pw_job_free(j);
+			sasl_resume_failed(s, "temporary-auth-failure");
 		}
 		return; /* still busy */
 	}
-	s->busy = 0;
-	sasl_handle_status(s, st, out, outlen);
+	sasl_resume(s, st, out, outlen);
 	free(out);
-	if (!s->busy)
-		pgn_stream_resume(s);
 }
 
 static void
@@ -442,11 +462,8 @@ sasl_handle_status(struct pgn_session *s, enum pgn_sasl_status st,
 		pgn_stream_suspend(s);
 		if (pgn_account_get_creds(s->srv->store, node,
 					  pgn_host_name(s->host), s->id,
-					  creds_cb, s->srv) != 0) {
-			s->busy = 0;
-			sasl_failure(s, "temporary-auth-failure");
-			pgn_stream_resume(s);
-		}
+					  creds_cb, s->srv) != 0)
+			sasl_resume_failed(s, "temporary-auth-failure");
 		return;
 	}
 	case PGN_SASL_NEED_PASSWORD_CHECK:

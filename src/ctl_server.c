@@ -29,7 +29,8 @@ struct ctl_conn {
 	struct pgn_server *srv;
 	struct bufferevent *bev;
 	int answered;
-	int stop_after;
+	int stop_after;          /* "stop": shut down once answered */
+	const char *done_verb;   /* account command: "registered", ... */
 	char user[1100];
 	char host[1100];
 };
@@ -60,19 +61,34 @@ static void
 answer(struct ctl_conn *c, int status, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/* An answer is the status line, then text written into the returned
+ * buffer, then answer_end(). */
+static struct evbuffer *
+answer_begin(struct ctl_conn *c, int status)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	evbuffer_add_printf(out, "%d\n", status);
+	return out;
+}
+
+static void
+answer_end(struct ctl_conn *c)
+{
+	c->answered = 1;
+	bufferevent_enable(c->bev, EV_WRITE);
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		conn_write_cb(c->bev, c);
+}
+
 static void
 answer(struct ctl_conn *c, int status, const char *fmt, ...)
 {
-	struct evbuffer *out = bufferevent_get_output(c->bev);
+	struct evbuffer *out = answer_begin(c, status);
 	va_list ap;
-	evbuffer_add_printf(out, "%d\n", status);
 	va_start(ap, fmt);
 	evbuffer_add_vprintf(out, fmt, ap);
 	va_end(ap);
-	c->answered = 1;
-	bufferevent_enable(c->bev, EV_WRITE);
-	if (evbuffer_get_length(out) == 0)
-		conn_write_cb(c->bev, c);
+	answer_end(c);
 }
 
 static struct ctl_conn *
@@ -83,19 +99,16 @@ find_conn(struct pgn_server *srv, uint64_t id)
 
 /* ---- account commands ------------------------------------------------ */
 
-static int
+static void
 kick_user_sessions(struct pgn_server *srv, const char *bare, const char *cond,
 		   const char *text)
 {
-	int n = 0;
 	struct pgn_session *s = pgn_router_sessions(srv, bare);
 	while (s != NULL) {
 		struct pgn_session *next = s->next_res;
 		pgn_stream_error(s, cond, text);
 		s = next;
-		n++;
 	}
-	return n;
 }
 
 static void
@@ -104,13 +117,8 @@ account_done(uint64_t owner, void *arg, int err,
 {
 	struct pgn_server *srv = arg;
 	struct ctl_conn *c = find_conn(srv, owner);
-	const char *what = c != NULL && c->stop_after == 2   ? "registered"
-			   : c != NULL && c->stop_after == 3 ? "unregistered"
-							     : "updated";
 	if (c == NULL)
 		return;
-	int kind = c->stop_after;
-	c->stop_after = 0;
 	if (err == -EEXIST)
 		answer(c, PGN_CTL_ERROR, "User %s@%s already registered\n",
 		       c->user, c->host);
@@ -121,14 +129,14 @@ account_done(uint64_t owner, void *arg, int err,
 		answer(c, PGN_CTL_ERROR, "Storage error for %s@%s (%s)\n",
 		       c->user, c->host, strerror(-err));
 	else {
-		if (kind == 3) {
+		if (strcmp(c->done_verb, "unregistered") == 0) {
 			char bare[2300];
 			snprintf(bare, sizeof(bare), "%s@%s", c->user, c->host);
 			kick_user_sessions(srv, bare, "not-authorized",
 					   "account removed");
 		}
 		answer(c, PGN_CTL_OK, "User %s@%s successfully %s\n", c->user,
-		       c->host, what);
+		       c->host, c->done_verb);
 	}
 }
 
@@ -161,26 +169,23 @@ static void
 users_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
 {
 	struct ctl_conn *c = find_conn(arg, owner);
-	struct evbuffer *buf;
+	struct evbuffer *out;
 	if (c == NULL)
 		return;
 	if (res->error != 0) {
 		answer(c, PGN_CTL_ERROR, "Storage error: %s\n", res->errmsg);
 		return;
 	}
-	buf = evbuffer_new();
-	for (int i = 0; buf != NULL && i < res->nrows; i++)
-		evbuffer_add_printf(buf, "%s\n", pgn_store_value(res, i, 0));
-	size_t len = buf ? evbuffer_get_length(buf) : 0;
-	char *text = buf ? (char *)evbuffer_pullup(buf, -1) : NULL;
-	answer(c, PGN_CTL_OK, "%.*s", (int)len, text ? text : "");
-	evbuffer_free(buf);
+	out = answer_begin(c, PGN_CTL_OK);
+	for (int i = 0; i < res->nrows; i++)
+		evbuffer_add_printf(out, "%s\n", pgn_store_value(res, i, 0));
+	answer_end(c);
 }
 
 /* ---- session commands -------------------------------------------------- */
 
 struct jid_list {
-	char **v;
+	const char **v; /* NULL: only count */
 	size_t n;
 };
 
@@ -189,11 +194,9 @@ collect_jids(const char *key, uint64_t id, void *value, void *arg)
 {
 	struct jid_list *l = arg;
 	for (struct pgn_session *s = value; s != NULL; s = s->next_res) {
-		char **v = realloc(l->v, (l->n + 1) * sizeof(*v));
-		if (v == NULL)
-			return 1;
-		l->v = v;
-		l->v[l->n++] = (char *)s->jid->full;
+		if (l->v != NULL)
+			l->v[l->n] = s->jid->full;
+		l->n++;
 	}
 	return 0;
 }
@@ -201,27 +204,36 @@ collect_jids(const char *key, uint64_t id, void *value, void *arg)
 static int
 cmp_str(const void *a, const void *b)
 {
-	return strcmp(*(char *const *)a, *(char *const *)b);
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
 static void
 cmd_connected_users(struct ctl_conn *c, int count_only)
 {
 	struct jid_list l = { 0 };
+	struct evbuffer *out;
+
+	/* Count first; the list then fits in one allocation. */
 	pgn_map_foreach(c->srv->users, collect_jids, &l);
 	if (count_only) {
 		answer(c, PGN_CTL_OK, "%zu\n", l.n);
-		free(l.v);
 		return;
 	}
-	if (l.n > 1)
+	if (l.n > 0) {
+		l.v = calloc(l.n, sizeof(*l.v));
+		if (l.v == NULL) {
+			answer(c, PGN_CTL_ERROR, "Out of memory\n");
+			return;
+		}
+		l.n = 0;
+		pgn_map_foreach(c->srv->users, collect_jids, &l);
 		qsort(l.v, l.n, sizeof(*l.v), cmp_str);
-	struct evbuffer *out = bufferevent_get_output(c->bev);
-	evbuffer_add_printf(out, "%d\n", PGN_CTL_OK);
+	}
+	out = answer_begin(c, PGN_CTL_OK);
 	for (size_t i = 0; i < l.n; i++)
 		evbuffer_add_printf(out, "%s\n", l.v[i]);
 	free(l.v);
-	c->answered = 1;
+	answer_end(c);
 }
 
 static void
@@ -240,21 +252,21 @@ dispatch(struct ctl_conn *c, int argc, char **argv)
 	if (!strcmp(argv[0], "register")) {
 		if (prep_account(c, argv[1], argv[2]) != 0)
 			return;
-		c->stop_after = 2;
+		c->done_verb = "registered";
 		rc = pgn_account_register(srv->store, srv->crypto, c->user,
 					  c->host, argv[3], c->id, account_done,
 					  srv);
 	} else if (!strcmp(argv[0], "change_password")) {
 		if (prep_account(c, argv[1], argv[2]) != 0)
 			return;
-		c->stop_after = 4;
+		c->done_verb = "updated";
 		rc = pgn_account_set_password(srv->store, srv->crypto, c->user,
 					      c->host, argv[3], c->id,
 					      account_done, srv);
 	} else if (!strcmp(argv[0], "unregister")) {
 		if (prep_account(c, argv[1], argv[2]) != 0)
 			return;
-		c->stop_after = 3;
+		c->done_verb = "unregistered";
 		rc = pgn_account_unregister(srv->store, c->user, c->host, c->id,
 					    account_done, srv);
 	} else if (!strcmp(argv[0], "registered_users")) {
@@ -273,7 +285,6 @@ dispatch(struct ctl_conn *c, int argc, char **argv)
 		free(h);
 	} else if (!strcmp(argv[0], "connected_users")) {
 		cmd_connected_users(c, 0);
-		conn_write_cb(c->bev, c);
 		return;
 	} else if (!strcmp(argv[0], "connected_users_number")) {
 		cmd_connected_users(c, 1);

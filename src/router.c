@@ -272,16 +272,13 @@ pgn_router_route(struct pgn_server *srv, struct pgn_session *origin,
 		pgn_stanza_free(st);
 		return;
 	}
-	if (comp == NULL && srv->cfg != NULL) {
-		for (size_t i = 0; i < srv->cfg->ncomponents; i++)
-			if (strcmp(srv->cfg->components[i].domain,
-				   st->to->domain) == 0) {
-				/* Known component, not connected now. */
-				pgn_router_bounce(srv, st, "cancel",
-						  "service-unavailable");
-				return;
-			}
-	}
+	for (size_t i = 0; i < srv->cfg->ncomponents; i++)
+		if (strcmp(srv->cfg->components[i].domain, st->to->domain) == 0) {
+			/* Known component, not connected (or closing) now. */
+			pgn_router_bounce(srv, st, "cancel",
+					  "service-unavailable");
+			return;
+		}
 	/* Federation does not exist yet: every remote domain is
 	 * unreachable. */
 	pgn_router_bounce(srv, st, "cancel", "remote-server-not-found");

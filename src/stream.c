@@ -406,6 +406,18 @@ pgn_stream_send_header(struct pgn_session *s, const char *ns,
 	s->last_write = pgn_now_ms();
 }
 
+/* A stream error or close before our header (RFC 6120 §4.9.1.2) still
+ * opens our side of the stream first. */
+static void
+ensure_header(struct pgn_session *s)
+{
+	if (s->kind == PGN_STREAM_C2S)
+		pgn_stream_send_header(s, PGN_NS_CLIENT,
+				       s->host ? pgn_host_name(s->host) : NULL);
+	else
+		pgn_stream_send_header(s, PGN_NS_COMPONENT, s->domain);
+}
+
 static void
 start_closing(struct pgn_session *s)
 {
@@ -425,12 +437,7 @@ pgn_stream_error(struct pgn_session *s, const char *condition,
 	struct evbuffer *out;
 	if (s->state == PGN_ST_DEAD || s->state == PGN_ST_CLOSING)
 		return;
-	if (!s->header_sent)
-		pgn_stream_send_header(s,
-				       s->kind == PGN_STREAM_C2S
-					       ? PGN_NS_CLIENT
-					       : PGN_NS_COMPONENT,
-				       s->host ? pgn_host_name(s->host) : NULL);
+	ensure_header(s);
 	out = bufferevent_get_output(s->bev);
 	evbuffer_add_printf(out, "<stream:error><%s xmlns='" PGN_NS_STREAM_ERRORS
 				 "'/>",
@@ -452,12 +459,7 @@ pgn_stream_close(struct pgn_session *s)
 {
 	if (s->state == PGN_ST_DEAD || s->state == PGN_ST_CLOSING)
 		return;
-	if (!s->header_sent)
-		pgn_stream_send_header(s,
-				       s->kind == PGN_STREAM_C2S
-					       ? PGN_NS_CLIENT
-					       : PGN_NS_COMPONENT,
-				       NULL);
+	ensure_header(s);
 	evbuffer_add_printf(bufferevent_get_output(s->bev), "</stream:stream>");
 	start_closing(s);
 }
@@ -561,6 +563,17 @@ pgn_stream_drop_pending(struct pgn_session *s)
 	free_pending(s);
 }
 
+/* Seconds between checks of an established stream: often enough for
+ * both the keepalive and the idle timeout. */
+static unsigned
+idle_tick(const struct pgn_cfg_limits *lim)
+{
+	unsigned next = lim->keepalive_interval;
+	if (next == 0 || (lim->idle_timeout > 0 && lim->idle_timeout < next))
+		next = lim->idle_timeout;
+	return next > 0 ? next : 60;
+}
+
 static void
 timer_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -590,10 +603,7 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
 				 "negotiation took too long");
 		return;
 	}
-	unsigned next = lim->keepalive_interval;
-	if (next == 0 || (lim->idle_timeout > 0 && lim->idle_timeout < next))
-		next = lim->idle_timeout;
-	arm_timer(s, next > 0 ? next : 60);
+	arm_timer(s, idle_tick(lim));
 }
 
 /* Called by c2s/component when the stream is established: from now on the
@@ -601,10 +611,6 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
 void
 pgn_stream_established(struct pgn_session *s)
 {
-	const struct pgn_cfg_limits *lim = &s->srv->cfg->limits;
-	unsigned next = lim->keepalive_interval;
-	if (next == 0 || (lim->idle_timeout > 0 && lim->idle_timeout < next))
-		next = lim->idle_timeout;
 	evtimer_del(s->timer);
-	arm_timer(s, next > 0 ? next : 60);
+	arm_timer(s, idle_tick(&s->srv->cfg->limits));
 }

@@ -16,10 +16,31 @@
 #include "tls.h"
 
 struct cert {
-	SSL_CTX *ctx;
+	SSL_CTX *ctx;   /* its app data points back here */
 	char **names;   /* DNS names of the certificate (SAN, else CN) */
 	size_t nnames;
+	/* tls-server-end-point data, hashed once at load, not per login */
+	unsigned char endpoint[EVP_MAX_MD_SIZE];
+	unsigned endpoint_len;
 };
+
+/* RFC 5929 §4.1: our certificate hashed with its signature hash, upgraded
+ * to SHA-256 when that is MD5 or SHA-1. */
+static void
+endpoint_hash(struct cert *c, X509 *x)
+{
+	int md_nid = NID_sha256, pk;
+	const EVP_MD *md;
+
+	if (OBJ_find_sigid_algs(X509_get_signature_nid(x), &md_nid, &pk) != 1 ||
+	    md_nid == NID_md5 || md_nid == NID_sha1 || md_nid == NID_undef)
+		md_nid = NID_sha256;
+	md = EVP_get_digestbynid(md_nid);
+	if (md == NULL)
+		md = EVP_sha256();
+	if (X509_digest(x, md, c->endpoint, &c->endpoint_len) != 1)
+		c->endpoint_len = 0;
+}
 
 struct pgn_tls {
 	struct cert *certs;
@@ -177,6 +198,8 @@ pgn_tls_new(char *const *certfiles, size_t n, char *err, size_t errlen)
 		if (c->ctx == NULL)
 			goto fail;
 		t->ncerts++;
+		SSL_CTX_set_app_data(c->ctx, c);
+		endpoint_hash(c, SSL_CTX_get0_certificate(c->ctx));
 		if (collect_names(c, SSL_CTX_get0_certificate(c->ctx)) != 0)
 			goto nomem;
 		for (size_t j = 0; j < c->nnames; j++)
@@ -238,23 +261,11 @@ pgn_tls_channel_binding(SSL *ssl, unsigned char *exporter, size_t *elen,
 				       strlen("EXPORTER-Channel-Binding"), NULL,
 				       0, 0) == 1)
 		*elen = 32;
-	/* RFC 5929 §4.1: hash our certificate with its signature hash,
-	 * upgraded to SHA-256 when that is MD5 or SHA-1. */
-	X509 *cert = SSL_get_certificate(ssl);
-	if (cert != NULL) {
-		int md_nid = NID_sha256, pk;
-		const EVP_MD *md;
-		unsigned len = 0;
-		if (OBJ_find_sigid_algs(X509_get_signature_nid(cert), &md_nid,
-					&pk) != 1 ||
-		    md_nid == NID_md5 || md_nid == NID_sha1 ||
-		    md_nid == NID_undef)
-			md_nid = NID_sha256;
-		md = EVP_get_digestbynid(md_nid);
-		if (md == NULL)
-			md = EVP_sha256();
-		if (X509_digest(cert, md, endpoint, &len) == 1)
-			*eplen = len;
+	/* The context in use (after SNI) is the certificate we presented. */
+	const struct cert *c = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+	if (c != NULL && c->endpoint_len > 0) {
+		memcpy(endpoint, c->endpoint, c->endpoint_len);
+		*eplen = c->endpoint_len;
 	}
 	return 0;
 }

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 
 #include "authlimit.h"
-#include "map.h"
+#include "pigeon/map.h"
 #include "stream.h"
 
 #define MAX_TRACKED 65536

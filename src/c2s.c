@@ -13,6 +13,7 @@
 #include "host.h"
 #include "authlimit.h"
 #include "base64.h"
+#include "event.h"
 #include "pigeon/account.h"
 #include "pigeon/log.h"
 #include "pigeon/worker.h"
@@ -126,6 +127,10 @@ send_features(struct pgn_session *s)
 			    NULL ||
 		    pgn_xml_add_child(sess, PGN_NS_SESSION, "optional") == NULL)
 			goto nomem;
+	}
+	if (s->authenticated || s->secure || !starttls_required(s) || !tls_ok) {
+		/* Modules add theirs (before authentication too, e.g. in-band
+		 * registration, but not before a required STARTTLS). */
 		struct pgn_event ev = { .name = "stream-features",
 					.origin = s,
 					.data = f };
@@ -668,7 +673,8 @@ handle_bound(struct pgn_session *s, struct pgn_xml *xml)
 	const char *ns = pgn_xml_ns(xml);
 	const char *name = pgn_xml_name(xml);
 	struct pgn_stanza *st;
-	int bad_jid = 0;
+	struct pgn_xml *pres = NULL;
+	int bad_jid = 0, initial = 0;
 
 	if (ns == NULL || strcmp(ns, PGN_NS_CLIENT) != 0 ||
 	    !is_stanza_name(name)) {
@@ -743,8 +749,10 @@ handle_bound(struct pgn_session *s, struct pgn_xml *xml)
 	if (st->to == NULL) {
 		/* RFC 6120 §10.3: no 'to' means the user's own account. */
 		struct pgn_jid *bare = pgn_jid_bare_copy(s->jid);
+		st->to_self = 1;
 		if (st->kind == PGN_STANZA_PRESENCE &&
 		    (st->type == NULL || strcmp(st->type, "unavailable") == 0)) {
+			initial = st->type == NULL && !s->available;
 			char *prio = pgn_xml_child_text(st->xml, NULL, "priority");
 			s->available = st->type == NULL;
 			s->priority = prio != NULL ? atoi(prio) : 0;
@@ -759,7 +767,61 @@ handle_bound(struct pgn_session *s, struct pgn_xml *xml)
 		}
 		pgn_jid_free(bare);
 	}
+	if (initial && (pres = pgn_xml_copy(st->xml)) == NULL) {
+		pgn_stanza_free(st);
+		return;
+	}
 	pgn_router_route(s->srv, s, st);
+	if (initial) {
+		/* After the broadcast: offline messages and the like. */
+		struct pgn_stanza *ps = pgn_stanza_new(pres, NULL);
+		struct pgn_event ev = { .name = "initial-presence",
+					.origin = s,
+					.stanza = ps };
+		if (ps != NULL && s->state == PGN_ST_BOUND)
+			pgn_host_fire(s->host, &ev);
+		pgn_stanza_free(ev.stanza);
+	}
+}
+
+/* An iq before authentication (in-band registration) is offered to
+ * modules as "iq-<type>/preauth/<ns>:<name>".  Returns 1 when a module
+ * took it (then *xml is consumed and NULL). */
+static int
+preauth_iq(struct pgn_session *s, struct pgn_xml **xml)
+{
+	const char *ns = pgn_xml_ns(*xml), *type;
+	struct pgn_xml *c;
+	struct pgn_stanza *st;
+	char name[512];
+
+	if (strcmp(pgn_xml_name(*xml), "iq") != 0 || ns == NULL ||
+	    strcmp(ns, PGN_NS_CLIENT) != 0 ||
+	    (c = pgn_xml_first_child(*xml)) == NULL ||
+	    (type = pgn_xml_attr(*xml, "type")) == NULL ||
+	    (strcmp(type, "get") != 0 && strcmp(type, "set") != 0))
+		return 0;
+	snprintf(name, sizeof(name), "iq-%s/preauth/%s:%s", type,
+		 pgn_xml_ns(c) != NULL ? pgn_xml_ns(c) : "", pgn_xml_name(c));
+	if (!pgn_events_has(s->host->events, name))
+		return 0;
+	/* Addresses mean nothing before authentication. */
+	if (pgn_xml_set_attr(*xml, "from", NULL) != 0 ||
+	    pgn_xml_set_attr(*xml, "to", NULL) != 0 ||
+	    (st = pgn_stanza_new(*xml, NULL)) == NULL) {
+		*xml = NULL;
+		pgn_stream_error(s, "internal-server-error", NULL);
+		return 1;
+	}
+	*xml = NULL;
+	struct pgn_event ev = { .name = name, .origin = s, .stanza = st };
+	if (pgn_host_fire(s->host, &ev) != PGN_EVENT_HANDLED) {
+		pgn_stanza_free(ev.stanza);
+		pgn_stream_error(s, "not-authorized", NULL);
+		return 1;
+	}
+	pgn_stanza_free(ev.stanza);
+	return 1;
 }
 
 void
@@ -781,6 +843,10 @@ pgn_c2s_element(struct pgn_session *s, struct pgn_xml *xml)
 			handle_starttls(s);
 		else if (ns != NULL && strcmp(ns, PGN_NS_SASL) == 0)
 			handle_sasl(s, xml);
+		else if ((s->secure || !starttls_required(s) ||
+			  !pgn_tls_available(s->srv->tls)) &&
+			 preauth_iq(s, &xml))
+			; /* a module answered */
 		else if (!s->secure && starttls_required(s) &&
 			 pgn_tls_available(s->srv->tls))
 			pgn_stream_error(s, "policy-violation",

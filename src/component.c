@@ -10,7 +10,7 @@
 #include <openssl/evp.h>
 #include <sodium.h>
 
-#include "map.h"
+#include "pigeon/map.h"
 #include "pigeon/log.h"
 #include "router.h"
 #include "server.h"

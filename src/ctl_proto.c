@@ -20,24 +20,44 @@
 
 const struct pgn_ctl_command pgn_ctl_commands[] = {
 	{ "register", 3, "USER HOST PASSWORD",
-	  "register the account USER@HOST", 1 },
+	  "register the account USER@HOST", 1, NULL, 0 },
 	{ "unregister", 2, "USER HOST",
-	  "delete the account USER@HOST and its data", 1 },
+	  "delete the account USER@HOST and its data", 1, NULL, 0 },
 	{ "change_password", 3, "USER HOST NEWPASS",
-	  "set a new password for USER@HOST", 1 },
+	  "set a new password for USER@HOST", 1, NULL, 0 },
 	{ "registered_users", 1, "HOST",
-	  "list the accounts of HOST", 1 },
+	  "list the accounts of HOST", 1, NULL, 0 },
 	{ "connected_users", 0, "",
-	  "list the connected sessions (full JIDs)", 0 },
+	  "list the connected sessions (full JIDs)", 0, NULL, 0 },
 	{ "connected_users_number", 0, "",
-	  "print the number of connected sessions", 0 },
+	  "print the number of connected sessions", 0, NULL, 0 },
 	{ "kick_session", 4, "USER HOST RESOURCE REASON",
-	  "close the session USER@HOST/RESOURCE", 0 },
-	{ "status", 0, "", "tell whether pigeond is running", 0 },
-	{ "stop", 0, "", "stop pigeond", 0 },
+	  "close the session USER@HOST/RESOURCE", 0, NULL, 0 },
+	{ "add_rosteritem", 7,
+	  "LOCALUSER LOCALHOST USER HOST NICK GROUP SUBS",
+	  "add USER@HOST to the roster of LOCALUSER@LOCALHOST "
+	  "(SUBS: none, to, from, both)",
+	  0, "mod_roster", 2 },
+	{ "delete_rosteritem", 4, "LOCALUSER LOCALHOST USER HOST",
+	  "remove USER@HOST from the roster of LOCALUSER@LOCALHOST", 0,
+	  "mod_roster", 2 },
+	{ "get_roster", 2, "USER HOST",
+	  "print the roster of USER@HOST (jid, name, subscription, groups)",
+	  0, "mod_roster", 2 },
+	{ "send_message", 5, "TYPE FROM TO SUBJECT BODY",
+	  "send a message (TYPE: chat, normal, headline) from FROM to TO", 0,
+	  NULL, 0 },
+	{ "get_last", 2, "USER HOST",
+	  "print when USER@HOST was last seen (UTC) and the status", 0,
+	  "mod_last", 2 },
+	{ "delete_old_messages", 1, "DAYS",
+	  "delete offline messages older than DAYS days", 0, "mod_offline",
+	  0 },
+	{ "status", 0, "", "tell whether pigeond is running", 0, NULL, 0 },
+	{ "stop", 0, "", "stop pigeond", 0, NULL, 0 },
 	/* Handled by pigeonctl itself; never sent to the server. */
-	{ "help", 0, "", "print this list of commands", 0 },
-	{ NULL, 0, NULL, NULL, 0 },
+	{ "help", 0, "", "print this list of commands", 0, NULL, 0 },
+	{ NULL, 0, NULL, NULL, 0, NULL, 0 },
 };
 
 const struct pgn_ctl_command *
@@ -65,25 +85,34 @@ digits_len(size_t n)
 	return d;
 }
 
+/* Bytes of the netstring of a len-byte string: "LEN:" BYTES ",". */
+static size_t
+netstring_len(size_t len)
+{
+	return digits_len(len) + 2 + len;
+}
+
 int
 pgn_ctl_encode(struct evbuffer *out, int argc, char *const *argv)
 {
-	size_t total = 3; /* the "0:," terminator */
+	size_t total;
 
 	/* Refuse what the decoder would refuse, so that a request either
-	 * goes out whole and valid or not at all.  An empty argument
-	 * cannot be sent: "0:," is the end of the request. */
+	 * goes out whole and valid or not at all.  Arguments may be empty
+	 * (a message without subject, a contact without group), but not
+	 * the command name. */
 	if (argc < 1 || argc > PGN_CTL_MAX_ARGS || argv == NULL)
 		return -EINVAL;
+	total = netstring_len(digits_len((size_t)argc));
 	for (int i = 0; i < argc; i++) {
 		size_t len;
 
-		if (argv[i] == NULL || argv[i][0] == '\0')
+		if (argv[i] == NULL || (i == 0 && argv[i][0] == '\0'))
 			return -EINVAL;
 		len = strlen(argv[i]);
 		if (len > PGN_CTL_MAX_REQUEST)
 			return -EINVAL;
-		total += digits_len(len) + 2 + len;
+		total += netstring_len(len);
 		if (total > PGN_CTL_MAX_REQUEST)
 			return -EINVAL;
 	}
@@ -93,6 +122,9 @@ pgn_ctl_encode(struct evbuffer *out, int argc, char *const *argv)
 
 	if (tmp == NULL)
 		return -ENOMEM;
+	if (evbuffer_add_printf(tmp, "%zu:%d,", digits_len((size_t)argc),
+				argc) < 0)
+		goto fail;
 	for (int i = 0; i < argc; i++) {
 		size_t len = strlen(argv[i]);
 
@@ -101,8 +133,6 @@ pgn_ctl_encode(struct evbuffer *out, int argc, char *const *argv)
 		    evbuffer_add(tmp, ",", 1) != 0)
 			goto fail;
 	}
-	if (evbuffer_add(tmp, "0:,", 3) != 0)
-		goto fail;
 	if (evbuffer_add_buffer(out, tmp) != 0)
 		goto fail;
 	evbuffer_free(tmp);
@@ -129,6 +159,80 @@ struct span {
 	size_t len;
 };
 
+/* Reads the length prefix "LEN:" of a netstring at *pos.  Returns 1 with
+ * *len set and *pos past the ':', 0 when more bytes are needed, -EINVAL
+ * when the prefix is malformed or announces more than max bytes. */
+static int
+scan_length(const unsigned char *p, size_t n, size_t *pos, size_t max,
+	    size_t *len)
+{
+	size_t i = *pos;
+	size_t v = 0;
+	size_t ndigits = 0;
+
+	/* Digits only, no sign, no spaces, and no leading zero, so that
+	 * every length has one spelling. */
+	while (i < n && p[i] != ':') {
+		if (p[i] < '0' || p[i] > '9')
+			return -EINVAL;
+		if (ndigits == 1 && v == 0)
+			return -EINVAL;
+		v = v * 10 + (size_t)(p[i] - '0');
+		ndigits++;
+		/* Checked per digit: the value cannot overflow, and a
+		 * length that is already too big is refused at once. */
+		if (v > max)
+			return -EINVAL;
+		i++;
+	}
+	if (i == n)
+		return 0;
+	if (ndigits == 0)
+		return -EINVAL;
+	*pos = i + 1;
+	*len = v;
+	return 1;
+}
+
+/* Reads the argument count netstring "1:3," at the start of p.  Returns 1
+ * with *count and *pos set, 0 when more bytes are needed, -EINVAL. */
+static int
+scan_count(const unsigned char *p, size_t n, size_t *pos, int *count)
+{
+	size_t len = 0;
+	int v = 0;
+	int rc;
+
+	*pos = 0;
+	rc = scan_length(p, n, pos, digits_len(PGN_CTL_MAX_ARGS), &len);
+	if (rc <= 0)
+		return rc;
+	if (len == 0)
+		return -EINVAL;
+	/* Decimal, 1..PGN_CTL_MAX_ARGS, no leading zero: one spelling
+	 * for each count, checked as the digits arrive. */
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c;
+
+		if (*pos + i == n)
+			return 0;
+		c = p[*pos + i];
+		if (c < '0' || c > '9' || (i == 0 && c == '0'))
+			return -EINVAL;
+		v = v * 10 + (c - '0');
+		if (v > PGN_CTL_MAX_ARGS)
+			return -EINVAL;
+	}
+	*pos += len;
+	if (*pos == n)
+		return 0;
+	if (p[*pos] != ',')
+		return -EINVAL;
+	(*pos)++;
+	*count = v;
+	return 1;
+}
+
 /* Scans p[0..n) for one request.  Returns the number of arguments and sets
  * *end to the request's length when complete, 0 when more bytes are
  * needed, -EINVAL when the bytes seen so far can never become valid. */
@@ -137,47 +241,26 @@ scan_request(const unsigned char *p, size_t n, struct span *spans,
 	     size_t *end)
 {
 	size_t pos = 0;
-	int argc = 0;
+	int count = 0;
+	int rc;
 
-	for (;;) {
+	rc = scan_count(p, n, &pos, &count);
+	if (rc <= 0)
+		return rc;
+	for (int argc = 0; argc < count; argc++) {
+		/* The arguments still to come take "0:," each at least. */
+		size_t rest = 3 * (size_t)(count - argc - 1);
 		size_t len = 0;
-		size_t ndigits = 0;
 
-		/* The length: digits only, no sign, no spaces, and no
-		 * leading zero, so that every length has one spelling. */
-		while (pos < n && p[pos] != ':') {
-			if (p[pos] < '0' || p[pos] > '9')
-				return -EINVAL;
-			if (ndigits == 1 && len == 0)
-				return -EINVAL;
-			len = len * 10 + (size_t)(p[pos] - '0');
-			ndigits++;
-			/* Checked per digit: the value cannot overflow. */
-			if (len > PGN_CTL_MAX_REQUEST)
-				return -EINVAL;
-			pos++;
-		}
-		if (pos == n)
-			return 0;
-		if (ndigits == 0)
+		rc = scan_length(p, n, &pos, PGN_CTL_MAX_REQUEST, &len);
+		if (rc <= 0)
+			return rc;
+		/* Room for the bytes, the ',' and what must follow:
+		 * refused now rather than after 64 KiB. */
+		if (pos + len + 1 + rest > PGN_CTL_MAX_REQUEST)
 			return -EINVAL;
-		pos++; /* ':' */
-		/* Room for the bytes, the ',' and the "0:," that must
-		 * follow: refused now rather than after 64 KiB. */
-		if (pos + len + 1 + (len > 0 ? 3 : 0) > PGN_CTL_MAX_REQUEST)
-			return -EINVAL;
-		if (len == 0) {
-			if (pos == n)
-				return 0;
-			if (p[pos] != ',')
-				return -EINVAL;
-			/* A request names at least the command. */
-			if (argc == 0)
-				return -EINVAL;
-			*end = pos + 1;
-			return argc;
-		}
-		if (argc == PGN_CTL_MAX_ARGS)
+		/* A request names its command. */
+		if (argc == 0 && len == 0)
 			return -EINVAL;
 		if (n - pos < len) {
 			/* Reject a NUL as soon as it arrives. */
@@ -189,7 +272,6 @@ scan_request(const unsigned char *p, size_t n, struct span *spans,
 			return -EINVAL;
 		spans[argc].off = pos;
 		spans[argc].len = len;
-		argc++;
 		pos += len;
 		if (pos == n)
 			return 0;
@@ -197,6 +279,8 @@ scan_request(const unsigned char *p, size_t n, struct span *spans,
 			return -EINVAL;
 		pos++;
 	}
+	*end = pos;
+	return count;
 }
 
 int

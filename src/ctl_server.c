@@ -15,7 +15,7 @@
 #include <event2/listener.h>
 
 #include "host.h"
-#include "map.h"
+#include "pigeon/map.h"
 #include "pigeon/account.h"
 #include "pigeon/ctl.h"
 #include "pigeon/log.h"
@@ -100,18 +100,6 @@ find_conn(struct pgn_server *srv, uint64_t id)
 /* ---- account commands ------------------------------------------------ */
 
 static void
-kick_user_sessions(struct pgn_server *srv, const char *bare, const char *cond,
-		   const char *text)
-{
-	struct pgn_session *s = pgn_router_sessions(srv, bare);
-	while (s != NULL) {
-		struct pgn_session *next = s->next_res;
-		pgn_stream_error(s, cond, text);
-		s = next;
-	}
-}
-
-static void
 account_done(uint64_t owner, void *arg, int err,
 	     const struct pgn_scram_creds *creds)
 {
@@ -132,8 +120,8 @@ account_done(uint64_t owner, void *arg, int err,
 		if (strcmp(c->done_verb, "unregistered") == 0) {
 			char bare[2300];
 			snprintf(bare, sizeof(bare), "%s@%s", c->user, c->host);
-			kick_user_sessions(srv, bare, "not-authorized",
-					   "account removed");
+			pgn_user_kick(srv, bare, "not-authorized",
+				      "account removed");
 		}
 		answer(c, PGN_CTL_OK, "User %s@%s successfully %s\n", c->user,
 		       c->host, c->done_verb);
@@ -236,6 +224,199 @@ cmd_connected_users(struct ctl_conn *c, int count_only)
 	answer_end(c);
 }
 
+/* ---- commands served by modules ----------------------------------- */
+
+struct cmd_reg {
+	struct cmd_reg *next;
+	const struct pgn_module *m;
+	const struct pgn_host *host;
+	pgn_command_fn fn;
+	void *arg;
+};
+
+struct pgn_command {
+	struct pgn_server *srv;
+	uint64_t conn;
+	int argc;
+	char **argv;
+};
+
+int
+pgn_module_command(struct pgn_module *m, const char *name, pgn_command_fn fn,
+		   void *arg)
+{
+	struct pgn_server *srv = pgn_module_server(m);
+	const struct pgn_ctl_command *cmd = pgn_ctl_command_find(name);
+	struct cmd_reg *r;
+
+	if (cmd == NULL || cmd->module == NULL)
+		return -EINVAL;
+	if ((r = calloc(1, sizeof(*r))) == NULL)
+		return -ENOMEM;
+	r->m = m;
+	r->host = pgn_module_host(m);
+	r->fn = fn;
+	r->arg = arg;
+	r->next = pgn_map_get(srv->commands, name);
+	if (pgn_map_set(srv->commands, name, r) != 0) {
+		free(r);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static int
+forget_module(const char *key, uint64_t id, void *value, void *arg)
+{
+	struct pgn_server *srv = ((void **)arg)[0];
+	const struct pgn_module *m = ((void **)arg)[1];
+	struct cmd_reg *head = value, **pp = &head;
+
+	while (*pp != NULL) {
+		struct cmd_reg *r = *pp;
+		if (r->m == m) {
+			*pp = r->next;
+			free(r);
+		} else {
+			pp = &r->next;
+		}
+	}
+	if (head == NULL)
+		pgn_map_del(srv->commands, key);
+	else if (head != value)
+		pgn_map_set(srv->commands, key, head);
+	return 0;
+}
+
+void
+pgn_ctl_forget_module(struct pgn_server *srv, const struct pgn_module *m)
+{
+	void *arg[2] = { srv, (void *)m };
+	pgn_map_foreach(srv->commands, forget_module, arg);
+}
+
+void
+pgn_command_reply(struct pgn_command *cmd, int status, const char *text)
+{
+	struct ctl_conn *c = find_conn(cmd->srv, cmd->conn);
+
+	if (c != NULL) {
+		size_t n = text != NULL ? strlen(text) : 0;
+		answer(c, status, "%s%s", n > 0 ? text : "",
+		       n > 0 && text[n - 1] != '\n' ? "\n" : "");
+	}
+	pgn_ctl_argv_free(cmd->argc, cmd->argv);
+	free(cmd);
+}
+
+/* Hands the command to the module instance of the host it names. */
+static void
+dispatch_module(struct ctl_conn *c, const struct pgn_ctl_command *cmd,
+		int argc, char **argv)
+{
+	struct cmd_reg *r = pgn_map_get(c->srv->commands, cmd->name);
+	struct pgn_command *pc;
+	char *h = NULL;
+
+	if (cmd->host_arg > 0) {
+		if (pgn_jid_nameprep(argv[cmd->host_arg], &h) != 0 ||
+		    pgn_server_host(c->srv, h) == NULL) {
+			free(h);
+			answer(c, PGN_CTL_ERROR, "Unknown host '%s'\n",
+			       argv[cmd->host_arg]);
+			return;
+		}
+		while (r != NULL && strcmp(pgn_host_name(r->host), h) != 0)
+			r = r->next;
+	}
+	if (r == NULL) {
+		answer(c, PGN_CTL_ERROR, "%s needs %s loaded%s%s\n", cmd->name,
+		       cmd->module, h != NULL ? " on " : "",
+		       h != NULL ? h : "");
+		free(h);
+		return;
+	}
+	free(h);
+	if ((pc = calloc(1, sizeof(*pc))) == NULL ||
+	    (pc->argv = calloc(argc, sizeof(char *))) == NULL) {
+		free(pc);
+		answer(c, PGN_CTL_ERROR, "Out of memory\n");
+		return;
+	}
+	pc->srv = c->srv;
+	pc->conn = c->id;
+	pc->argc = argc - 1;
+	for (int i = 1; i < argc; i++)
+		if ((pc->argv[i - 1] = strdup(argv[i])) == NULL) {
+			pgn_ctl_argv_free(i - 1, pc->argv);
+			free(pc);
+			answer(c, PGN_CTL_ERROR, "Out of memory\n");
+			return;
+		}
+	r->fn(pc, pc->argc, pc->argv, r->arg);
+}
+
+/* Adds <name>text</name> unless text is empty.  0 or -ENOMEM. */
+static int
+add_text_child(struct pgn_xml *parent, const char *name, const char *text)
+{
+	struct pgn_xml *c;
+
+	if (text[0] == '\0')
+		return 0;
+	if ((c = pgn_xml_add_child(parent, PGN_NS_CLIENT, name)) == NULL)
+		return -ENOMEM;
+	return pgn_xml_add_text(c, text, strlen(text));
+}
+
+/* send_message TYPE FROM TO SUBJECT BODY, as ejabberdctl does it. */
+static void
+cmd_send_message(struct ctl_conn *c, char **argv)
+{
+	static const char *const types[] = { "chat", "normal", "headline",
+					     NULL };
+	struct pgn_jid *from = NULL, *to = NULL;
+	struct pgn_xml *msg = NULL;
+	struct pgn_stanza *st;
+	int ok = 0;
+
+	for (int i = 0; types[i] != NULL; i++)
+		ok |= strcmp(argv[1], types[i]) == 0;
+	if (!ok) {
+		answer(c, PGN_CTL_USAGE,
+		       "TYPE must be chat, normal or headline\n");
+		return;
+	}
+	if (pgn_jid_parse(argv[2], &from) != 0 ||
+	    pgn_jid_parse(argv[3], &to) != 0) {
+		answer(c, PGN_CTL_USAGE, "Malformed address\n");
+		goto done;
+	}
+	if (pgn_server_host(c->srv, from->domain) == NULL) {
+		answer(c, PGN_CTL_ERROR, "FROM must be on a local host\n");
+		goto done;
+	}
+	if ((msg = pgn_xml_new(PGN_NS_CLIENT, "message")) == NULL ||
+	    pgn_xml_set_attr(msg, "type", argv[1]) != 0 ||
+	    pgn_xml_set_attr(msg, "from", from->full) != 0 ||
+	    pgn_xml_set_attr(msg, "to", to->full) != 0 ||
+	    add_text_child(msg, "subject", argv[4]) != 0 ||
+	    add_text_child(msg, "body", argv[5]) != 0) {
+		pgn_xml_free(msg);
+		answer(c, PGN_CTL_ERROR, "Out of memory\n");
+		goto done;
+	}
+	if ((st = pgn_stanza_new(msg, NULL)) == NULL) {
+		answer(c, PGN_CTL_ERROR, "Out of memory\n");
+		goto done;
+	}
+	pgn_route(c->srv, st);
+	answer(c, PGN_CTL_OK, "Message sent to %s\n", to->full);
+done:
+	pgn_jid_free(from);
+	pgn_jid_free(to);
+}
+
 static void
 dispatch(struct ctl_conn *c, int argc, char **argv)
 {
@@ -248,8 +429,26 @@ dispatch(struct ctl_conn *c, int argc, char **argv)
 		       argv[0]);
 		return;
 	}
+	if (cmd->offline) {
+		/* Account commands: an empty name or password is a mistake,
+		 * never a value (only message texts and roster names may be
+		 * empty). */
+		for (int i = 1; i < argc; i++)
+			if (argv[i][0] == '\0') {
+				answer(c, PGN_CTL_USAGE,
+				       "%s: argument %d is empty\n", argv[0], i);
+				return;
+			}
+	}
 	pgn_log(PGN_LOG_INFO, "ctl: %s", argv[0]); /* never the arguments */
-	if (!strcmp(argv[0], "register")) {
+	if (cmd->module != NULL) {
+		dispatch_module(c, cmd, argc, argv);
+		return;
+	}
+	if (!strcmp(argv[0], "send_message")) {
+		cmd_send_message(c, argv);
+		return;
+	} else if (!strcmp(argv[0], "register")) {
 		if (prep_account(c, argv[1], argv[2]) != 0)
 			return;
 		c->done_verb = "registered";

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "event.h"
-#include "map.h"
+#include "pigeon/map.h"
 
 struct handler {
 	pgn_hook_fn fn;
@@ -101,16 +101,47 @@ pgn_events_remove_owner(struct pgn_events *evs, const void *owner)
 	pgn_map_foreach(evs->by_name, remove_owner, (void *)owner);
 }
 
+static int
+fire_from(const struct hlist *l, size_t start, struct pgn_event *ev)
+{
+	for (size_t i = start; i < l->n; i++) {
+		ev->pos_priority = l->h[i].priority;
+		ev->pos_fn = l->h[i].fn;
+		ev->pos_arg = l->h[i].arg;
+		if (l->h[i].fn(ev, l->h[i].arg) == PGN_EVENT_HANDLED)
+			return PGN_EVENT_HANDLED;
+	}
+	return PGN_EVENT_PASS;
+}
+
 int
 pgn_events_fire(struct pgn_events *evs, struct pgn_event *ev)
 {
 	struct hlist *l = pgn_map_get(evs->by_name, ev->name);
 	if (l == NULL)
 		return PGN_EVENT_PASS;
-	for (size_t i = 0; i < l->n; i++)
-		if (l->h[i].fn(ev, l->h[i].arg) == PGN_EVENT_HANDLED)
-			return PGN_EVENT_HANDLED;
-	return PGN_EVENT_PASS;
+	return fire_from(l, 0, ev);
+}
+
+int
+pgn_events_fire_after(struct pgn_events *evs, struct pgn_event *ev,
+		      int priority, pgn_hook_fn fn, void *arg)
+{
+	struct hlist *l = pgn_map_get(evs->by_name, ev->name);
+	size_t start = 0;
+
+	if (l == NULL)
+		return PGN_EVENT_PASS;
+	/* After the handler itself if it is still there, else after every
+	 * handler of its priority or higher. */
+	while (start < l->n && l->h[start].priority > priority)
+		start++;
+	for (size_t i = start; i < l->n && l->h[i].priority == priority; i++)
+		if (l->h[i].fn == fn && l->h[i].arg == arg)
+			return fire_from(l, i + 1, ev);
+	while (start < l->n && l->h[start].priority == priority)
+		start++;
+	return fire_from(l, start, ev);
 }
 
 int

@@ -15,6 +15,10 @@ void pgn_events_remove_owner(struct pgn_events *evs, const void *owner);
 /* Runs handlers of ev->name in priority order; returns PGN_EVENT_HANDLED
  * as soon as one handles it, else PGN_EVENT_PASS. */
 int pgn_events_fire(struct pgn_events *evs, struct pgn_event *ev);
+/* The same, starting after the handler (priority, fn, arg) that held the
+ * stanza (see pgn_event_hold). */
+int pgn_events_fire_after(struct pgn_events *evs, struct pgn_event *ev,
+			  int priority, pgn_hook_fn fn, void *arg);
 int pgn_events_has(const struct pgn_events *evs, const char *name);
 
 #endif

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "map.h"
+#include "pigeon/map.h"
 
 struct entry {
 	struct entry *next;

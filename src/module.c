@@ -10,7 +10,9 @@
 #include "event.h"
 #include "host.h"
 #include "pigeon/log.h"
+#include "pigeon/map.h"
 #include "server.h"
+#include "stream.h"
 
 struct pgn_module {
 	const struct pgn_module_def *def;
@@ -77,12 +79,21 @@ fail:
 	return NULL;
 }
 
+static int
+drop_session_data(const char *key, uint64_t id, void *value, void *arg)
+{
+	pgn_session_drop_data(value, arg);
+	return 0;
+}
+
 void
 pgn_module_unload(struct pgn_module *m)
 {
 	if (m == NULL)
 		return;
 	pgn_host_remove_owned(m->host, m);
+	pgn_ctl_forget_module(m->host->srv, m);
+	pgn_map_foreach(m->host->srv->sessions, drop_session_data, m);
 	if (m->def->unload != NULL)
 		m->def->unload(m);
 	dlclose(m->dl);

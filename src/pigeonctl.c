@@ -198,7 +198,7 @@ run_online(int fd, const char *path, int argc, char **argv)
 	}
 	evbuffer_free(req);
 	if (rc == -EINVAL) {
-		fprintf(stderr, "pigeonctl: arguments are empty or too long\n");
+		fprintf(stderr, "pigeonctl: arguments are too long\n");
 		return PGN_CTL_USAGE;
 	}
 	if (rc < 0) {
@@ -422,7 +422,11 @@ main(int argc, char **argv)
 		print_commands(stdout);
 		return PGN_CTL_OK;
 	}
-	for (int i = optind + 1; i < argc; i++) {
+	/* Empty arguments travel (a message without subject, a contact
+	 * without nickname or group), but an account command has no use
+	 * for one: an empty user or host name is invalid, and an empty
+	 * password is no password at all. */
+	for (int i = optind + 1; cmd->offline && i < argc; i++) {
 		if (argv[i][0] == '\0') {
 			fprintf(stderr, "pigeonctl: empty argument\n");
 			command_usage(cmd);

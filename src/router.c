@@ -10,8 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "event.h"
 #include "host.h"
-#include "map.h"
+#include "pigeon/map.h"
 #include "pigeon/log.h"
 #include "router.h"
 #include "server.h"
@@ -118,65 +119,112 @@ pgn_router_unbind(struct pgn_server *srv, struct pgn_session *s)
 	s->in_users = 0;
 }
 
-/* Fires pre-, payload and plain events; returns 1 if a handler took it. */
-static int
-fire_events(struct pgn_host *h, struct pgn_session *origin,
-	    struct pgn_stanza *st, const char *addr)
-{
-	char name[512];
-	struct pgn_event ev = { .origin = origin, .stanza = st };
-	const char *kind = kind_names[st->kind];
+/* Where a stanza is on its way.  A handler that holds the stanza
+ * (pgn_event_hold) records the stage and itself; resuming continues after
+ * it, then with the following stages. */
+enum stage {
+	STAGE_NONE = -1, /* a session event's stanza: nothing to resume */
+	STAGE_PRE = 0, /* pre-<kind>/<addr> on the sender's host */
+	STAGE_IQ,      /* iq-<type>/<addr>/<ns>:<name> on the destination */
+	STAGE_PLAIN,   /* <kind>/<addr> on the destination */
+	STAGE_OFFLINE, /* message/offline, then the sender gets an error */
+};
 
-	ev.name = name;
-	snprintf(name, sizeof(name), "pre-%s/%s", kind, addr);
-	if (pgn_host_fire(h, &ev) == PGN_EVENT_HANDLED)
+struct resume {
+	enum stage stage;
+	struct pgn_host *host; /* whose handlers were running */
+	int priority;
+	pgn_hook_fn fn;
+	void *arg;
+};
+
+/* The router's part of an event (ev->route). */
+struct route_ctx {
+	enum stage stage;
+	struct pgn_host *host; /* the host whose handlers run */
+};
+
+struct pgn_hold {
+	struct pgn_server *srv;
+	struct pgn_stanza *st;
+	uint64_t origin;       /* session id, 0 if none */
+	struct resume at;
+};
+
+/* Fires name on host h, from the start or (when from is at this stage)
+ * after the handler that held the stanza.  Returns 1 when the stanza was
+ * taken (handled, or held: then *stp is NULL and nothing is freed by the
+ * caller). */
+static int
+fire_stage(struct pgn_host *h, struct pgn_session *origin,
+	   struct pgn_stanza **stp, const char *name, enum stage stage,
+	   const struct resume *from)
+{
+	struct route_ctx ctx = { .stage = stage, .host = h };
+	struct pgn_event ev = { .name = name, .origin = origin,
+				.stanza = *stp, .route = &ctx };
+	int r;
+
+	ev.host = h;
+	ev.server = h->srv;
+	if (from != NULL && from->stage == stage)
+		r = pgn_events_fire_after(h->events, &ev, from->priority,
+					  from->fn, from->arg);
+	else
+		r = pgn_events_fire(h->events, &ev);
+	if (ev.stanza == NULL) {
+		/* Held: the holder owns it now. */
+		*stp = NULL;
 		return 1;
-	if (st->kind == PGN_STANZA_IQ && (type_is(st, "get") ||
-					  type_is(st, "set"))) {
-		struct pgn_xml *payload = pgn_xml_first_child(st->xml);
-		if (payload != NULL) {
-			const char *ns = pgn_xml_ns(payload);
-			snprintf(name, sizeof(name), "iq-%s/%s/%s:%s", st->type,
-				 addr, ns != NULL ? ns : "",
-				 pgn_xml_name(payload));
-			if (pgn_host_fire(h, &ev) == PGN_EVENT_HANDLED)
-				return 1;
-		}
 	}
-	snprintf(name, sizeof(name), "%s/%s", kind, addr);
-	return pgn_host_fire(h, &ev) == PGN_EVENT_HANDLED;
+	if (r == PGN_EVENT_HANDLED) {
+		pgn_stanza_free(ev.stanza);
+		*stp = NULL;
+		return 1;
+	}
+	return 0;
+}
+
+static const char *
+addr_of(const struct pgn_stanza *st)
+{
+	return st->to->node == NULL       ? "host"
+	       : st->to->resource == NULL ? "bare"
+					  : "full";
 }
 
 /* RFC 6121 §8.5.2: a message to a bare JID goes to the available
- * resources with the highest non-negative priority. */
+ * resources with the highest non-negative priority; with none,
+ * message/offline, then an error. */
 static void
 message_to_bare(struct pgn_server *srv, struct pgn_host *h,
-		struct pgn_session *origin, struct pgn_stanza *st)
+		struct pgn_session *origin, struct pgn_stanza *st,
+		const struct resume *from)
 {
-	struct pgn_session *head = pgn_router_sessions(srv, st->to->bare);
-	int best = -1, delivered = 0;
+	if (from == NULL || from->stage < STAGE_OFFLINE) {
+		struct pgn_session *head = pgn_router_sessions(srv, st->to->bare);
+		int best = -1, delivered = 0;
 
-	for (struct pgn_session *s = head; s != NULL; s = s->next_res)
-		if (s->available && s->priority >= 0 && s->priority > best)
-			best = s->priority;
-	if (best >= 0 && !type_is(st, "groupchat")) {
 		for (struct pgn_session *s = head; s != NULL; s = s->next_res)
-			if (s->available && s->priority == best) {
-				deliver(s, st);
-				delivered = 1;
-			}
-	}
-	if (delivered) {
-		pgn_stanza_free(st);
-		return;
+			if (s->available && s->priority >= 0 &&
+			    s->priority > best)
+				best = s->priority;
+		if (best >= 0 && !type_is(st, "groupchat")) {
+			for (struct pgn_session *s = head; s != NULL;
+			     s = s->next_res)
+				if (s->available && s->priority == best) {
+					deliver(s, st);
+					delivered = 1;
+				}
+		}
+		if (delivered) {
+			pgn_stanza_free(st);
+			return;
+		}
 	}
 	/* Nobody to take it now: offline storage (a module) may. */
-	struct pgn_event ev = { .name = "message/offline", .origin = origin,
-				.stanza = st };
-	if (pgn_host_fire(h, &ev) == PGN_EVENT_HANDLED) {
-		pgn_stanza_free(st);
+	if (fire_stage(h, origin, &st, "message/offline", STAGE_OFFLINE, from))
 		return;
-	}
 	if (type_is(st, "headline") || type_is(st, "error")) {
 		pgn_stanza_free(st);
 		return;
@@ -186,15 +234,33 @@ message_to_bare(struct pgn_server *srv, struct pgn_host *h,
 
 static void
 route_local(struct pgn_server *srv, struct pgn_host *h,
-	    struct pgn_session *origin, struct pgn_stanza *st)
+	    struct pgn_session *origin, struct pgn_stanza *st,
+	    const struct resume *from)
 {
-	const char *addr = st->to->node == NULL       ? "host"
-			   : st->to->resource == NULL ? "bare"
-						      : "full";
-	if (fire_events(h, origin, st, addr)) {
-		pgn_stanza_free(st);
+	const char *addr = addr_of(st);
+	const char *kind = kind_names[st->kind];
+	char name[512];
+
+	if (from != NULL && from->stage == STAGE_OFFLINE) {
+		message_to_bare(srv, h, origin, st, from);
 		return;
 	}
+	if ((from == NULL || from->stage <= STAGE_IQ) &&
+	    st->kind == PGN_STANZA_IQ &&
+	    (type_is(st, "get") || type_is(st, "set"))) {
+		struct pgn_xml *payload = pgn_xml_first_child(st->xml);
+		if (payload != NULL) {
+			const char *ns = pgn_xml_ns(payload);
+			snprintf(name, sizeof(name), "iq-%s/%s/%s:%s", st->type,
+				 addr, ns != NULL ? ns : "",
+				 pgn_xml_name(payload));
+			if (fire_stage(h, origin, &st, name, STAGE_IQ, from))
+				return;
+		}
+	}
+	snprintf(name, sizeof(name), "%s/%s", kind, addr);
+	if (fire_stage(h, origin, &st, name, STAGE_PLAIN, from))
+		return;
 	if (st->to->node == NULL) {
 		/* To the server itself and unhandled. */
 		if (st->kind == PGN_STANZA_IQ)
@@ -213,7 +279,7 @@ route_local(struct pgn_server *srv, struct pgn_host *h,
 		}
 		/* RFC 6121 §8.5.3.2: no such resource. */
 		if (st->kind == PGN_STANZA_MESSAGE && !type_is(st, "groupchat")) {
-			message_to_bare(srv, h, origin, st);
+			message_to_bare(srv, h, origin, st, NULL);
 			return;
 		}
 		if (st->kind == PGN_STANZA_PRESENCE)
@@ -225,7 +291,7 @@ route_local(struct pgn_server *srv, struct pgn_host *h,
 	}
 	switch (st->kind) {
 	case PGN_STANZA_MESSAGE:
-		message_to_bare(srv, h, origin, st);
+		message_to_bare(srv, h, origin, st, NULL);
 		return;
 	case PGN_STANZA_PRESENCE:
 		/* Directed presence to an account reaches all its available
@@ -247,23 +313,27 @@ route_local(struct pgn_server *srv, struct pgn_host *h,
 	}
 }
 
-void
-pgn_router_route(struct pgn_server *srv, struct pgn_session *origin,
-		 struct pgn_stanza *st)
+/* Outbound events fire only for what a bound client session sends. */
+static struct pgn_host *
+pre_host(const struct pgn_session *origin)
 {
-	struct pgn_host *h;
+	if (origin == NULL || origin->kind != PGN_STREAM_C2S ||
+	    origin->jid == NULL)
+		return NULL;
+	return origin->host;
+}
+
+/* After the outbound events: to a local host, a component or (later)
+ * another server. */
+static void
+route_dest(struct pgn_server *srv, struct pgn_session *origin,
+	   struct pgn_stanza *st, const struct resume *from)
+{
+	struct pgn_host *h = pgn_server_host(srv, st->to->domain);
 	struct pgn_session *comp;
 
-	if (st->to == NULL || st->from == NULL) {
-		/* Only the c2s layer routes address-less stanzas, after
-		 * filling them in; anything else is a bug upstream. */
-		pgn_log(PGN_LOG_WARN, "router: dropping stanza without address");
-		pgn_stanza_free(st);
-		return;
-	}
-	h = pgn_server_host(srv, st->to->domain);
 	if (h != NULL) {
-		route_local(srv, h, origin, st);
+		route_local(srv, h, origin, st, from);
 		return;
 	}
 	comp = pgn_map_get(srv->components, st->to->domain);
@@ -284,25 +354,143 @@ pgn_router_route(struct pgn_server *srv, struct pgn_session *origin,
 	pgn_router_bounce(srv, st, "cancel", "remote-server-not-found");
 }
 
+static void
+route_run(struct pgn_server *srv, struct pgn_session *origin,
+	  struct pgn_stanza *st, const struct resume *from)
+{
+	if (st->to == NULL || st->from == NULL) {
+		/* Only the c2s layer routes address-less stanzas, after
+		 * filling them in; anything else is a bug upstream. */
+		pgn_log(PGN_LOG_WARN, "router: dropping stanza without address");
+		pgn_stanza_free(st);
+		return;
+	}
+	if (from == NULL || from->stage == STAGE_PRE) {
+		/* A resumed outbound chain keeps its host even if the
+		 * sender has gone meanwhile. */
+		struct pgn_host *ph = from != NULL ? from->host : pre_host(origin);
+		if (ph != NULL) {
+			char name[64];
+			snprintf(name, sizeof(name), "pre-%s/%s",
+				 kind_names[st->kind],
+				 st->to_self ? "self" : addr_of(st));
+			if (fire_stage(ph, origin, &st, name, STAGE_PRE, from))
+				return;
+		}
+		from = NULL;
+	}
+	route_dest(srv, origin, st, from);
+}
+
+void
+pgn_router_route(struct pgn_server *srv, struct pgn_session *origin,
+		 struct pgn_stanza *st)
+{
+	route_run(srv, origin, st, NULL);
+}
+
+void
+pgn_route_from(struct pgn_session *origin, struct pgn_stanza *st)
+{
+	route_run(origin->srv, origin, st, NULL);
+}
+
+void
+pgn_stanza_bounce(struct pgn_server *srv, struct pgn_stanza *st,
+		  const char *type, const char *condition)
+{
+	pgn_router_bounce(srv, st, type, condition);
+}
+
+struct pgn_hold *
+pgn_event_hold(struct pgn_event *ev)
+{
+	const struct route_ctx *ctx = ev->route;
+	struct pgn_hold *h;
+
+	if (ev->stanza == NULL || (h = calloc(1, sizeof(*h))) == NULL)
+		return NULL;
+	h->srv = ev->server;
+	h->st = ev->stanza;
+	h->origin = ev->origin != NULL ? ev->origin->id : 0;
+	if (ctx != NULL)
+		h->at = (struct resume){ ctx->stage, ctx->host,
+					 ev->pos_priority, ev->pos_fn,
+					 ev->pos_arg };
+	else
+		h->at.stage = STAGE_NONE;
+	ev->stanza = NULL;
+	return h;
+}
+
+struct pgn_stanza *
+pgn_hold_stanza(const struct pgn_hold *h)
+{
+	return h->st;
+}
+
+void
+pgn_hold_resume(struct pgn_hold *h)
+{
+	struct pgn_session *origin =
+		h->origin != 0 ? pgn_stream_find(h->srv, h->origin) : NULL;
+	struct pgn_stanza *st = h->st;
+	struct resume at = h->at;
+	struct pgn_server *srv = h->srv;
+
+	free(h);
+	if (at.stage == STAGE_NONE) {
+		/* Not on its way anywhere (a session event's stanza). */
+		pgn_stanza_free(st);
+		return;
+	}
+	if (at.stage != STAGE_PRE && st->to != NULL &&
+	    pgn_server_host(srv, st->to->domain) != at.host) {
+		/* The holder readdressed it: deliver afresh. */
+		route_dest(srv, origin, st, NULL);
+		return;
+	}
+	route_run(srv, origin, st, &at);
+}
+
+struct pgn_stanza *
+pgn_hold_take(struct pgn_hold *h)
+{
+	struct pgn_stanza *st = h->st;
+	free(h);
+	return st;
+}
+
 void
 pgn_route(struct pgn_server *srv, struct pgn_stanza *st)
 {
 	pgn_router_route(srv, NULL, st);
 }
 
+/* Replies go back through the router, except before authentication,
+ * when there is no address yet: straight onto the stream. */
+static void
+send_reply(struct pgn_event *ev, struct pgn_stanza *r)
+{
+	if (r == NULL)
+		return;
+	if (ev->stanza->from == NULL && ev->origin != NULL) {
+		pgn_stream_send_xml(ev->origin, r->xml);
+		pgn_stanza_free(r);
+		return;
+	}
+	pgn_router_route(ev->server, NULL, r);
+}
+
 void
 pgn_event_reply(struct pgn_event *ev, struct pgn_xml *payload)
 {
-	struct pgn_stanza *r = pgn_stanza_iq_result(ev->stanza, payload);
-	if (r != NULL)
-		pgn_router_route(ev->server, NULL, r);
+	send_reply(ev, pgn_stanza_iq_result(ev->stanza, payload));
 }
 
 void
 pgn_event_error(struct pgn_event *ev, const char *type, const char *condition)
 {
-	struct pgn_stanza *r =
-		pgn_stanza_error_reply(ev->stanza, type, condition, NULL);
-	if (r != NULL)
-		pgn_router_route(ev->server, NULL, r);
+	send_reply(ev, pgn_stanza_error_reply(ev->stanza, type, condition,
+					      NULL));
 }

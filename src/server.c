@@ -17,7 +17,7 @@
 
 #include "host.h"
 #include "authlimit.h"
-#include "map.h"
+#include "pigeon/map.h"
 #include "pigeon/log.h"
 #include "pigeon/store.h"
 #include "pigeon/worker.h"
@@ -166,9 +166,11 @@ pgn_server_new(struct pgn_config *cfg, char *err, size_t errlen)
 	srv->users = pgn_map_new();
 	srv->components = pgn_map_new();
 	srv->ctl_conns = pgn_map_new();
+	srv->commands = pgn_map_new();
 	srv->auth_limits = pgn_limits_new(cfg->limits.auth_fail_delay_ms);
 	if (srv->base == NULL || srv->sessions == NULL || srv->users == NULL ||
 	    srv->components == NULL || srv->ctl_conns == NULL ||
+	    srv->commands == NULL ||
 	    srv->auth_limits == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
@@ -337,6 +339,7 @@ pgn_server_free(struct pgn_server *srv)
 	pgn_map_free(srv->users);
 	pgn_map_free(srv->components);
 	pgn_map_free(srv->ctl_conns);
+	pgn_map_free(srv->commands);
 	if (srv->cfg != NULL && srv->cfg->pid_file != NULL)
 		unlink(srv->cfg->pid_file);
 	if (srv->base != NULL)

@@ -18,6 +18,7 @@ struct pgn_host;
 struct pgn_map;
 struct pgn_limits;
 struct pgn_session;
+struct pgn_module;
 
 struct pgn_listener {
 	struct pgn_server *srv;
@@ -40,6 +41,7 @@ struct pgn_server {
 	struct pgn_map *users;       /* "user@host" -> struct pgn_user */
 	struct pgn_map *components;  /* domain -> struct pgn_session */
 	struct pgn_map *ctl_conns;   /* id -> control connection */
+	struct pgn_map *commands;    /* ctl command -> modules serving it */
 	struct pgn_limits *auth_limits;
 	struct event *sig_events[4];
 	struct event *reaper;        /* frees closed sessions outside callbacks */
@@ -65,5 +67,7 @@ struct pgn_host *pgn_server_host(const struct pgn_server *srv,
 /* The control socket (ctl_server.c). */
 int pgn_ctl_listen(struct pgn_server *srv, char *err, size_t errlen);
 void pgn_ctl_close(struct pgn_server *srv);
+/* Forgets the commands module m registered (it is being unloaded). */
+void pgn_ctl_forget_module(struct pgn_server *srv, const struct pgn_module *m);
 
 #endif

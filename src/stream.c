@@ -20,7 +20,7 @@
 #include <openssl/ssl.h>
 #include <sodium.h>
 
-#include "map.h"
+#include "pigeon/map.h"
 #include "pigeon/log.h"
 #include "pigeon/xml.h"
 #include "server.h"
@@ -93,7 +93,7 @@ on_stanza(void *ud, struct pgn_xml *xml)
 		pgn_xml_free(xml);
 		return;
 	}
-	if (s->busy) {
+	if (s->busy || s->holds > 0) {
 		/* An asynchronous step (storage, crypto) is pending: keep order
 		 * by queueing, within a small bound. */
 		struct pgn_pending *p, **pp = &s->pending;
@@ -523,6 +523,8 @@ pgn_stream_reap(struct pgn_server *srv)
 		free(s->authcid);
 		free(s->domain);
 		free_pending(s);
+		pgn_xml_free(s->presence);
+		pgn_session_drop_data(s, NULL);
 		free(s);
 	}
 }
@@ -538,8 +540,8 @@ void
 pgn_stream_resume(struct pgn_session *s)
 {
 	s->busy = 0;
-	while (!s->busy && s->pending != NULL && s->state != PGN_ST_DEAD &&
-	       s->state != PGN_ST_CLOSING) {
+	while (!s->busy && s->holds == 0 && s->pending != NULL &&
+	       s->state != PGN_ST_DEAD && s->state != PGN_ST_CLOSING) {
 		struct pgn_pending *p = s->pending;
 		s->pending = p->next;
 		s->npending--;
@@ -547,7 +549,8 @@ pgn_stream_resume(struct pgn_session *s)
 		free(p);
 		dispatch(s, xml);
 	}
-	if (!s->busy && s->state != PGN_ST_DEAD && s->state != PGN_ST_CLOSING) {
+	if (!s->busy && s->holds == 0 && s->state != PGN_ST_DEAD &&
+	    s->state != PGN_ST_CLOSING) {
 		bufferevent_enable(s->bev, EV_READ);
 		/* Bytes that arrived while reading was off are parsed now. */
 		if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0)

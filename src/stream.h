@@ -42,6 +42,14 @@ enum pgn_stream_state {
 	PGN_ST_DEAD,            /* waiting for the reaper */
 };
 
+/* One module's data on a session (pgn_session_set_data). */
+struct pgn_sdata {
+	struct pgn_sdata *next;
+	const struct pgn_module *owner;
+	void *data;
+	void (*free_fn)(void *);
+};
+
 /* A stanza received while an asynchronous step was pending. */
 struct pgn_pending {
 	struct pgn_pending *next;
@@ -77,6 +85,9 @@ struct pgn_session {
 	struct pgn_session *next_res; /* other resources of the same account */
 	struct pgn_pending *pending;
 	unsigned npending;
+	unsigned holds;             /* pgn_session_hold() count (modules) */
+	struct pgn_xml *presence;   /* last broadcast presence (modules) */
+	struct pgn_sdata *sdata;    /* per-module data */
 	struct event *timer;        /* negotiation / idle / keepalive */
 	uint64_t last_read;         /* monotonic ms */
 	uint64_t last_write;
@@ -109,6 +120,9 @@ int pgn_stream_start_tls(struct pgn_session *s);
  * the stanzas that arrived in between. */
 void pgn_stream_suspend(struct pgn_session *s);
 void pgn_stream_resume(struct pgn_session *s);
+/* Frees the per-module data of owner (all of it when owner is NULL). */
+void pgn_session_drop_data(struct pgn_session *s,
+			   const struct pgn_module *owner);
 /* Drops stanzas queued before a stream restart. */
 void pgn_stream_drop_pending(struct pgn_session *s);
 /* The stream is established: the timer now checks idleness and sends

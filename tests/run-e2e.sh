@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/bin/bash
 # Runs the end-to-end suite (tests/e2e, pytest + slixmpp) against the built
 # pigeond.  `make check` exports PIGEON_BUILDDIR and PIGEON_SRCDIR; by hand
 # both default to the repository this script lives in.
@@ -30,9 +30,21 @@ if [ ! -x "$PIGEON_BUILDDIR/pigeond" ]; then
     exit 99
 fi
 
+# Test files named on the command line (test_x.py, tests/e2e/test_x.py,
+# test_x.py::test_name) replace the whole directory.
+args=()
+target="$PIGEON_SRCDIR/tests/e2e"
+for a in "$@"; do
+    case "$a" in
+    -*) args+=("$a") ;;
+    *test_*.py*) args+=("$PIGEON_SRCDIR/tests/e2e/${a##*/}"); target= ;;
+    *) args+=("$a") ;;
+    esac
+done
+
 cd "$PIGEON_BUILDDIR" || exit 99
 "$PYTHON" -m pytest -q -rfEs -p no:cacheprovider \
-    --rootdir "$PIGEON_SRCDIR/tests/e2e" "$PIGEON_SRCDIR/tests/e2e" "$@"
+    --rootdir "$PIGEON_SRCDIR/tests/e2e" ${target:+"$target"} ${args[@]+"${args[@]}"}
 rc=$?
 if [ "$rc" -eq 5 ]; then
     echo "run-e2e.sh: pytest collected no tests" >&2

@@ -1,11 +1,15 @@
 /* The control socket protocol between pigeonctl and pigeond.
  *
- * A UNIX stream socket (mode 0600).  Request: the command and its
- * arguments, each as a netstring "LEN:BYTES," followed by the empty
- * netstring "0:," that ends the request.  Response: the exit status as
- * decimal digits and "\n", then the output text until the server closes
- * the connection.  pigeonctl prints the text (stdout on status 0, stderr
- * otherwise) and exits with the status. */
+ * A UNIX stream socket (mode 0600).  Request: netstrings "LEN:BYTES,"
+ * (LEN in decimal without leading zeros).  The first holds the number of
+ * arguments that follow, in decimal (1..PGN_CTL_MAX_ARGS, no leading
+ * zero); then come exactly that many netstrings: the command name (never
+ * empty) and its arguments (which may be empty).  "send_message chat a b
+ * '' hi" is "1:6,12:send_message,4:chat,1:a,1:b,0:,2:hi,".  A request
+ * is at most PGN_CTL_MAX_REQUEST bytes in all.  Response: the exit status
+ * as decimal digits and "\n", then the output text until the server
+ * closes the connection.  pigeonctl prints the text (stdout on status 0,
+ * stderr otherwise) and exits with the status. */
 #ifndef PIGEON_CTL_H
 #define PIGEON_CTL_H
 
@@ -29,18 +33,24 @@ struct pgn_ctl_command {
 	const char *help;       /* one line */
 	int offline;            /* 1: pigeonctl runs it on the store when the
 				 * server is not running */
+	const char *module;     /* served by this module (NULL: the core) */
+	int host_arg;           /* 1-based index of the HOST argument that
+				 * picks the module instance; 0: any */
 };
 
 /* NULL-name-terminated table of all commands. */
 extern const struct pgn_ctl_command pgn_ctl_commands[];
 const struct pgn_ctl_command *pgn_ctl_command_find(const char *name);
 
-/* Appends the encoded request.  0, -EINVAL (no argument, an empty one,
+/* Appends the encoded request (argv[0] is the command name); out is left
+ * untouched on error.  0, -EINVAL (no argument, an empty command name,
  * more than PGN_CTL_MAX_ARGS or over PGN_CTL_MAX_REQUEST) or -ENOMEM. */
 int pgn_ctl_encode(struct evbuffer *out, int argc, char *const *argv);
-/* Takes one complete request from in.  Returns 1 and sets *argc and *argv
- * (free with pgn_ctl_argv_free) when complete, 0 when more bytes are
- * needed, -EINVAL when malformed or over the limits. */
+/* Takes one complete request from in.  Returns 1 and sets *argc (>= 1)
+ * and *argv (NULL-terminated, argv[0] non-empty; the caller frees it with
+ * pgn_ctl_argv_free) when complete, 0 when more bytes are needed, -EINVAL
+ * when malformed or over the limits, -ENOMEM.  Nothing is consumed from in
+ * unless 1 is returned. */
 int pgn_ctl_decode(struct evbuffer *in, int *argc, char ***argv);
 void pgn_ctl_argv_free(int argc, char **argv);
 

@@ -7,12 +7,35 @@
  * loader checks; it keeps its state in its instance (no globals) so it can
  * be loaded per host.
  *
- * Event names:
- *   "message/bare", "message/full", "message/host"   (and presence/, iq/)
- *   "iq-get/host/<ns>:<name>", "iq-set/bare/<ns>:<name>", ...  (payload)
- *   "pre-message/bare" ... fired before the plain event
- *   "stream-features" (data: the <features/> element being built)
- *   "session-started", "session-ended"   (origin set, stanza NULL)
+ * Stanza events (as in Prosody).  For a stanza a local client sends:
+ *   "pre-<kind>/<addr>" on the SENDER's host (outbound filters: blocking,
+ *       presence broadcast).  addr is "host", "bare", "full", or "self"
+ *       when the client sent no 'to' (the core then addresses it to the
+ *       user's bare JID: <presence/> without 'to' is "pre-presence/self").
+ *       Fired only for stanzas from a session (pgn_route_from), never for
+ *       server-generated ones (pgn_route).
+ * then, on the DESTINATION host when it is local (inbound):
+ *   "iq-<type>/<addr>/<ns>:<name>"  (iq get/set, by payload)
+ *   "<kind>/<addr>"                 ("message/bare", "presence/full", ...)
+ *   built-in RFC 6121 rules; for a message nobody available can take:
+ *   "message/offline", then service-unavailable.
+ * Kinds: message, presence, iq.  Any stanza handler may hold the stanza
+ * (pgn_event_hold) while it waits for storage and resume routing later.
+ *
+ * Session events (origin set, stanza NULL unless said):
+ *   "stream-features"   data: the <features/> element being built; the
+ *                       session may not be authenticated yet (never
+ *                       fired while a required STARTTLS is pending)
+ *   "session-started"   resource bound; a handler may pgn_session_hold()
+ *                       the session while it loads the user's data
+ *   "initial-presence"  the session's first available presence has been
+ *                       routed (stanza: that presence); offline delivery
+ *   "session-ended"     however the session ended; it is already unbound
+ *                       (not in pgn_user_sessions) but still whole
+ *   "iq-get/preauth/<ns>:<name>", "iq-set/preauth/<ns>:<name>"
+ *                       an iq from a client that has not authenticated
+ *                       (in-band registration); stanza->from is NULL and
+ *                       pgn_event_reply/error answer on the stream
  */
 #ifndef PIGEON_MODULE_H
 #define PIGEON_MODULE_H
@@ -22,7 +45,7 @@
 #include "pigeon/jid.h"
 #include "pigeon/xml.h"
 
-#define PGN_MODULE_ABI 1
+#define PGN_MODULE_ABI 2
 
 #define PGN_NS_CLIENT "jabber:client"
 #define PGN_NS_STANZAS "urn:ietf:params:xml:ns:xmpp-stanzas"
@@ -42,12 +65,19 @@ enum pgn_stanza_kind {
 /* A stanza with its routing summary parsed once.  Owns xml, to, from. */
 struct pgn_stanza {
 	struct pgn_xml *xml;
+	unsigned to_self : 1;  /* a client sent it without 'to' */
 	enum pgn_stanza_kind kind;
 	const char *type;      /* points into xml; NULL if absent */
 	const char *id;        /* points into xml; NULL if absent */
 	struct pgn_jid *to;    /* NULL if absent */
 	struct pgn_jid *from;  /* stamped by the server */
 };
+
+struct pgn_event;
+/* Returns PGN_EVENT_HANDLED to stop the chain (the handler then owns the
+ * outcome: it replied, or held the stanza with pgn_event_hold), or
+ * PGN_EVENT_PASS. */
+typedef int (*pgn_hook_fn)(struct pgn_event *ev, void *arg);
 
 struct pgn_event {
 	const char *name;
@@ -56,15 +86,17 @@ struct pgn_event {
 	struct pgn_session *origin;  /* sender's session, or NULL */
 	struct pgn_stanza *stanza;   /* NULL for non-stanza events */
 	void *data;                  /* event specific */
+	/* Core only: the router's state and the running handler, so that
+	 * pgn_event_hold() can resume exactly after it. */
+	void *route;
+	int pos_priority;
+	pgn_hook_fn pos_fn;
+	void *pos_arg;
 };
 
 #define PGN_EVENT_PASS 0
 #define PGN_EVENT_HANDLED 1
 
-/* Returns PGN_EVENT_HANDLED to stop the chain (the handler then owns the
- * outcome: it replied, or took the stanza with pgn_stanza_steal), or
- * PGN_EVENT_PASS. */
-typedef int (*pgn_hook_fn)(struct pgn_event *ev, void *arg);
 
 struct pgn_module_def {
 	unsigned abi;             /* PGN_MODULE_ABI */
@@ -133,14 +165,114 @@ struct pgn_stanza *pgn_stanza_error_reply(const struct pgn_stanza *st,
 const struct pgn_jid *pgn_session_jid(const struct pgn_session *s);
 uint64_t pgn_session_id(const struct pgn_session *s);
 
+/* Frees st after routing an error reply for it (none for errors and iq
+ * results, RFC 6120 §8.3.1).  Takes st. */
+void pgn_stanza_bounce(struct pgn_server *srv, struct pgn_stanza *st,
+		       const char *type, const char *condition);
+
+/* ---- sessions: more ---- */
+/* First bound session of the account bare ("user@host"), or NULL; then
+ * pgn_session_next() for the others.  Borrowed pointers, valid until the
+ * loop runs again. */
+struct pgn_session *pgn_user_sessions(struct pgn_server *srv,
+				      const char *bare);
+struct pgn_session *pgn_session_next(const struct pgn_session *s);
+/* A live stream by id (asynchronous completions), or NULL. */
+struct pgn_session *pgn_session_find(struct pgn_server *srv, uint64_t id);
+struct pgn_host *pgn_session_host(const struct pgn_session *s);
+struct pgn_server *pgn_session_server(const struct pgn_session *s);
+/* Peer address ("127.0.0.1"), for logs and rate limits. */
+const char *pgn_session_peer(const struct pgn_session *s);
+int pgn_session_authenticated(const struct pgn_session *s);
+/* Sent available presence (and not unavailable since), and its
+ * priority. */
+int pgn_session_available(const struct pgn_session *s);
+int pgn_session_priority(const struct pgn_session *s);
+/* The session's last broadcast presence as recorded by the presence
+ * module (borrowed), or NULL. */
+const struct pgn_xml *pgn_session_presence(const struct pgn_session *s);
+/* Records a copy of xml (NULL clears).  0 or -ENOMEM. */
+int pgn_session_set_presence(struct pgn_session *s, const struct pgn_xml *xml);
+/* Serialises xml onto the session's stream as is (the caller keeps
+ * xml).  No routing, no events: the caller addressed it. */
+void pgn_session_send(struct pgn_session *s, const struct pgn_xml *xml);
+/* Stops processing the session's incoming stanzas (they queue, in order)
+ * until as many pgn_session_release() calls: for loading user data in
+ * "session-started".  Counted; safe on a session that closes meanwhile. */
+void pgn_session_hold(struct pgn_session *s);
+void pgn_session_release(struct pgn_session *s);
+/* Closes the stream with a stream error (condition, optional text), or
+ * cleanly when condition is NULL. */
+void pgn_session_close(struct pgn_session *s, const char *condition,
+		       const char *text);
+/* Per-session data of module m (one slot per module instance); freed
+ * with free_fn when the session is freed or m is unloaded.  Setting
+ * replaces (and frees) the old value; NULL clears.  0 or -ENOMEM. */
+void *pgn_session_get_data(const struct pgn_session *s,
+			   const struct pgn_module *m);
+int pgn_session_set_data(struct pgn_session *s, const struct pgn_module *m,
+			 void *data, void (*free_fn)(void *));
+/* Closes every session of bare with the stream error condition. */
+void pgn_user_kick(struct pgn_server *srv, const char *bare,
+		   const char *condition, const char *text);
+
 /* ---- routing ---- */
 /* Routes st (takes ownership; st->from must be set) as the router does
- * for any stanza: local sessions, hosts, components, errors. */
+ * for any stanza: local sessions, hosts, components, errors.  Fires no
+ * pre- events: use it for stanzas the server itself originates. */
 void pgn_route(struct pgn_server *srv, struct pgn_stanza *st);
-/* Convenience for handlers: route an iq result / error for ev->stanza. */
+/* Routes st as if origin had sent it: "pre-<kind>/<addr>" first on the
+ * origin's host (so outbound filters such as blocking apply), then as
+ * pgn_route.  origin may be closing (still whole in session-ended). */
+void pgn_route_from(struct pgn_session *origin, struct pgn_stanza *st);
+
+/* Convenience for handlers: route an iq result / error for ev->stanza
+ * (on the stream itself for a "preauth" iq). */
 void pgn_event_reply(struct pgn_event *ev, struct pgn_xml *payload);
 void pgn_event_error(struct pgn_event *ev, const char *type,
 		     const char *condition);
+
+/* ---- holding a stanza while waiting for storage ----
+ * A handler of a stanza event may take the stanza and its place in the
+ * chain, return PGN_EVENT_HANDLED, and later either resume routing where
+ * it stopped (the handlers after it, then the built-in rules) or finish
+ * it itself.  The hold survives the sender going away. */
+struct pgn_hold;
+/* NULL (and nothing taken) on allocation failure or when the event has
+ * no stanza; the handler then decides synchronously.  The stanza of a
+ * session event (a preauth iq, initial-presence) can be held too, to
+ * answer later: resuming such a hold just frees it. */
+struct pgn_hold *pgn_event_hold(struct pgn_event *ev);
+/* The held stanza (borrowed; the handler may modify it). */
+struct pgn_stanza *pgn_hold_stanza(const struct pgn_hold *h);
+/* Continues routing after the holding handler.  Frees h. */
+void pgn_hold_resume(struct pgn_hold *h);
+/* Gives the stanza to the caller (who owns it now) and frees h. */
+struct pgn_stanza *pgn_hold_take(struct pgn_hold *h);
+
+/* ---- storage ---- */
+struct pgn_store;
+struct pgn_worker;
+/* The server's store (pigeon/store.h) and crypto worker (for
+ * pigeon/account.h). */
+struct pgn_store *pgn_server_store(const struct pgn_server *srv);
+struct pgn_worker *pgn_server_crypto(const struct pgn_server *srv);
+
+/* ---- pigeonctl commands served by modules ----
+ * The command must be listed in pgn_ctl_commands (pigeon/ctl.h) with the
+ * module's name; when several hosts load the module, the instance whose
+ * host is named by the command's host argument answers. */
+struct pgn_command;
+/* argv[0..argc-1] are the arguments (not the command name), borrowed
+ * until the reply. */
+typedef void (*pgn_command_fn)(struct pgn_command *cmd, int argc,
+			       char *const *argv, void *arg);
+int pgn_module_command(struct pgn_module *m, const char *name,
+		       pgn_command_fn fn, void *arg);
+/* Answers exactly once, now or later (status PGN_CTL_OK / _ERROR /
+ * _USAGE; text may be NULL or end without a newline).  Frees cmd; if
+ * pigeonctl went away meanwhile the answer is dropped. */
+void pgn_command_reply(struct pgn_command *cmd, int status, const char *text);
 
 /* ---- server ---- */
 const char *pgn_server_version(void);

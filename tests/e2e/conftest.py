@@ -158,6 +158,15 @@ class Certs:
         return str(self.cert)
 
 
+# Every module of the tree, loaded on every test server unless a test
+# says otherwise (Server(modules={'mod_x': None})).
+DEFAULT_MODULES = {
+    'mod_disco': {}, 'mod_ping': {}, 'mod_version': {}, 'mod_roster': {},
+    'mod_offline': {}, 'mod_blocking': {}, 'mod_last': {}, 'mod_vcard': {},
+    'mod_private': {}, 'mod_caps': {}, 'mod_register': {},
+}
+
+
 # ---- the server --------------------------------------------------------
 
 class Server:
@@ -165,7 +174,7 @@ class Server:
 
     def __init__(self, base, certs, driver='sqlite', *, name=None,
                  max_stanza_size=MAX_STANZA, auth_fail_delay_ms=0,
-                 extra_yaml='', extra_limits=''):
+                 extra_yaml='', extra_limits='', modules=None):
         self.name = name or unique('srv')
         self.dir = Path(tempfile.mkdtemp(prefix=self.name + '-', dir=base))
         self.certs = certs
@@ -188,6 +197,9 @@ class Server:
         self.auth_fail_delay_ms = auth_fail_delay_ms
         self.extra_yaml = extra_yaml
         self.extra_limits = extra_limits
+        # Module name -> dict of options; None drops a default module.
+        self.modules = dict(DEFAULT_MODULES)
+        self.modules.update(modules or {})
         if driver == 'pgsql':
             self.pg_db = pg_create_db()
         self.write_config()
@@ -199,6 +211,21 @@ class Server:
             return ('storage:\n  driver: pgsql\n  conninfo: %s\n'
                     % yq(pg_conninfo_for(self.pg_db)))
         return 'storage:\n  driver: sqlite\n  path: %s\n' % yq(self.db_path)
+
+    def modules_yaml(self):
+        out = 'modules:\n'
+        for name, opts in self.modules.items():
+            if opts is None:
+                continue
+            if not opts:
+                out += '  %s: {}\n' % name
+                continue
+            out += '  %s:\n' % name
+            for k, v in opts.items():
+                if isinstance(v, bool):
+                    v = 'true' if v else 'false'
+                out += '    %s: %s\n' % (k, yq(str(v)))
+        return out
 
     def config_text(self):
         return (
@@ -228,10 +255,7 @@ class Server:
             'components:\n'
             '  - domain: %s\n'
             '    secret: %s\n'
-            'modules:\n'
-            '  mod_disco: {}\n'
-            '  mod_ping: {}\n'
-            '  mod_version: {}\n'
+            '%s'
             'limits:\n'
             '  max_stanza_size: %d\n'
             '  auth_fail_delay_ms: %d\n'
@@ -239,7 +263,8 @@ class Server:
             'log:\n'
             '  level: %s\n'
             'ctl_socket: %s\n'
-            % (yq(COMPONENT), yq(COMPONENT_SECRET), self.max_stanza_size,
+            % (yq(COMPONENT), yq(COMPONENT_SECRET), self.modules_yaml(),
+               self.max_stanza_size,
                self.auth_fail_delay_ms,
                self.extra_limits or '  negotiation_timeout: 30\n',
                LOG_LEVEL, yq(self.ctl_socket))

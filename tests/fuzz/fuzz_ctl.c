@@ -2,8 +2,10 @@
  *
  * The input is what a local client wrote on the socket.  It is given to
  * the decoder in two pieces (split by byte 0, as reads may cut it), then
- * whole.  A decoded request must re-encode and decode to the same argv;
- * the decoder must never consume bytes unless it returns a request. */
+ * whole.  A decoded request must have 1..PGN_CTL_MAX_ARGS arguments, a
+ * non-empty command name (other arguments may be empty) and re-encode and
+ * decode to the same argv; the decoder must never consume bytes unless it
+ * returns a request. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +24,11 @@ check_reencode(int argc, char **argv)
 
 	if (!b)
 		abort();
+	if (argc < 1 || argc > PGN_CTL_MAX_ARGS || argv[0][0] == '\0' ||
+	    argv[argc] != NULL) {
+		fprintf(stderr, "ctl: decoded request breaks the contract\n");
+		abort();
+	}
 	if (pgn_ctl_encode(b, argc, argv) != 0) {
 		fprintf(stderr, "ctl: decoded request (%d args) does not re-encode\n",
 			argc);

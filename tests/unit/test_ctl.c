@@ -54,7 +54,12 @@ assert_round_trip(int argc, char *const *argv)
 START_TEST(test_encode_bytes)
 {
 	char *argv[] = { "register", "alice", "localhost", "s3cret" };
-	const char *want = "8:register,5:alice,9:localhost,6:s3cret,0:,";
+	const char *want = "1:4,8:register,5:alice,9:localhost,6:s3cret,";
+	char *msg[] = { "send_message", "chat", "a@h", "b@h", "", "hi" };
+	const char *want_msg = "1:6,12:send_message,4:chat,3:a@h,3:b@h,0:,"
+			       "2:hi,";
+	char *many[12];
+	const char *want_many = "2:12,1:x,0:,0:,0:,0:,0:,0:,0:,0:,0:,0:,0:,";
 	struct evbuffer *buf = evbuffer_new();
 	size_t len;
 
@@ -62,6 +67,22 @@ START_TEST(test_encode_bytes)
 	len = evbuffer_get_length(buf);
 	ck_assert_uint_eq(len, strlen(want));
 	ck_assert_int_eq(memcmp(evbuffer_pullup(buf, -1), want, len), 0);
+	ck_assert_int_eq(evbuffer_drain(buf, len), 0);
+
+	ck_assert_int_eq(pgn_ctl_encode(buf, 6, msg), 0);
+	len = evbuffer_get_length(buf);
+	ck_assert_uint_eq(len, strlen(want_msg));
+	ck_assert_int_eq(memcmp(evbuffer_pullup(buf, -1), want_msg, len), 0);
+	ck_assert_int_eq(evbuffer_drain(buf, len), 0);
+
+	/* A two-digit count. */
+	many[0] = "x";
+	for (int i = 1; i < 12; i++)
+		many[i] = "";
+	ck_assert_int_eq(pgn_ctl_encode(buf, 12, many), 0);
+	len = evbuffer_get_length(buf);
+	ck_assert_uint_eq(len, strlen(want_many));
+	ck_assert_int_eq(memcmp(evbuffer_pullup(buf, -1), want_many, len), 0);
 	evbuffer_free(buf);
 }
 END_TEST
@@ -71,8 +92,17 @@ START_TEST(test_round_trip)
 	char *one[] = { "status" };
 	char *odd[] = { "kick_session", "a,b:c", "0:,", "\xff\xfe\x01\n\r",
 			"with space", "10:" };
+	/* Empty arguments anywhere but the command name, including the
+	 * last one and several in a row. */
+	char *roster[] = { "add_rosteritem", "a", "localhost", "b",
+			   "localhost", "", "", "both" };
+	char *last[] = { "kick_session", "u", "h", "r", "" };
+	char *all[] = { "status", "", "", "" };
 	assert_round_trip(1, one);
 	assert_round_trip(6, odd);
+	assert_round_trip(8, roster);
+	assert_round_trip(5, last);
+	assert_round_trip(4, all);
 }
 END_TEST
 
@@ -87,10 +117,13 @@ START_TEST(test_round_trip_limits)
 		argv[i] = names[i];
 	}
 	assert_round_trip(PGN_CTL_MAX_ARGS, argv);
+	for (int i = 1; i < PGN_CTL_MAX_ARGS; i++)
+		argv[i] = "";
+	assert_round_trip(PGN_CTL_MAX_ARGS, argv);
 
-	/* The largest single argument that fits: "LEN:" + bytes + ","
-	 * + "0:," is exactly PGN_CTL_MAX_REQUEST. */
-	size_t big = PGN_CTL_MAX_REQUEST - 3 - 1 - 5 - 1;
+	/* The largest single argument that fits: "1:1," + "LEN:" + bytes
+	 * + "," is exactly PGN_CTL_MAX_REQUEST. */
+	size_t big = PGN_CTL_MAX_REQUEST - 4 - 5 - 1 - 1;
 	char *arg = malloc(big + 1);
 
 	ck_assert_ptr_nonnull(arg);
@@ -118,7 +151,8 @@ END_TEST
 START_TEST(test_encode_refuses)
 {
 	char *argv[PGN_CTL_MAX_ARGS + 1];
-	char *empty[] = { "kick_session", "u", "h", "r", "" };
+	char *noname[] = { "", "u", "h" };
+	char *nullarg[] = { "status", NULL };
 	struct evbuffer *buf = evbuffer_new();
 
 	for (int i = 0; i <= PGN_CTL_MAX_ARGS; i++)
@@ -126,8 +160,11 @@ START_TEST(test_encode_refuses)
 	ck_assert_int_eq(pgn_ctl_encode(buf, PGN_CTL_MAX_ARGS + 1, argv),
 			 -EINVAL);
 	ck_assert_int_eq(pgn_ctl_encode(buf, 0, argv), -EINVAL);
-	/* "0:," would end the request early. */
-	ck_assert_int_eq(pgn_ctl_encode(buf, 5, empty), -EINVAL);
+	ck_assert_int_eq(pgn_ctl_encode(buf, -1, argv), -EINVAL);
+	ck_assert_int_eq(pgn_ctl_encode(buf, 1, NULL), -EINVAL);
+	/* The command name cannot be empty. */
+	ck_assert_int_eq(pgn_ctl_encode(buf, 3, noname), -EINVAL);
+	ck_assert_int_eq(pgn_ctl_encode(buf, 2, nullarg), -EINVAL);
 	ck_assert_uint_eq(evbuffer_get_length(buf), 0);
 	evbuffer_free(buf);
 }
@@ -135,8 +172,8 @@ END_TEST
 
 START_TEST(test_partial)
 {
-	const char *req = "6:status,0:,";
-	const char *next = "4:stop,0:,";
+	const char *req = "1:2,6:status,0:,";
+	const char *next = "1:1,4:stop,";
 	struct evbuffer *in = evbuffer_new();
 	char **argv = NULL;
 	int argc = 0;
@@ -156,8 +193,10 @@ START_TEST(test_partial)
 			ck_assert_int_eq(rc, 1);
 		}
 	}
-	ck_assert_int_eq(argc, 1);
+	ck_assert_int_eq(argc, 2);
 	ck_assert_str_eq(argv[0], "status");
+	ck_assert_str_eq(argv[1], "");
+	ck_assert_ptr_null(argv[2]);
 	pgn_ctl_argv_free(argc, argv);
 	ck_assert_uint_eq(evbuffer_get_length(in), 0);
 
@@ -165,15 +204,16 @@ START_TEST(test_partial)
 	 * after the first stay for the next call. */
 	ck_assert_int_eq(evbuffer_add(in, req, len), 0);
 	ck_assert_int_eq(evbuffer_add(in, next, strlen(next)), 0);
-	ck_assert_int_eq(evbuffer_add(in, "4:st", 4), 0);
+	ck_assert_int_eq(evbuffer_add(in, "1:1,4:st", 8), 0);
 	ck_assert_int_eq(pgn_ctl_decode(in, &argc, &argv), 1);
 	ck_assert_str_eq(argv[0], "status");
 	pgn_ctl_argv_free(argc, argv);
 	ck_assert_int_eq(pgn_ctl_decode(in, &argc, &argv), 1);
 	ck_assert_str_eq(argv[0], "stop");
+	ck_assert_int_eq(argc, 1);
 	pgn_ctl_argv_free(argc, argv);
 	ck_assert_int_eq(pgn_ctl_decode(in, &argc, &argv), 0);
-	ck_assert_uint_eq(evbuffer_get_length(in), 4);
+	ck_assert_uint_eq(evbuffer_get_length(in), 8);
 	evbuffer_free(in);
 }
 END_TEST
@@ -213,21 +253,45 @@ START_TEST(test_partial_long)
 END_TEST
 
 static const char *const malformed[] = {
-	"x:status,0:,",         /* non-digit length */
-	"-1:a,0:,",             /* sign */
-	" 6:status,0:,",        /* space */
-	"+6:status,0:,",
-	"06:status,0:,",        /* leading zero */
-	"00:,",                 /* leading zero on the terminator */
-	":status,0:,",          /* no length */
-	"6:status;0:,",         /* missing comma */
-	"6:statusX0:,",
-	"5:status,0:,",         /* length too short */
-	"6:status,0:;",         /* bad terminator */
-	"0:,",                  /* no command */
-	"65537:",               /* over the limit */
-	"100000:",
-	"99999999999999999999999:",
+	/* The count. */
+	"0:,6:status,",         /* empty count */
+	"1:0,",                 /* zero arguments */
+	"1:0",
+	"2:01,6:status,",       /* leading zero in the count */
+	"2:17,",                /* over PGN_CTL_MAX_ARGS */
+	"2:99",
+	"3:100,",               /* count netstring too long */
+	"3:",
+	"123",
+	"1:x,",                 /* not a number */
+	"1:-,",
+	"2:-1,",
+	"2:+1,",
+	"2: 1,",
+	"1:1;6:status,",        /* missing comma after the count */
+	"01:1,6:status,",       /* leading zero in the count's length */
+	":1,",
+	"x",
+	"6:status,",            /* the old format, without count */
+	"8:register,5:alice,9:localhost,6:s3cret,0:,",
+	/* The arguments. */
+	"1:1,x:status,",        /* non-digit length */
+	"1:1,-1:a,",            /* sign */
+	"1:1, 6:status,",       /* space */
+	"1:1,+6:status,",
+	"1:1,06:status,",       /* leading zero */
+	"1:2,6:status,00:,",    /* leading zero on an empty argument */
+	"1:1,:status,",         /* no length */
+	"1:1,6:status;",        /* missing comma */
+	"1:1,6:statusX",
+	"1:1,5:status,",        /* length too short */
+	"1:2,6:status,0:;",     /* bad comma after an empty argument */
+	"1:1,0:,",              /* empty command name */
+	"1:2,0:,1:a,",
+	"1:1,0:",
+	"1:1,65537:",           /* over the limit */
+	"1:1,100000:",
+	"1:1,99999999999999999999999:",
 };
 
 START_TEST(test_malformed)
@@ -240,51 +304,126 @@ END_TEST
 
 START_TEST(test_nul)
 {
-	static const char nul_arg[] = "6:st\0tus,0:,";
-	static const char nul_early[] = "6:st\0";
+	static const char nul_arg[] = "1:1,6:st\0tus,";
+	static const char nul_early[] = "1:1,6:st\0";
+	static const char nul_count[] = "1:\0";
 
 	ck_assert_int_eq(decode_raw(nul_arg, sizeof(nul_arg) - 1), -EINVAL);
 	/* Refused as soon as it is seen, not when the argument ends. */
 	ck_assert_int_eq(decode_raw(nul_early, sizeof(nul_early) - 1),
 			 -EINVAL);
-	ck_assert_int_eq(decode_raw("6:st", 4), 0);
+	ck_assert_int_eq(decode_raw(nul_count, sizeof(nul_count) - 1),
+			 -EINVAL);
+	ck_assert_int_eq(decode_raw("1:1,6:st", 8), 0);
 }
 END_TEST
 
-START_TEST(test_too_many_args)
+START_TEST(test_incomplete)
+{
+	/* Every proper prefix of a valid request waits for more. */
+	static const char *const prefixes[] = {
+		"", "1", "1:", "2:1", "2:16", "1:3,", "1:3,6:status,",
+		"1:3,6:status,0", "1:3,6:status,0:", "1:3,6:status,0:,",
+		"1:3,6:status,0:,0:",
+	};
+
+	for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++)
+		ck_assert_msg(decode_raw(prefixes[i], strlen(prefixes[i])) == 0,
+			      "not waiting: %s", prefixes[i]);
+	ck_assert_int_eq(decode_raw("1:3,6:status,0:,0:,", 19), 1);
+}
+END_TEST
+
+START_TEST(test_count)
 {
 	struct evbuffer *in = evbuffer_new();
 	char **argv = NULL;
 	int argc = 0;
 
-	for (int i = 0; i < PGN_CTL_MAX_ARGS; i++)
-		evbuffer_add(in, "1:a,", 4);
-	/* Still acceptable: the terminator may come. */
-	ck_assert_int_eq(pgn_ctl_decode(in, &argc, &argv), 0);
-	evbuffer_add(in, "1:a,0:,", 7);
+	/* The count says where the request ends: what follows is the next
+	 * request, even when it looks like more arguments. */
+	ck_assert_int_eq(evbuffer_add(in, "1:2,4:stop,1:a,1:b,", 19), 0);
+	ck_assert_int_eq(pgn_ctl_decode(in, &argc, &argv), 1);
+	ck_assert_int_eq(argc, 2);
+	ck_assert_str_eq(argv[0], "stop");
+	ck_assert_str_eq(argv[1], "a");
+	pgn_ctl_argv_free(argc, argv);
+	ck_assert_uint_eq(evbuffer_get_length(in), 4);
+	/* "1:b," is then a malformed request (count "b"). */
 	ck_assert_int_eq(pgn_ctl_decode(in, &argc, &argv), -EINVAL);
 	ck_assert_ptr_null(argv);
+	ck_assert_uint_eq(evbuffer_get_length(in), 4);
 	evbuffer_free(in);
+
+	/* The largest count, then one more. */
+	in = evbuffer_new();
+	evbuffer_add_printf(in, "2:%d,", PGN_CTL_MAX_ARGS);
+	evbuffer_add(in, "1:a,", 4);
+	for (int i = 1; i < PGN_CTL_MAX_ARGS; i++)
+		evbuffer_add(in, "0:,", 3);
+	ck_assert_int_eq(pgn_ctl_decode(in, &argc, &argv), 1);
+	ck_assert_int_eq(argc, PGN_CTL_MAX_ARGS);
+	ck_assert_str_eq(argv[0], "a");
+	ck_assert_str_eq(argv[PGN_CTL_MAX_ARGS - 1], "");
+	pgn_ctl_argv_free(argc, argv);
+	ck_assert_uint_eq(evbuffer_get_length(in), 0);
+	evbuffer_add_printf(in, "2:%d,", PGN_CTL_MAX_ARGS + 1);
+	ck_assert_int_eq(pgn_ctl_decode(in, &argc, &argv), -EINVAL);
+	evbuffer_free(in);
+
+	/* Every count from 1 to the limit, with empty arguments. */
+	for (int n = 1; n <= PGN_CTL_MAX_ARGS; n++) {
+		char *v[PGN_CTL_MAX_ARGS];
+
+		v[0] = "cmd";
+		for (int i = 1; i < n; i++)
+			v[i] = "";
+		assert_round_trip(n, v);
+	}
 }
 END_TEST
 
 START_TEST(test_too_long)
 {
 	/* An argument whose declared length fits alone but, with its
-	 * framing and the terminator, exceeds the limit. */
-	ck_assert_int_eq(decode_raw("65535:", 6), -EINVAL);
-	ck_assert_int_eq(decode_raw("65527:", 6), -EINVAL);
-	ck_assert_int_eq(decode_raw("65526:", 6), 0);
+	 * framing and the arguments still to come, exceeds the limit. */
+	ck_assert_int_eq(decode_raw("1:1,65535:", 10), -EINVAL);
+	ck_assert_int_eq(decode_raw("1:1,65526:", 10), -EINVAL);
+	ck_assert_int_eq(decode_raw("1:1,65525:", 10), 0);
+	/* Two more arguments take 6 bytes at least. */
+	ck_assert_int_eq(decode_raw("1:3,65520:", 10), -EINVAL);
+	ck_assert_int_eq(decode_raw("1:3,65519:", 10), 0);
 
-	/* PGN_CTL_MAX_REQUEST bytes of valid but unended arguments. */
+	/* PGN_CTL_MAX_REQUEST bytes of a valid but unended argument. */
 	struct evbuffer *in = evbuffer_new();
 	char **argv = NULL;
 	int argc = 0;
+	char *fill = malloc(PGN_CTL_MAX_REQUEST);
 
-	while (evbuffer_get_length(in) + 4 <= PGN_CTL_MAX_REQUEST)
-		evbuffer_add(in, "1:a,", 4);
+	ck_assert_ptr_nonnull(fill);
+	memset(fill, 'f', PGN_CTL_MAX_REQUEST);
+	evbuffer_add(in, "1:1,65525:", 10);
+	evbuffer_add(in, fill, PGN_CTL_MAX_REQUEST - 11);
+	ck_assert_int_eq(pgn_ctl_decode(in, &argc, &argv), 0);
+	/* Only the ',' may come now. */
+	evbuffer_add(in, "f", 1);
 	ck_assert_int_eq(pgn_ctl_decode(in, &argc, &argv), -EINVAL);
 	evbuffer_free(in);
+
+	/* The last length prefix still has no ':' when the limit is
+	 * reached: it can never end within the limit. */
+	in = evbuffer_new();
+	evbuffer_add(in, "1:2,65522:", 10);
+	evbuffer_add(in, fill, 65522);
+	evbuffer_add(in, ",", 1);
+	ck_assert_uint_eq(evbuffer_get_length(in), PGN_CTL_MAX_REQUEST - 3);
+	evbuffer_add(in, "12", 2);
+	ck_assert_int_eq(pgn_ctl_decode(in, &argc, &argv), 0);
+	evbuffer_add(in, "3", 1);
+	ck_assert_int_eq(pgn_ctl_decode(in, &argc, &argv), -EINVAL);
+	ck_assert_ptr_null(argv);
+	evbuffer_free(in);
+	free(fill);
 
 	/* Many arguments that reach the limit. */
 	in = evbuffer_new();
@@ -292,7 +431,7 @@ START_TEST(test_too_long)
 
 	ck_assert_ptr_nonnull(big);
 	memset(big, 'b', 30000);
-	evbuffer_add_printf(in, "30000:");
+	evbuffer_add_printf(in, "1:3,30000:");
 	evbuffer_add(in, big, 30000);
 	evbuffer_add_printf(in, ",30000:");
 	evbuffer_add(in, big, 30000);
@@ -326,6 +465,20 @@ START_TEST(test_commands)
 	ck_assert_ptr_null(pgn_ctl_command_find("regist"));
 	ck_assert_ptr_null(pgn_ctl_command_find(""));
 	ck_assert_ptr_null(pgn_ctl_command_find(NULL));
+	/* The instant messaging commands (ejabberdctl's names). */
+	c = pgn_ctl_command_find("add_rosteritem");
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(c->nargs, 7);
+	ck_assert_str_eq(c->module, "mod_roster");
+	ck_assert_int_eq(c->host_arg, 2);
+	c = pgn_ctl_command_find("send_message");
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(c->nargs, 5);
+	ck_assert_int_eq(c->offline, 0);
+	c = pgn_ctl_command_find("delete_old_messages");
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(c->nargs, 1);
+	ck_assert_str_eq(c->module, "mod_offline");
 
 	/* Every entry: unique, its args text names nargs words. */
 	for (c = pgn_ctl_commands; c->name != NULL; c++, n++) {
@@ -339,8 +492,14 @@ START_TEST(test_commands)
 				words++;
 		ck_assert_int_eq(words, c->nargs);
 		ck_assert_int_le(c->nargs + 1, PGN_CTL_MAX_ARGS);
+		/* A module command names the argument that picks the
+		 * host, if any, among its arguments. */
+		ck_assert_int_ge(c->host_arg, 0);
+		ck_assert_int_le(c->host_arg, c->nargs);
+		if (c->module == NULL)
+			ck_assert_int_eq(c->host_arg, 0);
 	}
-	ck_assert_uint_eq(n, 10);
+	ck_assert_uint_eq(n, 16);
 }
 END_TEST
 
@@ -359,7 +518,8 @@ ctl_suite(void)
 	tcase_add_loop_test(tc, test_malformed, 0,
 			    (int)(sizeof(malformed) / sizeof(malformed[0])));
 	tcase_add_test(tc, test_nul);
-	tcase_add_test(tc, test_too_many_args);
+	tcase_add_test(tc, test_incomplete);
+	tcase_add_test(tc, test_count);
 	tcase_add_test(tc, test_too_long);
 	tcase_add_test(tc, test_commands);
 	suite_add_tcase(s, tc);

@@ -89,6 +89,42 @@ START_TEST(test_remove_owner)
 }
 END_TEST
 
+/* A held stanza resumes after the handler that held it: the handlers
+ * after it run (same priority later in order, then lower), never the ones
+ * before it or itself again; if the holder was unloaded meanwhile, its
+ * whole priority level counts as done. */
+START_TEST(test_fire_after)
+{
+	struct pgn_events *evs = pgn_events_new();
+	struct pgn_event ev = { .name = "message/bare" };
+	struct trace t;
+	int m1, m2;
+	pgn_events_add(evs, "message/bare", record, "a", 10, &m1);
+	pgn_events_add(evs, "message/bare", record, "b", 5, &m1);
+	pgn_events_add(evs, "message/bare", record, "c", 5, &m2);
+	pgn_events_add(evs, "message/bare", record, "d", 0, &m2);
+	ev.data = &t;
+	memset(&t, 0, sizeof(t));
+	ck_assert_int_eq(pgn_events_fire_after(evs, &ev, 5, record, "b"),
+			 PGN_EVENT_PASS);
+	ck_assert_str_eq(t.calls, "cd");
+	/* The running handler is recorded for pgn_event_hold. */
+	ck_assert_int_eq(ev.pos_priority, 0);
+	ck_assert_ptr_eq(ev.pos_arg, "d");
+	memset(&t, 0, sizeof(t));
+	pgn_events_fire_after(evs, &ev, 10, record, "a");
+	ck_assert_str_eq(t.calls, "bcd");
+	/* Holder gone: everything at its priority is skipped. */
+	memset(&t, 0, sizeof(t));
+	pgn_events_fire_after(evs, &ev, 5, record, "x");
+	ck_assert_str_eq(t.calls, "d");
+	memset(&t, 0, sizeof(t));
+	pgn_events_fire_after(evs, &ev, -1, record, "z");
+	ck_assert_str_eq(t.calls, "");
+	pgn_events_free(evs);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -100,6 +136,7 @@ main(void)
 	tcase_add_test(tc, test_priority_order);
 	tcase_add_test(tc, test_handled_stops_chain);
 	tcase_add_test(tc, test_remove_owner);
+	tcase_add_test(tc, test_fire_after);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -1,0 +1,6 @@
+/* pigeon-load: placeholder, being written. */
+int
+main(void)
+{
+	return 0;
+}

@@ -1,0 +1,2 @@
+-- placeholder, being written
+CREATE TABLE placeholder_last (x INTEGER);

@@ -1,0 +1,2 @@
+-- placeholder, being written
+CREATE TABLE placeholder_blocking (x INTEGER);

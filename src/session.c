@@ -1,0 +1,191 @@
+/* The session API of module.h: what a module may see and do with a
+ * client session, and the per-module data it keeps on one.  The stream
+ * object itself lives in stream.c; this file only exposes it. */
+#include <errno.h>
+#include <stdlib.h>
+
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "pigeon/module.h"
+#include "router.h"
+#include "server.h"
+#include "stream.h"
+
+struct pgn_session *
+pgn_user_sessions(struct pgn_server *srv, const char *bare)
+{
+	return pgn_router_sessions(srv, bare);
+}
+
+struct pgn_session *
+pgn_session_next(const struct pgn_session *s)
+{
+	return s->next_res;
+}
+
+struct pgn_session *
+pgn_session_find(struct pgn_server *srv, uint64_t id)
+{
+	return pgn_stream_find(srv, id);
+}
+
+struct pgn_host *
+pgn_session_host(const struct pgn_session *s)
+{
+	return s->host;
+}
+
+struct pgn_server *
+pgn_session_server(const struct pgn_session *s)
+{
+	return s->srv;
+}
+
+const char *
+pgn_session_peer(const struct pgn_session *s)
+{
+	return s->peer;
+}
+
+int
+pgn_session_authenticated(const struct pgn_session *s)
+{
+	return s->authenticated;
+}
+
+int
+pgn_session_available(const struct pgn_session *s)
+{
+	return s->available;
+}
+
+int
+pgn_session_priority(const struct pgn_session *s)
+{
+	return s->priority;
+}
+
+const struct pgn_xml *
+pgn_session_presence(const struct pgn_session *s)
+{
+	return s->presence;
+}
+
+int
+pgn_session_set_presence(struct pgn_session *s, const struct pgn_xml *xml)
+{
+	struct pgn_xml *copy = NULL;
+
+	if (xml != NULL && (copy = pgn_xml_copy(xml)) == NULL)
+		return -ENOMEM;
+	pgn_xml_free(s->presence);
+	s->presence = copy;
+	return 0;
+}
+
+void
+pgn_session_send(struct pgn_session *s, const struct pgn_xml *xml)
+{
+	pgn_stream_send_xml(s, xml);
+}
+
+void
+pgn_session_hold(struct pgn_session *s)
+{
+	if (s->holds++ == 0 && s->bev != NULL && s->state != PGN_ST_DEAD)
+		bufferevent_disable(s->bev, EV_READ);
+}
+
+void
+pgn_session_release(struct pgn_session *s)
+{
+	if (s->holds == 0 || --s->holds > 0)
+		return;
+	if (s->state == PGN_ST_DEAD || s->state == PGN_ST_CLOSING)
+		return;
+	/* Replays what queued meanwhile, then reads again. */
+	if (!s->busy)
+		pgn_stream_resume(s);
+}
+
+void
+pgn_session_close(struct pgn_session *s, const char *condition,
+		  const char *text)
+{
+	if (condition != NULL)
+		pgn_stream_error(s, condition, text);
+	else
+		pgn_stream_close(s);
+}
+
+void *
+pgn_session_get_data(const struct pgn_session *s, const struct pgn_module *m)
+{
+	for (const struct pgn_sdata *d = s->sdata; d != NULL; d = d->next)
+		if (d->owner == m)
+			return d->data;
+	return NULL;
+}
+
+int
+pgn_session_set_data(struct pgn_session *s, const struct pgn_module *m,
+		     void *data, void (*free_fn)(void *))
+{
+	struct pgn_sdata *d;
+
+	pgn_session_drop_data(s, m);
+	if (data == NULL)
+		return 0;
+	if ((d = calloc(1, sizeof(*d))) == NULL)
+		return -ENOMEM;
+	d->owner = m;
+	d->data = data;
+	d->free_fn = free_fn;
+	d->next = s->sdata;
+	s->sdata = d;
+	return 0;
+}
+
+void
+pgn_session_drop_data(struct pgn_session *s, const struct pgn_module *owner)
+{
+	struct pgn_sdata **pp = &s->sdata;
+
+	while (*pp != NULL) {
+		struct pgn_sdata *d = *pp;
+		if (owner != NULL && d->owner != owner) {
+			pp = &d->next;
+			continue;
+		}
+		*pp = d->next;
+		if (d->free_fn != NULL)
+			d->free_fn(d->data);
+		free(d);
+	}
+}
+
+void
+pgn_user_kick(struct pgn_server *srv, const char *bare, const char *condition,
+	      const char *text)
+{
+	struct pgn_session *s = pgn_router_sessions(srv, bare);
+
+	while (s != NULL) {
+		struct pgn_session *next = s->next_res;
+		pgn_stream_error(s, condition, text);
+		s = next;
+	}
+}
+
+struct pgn_store *
+pgn_server_store(const struct pgn_server *srv)
+{
+	return srv->store;
+}
+
+struct pgn_worker *
+pgn_server_crypto(const struct pgn_server *srv)
+{
+	return srv->crypto;
+}

@@ -1,15 +1,998 @@
-/* mod_caps: placeholder, being written. */
+/* XEP-0115: Entity Capabilities.
+ *
+ * The server's own caps: a <c/> in the stream features (XEP-0115 §6.3)
+ * whose ver is the §5.1 hash of the host's disco#info (the identities and
+ * features its modules registered; no forms), and the answer to a
+ * disco#info query for node#ver (§6.2), the same information with the
+ * node echoed.  That answer lives here rather than in mod_disco because
+ * only this module knows the ver; other nodes still reach mod_disco.
+ *
+ * Clients' caps: the <c/> of a client's available presence is kept per
+ * session.  An unknown (hash, ver) is looked up in the store (table caps,
+ * schemas/<driver>/008_caps.sql), and if absent the server asks that
+ * client for disco#info of node#ver, verifies the answer (§5.4: well
+ * formed, and its hash is the ver) and caches the features in memory and
+ * in the store, so no other client with the same ver is ever asked.
+ * Only one lookup per (hash, ver) runs at a time.  Legacy caps (no
+ * 'hash', before version 1.5) cannot be verified and are only recorded.
+ *
+ * caps_session_features() is the lookup PEP will use to filter +notify
+ * features; see doc/modules.md for how it will be reached.
+ *
+ * Options: node (default https://pigeon.invalid/caps); cache_size
+ * (entries kept in memory, default 10000). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+
+#include "pigeon/log.h"
+#include "pigeon/map.h"
 #include "pigeon/module.h"
+#include "pigeon/store.h"
+
+#define NS_CAPS "http://jabber.org/protocol/caps"
+#define NS_INFO "http://jabber.org/protocol/disco#info"
+#define NS_XDATA "jabber:x:data"
+
+#define DEFAULT_NODE "https://pigeon.invalid/caps"
+#define DEFAULT_CACHE_SIZE 10000
+#define MAX_CACHE_SIZE 10000000ul
+#define MAX_NODE_LEN 1024
+#define MAX_VER_LEN 128  /* base64 of SHA-512 is 88 */
+#define MAX_HASH_LEN 16
+#define MAX_PENDING 4096 /* disco#info queries waiting for an answer */
+#define VER_BUF 96
+#define QUERY_PREFIX "caps-"
+
+struct caps {
+	struct pgn_module *m;
+	const char *node;
+	unsigned long cache_size;
+	struct pgn_map *known;    /* "hash/ver" -> features (char *) */
+	struct pgn_map *inflight; /* "hash/ver" -> the module: lookup runs */
+	struct pgn_map *pending;  /* query number -> struct pending */
+	uint64_t next_query;
+};
+
+/* Per session: the caps of its last available presence. */
+struct csess {
+	char *node, *ver, *hash;
+	char *key; /* "hash/ver", NULL when the hash is not supported */
+};
+
+/* A disco#info query sent to a client. */
+struct pending {
+	uint64_t session;
+	char *key;
+	char *jid; /* the full JID asked: only it may answer */
+	char *ver;
+	const EVP_MD *md;
+};
+
+/* ---- strings ------------------------------------------------------------- */
+
+struct sbuf {
+	char *p;
+	size_t len, cap;
+	int nomem;
+};
+
+static void
+sb_add(struct sbuf *b, const char *s)
+{
+	size_t n = strlen(s);
+	if (b->nomem)
+		return;
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 256;
+		while (cap < b->len + n + 1)
+			cap *= 2;
+		char *p = realloc(b->p, cap);
+		if (p == NULL) {
+			b->nomem = 1;
+			return;
+		}
+		b->p = p;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, s, n + 1);
+	b->len += n;
+}
+
+/* Gives the string away (the caller frees); NULL on allocation
+ * failure. */
+static char *
+sb_take(struct sbuf *b)
+{
+	char *p;
+	if (b->nomem) {
+		free(b->p);
+		return NULL;
+	}
+	p = b->p != NULL ? b->p : strdup("");
+	b->p = NULL;
+	b->len = b->cap = 0;
+	return p;
+}
 
 static int
-load(struct pgn_module *m)
+cmp_str(const void *a, const void *b)
 {
-	(void)m;
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int
+has_duplicates(char **v, size_t n)
+{
+	for (size_t i = 1; i < n; i++)
+		if (strcmp(v[i - 1], v[i]) == 0)
+			return 1;
 	return 0;
+}
+
+static void
+free_strv(char **v, size_t n)
+{
+	if (v == NULL)
+		return;
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+static const char *
+attr_or_empty(const struct pgn_xml *el, const char *name)
+{
+	const char *v = pgn_xml_attr(el, name);
+	return v != NULL ? v : "";
+}
+
+static size_t
+count_children(const struct pgn_xml *el)
+{
+	size_t n = 0;
+	for (struct pgn_xml *c = pgn_xml_first_child(el); c != NULL;
+	     c = pgn_xml_next(c))
+		n++;
+	return n;
+}
+
+static int
+is(const struct pgn_xml *el, const char *ns, const char *name)
+{
+	const char *ens = pgn_xml_ns(el);
+	return ens != NULL && strcmp(ens, ns) == 0 &&
+	       strcmp(pgn_xml_name(el), name) == 0;
+}
+
+/* ---- the verification string (XEP-0115 §5.1, checks of §5.4) ------------- */
+
+/* The texts of el's <value/> children, sorted.  NULL on allocation
+ * failure (*n 0 and a non-NULL empty array otherwise). */
+static char **
+field_values(const struct pgn_xml *field, size_t *n)
+{
+	size_t max = count_children(field);
+	char **v = calloc(max + 1, sizeof(*v));
+
+	*n = 0;
+	if (v == NULL)
+		return NULL;
+	for (struct pgn_xml *c = pgn_xml_first_child(field); c != NULL;
+	     c = pgn_xml_next(c)) {
+		if (!is(c, NS_XDATA, "value"))
+			continue;
+		if ((v[*n] = pgn_xml_text(c)) == NULL) {
+			free_strv(v, *n);
+			return NULL;
+		}
+		(*n)++;
+	}
+	qsort(v, *n, sizeof(*v), cmp_str);
+	return v;
+}
+
+/* One XEP-0128 form as it enters S: "FORM_TYPE<" then each other field
+ * "var<" followed by its sorted values "value<".  Sets *piece (malloc'd)
+ * to NULL for a form that must be ignored (no hidden FORM_TYPE).  0,
+ * -EINVAL (ill-formed response) or -ENOMEM. */
+static int
+form_piece(const struct pgn_xml *x, char **form_type, char **piece)
+{
+	size_t nfields = count_children(x), nf = 0;
+	char **vars = calloc(nfields + 1, sizeof(*vars));
+	struct sbuf b = { 0 };
+	int found = 0, rc = -ENOMEM;
+
+	*form_type = *piece = NULL;
+	if (vars == NULL)
+		return -ENOMEM;
+	for (struct pgn_xml *f = pgn_xml_first_child(x); f != NULL;
+	     f = pgn_xml_next(f)) {
+		const char *var;
+		if (!is(f, NS_XDATA, "field"))
+			continue;
+		var = attr_or_empty(f, "var");
+		if (strcmp(var, "FORM_TYPE") == 0) {
+			size_t nv;
+			char **v;
+			if (found) {
+				rc = -EINVAL;
+				goto out;
+			}
+			found = 1;
+			if (strcmp(attr_or_empty(f, "type"), "hidden") != 0) {
+				rc = 0; /* ignored form (§5.4 3.6) */
+				goto out;
+			}
+			if ((v = field_values(f, &nv)) == NULL)
+				goto out;
+			/* Several values must all be equal (§5.4 3.5). */
+			if (nv > 1 && strcmp(v[0], v[nv - 1]) != 0) {
+				free_strv(v, nv);
+				rc = -EINVAL;
+				goto out;
+			}
+			*form_type = nv > 0 ? strdup(v[0]) : strdup("");
+			free_strv(v, nv);
+			if (*form_type == NULL)
+				goto out;
+			continue;
+		}
+		/* Sorted below; fields sharing a var keep document
+		 * order. */
+		if ((vars[nf] = strdup(var)) == NULL)
+			goto out;
+		nf++;
+	}
+	if (!found) {
+		rc = 0;
+		goto out;
+	}
+	qsort(vars, nf, sizeof(*vars), cmp_str);
+	sb_add(&b, *form_type);
+	sb_add(&b, "<");
+	for (size_t i = 0; i < nf; i++) {
+		if (i > 0 && strcmp(vars[i], vars[i - 1]) == 0)
+			continue; /* all fields of that var were added */
+		for (struct pgn_xml *f = pgn_xml_first_child(x); f != NULL;
+		     f = pgn_xml_next(f)) {
+			size_t nv;
+			char **v;
+			if (!is(f, NS_XDATA, "field") ||
+			    strcmp(attr_or_empty(f, "var"), vars[i]) != 0)
+				continue;
+			if ((v = field_values(f, &nv)) == NULL)
+				goto out;
+			sb_add(&b, vars[i]);
+			sb_add(&b, "<");
+			for (size_t j = 0; j < nv; j++) {
+				sb_add(&b, v[j]);
+				sb_add(&b, "<");
+			}
+			free_strv(v, nv);
+		}
+	}
+	if ((*piece = sb_take(&b)) == NULL)
+		goto out;
+	rc = 0;
+out:
+	free(b.p);
+	free_strv(vars, nf);
+	if (*piece == NULL) {
+		free(*form_type);
+		*form_type = NULL;
+	}
+	return rc;
+}
+
+struct form {
+	char *type;
+	char *piece;
+};
+
+static int
+cmp_form(const void *a, const void *b)
+{
+	return strcmp(((const struct form *)a)->type,
+		      ((const struct form *)b)->type);
+}
+
+/* Builds the verification string S of a disco#info <query/> into *s
+ * (malloc'd) and, if features is not NULL, the sorted features joined by
+ * newlines.  0, -EINVAL when the response is ill-formed (§5.4: duplicate
+ * identity, feature or FORM_TYPE; a newline in a feature, which the
+ * cache cannot hold) or -ENOMEM. */
+static int
+verification_string(const struct pgn_xml *q, char **s, char **features)
+{
+	size_t n = count_children(q), ni = 0, nf = 0, nx = 0;
+	char **ids = calloc(n + 1, sizeof(*ids));
+	char **feats = calloc(n + 1, sizeof(*feats));
+	struct form *forms = calloc(n + 1, sizeof(*forms));
+	struct sbuf b = { 0 }, fb = { 0 };
+	int rc = -ENOMEM;
+
+	*s = NULL;
+	if (features != NULL)
+		*features = NULL;
+	if (ids == NULL || feats == NULL || forms == NULL)
+		goto out;
+	for (struct pgn_xml *c = pgn_xml_first_child(q); c != NULL;
+	     c = pgn_xml_next(c)) {
+		if (is(c, NS_INFO, "identity")) {
+			struct sbuf ib = { 0 };
+			sb_add(&ib, attr_or_empty(c, "category"));
+			sb_add(&ib, "/");
+			sb_add(&ib, attr_or_empty(c, "type"));
+			sb_add(&ib, "/");
+			sb_add(&ib, attr_or_empty(c, "xml:lang"));
+			sb_add(&ib, "/");
+			sb_add(&ib, attr_or_empty(c, "name"));
+			if ((ids[ni] = sb_take(&ib)) == NULL)
+				goto out;
+			ni++;
+		} else if (is(c, NS_INFO, "feature")) {
+			if ((feats[nf] = strdup(attr_or_empty(c, "var"))) ==
+			    NULL)
+				goto out;
+			if (strchr(feats[nf++], '\n') != NULL) {
+				rc = -EINVAL;
+				goto out;
+			}
+		} else if (is(c, NS_XDATA, "x")) {
+			rc = form_piece(c, &forms[nx].type, &forms[nx].piece);
+			if (rc < 0)
+				goto out;
+			rc = -ENOMEM;
+			if (forms[nx].piece != NULL)
+				nx++;
+		}
+	}
+	/* Sorting on the formatted identities is what the libraries that
+	 * generate most vers do (i;octet on "category/type/lang/name"). */
+	qsort(ids, ni, sizeof(*ids), cmp_str);
+	qsort(feats, nf, sizeof(*feats), cmp_str);
+	qsort(forms, nx, sizeof(*forms), cmp_form);
+	if (has_duplicates(ids, ni) || has_duplicates(feats, nf)) {
+		rc = -EINVAL;
+		goto out;
+	}
+	for (size_t i = 1; i < nx; i++)
+		if (strcmp(forms[i - 1].type, forms[i].type) == 0) {
+			rc = -EINVAL;
+			goto out;
+		}
+	for (size_t i = 0; i < ni; i++) {
+		sb_add(&b, ids[i]);
+		sb_add(&b, "<");
+	}
+	for (size_t i = 0; i < nf; i++) {
+		sb_add(&b, feats[i]);
+		sb_add(&b, "<");
+		if (i > 0)
+			sb_add(&fb, "\n");
+		sb_add(&fb, feats[i]);
+	}
+	for (size_t i = 0; i < nx; i++)
+		sb_add(&b, forms[i].piece);
+	if ((*s = sb_take(&b)) == NULL)
+		goto out;
+	if (features != NULL && (*features = sb_take(&fb)) == NULL) {
+		free(*s);
+		*s = NULL;
+		goto out;
+	}
+	rc = 0;
+out:
+	free(b.p);
+	free(fb.p);
+	free_strv(ids, ni);
+	free_strv(feats, nf);
+	if (forms != NULL)
+		for (size_t i = 0; i < nx; i++) {
+			free(forms[i].type);
+			free(forms[i].piece);
+		}
+	free(forms);
+	return rc;
+}
+
+/* The hash functions of the IANA registry that clients use (§5.1). */
+static const EVP_MD *
+caps_md(const char *name)
+{
+	if (name == NULL)
+		return NULL;
+	if (strcmp(name, "sha-1") == 0)
+		return EVP_sha1();
+	if (strcmp(name, "sha-224") == 0)
+		return EVP_sha224();
+	if (strcmp(name, "sha-256") == 0)
+		return EVP_sha256();
+	if (strcmp(name, "sha-384") == 0)
+		return EVP_sha384();
+	if (strcmp(name, "sha-512") == 0)
+		return EVP_sha512();
+	return NULL;
+}
+
+/* ver = base64(md(S)).  0, -EINVAL or -ENOMEM. */
+static int
+caps_ver(const struct pgn_xml *q, const EVP_MD *md, char ver[VER_BUF],
+	 char **features)
+{
+	unsigned char d[EVP_MAX_MD_SIZE];
+	unsigned dlen = 0;
+	char *s;
+	int rc = verification_string(q, &s, features);
+
+	if (rc < 0)
+		return rc;
+	if (EVP_Digest(s, strlen(s), d, &dlen, md, NULL) != 1 ||
+	    4 * ((dlen + 2) / 3) + 1 > VER_BUF) {
+		free(s);
+		if (features != NULL) {
+			free(*features);
+			*features = NULL;
+		}
+		return -ENOMEM;
+	}
+	free(s);
+	EVP_EncodeBlock((unsigned char *)ver, d, (int)dlen);
+	return 0;
+}
+
+/* ---- the server's caps --------------------------------------------------- */
+
+struct build {
+	struct pgn_xml *q;
+	int failed;
+};
+
+static void
+add_feature(const char *var, void *arg)
+{
+	struct build *b = arg;
+	struct pgn_xml *f = pgn_xml_add_child(b->q, NS_INFO, "feature");
+	if (f == NULL || pgn_xml_set_attr(f, "var", var) != 0)
+		b->failed = 1;
+}
+
+static void
+add_identity(const char *category, const char *type, const char *name,
+	     void *arg)
+{
+	struct build *b = arg;
+	struct pgn_xml *i = pgn_xml_add_child(b->q, NS_INFO, "identity");
+	if (i == NULL || pgn_xml_set_attr(i, "category", category) != 0 ||
+	    pgn_xml_set_attr(i, "type", type) != 0 ||
+	    (name != NULL && pgn_xml_set_attr(i, "name", name) != 0))
+		b->failed = 1;
+}
+
+/* The host's disco#info <query/> as mod_disco answers it; the caller
+ * owns it.  NULL on allocation failure. */
+static struct pgn_xml *
+host_info(const struct pgn_host *h)
+{
+	struct build b = { pgn_xml_new(NS_INFO, "query"), 0 };
+	if (b.q == NULL)
+		return NULL;
+	pgn_host_foreach_identity(h, add_identity, &b);
+	pgn_host_foreach_feature(h, add_feature, &b);
+	if (b.failed) {
+		pgn_xml_free(b.q);
+		return NULL;
+	}
+	return b.q;
+}
+
+/* Computed each time: modules loaded after this one add features, and
+ * hashing a few hundred bytes costs less than tracking changes. */
+static int
+host_ver(const struct pgn_host *h, char ver[VER_BUF])
+{
+	struct pgn_xml *q = host_info(h);
+	int rc;
+	if (q == NULL)
+		return -ENOMEM;
+	rc = caps_ver(q, EVP_sha1(), ver, NULL);
+	pgn_xml_free(q);
+	return rc;
+}
+
+static int
+on_features(struct pgn_event *ev, void *arg)
+{
+	struct caps *c = arg;
+	struct pgn_xml *features = ev->data, *el;
+	char ver[VER_BUF];
+
+	if (features == NULL || host_ver(ev->host, ver) != 0)
+		return PGN_EVENT_PASS;
+	el = pgn_xml_add_child(features, NS_CAPS, "c");
+	if (el == NULL || pgn_xml_set_attr(el, "hash", "sha-1") != 0 ||
+	    pgn_xml_set_attr(el, "node", c->node) != 0 ||
+	    pgn_xml_set_attr(el, "ver", ver) != 0)
+		pgn_log(PGN_LOG_WARN, "mod_caps: out of memory");
+	return PGN_EVENT_PASS;
+}
+
+/* disco#info of node#ver (§6.2); any other node goes on to mod_disco. */
+static int
+on_disco_node(struct pgn_event *ev, void *arg)
+{
+	struct caps *c = arg;
+	struct pgn_xml *req = pgn_xml_first_child(ev->stanza->xml);
+	const char *node = pgn_xml_attr(req, "node");
+	size_t nlen = strlen(c->node);
+	char ver[VER_BUF];
+	struct pgn_xml *q;
+
+	if (node == NULL || strncmp(node, c->node, nlen) != 0 ||
+	    node[nlen] != '#' || host_ver(ev->host, ver) != 0 ||
+	    strcmp(node + nlen + 1, ver) != 0)
+		return PGN_EVENT_PASS;
+	if ((q = host_info(ev->host)) == NULL ||
+	    pgn_xml_set_attr(q, "node", node) != 0) {
+		pgn_xml_free(q);
+		pgn_event_error(ev, "wait", "resource-constraint");
+		return PGN_EVENT_HANDLED;
+	}
+	pgn_event_reply(ev, q);
+	return PGN_EVENT_HANDLED;
+}
+
+/* ---- clients' caps: cache ------------------------------------------------ */
+
+static void
+csess_free(void *p)
+{
+	struct csess *cs = p;
+	if (cs == NULL)
+		return;
+	free(cs->node);
+	free(cs->ver);
+	free(cs->hash);
+	free(cs->key);
+	free(cs);
+}
+
+static void
+pending_free(struct pending *p)
+{
+	if (p == NULL)
+		return;
+	free(p->key);
+	free(p->jid);
+	free(p->ver);
+	free(p);
+}
+
+/* Keeps features (copied) for key in memory, within cache_size. */
+static void
+remember(struct caps *c, const char *key, const char *features)
+{
+	char *copy;
+	if (pgn_map_get(c->known, key) != NULL ||
+	    pgn_map_count(c->known) >= c->cache_size)
+		return;
+	if ((copy = strdup(features)) == NULL)
+		return;
+	if (pgn_map_set(c->known, key, copy) != 0)
+		free(copy);
+}
+
+/* The verified features of session s (sorted, joined by newlines), or
+ * NULL while they are unknown.  For PEP (XEP-0163 §4: +notify). */
+static const char *
+caps_session_features(const struct caps *c, const struct pgn_session *s)
+{
+	const struct csess *cs = pgn_session_get_data(s, c->m);
+	if (cs == NULL || cs->key == NULL)
+		return NULL;
+	return pgn_map_get(c->known, cs->key);
+}
+
+/* ---- clients' caps: asking ----------------------------------------------- */
+
+static void
+send_query(struct caps *c, struct pgn_session *s, const struct csess *cs)
+{
+	struct pgn_server *srv = pgn_module_server(c->m);
+	const struct pgn_jid *jid = pgn_session_jid(s);
+	struct pending *p = NULL;
+	struct pgn_xml *iq = NULL, *q;
+	struct pgn_stanza *st;
+	char id[32];
+	char *node = NULL;
+	int bad = 0;
+
+	if (pgn_map_count(c->pending) >= MAX_PENDING || jid == NULL)
+		goto fail;
+	if ((p = calloc(1, sizeof(*p))) == NULL ||
+	    (p->key = strdup(cs->key)) == NULL ||
+	    (p->jid = strdup(jid->full)) == NULL ||
+	    (p->ver = strdup(cs->ver)) == NULL ||
+	    (node = malloc(strlen(cs->node) + strlen(cs->ver) + 2)) == NULL)
+		goto fail;
+	p->session = pgn_session_id(s);
+	p->md = caps_md(cs->hash);
+	sprintf(node, "%s#%s", cs->node, cs->ver);
+	uint64_t n = ++c->next_query;
+	snprintf(id, sizeof(id), QUERY_PREFIX "%llu", (unsigned long long)n);
+	if ((iq = pgn_xml_new(PGN_NS_CLIENT, "iq")) == NULL ||
+	    pgn_xml_set_attr(iq, "type", "get") != 0 ||
+	    pgn_xml_set_attr(iq, "id", id) != 0 ||
+	    pgn_xml_set_attr(iq, "from",
+			     pgn_host_name(pgn_module_host(c->m))) != 0 ||
+	    pgn_xml_set_attr(iq, "to", jid->full) != 0 ||
+	    (q = pgn_xml_add_child(iq, NS_INFO, "query")) == NULL ||
+	    pgn_xml_set_attr(q, "node", node) != 0)
+		goto fail;
+	if (pgn_map_set_id(c->pending, n, p) != 0)
+		goto fail;
+	st = pgn_stanza_new(iq, &bad); /* takes iq */
+	iq = NULL;
+	if (st == NULL) {
+		pending_free(pgn_map_del_id(c->pending, n));
+		p = NULL;
+		goto fail;
+	}
+	pgn_log(PGN_LOG_DEBUG, "session %llu: mod_caps: asking %s for %s",
+		(unsigned long long)p->session, p->jid, node);
+	free(node);
+	pgn_route(srv, st);
+	return;
+fail:
+	pgn_xml_free(iq);
+	free(node);
+	pgn_map_del(c->inflight, cs->key);
+	pending_free(p);
+}
+
+struct lookup {
+	struct caps *c;
+	char *key;
+};
+
+static void
+looked_up(uint64_t owner, void *arg, const struct pgn_store_result *res)
+{
+	struct lookup *l = arg;
+	struct caps *c = l->c;
+	struct pgn_session *s;
+	const char *features;
+	const struct csess *cs;
+
+	if (res->error != 0) {
+		pgn_log(PGN_LOG_WARN, "mod_caps: lookup failed: %s",
+			res->errmsg);
+		pgn_map_del(c->inflight, l->key);
+		goto out;
+	}
+	features = res->nrows > 0 ? pgn_store_value(res, 0, 0) : NULL;
+	if (features != NULL) {
+		remember(c, l->key, features);
+		pgn_map_del(c->inflight, l->key);
+		goto out;
+	}
+	/* Unknown: ask the client, if it is still there with those caps. */
+	s = pgn_session_find(pgn_module_server(c->m), owner);
+	cs = s != NULL ? pgn_session_get_data(s, c->m) : NULL;
+	if (cs == NULL || cs->key == NULL || strcmp(cs->key, l->key) != 0) {
+		pgn_map_del(c->inflight, l->key);
+		goto out;
+	}
+	send_query(c, s, cs);
+out:
+	free(l->key);
+	free(l);
+}
+
+static void
+start_lookup(struct caps *c, struct pgn_session *s, const struct csess *cs)
+{
+	struct lookup *l = calloc(1, sizeof(*l));
+	const char *params[2] = { cs->hash, cs->ver };
+
+	if (l == NULL || (l->key = strdup(cs->key)) == NULL ||
+	    pgn_map_set(c->inflight, cs->key, c) != 0)
+		goto fail;
+	l->c = c;
+	if (pgn_store_query(pgn_server_store(pgn_module_server(c->m)),
+			    "SELECT features FROM caps WHERE hash = $1 AND "
+			    "ver = $2",
+			    2, params, pgn_session_id(s), looked_up, l) < 0) {
+		pgn_map_del(c->inflight, cs->key);
+		goto fail;
+	}
+	return;
+fail:
+	if (l != NULL)
+		free(l->key);
+	free(l);
+}
+
+static int
+same(const char *a, const char *b)
+{
+	return (a == NULL && b == NULL) ||
+	       (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static struct csess *
+csess_new(const char *node, const char *ver, const char *hash)
+{
+	struct csess *cs = calloc(1, sizeof(*cs));
+	if (cs == NULL || (cs->node = strdup(node)) == NULL ||
+	    (cs->ver = strdup(ver)) == NULL ||
+	    (hash != NULL && (cs->hash = strdup(hash)) == NULL))
+		goto fail;
+	if (caps_md(hash) != NULL) {
+		cs->key = malloc(strlen(hash) + strlen(ver) + 2);
+		if (cs->key == NULL)
+			goto fail;
+		sprintf(cs->key, "%s/%s", hash, ver);
+	}
+	return cs;
+fail:
+	csess_free(cs);
+	return NULL;
+}
+
+/* Modifier (60): reads the caps of the client's available presence and
+ * never stops it. */
+static int
+on_presence(struct pgn_event *ev, void *arg)
+{
+	struct caps *c = arg;
+	struct pgn_session *s = ev->origin;
+	struct pgn_xml *el;
+	const char *node, *ver, *hash;
+	struct csess *cs;
+
+	if (s == NULL || ev->stanza->type != NULL)
+		return PGN_EVENT_PASS;
+	if ((el = pgn_xml_child(ev->stanza->xml, NS_CAPS, "c")) == NULL)
+		return PGN_EVENT_PASS;
+	node = pgn_xml_attr(el, "node");
+	ver = pgn_xml_attr(el, "ver");
+	hash = pgn_xml_attr(el, "hash");
+	if (node == NULL || ver == NULL || node[0] == '\0' || ver[0] == '\0' ||
+	    strlen(node) > MAX_NODE_LEN || strlen(ver) > MAX_VER_LEN ||
+	    (hash != NULL && strlen(hash) > MAX_HASH_LEN))
+		return PGN_EVENT_PASS;
+	cs = pgn_session_get_data(s, c->m);
+	if (cs != NULL && strcmp(cs->node, node) == 0 &&
+	    strcmp(cs->ver, ver) == 0 && same(cs->hash, hash))
+		return PGN_EVENT_PASS; /* unchanged */
+	if ((cs = csess_new(node, ver, hash)) == NULL ||
+	    pgn_session_set_data(s, c->m, cs, csess_free) != 0) {
+		csess_free(cs);
+		return PGN_EVENT_PASS;
+	}
+	if (cs->key == NULL) {
+		pgn_log(PGN_LOG_DEBUG,
+			"session %llu: mod_caps: caps without a supported "
+			"hash, not verified",
+			(unsigned long long)pgn_session_id(s));
+		return PGN_EVENT_PASS;
+	}
+	if (caps_session_features(c, s) != NULL) {
+		pgn_log(PGN_LOG_DEBUG, "session %llu: mod_caps: %s known",
+			(unsigned long long)pgn_session_id(s), cs->key);
+		return PGN_EVENT_PASS;
+	}
+	if (pgn_map_get(c->inflight, cs->key) == NULL)
+		start_lookup(c, s, cs);
+	return PGN_EVENT_PASS;
+}
+
+static void
+cache_verified(struct caps *c, const struct pending *p, const char *features)
+{
+	const char *hash = strchr(p->key, '/');
+	char *h = strndup(p->key, (size_t)(hash - p->key));
+	const char *params[3] = { h, p->ver, features };
+
+	remember(c, p->key, features);
+	if (h == NULL)
+		return;
+	/* Fire and forget: the store logs a failure, and the memory cache
+	 * already has it. */
+	if (pgn_store_query(pgn_server_store(pgn_module_server(c->m)),
+			    "INSERT INTO caps (hash, ver, features) VALUES "
+			    "($1, $2, $3) ON CONFLICT (hash, ver) DO NOTHING",
+			    3, params, 0, NULL, NULL) < 0)
+		pgn_log(PGN_LOG_WARN, "mod_caps: cannot store %s", p->key);
+	free(h);
+}
+
+/* The answer to one of our queries: an iq result or error addressed to
+ * the host. */
+static int
+on_iq_host(struct pgn_event *ev, void *arg)
+{
+	struct caps *c = arg;
+	struct pgn_stanza *st = ev->stanza;
+	struct pgn_xml *q;
+	struct pending *p;
+	char *end, *features = NULL;
+	char ver[VER_BUF];
+	unsigned long long n;
+	int rc;
+
+	if (st->kind != PGN_STANZA_IQ || st->type == NULL || st->id == NULL ||
+	    (strcmp(st->type, "result") != 0 &&
+	     strcmp(st->type, "error") != 0) ||
+	    strncmp(st->id, QUERY_PREFIX, strlen(QUERY_PREFIX)) != 0)
+		return PGN_EVENT_PASS;
+	n = strtoull(st->id + strlen(QUERY_PREFIX), &end, 10);
+	if (*end != '\0' || (p = pgn_map_get_id(c->pending, n)) == NULL ||
+	    st->from == NULL || strcmp(st->from->full, p->jid) != 0)
+		return PGN_EVENT_PASS;
+	pgn_map_del_id(c->pending, n);
+	pgn_map_del(c->inflight, p->key);
+	if (strcmp(st->type, "error") == 0 ||
+	    (q = pgn_xml_child(st->xml, NS_INFO, "query")) == NULL) {
+		pgn_log(PGN_LOG_DEBUG, "mod_caps: %s gave no disco#info",
+			p->jid);
+		goto out;
+	}
+	rc = caps_ver(q, p->md, ver, &features);
+	if (rc < 0 || strcmp(ver, p->ver) != 0) {
+		/* §5.4: not cached; the next client with this ver is
+		 * asked again. */
+		pgn_log(PGN_LOG_INFO,
+			"mod_caps: disco#info of %s does not match %s (%s)",
+			p->jid, p->key,
+			rc == -EINVAL ? "ill-formed" : "hash differs");
+		goto out;
+	}
+	cache_verified(c, p, features);
+	pgn_log(PGN_LOG_INFO, "mod_caps: verified %s from %s", p->key, p->jid);
+out:
+	free(features);
+	pending_free(p);
+	return PGN_EVENT_HANDLED;
+}
+
+struct drop {
+	struct caps *c;
+	uint64_t session;
+};
+
+static int
+drop_pending(const char *key, uint64_t id, void *value, void *arg)
+{
+	struct drop *d = arg;
+	struct pending *p = value;
+	(void)key;
+	if (p->session != d->session)
+		return 0;
+	pgn_map_del_id(d->c->pending, id);
+	pgn_map_del(d->c->inflight, p->key);
+	pending_free(p);
+	return 0;
+}
+
+/* A client that leaves unanswered frees its query, so that the next
+ * client with those caps is asked. */
+static int
+on_session_ended(struct pgn_event *ev, void *arg)
+{
+	struct drop d = { arg, pgn_session_id(ev->origin) };
+	pgn_map_foreach(d.c->pending, drop_pending, &d);
+	return PGN_EVENT_PASS;
+}
+
+/* ---- module -------------------------------------------------------------- */
+
+static int
+free_value(const char *key, uint64_t id, void *value, void *arg)
+{
+	(void)key;
+	(void)id;
+	(void)arg;
+	free(value);
+	return 0;
+}
+
+static int
+free_pending(const char *key, uint64_t id, void *value, void *arg)
+{
+	(void)key;
+	(void)id;
+	(void)arg;
+	pending_free(value);
+	return 0;
+}
+
+static void
+caps_free(struct caps *c)
+{
+	if (c == NULL)
+		return;
+	if (c->known != NULL) {
+		pgn_map_foreach(c->known, free_value, NULL);
+		pgn_map_free(c->known);
+	}
+	if (c->pending != NULL) {
+		pgn_map_foreach(c->pending, free_pending, NULL);
+		pgn_map_free(c->pending);
+	}
+	pgn_map_free(c->inflight);
+	free(c);
+}
+
+static int
+caps_load(struct pgn_module *m)
+{
+	struct caps *c = calloc(1, sizeof(*c));
+	const char *opt;
+	int rc = -ENOMEM;
+
+	if (c == NULL)
+		return -ENOMEM;
+	c->m = m;
+	c->node = pgn_module_option(m, "node", DEFAULT_NODE);
+	c->cache_size = DEFAULT_CACHE_SIZE;
+	if ((opt = pgn_module_option(m, "cache_size", NULL)) != NULL) {
+		char *end;
+		unsigned long v = strtoul(opt, &end, 10);
+		if (end == opt || *end != '\0' || v > MAX_CACHE_SIZE) {
+			pgn_log(PGN_LOG_ERROR,
+				"mod_caps: cache_size must be 0..%lu",
+				MAX_CACHE_SIZE);
+			rc = -EINVAL;
+			goto fail;
+		}
+		c->cache_size = v;
+	}
+	if (c->node[0] == '\0' || strchr(c->node, '#') != NULL) {
+		pgn_log(PGN_LOG_ERROR, "mod_caps: node must be a URI without "
+				       "'#'");
+		rc = -EINVAL;
+		goto fail;
+	}
+	if ((c->known = pgn_map_new()) == NULL ||
+	    (c->inflight = pgn_map_new()) == NULL ||
+	    (c->pending = pgn_map_new()) == NULL)
+		goto fail;
+	pgn_module_set_data(m, c);
+	if ((rc = pgn_module_hook(m, "stream-features", on_features, c, 0)) <
+		    0 ||
+	    /* Before mod_disco (0), which knows no nodes. */
+	    (rc = pgn_module_hook(m, "iq-get/host/" NS_INFO ":query",
+				  on_disco_node, c, 10)) < 0 ||
+	    (rc = pgn_module_hook(m, "pre-presence/self", on_presence, c,
+				  60)) < 0 ||
+	    (rc = pgn_module_hook(m, "iq/host", on_iq_host, c, 0)) < 0 ||
+	    (rc = pgn_module_hook(m, "session-ended", on_session_ended, c,
+				  0)) < 0)
+		goto fail;
+	return 0;
+fail:
+	pgn_module_set_data(m, NULL);
+	caps_free(c);
+	return rc;
+}
+
+static void
+caps_unload(struct pgn_module *m)
+{
+	caps_free(pgn_module_data(m));
 }
 
 const struct pgn_module_def pgn_module_def = {
 	.abi = PGN_MODULE_ABI,
 	.name = "mod_caps",
-	.load = load,
+	.description = "Entity capabilities (XEP-0115)",
+	.load = caps_load,
+	.unload = caps_unload,
 };

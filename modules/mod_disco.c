@@ -53,7 +53,8 @@ on_info(struct pgn_event *ev, void *arg)
 	struct build b = { new_query(ev, NS_INFO), 0 };
 
 	if (req != NULL && pgn_xml_attr(req, "node") != NULL) {
-		/* No nodes are defined on hosts yet. */
+		/* Modules that define nodes answer them before this
+		 * handler (mod_caps: node#ver, XEP-0115 §6.2). */
 		pgn_xml_free(b.q);
 		pgn_event_error(ev, "cancel", "item-not-found");
 		return PGN_EVENT_HANDLED;

@@ -1,15 +1,434 @@
-/* mod_last: placeholder, being written. */
+/* XEP-0012: Last Activity.
+ *
+ *   to the server (§5): the server's uptime;
+ *   to a user's bare JID (§3), on the user's behalf: seconds='0' while
+ *     the user has an available resource, otherwise the seconds since the
+ *     user's last logout with the status text of that session's last
+ *     presence.  Only the user and contacts to whom the user's presence
+ *     is shared (roster subscription 'from' or 'both', RFC 6121 §4) may
+ *     know it; anybody else gets forbidden (§3, §8).  An unknown account
+ *     gets service-unavailable (RFC 6121 §8.5.1), an account that never
+ *     logged out item-not-found (nothing is known);
+ *   to a full JID (§4): the client's idle time, routed to the client by
+ *     the core: nothing here.
+ * The last logout is written in "session-ended" when the user's last
+ * session goes (table last_activity, one row per account).  pigeonctl
+ * get_last USER HOST prints "online", "never", or the UTC time of the
+ * last logout and the status separated by a tab. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "pigeon/ctl.h"
+#include "pigeon/log.h"
 #include "pigeon/module.h"
+#include "pigeon/store.h"
+
+#define NS_LAST "jabber:iq:last"
+
+/* Status texts kept in bytes (a presence is bounded by the stanza size
+ * limit already; this bounds the table). */
+#define MAX_STATUS 1024
+
+struct last {
+	struct pgn_module *m;
+	struct pgn_server *srv;
+	struct pgn_store *store;
+	const char *host;
+};
 
 static int
-load(struct pgn_module *m)
+user_available(struct pgn_server *srv, const char *bare)
 {
-	(void)m;
+	for (struct pgn_session *s = pgn_user_sessions(srv, bare); s != NULL;
+	     s = pgn_session_next(s))
+		if (pgn_session_available(s))
+			return 1;
+	return 0;
+}
+
+static struct pgn_xml *
+new_query(long seconds, const char *status)
+{
+	struct pgn_xml *q = pgn_xml_new(NS_LAST, "query");
+	char buf[32];
+
+	if (q == NULL)
+		return NULL;
+	snprintf(buf, sizeof(buf), "%ld", seconds < 0 ? 0 : seconds);
+	if (pgn_xml_set_attr(q, "seconds", buf) != 0 ||
+	    (status != NULL && *status != '\0' &&
+	     pgn_xml_add_text(q, status, strlen(status)) != 0)) {
+		pgn_xml_free(q);
+		return NULL;
+	}
+	return q;
+}
+
+/* §5: to the server itself. */
+static int
+on_server_last(struct pgn_event *ev, void *arg)
+{
+	struct pgn_xml *q = new_query(pgn_server_uptime(ev->server), NULL);
+	if (q == NULL) {
+		pgn_event_error(ev, "wait", "resource-constraint");
+		return PGN_EVENT_HANDLED;
+	}
+	pgn_event_reply(ev, q);
+	return PGN_EVENT_HANDLED;
+}
+
+struct query {
+	struct last *l;
+	struct pgn_hold *hold;
+	int self; /* the user asks about their own account */
+};
+
+static void
+answer(struct last *l, struct pgn_stanza *st, struct pgn_xml *payload)
+{
+	struct pgn_stanza *r = pgn_stanza_iq_result(st, payload);
+	if (r != NULL)
+		pgn_route(l->srv, r);
+}
+
+static void
+fail(struct last *l, struct pgn_stanza *st, const char *type,
+     const char *condition)
+{
+	struct pgn_stanza *r =
+	        pgn_stanza_error_reply(st, type, condition, NULL);
+	if (r != NULL)
+		pgn_route(l->srv, r);
+}
+
+/* Columns: account exists, requester subscribed, seconds, status. */
+static void
+on_user_last_row(uint64_t owner, void *arg, const struct pgn_store_result *res)
+{
+	struct query *q = arg;
+	struct last *l = q->l;
+	struct pgn_stanza *st = pgn_hold_take(q->hold);
+	const char *secs, *status;
+	struct pgn_xml *payload;
+	long seconds;
+
+	if (st == NULL)
+		goto done;
+	if (res->error != 0 || res->nrows != 1 || res->ncols != 4) {
+		pgn_log(PGN_LOG_ERROR, "mod_last: query failed: %s",
+		        res->error ? res->errmsg : "unexpected result");
+		fail(l, st, "wait", "internal-server-error");
+		goto done;
+	}
+	if (pgn_store_value(res, 0, 0) == NULL) {
+		fail(l, st, "cancel", "service-unavailable");
+		goto done;
+	}
+	if (!q->self && pgn_store_value(res, 0, 1) == NULL) {
+		fail(l, st, "auth", "forbidden");
+		goto done;
+	}
+	/* Checked now, not before the query: the user may have come or
+	 * gone meanwhile. */
+	if (user_available(l->srv, st->to->bare)) {
+		payload = new_query(0, NULL);
+	} else {
+		secs = pgn_store_value(res, 0, 2);
+		status = pgn_store_value(res, 0, 3);
+		if (secs == NULL) {
+			/* Never logged out (or logged in): no information. */
+			fail(l, st, "cancel", "item-not-found");
+			goto done;
+		}
+		seconds = (long)(time(NULL) - (time_t)strtoll(secs, NULL, 10));
+		payload = new_query(seconds, status);
+	}
+	if (payload == NULL)
+		fail(l, st, "wait", "resource-constraint");
+	else
+		answer(l, st, payload);
+done:
+	pgn_stanza_free(st);
+	free(q);
+}
+
+/* §3: to a user's bare JID. */
+static int
+on_user_last(struct pgn_event *ev, void *arg)
+{
+	static const char sql[] =
+	        "SELECT (SELECT 1 FROM accounts WHERE host = $1 AND "
+	        "username = $2), "
+	        "(SELECT 1 FROM roster WHERE host = $1 AND username = $2 AND "
+	        "jid = $3 AND subscription IN ('from', 'both')), "
+	        "(SELECT seconds FROM last_activity WHERE host = $1 AND "
+	        "username = $2), "
+	        "(SELECT status FROM last_activity WHERE host = $1 AND "
+	        "username = $2)";
+	struct last *l = arg;
+	const struct pgn_stanza *st = ev->stanza;
+	struct query *q;
+	const char *params[3];
+
+	if (st->from == NULL || st->to == NULL || st->to->node == NULL)
+		return PGN_EVENT_PASS;
+	q = calloc(1, sizeof(*q));
+	if (q == NULL)
+		goto nomem;
+	q->l = l;
+	q->self = strcmp(st->from->bare, st->to->bare) == 0;
+	params[0] = l->host;
+	params[1] = st->to->node;
+	params[2] = st->from->bare;
+	if ((q->hold = pgn_event_hold(ev)) == NULL)
+		goto nomem;
+	if (pgn_store_query(l->store, sql, 3, params, 0, on_user_last_row, q) <
+	    0) {
+		struct pgn_stanza *held = pgn_hold_take(q->hold);
+		if (held != NULL)
+			fail(l, held, "wait", "internal-server-error");
+		pgn_stanza_free(held);
+		free(q);
+	}
+	return PGN_EVENT_HANDLED;
+nomem:
+	free(q);
+	pgn_event_error(ev, "wait", "resource-constraint");
+	return PGN_EVENT_HANDLED;
+}
+
+/* The status text of a presence, truncated to MAX_STATUS bytes on a
+ * UTF-8 boundary; malloc'd, NULL if none. */
+static char *
+presence_status(const struct pgn_xml *p)
+{
+	char *s = p != NULL ? pgn_xml_child_text(p, NULL, "status") : NULL;
+	size_t n;
+
+	if (s == NULL)
+		return NULL;
+	n = strlen(s);
+	if (n > MAX_STATUS) {
+		n = MAX_STATUS;
+		while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+			n--;
+		s[n] = '\0';
+	}
+	return s;
+}
+
+/* The session's account, kept from "session-started": in
+ * "session-ended" pgn_session_jid() is NULL once the stream is closing. */
+struct lsess {
+	struct pgn_jid *jid;
+};
+
+static void
+lsess_free(void *p)
+{
+	struct lsess *ls = p;
+	if (ls != NULL)
+		pgn_jid_free(ls->jid);
+	free(ls);
+}
+
+static int
+on_session_started(struct pgn_event *ev, void *arg)
+{
+	struct last *l = arg;
+	const struct pgn_jid *jid =
+	        ev->origin != NULL ? pgn_session_jid(ev->origin) : NULL;
+	struct lsess *ls;
+
+	if (jid == NULL)
+		return PGN_EVENT_PASS;
+	ls = calloc(1, sizeof(*ls));
+	if (ls == NULL || (ls->jid = pgn_jid_bare_copy(jid)) == NULL ||
+	    pgn_session_set_data(ev->origin, l->m, ls, lsess_free) < 0) {
+		lsess_free(ls);
+		pgn_log(PGN_LOG_WARN,
+		        "session %" PRIu64 ": mod_last: out of memory, the "
+		        "logout will not be recorded",
+		        pgn_session_id(ev->origin));
+	}
+	return PGN_EVENT_PASS;
+}
+
+/* Records the logout when the user's last session ends.  Runs before
+ * the presence module (priority 10 > 0), which replaces the session's
+ * presence by the unavailable it broadcasts: the status kept is the
+ * user's own last one (of their unavailable presence, or of the last
+ * available one when the connection was lost). */
+static int
+on_session_ended(struct pgn_event *ev, void *arg)
+{
+	/* INSERT ... SELECT FROM accounts: nothing is written for an
+	 * account deleted meanwhile (its sessions are kicked). */
+	static const char sql[] =
+	        "INSERT INTO last_activity (host, username, seconds, status) "
+	        "SELECT host, username, CAST($3 AS BIGINT), $4 FROM accounts "
+	        "WHERE host = $1 AND username = $2 "
+	        "ON CONFLICT (host, username) DO UPDATE SET "
+	        "seconds = excluded.seconds, status = excluded.status";
+	struct last *l = arg;
+	struct lsess *ls = ev->origin != NULL
+	                           ? pgn_session_get_data(ev->origin, l->m)
+	                           : NULL;
+	char now[32], *status;
+	const char *params[4];
+
+	if (ls == NULL || ls->jid->node == NULL ||
+	    pgn_user_sessions(l->srv, ls->jid->bare) != NULL)
+		return PGN_EVENT_PASS;
+	status = presence_status(pgn_session_presence(ev->origin));
+	snprintf(now, sizeof(now), "%lld", (long long)time(NULL));
+	params[0] = l->host;
+	params[1] = ls->jid->node;
+	params[2] = now;
+	params[3] = status != NULL ? status : "";
+	if (pgn_store_query(l->store, sql, 4, params, 0, NULL, NULL) < 0)
+		pgn_log(PGN_LOG_ERROR,
+		        "session %" PRIu64 ": mod_last: cannot record the "
+		        "logout",
+		        pgn_session_id(ev->origin));
+	free(status);
+	return PGN_EVENT_PASS;
+}
+
+/* ---- pigeonctl get_last USER HOST ------------------------------------- */
+
+static void
+on_command_row(uint64_t owner, void *arg, const struct pgn_store_result *res)
+{
+	struct pgn_command *cmd = arg;
+	const char *secs, *status;
+	char *out = NULL;
+	struct tm tm;
+	time_t t;
+	char when[32];
+	size_t n;
+
+	if (res->error != 0 || res->nrows != 1 || res->ncols != 3) {
+		pgn_command_reply(cmd, PGN_CTL_ERROR, "storage error\n");
+		return;
+	}
+	if (pgn_store_value(res, 0, 0) == NULL) {
+		pgn_command_reply(cmd, PGN_CTL_ERROR, "no such user\n");
+		return;
+	}
+	secs = pgn_store_value(res, 0, 1);
+	status = pgn_store_value(res, 0, 2);
+	if (secs == NULL) {
+		pgn_command_reply(cmd, PGN_CTL_OK, "never\n");
+		return;
+	}
+	t = (time_t)strtoll(secs, NULL, 10);
+	if (gmtime_r(&t, &tm) == NULL ||
+	    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
+		pgn_command_reply(cmd, PGN_CTL_ERROR, "bad time stored\n");
+		return;
+	}
+	status = status != NULL ? status : "";
+	n = strlen(when) + strlen(status) + 3;
+	out = malloc(n);
+	if (out == NULL) {
+		pgn_command_reply(cmd, PGN_CTL_ERROR, "out of memory\n");
+		return;
+	}
+	snprintf(out, n, "%s\t%s\n", when, status);
+	/* One line, one tab: control characters of the status become
+	 * spaces. */
+	for (char *p = out + strlen(when) + 1; p[1] != '\0'; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = ' ';
+	pgn_command_reply(cmd, PGN_CTL_OK, out);
+	free(out);
+}
+
+static void
+cmd_get_last(struct pgn_command *cmd, int argc, char *const *argv, void *arg)
+{
+	static const char sql[] =
+	        "SELECT (SELECT 1 FROM accounts WHERE host = $1 AND "
+	        "username = $2), "
+	        "(SELECT seconds FROM last_activity WHERE host = $1 AND "
+	        "username = $2), "
+	        "(SELECT status FROM last_activity WHERE host = $1 AND "
+	        "username = $2)";
+	struct last *l = arg;
+	struct pgn_jid *jid = NULL;
+	const char *params[2];
+
+	if (argc != 2) {
+		pgn_command_reply(cmd, PGN_CTL_USAGE,
+		                  "usage: get_last USER HOST\n");
+		return;
+	}
+	if (pgn_jid_make(argv[0], argv[1], NULL, &jid) != 0 ||
+	    jid->node == NULL || strcmp(jid->domain, l->host) != 0) {
+		pgn_jid_free(jid);
+		pgn_command_reply(cmd, PGN_CTL_ERROR, "no such user\n");
+		return;
+	}
+	if (pgn_user_sessions(l->srv, jid->bare) != NULL) {
+		pgn_jid_free(jid);
+		pgn_command_reply(cmd, PGN_CTL_OK, "online\n");
+		return;
+	}
+	params[0] = l->host;
+	params[1] = jid->node;
+	if (pgn_store_query(l->store, sql, 2, params, 0, on_command_row, cmd) <
+	    0)
+		pgn_command_reply(cmd, PGN_CTL_ERROR, "storage error\n");
+	pgn_jid_free(jid);
+}
+
+/* ---- module ---------------------------------------------------------- */
+
+static void
+last_unload(struct pgn_module *m)
+{
+	free(pgn_module_data(m));
+	pgn_module_set_data(m, NULL);
+}
+
+static int
+last_load(struct pgn_module *m)
+{
+	struct last *l = calloc(1, sizeof(*l));
+	int rc;
+
+	if (l == NULL)
+		return -ENOMEM;
+	l->m = m;
+	l->srv = pgn_module_server(m);
+	l->store = pgn_server_store(l->srv);
+	l->host = pgn_host_name(pgn_module_host(m));
+	pgn_module_set_data(m, l);
+	if ((rc = pgn_module_hook(m, "iq-get/host/" NS_LAST ":query",
+	                          on_server_last, l, 0)) < 0 ||
+	    (rc = pgn_module_hook(m, "iq-get/bare/" NS_LAST ":query",
+	                          on_user_last, l, 0)) < 0 ||
+	    (rc = pgn_module_hook(m, "session-started", on_session_started, l,
+	                          0)) < 0 ||
+	    (rc = pgn_module_hook(m, "session-ended", on_session_ended, l,
+	                          10)) < 0 ||
+	    (rc = pgn_module_command(m, "get_last", cmd_get_last, l)) < 0 ||
+	    (rc = pgn_module_add_feature(m, NS_LAST)) < 0) {
+		last_unload(m);
+		return rc;
+	}
 	return 0;
 }
 
 const struct pgn_module_def pgn_module_def = {
-	.abi = PGN_MODULE_ABI,
-	.name = "mod_last",
-	.load = load,
+        .abi = PGN_MODULE_ABI,
+        .name = "mod_last",
+        .description = "XEP-0012 Last Activity",
+        .load = last_load,
+        .unload = last_unload,
 };

@@ -1,15 +1,563 @@
-/* mod_private: placeholder, being written. */
+/* XEP-0049: Private XML storage (jabber:iq:private).
+ *
+ * A user stores and reads back arbitrary XML of its own, per namespace:
+ * an iq set stores, for each namespace present in <query/>, all the
+ * children of that namespace (XEP-0049 §2.3 allows several elements of
+ * one namespace); a get names one namespace with one (usually empty)
+ * child and receives what was stored, or the element as sent when
+ * nothing was.  Table private_storage, schemas/<driver>/007_private.sql.
+ *
+ * Errors (XEP-0049 §2.3 and §3): another account, or the server itself,
+ * as the target -> forbidden; no child, a child without its own
+ * namespace or in a reserved one ('jabber:...', 'http://jabber.org/...',
+ * 'vcard-temp') -> not-acceptable; a get naming more than one element ->
+ * bad-request ("Bad Format" is no RFC 6120 stanza condition).
+ *
+ * Options: max_size (bytes, default 65536): the serialised data of one
+ * set; max_namespaces (default 100): namespaces stored per account.
+ * XEP-0049 defines no disco feature, so none is advertised. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pigeon/log.h"
 #include "pigeon/module.h"
+#include "pigeon/store.h"
+
+#define NS_PRIVATE "jabber:iq:private"
+#define NS_STREAM "http://etherx.jabber.org/streams"
+
+#define DEFAULT_MAX_SIZE 65536
+#define MAX_MAX_SIZE (16ul * 1024 * 1024)
+#define DEFAULT_MAX_NAMESPACES 100
+#define MAX_MAX_NAMESPACES 100000
+/* Namespaces in one set: bounded well below the SQL parameter limits. */
+#define MAX_SET_NAMESPACES 64
+
+struct priv {
+	struct pgn_module *m;
+	size_t max_size;
+	unsigned long max_namespaces;
+};
+
+/* ---- stored XML ---------------------------------------------------------- */
+
+struct frag {
+	struct pgn_xml *parent;
+	int failed;
+};
+
+static void
+frag_open(void *ud, const char **attrs, const char *default_ns)
+{
+	(void)ud;
+	(void)attrs;
+	(void)default_ns;
+}
+
+/* Takes el (the parser gives it away). */
+static void
+frag_element(void *ud, struct pgn_xml *el)
+{
+	struct frag *f = ud;
+	pgn_xml_append(f->parent, el);
+}
+
+static void
+frag_close(void *ud)
+{
+	(void)ud;
+}
+
+static void
+frag_error(void *ud, enum pgn_xml_error err, const char *detail)
+{
+	struct frag *f = ud;
+	(void)err;
+	(void)detail;
+	f->failed = 1;
+}
+
+/* Parses elements that this module serialised (pgn_xml_to_string with
+ * jabber:client in scope) and appends them to parent.  The stream parser
+ * is the only XML parser of the API, so the data goes inside a stream
+ * header; the limits are the largest a stream may be configured with, so
+ * whatever a client could send parses back.  0 or -1. */
+static int
+parse_stored(struct pgn_xml *parent, const char *data)
+{
+	static const char head[] = "<stream:stream xmlns='jabber:client' "
+				   "xmlns:stream='" NS_STREAM "'>";
+	static const char tail[] = "</stream:stream>";
+	size_t len = strlen(data);
+	struct pgn_xml_limits lim = { len + 1, 256, 1024, 1048576 };
+	struct pgn_xml_parser_cbs cbs = { frag_open, frag_element, frag_close,
+					  frag_error };
+	struct frag f = { parent, 0 };
+	struct pgn_xml_parser *p = pgn_xml_parser_new(&lim, &cbs, &f);
+
+	if (p == NULL)
+		return -1;
+	if (pgn_xml_parser_feed(p, head, sizeof(head) - 1) != 0 ||
+	    pgn_xml_parser_feed(p, data, len) != 0 ||
+	    pgn_xml_parser_feed(p, tail, sizeof(tail) - 1) != 0)
+		f.failed = 1;
+	pgn_xml_parser_free(p);
+	return f.failed ? -1 : 0;
+}
+
+/* ---- checks -------------------------------------------------------------- */
+
+/* XEP-0049 §2.3: data must be in a namespace of its own, and reserved
+ * namespaces are refused. */
+static int
+namespace_acceptable(const char *ns)
+{
+	if (ns == NULL || ns[0] == '\0')
+		return 0;
+	return strncmp(ns, "jabber:", 7) != 0 &&
+	       strncmp(ns, "http://jabber.org/", 18) != 0 &&
+	       strcmp(ns, "vcard-temp") != 0;
+}
+
+/* The checks common to get and set; answers and returns 1 when the
+ * request is refused. */
+static int
+refuse(struct pgn_event *ev, const struct pgn_xml *query)
+{
+	const struct pgn_stanza *st = ev->stanza;
+
+	if (st->from == NULL || st->to->node == NULL ||
+	    strcmp(st->from->bare, st->to->bare) != 0) {
+		pgn_event_error(ev, "auth", "forbidden");
+		return 1;
+	}
+	if (pgn_xml_first_child(query) == NULL) {
+		pgn_event_error(ev, "modify", "not-acceptable");
+		return 1;
+	}
+	for (struct pgn_xml *c = pgn_xml_first_child(query); c != NULL;
+	     c = pgn_xml_next(c))
+		if (!namespace_acceptable(pgn_xml_ns(c))) {
+			pgn_event_error(ev, "modify", "not-acceptable");
+			return 1;
+		}
+	return 0;
+}
+
+/* ---- replies to held requests -------------------------------------------- */
+
+/* Answers the held iq with payload (taken; may be NULL) or, when cond is
+ * set, with that error.  Frees h. */
+static void
+finish(struct priv *pv, struct pgn_hold *h, struct pgn_xml *payload,
+       const char *type, const char *cond, const char *text)
+{
+	struct pgn_stanza *req = pgn_hold_take(h);
+	struct pgn_stanza *r;
+
+	if (cond != NULL) {
+		pgn_xml_free(payload);
+		r = pgn_stanza_error_reply(req, type, cond, text);
+	} else {
+		r = pgn_stanza_iq_result(req, payload);
+	}
+	pgn_stanza_free(req);
+	if (r != NULL)
+		pgn_route(pgn_module_server(pv->m), r);
+}
+
+/* ---- get ----------------------------------------------------------------- */
+
+struct get_req {
+	struct priv *pv;
+	struct pgn_hold *hold;
+};
+
+static void
+got_data(uint64_t owner, void *arg, const struct pgn_store_result *res)
+{
+	struct get_req *g = arg;
+	struct pgn_stanza *req = pgn_hold_stanza(g->hold);
+	struct pgn_xml *asked = pgn_xml_first_child(req->xml); /* query */
+	struct pgn_xml *q = pgn_xml_new(NS_PRIVATE, "query");
+	const char *data;
+
+	(void)owner;
+	if (res->error != 0) {
+		pgn_log(PGN_LOG_WARN, "mod_private: loading failed: %s",
+			res->errmsg);
+		pgn_xml_free(q);
+		finish(g->pv, g->hold, NULL, "wait", "internal-server-error",
+		       NULL);
+		goto out;
+	}
+	if (q == NULL)
+		goto nomem;
+	data = res->nrows > 0 ? pgn_store_value(res, 0, 0) : NULL;
+	if (data == NULL) {
+		/* Nothing stored: the element as asked (§2.3). */
+		struct pgn_xml *c = pgn_xml_copy(pgn_xml_first_child(asked));
+		if (c == NULL)
+			goto nomem;
+		pgn_xml_append(q, c);
+	} else if (parse_stored(q, data) != 0) {
+		pgn_log(PGN_LOG_WARN, "mod_private: stored data of %s does "
+				      "not parse",
+			req->to->bare);
+		pgn_xml_free(q);
+		finish(g->pv, g->hold, NULL, "wait", "internal-server-error",
+		       NULL);
+		goto out;
+	}
+	finish(g->pv, g->hold, q, NULL, NULL, NULL);
+out:
+	free(g);
+	return;
+nomem:
+	pgn_xml_free(q);
+	finish(g->pv, g->hold, NULL, "wait", "resource-constraint", NULL);
+	free(g);
+}
 
 static int
-load(struct pgn_module *m)
+on_get(struct pgn_event *ev, void *arg)
 {
-	(void)m;
+	struct priv *pv = arg;
+	struct pgn_stanza *st = ev->stanza;
+	struct pgn_xml *query = pgn_xml_first_child(st->xml);
+	struct pgn_xml *child;
+	struct get_req *g;
+
+	if (refuse(ev, query))
+		return PGN_EVENT_HANDLED;
+	child = pgn_xml_first_child(query);
+	if (pgn_xml_next(child) != NULL) {
+		/* §2.3: one namespace per get. */
+		pgn_event_error(ev, "modify", "bad-request");
+		return PGN_EVENT_HANDLED;
+	}
+	const char *params[3] = { st->to->domain, st->to->node,
+				  pgn_xml_ns(child) };
+	g = calloc(1, sizeof(*g));
+	if (g == NULL || (g->hold = pgn_event_hold(ev)) == NULL) {
+		free(g);
+		pgn_event_error(ev, "wait", "resource-constraint");
+		return PGN_EVENT_HANDLED;
+	}
+	g->pv = pv;
+	if (pgn_store_query(pgn_server_store(ev->server),
+			    "SELECT data FROM private_storage WHERE host = $1 "
+			    "AND username = $2 AND namespace = $3",
+			    3, params, 0, got_data, g) < 0) {
+		finish(pv, g->hold, NULL, "wait", "internal-server-error",
+		       NULL);
+		free(g);
+	}
+	return PGN_EVENT_HANDLED;
+}
+
+/* ---- set ----------------------------------------------------------------- */
+
+/* The namespaces of one set with, for each, the serialisation of all its
+ * elements in document order. */
+struct set_req {
+	struct priv *pv;
+	struct pgn_hold *hold;
+	char *host, *user;
+	size_t n;
+	char *ns[MAX_SET_NAMESPACES];
+	char *data[MAX_SET_NAMESPACES];
+};
+
+static void
+set_req_free(struct set_req *sr)
+{
+	if (sr == NULL)
+		return;
+	for (size_t i = 0; i < sr->n; i++) {
+		free(sr->ns[i]);
+		free(sr->data[i]);
+	}
+	free(sr->host);
+	free(sr->user);
+	free(sr);
+}
+
+/* Appends s to *acc (malloc'd).  0 or -ENOMEM. */
+static int
+append(char **acc, const char *s)
+{
+	size_t a = *acc != NULL ? strlen(*acc) : 0, b = strlen(s);
+	char *p = realloc(*acc, a + b + 1);
+	if (p == NULL)
+		return -ENOMEM;
+	memcpy(p + a, s, b + 1);
+	*acc = p;
 	return 0;
+}
+
+/* Groups query's children by namespace into sr.  0, -E2BIG (too many
+ * namespaces or bytes) or -ENOMEM. */
+static int
+collect(struct set_req *sr, const struct pgn_xml *query, size_t max_size)
+{
+	size_t total = 0;
+
+	for (struct pgn_xml *c = pgn_xml_first_child(query); c != NULL;
+	     c = pgn_xml_next(c)) {
+		const char *ns = pgn_xml_ns(c);
+		size_t i;
+		char *s;
+		int rc;
+
+		for (i = 0; i < sr->n; i++)
+			if (strcmp(sr->ns[i], ns) == 0)
+				break;
+		if (i == sr->n) {
+			if (sr->n == MAX_SET_NAMESPACES)
+				return -E2BIG;
+			if ((sr->ns[i] = strdup(ns)) == NULL)
+				return -ENOMEM;
+			sr->n++;
+		}
+		if ((s = pgn_xml_to_string(c, PGN_NS_CLIENT)) == NULL)
+			return -ENOMEM;
+		total += strlen(s);
+		rc = total > max_size ? -E2BIG : append(&sr->data[i], s);
+		free(s);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+static void
+stored(uint64_t owner, void *arg, const struct pgn_store_result *res)
+{
+	struct set_req *sr = arg;
+
+	(void)owner;
+	if (res->error != 0) {
+		pgn_log(PGN_LOG_WARN, "mod_private: storing for %s@%s "
+				      "failed: %s",
+			sr->user, sr->host, res->errmsg);
+		finish(sr->pv, sr->hold, NULL, "wait", "internal-server-error",
+		       NULL);
+	} else {
+		finish(sr->pv, sr->hold, NULL, NULL, NULL, NULL);
+	}
+	set_req_free(sr);
+}
+
+#define UPSERT                                                                 \
+	"INSERT INTO private_storage (host, username, namespace, data) "      \
+	"VALUES ($1, $2, $3, $4) ON CONFLICT (host, username, namespace) "     \
+	"DO UPDATE SET data = excluded.data"
+
+/* All namespaces of the set in one transaction: a set is all or
+ * nothing. */
+static void
+write_all(struct set_req *sr)
+{
+	const char *sqls[MAX_SET_NAMESPACES];
+	int nparams[MAX_SET_NAMESPACES];
+	const char *pv[MAX_SET_NAMESPACES][4];
+	const char *const *params[MAX_SET_NAMESPACES];
+
+	for (size_t i = 0; i < sr->n; i++) {
+		sqls[i] = UPSERT;
+		nparams[i] = 4;
+		pv[i][0] = sr->host;
+		pv[i][1] = sr->user;
+		pv[i][2] = sr->ns[i];
+		pv[i][3] = sr->data[i];
+		params[i] = pv[i];
+	}
+	if (pgn_store_txn(pgn_server_store(pgn_module_server(sr->pv->m)),
+			  (int)sr->n, sqls, nparams, params, 0, stored,
+			  sr) < 0) {
+		finish(sr->pv, sr->hold, NULL, "wait", "internal-server-error",
+		       NULL);
+		set_req_free(sr);
+	}
+}
+
+/* The quota check came back: how many other namespaces the account
+ * has. */
+static void
+counted(uint64_t owner, void *arg, const struct pgn_store_result *res)
+{
+	struct set_req *sr = arg;
+	const char *v;
+	unsigned long others;
+
+	(void)owner;
+	if (res->error != 0 || res->nrows < 1 ||
+	    (v = pgn_store_value(res, 0, 0)) == NULL) {
+		pgn_log(PGN_LOG_WARN, "mod_private: counting for %s@%s "
+				      "failed: %s",
+			sr->user, sr->host, res->errmsg);
+		finish(sr->pv, sr->hold, NULL, "wait", "internal-server-error",
+		       NULL);
+		set_req_free(sr);
+		return;
+	}
+	others = strtoul(v, NULL, 10);
+	if (others + sr->n > sr->pv->max_namespaces) {
+		char text[96];
+		snprintf(text, sizeof(text),
+			 "at most %lu namespaces may be stored",
+			 sr->pv->max_namespaces);
+		finish(sr->pv, sr->hold, NULL, "cancel",
+		       "resource-constraint", text);
+		set_req_free(sr);
+		return;
+	}
+	write_all(sr);
+}
+
+static int
+on_set(struct pgn_event *ev, void *arg)
+{
+	struct priv *pv = arg;
+	struct pgn_stanza *st = ev->stanza;
+	struct pgn_xml *query = pgn_xml_first_child(st->xml);
+	struct set_req *sr;
+	char sql[256 + 4 * MAX_SET_NAMESPACES];
+	const char *params[2 + MAX_SET_NAMESPACES];
+	size_t len;
+	int rc;
+
+	if (refuse(ev, query))
+		return PGN_EVENT_HANDLED;
+	if ((sr = calloc(1, sizeof(*sr))) == NULL ||
+	    (sr->host = strdup(st->to->domain)) == NULL ||
+	    (sr->user = strdup(st->to->node)) == NULL)
+		goto nomem;
+	sr->pv = pv;
+	rc = collect(sr, query, pv->max_size);
+	if (rc == -E2BIG) {
+		char text[96];
+		snprintf(text, sizeof(text),
+			 "at most %zu bytes in %d namespaces per request",
+			 pv->max_size, MAX_SET_NAMESPACES);
+		struct pgn_stanza *r = pgn_stanza_error_reply(
+			st, "modify", "not-acceptable", text);
+		if (r != NULL)
+			pgn_route(ev->server, r);
+		set_req_free(sr);
+		return PGN_EVENT_HANDLED;
+	}
+	if (rc < 0)
+		goto nomem;
+	/* The quota counts the namespaces stored besides the ones this set
+	 * writes (IN with bound parameters works on both drivers).  Two
+	 * concurrent sets of one account may pass it together: the excess
+	 * is bounded by the account's sessions. */
+	len = (size_t)snprintf(sql, sizeof(sql),
+			       "SELECT count(*) FROM private_storage WHERE "
+			       "host = $1 AND username = $2 AND namespace "
+			       "NOT IN (");
+	params[0] = sr->host;
+	params[1] = sr->user;
+	for (size_t i = 0; i < sr->n; i++) {
+		len += (size_t)snprintf(sql + len, sizeof(sql) - len, "%s$%zu",
+					i > 0 ? ", " : "", i + 3);
+		params[2 + i] = sr->ns[i];
+	}
+	snprintf(sql + len, sizeof(sql) - len, ")");
+	if ((sr->hold = pgn_event_hold(ev)) == NULL)
+		goto nomem;
+	if (pgn_store_query(pgn_server_store(ev->server), sql, (int)sr->n + 2,
+			    params, 0, counted, sr) < 0) {
+		finish(pv, sr->hold, NULL, "wait", "internal-server-error",
+		       NULL);
+		set_req_free(sr);
+	}
+	return PGN_EVENT_HANDLED;
+nomem:
+	set_req_free(sr);
+	pgn_event_error(ev, "wait", "resource-constraint");
+	return PGN_EVENT_HANDLED;
+}
+
+/* To the server itself, or to anybody else's account: never (§2.3). */
+static int
+on_forbidden(struct pgn_event *ev, void *arg)
+{
+	(void)arg;
+	pgn_event_error(ev, "auth", "forbidden");
+	return PGN_EVENT_HANDLED;
+}
+
+/* ---- module -------------------------------------------------------------- */
+
+static int
+option_ulong(struct pgn_module *m, const char *key, unsigned long def,
+	     unsigned long max, unsigned long *out)
+{
+	const char *opt = pgn_module_option(m, key, NULL);
+	char *end;
+	unsigned long v;
+
+	*out = def;
+	if (opt == NULL)
+		return 0;
+	v = strtoul(opt, &end, 10);
+	if (end == opt || *end != '\0' || v == 0 || v > max) {
+		pgn_log(PGN_LOG_ERROR, "mod_private: %s must be 1..%lu", key,
+			max);
+		return -EINVAL;
+	}
+	*out = v;
+	return 0;
+}
+
+static int
+private_load(struct pgn_module *m)
+{
+	struct priv *pv = calloc(1, sizeof(*pv));
+	unsigned long size;
+	int rc;
+
+	if (pv == NULL)
+		return -ENOMEM;
+	pv->m = m;
+	if ((rc = option_ulong(m, "max_size", DEFAULT_MAX_SIZE, MAX_MAX_SIZE,
+			       &size)) < 0 ||
+	    (rc = option_ulong(m, "max_namespaces", DEFAULT_MAX_NAMESPACES,
+			       MAX_MAX_NAMESPACES, &pv->max_namespaces)) < 0)
+		goto fail;
+	pv->max_size = size;
+	pgn_module_set_data(m, pv);
+	if ((rc = pgn_module_hook(m, "iq-get/bare/" NS_PRIVATE ":query",
+				  on_get, pv, 0)) < 0 ||
+	    (rc = pgn_module_hook(m, "iq-set/bare/" NS_PRIVATE ":query",
+				  on_set, pv, 0)) < 0 ||
+	    (rc = pgn_module_hook(m, "iq-get/host/" NS_PRIVATE ":query",
+				  on_forbidden, pv, 0)) < 0 ||
+	    (rc = pgn_module_hook(m, "iq-set/host/" NS_PRIVATE ":query",
+				  on_forbidden, pv, 0)) < 0)
+		goto fail;
+	return 0;
+fail:
+	pgn_module_set_data(m, NULL);
+	free(pv);
+	return rc;
+}
+
+static void
+private_unload(struct pgn_module *m)
+{
+	free(pgn_module_data(m));
 }
 
 const struct pgn_module_def pgn_module_def = {
 	.abi = PGN_MODULE_ABI,
 	.name = "mod_private",
-	.load = load,
+	.description = "Private XML storage (XEP-0049)",
+	.load = private_load,
+	.unload = private_unload,
 };

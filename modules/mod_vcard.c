@@ -1,15 +1,654 @@
-/* mod_vcard: placeholder, being written. */
+/* XEP-0054 vcard-temp and XEP-0153 vCard-based avatars.
+ *
+ * Every account has at most one vCard, stored serialised (table vcards,
+ * schemas/<driver>/006_vcard.sql) with the SHA-1 of its decoded
+ * PHOTO/BINVAL.  Anyone may read a user's vCard; only the user sets it.
+ * The photo hash is also kept in each of the user's sessions (loaded when
+ * the session starts, refreshed on every set) so that the presence the
+ * user sends can carry the right hash (XEP-0153 §3.1) without waiting for
+ * the store.
+ *
+ * No vCard: the owner gets an empty <vCard/> (XEP-0054 §3.1 allows it,
+ * and clients then simply show nothing), anybody else item-not-found
+ * (§3.3 requires an error; item-not-found does not tell whether the
+ * account exists).
+ *
+ * Option max_size (bytes, default 65536): largest vCard accepted, counted
+ * on its serialised form, i.e. what is stored and sent back. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+
+#include "pigeon/log.h"
 #include "pigeon/module.h"
+#include "pigeon/store.h"
+
+#define NS_VCARD "vcard-temp"
+#define NS_VCARD_UPDATE "vcard-temp:x:update"
+#define NS_STREAM "http://etherx.jabber.org/streams"
+
+#define DEFAULT_MAX_SIZE 65536
+#define MAX_MAX_SIZE (16ul * 1024 * 1024)
+#define HASH_HEX_LEN 40
+
+struct vcard {
+	struct pgn_module *m;
+	size_t max_size;
+};
+
+/* Per session: the account's stored photo hash. */
+struct vsess {
+	int loaded;                  /* 0 until the store answered */
+	char hash[HASH_HEX_LEN + 1]; /* "" when the vCard has no photo */
+};
+
+/* ---- stored XML ---------------------------------------------------------- */
+
+struct frag {
+	struct pgn_xml *parent;
+	int failed;
+};
+
+static void
+frag_open(void *ud, const char **attrs, const char *default_ns)
+{
+	(void)ud;
+	(void)attrs;
+	(void)default_ns;
+}
+
+/* Takes el (the parser gives it away). */
+static void
+frag_element(void *ud, struct pgn_xml *el)
+{
+	struct frag *f = ud;
+	pgn_xml_append(f->parent, el);
+}
+
+static void
+frag_close(void *ud)
+{
+	(void)ud;
+}
+
+static void
+frag_error(void *ud, enum pgn_xml_error err, const char *detail)
+{
+	struct frag *f = ud;
+	(void)err;
+	(void)detail;
+	f->failed = 1;
+}
+
+/* Parses elements that this module serialised (pgn_xml_to_string with
+ * jabber:client in scope) and appends them to parent.  The stream parser
+ * is the only XML parser of the API, so the data goes inside a stream
+ * header; the limits are the largest a stream may be configured with, so
+ * whatever a client could send parses back.  0 or -1. */
+static int
+parse_stored(struct pgn_xml *parent, const char *data)
+{
+	static const char head[] = "<stream:stream xmlns='jabber:client' "
+				   "xmlns:stream='" NS_STREAM "'>";
+	static const char tail[] = "</stream:stream>";
+	size_t len = strlen(data);
+	struct pgn_xml_limits lim = { len + 1, 256, 1024, 1048576 };
+	struct pgn_xml_parser_cbs cbs = { frag_open, frag_element, frag_close,
+					  frag_error };
+	struct frag f = { parent, 0 };
+	struct pgn_xml_parser *p = pgn_xml_parser_new(&lim, &cbs, &f);
+
+	if (p == NULL)
+		return -1;
+	if (pgn_xml_parser_feed(p, head, sizeof(head) - 1) != 0 ||
+	    pgn_xml_parser_feed(p, data, len) != 0 ||
+	    pgn_xml_parser_feed(p, tail, sizeof(tail) - 1) != 0)
+		f.failed = 1;
+	pgn_xml_parser_free(p);
+	return f.failed ? -1 : 0;
+}
+
+/* ---- photo hash (XEP-0153 §3.1: SHA-1 of the image, not of base64) ------- */
 
 static int
-load(struct pgn_module *m)
+b64_value(unsigned char c)
 {
-	(void)m;
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+')
+		return 62;
+	if (c == '/')
+		return 63;
+	return -1;
+}
+
+/* Decodes base64 text (whitespace ignored, XEP-0153 §4.6) straight into
+ * the digest, so that a large photo needs no second buffer.  Sets *empty
+ * when there was no data at all.  0, or -EINVAL for invalid base64. */
+static int
+digest_base64(EVP_MD_CTX *ctx, const char *s, int *empty)
+{
+	unsigned char out[768];
+	size_t nout = 0;
+	unsigned acc = 0;
+	int nbits = 0, pad = 0, nchars = 0;
+
+	*empty = 1;
+	for (; *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
+		int v;
+		if (c == ' ' || c == '\t' || c == '\r' || c == '\n')
+			continue;
+		if (c == '=') {
+			pad++;
+			nchars++;
+			continue;
+		}
+		v = b64_value(c);
+		if (v < 0 || pad > 0)
+			return -EINVAL; /* data after padding */
+		*empty = 0;
+		nchars++;
+		acc = (acc << 6) | (unsigned)v;
+		nbits += 6;
+		if (nbits >= 8) {
+			nbits -= 8;
+			out[nout++] = (unsigned char)(acc >> nbits);
+			acc &= (1u << nbits) - 1;
+			if (nout == sizeof(out)) {
+				if (EVP_DigestUpdate(ctx, out, nout) != 1)
+					return -ENOMEM;
+				nout = 0;
+			}
+		}
+	}
+	/* Lenient about missing padding, as decoders usually are; a lone
+	 * sixth bit group cannot encode a byte. */
+	if (nchars % 4 == 1 || pad > 2)
+		return -EINVAL;
+	if (nout > 0 && EVP_DigestUpdate(ctx, out, nout) != 1)
+		return -ENOMEM;
 	return 0;
+}
+
+/* Fills hex with the lowercase SHA-1 of the vCard's decoded PHOTO/BINVAL,
+ * or "" when there is none.  0, -EINVAL (not base64) or -ENOMEM. */
+static int
+photo_hash(const struct pgn_xml *vcard, char hex[HASH_HEX_LEN + 1])
+{
+	struct pgn_xml *photo = pgn_xml_child(vcard, NS_VCARD, "PHOTO");
+	struct pgn_xml *binval =
+		photo != NULL ? pgn_xml_child(photo, NS_VCARD, "BINVAL") : NULL;
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned mdlen = 0;
+	char *text = NULL;
+	EVP_MD_CTX *ctx = NULL;
+	int empty, rc = -ENOMEM;
+
+	hex[0] = '\0';
+	if (binval == NULL)
+		return 0;
+	if ((text = pgn_xml_text(binval)) == NULL ||
+	    (ctx = EVP_MD_CTX_new()) == NULL ||
+	    EVP_DigestInit_ex(ctx, EVP_sha1(), NULL) != 1)
+		goto out;
+	if ((rc = digest_base64(ctx, text, &empty)) < 0)
+		goto out;
+	rc = -ENOMEM;
+	if (EVP_DigestFinal_ex(ctx, md, &mdlen) != 1 ||
+	    mdlen * 2 > HASH_HEX_LEN)
+		goto out;
+	if (!empty)
+		for (unsigned i = 0; i < mdlen; i++)
+			snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	rc = 0;
+out:
+	EVP_MD_CTX_free(ctx);
+	free(text);
+	return rc;
+}
+
+/* ---- replies to held requests -------------------------------------------- */
+
+/* Answers the held iq with payload (taken; may be NULL) or, when cond is
+ * set, with that error.  Frees h. */
+static void
+finish(struct vcard *vc, struct pgn_hold *h, struct pgn_xml *payload,
+       const char *type, const char *cond, const char *text)
+{
+	struct pgn_server *srv = pgn_module_server(vc->m);
+	struct pgn_stanza *req = pgn_hold_take(h);
+	struct pgn_stanza *r;
+
+	if (cond != NULL) {
+		pgn_xml_free(payload);
+		r = pgn_stanza_error_reply(req, type, cond, text);
+	} else {
+		r = pgn_stanza_iq_result(req, payload);
+	}
+	pgn_stanza_free(req);
+	if (r != NULL)
+		pgn_route(srv, r);
+}
+
+static void
+error_now(struct pgn_event *ev, const char *type, const char *cond,
+	  const char *text)
+{
+	struct pgn_stanza *r =
+		pgn_stanza_error_reply(ev->stanza, type, cond, text);
+	if (r != NULL)
+		pgn_route(ev->server, r);
+}
+
+/* ---- get ----------------------------------------------------------------- */
+
+struct get_req {
+	struct vcard *vc;
+	struct pgn_hold *hold;
+	int own; /* the requester asks for its own vCard */
+};
+
+static void
+got_vcard(uint64_t owner, void *arg, const struct pgn_store_result *res)
+{
+	struct get_req *g = arg;
+	const char *data = res->error == 0 && res->nrows > 0
+				   ? pgn_store_value(res, 0, 0)
+				   : NULL;
+	struct pgn_xml *wrap = NULL, *vcard;
+
+	(void)owner;
+	if (res->error != 0) {
+		pgn_log(PGN_LOG_WARN, "mod_vcard: loading a vCard failed: %s",
+			res->errmsg);
+		finish(g->vc, g->hold, NULL, "wait", "internal-server-error",
+		       NULL);
+		goto out;
+	}
+	if (data == NULL) {
+		if (g->own)
+			finish(g->vc, g->hold, pgn_xml_new(NS_VCARD, "vCard"),
+			       NULL, NULL, NULL);
+		else
+			finish(g->vc, g->hold, NULL, "cancel",
+			       "item-not-found", NULL);
+		goto out;
+	}
+	wrap = pgn_xml_new(NULL, "wrap");
+	if (wrap == NULL || parse_stored(wrap, data) != 0 ||
+	    (vcard = pgn_xml_first_child(wrap)) == NULL) {
+		pgn_log(PGN_LOG_WARN,
+			"mod_vcard: a stored vCard does not parse");
+		finish(g->vc, g->hold, NULL, "wait", "internal-server-error",
+		       NULL);
+		goto out;
+	}
+	pgn_xml_unlink(vcard);
+	finish(g->vc, g->hold, vcard, NULL, NULL, NULL);
+out:
+	pgn_xml_free(wrap);
+	free(g);
+}
+
+static int
+on_get(struct pgn_event *ev, void *arg)
+{
+	struct vcard *vc = arg;
+	struct pgn_stanza *st = ev->stanza;
+	const char *params[2] = { st->to->domain, st->to->node };
+	struct get_req *g = calloc(1, sizeof(*g));
+
+	if (g == NULL || (g->hold = pgn_event_hold(ev)) == NULL) {
+		free(g);
+		pgn_event_error(ev, "wait", "resource-constraint");
+		return PGN_EVENT_HANDLED;
+	}
+	g->vc = vc;
+	g->own = st->from != NULL && strcmp(st->from->bare, st->to->bare) == 0;
+	if (pgn_store_query(pgn_server_store(ev->server),
+			    "SELECT vcard FROM vcards WHERE host = $1 AND "
+			    "username = $2",
+			    2, params, 0, got_vcard, g) < 0) {
+		finish(vc, g->hold, NULL, "wait", "internal-server-error",
+		       NULL);
+		free(g);
+	}
+	return PGN_EVENT_HANDLED;
+}
+
+/* The server's own vCard: empty, the host describes itself in disco. */
+static int
+on_get_host(struct pgn_event *ev, void *arg)
+{
+	struct pgn_xml *v = pgn_xml_new(NS_VCARD, "vCard");
+	(void)arg;
+	if (v == NULL) {
+		pgn_event_error(ev, "wait", "resource-constraint");
+		return PGN_EVENT_HANDLED;
+	}
+	pgn_event_reply(ev, v);
+	return PGN_EVENT_HANDLED;
+}
+
+/* ---- set ----------------------------------------------------------------- */
+
+struct set_req {
+	struct vcard *vc;
+	struct pgn_hold *hold;
+	char *bare;
+	char hash[HASH_HEX_LEN + 1];
+};
+
+static void
+set_session_hash(struct pgn_session *s, struct vcard *vc, const char *hash)
+{
+	struct vsess *vs = pgn_session_get_data(s, vc->m);
+	if (vs == NULL)
+		return; /* the load at session start failed: stay neutral */
+	snprintf(vs->hash, sizeof(vs->hash), "%s", hash);
+	vs->loaded = 1;
+}
+
+static void
+stored_vcard(uint64_t owner, void *arg, const struct pgn_store_result *res)
+{
+	struct set_req *sr = arg;
+	struct pgn_server *srv = pgn_module_server(sr->vc->m);
+
+	(void)owner;
+	if (res->error != 0) {
+		pgn_log(PGN_LOG_WARN, "mod_vcard: storing the vCard of %s "
+				      "failed: %s",
+			sr->bare, res->errmsg);
+		finish(sr->vc, sr->hold, NULL, "wait", "internal-server-error",
+		       NULL);
+		goto out;
+	}
+	/* Every session of the account advertises the new hash from now
+	 * on (XEP-0153 §3.1), before the client's next presence. */
+	for (struct pgn_session *s = pgn_user_sessions(srv, sr->bare);
+	     s != NULL; s = pgn_session_next(s))
+		set_session_hash(s, sr->vc, sr->hash);
+	pgn_log(PGN_LOG_DEBUG, "mod_vcard: stored the vCard of %s (photo %s)",
+		sr->bare, sr->hash[0] != '\0' ? sr->hash : "none");
+	finish(sr->vc, sr->hold, NULL, NULL, NULL, NULL);
+out:
+	free(sr->bare);
+	free(sr);
+}
+
+static int
+on_set(struct pgn_event *ev, void *arg)
+{
+	struct vcard *vc = arg;
+	struct pgn_stanza *st = ev->stanza;
+	struct pgn_xml *vcard = pgn_xml_first_child(st->xml);
+	struct set_req *sr = NULL;
+	char *data = NULL;
+	char hash[HASH_HEX_LEN + 1];
+	char text[96];
+	const char *params[4];
+	int rc;
+
+	/* XEP-0054 §3.2: only the account itself. */
+	if (st->from == NULL || strcmp(st->from->bare, st->to->bare) != 0) {
+		pgn_event_error(ev, "auth", "forbidden");
+		return PGN_EVENT_HANDLED;
+	}
+	if ((data = pgn_xml_to_string(vcard, PGN_NS_CLIENT)) == NULL)
+		goto nomem;
+	if (strlen(data) > vc->max_size) {
+		snprintf(text, sizeof(text), "the vCard exceeds %zu bytes",
+			 vc->max_size);
+		error_now(ev, "modify", "not-acceptable", text);
+		free(data);
+		return PGN_EVENT_HANDLED;
+	}
+	rc = photo_hash(vcard, hash);
+	if (rc == -EINVAL) {
+		error_now(ev, "modify", "bad-request",
+			  "PHOTO/BINVAL is not base64");
+		free(data);
+		return PGN_EVENT_HANDLED;
+	}
+	if (rc < 0)
+		goto nomem;
+	if ((sr = calloc(1, sizeof(*sr))) == NULL ||
+	    (sr->bare = strdup(st->to->bare)) == NULL)
+		goto nomem;
+	memcpy(sr->hash, hash, sizeof(hash));
+	sr->vc = vc;
+	params[0] = st->to->domain;
+	params[1] = st->to->node;
+	params[2] = data;
+	params[3] = hash;
+	if ((sr->hold = pgn_event_hold(ev)) == NULL)
+		goto nomem;
+	/* One upsert, the same text on both drivers (SQLite >= 3.24). */
+	if (pgn_store_query(pgn_server_store(ev->server),
+			    "INSERT INTO vcards (host, username, vcard, "
+			    "photo_hash) VALUES ($1, $2, $3, $4) "
+			    "ON CONFLICT (host, username) DO UPDATE SET "
+			    "vcard = excluded.vcard, "
+			    "photo_hash = excluded.photo_hash",
+			    4, params, 0, stored_vcard, sr) < 0) {
+		finish(vc, sr->hold, NULL, "wait", "internal-server-error",
+		       NULL);
+		free(sr->bare);
+		free(sr);
+	}
+	free(data);
+	return PGN_EVENT_HANDLED;
+nomem:
+	if (sr != NULL)
+		free(sr->bare);
+	free(sr);
+	free(data);
+	pgn_event_error(ev, "wait", "resource-constraint");
+	return PGN_EVENT_HANDLED;
+}
+
+/* The server's vCard is not the users' to change (XEP-0054 §3.2). */
+static int
+on_set_host(struct pgn_event *ev, void *arg)
+{
+	(void)arg;
+	pgn_event_error(ev, "auth", "forbidden");
+	return PGN_EVENT_HANDLED;
+}
+
+/* ---- session start: load the hash ---------------------------------------- */
+
+static void
+loaded_hash(uint64_t owner, void *arg, const struct pgn_store_result *res)
+{
+	struct vcard *vc = arg;
+	struct pgn_session *s = pgn_session_find(pgn_module_server(vc->m),
+						 owner);
+	const char *h;
+
+	if (s == NULL)
+		return; /* gone meanwhile: nothing to release */
+	if (res->error != 0) {
+		/* Without the hash, presences pass unchanged: better than
+		 * advertising a wrong avatar. */
+		pgn_log(PGN_LOG_WARN,
+			"session %llu: mod_vcard: loading the photo hash "
+			"failed: %s",
+			(unsigned long long)owner, res->errmsg);
+		pgn_session_set_data(s, vc->m, NULL, NULL);
+	} else {
+		h = res->nrows > 0 ? pgn_store_value(res, 0, 0) : NULL;
+		set_session_hash(s, vc, h != NULL ? h : "");
+	}
+	pgn_session_release(s);
+}
+
+static int
+on_session_started(struct pgn_event *ev, void *arg)
+{
+	struct vcard *vc = arg;
+	struct pgn_session *s = ev->origin;
+	const struct pgn_jid *jid = pgn_session_jid(s);
+	struct vsess *vs;
+
+	if (jid == NULL || jid->node == NULL)
+		return PGN_EVENT_PASS;
+	const char *params[2] = { jid->domain, jid->node };
+	if ((vs = calloc(1, sizeof(*vs))) == NULL)
+		return PGN_EVENT_PASS;
+	if (pgn_session_set_data(s, vc->m, vs, free) != 0) {
+		free(vs);
+		return PGN_EVENT_PASS;
+	}
+	/* Hold the session so that its first presence already has the
+	 * hash. */
+	pgn_session_hold(s);
+	if (pgn_store_query(pgn_server_store(ev->server),
+			    "SELECT photo_hash FROM vcards WHERE host = $1 "
+			    "AND username = $2",
+			    2, params, pgn_session_id(s), loaded_hash,
+			    vc) < 0) {
+		pgn_session_set_data(s, vc->m, NULL, NULL);
+		pgn_session_release(s);
+	}
+	return PGN_EVENT_PASS;
+}
+
+/* ---- presence: XEP-0153 §3.1 --------------------------------------------- */
+
+/* Replaces x's <photo/> by one holding hash.  0 or -ENOMEM. */
+static int
+set_photo(struct pgn_xml *x, struct pgn_xml *old, const char *hash)
+{
+	struct pgn_xml *photo;
+
+	if (old != NULL) {
+		pgn_xml_unlink(old);
+		pgn_xml_free(old);
+	}
+	photo = pgn_xml_add_child(x, NS_VCARD_UPDATE, "photo");
+	if (photo == NULL)
+		return -ENOMEM;
+	if (hash[0] != '\0' && pgn_xml_add_text(photo, hash, strlen(hash)) != 0)
+		return -ENOMEM;
+	return 0;
+}
+
+static int
+on_presence(struct pgn_event *ev, void *arg)
+{
+	struct vcard *vc = arg;
+	struct pgn_stanza *st = ev->stanza;
+	struct vsess *vs;
+	struct pgn_xml *x, *photo;
+	char *cur = NULL;
+
+	if (ev->origin == NULL || st->type != NULL)
+		return PGN_EVENT_PASS; /* only available presence */
+	vs = pgn_session_get_data(ev->origin, vc->m);
+	if (vs == NULL || !vs->loaded)
+		return PGN_EVENT_PASS;
+	x = pgn_xml_child(st->xml, NS_VCARD_UPDATE, "x");
+	if (x == NULL) {
+		/* A client unaware of XEP-0153: advertise the stored photo
+		 * for it, as the other resources would. */
+		if (vs->hash[0] == '\0')
+			return PGN_EVENT_PASS;
+		x = pgn_xml_add_child(st->xml, NS_VCARD_UPDATE, "x");
+		if (x == NULL || set_photo(x, NULL, vs->hash) != 0)
+			pgn_log(PGN_LOG_WARN,
+				"session %llu: mod_vcard: out of memory",
+				(unsigned long long)pgn_session_id(ev->origin));
+		return PGN_EVENT_PASS;
+	}
+	photo = pgn_xml_child(x, NS_VCARD_UPDATE, "photo");
+	if (photo == NULL)
+		return PGN_EVENT_PASS; /* "not ready yet" (§4.1): as sent */
+	cur = pgn_xml_text(photo);
+	if (cur != NULL && strcmp(cur, vs->hash) == 0 &&
+	    pgn_xml_first_child(photo) == NULL) {
+		free(cur);
+		return PGN_EVENT_PASS;
+	}
+	free(cur);
+	if (set_photo(x, photo, vs->hash) != 0)
+		pgn_log(PGN_LOG_WARN, "session %llu: mod_vcard: out of memory",
+			(unsigned long long)pgn_session_id(ev->origin));
+	return PGN_EVENT_PASS;
+}
+
+/* ---- module -------------------------------------------------------------- */
+
+static int
+vcard_load(struct pgn_module *m)
+{
+	const char *opt = pgn_module_option(m, "max_size", NULL);
+	struct vcard *vc = calloc(1, sizeof(*vc));
+	int rc;
+
+	if (vc == NULL)
+		return -ENOMEM;
+	vc->m = m;
+	vc->max_size = DEFAULT_MAX_SIZE;
+	if (opt != NULL) {
+		char *end;
+		unsigned long v = strtoul(opt, &end, 10);
+		if (end == opt || *end != '\0' || v == 0 || v > MAX_MAX_SIZE) {
+			pgn_log(PGN_LOG_ERROR,
+				"mod_vcard: max_size must be 1..%lu bytes",
+				MAX_MAX_SIZE);
+			free(vc);
+			return -EINVAL;
+		}
+		vc->max_size = v;
+	}
+	pgn_module_set_data(m, vc);
+	if ((rc = pgn_module_hook(m, "iq-get/bare/" NS_VCARD ":vCard", on_get,
+				  vc, 0)) < 0 ||
+	    (rc = pgn_module_hook(m, "iq-set/bare/" NS_VCARD ":vCard", on_set,
+				  vc, 0)) < 0 ||
+	    (rc = pgn_module_hook(m, "iq-get/host/" NS_VCARD ":vCard",
+				  on_get_host, vc, 0)) < 0 ||
+	    (rc = pgn_module_hook(m, "iq-set/host/" NS_VCARD ":vCard",
+				  on_set_host, vc, 0)) < 0 ||
+	    (rc = pgn_module_hook(m, "session-started", on_session_started,
+				  vc, 0)) < 0 ||
+	    /* Modifier: before mod_roster broadcasts at 0. */
+	    (rc = pgn_module_hook(m, "pre-presence/self", on_presence, vc,
+				  50)) < 0 ||
+	    /* XEP-0153 §4.1: directed presence carries it too. */
+	    (rc = pgn_module_hook(m, "pre-presence/bare", on_presence, vc,
+				  50)) < 0 ||
+	    (rc = pgn_module_hook(m, "pre-presence/full", on_presence, vc,
+				  50)) < 0 ||
+	    (rc = pgn_module_add_feature(m, NS_VCARD)) < 0)
+		goto fail;
+	return 0;
+fail:
+	pgn_module_set_data(m, NULL);
+	free(vc);
+	return rc;
+}
+
+static void
+vcard_unload(struct pgn_module *m)
+{
+	free(pgn_module_data(m));
 }
 
 const struct pgn_module_def pgn_module_def = {
 	.abi = PGN_MODULE_ABI,
 	.name = "mod_vcard",
-	.load = load,
+	.description = "vcard-temp (XEP-0054) and avatar hashes (XEP-0153)",
+	.load = vcard_load,
+	.unload = vcard_unload,
 };

@@ -644,9 +644,13 @@ handle_bind(struct pgn_session *s, struct pgn_xml *iq, struct pgn_xml *bind)
 		pgn_log(PGN_LOG_INFO, "session %llu: replaced by %llu (%s)",
 			(unsigned long long)old->id, (unsigned long long)s->id,
 			s->jid->full);
+		/* Ended now, before the new session says anything under the
+		 * same full JID (its unavailable must come first). */
+		pgn_c2s_closed(old);
 		pgn_stream_error(old, "conflict", "replaced by a new session");
 	}
 	s->state = PGN_ST_BOUND;
+	s->was_bound = 1;
 	pgn_stream_established(s);
 	struct evbuffer *out = iq_reply_start(s, iq, "result");
 	evbuffer_add_printf(out, "><bind xmlns='" PGN_NS_BIND "'><jid>");
@@ -879,9 +883,12 @@ pgn_c2s_element(struct pgn_session *s, struct pgn_xml *xml)
 void
 pgn_c2s_closed(struct pgn_session *s)
 {
-	if (s->in_users) {
+	/* Also for a session that a newer login on the same resource has
+	 * already unlinked: its contacts must still learn it is gone. */
+	if (s->in_users || s->was_bound) {
 		struct pgn_event ev = { .name = "session-ended", .origin = s };
 		pgn_router_unbind(s->srv, s);
+		s->was_bound = 0;
 		pgn_host_fire(s->host, &ev);
 		pgn_log(PGN_LOG_INFO, "session %llu: %s ended",
 			(unsigned long long)s->id, s->jid->full);

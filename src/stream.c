@@ -59,7 +59,9 @@ pgn_session_id(const struct pgn_session *s)
 const struct pgn_jid *
 pgn_session_jid(const struct pgn_session *s)
 {
-	return s->state == PGN_ST_BOUND ? s->jid : NULL;
+	/* Set at binding and kept until the session is freed, so that
+	 * session-ended handlers still see who it was. */
+	return s->jid;
 }
 
 /* ---- parser callbacks ---------------------------------------------- */

@@ -72,6 +72,7 @@ struct pgn_session {
 	unsigned busy : 1;          /* waiting for storage / crypto */
 	unsigned available : 1;     /* sent available broadcast presence */
 	unsigned in_users : 1;      /* linked in srv->users */
+	unsigned was_bound : 1;     /* session-ended not fired yet */
 	unsigned sasl_tries;
 	int priority;
 	struct pgn_xml_parser *parser;

@@ -28,7 +28,6 @@
 
 #define NS_VCARD "vcard-temp"
 #define NS_VCARD_UPDATE "vcard-temp:x:update"
-#define NS_STREAM "http://etherx.jabber.org/streams"
 
 #define DEFAULT_MAX_SIZE 65536
 #define MAX_MAX_SIZE (16ul * 1024 * 1024)
@@ -44,72 +43,6 @@ struct vsess {
 	int loaded;                  /* 0 until the store answered */
 	char hash[HASH_HEX_LEN + 1]; /* "" when the vCard has no photo */
 };
-
-/* ---- stored XML ---------------------------------------------------------- */
-
-struct frag {
-	struct pgn_xml *parent;
-	int failed;
-};
-
-static void
-frag_open(void *ud, const char **attrs, const char *default_ns)
-{
-	(void)ud;
-	(void)attrs;
-	(void)default_ns;
-}
-
-/* Takes el (the parser gives it away). */
-static void
-frag_element(void *ud, struct pgn_xml *el)
-{
-	struct frag *f = ud;
-	pgn_xml_append(f->parent, el);
-}
-
-static void
-frag_close(void *ud)
-{
-	(void)ud;
-}
-
-static void
-frag_error(void *ud, enum pgn_xml_error err, const char *detail)
-{
-	struct frag *f = ud;
-	(void)err;
-	(void)detail;
-	f->failed = 1;
-}
-
-/* Parses elements that this module serialised (pgn_xml_to_string with
- * jabber:client in scope) and appends them to parent.  The stream parser
- * is the only XML parser of the API, so the data goes inside a stream
- * header; the limits are the largest a stream may be configured with, so
- * whatever a client could send parses back.  0 or -1. */
-static int
-parse_stored(struct pgn_xml *parent, const char *data)
-{
-	static const char head[] = "<stream:stream xmlns='jabber:client' "
-				   "xmlns:stream='" NS_STREAM "'>";
-	static const char tail[] = "</stream:stream>";
-	size_t len = strlen(data);
-	struct pgn_xml_limits lim = { len + 1, 256, 1024, 1048576 };
-	struct pgn_xml_parser_cbs cbs = { frag_open, frag_element, frag_close,
-					  frag_error };
-	struct frag f = { parent, 0 };
-	struct pgn_xml_parser *p = pgn_xml_parser_new(&lim, &cbs, &f);
-
-	if (p == NULL)
-		return -1;
-	if (pgn_xml_parser_feed(p, head, sizeof(head) - 1) != 0 ||
-	    pgn_xml_parser_feed(p, data, len) != 0 ||
-	    pgn_xml_parser_feed(p, tail, sizeof(tail) - 1) != 0)
-		f.failed = 1;
-	pgn_xml_parser_free(p);
-	return f.failed ? -1 : 0;
-}
 
 /* ---- photo hash (XEP-0153 §3.1: SHA-1 of the image, not of base64) ------- */
 
@@ -283,7 +216,7 @@ got_vcard(uint64_t owner, void *arg, const struct pgn_store_result *res)
 		goto out;
 	}
 	wrap = pgn_xml_new(NULL, "wrap");
-	if (wrap == NULL || parse_stored(wrap, data) != 0 ||
+	if (wrap == NULL || pgn_xml_parse_into(wrap, data, strlen(data)) != 0 ||
 	    (vcard = pgn_xml_first_child(wrap)) == NULL) {
 		pgn_log(PGN_LOG_WARN,
 			"mod_vcard: a stored vCard does not parse");

@@ -1345,3 +1345,67 @@ pgn_xml_parser_pending(const struct pgn_xml_parser *p)
 		return 0;
 	return (size_t)(p->fed - p->mark);
 }
+
+/* ---- parsing stored fragments ------------------------------------------ */
+
+struct frag {
+	struct pgn_xml *parent;
+	int failed;
+};
+
+static void
+frag_open(void *ud, const char **attrs, const char *default_ns)
+{
+	(void)ud;
+	(void)attrs;
+	(void)default_ns;
+}
+
+/* Takes el (the parser gives it away). */
+static void
+frag_element(void *ud, struct pgn_xml *el)
+{
+	struct frag *f = ud;
+	pgn_xml_append(f->parent, el);
+}
+
+static void
+frag_close(void *ud)
+{
+	(void)ud;
+}
+
+static void
+frag_error(void *ud, enum pgn_xml_error err, const char *detail)
+{
+	struct frag *f = ud;
+	(void)err;
+	(void)detail;
+	f->failed = 1;
+}
+
+int
+pgn_xml_parse_into(struct pgn_xml *parent, const char *data, size_t len)
+{
+	/* The stream parser is the one XML parser: the data goes inside a
+	 * stream header.  Limits as large as a stream may be configured
+	 * with, so whatever a client could send parses back. */
+	static const char head[] =
+		"<stream:stream xmlns='jabber:client' "
+		"xmlns:stream='http://etherx.jabber.org/streams'>";
+	static const char tail[] = "</stream:stream>";
+	struct pgn_xml_limits lim = { len + 1, 256, 1024, 1048576 };
+	struct pgn_xml_parser_cbs cbs = { frag_open, frag_element, frag_close,
+					  frag_error };
+	struct frag f = { parent, 0 };
+	struct pgn_xml_parser *p = pgn_xml_parser_new(&lim, &cbs, &f);
+
+	if (p == NULL)
+		return -ENOMEM;
+	if (pgn_xml_parser_feed(p, head, sizeof(head) - 1) != 0 ||
+	    pgn_xml_parser_feed(p, data, len) != 0 ||
+	    pgn_xml_parser_feed(p, tail, sizeof(tail) - 1) != 0)
+		f.failed = 1;
+	pgn_xml_parser_free(p);
+	return f.failed ? -EINVAL : 0;
+}

@@ -127,4 +127,10 @@ void pgn_xml_parser_reset(struct pgn_xml_parser *p);
 /* Bytes of the stanza being parsed now (for memory accounting). */
 size_t pgn_xml_parser_pending(const struct pgn_xml_parser *p);
 
+/* Parses elements serialised earlier with jabber:client in scope (what
+ * modules keep in the store) and appends them to parent, which takes
+ * them.  0, -EINVAL if data is not well-formed (parent may have some of
+ * the elements then) or -ENOMEM. */
+int pgn_xml_parse_into(struct pgn_xml *parent, const char *data, size_t len);
+
 #endif

@@ -806,6 +806,40 @@ START_TEST(reset_from_stream_open)
 }
 END_TEST
 
+/* What a module stored (serialised with jabber:client in scope) parses
+ * back into the same elements; broken data is refused. */
+START_TEST(parse_into_round_trip)
+{
+	struct pgn_xml *a = pgn_xml_new("jabber:client", "message");
+	struct pgn_xml *parent = pgn_xml_new("jabber:client", "wrap");
+	struct pgn_xml *bad = pgn_xml_new("jabber:client", "wrap");
+	char *one, *two, *both;
+
+	pgn_xml_set_attr(a, "to", "b@example.com");
+	pgn_xml_add_text(pgn_xml_add_child(a, NULL, "body"), "x < y & z", 9);
+	pgn_xml_add_child(a, "urn:xmpp:delay", "delay");
+	one = pgn_xml_to_string(a, "jabber:client");
+	ck_assert_ptr_nonnull(one);
+	both = malloc(2 * strlen(one) + 1);
+	strcpy(both, one);
+	strcat(both, one);
+	ck_assert_int_eq(pgn_xml_parse_into(parent, both, strlen(both)), 0);
+	ck_assert_ptr_nonnull(pgn_xml_first_child(parent));
+	ck_assert_ptr_nonnull(pgn_xml_next(pgn_xml_first_child(parent)));
+	two = pgn_xml_to_string(pgn_xml_first_child(parent), "jabber:client");
+	ck_assert_str_eq(one, two);
+	ck_assert_int_eq(pgn_xml_parse_into(bad, "<a><b></a>", 10), -EINVAL);
+	ck_assert_int_eq(pgn_xml_parse_into(bad, "<!DOCTYPE x><a/>", 16),
+			 -EINVAL);
+	free(one);
+	free(two);
+	free(both);
+	pgn_xml_free(a);
+	pgn_xml_free(parent);
+	pgn_xml_free(bad);
+}
+END_TEST
+
 static Suite *
 xml_suite(void)
 {
@@ -832,6 +866,7 @@ xml_suite(void)
 	tcase_add_test(tc, limit_zero_means_none);
 	tcase_add_test(tc, reset_inside_callback);
 	tcase_add_test(tc, reset_from_stream_open);
+	tcase_add_test(tc, parse_into_round_trip);
 	suite_add_tcase(s, tc);
 	return s;
 }

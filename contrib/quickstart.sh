@@ -132,6 +132,14 @@ modules:
   mod_disco: {}
   mod_ping: {}
   mod_version: {}
+  mod_roster: {}
+  mod_offline: {}
+  mod_blocking: {}
+  mod_last: {}
+  mod_vcard: {}
+  mod_private: {}
+  mod_caps: {}
+  mod_register: {}
 
 log:
   level: info

@@ -43,7 +43,7 @@
 #define NS_BLOCKING_ERRORS "urn:xmpp:blocking:errors"
 #define NS_LAST "jabber:iq:last"
 
-#define DEFAULT_MAX_ITEMS "1000"
+#define DEFAULT_MAX_ITEMS 1000
 #define MAX_ITEMS_LIMIT 100000
 
 enum direction { INBOUND, OUTBOUND };
@@ -1134,21 +1134,6 @@ blocking_unload(struct pgn_module *m)
 }
 
 static int
-parse_max_items(const char *s, size_t *out)
-{
-	char *end;
-	unsigned long v;
-
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno != 0 || end == s || *end != '\0' || *s == '-' || v == 0 ||
-	    v > MAX_ITEMS_LIMIT)
-		return -EINVAL;
-	*out = v;
-	return 0;
-}
-
-static int
 blocking_load(struct pgn_module *m)
 {
 	static const char *const inbound[] = {
@@ -1166,6 +1151,7 @@ blocking_load(struct pgn_module *m)
 	        "pre-iq/host",       "pre-iq/bare",       "pre-iq/full",
 	};
 	struct blocking *b = calloc(1, sizeof(*b));
+	long max_items;
 	int rc = -ENOMEM;
 
 	if (b == NULL)
@@ -1178,13 +1164,10 @@ blocking_load(struct pgn_module *m)
 	pgn_module_set_data(m, b);
 	if (b->lists == NULL)
 		goto fail;
-	if ((rc = parse_max_items(
-	             pgn_module_option(m, "max_items", DEFAULT_MAX_ITEMS),
-	             &b->max_items)) < 0) {
-		pgn_log(PGN_LOG_ERROR, "mod_blocking: max_items must be 1..%d",
-		        MAX_ITEMS_LIMIT);
+	if ((rc = pgn_module_option_long(m, "max_items", DEFAULT_MAX_ITEMS, 1,
+	                                 MAX_ITEMS_LIMIT, &max_items)) < 0)
 		goto fail;
-	}
+	b->max_items = (size_t)max_items;
 	for (size_t i = 0; i < sizeof(inbound) / sizeof(*inbound); i++)
 		if ((rc = pgn_module_hook(m, inbound[i], on_inbound, b, 100)) <
 		    0)

@@ -39,7 +39,7 @@
 
 #define DEFAULT_NODE "https://pigeon.invalid/caps"
 #define DEFAULT_CACHE_SIZE 10000
-#define MAX_CACHE_SIZE 10000000ul
+#define MAX_CACHE_SIZE 10000000L
 #define MAX_NODE_LEN 1024
 #define MAX_VER_LEN 128  /* base64 of SHA-512 is 88 */
 #define MAX_HASH_LEN 16
@@ -934,32 +934,24 @@ static int
 caps_load(struct pgn_module *m)
 {
 	struct caps *c = calloc(1, sizeof(*c));
-	const char *opt;
+	long cache_size;
 	int rc = -ENOMEM;
 
 	if (c == NULL)
 		return -ENOMEM;
 	c->m = m;
 	c->node = pgn_module_option(m, "node", DEFAULT_NODE);
-	c->cache_size = DEFAULT_CACHE_SIZE;
-	if ((opt = pgn_module_option(m, "cache_size", NULL)) != NULL) {
-		char *end;
-		unsigned long v = strtoul(opt, &end, 10);
-		if (end == opt || *end != '\0' || v > MAX_CACHE_SIZE) {
-			pgn_log(PGN_LOG_ERROR,
-				"mod_caps: cache_size must be 0..%lu",
-				MAX_CACHE_SIZE);
-			rc = -EINVAL;
-			goto fail;
-		}
-		c->cache_size = v;
-	}
+	if ((rc = pgn_module_option_long(m, "cache_size", DEFAULT_CACHE_SIZE, 0,
+					 MAX_CACHE_SIZE, &cache_size)) < 0)
+		goto fail;
+	c->cache_size = (unsigned long)cache_size;
 	if (c->node[0] == '\0' || strchr(c->node, '#') != NULL) {
 		pgn_log(PGN_LOG_ERROR, "mod_caps: node must be a URI without "
 				       "'#'");
 		rc = -EINVAL;
 		goto fail;
 	}
+	rc = -ENOMEM;
 	if ((c->known = pgn_map_new()) == NULL ||
 	    (c->inflight = pgn_map_new()) == NULL ||
 	    (c->pending = pgn_map_new()) == NULL)

@@ -28,7 +28,7 @@
 #define NS_PRIVATE "jabber:iq:private"
 
 #define DEFAULT_MAX_SIZE 65536
-#define MAX_MAX_SIZE (16ul * 1024 * 1024)
+#define MAX_MAX_SIZE (16L * 1024 * 1024)
 #define DEFAULT_MAX_NAMESPACES 100
 #define MAX_MAX_NAMESPACES 100000
 /* Namespaces in one set: bounded well below the SQL parameter limits. */
@@ -428,42 +428,23 @@ on_forbidden(struct pgn_event *ev, void *arg)
 /* ---- module -------------------------------------------------------------- */
 
 static int
-option_ulong(struct pgn_module *m, const char *key, unsigned long def,
-	     unsigned long max, unsigned long *out)
-{
-	const char *opt = pgn_module_option(m, key, NULL);
-	char *end;
-	unsigned long v;
-
-	*out = def;
-	if (opt == NULL)
-		return 0;
-	v = strtoul(opt, &end, 10);
-	if (end == opt || *end != '\0' || v == 0 || v > max) {
-		pgn_log(PGN_LOG_ERROR, "mod_private: %s must be 1..%lu", key,
-			max);
-		return -EINVAL;
-	}
-	*out = v;
-	return 0;
-}
-
-static int
 private_load(struct pgn_module *m)
 {
 	struct priv *pv = calloc(1, sizeof(*pv));
-	unsigned long size;
+	long size, nns;
 	int rc;
 
 	if (pv == NULL)
 		return -ENOMEM;
 	pv->m = m;
-	if ((rc = option_ulong(m, "max_size", DEFAULT_MAX_SIZE, MAX_MAX_SIZE,
-			       &size)) < 0 ||
-	    (rc = option_ulong(m, "max_namespaces", DEFAULT_MAX_NAMESPACES,
-			       MAX_MAX_NAMESPACES, &pv->max_namespaces)) < 0)
+	if ((rc = pgn_module_option_long(m, "max_size", DEFAULT_MAX_SIZE, 1,
+					 MAX_MAX_SIZE, &size)) < 0 ||
+	    (rc = pgn_module_option_long(m, "max_namespaces",
+					 DEFAULT_MAX_NAMESPACES, 1,
+					 MAX_MAX_NAMESPACES, &nns)) < 0)
 		goto fail;
-	pv->max_size = size;
+	pv->max_size = (size_t)size;
+	pv->max_namespaces = (unsigned long)nns;
 	pgn_module_set_data(m, pv);
 	if ((rc = pgn_module_hook(m, "iq-get/bare/" NS_PRIVATE ":query",
 				  on_get, pv, 0)) < 0 ||

@@ -801,30 +801,6 @@ on_set_bare(struct pgn_event *ev, void *arg)
 
 /* ---- module ---------------------------------------------------------- */
 
-/* Reads an integer option in [min, max]; -EINVAL (logged) otherwise. */
-static int
-option_long(struct pgn_module *m, const char *key, long def, long min,
-	    long max, long *out)
-{
-	const char *v = pgn_module_option(m, key, NULL);
-	char *end;
-	long n;
-
-	*out = def;
-	if (v == NULL)
-		return 0;
-	errno = 0;
-	n = strtol(v, &end, 10);
-	if (errno != 0 || end == v || *end != '\0' || n < min || n > max) {
-		pgn_log(PGN_LOG_ERROR,
-			"mod_register: %s must be an integer from %ld to %ld",
-			key, min, max);
-		return -EINVAL;
-	}
-	*out = n;
-	return 0;
-}
-
 static int
 free_entry(const char *key, uint64_t id, void *value, void *arg)
 {
@@ -857,10 +833,12 @@ register_load(struct pgn_module *m)
 		return -ENOMEM;
 	st->m = m;
 	st->allow = pgn_module_option_bool(m, "allow_registration", 0);
-	if ((rc = option_long(m, "registration_interval", 60, 0,
-			      366L * 24 * 3600, &st->interval)) != 0 ||
-	    (rc = option_long(m, "min_password_length", 8, 1,
-			      MAX_PASSWORD_BYTES, &st->min_password)) != 0)
+	if ((rc = pgn_module_option_long(m, "registration_interval", 60, 0,
+					 366L * 24 * 3600,
+					 &st->interval)) != 0 ||
+	    (rc = pgn_module_option_long(m, "min_password_length", 8, 1,
+					 MAX_PASSWORD_BYTES,
+					 &st->min_password)) != 0)
 		goto fail;
 	if ((st->addrs = pgn_map_new()) == NULL) {
 		rc = -ENOMEM;

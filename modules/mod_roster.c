@@ -47,6 +47,7 @@
 #define NS_NICK "http://jabber.org/protocol/nick"
 
 #define DEFAULT_MAX_ITEMS 1000
+#define MAX_MAX_ITEMS 1000000
 #define MAX_NAME_BYTES 1023    /* 'name' of an item */
 #define MAX_GROUP_BYTES 1023   /* one <group/> */
 #define MAX_GROUPS 64          /* groups of one item */
@@ -2279,7 +2280,7 @@ static int
 roster_load(struct pgn_module *m)
 {
 	struct rmod *rm = calloc(1, sizeof(*rm));
-	const char *opt;
+	long max_items;
 	int rc;
 
 	if (rm == NULL || (rm->users = pgn_map_new()) == NULL) {
@@ -2288,20 +2289,13 @@ roster_load(struct pgn_module *m)
 	}
 	rm->m = m;
 	rm->srv = pgn_module_server(m);
-	opt = pgn_module_option(m, "max_items", NULL);
-	rm->max_items = DEFAULT_MAX_ITEMS;
-	if (opt != NULL) {
-		char *end;
-		long v = strtol(opt, &end, 10);
-		if (*end != '\0' || v < 1 || v > 1000000) {
-			pgn_log(PGN_LOG_ERROR,
-				"mod_roster: max_items must be 1..1000000");
-			pgn_map_free(rm->users);
-			free(rm);
-			return -EINVAL;
-		}
-		rm->max_items = (int)v;
+	if ((rc = pgn_module_option_long(m, "max_items", DEFAULT_MAX_ITEMS, 1,
+					 MAX_MAX_ITEMS, &max_items)) < 0) {
+		pgn_map_free(rm->users);
+		free(rm);
+		return rc;
 	}
+	rm->max_items = (int)max_items;
 	pgn_module_set_data(m, rm);
 	if ((rc = pgn_module_hook(m, "iq-get/bare/" NS_ROSTER ":query",
 				  on_roster_get, rm, 0)) < 0 ||

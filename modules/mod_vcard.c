@@ -30,7 +30,7 @@
 #define NS_VCARD_UPDATE "vcard-temp:x:update"
 
 #define DEFAULT_MAX_SIZE 65536
-#define MAX_MAX_SIZE (16ul * 1024 * 1024)
+#define MAX_MAX_SIZE (16L * 1024 * 1024)
 #define HASH_HEX_LEN 40
 
 struct vcard {
@@ -524,26 +524,19 @@ on_presence(struct pgn_event *ev, void *arg)
 static int
 vcard_load(struct pgn_module *m)
 {
-	const char *opt = pgn_module_option(m, "max_size", NULL);
 	struct vcard *vc = calloc(1, sizeof(*vc));
+	long max_size;
 	int rc;
 
 	if (vc == NULL)
 		return -ENOMEM;
 	vc->m = m;
-	vc->max_size = DEFAULT_MAX_SIZE;
-	if (opt != NULL) {
-		char *end;
-		unsigned long v = strtoul(opt, &end, 10);
-		if (end == opt || *end != '\0' || v == 0 || v > MAX_MAX_SIZE) {
-			pgn_log(PGN_LOG_ERROR,
-				"mod_vcard: max_size must be 1..%lu bytes",
-				MAX_MAX_SIZE);
-			free(vc);
-			return -EINVAL;
-		}
-		vc->max_size = v;
+	if ((rc = pgn_module_option_long(m, "max_size", DEFAULT_MAX_SIZE, 1,
+					 MAX_MAX_SIZE, &max_size)) < 0) {
+		free(vc);
+		return rc;
 	}
+	vc->max_size = (size_t)max_size;
 	pgn_module_set_data(m, vc);
 	if ((rc = pgn_module_hook(m, "iq-get/bare/" NS_VCARD ":vCard", on_get,
 				  vc, 0)) < 0 ||

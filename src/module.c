@@ -22,6 +22,13 @@ struct pgn_module {
 	void *data;
 };
 
+static int
+drop_session_data(const char *key, uint64_t id, void *value, void *arg)
+{
+	pgn_session_drop_data(value, arg);
+	return 0;
+}
+
 struct pgn_module *
 pgn_module_load(struct pgn_host *h, const struct pgn_cfg_module *cfg,
 		const char *dir, char *err, size_t errlen)
@@ -67,7 +74,11 @@ pgn_module_load(struct pgn_host *h, const struct pgn_cfg_module *cfg,
 		if (rc < 0) {
 			snprintf(err, errlen, "%s: load failed on %s: %s",
 				 where, h->name, strerror(-rc));
+			/* The module freed its own state; the core forgets
+			 * what it registered. */
 			pgn_host_remove_owned(h, m);
+			pgn_ctl_forget_module(h->srv, m);
+			pgn_map_foreach(h->srv->sessions, drop_session_data, m);
 			free(m);
 			goto fail;
 		}
@@ -77,13 +88,6 @@ pgn_module_load(struct pgn_host *h, const struct pgn_cfg_module *cfg,
 fail:
 	dlclose(dl);
 	return NULL;
-}
-
-static int
-drop_session_data(const char *key, uint64_t id, void *value, void *arg)
-{
-	pgn_session_drop_data(value, arg);
-	return 0;
 }
 
 void
@@ -126,6 +130,29 @@ pgn_module_option(const struct pgn_module *m, const char *key,
 {
 	const char *v = pgn_cfg_module_opt(m->cfg, key);
 	return v != NULL ? v : def;
+}
+
+int
+pgn_module_option_long(const struct pgn_module *m, const char *key, long def,
+		       long min, long max, long *out)
+{
+	const char *v = pgn_cfg_module_opt(m->cfg, key);
+	char *end;
+	long n;
+
+	*out = def;
+	if (v == NULL)
+		return 0;
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno != 0 || end == v || *end != '\0' || n < min || n > max) {
+		pgn_log(PGN_LOG_ERROR,
+			"%s: option %s must be an integer from %ld to %ld",
+			m->def->name, key, min, max);
+		return -EINVAL;
+	}
+	*out = n;
+	return 0;
 }
 
 int

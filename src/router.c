@@ -206,16 +206,16 @@ message_to_bare(struct pgn_server *srv, struct pgn_host *h,
 		int best = -1, delivered = 0;
 
 		for (struct pgn_session *s = head; s != NULL; s = s->next_res)
-			if (s->available && s->priority >= 0 &&
+			if (pgn_session_available(s) && s->priority >= 0 &&
 			    s->priority > best)
 				best = s->priority;
 		if (best >= 0 && !type_is(st, "groupchat")) {
 			for (struct pgn_session *s = head; s != NULL;
 			     s = s->next_res)
-				if (s->available && s->priority == best) {
-					deliver(s, st);
+				if (pgn_session_available(s) &&
+				    s->priority == best &&
+				    pgn_stream_send_xml(s, st->xml) == 0)
 					delivered = 1;
-				}
 		}
 		if (delivered) {
 			pgn_stanza_free(st);
@@ -301,7 +301,7 @@ route_local(struct pgn_server *srv, struct pgn_host *h,
 			for (struct pgn_session *s =
 				     pgn_router_sessions(srv, st->to->bare);
 			     s != NULL; s = s->next_res)
-				if (s != origin && s->available)
+				if (s != origin && pgn_session_available(s))
 					deliver(s, st);
 		}
 		pgn_stanza_free(st);

@@ -57,7 +57,8 @@ pgn_session_authenticated(const struct pgn_session *s)
 int
 pgn_session_available(const struct pgn_session *s)
 {
-	return s->available;
+	/* A closing stream is not a place to deliver to any more. */
+	return s->available && s->state == PGN_ST_BOUND;
 }
 
 int
@@ -84,10 +85,10 @@ pgn_session_set_presence(struct pgn_session *s, const struct pgn_xml *xml)
 	return 0;
 }
 
-void
+int
 pgn_session_send(struct pgn_session *s, const struct pgn_xml *xml)
 {
-	pgn_stream_send_xml(s, xml);
+	return pgn_stream_send_xml(s, xml);
 }
 
 void

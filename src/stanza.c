@@ -134,6 +134,18 @@ pgn_stanza_iq_result(const struct pgn_stanza *req, struct pgn_xml *payload)
 	return reply_skeleton(req, xml, "result");
 }
 
+/* Whether a stanza is small enough to echo in an error. */
+#define ECHO_MAX 4096
+
+static int
+small_enough(const struct pgn_xml *xml)
+{
+	char *text = pgn_xml_to_string(xml, PGN_NS_CLIENT);
+	int ok = text != NULL && strlen(text) <= ECHO_MAX;
+	free(text);
+	return ok;
+}
+
 struct pgn_stanza *
 pgn_stanza_error_reply(const struct pgn_stanza *st, const char *type,
 		       const char *condition, const char *text)
@@ -141,10 +153,12 @@ pgn_stanza_error_reply(const struct pgn_stanza *st, const char *type,
 	struct pgn_xml *xml, *err, *c;
 
 	/* Messages and presences carry their payload back (RFC 6120 §8.3.1
-	 * allows it and clients use it to match the failed message); an iq
-	 * error carries only the error. */
-	if (st->kind == PGN_STANZA_IQ)
-		xml = pgn_xml_new(PGN_NS_CLIENT, "iq");
+	 * allows it and clients use it to match the failed message), unless
+	 * it is big: a sender must not get its megabytes back once per
+	 * failure (and be cut off for not reading them).  An iq error carries
+	 * only the error. */
+	if (st->kind == PGN_STANZA_IQ || !small_enough(st->xml))
+		xml = pgn_xml_new(PGN_NS_CLIENT, pgn_xml_name(st->xml));
 	else
 		xml = pgn_xml_copy(st->xml);
 	if (xml == NULL)

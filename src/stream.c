@@ -372,18 +372,24 @@ pgn_stream_send_raw(struct pgn_session *s, const char *data, size_t len)
 	check_output(s);
 }
 
-void
+int
 pgn_stream_send_xml(struct pgn_session *s, const struct pgn_xml *xml)
 {
 	if (s->state == PGN_ST_DEAD || s->state == PGN_ST_CLOSING ||
 	    s->bev == NULL)
-		return;
+		return -EPIPE;
 	/* Stanzas are kept in jabber:client internally; written with that
 	 * namespace in scope they carry no xmlns, which reads as the stream's
 	 * own content namespace on c2s and component streams alike. */
-	pgn_xml_write(xml, PGN_NS_CLIENT, bufferevent_get_output(s->bev));
+	if (pgn_xml_write(xml, PGN_NS_CLIENT, bufferevent_get_output(s->bev)) !=
+	    0)
+		return -ENOMEM;
 	s->last_write = pgn_now_ms();
 	check_output(s);
+	/* Over the output limit the stream is being closed: what was queued
+	 * may never leave. */
+	return s->state == PGN_ST_CLOSING || s->state == PGN_ST_DEAD ? -EPIPE
+								    : 0;
 }
 
 void

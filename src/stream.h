@@ -98,8 +98,9 @@ struct pgn_session {
 /* Accepts a new connection on fd for listener l (takes the fd). */
 void pgn_stream_accept(struct pgn_server *srv, const struct pgn_listener *l,
 		       int fd, const char *peer);
-/* Serialises and queues a stanza (the caller keeps it). */
-void pgn_stream_send_xml(struct pgn_session *s, const struct pgn_xml *xml);
+/* Serialises and queues a stanza (the caller keeps it).  0, or -EPIPE
+ * when the stream is closing (nothing sent) or -ENOMEM. */
+int pgn_stream_send_xml(struct pgn_session *s, const struct pgn_xml *xml);
 /* Queues raw bytes. */
 void pgn_stream_send_raw(struct pgn_session *s, const char *data, size_t len);
 /* Sends <stream:error> with condition (RFC 6120 §4.9.3) and optional text,

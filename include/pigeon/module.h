@@ -117,6 +117,11 @@ int pgn_module_add_identity(struct pgn_module *m, const char *category,
 			    const char *type, const char *name);
 const char *pgn_module_option(const struct pgn_module *m, const char *key,
 			      const char *def);
+/* An integer option: *out = def when absent; 0, or -EINVAL (logged with
+ * the module's name) when it is not an integer in [min, max]: the module's
+ * load then fails with it, and so does the server start. */
+int pgn_module_option_long(const struct pgn_module *m, const char *key,
+			   long def, long min, long max, long *out);
 /* "true"/"yes"/"1" -> 1, "false"/"no"/"0" -> 0, else def. */
 int pgn_module_option_bool(const struct pgn_module *m, const char *key,
 			   int def);
@@ -184,8 +189,8 @@ struct pgn_server *pgn_session_server(const struct pgn_session *s);
 /* Peer address ("127.0.0.1"), for logs and rate limits. */
 const char *pgn_session_peer(const struct pgn_session *s);
 int pgn_session_authenticated(const struct pgn_session *s);
-/* Sent available presence (and not unavailable since), and its
- * priority. */
+/* Sent available presence (and not unavailable since) and is not
+ * closing; and its priority. */
 int pgn_session_available(const struct pgn_session *s);
 int pgn_session_priority(const struct pgn_session *s);
 /* The session's last broadcast presence as recorded by the presence
@@ -194,8 +199,10 @@ const struct pgn_xml *pgn_session_presence(const struct pgn_session *s);
 /* Records a copy of xml (NULL clears).  0 or -ENOMEM. */
 int pgn_session_set_presence(struct pgn_session *s, const struct pgn_xml *xml);
 /* Serialises xml onto the session's stream as is (the caller keeps
- * xml).  No routing, no events: the caller addressed it. */
-void pgn_session_send(struct pgn_session *s, const struct pgn_xml *xml);
+ * xml).  No routing, no events: the caller addressed it.  0, or -EPIPE
+ * when the stream is closing (not sent, or queued behind a stream error
+ * for a peer that stopped reading: treat it as undelivered), -ENOMEM. */
+int pgn_session_send(struct pgn_session *s, const struct pgn_xml *xml);
 /* Stops processing the session's incoming stanzas (they queue, in order)
  * until as many pgn_session_release() calls: for loading user data in
  * "session-started".  Counted; safe on a session that closes meanwhile. */

@@ -448,55 +448,12 @@ caps_ver(const struct pgn_xml *q, const EVP_MD *md, char ver[VER_BUF],
 
 /* ---- the server's caps --------------------------------------------------- */
 
-struct build {
-	struct pgn_xml *q;
-	int failed;
-};
-
-static void
-add_feature(const char *var, void *arg)
-{
-	struct build *b = arg;
-	struct pgn_xml *f = pgn_xml_add_child(b->q, NS_INFO, "feature");
-	if (f == NULL || pgn_xml_set_attr(f, "var", var) != 0)
-		b->failed = 1;
-}
-
-static void
-add_identity(const char *category, const char *type, const char *name,
-	     void *arg)
-{
-	struct build *b = arg;
-	struct pgn_xml *i = pgn_xml_add_child(b->q, NS_INFO, "identity");
-	if (i == NULL || pgn_xml_set_attr(i, "category", category) != 0 ||
-	    pgn_xml_set_attr(i, "type", type) != 0 ||
-	    (name != NULL && pgn_xml_set_attr(i, "name", name) != 0))
-		b->failed = 1;
-}
-
-/* The host's disco#info <query/> as mod_disco answers it; the caller
- * owns it.  NULL on allocation failure. */
-static struct pgn_xml *
-host_info(const struct pgn_host *h)
-{
-	struct build b = { pgn_xml_new(NS_INFO, "query"), 0 };
-	if (b.q == NULL)
-		return NULL;
-	pgn_host_foreach_identity(h, add_identity, &b);
-	pgn_host_foreach_feature(h, add_feature, &b);
-	if (b.failed) {
-		pgn_xml_free(b.q);
-		return NULL;
-	}
-	return b.q;
-}
-
 /* Computed each time: modules loaded after this one add features, and
  * hashing a few hundred bytes costs less than tracking changes. */
 static int
 host_ver(const struct pgn_host *h, char ver[VER_BUF])
 {
-	struct pgn_xml *q = host_info(h);
+	struct pgn_xml *q = pgn_host_disco_info(h, NULL);
 	int rc;
 	if (q == NULL)
 		return -ENOMEM;
@@ -537,9 +494,7 @@ on_disco_node(struct pgn_event *ev, void *arg)
 	    node[nlen] != '#' || host_ver(ev->host, ver) != 0 ||
 	    strcmp(node + nlen + 1, ver) != 0)
 		return PGN_EVENT_PASS;
-	if ((q = host_info(ev->host)) == NULL ||
-	    pgn_xml_set_attr(q, "node", node) != 0) {
-		pgn_xml_free(q);
+	if ((q = pgn_host_disco_info(ev->host, node)) == NULL) {
 		pgn_event_error(ev, "wait", "resource-constraint");
 		return PGN_EVENT_HANDLED;
 	}

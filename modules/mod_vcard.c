@@ -22,6 +22,7 @@
 
 #include <openssl/evp.h>
 
+#include "pigeon/base64.h"
 #include "pigeon/log.h"
 #include "pigeon/module.h"
 #include "pigeon/store.h"
@@ -46,105 +47,41 @@ struct vsess {
 
 /* ---- photo hash (XEP-0153 §3.1: SHA-1 of the image, not of base64) ------- */
 
-static int
-b64_value(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
-
-/* Decodes base64 text (whitespace ignored, XEP-0153 §4.6) straight into
- * the digest, so that a large photo needs no second buffer.  Sets *empty
- * when there was no data at all.  0, or -EINVAL for invalid base64. */
-static int
-digest_base64(EVP_MD_CTX *ctx, const char *s, int *empty)
-{
-	unsigned char out[768];
-	size_t nout = 0;
-	unsigned acc = 0;
-	int nbits = 0, pad = 0, nchars = 0;
-
-	*empty = 1;
-	for (; *s != '\0'; s++) {
-		unsigned char c = (unsigned char)*s;
-		int v;
-		if (c == ' ' || c == '\t' || c == '\r' || c == '\n')
-			continue;
-		if (c == '=') {
-			pad++;
-			nchars++;
-			continue;
-		}
-		v = b64_value(c);
-		if (v < 0 || pad > 0)
-			return -EINVAL; /* data after padding */
-		*empty = 0;
-		nchars++;
-		acc = (acc << 6) | (unsigned)v;
-		nbits += 6;
-		if (nbits >= 8) {
-			nbits -= 8;
-			out[nout++] = (unsigned char)(acc >> nbits);
-			acc &= (1u << nbits) - 1;
-			if (nout == sizeof(out)) {
-				if (EVP_DigestUpdate(ctx, out, nout) != 1)
-					return -ENOMEM;
-				nout = 0;
-			}
-		}
-	}
-	/* Lenient about missing padding, as decoders usually are; a lone
-	 * sixth bit group cannot encode a byte. */
-	if (nchars % 4 == 1 || pad > 2)
-		return -EINVAL;
-	if (nout > 0 && EVP_DigestUpdate(ctx, out, nout) != 1)
-		return -ENOMEM;
-	return 0;
-}
-
 /* Fills hex with the lowercase SHA-1 of the vCard's decoded PHOTO/BINVAL,
- * or "" when there is none.  0, -EINVAL (not base64) or -ENOMEM. */
+ * or "" when there is none (no BINVAL, or one with only whitespace).
+ * Whitespace in the base64 is skipped (XEP-0153 §4.6: clients wrap it in
+ * lines); anything else that is not canonical base64 is refused.  0,
+ * -EINVAL (not base64) or -ENOMEM. */
 static int
 photo_hash(const struct pgn_xml *vcard, char hex[HASH_HEX_LEN + 1])
 {
 	struct pgn_xml *photo = pgn_xml_child(vcard, NS_VCARD, "PHOTO");
 	struct pgn_xml *binval =
 		photo != NULL ? pgn_xml_child(photo, NS_VCARD, "BINVAL") : NULL;
-	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned char md[EVP_MAX_MD_SIZE], *img = NULL;
 	unsigned mdlen = 0;
-	char *text = NULL;
-	EVP_MD_CTX *ctx = NULL;
-	int empty, rc = -ENOMEM;
+	size_t imglen = 0;
+	char *text;
+	int rc;
 
 	hex[0] = '\0';
 	if (binval == NULL)
 		return 0;
-	if ((text = pgn_xml_text(binval)) == NULL ||
-	    (ctx = EVP_MD_CTX_new()) == NULL ||
-	    EVP_DigestInit_ex(ctx, EVP_sha1(), NULL) != 1)
-		goto out;
-	if ((rc = digest_base64(ctx, text, &empty)) < 0)
+	if ((text = pgn_xml_text(binval)) == NULL)
+		return -ENOMEM;
+	rc = pgn_base64_decode_ws(text, strlen(text), &img, &imglen);
+	free(text);
+	if (rc < 0 || imglen == 0)
 		goto out;
 	rc = -ENOMEM;
-	if (EVP_DigestFinal_ex(ctx, md, &mdlen) != 1 ||
+	if (EVP_Digest(img, imglen, md, &mdlen, EVP_sha1(), NULL) != 1 ||
 	    mdlen * 2 > HASH_HEX_LEN)
 		goto out;
-	if (!empty)
-		for (unsigned i = 0; i < mdlen; i++)
-			snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	for (unsigned i = 0; i < mdlen; i++)
+		snprintf(hex + 2 * i, 3, "%02x", md[i]);
 	rc = 0;
 out:
-	EVP_MD_CTX_free(ctx);
-	free(text);
+	free(img);
 	return rc;
 }
 

@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "base64.h"
+#include "pigeon/base64.h"
 
 static const char b64_alphabet[] =
 	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -66,37 +66,51 @@ b64_value(unsigned char c)
 	return -1;
 }
 
-int
-pgn_base64_decode(const char *in, size_t len, unsigned char **out,
-		  size_t *outlen)
+/* The whitespace pgn_base64_decode_ws skips: C's isspace() in the "C"
+ * locale, spelled out so that the locale cannot widen it. */
+static int
+b64_space(unsigned char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' ||
+	       c == '\v';
+}
+
+/* Both decoders: one pass over the text, four significant characters at
+ * a time, since with whitespace skipped the end of the last quantum is
+ * not known from an index. */
+static int
+b64_decode(const char *in, size_t len, int skip_space, unsigned char **out,
+	   size_t *outlen)
 {
 	unsigned char *buf;
 	size_t n = 0;
+	int v[4], nv = 0, pad = 0;
 
 	*out = NULL;
 	*outlen = 0;
-	if (len % 4 != 0)
+	if (!skip_space && len % 4 != 0)
 		return -EINVAL;
-	/* One spare byte so that an empty result is still a buffer. */
+	/* Skipped characters only shorten the result, so len bounds it; one
+	 * spare byte so that an empty result is still a buffer. */
 	buf = malloc(len / 4 * 3 + 1);
 	if (buf == NULL)
 		return -ENOMEM;
-	for (size_t i = 0; i < len; i += 4) {
-		int v[4], pad = 0;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)in[i];
 
-		for (int j = 0; j < 4; j++) {
-			unsigned char c = (unsigned char)in[i + j];
-
-			/* '=' only in the last two places of the last
-			 * quantum, and nothing but '=' after the first. */
-			if (c == '=' && i + 4 == len && j >= 2) {
-				v[j] = 0;
-				pad++;
-				continue;
-			}
-			if (pad || (v[j] = b64_value(c)) < 0)
-				goto invalid;
+		if (skip_space && b64_space(c))
+			continue;
+		/* '=' only in the last two places of a quantum, nothing but
+		 * '=' after the first, and (as pad stays set) nothing at all
+		 * after a padded quantum. */
+		if (c == '=' && nv >= 2) {
+			v[nv++] = 0;
+			pad++;
+		} else if (pad || (v[nv++] = b64_value(c)) < 0) {
+			goto invalid;
 		}
+		if (nv < 4)
+			continue;
 		/* The bits that padding drops must be zero, or two texts
 		 * would decode to the same bytes. */
 		if ((pad == 2 && (v[1] & 15) != 0) ||
@@ -108,7 +122,10 @@ pgn_base64_decode(const char *in, size_t len, unsigned char **out,
 				(unsigned char)((v[1] & 15) << 4 | v[2] >> 2);
 		if (pad < 1)
 			buf[n++] = (unsigned char)((v[2] & 3) << 6 | v[3]);
+		nv = 0;
 	}
+	if (nv != 0)
+		goto invalid;
 	buf[n] = 0;
 	*out = buf;
 	*outlen = n;
@@ -116,4 +133,18 @@ pgn_base64_decode(const char *in, size_t len, unsigned char **out,
 invalid:
 	free(buf);
 	return -EINVAL;
+}
+
+int
+pgn_base64_decode(const char *in, size_t len, unsigned char **out,
+		  size_t *outlen)
+{
+	return b64_decode(in, len, 0, out, outlen);
+}
+
+int
+pgn_base64_decode_ws(const char *in, size_t len, unsigned char **out,
+		     size_t *outlen)
+{
+	return b64_decode(in, len, 1, out, outlen);
 }

@@ -12,9 +12,9 @@
 
 #include "host.h"
 #include "authlimit.h"
-#include "base64.h"
 #include "event.h"
 #include "pigeon/account.h"
+#include "pigeon/base64.h"
 #include "pigeon/log.h"
 #include "pigeon/worker.h"
 #include "router.h"

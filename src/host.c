@@ -6,6 +6,8 @@
 #include "event.h"
 #include "host.h"
 
+#define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
+
 struct pgn_host *
 pgn_host_new(struct pgn_server *srv, const struct pgn_cfg_host *cfg)
 {
@@ -109,6 +111,48 @@ pgn_host_foreach_identity(const struct pgn_host *h,
 	for (size_t i = 0; i < h->nidentities; i++)
 		fn(h->identities[i].category, h->identities[i].type,
 		   h->identities[i].name, arg);
+}
+
+/* Identities before features, as XEP-0030 §3.1 shows them; mod_caps
+ * hashes this same element (XEP-0115 §5.1), so what clients see in
+ * disco#info and what the advertised ver covers cannot drift apart. */
+struct pgn_xml *
+pgn_host_disco_info(const struct pgn_host *h, const char *node)
+{
+	struct pgn_xml *q = pgn_xml_new(NS_DISCO_INFO, "query");
+
+	if (q == NULL ||
+	    (node != NULL && pgn_xml_set_attr(q, "node", node) != 0))
+		goto fail;
+	for (size_t i = 0; i < h->nidentities; i++) {
+		const struct pgn_feature *id = &h->identities[i];
+		struct pgn_xml *el =
+			pgn_xml_add_child(q, NS_DISCO_INFO, "identity");
+
+		if (el == NULL ||
+		    pgn_xml_set_attr(el, "category", id->category) != 0 ||
+		    pgn_xml_set_attr(el, "type", id->type) != 0 ||
+		    (id->name != NULL &&
+		     pgn_xml_set_attr(el, "name", id->name) != 0))
+			goto fail;
+	}
+	/* Same rule as pgn_host_foreach_feature: sorted, duplicates (two
+	 * modules announcing one feature) once. */
+	for (size_t i = 0; i < h->nfeatures; i++) {
+		struct pgn_xml *el;
+
+		if (i > 0 &&
+		    strcmp(h->features[i].var, h->features[i - 1].var) == 0)
+			continue;
+		el = pgn_xml_add_child(q, NS_DISCO_INFO, "feature");
+		if (el == NULL ||
+		    pgn_xml_set_attr(el, "var", h->features[i].var) != 0)
+			goto fail;
+	}
+	return q;
+fail:
+	pgn_xml_free(q);
+	return NULL;
 }
 
 int

@@ -18,7 +18,7 @@
 #include <sodium.h>
 #include <stringprep.h>
 
-#include "base64.h"
+#include "pigeon/base64.h"
 #include "pigeon/scram.h"
 
 /* One SASL message is a few hundred bytes; anything far bigger is an

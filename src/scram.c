@@ -15,7 +15,7 @@
 #include <sodium.h>
 #include <stringprep.h>
 
-#include "base64.h"
+#include "pigeon/base64.h"
 #include "pigeon/scram.h"
 
 /* Beyond this PBKDF2 is a denial of service, not a security margin. */

@@ -28,16 +28,10 @@ must be at least N; --conninfo or --sqlite-path must name its store).
 
 import argparse
 import asyncio
-import base64
-import hashlib
-import hmac
-import json
 import os
 import re
 import secrets
 import shutil
-import signal
-import socket
 import sqlite3
 import ssl
 import subprocess
@@ -46,62 +40,22 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 
-NS_STREAMS = "http://etherx.jabber.org/streams"
-NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
-NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
-NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
+# The shared client sits next to this script, which runs from anywhere
+# (also with -P / PYTHONSAFEPATH, which leave the script's directory out
+# of sys.path); no bytecode cache, so as not to write into the source tree.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.dont_write_bytecode = True
+import benchclient as bc  # noqa: E402
 
-HOST = "localhost"
-MECH = "SCRAM-SHA-256"
 CHUNK = 200  # messages per write
-
-
-class BenchError(Exception):
-    pass
 
 
 def log(msg):
     print(f"offline-bench: {msg}", file=sys.stderr, flush=True)
 
 
-def q(ns, name):
-    return f"{{{ns}}}{name}"
-
-
 # --------------------------------------------------------------------------
-# Server side (as contrib/bench/idle-rss.py).
-
-def make_cert(tmp):
-    key = os.path.join(tmp, "key.pem")
-    crt = os.path.join(tmp, "cert.pem")
-    pem = os.path.join(tmp, "localhost.pem")
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec",
-         "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-days", "30", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost",
-         "-keyout", key, "-out", crt],
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        timeout=60)
-    with open(pem, "wb") as out:
-        for part in (crt, key):
-            with open(part, "rb") as f:
-                out.write(f.read())
-    os.chmod(pem, 0o600)
-    os.unlink(key)
-    os.unlink(crt)
-    return pem
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def yaml_str(s):
-    return json.dumps(s)  # a JSON string is a valid double-quoted YAML scalar
-
+# Server side (the rest is in benchclient.py).
 
 def conninfo_for_db(conninfo, dbname):
     if re.match(r"postgres(ql)?://", conninfo):
@@ -117,78 +71,23 @@ def psql(conninfo, sql):
                         "-v", "ON_ERROR_STOP=1", "-c", sql],
                        capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
-        raise BenchError(f"psql failed: {r.stderr.strip()}")
+        raise bc.BenchError(f"psql failed: {r.stderr.strip()}")
     return r.stdout.strip()
 
 
 def write_config(tmp, port, pem, builddir, srcdir, storage, quota):
-    cfg = os.path.join(tmp, "pigeon.yml")
-    text = f"""\
-# Written by contrib/bench/offline-bench.py.
-hosts:
-  - localhost
-
-listen:
-  - port: {port}
-    ip: "127.0.0.1"
-    module: c2s
-    starttls_required: true
-
-certfiles:
-  - {yaml_str(pem)}
-
-{storage}
-modules:
-  mod_ping: {{}}
-  mod_offline:
-    quota: "{quota}"
-
-limits:
-  idle_timeout: 86400
-  keepalive_interval: 86400
-
-log:
-  level: warn
-
-ctl_socket: {yaml_str(os.path.join(tmp, "pigeon.sock"))}
-module_path: {yaml_str(os.path.join(builddir, "modules", ".libs"))}
-schema_dir: {yaml_str(os.path.join(srcdir, "schemas"))}
-"""
-    with open(cfg, "w") as f:
-        f.write(text)
-    return cfg
-
-
-def wait_port(port, proc, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise BenchError(f"pigeond exited with status {proc.returncode} "
-                             "while starting")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise BenchError(f"pigeond did not listen on port {port} "
-                     f"within {timeout} s")
-
-
-def log_tail(path, lines=40):
-    try:
-        with open(path, errors="replace") as f:
-            data = f.read().splitlines()
-    except OSError:
-        return ""
-    return "\n".join(data[-lines:])
+    modules = ("modules:\n  mod_ping: {}\n"
+               f"  mod_offline:\n    quota: \"{quota}\"\n")
+    return bc.write_pigeon_yml(tmp, port, pem, builddir, srcdir,
+                               "offline-bench.py", storage, modules)
 
 
 def ctl(pigeonctl, cfg, cwd, *args):
     r = subprocess.run([pigeonctl, "-c", cfg] + list(args), cwd=cwd,
                        capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
-        raise BenchError(f"pigeonctl {args[0]} failed ({r.returncode}): "
-                         f"{r.stderr.strip()}")
+        raise bc.BenchError(f"pigeonctl {args[0]} failed "
+                            f"({r.returncode}): {r.stderr.strip()}")
     return r.stdout
 
 
@@ -200,7 +99,7 @@ class Counter:
         self.conninfo = conninfo
         self.sqlite_path = sqlite_path
         self.sql = ("SELECT count(*) FROM offline_messages "
-                    f"WHERE host = '{HOST}' AND username = '{user}'")
+                    f"WHERE host = '{bc.HOST}' AND username = '{user}'")
 
     def count(self):
         if self.driver == "pgsql":
@@ -213,150 +112,18 @@ class Counter:
 
 
 # --------------------------------------------------------------------------
-# Client side: a minimal XMPP client (as in idle-rss.py).
+# Client side: a benchclient.Client per sender.
 
-class Scram:
-    """SCRAM-SHA-256 without channel binding (RFC 5802, RFC 7677)."""
-
-    def __init__(self, user, password):
-        self.password = password.encode()
-        self.nonce = base64.b64encode(secrets.token_bytes(18)).decode()
-        self.gs2 = "n,,"
-        self.first_bare = f"n={user},r={self.nonce}"
-        self.server_sig = None
-
-    def first(self):
-        return (self.gs2 + self.first_bare).encode()
-
-    def final(self, server_first):
-        server_first = server_first.decode()
-        attrs = dict(kv.split("=", 1) for kv in server_first.split(","))
-        r, s, i = attrs.get("r"), attrs.get("s"), attrs.get("i")
-        if r is None or s is None or i is None:
-            raise BenchError(f"bad SCRAM server-first: {server_first!r}")
-        if not r.startswith(self.nonce) or len(r) == len(self.nonce):
-            raise BenchError("SCRAM server nonce does not extend ours")
-        salted = hashlib.pbkdf2_hmac("sha256", self.password,
-                                     base64.b64decode(s), int(i))
-        client_key = hmac.digest(salted, b"Client Key", "sha256")
-        stored_key = hashlib.sha256(client_key).digest()
-        server_key = hmac.digest(salted, b"Server Key", "sha256")
-        cbind = base64.b64encode(self.gs2.encode()).decode()
-        without_proof = f"c={cbind},r={r}"
-        auth_msg = f"{self.first_bare},{server_first},{without_proof}".encode()
-        client_sig = hmac.digest(stored_key, auth_msg, "sha256")
-        proof = bytes(a ^ b for a, b in zip(client_key, client_sig))
-        self.server_sig = hmac.digest(server_key, auth_msg, "sha256")
-        return (f"{without_proof},p="
-                f"{base64.b64encode(proof).decode()}").encode()
-
-    def verify(self, server_final):
-        attrs = dict(kv.split("=", 1)
-                     for kv in server_final.decode().split(","))
-        v = attrs.get("v")
-        if v is None or not hmac.compare_digest(base64.b64decode(v),
-                                                self.server_sig):
-            raise BenchError("SCRAM server signature mismatch")
-
-
-class Sender:
+class Sender(bc.Client):
     def __init__(self, index, port, user, password, ssl_ctx, timeout):
-        self.index = index
-        self.port = port
+        super().__init__(index, port, ssl_ctx, timeout, who="sender")
         self.user = user
         self.password = password
-        self.ssl_ctx = ssl_ctx
-        self.timeout = timeout
-        self.reader = self.writer = None
-        self.parser = None
-        self.depth = 0
-        self.pending = []
         self.errors = 0
         self.error_sample = None
-        self.drain_task = None
-
-    async def send(self, data):
-        if isinstance(data, str):
-            data = data.encode()
-        self.writer.write(data)
-        await asyncio.wait_for(self.writer.drain(), self.timeout)
-
-    async def open_stream(self):
-        self.parser = ET.XMLPullParser(events=("start", "end"))
-        self.depth = 0
-        self.pending = []
-        await self.send(
-            "<?xml version='1.0'?>"
-            f"<stream:stream to='{HOST}' version='1.0' xml:lang='en' "
-            f"xmlns='jabber:client' xmlns:stream='{NS_STREAMS}'>")
-
-    def feed(self, data):
-        self.parser.feed(data)
-        for ev, el in self.parser.read_events():
-            if ev == "start":
-                self.depth += 1
-            else:
-                self.depth -= 1
-                if self.depth == 1:
-                    self.pending.append(el)
-                elif self.depth == 0:
-                    raise BenchError(f"sender {self.index}: stream closed")
-
-    async def element(self, what):
-        while not self.pending:
-            try:
-                data = await asyncio.wait_for(self.reader.read(65536),
-                                              self.timeout)
-            except asyncio.TimeoutError:
-                raise BenchError(f"sender {self.index}: timeout waiting "
-                                 f"for {what}") from None
-            if not data:
-                raise BenchError(f"sender {self.index}: connection closed "
-                                 f"while waiting for {what}")
-            self.feed(data)
-        el = self.pending.pop(0)
-        if el.tag == q(NS_STREAMS, "error"):
-            raise BenchError(f"sender {self.index}: stream error "
-                             f"{[c.tag for c in el]} waiting for {what}")
-        return el
-
-    async def expect(self, tag, what):
-        el = await self.element(what)
-        if el.tag != tag:
-            raise BenchError(f"sender {self.index}: expected {what}, "
-                             f"got {ET.tostring(el)[:300]!r}")
-        return el
 
     async def setup(self):
-        self.reader, self.writer = await asyncio.wait_for(
-            asyncio.open_connection("127.0.0.1", self.port, limit=1 << 20),
-            self.timeout)
-        await self.open_stream()
-        await self.expect(q(NS_STREAMS, "features"), "features")
-        await self.send(f"<starttls xmlns='{NS_TLS}'/>")
-        await self.expect(q(NS_TLS, "proceed"), "<proceed/>")
-        await asyncio.wait_for(
-            self.writer.start_tls(self.ssl_ctx, server_hostname=HOST),
-            self.timeout)
-        await self.open_stream()
-        await self.expect(q(NS_STREAMS, "features"), "features (TLS)")
-        scram = Scram(self.user, self.password)
-        await self.send(f"<auth xmlns='{NS_SASL}' mechanism='{MECH}'>"
-                        f"{base64.b64encode(scram.first()).decode()}</auth>")
-        el = await self.expect(q(NS_SASL, "challenge"), "SASL challenge")
-        final = scram.final(base64.b64decode(el.text or ""))
-        await self.send(f"<response xmlns='{NS_SASL}'>"
-                        f"{base64.b64encode(final).decode()}</response>")
-        el = await self.expect(q(NS_SASL, "success"), "SASL success")
-        scram.verify(base64.b64decode(el.text or ""))
-        await self.open_stream()
-        await self.expect(q(NS_STREAMS, "features"), "features (auth)")
-        await self.send(f"<iq type='set' id='b{self.index}'><bind "
-                        f"xmlns='{NS_BIND}'><resource>bench</resource>"
-                        "</bind></iq>")
-        el = await self.expect("{jabber:client}iq", "bind result")
-        if el.get("type") != "result":
-            raise BenchError(f"sender {self.index}: bind failed")
+        await self.login(self.user, self.password, "bench")
         await self.send("<presence/>")
 
     async def drain(self):
@@ -375,7 +142,7 @@ class Sender:
                         if self.error_sample is None:
                             self.error_sample = ET.tostring(el)[:300]
                 self.pending = []
-        except (ConnectionError, ssl.SSLError, OSError, BenchError):
+        except (ConnectionError, ssl.SSLError, OSError, bc.BenchError):
             return
 
     async def pipeline(self, to, first, count, body):
@@ -387,36 +154,17 @@ class Sender:
                 f"<body>{body} {i}</body></message>"
                 for i in range(start, end)))
 
-    async def close(self):
-        if self.writer is None:
-            return
-        try:
-            if not self.writer.is_closing():
-                self.writer.write(b"</stream:stream>")
-                self.writer.close()
-                await asyncio.wait_for(self.writer.wait_closed(), 5)
-        except Exception:
-            self.writer.transport.abort()
-        if self.drain_task is not None:
-            self.drain_task.cancel()
-            try:
-                await self.drain_task
-            except BaseException:
-                pass
-
 
 async def run(args, port, senders_creds, recipient, counter):
-    ssl_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ssl_ctx.check_hostname = False
-    ssl_ctx.verify_mode = ssl.CERT_NONE
+    ssl_ctx = bc.client_ssl_context()
     senders = [Sender(i, port, u, p, ssl_ctx, args.timeout)
                for i, (u, p) in enumerate(senders_creds)]
-    to = f"{recipient}@{HOST}"
+    to = f"{recipient}@{bc.HOST}"
     body = "x" * max(0, args.body_size - 8)
     try:
         await asyncio.gather(*(s.setup() for s in senders))
         if counter.count() != 0:
-            raise BenchError("the recipient already has stored messages")
+            raise bc.BenchError("the recipient already has stored messages")
         share, extra = divmod(args.n, len(senders))
         plan, first = [], 0
         for i, s in enumerate(senders):
@@ -437,16 +185,16 @@ async def run(args, port, senders_creds, recipient, counter):
             if errors:
                 sample = next(s.error_sample for s in senders
                               if s.error_sample)
-                raise BenchError(f"{errors} messages bounced, e.g. "
-                                 f"{sample!r}")
+                raise bc.BenchError(f"{errors} messages bounced, e.g. "
+                                    f"{sample!r}")
             if time.monotonic() > deadline:
-                raise BenchError(f"only {n} of {args.n} messages stored "
-                                 f"after {args.max_time} s")
+                raise bc.BenchError(f"only {n} of {args.n} messages "
+                                    f"stored after {args.max_time} s")
             await asyncio.sleep(0.02)
         elapsed = time.monotonic() - t0
         await sending
         if n != args.n:
-            raise BenchError(f"{n} messages stored, {args.n} sent")
+            raise bc.BenchError(f"{n} messages stored, {args.n} sent")
         return elapsed
     finally:
         await asyncio.gather(*(s.close() for s in senders),
@@ -454,8 +202,6 @@ async def run(args, port, senders_creds, recipient, counter):
 
 
 def main():
-    root = os.path.dirname(os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__))))
     ap = argparse.ArgumentParser(
         description="Measure pigeond's offline-message write rate.")
     ap.add_argument("--driver", choices=("pgsql", "sqlite"), default="pgsql",
@@ -471,10 +217,7 @@ def main():
                     help="sending clients K (default 4)")
     ap.add_argument("--body-size", type=int, default=64,
                     help="approximate body bytes (default 64)")
-    ap.add_argument("--builddir", default=os.path.join(root, "_build"),
-                    help="build tree (default: %(default)s)")
-    ap.add_argument("--srcdir", default=root,
-                    help="source tree (default: %(default)s)")
+    bc.add_tree_args(ap)
     ap.add_argument("--config", help="use the running pigeond of this "
                     "configuration (with --port)")
     ap.add_argument("--port", type=int,
@@ -501,14 +244,12 @@ def main():
     if args.driver == "pgsql" and shutil.which("psql") is None:
         ap.error("psql is needed to count the stored messages")
 
-    builddir = os.path.abspath(args.builddir)
-    srcdir = os.path.abspath(args.srcdir)
-    pigeond = os.path.join(builddir, "pigeond")
-    pigeonctl = os.path.join(builddir, "pigeonctl")
-    for exe in ([pigeonctl] if args.config else [pigeond, pigeonctl]):
-        if not os.access(exe, os.X_OK):
-            log(f"{exe} not found or not executable (see --builddir)")
-            return 2
+    try:
+        builddir, srcdir, pigeond, pigeonctl = bc.build_tree(
+            args, need_pigeond=not args.config)
+    except bc.BenchError as e:
+        log(str(e))
+        return 2
 
     tmp = tempfile.mkdtemp(prefix="pigeon-offline-bench-")
     logpath = os.path.join(tmp, "pigeond.log")
@@ -527,30 +268,26 @@ def main():
                     psql(conninfo, f"CREATE DATABASE {dbname}")
                     conninfo = conninfo_for_db(conninfo, dbname)
                 storage = ("storage:\n  driver: pgsql\n"
-                           f"  conninfo: {yaml_str(conninfo)}\n")
+                           f"  conninfo: {bc.yaml_str(conninfo)}\n")
             else:
                 sqlite_path = os.path.join(tmp, "pigeon.db")
                 storage = ("storage:\n  driver: sqlite\n"
-                           f"  path: {yaml_str(sqlite_path)}\n")
-            pem = make_cert(tmp)
-            port = free_port()
+                           f"  path: {bc.yaml_str(sqlite_path)}\n")
+            pem = bc.make_cert(tmp)
+            port = bc.free_port()
             cfg = write_config(tmp, port, pem, builddir, srcdir, storage,
                                max(1000, args.n))
-            with open(logpath, "wb") as logf:
-                proc = subprocess.Popen([pigeond, "-c", cfg], cwd=tmp,
-                                        stdin=subprocess.DEVNULL,
-                                        stdout=logf,
-                                        stderr=subprocess.STDOUT)
-        wait_port(port, proc, 30)
+            proc = bc.start_pigeond(pigeond, cfg, tmp, logpath)
+        bc.wait_port(port, proc, 30)
 
         tag = secrets.token_hex(4)
         recipient = f"rcpt{tag}"
-        ctl(pigeonctl, cfg, tmp, "register", recipient, HOST,
+        ctl(pigeonctl, cfg, tmp, "register", recipient, bc.HOST,
             secrets.token_hex(12))
         creds = []
         for i in range(args.senders):
             u, p = f"snd{tag}x{i}", secrets.token_hex(12)
-            ctl(pigeonctl, cfg, tmp, "register", u, HOST, p)
+            ctl(pigeonctl, cfg, tmp, "register", u, bc.HOST, p)
             creds.append((u, p))
         counter = Counter(args.driver, conninfo, sqlite_path, recipient)
 
@@ -562,45 +299,22 @@ def main():
         # Leave a used server as we found it (the recipient's messages
         # go with the account).
         for u, _ in creds:
-            ctl(pigeonctl, cfg, tmp, "unregister", u, HOST)
-        ctl(pigeonctl, cfg, tmp, "unregister", recipient, HOST)
+            ctl(pigeonctl, cfg, tmp, "unregister", u, bc.HOST)
+        ctl(pigeonctl, cfg, tmp, "unregister", recipient, bc.HOST)
         if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                rc = proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                raise BenchError("pigeond did not exit within 60 s of "
-                                 "SIGTERM")
-            if rc != 0:
-                raise BenchError(f"pigeond exited with status {rc}")
+            bc.stop_pigeond(proc, 60)
         status = 0
-    except BenchError as e:
-        log(f"FAILED: {e}")
-    except Exception as e:
-        log(f"FAILED: {type(e).__name__}: {e}")
-    except KeyboardInterrupt:
-        log("interrupted")
+    except (Exception, KeyboardInterrupt) as e:
+        log(bc.failure(e))
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if status != 0 and proc is not None:
-            tail = log_tail(logpath)
-            if tail:
-                log("pigeond log (last lines):\n" + tail)
+        # pigeond first, so that nothing holds the database being dropped.
+        bc.finish(proc, logpath, tmp, args.keep, log,
+                  show_log=status != 0 and proc is not None)
         if dbname is not None:
             try:
                 psql(args.conninfo, f"DROP DATABASE IF EXISTS {dbname}")
-            except BenchError as e:
+            except bc.BenchError as e:
                 log(f"cannot drop {dbname}: {e}")
-        if args.keep:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
     return status
 
 

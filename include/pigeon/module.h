@@ -141,6 +141,12 @@ void pgn_host_foreach_identity(const struct pgn_host *h,
 					  const char *type, const char *name,
 					  void *arg),
 			       void *arg);
+/* A new <query xmlns='http://jabber.org/protocol/disco#info'/> (with
+ * node='node' when node is not NULL) listing the host's identities and
+ * features: the host's disco#info answer, and what XEP-0115 hashes.  The
+ * caller owns it (pgn_xml_free).  NULL on allocation failure. */
+struct pgn_xml *pgn_host_disco_info(const struct pgn_host *h,
+				    const char *node);
 
 /* ---- stanzas ---- */
 /* Builds the summary of xml (takes ownership of xml).  NULL if to/from are

@@ -22,7 +22,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
-#include "base64.h"
+#include "pigeon/base64.h"
 #include "pigeon/scram.h"
 
 #define FUZZ_PASSWORD "pencil"

@@ -148,7 +148,7 @@ START_TEST(test_example)
 
 	h = pgn_config_host(cfg, "localhost");
 	ck_assert_ptr_nonnull(h);
-	ck_assert_uint_eq(h->nmodules, 3);
+	ck_assert_uint_eq(h->nmodules, 11);
 	ck_assert_str_eq(h->modules[0].name, "mod_disco");
 	ck_assert_uint_eq(h->modules[0].nopts, 0);
 	ck_assert_str_eq(h->modules[1].name, "mod_ping");
@@ -156,6 +156,12 @@ START_TEST(test_example)
 	ck_assert_str_eq(m->name, "mod_version");
 	ck_assert_str_eq(pgn_cfg_module_opt(m, "show_os"), "true");
 	ck_assert_ptr_null(pgn_cfg_module_opt(m, "nope"));
+	m = &h->modules[3];
+	ck_assert_str_eq(m->name, "mod_roster");
+	ck_assert_str_eq(pgn_cfg_module_opt(m, "max_items"), "1000");
+	m = &h->modules[10];
+	ck_assert_str_eq(m->name, "mod_register");
+	ck_assert_str_eq(pgn_cfg_module_opt(m, "allow_registration"), "false");
 
 	ck_assert_uint_eq(cfg->limits.max_stanza_size, 262144);
 	ck_assert_uint_eq(cfg->limits.max_depth, 32);

@@ -972,29 +972,50 @@ change_new(struct blocking *b, struct blist *l, enum op op)
 	return c;
 }
 
+/* The change op that ev asks of its sender's list (*lp), with the items
+ * of ev in it (*count of them).  NULL when there is none: ev is then
+ * answered, or not ours to answer, as *ret (what the hook returns). */
+static struct change *
+change_start(struct blocking *b, struct pgn_event *ev, enum op op,
+             struct blist **lp, size_t *count, int *ret)
+{
+	int not_loaded;
+	struct blist *l = own_list(b, ev, &not_loaded);
+	struct pgn_xml *items = pgn_xml_first_child(ev->stanza->xml);
+	struct change *c;
+
+	*ret = PGN_EVENT_HANDLED;
+	if (l == NULL) {
+		if (!not_loaded)
+			*ret = PGN_EVENT_PASS;
+		else
+			pgn_event_error(ev, "wait", "internal-server-error");
+		return NULL;
+	}
+	if ((c = change_new(b, l, op)) == NULL) {
+		pgn_event_error(ev, "wait", "resource-constraint");
+		return NULL;
+	}
+	if (parse_items(b, ev, items, c, count) < 0) {
+		change_free(c);
+		return NULL;
+	}
+	*lp = l;
+	return c;
+}
+
 static int
 on_block(struct pgn_event *ev, void *arg)
 {
 	struct blocking *b = arg;
-	int not_loaded;
-	struct blist *l = own_list(b, ev, &not_loaded);
-	struct pgn_xml *op = pgn_xml_first_child(ev->stanza->xml);
+	struct blist *l;
 	struct change *c;
 	size_t count, j = 0;
+	int ret;
 	char text[64];
 
-	if (l == NULL) {
-		if (!not_loaded)
-			return PGN_EVENT_PASS;
-		pgn_event_error(ev, "wait", "internal-server-error");
-		return PGN_EVENT_HANDLED;
-	}
-	if ((c = change_new(b, l, OP_BLOCK)) == NULL) {
-		pgn_event_error(ev, "wait", "resource-constraint");
-		return PGN_EVENT_HANDLED;
-	}
-	if (parse_items(b, ev, op, c, &count) < 0)
-		goto answered;
+	if ((c = change_start(b, ev, OP_BLOCK, &l, &count, &ret)) == NULL)
+		return ret;
 	if (count == 0) {
 		/* §3.3: a block without items. */
 		pgn_event_error(ev, "modify", "bad-request");
@@ -1042,24 +1063,13 @@ static int
 on_unblock(struct pgn_event *ev, void *arg)
 {
 	struct blocking *b = arg;
-	int not_loaded;
-	struct blist *l = own_list(b, ev, &not_loaded);
-	struct pgn_xml *op = pgn_xml_first_child(ev->stanza->xml);
+	struct blist *l;
 	struct change *c;
 	size_t count, j = 0;
+	int ret;
 
-	if (l == NULL) {
-		if (!not_loaded)
-			return PGN_EVENT_PASS;
-		pgn_event_error(ev, "wait", "internal-server-error");
-		return PGN_EVENT_HANDLED;
-	}
-	if ((c = change_new(b, l, OP_UNBLOCK)) == NULL) {
-		pgn_event_error(ev, "wait", "resource-constraint");
-		return PGN_EVENT_HANDLED;
-	}
-	if (parse_items(b, ev, op, c, &count) < 0)
-		goto answered;
+	if ((c = change_start(b, ev, OP_UNBLOCK, &l, &count, &ret)) == NULL)
+		return ret;
 	if (count == 0) {
 		/* §3.5: unblock everybody; the removed items move into c. */
 		c->op = OP_UNBLOCK_ALL;

@@ -170,6 +170,39 @@ add_text_child(struct pgn_xml *parent, const char *name, const char *text)
 	return pgn_xml_add_text(c, text, strlen(text));
 }
 
+/* Frees a password the client sent, wiped first so that it is not left
+ * behind in freed memory. */
+static void
+password_free(char *password)
+{
+	if (password == NULL)
+		return;
+	explicit_bzero(password, strlen(password));
+	free(password);
+}
+
+/* Answers ev with the form: <registered/> for an account holder, the
+ * instructions, the user name (empty before registration) and an empty
+ * password field, since the password on file is never sent (§3.1). */
+static int
+reply_form(struct pgn_event *ev, int registered, const char *instructions,
+	   const char *user)
+{
+	struct pgn_xml *q = pgn_xml_new(NS_REGISTER, "query");
+
+	if (q == NULL ||
+	    (registered && add_text_child(q, "registered", NULL) != 0) ||
+	    add_text_child(q, "instructions", instructions) != 0 ||
+	    add_text_child(q, "username", user) != 0 ||
+	    add_text_child(q, "password", NULL) != 0) {
+		pgn_xml_free(q);
+		pgn_event_error(ev, "wait", "resource-constraint");
+		return PGN_EVENT_HANDLED;
+	}
+	pgn_event_reply(ev, q);
+	return PGN_EVENT_HANDLED;
+}
+
 /* ---- requests -------------------------------------------------------- */
 
 static void
@@ -390,7 +423,6 @@ static int
 on_preauth_get(struct pgn_event *ev, void *arg)
 {
 	struct reg_state *st = arg;
-	struct pgn_xml *q = NULL;
 	char text[160];
 
 	if (!st->allow) {
@@ -402,16 +434,7 @@ on_preauth_get(struct pgn_event *ev, void *arg)
 		 "Choose a user name and a password of at least %ld "
 		 "characters for your account on %s.",
 		 st->min_password, pgn_host_name(pgn_module_host(st->m)));
-	if ((q = pgn_xml_new(NS_REGISTER, "query")) == NULL ||
-	    add_text_child(q, "instructions", text) != 0 ||
-	    add_text_child(q, "username", NULL) != 0 ||
-	    add_text_child(q, "password", NULL) != 0) {
-		pgn_xml_free(q);
-		pgn_event_error(ev, "wait", "resource-constraint");
-		return PGN_EVENT_HANDLED;
-	}
-	pgn_event_reply(ev, q);
-	return PGN_EVENT_HANDLED;
+	return reply_form(ev, 0, text, NULL);
 }
 
 static void
@@ -571,11 +594,7 @@ out:
 	req_free(rq);
 	free(user);
 	free(raw_user);
-	if (password != NULL) {
-		/* Not left behind in freed memory. */
-		memset(password, 0, strlen(password));
-		free(password);
-	}
+	password_free(password);
 	return PGN_EVENT_HANDLED;
 }
 
@@ -597,47 +616,6 @@ own_user(struct reg_state *st, struct pgn_event *ev, int to_bare)
 	    (req->to == NULL || strcmp(req->to->bare, req->from->bare) != 0))
 		return NULL;
 	return req->from->node;
-}
-
-static int
-on_get(struct pgn_event *ev, struct reg_state *st, int to_bare)
-{
-	const char *user = own_user(st, ev, to_bare);
-	struct pgn_xml *q = NULL;
-
-	if (user == NULL) {
-		if (to_bare)
-			return PGN_EVENT_PASS; /* someone else's account */
-		pgn_event_error(ev, "cancel", "not-allowed");
-		return PGN_EVENT_HANDLED;
-	}
-	/* §3.1: <registered/> and what is on file; never the password. */
-	if ((q = pgn_xml_new(NS_REGISTER, "query")) == NULL ||
-	    add_text_child(q, "registered", NULL) != 0 ||
-	    add_text_child(q, "instructions",
-			   "You are registered.  Send a new password to "
-			   "change it, or <remove/> to delete the "
-			   "account.") != 0 ||
-	    add_text_child(q, "username", user) != 0 ||
-	    add_text_child(q, "password", NULL) != 0) {
-		pgn_xml_free(q);
-		pgn_event_error(ev, "wait", "resource-constraint");
-		return PGN_EVENT_HANDLED;
-	}
-	pgn_event_reply(ev, q);
-	return PGN_EVENT_HANDLED;
-}
-
-static int
-on_get_host(struct pgn_event *ev, void *arg)
-{
-	return on_get(ev, arg, 0);
-}
-
-static int
-on_get_bare(struct pgn_event *ev, void *arg)
-{
-	return on_get(ev, arg, 1);
 }
 
 static void
@@ -762,41 +740,48 @@ out:
 	req_free(rq);
 	free(named);
 	free(raw_user);
-	if (password != NULL) {
-		memset(password, 0, strlen(password));
-		free(password);
-	}
+	password_free(password);
 	return PGN_EVENT_HANDLED;
 }
 
+/* A get or set about the sender's own account, to the host or to the
+ * sender's bare JID. */
 static int
-on_set(struct pgn_event *ev, struct reg_state *st, int to_bare)
+on_own(struct pgn_event *ev, struct reg_state *st, int to_bare)
 {
 	const char *user = own_user(st, ev, to_bare);
+	const char *type = ev->stanza->type;
 	struct pgn_xml *q = pgn_xml_first_child(ev->stanza->xml);
 
 	if (user == NULL) {
 		if (to_bare)
-			return PGN_EVENT_PASS;
+			return PGN_EVENT_PASS; /* someone else's account */
 		/* §3.2 / §3.3: not a user of this host. */
 		pgn_event_error(ev, "cancel", "not-allowed");
 		return PGN_EVENT_HANDLED;
 	}
+	/* Hooked for iq-get and iq-set only, so what is not a set is a get. */
+	if (type == NULL || strcmp(type, "set") != 0)
+		return reply_form(ev, 1,
+				  "You are registered.  Send a new password "
+				  "to change it, or <remove/> to delete the "
+				  "account.",
+				  user);
 	if (pgn_xml_child(q, NS_REGISTER, "remove") != NULL)
 		return start_remove(ev, st, user, q);
 	return start_password(ev, st, user, q);
 }
 
 static int
-on_set_host(struct pgn_event *ev, void *arg)
+on_own_host(struct pgn_event *ev, void *arg)
 {
-	return on_set(ev, arg, 0);
+	return on_own(ev, arg, 0);
 }
 
 static int
-on_set_bare(struct pgn_event *ev, void *arg)
+on_own_bare(struct pgn_event *ev, void *arg)
 {
-	return on_set(ev, arg, 1);
+	return on_own(ev, arg, 1);
 }
 
 /* ---- module ---------------------------------------------------------- */
@@ -852,13 +837,13 @@ register_load(struct pgn_module *m)
 	    (rc = pgn_module_hook(m, "iq-set/preauth/" NS_REGISTER ":query",
 				  on_preauth_set, st, 0)) < 0 ||
 	    (rc = pgn_module_hook(m, "iq-get/host/" NS_REGISTER ":query",
-				  on_get_host, st, 0)) < 0 ||
+				  on_own_host, st, 0)) < 0 ||
 	    (rc = pgn_module_hook(m, "iq-get/bare/" NS_REGISTER ":query",
-				  on_get_bare, st, 0)) < 0 ||
+				  on_own_bare, st, 0)) < 0 ||
 	    (rc = pgn_module_hook(m, "iq-set/host/" NS_REGISTER ":query",
-				  on_set_host, st, 0)) < 0 ||
+				  on_own_host, st, 0)) < 0 ||
 	    (rc = pgn_module_hook(m, "iq-set/bare/" NS_REGISTER ":query",
-				  on_set_bare, st, 0)) < 0 ||
+				  on_own_bare, st, 0)) < 0 ||
 	    (rc = pgn_module_add_feature(m, NS_REGISTER)) < 0) {
 		/* The core removes the hooks; unload is not called. */
 		pgn_module_set_data(m, NULL);

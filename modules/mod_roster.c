@@ -447,88 +447,119 @@ load_step(struct roster *r, const struct pgn_store_result *res)
 		load_done(r);
 }
 
+/* Column c of row i as a number; a NULL (a LEFT JOIN miss) reads as 0. */
+static int64_t
+value_i64(const struct pgn_store_result *res, int i, int c)
+{
+	const char *v = pgn_store_value(res, i, c);
+	return v != NULL ? strtoll(v, NULL, 10) : 0;
+}
+
+/* Reads every row of res with row (0, or -1 with nothing of the row
+ * kept).  A roster missing rows must not pass for the whole one, so the
+ * first row that cannot be kept marks r failed and ends the reading. */
+static void
+load_rows(struct roster *r, const struct pgn_store_result *res,
+	  int (*row)(struct roster *, const struct pgn_store_result *, int))
+{
+	for (int i = 0; res->error == 0 && i < res->nrows; i++)
+		if (row(r, res, i) != 0) {
+			r->failed = 1;
+			break;
+		}
+	load_step(r, res);
+}
+
+/* A zeroed entry of size bytes, set in map under the jid of row i (column
+ * 0), for the caller to fill; NULL with nothing set. */
+static void *
+load_entry(struct pgn_map *map, const struct pgn_store_result *res, int i,
+	   size_t size)
+{
+	const char *jid = pgn_store_value(res, i, 0);
+	void *e = jid != NULL ? calloc(1, size) : NULL;
+	if (e != NULL && pgn_map_set(map, jid, e) != 0) {
+		free(e);
+		e = NULL;
+	}
+	return e;
+}
+
 static void
 on_load_account(uint64_t owner, void *arg, const struct pgn_store_result *res)
 {
 	struct roster *r = arg;
 	(void)owner;
 	if (res->error == 0 && res->nrows > 0) {
-		const char *v = pgn_store_value(res, 0, 0);
-		const char *mv = pgn_store_value(res, 0, 1);
 		r->exists = 1;
-		r->ver = v != NULL ? strtoll(v, NULL, 10) : 0;
-		r->min_ver = mv != NULL ? strtoll(mv, NULL, 10) : 0;
+		r->ver = value_i64(res, 0, 0);
+		r->min_ver = value_i64(res, 0, 1);
 	}
 	load_step(r, res);
+}
+
+static int
+load_item_row(struct roster *r, const struct pgn_store_result *res, int i)
+{
+	struct item *it = calloc(1, sizeof(*it));
+	const char *jid = pgn_store_value(res, i, 0);
+	int sub = parse_sub(pgn_store_value(res, i, 2));
+	const char *ask = pgn_store_value(res, i, 3);
+	const char *appr = pgn_store_value(res, i, 4);
+	if (it == NULL || jid == NULL || (it->jid = strdup(jid)) == NULL ||
+	    groups_split(it, pgn_store_value(res, i, 5)) != 0 ||
+	    pgn_map_set(r->items, jid, it) != 0) {
+		item_free(it);
+		return -1;
+	}
+	it->name = xstrdup(pgn_store_value(res, i, 1));
+	it->sub = sub < 0 ? SUB_NONE : (enum sub)sub;
+	it->ask = ask != NULL && atoi(ask) != 0;
+	it->approved = appr != NULL && atoi(appr) != 0;
+	it->ver = value_i64(res, i, 6);
+	return 0;
+}
+
+static int
+load_removed_row(struct roster *r, const struct pgn_store_result *res, int i)
+{
+	struct tombstone *t = load_entry(r->removed, res, i, sizeof(*t));
+	if (t == NULL)
+		return -1;
+	t->ver = value_i64(res, i, 1);
+	return 0;
+}
+
+static int
+load_pending_row(struct roster *r, const struct pgn_store_result *res, int i)
+{
+	struct pending *p = load_entry(r->pending, res, i, sizeof(*p));
+	if (p == NULL)
+		return -1;
+	p->status = xstrdup(pgn_store_value(res, i, 1));
+	p->nick = xstrdup(pgn_store_value(res, i, 2));
+	return 0;
 }
 
 static void
 on_load_items(uint64_t owner, void *arg, const struct pgn_store_result *res)
 {
-	struct roster *r = arg;
 	(void)owner;
-	for (int i = 0; res->error == 0 && i < res->nrows; i++) {
-		struct item *it = calloc(1, sizeof(*it));
-		const char *jid = pgn_store_value(res, i, 0);
-		int sub = parse_sub(pgn_store_value(res, i, 2));
-		const char *ask = pgn_store_value(res, i, 3);
-		const char *appr = pgn_store_value(res, i, 4);
-		const char *ver = pgn_store_value(res, i, 6);
-		if (it == NULL || jid == NULL ||
-		    (it->jid = strdup(jid)) == NULL ||
-		    groups_split(it, pgn_store_value(res, i, 5)) != 0 ||
-		    pgn_map_set(r->items, jid, it) != 0) {
-			item_free(it);
-			r->failed = 1;
-			break;
-		}
-		it->name = xstrdup(pgn_store_value(res, i, 1));
-		it->sub = sub < 0 ? SUB_NONE : (enum sub)sub;
-		it->ask = ask != NULL && atoi(ask) != 0;
-		it->approved = appr != NULL && atoi(appr) != 0;
-		it->ver = ver != NULL ? strtoll(ver, NULL, 10) : 0;
-	}
-	load_step(r, res);
+	load_rows(arg, res, load_item_row);
 }
 
 static void
 on_load_removed(uint64_t owner, void *arg, const struct pgn_store_result *res)
 {
-	struct roster *r = arg;
 	(void)owner;
-	for (int i = 0; res->error == 0 && i < res->nrows; i++) {
-		struct tombstone *t = calloc(1, sizeof(*t));
-		const char *jid = pgn_store_value(res, i, 0);
-		const char *ver = pgn_store_value(res, i, 1);
-		if (t == NULL || jid == NULL ||
-		    pgn_map_set(r->removed, jid, t) != 0) {
-			free(t);
-			r->failed = 1;
-			break;
-		}
-		t->ver = ver != NULL ? strtoll(ver, NULL, 10) : 0;
-	}
-	load_step(r, res);
+	load_rows(arg, res, load_removed_row);
 }
 
 static void
 on_load_pending(uint64_t owner, void *arg, const struct pgn_store_result *res)
 {
-	struct roster *r = arg;
 	(void)owner;
-	for (int i = 0; res->error == 0 && i < res->nrows; i++) {
-		struct pending *p = calloc(1, sizeof(*p));
-		const char *jid = pgn_store_value(res, i, 0);
-		if (p == NULL || jid == NULL ||
-		    pgn_map_set(r->pending, jid, p) != 0) {
-			free(p);
-			r->failed = 1;
-			break;
-		}
-		p->status = xstrdup(pgn_store_value(res, i, 1));
-		p->nick = xstrdup(pgn_store_value(res, i, 2));
-	}
-	load_step(r, res);
+	load_rows(arg, res, load_pending_row);
 }
 
 /* Four queries on the one store connection, answered in order; r stays
@@ -2179,9 +2210,16 @@ ctl_roster_item(struct pgn_command *cmd, int argc, char *const *argv,
 		void *arg, int op)
 {
 	struct rmod *rm = arg;
-	struct ctl_job *j = calloc(1, sizeof(*j));
+	struct ctl_job *j;
 
-	if (j == NULL) {
+	/* add takes nick, group and subscription after the two JIDs. */
+	if (argc != (op == 0 ? 7 : 4)) {
+		pgn_command_reply(cmd, PGN_CTL_USAGE,
+				  op == 0 ? "7 arguments expected"
+					  : "4 arguments expected");
+		return;
+	}
+	if ((j = calloc(1, sizeof(*j))) == NULL) {
 		pgn_command_reply(cmd, PGN_CTL_ERROR, "out of memory");
 		return;
 	}
@@ -2193,7 +2231,7 @@ ctl_roster_item(struct pgn_command *cmd, int argc, char *const *argv,
 		return;
 	}
 	if (op == 0) {
-		if (argc != 7 || (j->sub = parse_sub(argv[6])) < 0) {
+		if ((j->sub = parse_sub(argv[6])) < 0) {
 			pgn_command_reply(cmd, PGN_CTL_USAGE,
 					  "SUBS is none, to, from or both");
 			ctl_job_free(j);
@@ -2219,20 +2257,12 @@ ctl_roster_item(struct pgn_command *cmd, int argc, char *const *argv,
 static void
 ctl_add(struct pgn_command *cmd, int argc, char *const *argv, void *arg)
 {
-	if (argc != 7) {
-		pgn_command_reply(cmd, PGN_CTL_USAGE, "7 arguments expected");
-		return;
-	}
 	ctl_roster_item(cmd, argc, argv, arg, 0);
 }
 
 static void
 ctl_delete(struct pgn_command *cmd, int argc, char *const *argv, void *arg)
 {
-	if (argc != 4) {
-		pgn_command_reply(cmd, PGN_CTL_USAGE, "4 arguments expected");
-		return;
-	}
 	ctl_roster_item(cmd, argc, argv, arg, 1);
 }
 

@@ -140,6 +140,7 @@ modules:
   mod_private: {}
   mod_caps: {}
   mod_register: {}
+  mod_carbons: {}
 
 log:
   level: info

@@ -91,6 +91,21 @@ def to_str(el):
         return repr(el)
 
 
+def quiet(c, allow=lambda el: False):
+    """Asserts that nothing but what allow() accepts reached client c
+    before the answer to a ping sent now: a session's stanzas are routed
+    and answered in order, so anything sent to c earlier is there first."""
+    iq_id = new_id('quiet')
+    c.send("<iq type='get' id='%s' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
+           % iq_id)
+    while True:
+        el = c.recv()
+        if local(el.tag) == 'iq' and el.get('id') == iq_id:
+            assert el.get('type') == 'result', to_str(el)
+            return
+        assert allow(el), '%s: unexpected %s' % (c.name, to_str(el))
+
+
 class _PyOpenSSLTransport:
     """TLS over a memory BIO with pyOpenSSL, so that the socket keeps its
     timeouts and we get RFC 9266 tls-exporter."""

@@ -47,17 +47,8 @@ def barrier(c):
 
 
 def quiet(c, allow=lambda el: False):
-    """Nothing but what allow() accepts reached c before a ping answer:
-    anything routed to c earlier is in its stream before that answer."""
-    iq_id = rawxmpp.new_id('quiet')
-    c.send("<iq type='get' id='%s' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
-           % iq_id)
-    while True:
-        el = c.recv()
-        if local(el.tag) == 'iq' and el.get('id') == iq_id:
-            assert el.get('type') == 'result', to_str(el)
-            return
-        assert allow(el), '%s: unexpected %s' % (c.name, to_str(el))
+    """Nothing but what allow() accepts reached c before a ping answer."""
+    rawxmpp.quiet(c, allow)
 
 
 def own_presence(c):

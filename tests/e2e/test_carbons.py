@@ -25,17 +25,8 @@ def bare(jid):
 
 
 def quiet(c, allow=lambda el: el.tag == '{jabber:client}presence'):
-    """Nothing but what allow() accepts reached c before a ping answer
-    (a session's stanzas are processed, and answered, in order)."""
-    iq_id = rawxmpp.new_id('quiet')
-    c.send("<iq type='get' id='%s' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
-           % iq_id)
-    while True:
-        el = c.recv()
-        if local(el.tag) == 'iq' and el.get('id') == iq_id:
-            assert el.get('type') == 'result', to_str(el)
-            return
-        assert allow(el), '%s: unexpected %s' % (c.name, to_str(el))
+    """Nothing but what allow() accepts (presence by default) reached c."""
+    rawxmpp.quiet(c, allow)
 
 
 def online(srv, user, pw, res, priority=None, carbons=True):

@@ -232,25 +232,22 @@ skip_delivered(const struct pgn_session *s, const void *arg)
 	       pgn_session_priority(s) == d->best;
 }
 
-/* Which sessions the core delivers st to (src/router.c): a bound full
+/* Which sessions the core delivers st to: a bound full
  * JID gets it, else (RFC 6121 §8.5.2, §8.5.3.2) the available resources
- * of the highest non-negative priority. */
+ * of the highest non-negative priority (pgn_user_top_priority, the
+ * router's own rule). */
 static void
 compute_delivery(struct carbons *cb, const struct pgn_stanza *st,
                  struct delivery *d)
 {
 	d->full = NULL;
-	d->best = -1;
+	d->best = pgn_user_top_priority(cb->srv, st->to->bare);
 	for (struct pgn_session *s = pgn_user_sessions(cb->srv, st->to->bare);
-	     s != NULL; s = pgn_session_next(s)) {
+	     st->to->resource != NULL && s != NULL; s = pgn_session_next(s)) {
 		const struct pgn_jid *jid = pgn_session_jid(s);
-		if (st->to->resource != NULL && jid != NULL &&
-		    jid->resource != NULL &&
+		if (jid != NULL && jid->resource != NULL &&
 		    strcmp(jid->resource, st->to->resource) == 0)
 			d->full = s;
-		if (pgn_session_available(s) && pgn_session_priority(s) >= 0 &&
-		    pgn_session_priority(s) > d->best)
-			d->best = pgn_session_priority(s);
 	}
 }
 

@@ -193,6 +193,18 @@ addr_of(const struct pgn_stanza *st)
 					  : "full";
 }
 
+int
+pgn_user_top_priority(struct pgn_server *srv, const char *bare)
+{
+	int best = -1;
+
+	for (struct pgn_session *s = pgn_router_sessions(srv, bare); s != NULL;
+	     s = s->next_res)
+		if (pgn_session_available(s) && s->priority > best)
+			best = s->priority;
+	return best;
+}
+
 /* RFC 6121 §8.5.2: a message to a bare JID goes to the available
  * resources with the highest non-negative priority; with none,
  * message/offline, then an error. */
@@ -203,12 +215,9 @@ message_to_bare(struct pgn_server *srv, struct pgn_host *h,
 {
 	if (from == NULL || from->stage < STAGE_OFFLINE) {
 		struct pgn_session *head = pgn_router_sessions(srv, st->to->bare);
-		int best = -1, delivered = 0;
+		int best = pgn_user_top_priority(srv, st->to->bare);
+		int delivered = 0;
 
-		for (struct pgn_session *s = head; s != NULL; s = s->next_res)
-			if (pgn_session_available(s) && s->priority >= 0 &&
-			    s->priority > best)
-				best = s->priority;
 		if (best >= 0 && !type_is(st, "groupchat")) {
 			for (struct pgn_session *s = head; s != NULL;
 			     s = s->next_res)

@@ -188,6 +188,10 @@ void pgn_stanza_bounce(struct pgn_server *srv, struct pgn_stanza *st,
 struct pgn_session *pgn_user_sessions(struct pgn_server *srv,
 				      const char *bare);
 struct pgn_session *pgn_session_next(const struct pgn_session *s);
+/* The priority that a message to the bare JID goes to (RFC 6121 §8.5.2):
+ * the highest non-negative priority of the account's available
+ * sessions, or -1 when none would take it. */
+int pgn_user_top_priority(struct pgn_server *srv, const char *bare);
 /* A live stream by id (asynchronous completions), or NULL. */
 struct pgn_session *pgn_session_find(struct pgn_server *srv, uint64_t id);
 struct pgn_host *pgn_session_host(const struct pgn_session *s);

@@ -671,6 +671,25 @@ is_stanza_name(const char *name)
 	       strcmp(name, "iq") == 0;
 }
 
+/* A top-level element outside jabber:client from a bound client: stream
+ * management (the core's), else "nonza/<ns>:<name>" for modules.  Returns
+ * 1 when handled (xml consumed). */
+static int
+nonza(struct pgn_session *s, struct pgn_xml *xml, const char *ns,
+      const char *name)
+{
+	char ename[300];
+
+	if (pgn_sm_element(s, xml))
+		return 1;
+	snprintf(ename, sizeof(ename), "nonza/%s:%s", ns, name);
+	struct pgn_event ev = { .name = ename, .origin = s, .data = xml };
+	if (pgn_host_fire(s->host, &ev) != PGN_EVENT_HANDLED)
+		return 0;
+	pgn_xml_free(xml);
+	return 1;
+}
+
 static void
 handle_bound(struct pgn_session *s, struct pgn_xml *xml)
 {
@@ -680,6 +699,9 @@ handle_bound(struct pgn_session *s, struct pgn_xml *xml)
 	struct pgn_xml *pres = NULL;
 	int bad_jid = 0, initial = 0;
 
+	if (ns != NULL && strcmp(ns, PGN_NS_CLIENT) != 0 &&
+	    nonza(s, xml, ns, name))
+		return;
 	if (ns == NULL || strcmp(ns, PGN_NS_CLIENT) != 0 ||
 	    !is_stanza_name(name)) {
 		pgn_xml_free(xml);

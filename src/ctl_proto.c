@@ -53,6 +53,9 @@ const struct pgn_ctl_command pgn_ctl_commands[] = {
 	{ "delete_old_messages", 1, "DAYS",
 	  "delete offline messages older than DAYS days", 0, "mod_offline",
 	  0 },
+	{ "delete_old_mam_messages", 1, "DAYS",
+	  "delete archived messages (XEP-0313) older than DAYS days", 0,
+	  "mod_mam", 0 },
 	{ "status", 0, "", "tell whether pigeond is running", 0, NULL, 0 },
 	{ "stop", 0, "", "stop pigeond", 0, NULL, 0 },
 	/* Handled by pigeonctl itself; never sent to the server. */

@@ -205,6 +205,22 @@ pgn_user_top_priority(struct pgn_server *srv, const char *bare)
 	return best;
 }
 
+/* Nobody can take the message now: offline storage (a module) may, else
+ * its sender learns (RFC 6121 §8.5.2.2.1). */
+static void
+offline_or_bounce(struct pgn_server *srv, struct pgn_host *h,
+		  struct pgn_session *origin, struct pgn_stanza *st,
+		  const struct resume *from)
+{
+	if (fire_stage(h, origin, &st, "message/offline", STAGE_OFFLINE, from))
+		return;
+	if (type_is(st, "headline") || type_is(st, "error")) {
+		pgn_stanza_free(st);
+		return;
+	}
+	pgn_router_bounce(srv, st, "cancel", "service-unavailable");
+}
+
 /* RFC 6121 §8.5.2: a message to a bare JID goes to the available
  * resources with the highest non-negative priority; with none,
  * message/offline, then an error. */
@@ -231,14 +247,7 @@ message_to_bare(struct pgn_server *srv, struct pgn_host *h,
 			return;
 		}
 	}
-	/* Nobody to take it now: offline storage (a module) may. */
-	if (fire_stage(h, origin, &st, "message/offline", STAGE_OFFLINE, from))
-		return;
-	if (type_is(st, "headline") || type_is(st, "error")) {
-		pgn_stanza_free(st);
-		return;
-	}
-	pgn_router_bounce(srv, st, "cancel", "service-unavailable");
+	offline_or_bounce(srv, h, origin, st, from);
 }
 
 static void
@@ -409,6 +418,23 @@ pgn_stanza_bounce(struct pgn_server *srv, struct pgn_stanza *st,
 		  const char *type, const char *condition)
 {
 	pgn_router_bounce(srv, st, type, condition);
+}
+
+void
+pgn_stanza_undelivered(struct pgn_server *srv, struct pgn_stanza *st)
+{
+	struct pgn_host *h =
+		st->to != NULL ? pgn_server_host(srv, st->to->domain) : NULL;
+
+	if (st->kind == PGN_STANZA_MESSAGE && h != NULL &&
+	    st->to->node != NULL) {
+		offline_or_bounce(srv, h, NULL, st, NULL);
+		return;
+	}
+	if (st->kind == PGN_STANZA_IQ)
+		pgn_router_bounce(srv, st, "wait", "recipient-unavailable");
+	else
+		pgn_stanza_free(st);
 }
 
 struct pgn_hold *

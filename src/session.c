@@ -91,6 +91,21 @@ pgn_session_send(struct pgn_session *s, const struct pgn_xml *xml)
 	return pgn_stream_send_xml(s, xml);
 }
 
+int
+pgn_session_send_direct(struct pgn_session *s, const struct pgn_xml *xml)
+{
+	return pgn_stream_send_direct(s, xml);
+}
+
+void
+pgn_session_set_send_filter(struct pgn_session *s, const struct pgn_module *m,
+			    pgn_send_filter_fn fn, void *arg)
+{
+	s->filter = fn;
+	s->filter_arg = fn != NULL ? arg : NULL;
+	s->filter_owner = fn != NULL ? m : NULL;
+}
+
 void
 pgn_session_hold(struct pgn_session *s)
 {
@@ -153,6 +168,8 @@ pgn_session_drop_data(struct pgn_session *s, const struct pgn_module *owner)
 {
 	struct pgn_sdata **pp = &s->sdata;
 
+	if (s->filter != NULL && (owner == NULL || s->filter_owner == owner))
+		pgn_session_set_send_filter(s, NULL, NULL, NULL);
 	while (*pp != NULL) {
 		struct pgn_sdata *d = *pp;
 		if (owner != NULL && d->owner != owner) {

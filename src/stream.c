@@ -375,6 +375,15 @@ pgn_stream_send_raw(struct pgn_session *s, const char *data, size_t len)
 int
 pgn_stream_send_xml(struct pgn_session *s, const struct pgn_xml *xml)
 {
+	if (s->filter != NULL && s->state == PGN_ST_BOUND &&
+	    s->filter(s, xml, s->filter_arg) != 0)
+		return 0;
+	return pgn_stream_send_direct(s, xml);
+}
+
+int
+pgn_stream_send_direct(struct pgn_session *s, const struct pgn_xml *xml)
+{
 	if (s->state == PGN_ST_DEAD || s->state == PGN_ST_CLOSING ||
 	    s->bev == NULL)
 		return -EPIPE;

@@ -89,6 +89,9 @@ struct pgn_session {
 	unsigned holds;             /* pgn_session_hold() count (modules) */
 	struct pgn_xml *presence;   /* last broadcast presence (modules) */
 	struct pgn_sdata *sdata;    /* per-module data */
+	pgn_send_filter_fn filter;  /* pgn_session_set_send_filter */
+	void *filter_arg;
+	const struct pgn_module *filter_owner;
 	struct event *timer;        /* negotiation / idle / keepalive */
 	uint64_t last_read;         /* monotonic ms */
 	uint64_t last_write;
@@ -98,9 +101,12 @@ struct pgn_session {
 /* Accepts a new connection on fd for listener l (takes the fd). */
 void pgn_stream_accept(struct pgn_server *srv, const struct pgn_listener *l,
 		       int fd, const char *peer);
-/* Serialises and queues a stanza (the caller keeps it).  0, or -EPIPE
- * when the stream is closing (nothing sent) or -ENOMEM. */
+/* Serialises and queues a stanza (the caller keeps it), through the
+ * session's send filter if any.  0, or -EPIPE when the stream is closing
+ * (nothing sent) or -ENOMEM. */
 int pgn_stream_send_xml(struct pgn_session *s, const struct pgn_xml *xml);
+/* The same without the filter. */
+int pgn_stream_send_direct(struct pgn_session *s, const struct pgn_xml *xml);
 /* Queues raw bytes. */
 void pgn_stream_send_raw(struct pgn_session *s, const char *data, size_t len);
 /* Sends <stream:error> with condition (RFC 6120 §4.9.3) and optional text,
@@ -133,6 +139,10 @@ void pgn_stream_established(struct pgn_session *s);
 /* Finds a live session by id (async completions). */
 struct pgn_session *pgn_stream_find(struct pgn_server *srv, uint64_t id);
 uint64_t pgn_now_ms(void);
+
+/* sm.c: stream management.  Handles the XEP-0198 elements of a bound
+ * session; 1 when xml was one (consumed). */
+int pgn_sm_element(struct pgn_session *s, struct pgn_xml *xml);
 
 /* c2s.c */
 void pgn_c2s_stream_open(struct pgn_session *s, const char **attrs,

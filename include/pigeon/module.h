@@ -36,6 +36,15 @@
  *                       an iq from a client that has not authenticated
  *                       (in-band registration); stanza->from is NULL and
  *                       pgn_event_reply/error answer on the stream
+ *   "nonza/<ns>:<name>" a bound client sent a top-level element outside
+ *                       jabber:client that the core does not handle
+ *                       (XEP-0352 <inactive/>); data: the element
+ *                       (borrowed).  Unhandled: unsupported-stanza-type.
+ *   "session-hibernated" stream management (XEP-0198) keeps the session
+ *                       after its connection was lost: it stays bound and
+ *                       available, stanzas to it wait in its queue
+ *   "session-resumed"   a new connection resumed a session (hibernated or
+ *                       not); the module state of the session is kept
  */
 #ifndef PIGEON_MODULE_H
 #define PIGEON_MODULE_H
@@ -45,7 +54,7 @@
 #include "pigeon/jid.h"
 #include "pigeon/xml.h"
 
-#define PGN_MODULE_ABI 2
+#define PGN_MODULE_ABI 3
 
 #define PGN_NS_CLIENT "jabber:client"
 #define PGN_NS_STANZAS "urn:ietf:params:xml:ns:xmpp-stanzas"
@@ -266,6 +275,49 @@ struct pgn_stanza *pgn_hold_stanza(const struct pgn_hold *h);
 void pgn_hold_resume(struct pgn_hold *h);
 /* Gives the stanza to the caller (who owns it now) and frees h. */
 struct pgn_stanza *pgn_hold_take(struct pgn_hold *h);
+
+/* ---- acknowledgement and durability (XEP-0198) ----
+ * A stanza a client sent counts as handled, and is acknowledged to a
+ * client using stream management, only once its routing has finished:
+ * every hold taken on it (pgn_event_hold) was resumed or taken, and every
+ * ticket taken on it is done.  A module that writes a stanza to storage
+ * asynchronously while letting it go on (the archive) takes a ticket in
+ * its handler and finishes it once the write is durable, so that an
+ * acknowledged message survives a crash. */
+struct pgn_ack_ticket;
+/* NULL when there is nothing to wait for (a stanza the server made, or
+ * out of memory: then the ack is not delayed).  Works in a resumed hold
+ * too: the ticket belongs to the stanza the client sent. */
+struct pgn_ack_ticket *pgn_event_ack_ticket(struct pgn_event *ev);
+/* Frees t; safe after the sender has gone.  NULL is a no-op. */
+void pgn_ack_ticket_done(struct pgn_ack_ticket *t);
+
+/* ---- stream management and client state ---- */
+/* The session's connection is gone but stream management keeps it for
+ * resumption: stanzas sent to it queue (pgn_session_send returns 0). */
+int pgn_session_hibernating(const struct pgn_session *s);
+/* Stanzas written to the session and not yet acknowledged by its client
+ * (0 without stream management). */
+unsigned pgn_session_unacked(const struct pgn_session *s);
+/* A filter sees every stanza about to be written to a client session
+ * (not stream-level elements), through pgn_session_send and the router
+ * alike.  It returns 0 to let the stanza go now, or 1 when it took a copy
+ * to send later itself with pgn_session_send_direct (which skips the
+ * filter); the sender then sees it as delivered.  One filter per session
+ * (XEP-0352 client state indication); fn NULL removes it.  It is removed
+ * when m is unloaded. */
+typedef int (*pgn_send_filter_fn)(struct pgn_session *s,
+				  const struct pgn_xml *xml, void *arg);
+void pgn_session_set_send_filter(struct pgn_session *s,
+				 const struct pgn_module *m,
+				 pgn_send_filter_fn fn, void *arg);
+int pgn_session_send_direct(struct pgn_session *s, const struct pgn_xml *xml);
+/* Handles st (taken) as a stanza its addressee's session could not take:
+ * a message goes to "message/offline" on the addressee's host (or its
+ * sender gets service-unavailable), an iq request gets
+ * recipient-unavailable, presence is dropped.  For a module that queued
+ * stanzas for a session that ended. */
+void pgn_stanza_undelivered(struct pgn_server *srv, struct pgn_stanza *st);
 
 /* ---- storage ---- */
 struct pgn_store;

@@ -1,0 +1,2 @@
+-- mod_mam (XEP-0313): placeholder
+SELECT 1;

@@ -1,0 +1,2 @@
+-- mod_push (XEP-0357): placeholder
+SELECT 1;

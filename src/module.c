@@ -7,6 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/event.h>
+
+
 #include "event.h"
 #include "host.h"
 #include "pigeon/log.h"
@@ -192,4 +195,62 @@ struct pgn_server *
 pgn_module_server(const struct pgn_module *m)
 {
 	return m->host->srv;
+}
+
+/* ---- timers ------------------------------------------------------------ */
+
+struct pgn_timer {
+	struct event *ev;
+	pgn_timer_fn fn;
+	void *arg;
+};
+
+static void
+timer_fired(evutil_socket_t fd, short what, void *arg)
+{
+	struct pgn_timer *t = arg;
+
+	(void)fd;
+	(void)what;
+	t->fn(t->arg);
+}
+
+struct pgn_timer *
+pgn_timer_new(struct pgn_module *m, pgn_timer_fn fn, void *arg)
+{
+	struct pgn_timer *t = calloc(1, sizeof(*t));
+
+	if (t == NULL)
+		return NULL;
+	t->fn = fn;
+	t->arg = arg;
+	t->ev = evtimer_new(m->host->srv->base, timer_fired, t);
+	if (t->ev == NULL) {
+		free(t);
+		return NULL;
+	}
+	return t;
+}
+
+void
+pgn_timer_start(struct pgn_timer *t, uint64_t ms)
+{
+	struct timeval tv = { (time_t)(ms / 1000),
+			      (suseconds_t)(ms % 1000) * 1000 };
+	evtimer_add(t->ev, &tv);
+}
+
+void
+pgn_timer_stop(struct pgn_timer *t)
+{
+	evtimer_del(t->ev);
+}
+
+void
+pgn_timer_free(struct pgn_timer *t)
+{
+	if (t == NULL)
+		return;
+	event_free(t->ev);
+	free(t);
 }

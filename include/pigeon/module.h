@@ -343,6 +343,19 @@ int pgn_module_command(struct pgn_module *m, const char *name,
  * pigeonctl went away meanwhile the answer is dropped. */
 void pgn_command_reply(struct pgn_command *cmd, int status, const char *text);
 
+/* ---- timers ----
+ * One-shot timers on the server's loop for a module (retention sweeps,
+ * rate limits).  The module frees its timers in its unload. */
+struct pgn_timer;
+typedef void (*pgn_timer_fn)(void *arg);
+struct pgn_timer *pgn_timer_new(struct pgn_module *m, pgn_timer_fn fn,
+				void *arg);
+/* (Re)arms t to fire once after ms milliseconds. */
+void pgn_timer_start(struct pgn_timer *t, uint64_t ms);
+void pgn_timer_stop(struct pgn_timer *t);
+/* Stops and frees t; NULL is a no-op. */
+void pgn_timer_free(struct pgn_timer *t);
+
 /* ---- server ---- */
 const char *pgn_server_version(void);
 /* Seconds since the server started. */

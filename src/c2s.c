@@ -125,7 +125,8 @@ send_features(struct pgn_session *s)
 		if (pgn_xml_add_child(f, PGN_NS_BIND, "bind") == NULL ||
 		    (sess = pgn_xml_add_child(f, PGN_NS_SESSION, "session")) ==
 			    NULL ||
-		    pgn_xml_add_child(sess, PGN_NS_SESSION, "optional") == NULL)
+		    pgn_xml_add_child(sess, PGN_NS_SESSION, "optional") == NULL ||
+		    pgn_sm_features(s, f) != 0)
 			goto nomem;
 	}
 	if (s->authenticated || s->secure || !starttls_required(s) || !tls_ok) {
@@ -582,12 +583,14 @@ static void
 send_iq_error(struct pgn_session *s, struct pgn_xml *iq, const char *type,
 	      const char *cond)
 {
+	size_t mark = evbuffer_get_length(bufferevent_get_output(s->bev));
 	struct evbuffer *out = iq_reply_start(s, iq, "error");
 
 	evbuffer_add_printf(out,
 			    "><error type='%s'><%s xmlns='" PGN_NS_STANZAS
 			    "'/></error></iq>",
 			    type, cond);
+	pgn_sm_track(s, mark); /* a bind again after <enable/> */
 }
 
 static void
@@ -690,14 +693,14 @@ nonza(struct pgn_session *s, struct pgn_xml *xml, const char *ns,
 	return 1;
 }
 
+static void handle_stanza(struct pgn_session *s, struct pgn_xml *xml);
+
 static void
 handle_bound(struct pgn_session *s, struct pgn_xml *xml)
 {
 	const char *ns = pgn_xml_ns(xml);
 	const char *name = pgn_xml_name(xml);
-	struct pgn_stanza *st;
-	struct pgn_xml *pres = NULL;
-	int bad_jid = 0, initial = 0;
+	uint32_t seq;
 
 	if (ns != NULL && strcmp(ns, PGN_NS_CLIENT) != 0 &&
 	    nonza(s, xml, ns, name))
@@ -708,6 +711,26 @@ handle_bound(struct pgn_session *s, struct pgn_xml *xml)
 		pgn_stream_error(s, "unsupported-stanza-type", NULL);
 		return;
 	}
+	/* Stream management counts it as handled once routed, and once
+	 * whatever storage its routing started has committed. */
+	uint64_t outer_sid = s->srv->ack_sid;
+	uint32_t outer_seq = s->srv->ack_seq;
+	pgn_sm_stanza_begin(s, &seq);
+	handle_stanza(s, xml);
+	pgn_sm_stanza_end(s, seq);
+	s->srv->ack_sid = outer_sid;
+	s->srv->ack_seq = outer_seq;
+}
+
+/* A stanza (message, presence, iq) from the bound client s. */
+static void
+handle_stanza(struct pgn_session *s, struct pgn_xml *xml)
+{
+	const char *name = pgn_xml_name(xml);
+	struct pgn_stanza *st;
+	struct pgn_xml *pres = NULL;
+	int bad_jid = 0, initial = 0;
+
 	if (strcmp(name, "iq") == 0) {
 		struct pgn_xml *c = pgn_xml_first_child(xml);
 		const char *type = pgn_xml_attr(xml, "type");
@@ -717,8 +740,11 @@ handle_bound(struct pgn_session *s, struct pgn_xml *xml)
 			if (cns != NULL && strcmp(cns, PGN_NS_SESSION) == 0) {
 				/* RFC 3921 session: a no-op kept for old
 				 * clients. */
+				size_t mark = evbuffer_get_length(
+					bufferevent_get_output(s->bev));
 				evbuffer_add_printf(
 					iq_reply_start(s, xml, "result"), "/>");
+				pgn_sm_track(s, mark);
 				pgn_xml_free(xml);
 				return;
 			}
@@ -742,6 +768,7 @@ handle_bound(struct pgn_session *s, struct pgn_xml *xml)
 		    strcmp(ktype, "result") != 0) {
 			/* RFC 6120 §8.3.3.8 jid-malformed, back to the sender. */
 			struct evbuffer *out = bufferevent_get_output(s->bev);
+			size_t mark = evbuffer_get_length(out);
 			evbuffer_add_printf(out, "<%s type='error' to='", kname);
 			pgn_xml_escape(out, s->jid->full, strlen(s->jid->full));
 			evbuffer_add_printf(out, "'");
@@ -755,6 +782,7 @@ handle_bound(struct pgn_session *s, struct pgn_xml *xml)
 					    "xmlns='" PGN_NS_STANZAS
 					    "'/></error></%s>",
 					    kname);
+			pgn_sm_track(s, mark);
 		}
 		free(kid);
 		if (st == NULL)
@@ -882,7 +910,10 @@ pgn_c2s_element(struct pgn_session *s, struct pgn_xml *xml)
 		pgn_xml_free(xml);
 		return;
 	}
-	/* Authenticated, not bound: only binding (and the session no-op). */
+	/* Authenticated, not bound: resumption (XEP-0198), binding and the
+	 * session no-op. */
+	if (pgn_sm_element(s, xml))
+		return;
 	if (strcmp(pgn_xml_name(xml), "iq") == 0 && ns != NULL &&
 	    strcmp(ns, PGN_NS_CLIENT) == 0) {
 		struct pgn_xml *c = pgn_xml_first_child(xml);
@@ -914,5 +945,8 @@ pgn_c2s_closed(struct pgn_session *s)
 		pgn_host_fire(s->host, &ev);
 		pgn_log(PGN_LOG_INFO, "session %llu: %s ended",
 			(unsigned long long)s->id, s->jid->full);
+		/* After the unavailable broadcast: what its client never
+		 * acknowledged goes back to the router (offline storage). */
+		pgn_sm_ended(s);
 	}
 }

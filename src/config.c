@@ -117,6 +117,14 @@ static const struct cfg_limit_def limit_defs[] = {
 	 offsetof(struct pgn_cfg_limits, auth_fail_delay_ms), false},
 	{"max_sessions_per_user", 1, 10000,
 	 offsetof(struct pgn_cfg_limits, max_sessions_per_user), false},
+	{"ping_interval", 0, 86400,
+	 offsetof(struct pgn_cfg_limits, ping_interval), false},
+	{"ping_timeout", 1, 3600,
+	 offsetof(struct pgn_cfg_limits, ping_timeout), false},
+	{"resume_timeout", 0, 86400,
+	 offsetof(struct pgn_cfg_limits, resume_timeout), false},
+	{"max_unacked", 10, 1000000,
+	 offsetof(struct pgn_cfg_limits, max_unacked), false},
 };
 
 /* ---- messages ------------------------------------------------------------ */
@@ -1703,6 +1711,10 @@ cfg_limits_default(struct pgn_cfg_limits *l)
 	l->keepalive_interval = 120;
 	l->auth_fail_delay_ms = 1000;
 	l->max_sessions_per_user = 100;
+	l->ping_interval = 300;
+	l->ping_timeout = 60;
+	l->resume_timeout = 300;
+	l->max_unacked = 5000;
 }
 
 /* ---- loading ------------------------------------------------------------- */

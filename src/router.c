@@ -149,6 +149,10 @@ struct pgn_hold {
 	struct pgn_stanza *st;
 	uint64_t origin;       /* session id, 0 if none */
 	struct resume at;
+	/* The client stanza whose acknowledgement waits for this hold
+	 * (XEP-0198): session id (0: none) and number. */
+	uint64_t ack_sid;
+	uint32_t ack_seq;
 };
 
 /* Fires name on host h, from the start or (when from is at this stage)
@@ -290,7 +294,7 @@ route_local(struct pgn_server *srv, struct pgn_host *h,
 	}
 	if (st->to->resource != NULL) {
 		struct pgn_session *s = pgn_router_find_full(srv, st->to);
-		if (s != NULL && s->state == PGN_ST_BOUND) {
+		if (s != NULL && pgn_stream_bound(s)) {
 			deliver(s, st);
 			pgn_stanza_free(st);
 			return;
@@ -447,6 +451,10 @@ pgn_event_hold(struct pgn_event *ev)
 		return NULL;
 	h->srv = ev->server;
 	h->st = ev->stanza;
+	h->ack_sid = h->srv->ack_sid;
+	h->ack_seq = h->srv->ack_seq;
+	if (h->ack_sid != 0)
+		pgn_sm_ref(h->srv, h->ack_sid, h->ack_seq);
 	h->origin = ev->origin != NULL ? ev->origin->id : 0;
 	if (ctx != NULL)
 		h->at = (struct resume){ ctx->stage, ctx->host,
@@ -472,26 +480,37 @@ pgn_hold_resume(struct pgn_hold *h)
 	struct pgn_stanza *st = h->st;
 	struct resume at = h->at;
 	struct pgn_server *srv = h->srv;
+	uint64_t sid = h->ack_sid, saved_sid = srv->ack_sid;
+	uint32_t seq = h->ack_seq, saved_seq = srv->ack_seq;
 
 	free(h);
+	/* Holds and tickets taken further on belong to the same client
+	 * stanza. */
+	srv->ack_sid = sid;
+	srv->ack_seq = seq;
 	if (at.stage == STAGE_NONE) {
 		/* Not on its way anywhere (a session event's stanza). */
 		pgn_stanza_free(st);
-		return;
-	}
-	if (at.stage != STAGE_PRE && st->to != NULL &&
-	    pgn_server_host(srv, st->to->domain) != at.host) {
+	} else if (at.stage != STAGE_PRE && st->to != NULL &&
+		   pgn_server_host(srv, st->to->domain) != at.host) {
 		/* The holder readdressed it: deliver afresh. */
 		route_dest(srv, origin, st, NULL);
-		return;
+	} else {
+		route_run(srv, origin, st, &at);
 	}
-	route_run(srv, origin, st, &at);
+	srv->ack_sid = saved_sid;
+	srv->ack_seq = saved_seq;
+	if (sid != 0)
+		pgn_sm_unref(srv, sid, seq);
 }
 
 struct pgn_stanza *
 pgn_hold_take(struct pgn_hold *h)
 {
 	struct pgn_stanza *st = h->st;
+
+	if (h->ack_sid != 0)
+		pgn_sm_unref(h->srv, h->ack_sid, h->ack_seq);
 	free(h);
 	return st;
 }

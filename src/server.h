@@ -49,6 +49,12 @@ struct pgn_server {
 	time_t started;
 	uint64_t next_id;
 	time_t stopping;             /* when the shutdown started, or 0 */
+	struct pgn_map *sm_ids;      /* XEP-0198 resumption id -> session */
+	/* The client stanza being routed now (sm.c), for holds and ack
+	 * tickets: session id (0 when none) and its sequence number. */
+	uint64_t ack_sid;
+	uint32_t ack_seq;
+	uint32_t ping_seq;
 };
 
 /* Creates the server from a loaded config (takes ownership of cfg): opens

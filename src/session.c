@@ -58,7 +58,7 @@ int
 pgn_session_available(const struct pgn_session *s)
 {
 	/* A closing stream is not a place to deliver to any more. */
-	return s->available && s->state == PGN_ST_BOUND;
+	return s->available && pgn_stream_bound(s);
 }
 
 int

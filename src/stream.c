@@ -23,6 +23,7 @@
 #include "pigeon/map.h"
 #include "pigeon/log.h"
 #include "pigeon/xml.h"
+#include "host.h"
 #include "server.h"
 #include "stream.h"
 #include "tls.h"
@@ -308,7 +309,7 @@ event_cb(struct bufferevent *bev, short what, void *arg)
 					(unsigned long long)s->id,
 					ERR_reason_error_string(e));
 		}
-		pgn_stream_destroy(s);
+		pgn_stream_lost(s);
 	}
 }
 
@@ -375,7 +376,7 @@ pgn_stream_send_raw(struct pgn_session *s, const char *data, size_t len)
 int
 pgn_stream_send_xml(struct pgn_session *s, const struct pgn_xml *xml)
 {
-	if (s->filter != NULL && s->state == PGN_ST_BOUND &&
+	if (s->filter != NULL && pgn_stream_bound(s) &&
 	    s->filter(s, xml, s->filter_arg) != 0)
 		return 0;
 	return pgn_stream_send_direct(s, xml);
@@ -384,14 +385,24 @@ pgn_stream_send_xml(struct pgn_session *s, const struct pgn_xml *xml)
 int
 pgn_stream_send_direct(struct pgn_session *s, const struct pgn_xml *xml)
 {
+	struct evbuffer *out;
+	size_t mark;
+
+	if (s->state == PGN_ST_HIBERNATED)
+		/* Waits for the client to resume (or goes back to the
+		 * router when the session times out). */
+		return pgn_sm_queue_xml(s, xml);
 	if (s->state == PGN_ST_DEAD || s->state == PGN_ST_CLOSING ||
 	    s->bev == NULL)
 		return -EPIPE;
 	/* Stanzas are kept in jabber:client internally; written with that
 	 * namespace in scope they carry no xmlns, which reads as the stream's
 	 * own content namespace on c2s and component streams alike. */
-	if (pgn_xml_write(xml, PGN_NS_CLIENT, bufferevent_get_output(s->bev)) !=
-	    0)
+	out = bufferevent_get_output(s->bev);
+	mark = evbuffer_get_length(out);
+	if (pgn_xml_write(xml, PGN_NS_CLIENT, out) != 0)
+		return -ENOMEM;
+	if (s->sm != NULL && pgn_sm_track(s, mark) != 0)
 		return -ENOMEM;
 	s->last_write = pgn_now_ms();
 	check_output(s);
@@ -454,6 +465,11 @@ pgn_stream_error(struct pgn_session *s, const char *condition,
 	struct evbuffer *out;
 	if (s->state == PGN_ST_DEAD || s->state == PGN_ST_CLOSING)
 		return;
+	if (s->bev == NULL) {
+		/* Hibernated: no connection to tell. */
+		pgn_stream_destroy(s);
+		return;
+	}
 	ensure_header(s);
 	out = bufferevent_get_output(s->bev);
 	evbuffer_add_printf(out, "<stream:error><%s xmlns='" PGN_NS_STREAM_ERRORS
@@ -476,6 +492,10 @@ pgn_stream_close(struct pgn_session *s)
 {
 	if (s->state == PGN_ST_DEAD || s->state == PGN_ST_CLOSING)
 		return;
+	if (s->bev == NULL) {
+		pgn_stream_destroy(s);
+		return;
+	}
 	ensure_header(s);
 	evbuffer_add_printf(bufferevent_get_output(s->bev), "</stream:stream>");
 	start_closing(s);
@@ -542,6 +562,7 @@ pgn_stream_reap(struct pgn_server *srv)
 		free_pending(s);
 		pgn_xml_free(s->presence);
 		pgn_session_drop_data(s, NULL);
+		pgn_sm_free(s);
 		free(s);
 	}
 }
@@ -586,12 +607,63 @@ pgn_stream_drop_pending(struct pgn_session *s)
 /* Seconds between checks of an established stream: often enough for
  * both the keepalive and the idle timeout. */
 static unsigned
-idle_tick(const struct pgn_cfg_limits *lim)
+idle_tick(const struct pgn_session *s)
 {
+	const struct pgn_cfg_limits *lim = &s->srv->cfg->limits;
 	unsigned next = lim->keepalive_interval;
 	if (next == 0 || (lim->idle_timeout > 0 && lim->idle_timeout < next))
 		next = lim->idle_timeout;
+	if (lim->ping_interval > 0 && (next == 0 || lim->ping_interval < next))
+		next = lim->ping_interval;
+	if (s->ping_sent != 0 && lim->ping_timeout < next)
+		next = lim->ping_timeout;
 	return next > 0 ? next : 60;
+}
+
+/* XEP-0199: an idle client is asked for a pong; no answer (no byte at
+ * all) within ping_timeout means the connection is dead.  Returns 1 when
+ * the session was hibernated or closed. */
+static int
+check_ping(struct pgn_session *s, uint64_t now)
+{
+	const struct pgn_cfg_limits *lim = &s->srv->cfg->limits;
+	char id[32];
+
+	if (lim->ping_interval == 0)
+		return 0;
+	if (s->ping_sent != 0) {
+		if (s->last_read >= s->ping_sent) {
+			s->ping_sent = 0;
+		} else if (now - s->ping_sent >=
+			   (uint64_t)lim->ping_timeout * 1000) {
+			pgn_log(PGN_LOG_INFO,
+				"session %llu: no answer to ping in %u s",
+				(unsigned long long)s->id, lim->ping_timeout);
+			if (pgn_sm_resumable(s))
+				pgn_stream_lost(s);
+			else
+				pgn_stream_error(s, "connection-timeout",
+						 "no answer to ping");
+			return 1;
+		} else {
+			return 0;
+		}
+	}
+	if (s->kind != PGN_STREAM_C2S || s->jid == NULL ||
+	    now - s->last_read < (uint64_t)lim->ping_interval * 1000)
+		return 0;
+	struct pgn_xml *iq = pgn_xml_new(PGN_NS_CLIENT, "iq");
+	snprintf(id, sizeof(id), "pgn-ping-%lu",
+		 (unsigned long)++s->srv->ping_seq);
+	if (iq != NULL && pgn_xml_set_attr(iq, "type", "get") == 0 &&
+	    pgn_xml_set_attr(iq, "id", id) == 0 &&
+	    pgn_xml_set_attr(iq, "from", pgn_host_name(s->host)) == 0 &&
+	    pgn_xml_set_attr(iq, "to", s->jid->full) == 0 &&
+	    pgn_xml_add_child(iq, "urn:xmpp:ping", "ping") != NULL &&
+	    pgn_stream_send_xml(s, iq) == 0)
+		s->ping_sent = now;
+	pgn_xml_free(iq);
+	return 0;
 }
 
 static void
@@ -607,7 +679,15 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
 	case PGN_ST_CLOSING:
 		pgn_stream_destroy(s);
 		return;
+	case PGN_ST_HIBERNATED:
+		/* Not resumed in time, or too much waiting for it. */
+		pgn_log(PGN_LOG_INFO, "session %llu: hibernation over",
+			(unsigned long long)s->id);
+		pgn_stream_destroy(s);
+		return;
 	case PGN_ST_BOUND:
+		if (check_ping(s, now))
+			return;
 		if (lim->idle_timeout > 0 &&
 		    now - s->last_read >= (uint64_t)lim->idle_timeout * 1000) {
 			pgn_stream_error(s, "connection-timeout", NULL);
@@ -619,11 +699,15 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
 			pgn_stream_send_raw(s, " ", 1);
 		break;
 	default:
+		if (s->resume_of != 0) {
+			pgn_sm_kicked(s);
+			return;
+		}
 		pgn_stream_error(s, "connection-timeout",
 				 "negotiation took too long");
 		return;
 	}
-	arm_timer(s, idle_tick(lim));
+	arm_timer(s, idle_tick(s));
 }
 
 /* Called by c2s/component when the stream is established: from now on the
@@ -632,5 +716,92 @@ void
 pgn_stream_established(struct pgn_session *s)
 {
 	evtimer_del(s->timer);
-	arm_timer(s, idle_tick(&s->srv->cfg->limits));
+	arm_timer(s, idle_tick(s));
+}
+
+void
+pgn_stream_kick_after(struct pgn_session *s, uint64_t ms)
+{
+	struct timeval tv = { (time_t)(ms / 1000),
+			      (suseconds_t)(ms % 1000) * 1000 };
+	evtimer_del(s->timer);
+	evtimer_add(s->timer, &tv);
+}
+
+void
+pgn_stream_kick(struct pgn_session *s)
+{
+	pgn_stream_kick_after(s, 0);
+}
+
+void
+pgn_stream_lost(struct pgn_session *s)
+{
+	if (s->state == PGN_ST_DEAD)
+		return;
+	if (s->kind != PGN_STREAM_C2S || !pgn_sm_resumable(s)) {
+		pgn_stream_destroy(s);
+		return;
+	}
+	/* Keep the session (bound, available, in every table) without its
+	 * connection until the client resumes or resume_timeout passes. */
+	bufferevent_free(s->bev); /* closes the socket and frees SSL */
+	s->bev = NULL;
+	s->ssl = NULL;
+	s->fd = -1;
+	pgn_xml_parser_free(s->parser);
+	s->parser = NULL;
+	free_pending(s);
+	s->busy = 0;
+	s->ping_sent = 0;
+	s->state = PGN_ST_HIBERNATED;
+	evtimer_del(s->timer);
+	arm_timer(s, s->sm != NULL ? pgn_sm_timeout(s) : 1);
+	pgn_sm_hibernated(s);
+}
+
+#define SWAP(a, b)                                                           \
+	do {                                                                 \
+		__typeof__(a) tmp_ = (a);                                    \
+		(a) = (b);                                                   \
+		(b) = tmp_;                                                  \
+	} while (0)
+
+static void
+adopt(struct pgn_session *s)
+{
+	if (s->bev != NULL)
+		bufferevent_setcb(s->bev, read_cb, write_cb, event_cb, s);
+	if (s->parser != NULL)
+		pgn_xml_parser_set_userdata(s->parser, s);
+}
+
+void
+pgn_stream_swap_transport(struct pgn_session *a, struct pgn_session *b)
+{
+	char tmp[sizeof(a->peer)];
+	char sid[sizeof(a->stream_id)];
+	unsigned x;
+
+	SWAP(a->bev, b->bev);
+	SWAP(a->fd, b->fd);
+	SWAP(a->ssl, b->ssl);
+	SWAP(a->parser, b->parser);
+	SWAP(a->listener, b->listener);
+	SWAP(a->pending, b->pending);
+	SWAP(a->npending, b->npending);
+	SWAP(a->last_read, b->last_read);
+	SWAP(a->last_write, b->last_write);
+	SWAP(a->ping_sent, b->ping_sent);
+	x = a->secure, a->secure = b->secure, b->secure = x;
+	x = a->direct_tls, a->direct_tls = b->direct_tls, b->direct_tls = x;
+	x = a->header_sent, a->header_sent = b->header_sent, b->header_sent = x;
+	memcpy(tmp, a->peer, sizeof(tmp));
+	memcpy(a->peer, b->peer, sizeof(tmp));
+	memcpy(b->peer, tmp, sizeof(tmp));
+	memcpy(sid, a->stream_id, sizeof(sid));
+	memcpy(a->stream_id, b->stream_id, sizeof(sid));
+	memcpy(b->stream_id, sid, sizeof(sid));
+	adopt(a);
+	adopt(b);
 }

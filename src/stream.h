@@ -38,6 +38,8 @@ enum pgn_stream_state {
 	PGN_ST_NEGOTIATING,     /* features sent: starttls / auth / bind */
 	PGN_ST_TLS_PENDING,     /* <proceed/> queued, switching to TLS */
 	PGN_ST_BOUND,           /* c2s: resource bound; component: accepted */
+	PGN_ST_HIBERNATED,      /* c2s: connection lost, kept for resumption
+				   (XEP-0198); no transport */
 	PGN_ST_CLOSING,         /* closing tag or error sent, flushing */
 	PGN_ST_DEAD,            /* waiting for the reaper */
 };
@@ -96,7 +98,17 @@ struct pgn_session {
 	uint64_t last_read;         /* monotonic ms */
 	uint64_t last_write;
 	struct pgn_session *next_dead;
+	struct pgn_sm *sm;          /* stream management, NULL until enabled */
+	uint64_t resume_of;         /* sm.c: this stream resumes that session */
+	uint64_t ping_sent;         /* ms our XEP-0199 ping left, 0 if none */
 };
+
+/* Bound, connected or hibernated: a place for stanzas to its full JID. */
+static inline int
+pgn_stream_bound(const struct pgn_session *s)
+{
+	return s->state == PGN_ST_BOUND || s->state == PGN_ST_HIBERNATED;
+}
 
 /* Accepts a new connection on fd for listener l (takes the fd). */
 void pgn_stream_accept(struct pgn_server *srv, const struct pgn_listener *l,
@@ -140,9 +152,47 @@ void pgn_stream_established(struct pgn_session *s);
 struct pgn_session *pgn_stream_find(struct pgn_server *srv, uint64_t id);
 uint64_t pgn_now_ms(void);
 
-/* sm.c: stream management.  Handles the XEP-0198 elements of a bound
- * session; 1 when xml was one (consumed). */
+/* The connection is lost (EOF, error, unanswered ping): hibernate the
+ * session when stream management may resume it, else destroy it. */
+void pgn_stream_lost(struct pgn_session *s);
+/* Moves the connection (socket, TLS, parser, queued input) of from onto
+ * to and to's onto from, callbacks included. */
+void pgn_stream_swap_transport(struct pgn_session *a, struct pgn_session *b);
+/* Runs sm's deferred step of s from the loop (its timer, now or later;
+ * replaces the pending timeout). */
+void pgn_stream_kick(struct pgn_session *s);
+void pgn_stream_kick_after(struct pgn_session *s, uint64_t ms);
+
+/* sm.c: stream management (XEP-0198). */
+/* Handles <enable/>, <resume/>, <r/>, <a/> from an authenticated client;
+ * 1 when xml was one of them (consumed). */
 int pgn_sm_element(struct pgn_session *s, struct pgn_xml *xml);
+/* Adds <sm/> to the features of an authenticated stream. */
+int pgn_sm_features(struct pgn_session *s, struct pgn_xml *features);
+/* A stanza from the client begins / has been routed (acks count it then,
+ * unless holds or tickets taken meanwhile are still running). */
+void pgn_sm_stanza_begin(struct pgn_session *s, uint32_t *seq);
+void pgn_sm_stanza_end(struct pgn_session *s, uint32_t seq);
+/* The stanza just written at output offset mark..end (or, with no
+ * transport, in buf) is kept until acknowledged.  0 or -ENOMEM. */
+int pgn_sm_track(struct pgn_session *s, size_t mark);
+int pgn_sm_queue_xml(struct pgn_session *s, const struct pgn_xml *xml);
+/* The session ended for good: unacked stanzas are handed back
+ * (pgn_stanza_undelivered); frees the state. */
+void pgn_sm_ended(struct pgn_session *s);
+void pgn_sm_free(struct pgn_session *s);
+/* Seconds a hibernated session waits. */
+unsigned pgn_sm_timeout(const struct pgn_session *s);
+/* Can this session be hibernated instead of ended? */
+int pgn_sm_resumable(const struct pgn_session *s);
+/* The connection was lost and the session hibernates / the timer of a
+ * stream finishing a resumption fired. */
+void pgn_sm_hibernated(struct pgn_session *s);
+void pgn_sm_kicked(struct pgn_session *s);
+/* The hold/ticket bookkeeping of the router: the client stanza being
+ * routed now (0 when none) takes one more reference, released later. */
+void pgn_sm_ref(struct pgn_server *srv, uint64_t sid, uint32_t seq);
+void pgn_sm_unref(struct pgn_server *srv, uint64_t sid, uint32_t seq);
 
 /* c2s.c */
 void pgn_c2s_stream_open(struct pgn_session *s, const char **attrs,

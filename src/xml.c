@@ -1226,6 +1226,12 @@ pgn_xml_parser_new(const struct pgn_xml_limits *limits,
 }
 
 void
+pgn_xml_parser_set_userdata(struct pgn_xml_parser *p, void *ud)
+{
+	p->ud = ud;
+}
+
+void
 pgn_xml_parser_free(struct pgn_xml_parser *p)
 {
 	if (!p)

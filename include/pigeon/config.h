@@ -54,6 +54,10 @@ struct pgn_cfg_limits {
 	unsigned keepalive_interval; /* seconds between whitespace pings; default 120 */
 	unsigned auth_fail_delay_ms; /* base delay after a SASL failure per IP; default 1000 */
 	unsigned max_sessions_per_user; /* default 100 */
+	unsigned ping_interval;     /* XEP-0199 ping after this many idle seconds; 0 off; default 300 */
+	unsigned ping_timeout;      /* seconds to answer it; default 60 */
+	unsigned resume_timeout;    /* XEP-0198 hibernation, seconds; 0 no resumption; default 300 */
+	unsigned max_unacked;       /* stanzas queued for a client's ack; default 5000 */
 };
 
 struct pgn_config {

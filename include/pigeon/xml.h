@@ -116,6 +116,9 @@ struct pgn_xml_parser *pgn_xml_parser_new(const struct pgn_xml_limits *limits,
 					  const struct pgn_xml_parser_cbs *cbs,
 					  void *ud);
 void pgn_xml_parser_free(struct pgn_xml_parser *p);
+/* Hands the parser's callbacks a new ud (a connection moving to another
+ * session on stream resumption). */
+void pgn_xml_parser_set_userdata(struct pgn_xml_parser *p, void *ud);
 /* Feeds bytes.  Callbacks run from inside.  A callback may call
  * pgn_xml_parser_reset() (after STARTTLS or SASL success): the rest of
  * the current buffer is then discarded and the next feed starts a new

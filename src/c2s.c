@@ -942,11 +942,13 @@ pgn_c2s_closed(struct pgn_session *s)
 		struct pgn_event ev = { .name = "session-ended", .origin = s };
 		pgn_router_unbind(s->srv, s);
 		s->was_bound = 0;
+		/* What its client never acknowledged goes back to the router
+		 * (offline storage) first: it was sent before anything a
+		 * module still holds for the session (client state
+		 * indication), which session-ended hands back after it. */
+		pgn_sm_ended(s);
 		pgn_host_fire(s->host, &ev);
 		pgn_log(PGN_LOG_INFO, "session %llu: %s ended",
 			(unsigned long long)s->id, s->jid->full);
-		/* After the unavailable broadcast: what its client never
-		 * acknowledged goes back to the router (offline storage). */
-		pgn_sm_ended(s);
 	}
 }

@@ -179,14 +179,28 @@ fail:
 	return -ENOMEM;
 }
 
+int
+pgn_sm_newly_acked(uint32_t acked, uint32_t h, unsigned nqueued,
+		   unsigned *n)
+{
+	/* Counters are modulo 2^32 (§4): after 4294967295 comes 0, so the
+	 * difference is taken in the same arithmetic. */
+	uint32_t d = h - acked;
+
+	if (d > nqueued)
+		return -ERANGE;
+	*n = d;
+	return 0;
+}
+
 /* The client acknowledged h stanzas in all: drop them.  -ERANGE when h
  * covers more than we sent. */
 static int
 queue_ack(struct pgn_sm *sm, uint32_t h)
 {
-	uint32_t n = h - sm->acked; /* wraps as the counters do (§4) */
+	unsigned n;
 
-	if (n > sm->nqueued)
+	if (pgn_sm_newly_acked(sm->acked, h, sm->nqueued, &n) != 0)
 		return -ERANGE;
 	while (n-- > 0) {
 		struct sm_item *it = sm->head;

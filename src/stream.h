@@ -164,6 +164,11 @@ void pgn_stream_kick(struct pgn_session *s);
 void pgn_stream_kick_after(struct pgn_session *s, uint64_t ms);
 
 /* sm.c: stream management (XEP-0198). */
+/* How many of nqueued unacknowledged stanzas an <a h/> acknowledges when
+ * the previous h was acked (counters wrap at 2^32): 0 and *n, or -ERANGE
+ * when h is more than was sent. */
+int pgn_sm_newly_acked(uint32_t acked, uint32_t h, unsigned nqueued,
+		       unsigned *n);
 /* Handles <enable/>, <resume/>, <r/>, <a/> from an authenticated client;
  * 1 when xml was one of them (consumed). */
 int pgn_sm_element(struct pgn_session *s, struct pgn_xml *xml);

@@ -2,7 +2,9 @@
  * and features that the host's modules registered (pgn_host_disco_info,
  * the element mod_caps hashes too); disco#items lists nothing yet
  * (components and rooms will add items).  An account's bare JID answers
- * with the account identity (XEP-0030 §3.1 for accounts). */
+ * with the account identity (XEP-0030 §3.1 for accounts) and, to its
+ * owner, the account features modules added (archive, push). */
+#include <errno.h>
 #include <string.h>
 
 #include "pigeon/module.h"
@@ -53,25 +55,52 @@ on_items(struct pgn_event *ev, void *arg)
 	return PGN_EVENT_HANDLED;
 }
 
+struct add_ctx {
+	struct pgn_xml *q;
+	int err;
+};
+
+static void
+add_var(const char *var, void *arg)
+{
+	struct add_ctx *c = arg;
+	struct pgn_xml *f = pgn_xml_add_child(c->q, NS_INFO, "feature");
+
+	if (f == NULL || pgn_xml_set_attr(f, "var", var) != 0)
+		c->err = -ENOMEM;
+}
+
 static int
 on_account_info(struct pgn_event *ev, void *arg)
 {
-	struct pgn_xml *q = new_query(ev, NS_INFO), *id, *f;
+	struct pgn_xml *req = pgn_xml_first_child(ev->stanza->xml);
+	struct add_ctx c = { .q = new_query(ev, NS_INFO) };
+	struct pgn_xml *id;
+	const struct pgn_jid *from = ev->stanza->from;
 
-	/* Only the account owner (any of its resources) sees it; others get
-	 * the answer without presence subscription checks, which the roster
-	 * module will add. */
-	if (q == NULL ||
-	    (id = pgn_xml_add_child(q, NS_INFO, "identity")) == NULL ||
+	if (req != NULL && pgn_xml_attr(req, "node") != NULL) {
+		pgn_event_error(ev, "cancel", "item-not-found");
+		pgn_xml_free(c.q);
+		return PGN_EVENT_HANDLED;
+	}
+	if (c.q == NULL ||
+	    (id = pgn_xml_add_child(c.q, NS_INFO, "identity")) == NULL ||
 	    pgn_xml_set_attr(id, "category", "account") != 0 ||
-	    pgn_xml_set_attr(id, "type", "registered") != 0 ||
-	    (f = pgn_xml_add_child(q, NS_INFO, "feature")) == NULL ||
-	    pgn_xml_set_attr(f, "var", NS_INFO) != 0) {
-		pgn_xml_free(q);
+	    pgn_xml_set_attr(id, "type", "registered") != 0)
+		c.err = -ENOMEM;
+	else
+		add_var(NS_INFO, &c);
+	/* The account's own services (archive, push) are the owner's
+	 * business (any of its resources); others see the identity only. */
+	if (c.err == 0 && from != NULL &&
+	    strcmp(from->bare, ev->stanza->to->bare) == 0)
+		pgn_host_foreach_account_feature(ev->host, add_var, &c);
+	if (c.err != 0) {
+		pgn_xml_free(c.q);
 		pgn_event_error(ev, "wait", "resource-constraint");
 		return PGN_EVENT_HANDLED;
 	}
-	pgn_event_reply(ev, q);
+	pgn_event_reply(ev, c.q);
 	return PGN_EVENT_HANDLED;
 }
 

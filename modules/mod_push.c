@@ -1127,7 +1127,7 @@ push_load(struct pgn_module *m)
 	                          on_enable, p, 0)) < 0 ||
 	    (rc = pgn_module_hook(m, "iq-set/bare/" NS_PUSH ":disable",
 	                          on_disable, p, 0)) < 0 ||
-	    (rc = pgn_module_add_feature(m, NS_PUSH)) < 0)
+	    (rc = pgn_module_add_account_feature(m, NS_PUSH)) < 0)
 		goto fail;
 	return 0;
 fail:

@@ -65,6 +65,7 @@ pgn_host_free(struct pgn_host *h)
 	free(h->modules);
 	free_features(h->features, h->nfeatures);
 	free_features(h->identities, h->nidentities);
+	free_features(h->account_features, h->naccount_features);
 	pgn_events_free(h->events);
 	free(h->name);
 	free(h);
@@ -89,6 +90,17 @@ cmp_feature(const void *a, const void *b)
 {
 	return strcmp(((const struct pgn_feature *)a)->var,
 		      ((const struct pgn_feature *)b)->var);
+}
+
+void
+pgn_host_foreach_account_feature(const struct pgn_host *h,
+				 void (*fn)(const char *var, void *arg),
+				 void *arg)
+{
+	for (size_t i = 0; i < h->naccount_features; i++)
+		if (i == 0 || strcmp(h->account_features[i].var,
+				     h->account_features[i - 1].var) != 0)
+			fn(h->account_features[i].var, arg);
 }
 
 void
@@ -155,23 +167,38 @@ fail:
 	return NULL;
 }
 
+/* Adds var to a sorted feature list. */
+static int
+add_feature(struct pgn_feature **list, size_t *n,
+	    const struct pgn_module *owner, const char *var)
+{
+	struct pgn_feature *f = realloc(*list, (*n + 1) * sizeof(*f));
+	if (f == NULL)
+		return -ENOMEM;
+	*list = f;
+	memset(&f[*n], 0, sizeof(*f));
+	f[*n].var = strdup(var);
+	if (f[*n].var == NULL)
+		return -ENOMEM;
+	f[*n].owner = owner;
+	(*n)++;
+	qsort(*list, *n, sizeof(*f), cmp_feature);
+	return 0;
+}
+
 int
 pgn_host_add_feature(struct pgn_host *h, const struct pgn_module *owner,
 		     const char *var)
 {
-	struct pgn_feature *f =
-		realloc(h->features, (h->nfeatures + 1) * sizeof(*f));
-	if (f == NULL)
-		return -ENOMEM;
-	h->features = f;
-	memset(&f[h->nfeatures], 0, sizeof(*f));
-	f[h->nfeatures].var = strdup(var);
-	if (f[h->nfeatures].var == NULL)
-		return -ENOMEM;
-	f[h->nfeatures].owner = owner;
-	h->nfeatures++;
-	qsort(h->features, h->nfeatures, sizeof(*f), cmp_feature);
-	return 0;
+	return add_feature(&h->features, &h->nfeatures, owner, var);
+}
+
+int
+pgn_host_add_account_feature(struct pgn_host *h,
+			     const struct pgn_module *owner, const char *var)
+{
+	return add_feature(&h->account_features, &h->naccount_features, owner,
+			   var);
 }
 
 int
@@ -219,5 +246,7 @@ pgn_host_remove_owned(struct pgn_host *h, const struct pgn_module *owner)
 {
 	h->nfeatures = remove_owned(h->features, h->nfeatures, owner);
 	h->nidentities = remove_owned(h->identities, h->nidentities, owner);
+	h->naccount_features = remove_owned(h->account_features,
+					    h->naccount_features, owner);
 	pgn_events_remove_owner(h->events, owner);
 }

@@ -26,6 +26,8 @@ struct pgn_host {
 	size_t nfeatures;
 	struct pgn_feature *identities;
 	size_t nidentities;
+	struct pgn_feature *account_features; /* of every account's bare JID */
+	size_t naccount_features;
 };
 
 struct pgn_host *pgn_host_new(struct pgn_server *srv,
@@ -40,6 +42,9 @@ int pgn_host_fire(struct pgn_host *h, struct pgn_event *ev);
 /* Disco data owned by a module (removed with it). */
 int pgn_host_add_feature(struct pgn_host *h, const struct pgn_module *owner,
 			 const char *var);
+int pgn_host_add_account_feature(struct pgn_host *h,
+				 const struct pgn_module *owner,
+				 const char *var);
 int pgn_host_add_identity(struct pgn_host *h, const struct pgn_module *owner,
 			  const char *category, const char *type,
 			  const char *name);

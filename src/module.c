@@ -121,6 +121,12 @@ pgn_module_add_feature(struct pgn_module *m, const char *var)
 }
 
 int
+pgn_module_add_account_feature(struct pgn_module *m, const char *var)
+{
+	return pgn_host_add_account_feature(m->host, m, var);
+}
+
+int
 pgn_module_add_identity(struct pgn_module *m, const char *category,
 			const char *type, const char *name)
 {

@@ -122,6 +122,9 @@ int pgn_module_hook(struct pgn_module *m, const char *event, pgn_hook_fn fn,
 		    void *arg, int priority);
 /* Adds a disco#info feature / identity of the host, removed on unload. */
 int pgn_module_add_feature(struct pgn_module *m, const char *var);
+/* Adds a feature of the host's accounts: disco#info of a user's bare JID
+ * lists it to the user (XEP-0313 §7 archive, XEP-0357 §4.1 push). */
+int pgn_module_add_account_feature(struct pgn_module *m, const char *var);
 int pgn_module_add_identity(struct pgn_module *m, const char *category,
 			    const char *type, const char *name);
 const char *pgn_module_option(const struct pgn_module *m, const char *key,
@@ -145,6 +148,9 @@ const char *pgn_host_name(const struct pgn_host *h);
 void pgn_host_foreach_feature(const struct pgn_host *h,
 			      void (*fn)(const char *var, void *arg),
 			      void *arg);
+void pgn_host_foreach_account_feature(const struct pgn_host *h,
+				      void (*fn)(const char *var, void *arg),
+				      void *arg);
 void pgn_host_foreach_identity(const struct pgn_host *h,
 			       void (*fn)(const char *category,
 					  const char *type, const char *name,

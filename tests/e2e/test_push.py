@@ -276,9 +276,11 @@ def check_summary(n, count, frm, body=None, node='n1', to=COMPONENT):
 # ---- tests ---------------------------------------------------------------
 
 def test_feature_advertised(server, user):
+    """XEP-0357 §4.1: on the account's bare JID, to its owner."""
     name, pw = user
     c = server.login(name, pw)
-    r = c.iq('get', "<query xmlns='%s'/>" % NS_DISCO_INFO, to='localhost')
+    r = c.iq('get', "<query xmlns='%s'/>" % NS_DISCO_INFO,
+             to='%s@localhost' % name)
     feats = [f.get('var') for f in r.iter('{%s}feature' % NS_DISCO_INFO)]
     assert NS_PUSH in feats, feats
 

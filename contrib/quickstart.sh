@@ -141,6 +141,9 @@ modules:
   mod_caps: {}
   mod_register: {}
   mod_carbons: {}
+  mod_mam: {}
+  mod_csi: {}
+  mod_push: {}
 
 log:
   level: info

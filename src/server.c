@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,6 +76,12 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 	if (l->srv->stopping) {
 		evutil_closesocket(fd);
 		return;
+	}
+	{
+		/* Stanzas are written whole; Nagle would hold the tail of a
+		 * multi-record reply for the peer's delayed ACK (~40 ms). */
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	}
 	if (sa->sa_family == AF_INET)
 		inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, peer,

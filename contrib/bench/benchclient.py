@@ -1,4 +1,5 @@
-"""What contrib/bench/idle-rss.py and offline-bench.py have in common.
+"""What the scripts of contrib/bench (idle-rss.py, offline-bench.py,
+mam-bench.py) have in common.
 
 The server side: a throw-away certificate, a free port, waiting for
 pigeond to listen, the tail of its log.  The client side: a minimal raw
@@ -18,6 +19,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -118,6 +120,52 @@ schema_dir: {yaml_str(os.path.join(srcdir, "schemas"))}
     with open(cfg, "w") as f:
         f.write(text)
     return cfg
+
+
+def conninfo_for_db(conninfo, dbname):
+    """conninfo naming the database dbname instead."""
+    if re.match(r"postgres(ql)?://", conninfo):
+        from urllib.parse import urlsplit, urlunsplit
+        u = urlsplit(conninfo)
+        return urlunsplit((u.scheme, u.netloc, "/" + dbname, u.query,
+                           u.fragment))
+    return f"{conninfo} dbname={dbname}"  # a later keyword wins
+
+
+def psql(conninfo, sql, timeout=60):
+    """Runs sql with psql; its unaligned output, stripped."""
+    r = subprocess.run(["psql", conninfo, "-X", "-A", "-t", "-q",
+                        "-v", "ON_ERROR_STOP=1", "-c", sql],
+                       capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise BenchError(f"psql failed: {r.stderr.strip()}")
+    return r.stdout.strip()
+
+
+def ctl(pigeonctl, cfg, cwd, *args, timeout=120):
+    """pigeonctl -c cfg args...; its output, or BenchError."""
+    r = subprocess.run([pigeonctl, "-c", cfg] + list(args), cwd=cwd,
+                       capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise BenchError(f"pigeonctl {args[0]} failed "
+                         f"({r.returncode}): {r.stderr.strip()}")
+    return r.stdout
+
+
+def new_store(driver, conninfo, tmp, prefix):
+    """A fresh store for a run: (storage YAML, conninfo, sqlite path,
+    database to drop afterwards or None).  PostgreSQL: the database
+    <prefix>_<pid>, created from conninfo (its role needs CREATEDB)."""
+    if driver == "pgsql":
+        dbname = f"{prefix}_{os.getpid()}"
+        psql(conninfo, f"CREATE DATABASE {dbname}")
+        conninfo = conninfo_for_db(conninfo, dbname)
+        return ("storage:\n  driver: pgsql\n"
+                f"  conninfo: {yaml_str(conninfo)}\n", conninfo, None,
+                dbname)
+    path = os.path.join(tmp, "pigeon.db")
+    return ("storage:\n  driver: sqlite\n"
+            f"  path: {yaml_str(path)}\n", None, path, None)
 
 
 def add_tree_args(ap):

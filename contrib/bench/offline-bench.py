@@ -42,12 +42,10 @@ must be at least N; --conninfo or --sqlite-path must name its store).
 import argparse
 import asyncio
 import os
-import re
 import secrets
 import shutil
 import sqlite3
 import ssl
-import subprocess
 import sys
 import tempfile
 import time
@@ -70,22 +68,6 @@ def log(msg):
 # --------------------------------------------------------------------------
 # Server side (the rest is in benchclient.py).
 
-def conninfo_for_db(conninfo, dbname):
-    if re.match(r"postgres(ql)?://", conninfo):
-        from urllib.parse import urlsplit, urlunsplit
-        u = urlsplit(conninfo)
-        return urlunsplit((u.scheme, u.netloc, "/" + dbname, u.query,
-                           u.fragment))
-    return f"{conninfo} dbname={dbname}"  # a later keyword wins
-
-
-def psql(conninfo, sql):
-    r = subprocess.run(["psql", conninfo, "-X", "-A", "-t", "-q",
-                        "-v", "ON_ERROR_STOP=1", "-c", sql],
-                       capture_output=True, text=True, timeout=60)
-    if r.returncode != 0:
-        raise bc.BenchError(f"psql failed: {r.stderr.strip()}")
-    return r.stdout.strip()
 
 
 def write_config(tmp, port, pem, builddir, srcdir, storage, quota,
@@ -98,14 +80,6 @@ def write_config(tmp, port, pem, builddir, srcdir, storage, quota,
                                "offline-bench.py", storage, modules)
 
 
-def ctl(pigeonctl, cfg, cwd, *args):
-    r = subprocess.run([pigeonctl, "-c", cfg] + list(args), cwd=cwd,
-                       capture_output=True, text=True, timeout=60)
-    if r.returncode != 0:
-        raise bc.BenchError(f"pigeonctl {args[0]} failed "
-                            f"({r.returncode}): {r.stderr.strip()}")
-    return r.stdout
-
 
 class Counter:
     """Counts the recipient's stored messages."""
@@ -116,10 +90,15 @@ class Counter:
         self.sqlite_path = sqlite_path
         self.sql = (f"SELECT count(*) FROM {table} "
                     f"WHERE host = '{bc.HOST}' AND username = '{user}'")
+        if table == "mam_messages":
+            # Both archives: the run's accounts all carry its tag.
+            tag = user[len("rcpt"):]
+            self.sql = (f"SELECT count(*) FROM {table} WHERE "
+                        f"host = '{bc.HOST}' AND username LIKE '%{tag}%'")
 
     def count(self):
         if self.driver == "pgsql":
-            return int(psql(self.conninfo, self.sql))
+            return int(bc.psql(self.conninfo, self.sql))
         db = sqlite3.connect(self.sqlite_path, timeout=30)
         try:
             return db.execute(self.sql).fetchone()[0]
@@ -363,17 +342,12 @@ def main():
         if args.config:
             cfg, port = os.path.abspath(args.config), args.port
         else:
-            if args.driver == "pgsql":
-                if not args.use_db:
-                    dbname = f"pigeon_offline_bench_{os.getpid()}"
-                    psql(conninfo, f"CREATE DATABASE {dbname}")
-                    conninfo = conninfo_for_db(conninfo, dbname)
+            if args.driver == "pgsql" and args.use_db:
                 storage = ("storage:\n  driver: pgsql\n"
                            f"  conninfo: {bc.yaml_str(conninfo)}\n")
             else:
-                sqlite_path = os.path.join(tmp, "pigeon.db")
-                storage = ("storage:\n  driver: sqlite\n"
-                           f"  path: {bc.yaml_str(sqlite_path)}\n")
+                storage, conninfo, sqlite_path, dbname = bc.new_store(
+                    args.driver, conninfo, tmp, "pigeon_offline_bench")
             pem = bc.make_cert(tmp)
             port = bc.free_port()
             cfg = write_config(tmp, port, pem, builddir, srcdir, storage,
@@ -384,11 +358,11 @@ def main():
         tag = secrets.token_hex(4)
         recipient = f"rcpt{tag}"
         rcpt_pw = secrets.token_hex(12)
-        ctl(pigeonctl, cfg, tmp, "register", recipient, bc.HOST, rcpt_pw)
+        bc.ctl(pigeonctl, cfg, tmp, "register", recipient, bc.HOST, rcpt_pw)
         creds = []
         for i in range(args.senders):
             u, p = f"snd{tag}x{i}", secrets.token_hex(12)
-            ctl(pigeonctl, cfg, tmp, "register", u, bc.HOST, p)
+            bc.ctl(pigeonctl, cfg, tmp, "register", u, bc.HOST, p)
             creds.append((u, p))
         counter = Counter(args.driver, conninfo, sqlite_path, recipient,
                           "mam_messages" if args.online
@@ -406,8 +380,8 @@ def main():
         # Leave a used server as we found it (the recipient's messages
         # go with the account).
         for u, _ in creds:
-            ctl(pigeonctl, cfg, tmp, "unregister", u, bc.HOST)
-        ctl(pigeonctl, cfg, tmp, "unregister", recipient, bc.HOST)
+            bc.ctl(pigeonctl, cfg, tmp, "unregister", u, bc.HOST)
+        bc.ctl(pigeonctl, cfg, tmp, "unregister", recipient, bc.HOST)
         if proc is not None:
             bc.stop_pigeond(proc, 60)
         status = 0
@@ -419,7 +393,7 @@ def main():
                   show_log=status != 0 and proc is not None)
         if dbname is not None:
             try:
-                psql(args.conninfo, f"DROP DATABASE IF EXISTS {dbname}")
+                bc.psql(args.conninfo, f"DROP DATABASE IF EXISTS {dbname}")
             except bc.BenchError as e:
                 log(f"cannot drop {dbname}: {e}")
     return status

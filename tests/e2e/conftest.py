@@ -123,6 +123,36 @@ def pg_conninfo_for(dbname):
     return '%s dbname=%s' % (PGSQL, dbname)
 
 
+def db_rows(server, sql):
+    """The rows of sql on server's store (SQLite file or PostgreSQL
+    database), as tuples of strings/ints as the driver gives them."""
+    if server.driver == 'sqlite':
+        import sqlite3
+        conn = sqlite3.connect(str(server.db_path), timeout=10)
+        try:
+            with conn:
+                return [tuple(r) for r in conn.execute(sql).fetchall()]
+        finally:
+            conn.close()
+    # Unit and record separators that no value contains, so values may
+    # hold newlines; psql ends the output with one newline.
+    r = subprocess.run(['psql', pg_conninfo_for(server.pg_db), '-X', '-A',
+                        '-t', '-q', '-F', '\x1f', '-R', '\x1e', '-v',
+                        'ON_ERROR_STOP=1', '-c', sql],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout[:-1] if r.stdout.endswith('\n') else r.stdout
+    return [tuple(rec.split('\x1f')) for rec in out.split('\x1e')
+            if out != '']
+
+
+def db(server, sql):
+    """The first column of the first row of sql on server's store, or
+    None (a string on PostgreSQL)."""
+    rows = db_rows(server, sql)
+    return rows[0][0] if rows else None
+
+
 def pg_create_db():
     name = 'pigeon_test_%d_%s' % (os.getpid(), unique('db'))
     psql('CREATE DATABASE %s' % name)

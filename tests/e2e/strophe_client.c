@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -355,6 +356,11 @@ main(int argc, char **argv)
 		return SC_EXIT_USAGE;
 	memset(&st, 0, sizeof(st));
 	st.opt = &opt;
+	/* libstrophe writes with send() and no MSG_NOSIGNAL: a late write
+	 * (its XEP-0198 <a/> answering the server's <r/> while the streams
+	 * close) to a socket the server has already closed must be an error,
+	 * not a kill, as in any real client. */
+	signal(SIGPIPE, SIG_IGN);
 
 	xmpp_initialize();
 	if (opt.verbose)

@@ -4,8 +4,6 @@ import asyncio
 import base64
 import hashlib
 import secrets
-import sqlite3
-import subprocess
 import time
 from xml.sax.saxutils import quoteattr
 
@@ -148,16 +146,7 @@ def expect_no_query(c, seconds=1.5):
 
 def stored_caps(srv, ver):
     sql = "SELECT features FROM caps WHERE hash = 'sha-1' AND ver = '%s'" % ver
-    if srv.driver == 'sqlite':
-        db = sqlite3.connect(str(srv.db_path), timeout=10)
-        try:
-            return [r[0] for r in db.execute(sql)]
-        finally:
-            db.close()
-    r = subprocess.run(['psql', conftest.pg_conninfo_for(srv.pg_db), '-X', '-A',
-                        '-t', '-v', 'ON_ERROR_STOP=1', '-c', sql],
-                       capture_output=True, text=True, timeout=30, check=True)
-    return [r.stdout.rstrip('\n')] if r.stdout.strip() else []
+    return [r[0] for r in conftest.db_rows(srv, sql)]
 
 
 def wait_stored(srv, ver, timeout=5.0):

@@ -39,6 +39,33 @@ def test_disco_info_host(server, user):
     assert len(feats) == len(set(feats)), 'duplicate features: %s' % feats
 
 
+def account_info(c, to):
+    r = c.iq('get', "<query xmlns='%s'/>" % NS_DISCO_INFO, to=to)
+    assert r.get('type') == 'result', to_str(r)
+    q = r.find('{%s}query' % NS_DISCO_INFO)
+    ids = [(i.get('category'), i.get('type'))
+           for i in q.findall('{%s}identity' % NS_DISCO_INFO)]
+    feats = [f.get('var') for f in q.findall('{%s}feature' % NS_DISCO_INFO)]
+    return ids, feats
+
+
+def test_disco_info_account(server):
+    """An account's bare JID: the identity for anyone, and the account
+    features modules add (archive, push) for the owner only."""
+    a_name, a_pw = server.new_user()
+    b_name, b_pw = server.new_user()
+    a = server.login(a_name, a_pw)
+    b = server.login(b_name, b_pw)
+    ids, feats = account_info(a, '%s@localhost' % a_name)
+    assert ('account', 'registered') in ids
+    for f in ('urn:xmpp:mam:2', 'urn:xmpp:push:0', NS_DISCO_INFO):
+        assert f in feats, '%s not in %s' % (f, feats)
+    assert len(feats) == len(set(feats)), feats
+    ids, feats = account_info(b, '%s@localhost' % a_name)
+    assert ('account', 'registered') in ids
+    assert 'urn:xmpp:mam:2' not in feats and 'urn:xmpp:push:0' not in feats
+
+
 def test_disco_items_host(server, user):
     name, pw = user
     c = server.login(name, pw)

@@ -1,14 +1,12 @@
 """mod_offline: offline messages (XEP-0160), XEP-0203 delay, XEP-0334
 hints, quota, delete_old_messages."""
 
-import sqlite3
-import subprocess
 import time
 
 import pytest
 
 import rawxmpp
-from conftest import pg_conninfo_for
+from conftest import db
 from rawxmpp import local, stanza_error, to_str
 
 BODY = '{jabber:client}body'
@@ -23,23 +21,6 @@ STAMP_RE = r'^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$'
 
 # ---- helpers -----------------------------------------------------------
 
-def db(server, sql):
-    """Runs sql on the server's store; the first column of the first row
-    (or None)."""
-    if server.driver == 'sqlite':
-        conn = sqlite3.connect(str(server.db_path), timeout=10)
-        try:
-            with conn:
-                row = conn.execute(sql).fetchone()
-            return row[0] if row else None
-        finally:
-            conn.close()
-    r = subprocess.run(['psql', pg_conninfo_for(server.pg_db), '-X', '-A', '-t',
-                        '-q', '-v', 'ON_ERROR_STOP=1', '-c', sql],
-                       capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0, r.stderr
-    out = r.stdout.strip()
-    return out.splitlines()[0] if out else None
 
 
 def stored(server, username=None):

@@ -364,8 +364,11 @@ def test_slixmpp_subscription_and_presence(server):
         # slixmpp authorizes and subscribes back automatically
         a.send_presence(pto=b.boundjid.bare, ptype='subscribe')
         await asyncio.wait_for(b_online, 10)
+        # Each side learns from its own roster push, in no set order.
         for _ in range(100):
-            if a.client_roster[b.boundjid.bare]['subscription'] == 'both':
+            if a.client_roster[b.boundjid.bare]['subscription'] == 'both' \
+                    and b.client_roster[a.boundjid.bare]['subscription'] \
+                    == 'both':
                 break
             await asyncio.sleep(0.05)
         assert a.client_roster[b.boundjid.bare]['subscription'] == 'both'

@@ -8,8 +8,6 @@ error when told to) and hands what it received to the test."""
 import asyncio
 import os
 import queue
-import sqlite3
-import subprocess
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -19,7 +17,7 @@ import slixmpp
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from conftest import COMPONENT, COMPONENT_SECRET, pg_conninfo_for
+from conftest import COMPONENT, COMPONENT_SECRET, db
 from rawxmpp import NS_DISCO_INFO, local, new_id, stanza_error, to_str
 
 NS_PUSH = 'urn:xmpp:push:0'
@@ -238,22 +236,6 @@ def sender(server):
     return c
 
 
-def db(server, sql):
-    """The first column of the first row of sql on the server's store."""
-    if server.driver == 'sqlite':
-        conn = sqlite3.connect(str(server.db_path), timeout=10)
-        try:
-            with conn:
-                row = conn.execute(sql).fetchone()
-            return row[0] if row else None
-        finally:
-            conn.close()
-    r = subprocess.run(['psql', pg_conninfo_for(server.pg_db), '-X', '-A', '-t',
-                        '-q', '-v', 'ON_ERROR_STOP=1', '-c', sql],
-                       capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0, r.stderr
-    out = r.stdout.strip()
-    return out.splitlines()[0] if out else None
 
 
 def registrations(server, user):

@@ -228,8 +228,15 @@ def test_hibernation_timeout_goes_offline(make_server, driver):
     drop(a)
     wait_log(srv, 'hibernated')
     b.message(a.jid, 'while away')
+    # An iq request waiting in the queue is answered with an error when
+    # the session ends (nobody else can answer it).
+    b.send("<iq type='get' id='v1' to='%s'><query xmlns='jabber:iq:version'/>"
+           "</iq>" % a.jid)
     assert b.ping().get('type') == 'result'
     wait_log(srv, 'hibernation over')
+    err = b.recv_stanza('iq', id='v1')
+    assert err.get('type') == 'error', to_str(err)
+    assert rawxmpp.stanza_error(err)[1] == 'recipient-unavailable'
     wait_log(srv, 'handed back')
     # Too late to resume.
     c, el = resume(srv, an, ap, sm_id, 0)

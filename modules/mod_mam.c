@@ -880,8 +880,9 @@ archive_now(struct mam *mm, struct pgn_stanza *st, const struct pgn_jid *owner,
 	const char *origin = NULL;
 
 	if (mm->queued >= MAX_QUEUED) {
-		/* The store does not keep up: the message goes on without
-		 * being archived rather than waiting. */
+		/* The store does not keep up (a message that waited for the
+		 * preferences; others are refused before): it goes on
+		 * without being archived rather than waiting. */
 		pgn_log(PGN_LOG_WARN,
 		        "mod_mam %s: %zu rows waiting for the "
 		        "store, not archiving more",
@@ -1222,6 +1223,17 @@ on_message(struct pgn_event *ev, struct mam *mm, int outgoing)
 		return PGN_EVENT_PASS;
 	if ((v = decide(p, peer, 0)) == V_NO)
 		return PGN_EVENT_PASS;
+	if (mm->queued >= MAX_QUEUED) {
+		/* The store does not keep up.  Going on unarchived would
+		 * acknowledge (XEP-0198) a message that is not durable: the
+		 * sender is told to try again instead. */
+		pgn_log(PGN_LOG_WARN,
+		        "mod_mam %s: %zu rows waiting for the store, "
+		        "refusing messages",
+		        mm->host, mm->queued);
+		pgn_event_error(ev, "wait", "resource-constraint");
+		return PGN_EVENT_HANDLED;
+	}
 	ticket = pgn_event_ack_ticket(ev);
 	if (v == V_YES) {
 		archive_now(mm, st, owner, peer, outgoing, ticket);

@@ -330,6 +330,10 @@ struct bench {
 	int nerrs;
 	struct hist lat;
 	struct hist login;
+	/* CPU seconds (user + system) of the server (--server-pid, all its
+	 * threads) and of this process when the measured phase began. */
+	double cpu_srv0;
+	double cpu_self0;
 	/* idle */
 	long rss_before;
 	long rss_after;
@@ -413,6 +417,57 @@ server_rss(struct bench *b)
 		return -1;
 	snprintf(pid, sizeof(pid), "%ld", b->o.server_pid);
 	return rss_kib(pid);
+}
+
+/* CPU seconds (user + system, all threads) of the server, or -1.  Fields
+ * 14 and 15 of /proc/PID/stat, counted after the ')' that ends the
+ * command name (which may hold spaces). */
+static double
+server_cpu(const struct bench *b)
+{
+	char path[64], buf[1024];
+	unsigned long long ut, st;
+	const char *p;
+	size_t n;
+	FILE *f;
+
+	if (b->o.server_pid <= 0)
+		return -1;
+	snprintf(path, sizeof(path), "/proc/%ld/stat", b->o.server_pid);
+	f = fopen(path, "r");
+	if (f == NULL)
+		return -1;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	p = strrchr(buf, ')');
+	/* state ppid pgrp session tty tpgid flags minflt cminflt majflt
+	 * cmajflt, then utime stime */
+	if (p == NULL || sscanf(p + 1,
+	                        " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u"
+	                        " %llu %llu",
+	                        &ut, &st) != 2)
+		return -1;
+	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static double
+self_cpu(void)
+{
+	struct rusage ru;
+
+	if (getrusage(RUSAGE_SELF, &ru) != 0)
+		return -1;
+	return (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+	       ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* The measured phase begins: CPU time is counted from here. */
+static void
+cpu_mark(struct bench *b)
+{
+	b->cpu_srv0 = server_cpu(b);
+	b->cpu_self0 = self_cpu();
 }
 
 /* The account name of number idx; --user-fmt was checked to hold exactly
@@ -2191,6 +2246,29 @@ launch_more(struct bench *b)
 	b->launching = 0;
 }
 
+/* CPU used since cpu_mark by the server and by this tool, in all and per
+ * unit (login, message, session; the keys name it): next to a rate, it
+ * says which side was the limit and what one unit costs. */
+static void
+cpu_report(struct bench *b, double units, const char *srv_key,
+           const char *self_key)
+{
+	double srv = server_cpu(b), self = self_cpu();
+
+	if (b->cpu_srv0 >= 0 && srv >= 0) {
+		result_add(b, "server_cpu_s", NULL, srv - b->cpu_srv0, 2);
+		if (units > 0)
+			result_add(b, srv_key, NULL,
+			           (srv - b->cpu_srv0) * 1e6 / units, 1);
+	}
+	if (b->cpu_self0 >= 0 && self >= 0) {
+		result_add(b, "client_cpu_s", NULL, self - b->cpu_self0, 2);
+		if (units > 0)
+			result_add(b, self_key, NULL,
+			           (self - b->cpu_self0) * 1e6 / units, 1);
+	}
+}
+
 static void
 report_common(struct bench *b)
 {
@@ -2251,6 +2329,8 @@ idle_measure(struct bench *b)
 		                 : 0,
 		           2);
 	result_add(b, "hold_s", NULL, b->o.hold, 1);
+	cpu_report(b, (double)b->ready, "server_cpu_us_per_session",
+	           "client_cpu_us_per_session");
 	if (b->dropped > 0)
 		b->exit_code = 1;
 }
@@ -2289,6 +2369,8 @@ chat_report(struct bench *b)
 	result_add(b, "samples", NULL, (double)b->lat.count, 0);
 	result_add(b, "msg_errors", NULL, (double)b->msg_errors, 0);
 	result_add(b, "other_msgs", NULL, (double)b->other_msgs, 0);
+	cpu_report(b, (double)b->delivered, "server_cpu_us_per_msg",
+	           "client_cpu_us_per_msg");
 	report_common(b);
 	if (b->sent != b->delivered && b->interrupted) {
 		fprintf(stderr,
@@ -2335,6 +2417,8 @@ login_report(struct bench *b)
 	result_add(b, "login_p99_ms", "p99 ms",
 	           (double)hist_pct(&b->login, 0.99) / 1e6, 2);
 	result_add(b, "login_max_ms", "max ms", (double)b->login.max / 1e6, 2);
+	cpu_report(b, (double)b->done, "server_cpu_us_per_login",
+	           "client_cpu_us_per_login");
 	report_common(b);
 	if (b->failed > 0)
 		b->exit_code = 1;
@@ -2384,6 +2468,8 @@ offline_report(struct bench *b)
 			b->exit_code = 1;
 		}
 	}
+	cpu_report(b, (double)b->sent, "server_cpu_us_per_msg",
+	           "client_cpu_us_per_msg");
 	report_common(b);
 	if (b->dropped > 0 || b->fin_done < b->fin_expected)
 		b->exit_code = 1;
@@ -2519,6 +2605,7 @@ chat_start(struct bench *b)
 {
 	b->phase = PH_RUN;
 	b->t_run = now_ns();
+	cpu_mark(b);
 	b->t_measure = b->t_run + (uint64_t)(b->o.warmup * 1e9);
 	b->t_stop = UINT64_MAX;
 	b->rate_t0 = b->t_run;
@@ -2599,6 +2686,7 @@ offline_start(struct bench *b)
 {
 	b->phase = PH_RUN;
 	b->t_run = now_ns();
+	cpu_mark(b);
 	b->rate_t0 = b->t_run;
 	if (b->o.duration > 0 && arm_timer(b, b->o.duration) != 0) {
 		finish(b);
@@ -2666,6 +2754,7 @@ logins_over(struct bench *b)
 		b->done = 0;
 		b->target = b->o.n > 0 ? b->o.n : LONG_MAX;
 		b->t_run = b->t_launch = b->t_last = now_ns();
+		cpu_mark(b);
 		if (b->o.n <= 0 && arm_timer(b, b->o.duration) != 0) {
 			finish(b);
 			return;
@@ -3454,6 +3543,7 @@ main(int argc, char **argv)
 		goto out;
 	}
 	b->t_launch = b->t_run = now_ns();
+	cpu_mark(b);
 	launch_more(b);
 	progress(b);
 	if (event_base_dispatch(b->base) < 0) {

@@ -15,6 +15,11 @@
 #                  there are two CPUs or more); 0: no pinning
 #   PIGEON_BUILDDIR  the build tree (pigeond, bench/pigeon-load); default
 #                  _build of this source tree
+#   BENCH_PGSQL    libpq conninfo of an existing database: Pigeon stores
+#                  in PostgreSQL there instead of SQLite (its state, keys
+#                  and account count then live in $BENCH_DIR/pigeon-pgsql)
+#   BENCH_CERT     the certificate's key: ec (P-256, default) or rsa
+#                  (RSA-2048); one per kind in $BENCH_DIR/certs/KIND
 #
 # Examples:
 #   bench/run.sh provision 5000
@@ -34,6 +39,8 @@ builddir=$(cd "$builddir" 2>/dev/null && pwd) || {
 LOAD=$builddir/bench/pigeon-load
 BENCH_DIR=${BENCH_DIR:-/tmp/pigeon-bench}
 SERVERS=${BENCH_SERVERS:-pigeon prosody ejabberd}
+BENCH_PGSQL=${BENCH_PGSQL:-}
+BENCH_CERT=${BENCH_CERT:-ec}
 PASSWORD=load-pass
 NODE=pigeonbench@localhost
 
@@ -67,12 +74,32 @@ version() {
 	esac
 }
 
-# One self-signed certificate for localhost, shared by the three.
+# A server's state directory: configuration, store, logs, key cache and
+# the number of accounts provisioned.  Pigeon on PostgreSQL has its own
+# (its accounts are in another store).
+sdir() {
+	if [ "$1" = pigeon ] && [ -n "$BENCH_PGSQL" ]; then
+		echo "$BENCH_DIR/pigeon-pgsql"
+	else
+		echo "$BENCH_DIR/$1"
+	fi
+}
+
+CERT_DIR=$BENCH_DIR/certs/$BENCH_CERT
+
+# One self-signed certificate for localhost, shared by the three: ECDSA
+# P-256 or RSA-2048 (BENCH_CERT).  The key type decides much of what a
+# TLS handshake costs the server (doc/performance.md).
 make_cert() {
-	local d=$BENCH_DIR/certs
+	local d=$CERT_DIR newkey
 	[ -s "$d/localhost.pem" ] && return 0
+	case $BENCH_CERT in
+	ec) newkey=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1) ;;
+	rsa) newkey=(-newkey rsa:2048) ;;
+	*) die "BENCH_CERT must be ec or rsa" ;;
+	esac
 	mkdir -p "$d" || return 1
-	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+	openssl req -x509 "${newkey[@]}" \
 		-nodes -days 365 -subj /CN=localhost \
 		-addext subjectAltName=DNS:localhost \
 		-keyout "$d/key.pem" -out "$d/cert.pem" 2>/dev/null || return 1
@@ -80,18 +107,35 @@ make_cert() {
 	chmod 644 "$d/cert.pem" "$d/key.pem" "$d/localhost.pem"
 }
 
-# Fills a template of bench/configs into the server's directory.
+# Pigeon's storage section: SQLite in its directory, or BENCH_PGSQL.
+pigeon_storage() {
+	if [ -n "$BENCH_PGSQL" ]; then
+		printf '  driver: pgsql\n  conninfo: "%s"\n' "$BENCH_PGSQL"
+	else
+		printf '  driver: sqlite\n  path: "%s/pigeon.db"\n' "$(sdir pigeon)"
+	fi
+}
+
+# Fills a template of bench/configs into the server's directory
+# (@STORAGE@ stands alone on its line: Pigeon's storage section).
 fill() {
-	local srv=$1 src=$2 dst=$3 d=$BENCH_DIR/$1
+	local srv=$1 src=$2 dst=$3 d
+	d=$(sdir "$1")
 	sed -e "s|@DIR@|$d|g" -e "s|@C2S_PORT@|$(c2s_port "$srv")|g" \
 		-e "s|@TLS_PORT@|$(tls_port "$srv")|g" \
-		-e "s|@PEM@|$BENCH_DIR/certs/localhost.pem|g" \
-		-e "s|@CERT@|$BENCH_DIR/certs/cert.pem|g" \
-		-e "s|@KEY@|$BENCH_DIR/certs/key.pem|g" \
+		-e "s|@PEM@|$CERT_DIR/localhost.pem|g" \
+		-e "s|@CERT@|$CERT_DIR/cert.pem|g" \
+		-e "s|@KEY@|$CERT_DIR/key.pem|g" \
 		-e "s|@NODE@|$NODE|g" \
 		-e "s|@MODULE_PATH@|$builddir/modules/.libs|g" \
 		-e "s|@SCHEMA_DIR@|$srcdir/schemas|g" \
-		"$here/configs/$src" >"$dst"
+		"$here/configs/$src" | while IFS= read -r line; do
+		if [ "$line" = "@STORAGE@" ]; then
+			pigeon_storage
+		else
+			printf '%s\n' "$line"
+		fi
+	done >"$dst"
 }
 
 wait_port() {
@@ -118,7 +162,8 @@ STARTER_PID=
 
 # Starts a fresh server process (the store is kept: accounts).
 start_server() {
-	local srv=$1 d=$BENCH_DIR/$1 had_epmd=
+	local srv=$1 d had_epmd=
+	d=$(sdir "$1")
 	mkdir -p "$d" || return 1
 	make_cert || die "cannot make a certificate"
 	SERVER_PID= EPMD_PID= STARTER_PID=
@@ -143,7 +188,7 @@ start_server() {
 		mkdir -p "$d/spool" "$d/logs"
 		fill ejabberd ejabberd.yml "$d/ejabberd.yml"
 		fill ejabberd ejabberdctl.cfg "$d/ejabberdctl.cfg"
-		chown -R ejabberd: "$d" "$BENCH_DIR/certs" 2>/dev/null
+		chown -R ejabberd: "$d" "$CERT_DIR" 2>/dev/null
 		chmod 755 "$BENCH_DIR" 2>/dev/null
 		su ejabberd -s /bin/sh -c "ulimit -n \$(ulimit -Hn); exec ejabberdctl \
 			--ctl-config '$d/ejabberdctl.cfg' --spool '$d/spool' \
@@ -204,7 +249,8 @@ stop_pid() {
 }
 
 stop_server() {
-	local srv=$1 d=$BENCH_DIR/$1 pids
+	local srv=$1 d pids
+	d=$(sdir "$1")
 	pids=$(cat "$d/pids" 2>/dev/null) ||
 		pids="${SERVER_PID:--} ${EPMD_PID:--} ${STARTER_PID:--}"
 	set -- $pids
@@ -220,7 +266,7 @@ stop_server() {
 stop_all() {
 	local srv
 	for srv in pigeon prosody ejabberd; do
-		[ -f "$BENCH_DIR/$srv/pids" ] && stop_server "$srv"
+		[ -f "$(sdir "$srv")/pids" ] && stop_server "$srv"
 	done
 	return 0
 }
@@ -235,14 +281,14 @@ run_load() {
 		[ "$a" = --direct-tls ] && port=$(tls_port "$srv")
 	done
 	"${pin[@]}" "$LOAD" -p "$port" --password "$PASSWORD" \
-		--key-cache "$BENCH_DIR/$srv/keys.bin" "$@"
+		--key-cache "$(sdir "$srv")/keys.bin" "$@"
 }
 
 provision() {
 	local n=$1 srv rc=0 have
 	for srv in $SERVERS; do
 		installed "$srv" || { note "$srv is not installed: skipped"; continue; }
-		have=$(cat "$BENCH_DIR/$srv/accounts" 2>/dev/null || echo 0)
+		have=$(cat "$(sdir "$srv")/accounts" 2>/dev/null || echo 0)
 		if [ "$have" -ge "$n" ]; then
 			note "$srv: load1..load$have exist already"
 			continue
@@ -251,7 +297,7 @@ provision() {
 		start_server "$srv" noprobe || { rc=1; continue; }
 		if run_load "$srv" -s register -n $((n - have)) --first $((have + 1)) \
 			--concurrency 16; then
-			echo "$n" >"$BENCH_DIR/$srv/accounts"
+			echo "$n" >"$(sdir "$srv")/accounts"
 		else
 			rc=1
 		fi
@@ -305,7 +351,7 @@ for r in rows:
 EOF
 }
 
-[ $# -ge 1 ] || { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [ -x "$LOAD" ] || die "$LOAD is not built (make bench/pigeon-load)"
 mkdir -p "$BENCH_DIR/results" || die "cannot create $BENCH_DIR"
 trap 'stop_all; exit 130' INT TERM
@@ -328,7 +374,9 @@ stamp=$(date +%Y%m%d-%H%M%S)
 files=()
 status=0
 echo "== $scenario $* ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs," \
-	"pinning ${BENCH_PIN})"
+	"pinning ${BENCH_PIN}, $BENCH_CERT certificate, load average" \
+	"$(cut -d' ' -f1-3 /proc/loadavg))"
+[ -n "$BENCH_PGSQL" ] && echo "-- Pigeon stores in PostgreSQL ($BENCH_PGSQL)"
 for srv in $SERVERS; do
 	installed "$srv" || { note "$srv is not installed: skipped"; continue; }
 	echo "-- $(version "$srv")"
@@ -336,10 +384,14 @@ for srv in $SERVERS; do
 	out=$BENCH_DIR/results/$stamp-$srv.json
 	extra=()
 	# Pigeon's offline store can be counted: time the storing too.
-	if [ "$scenario" = offline ] && [ "$srv" = pigeon ] &&
-		command -v sqlite3 >/dev/null; then
-		extra=(--verify-cmd "sqlite3 $BENCH_DIR/pigeon/pigeon.db \
+	if [ "$scenario" = offline ] && [ "$srv" = pigeon ]; then
+		if [ -n "$BENCH_PGSQL" ] && command -v psql >/dev/null; then
+			extra=(--verify-cmd "psql '$BENCH_PGSQL' -X -A -t -c \
 'SELECT count(*) FROM offline_messages'")
+		elif [ -z "$BENCH_PGSQL" ] && command -v sqlite3 >/dev/null; then
+			extra=(--verify-cmd "sqlite3 $(sdir pigeon)/pigeon.db \
+'SELECT count(*) FROM offline_messages'")
+		fi
 	fi
 	run_load "$srv" -s "$scenario" --server-pid "$SERVER_PID" --json "$out" \
 		${extra[@]+"${extra[@]}"} "$@" || status=1

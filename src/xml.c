@@ -25,6 +25,7 @@
 
 #include <event2/buffer.h>
 #include <expat.h>
+#include <sodium.h>
 
 #include "pigeon/xml.h"
 
@@ -828,30 +829,56 @@ struct pgn_xml_parser {
 	struct pgn_xml_limits lim;
 	struct pgn_xml_parser_cbs cbs;
 	void *ud;
-	unsigned depth;          /* 0 before the root, 1 in it, 2+ in a stanza */
 	struct pgn_xml *stanza;  /* being built; owned here */
 	struct pgn_xml *cur;     /* innermost open element of stanza */
-	char *text;              /* character data not yet added to cur */
+	/* Character data not yet added to cur.  While the stream root is
+	 * parsed (depth 0, no stanza), the same buffer collects the root's
+	 * prefixed namespace declarations, "prefix\0uri\0"... (see
+	 * replay_save). */
+	char *text;
 	size_t text_len;
 	size_t text_cap;
 	char *default_ns;        /* declared on the stream root */
-	/* Stream offsets (expat byte indexes): fed counts all input given to
-	 * xp; mark is where the data we still hold starts (the current
-	 * stanza's start tag, or the end of the last stream-level event), so
-	 * fed - mark bounds both the stanza and expat's unparsed tail. */
-	unsigned long long fed;
-	unsigned long long mark;
-	unsigned long long stanza_start;
-	enum pgn_xml_error err;  /* set: dead until reset */
+	/* Parking (pgn_xml_parser_park): an idle stream gives expat's
+	 * state (about 10 KiB) back between stanzas and gets a new parser
+	 * on its next bytes, primed with a replay of the stream root's
+	 * start tag.  root_replay is kept only when the usual replay,
+	 * <stream:stream xmlns:stream=... xmlns=default_ns>, would not
+	 * restore the same namespace context. */
+	char *root_replay;
 	/* Why, for the error callback: a static string, or, when expat
 	 * itself failed (xml_code), formatted from expat's position only
 	 * when reported, so that every idle stream does not carry a
 	 * message buffer. */
 	const char *detail;
+	/* Stream offsets (expat byte indexes): fed counts all input given to
+	 * xp; mark is where the data we still hold starts (the current
+	 * stanza's start tag, or the end of the last stream-level event), so
+	 * fed - mark bounds both the stanza and expat's unparsed tail.  A
+	 * resume rebases both on the new parser's indexes (only their
+	 * difference matters). */
+	unsigned long long fed;
+	unsigned long long mark;
+	/* expat's hash salt, drawn once per stream parser: expat would
+	 * otherwise ask the kernel for entropy on every parser it creates
+	 * (each stream restart, each resume after a park). */
+	unsigned long salt;
+	unsigned depth;          /* 0 before the root, 1 in it, 2+ in a stanza */
+	enum pgn_xml_error err;  /* set: dead until reset */
 	enum XML_Error xml_code;
-	int in_expat;
-	int in_feed;
-	int reset_pending;
+	/* Where the resumed parser's input starts in the stream, as line
+	 * and column, and the column where the replay ends in it: error
+	 * details then give stream positions (they wrap past 2^32, which
+	 * only a log line would show). */
+	unsigned line_base;
+	unsigned col_base;
+	unsigned replay_col;
+	unsigned in_expat : 1;
+	unsigned in_feed : 1;
+	unsigned reset_pending : 1;
+	unsigned parked : 1;     /* depth 1, no expat, nothing buffered */
+	unsigned resumed : 1;    /* xp was primed with a replay */
+	unsigned replaying : 1;  /* the replay is being parsed: no callbacks */
 };
 
 static int
@@ -884,11 +911,32 @@ event_end(const struct pgn_xml_parser *p)
 	return (unsigned long long)idx + (unsigned long long)(count > 0 ? count : 0);
 }
 
+/* Line (from 1) and column (from 0) of expat's current position in the
+ * stream, across resumes: the replay took line 1 up to replay_col. */
+static void
+parser_position(const struct pgn_xml_parser *p, unsigned long *line,
+		unsigned long *col)
+{
+	unsigned long l = (unsigned long)XML_GetCurrentLineNumber(p->xp);
+	unsigned long c = (unsigned long)XML_GetCurrentColumnNumber(p->xp);
+
+	if (p->resumed) {
+		if (l <= 1) {
+			l = p->line_base;
+			c = p->col_base + (c >= p->replay_col ? c - p->replay_col : 0);
+		} else {
+			l = p->line_base + l - 1;
+		}
+	}
+	*line = l;
+	*col = c;
+}
+
 static int
 check_stanza_size(struct pgn_xml_parser *p)
 {
 	if (p->lim.max_stanza_bytes &&
-	    event_end(p) - p->stanza_start > p->lim.max_stanza_bytes) {
+	    event_end(p) - p->mark > p->lim.max_stanza_bytes) {
 		parser_fail(p, PGN_XML_ERR_TOO_BIG, "stanza too large");
 		return -1;
 	}
@@ -908,6 +956,180 @@ flush_text(struct pgn_xml_parser *p)
 	return 0;
 }
 
+/* ---- parking: the replay of the stream root ---------------------------- */
+
+static void
+release_text_buffer(struct pgn_xml_parser *p)
+{
+	free(p->text);
+	p->text = NULL;
+	p->text_len = 0;
+	p->text_cap = 0;
+}
+
+/* Bytes of a namespace URI written as a '-quoted attribute value that
+ * reads back as the same URI (attribute normalisation included). */
+static size_t
+replay_esc_len(const char *s)
+{
+	size_t n = 0;
+
+	for (; *s; s++) {
+		switch (*s) {
+		case '&': n += 5; break;  /* &amp; */
+		case '<': n += 4; break;  /* &lt; */
+		case '\'': n += 6; break; /* &apos; */
+		case '\t': n += 4; break; /* &#9; */
+		case '\n': n += 5; break; /* &#10; */
+		case '\r': n += 5; break; /* &#13; */
+		default: n++; break;
+		}
+	}
+	return n;
+}
+
+static char *
+replay_esc_put(char *d, const char *s)
+{
+	for (; *s; s++) {
+		const char *rep;
+
+		switch (*s) {
+		case '&': rep = "&amp;"; break;
+		case '<': rep = "&lt;"; break;
+		case '\'': rep = "&apos;"; break;
+		case '\t': rep = "&#9;"; break;
+		case '\n': rep = "&#10;"; break;
+		case '\r': rep = "&#13;"; break;
+		default: *d++ = *s; continue;
+		}
+		memcpy(d, rep, strlen(rep));
+		d += strlen(rep);
+	}
+	return d;
+}
+
+/* A start tag <prefix:stream ...> (<stream ...> when plen is 0) with the
+ * prefixed declarations of decls ("prefix\0uri\0"..., declen bytes) and
+ * the default namespace: the same namespace context as the original
+ * root.  Malloc'd, NUL-terminated; NULL on allocation failure. */
+static char *
+replay_build(const char *prefix, size_t plen, const char *decls,
+	     size_t declen, const char *default_ns)
+{
+	size_t size = 1 + plen + 1 + 6 + 1 + 1, off;
+	const char *d;
+	char *out, *o;
+
+	for (off = 0; off < declen;) {
+		const char *pre = decls + off, *uri = pre + strlen(pre) + 1;
+
+		size += 7 + strlen(pre) + 2 + replay_esc_len(uri) + 1;
+		off = (size_t)(uri - decls) + strlen(uri) + 1;
+	}
+	if (default_ns)
+		size += 8 + replay_esc_len(default_ns) + 1;
+	out = malloc(size);
+	if (!out)
+		return NULL;
+	o = out;
+	*o++ = '<';
+	if (plen) {
+		memcpy(o, prefix, plen);
+		o += plen;
+		*o++ = ':';
+	}
+	memcpy(o, "stream", 6);
+	o += 6;
+	for (d = decls; d < decls + declen;) {
+		const char *uri = d + strlen(d) + 1;
+
+		memcpy(o, " xmlns:", 7);
+		o += 7;
+		memcpy(o, d, strlen(d));
+		o += strlen(d);
+		memcpy(o, "='", 2);
+		o += 2;
+		o = replay_esc_put(o, uri);
+		*o++ = '\'';
+		d = uri + strlen(uri) + 1;
+	}
+	if (default_ns) {
+		memcpy(o, " xmlns='", 8);
+		o += 8;
+		o = replay_esc_put(o, default_ns);
+		*o++ = '\'';
+	}
+	*o++ = '>';
+	*o = '\0';
+	return out;
+}
+
+/* The prefix of the root's qname as written (expat reports resolved
+ * names only): read from the raw start tag, which begins at the current
+ * event.  Falls back to a prefix bound to the stream namespace. */
+static const char *
+root_prefix(struct pgn_xml_parser *p, size_t *plen)
+{
+	int offset = 0, size = 0;
+	const char *buf = XML_GetInputContext(p->xp, &offset, &size);
+	size_t off;
+
+	if (buf && offset >= 0 && offset < size && buf[offset] == '<') {
+		int i;
+
+		for (i = offset + 1; i < size; i++) {
+			char c = buf[i];
+
+			if (c == ':') {
+				*plen = (size_t)(i - offset - 1);
+				return buf + offset + 1;
+			}
+			if (c == ' ' || c == '\t' || c == '\n' || c == '\r' ||
+			    c == '/' || c == '>')
+				break;
+		}
+		if (i < size) {
+			*plen = 0;
+			return "";
+		}
+	}
+	for (off = 0; off < p->text_len;) {
+		const char *pre = p->text + off, *uri = pre + strlen(pre) + 1;
+
+		if (strcmp(uri, STREAM_NS_URI) == 0) {
+			*plen = strlen(pre);
+			return pre;
+		}
+		off = (size_t)(uri - p->text) + strlen(uri) + 1;
+	}
+	*plen = 0;
+	return "";
+}
+
+/* Called when the root opened: keeps a replay of it if the usual one
+ * would not restore the same namespace context.  0 or -ENOMEM. */
+static int
+replay_save(struct pgn_xml_parser *p)
+{
+	static const char usual[] = "stream\0" STREAM_NS_URI;
+	size_t plen;
+	const char *prefix = root_prefix(p, &plen);
+
+	free(p->root_replay);
+	p->root_replay = NULL;
+	if (!(plen == 6 && memcmp(prefix, "stream", 6) == 0 &&
+	      p->text_len == sizeof(usual) &&
+	      memcmp(p->text, usual, sizeof(usual)) == 0)) {
+		p->root_replay = replay_build(prefix, plen, p->text,
+					      p->text_len, p->default_ns);
+		if (!p->root_replay)
+			return -ENOMEM;
+	}
+	release_text_buffer(p);
+	return 0;
+}
+
 static void
 open_root(struct pgn_xml_parser *p, const XML_Char *name,
 	  const XML_Char **atts, size_t natts)
@@ -919,6 +1141,10 @@ open_root(struct pgn_xml_parser *p, const XML_Char *name,
 	if (strcmp(name, STREAM_NS_URI " stream") != 0) {
 		parser_fail(p, PGN_XML_ERR_BAD_NAMESPACE,
 			    "stream root is not <stream> in " STREAM_NS_URI);
+		return;
+	}
+	if (replay_save(p) < 0) {
+		parser_fail(p, PGN_XML_ERR_NOMEM, "out of memory");
 		return;
 	}
 	size = (2 * natts + 1) * sizeof(char *);
@@ -953,6 +1179,11 @@ on_start(void *ud, const XML_Char *name, const XML_Char **atts)
 
 	if (parser_stopped(p))
 		return;
+	if (p->replaying) {
+		/* The replayed root of a resumed stream: already reported. */
+		p->depth = 1;
+		return;
+	}
 	while (atts[2 * natts])
 		natts++;
 	if (p->lim.max_attrs && natts > p->lim.max_attrs) {
@@ -966,8 +1197,8 @@ on_start(void *ud, const XML_Char *name, const XML_Char **atts)
 	if (p->depth == 1) {
 		XML_Index idx = XML_GetCurrentByteIndex(p->xp);
 
-		p->stanza_start = idx < 0 ? p->fed : (unsigned long long)idx;
-		p->mark = p->stanza_start;
+		/* mark is the stanza's start until it ends. */
+		p->mark = idx < 0 ? p->fed : (unsigned long long)idx;
 	}
 	if (check_stanza_size(p) < 0)
 		return;
@@ -1009,15 +1240,6 @@ on_start(void *ud, const XML_Char *name, const XML_Char **atts)
 		p->stanza = el;
 	p->cur = el;
 	p->depth++;
-}
-
-static void
-release_text_buffer(struct pgn_xml_parser *p)
-{
-	free(p->text);
-	p->text = NULL;
-	p->text_len = 0;
-	p->text_cap = 0;
 }
 
 static void XMLCALL
@@ -1106,8 +1328,24 @@ on_ns_start(void *ud, const XML_Char *prefix, const XML_Char *uri)
 	struct pgn_xml_parser *p = ud;
 	size_t l;
 
-	if (parser_stopped(p) || p->depth != 0 || prefix)
+	if (parser_stopped(p) || p->depth != 0 || p->replaying)
 		return;
+	if (prefix) {
+		/* Kept for the replay after a park (see replay_save). */
+		size_t pl = strlen(prefix) + 1, ul = uri ? strlen(uri) + 1 : 1;
+		char *d = realloc(p->text, p->text_len + pl + ul);
+
+		if (!d) {
+			parser_fail(p, PGN_XML_ERR_NOMEM, "out of memory");
+			return;
+		}
+		memcpy(d + p->text_len, prefix, pl);
+		memcpy(d + p->text_len + pl, uri ? uri : "", ul);
+		p->text = d;
+		p->text_len += pl + ul;
+		p->text_cap = p->text_len;
+		return;
+	}
 	/* Declarations are reported before the element carrying them, so at
 	 * depth 0 this is the stream root's default namespace. */
 	free(p->default_ns);
@@ -1166,6 +1404,7 @@ parser_start(struct pgn_xml_parser *p)
 	p->xp = XML_ParserCreateNS("UTF-8", NS_SEP);
 	if (!p->xp)
 		return -ENOMEM;
+	XML_SetHashSalt(p->xp, p->salt);
 	XML_SetUserData(p->xp, p);
 	XML_SetElementHandler(p->xp, on_start, on_end);
 	XML_SetCharacterDataHandler(p->xp, on_text);
@@ -1199,10 +1438,17 @@ parser_clear(struct pgn_xml_parser *p)
 	release_text_buffer(p);
 	free(p->default_ns);
 	p->default_ns = NULL;
+	free(p->root_replay);
+	p->root_replay = NULL;
+	p->line_base = 0;
+	p->col_base = 0;
+	p->replay_col = 0;
+	p->parked = 0;
+	p->resumed = 0;
+	p->replaying = 0;
 	p->depth = 0;
 	p->fed = 0;
 	p->mark = 0;
-	p->stanza_start = 0;
 	p->err = PGN_XML_ERR_NONE;
 	p->reset_pending = 0;
 	p->detail = NULL;
@@ -1222,6 +1468,10 @@ pgn_xml_parser_new(const struct pgn_xml_limits *limits,
 	if (cbs)
 		p->cbs = *cbs;
 	p->ud = ud;
+	/* 0 would make expat draw its own. */
+	do
+		randombytes_buf(&p->salt, sizeof(p->salt));
+	while (p->salt == 0);
 	return p;
 }
 
@@ -1238,6 +1488,76 @@ pgn_xml_parser_free(struct pgn_xml_parser *p)
 		return;
 	parser_clear(p);
 	free(p);
+}
+
+int
+pgn_xml_parser_park(struct pgn_xml_parser *p)
+{
+	unsigned long line, col;
+
+	if (p->parked)
+		return 1;
+	/* Only between stanzas of an open stream, with every byte fed
+	 * turned into events (fed == mark: expat holds no partial token),
+	 * and never from inside a callback. */
+	if (!p->xp || p->in_feed || p->err != PGN_XML_ERR_NONE ||
+	    p->reset_pending || p->depth != 1 || p->stanza || p->fed != p->mark)
+		return 0;
+	/* Outside a callback, after a parse that consumed everything, this
+	 * is the position of the next byte. */
+	parser_position(p, &line, &col);
+	XML_ParserFree(p->xp);
+	p->xp = NULL;
+	release_text_buffer(p);
+	p->line_base = (unsigned)line;
+	p->col_base = (unsigned)col;
+	p->resumed = 0;
+	p->parked = 1;
+	return 1;
+}
+
+/* A new expat for a parked stream, put back inside the stream root by
+ * parsing a replay of its start tag (no callbacks run for it).  Limits,
+ * offsets and the default namespace live in p and carry over. */
+static int
+parser_resume(struct pgn_xml_parser *p)
+{
+	static const char usual[] = "stream\0" STREAM_NS_URI;
+	char *hdr = p->root_replay;
+	enum XML_Status st;
+	size_t len;
+
+	if (parser_start(p) < 0)
+		return -ENOMEM;
+	if (!hdr)
+		hdr = replay_build("stream", 6, usual, sizeof(usual),
+				   p->default_ns);
+	if (!hdr)
+		goto fail;
+	len = strlen(hdr);
+	p->depth = 0; /* the replay's root brings it back to 1 */
+	p->replaying = 1;
+	p->in_expat = 1;
+	st = XML_Parse(p->xp, hdr, (int)len, XML_FALSE);
+	p->in_expat = 0;
+	p->replaying = 0;
+	if (hdr != p->root_replay)
+		free(hdr);
+	if (st != XML_STATUS_OK || p->depth != 1) {
+		p->depth = 1;
+		goto fail;
+	}
+	/* fed == mark when parked: both now point after the replay. */
+	p->fed = len;
+	p->mark = len;
+	p->replay_col = (unsigned)XML_GetCurrentColumnNumber(p->xp);
+	p->resumed = 1;
+	p->parked = 0;
+	return 0;
+fail:
+	XML_ParserFree(p->xp);
+	p->xp = NULL;
+	return -ENOMEM;
 }
 
 static enum pgn_xml_error
@@ -1267,7 +1587,7 @@ pgn_xml_parser_feed(struct pgn_xml_parser *p, const char *buf, size_t len)
 
 	if (p->err != PGN_XML_ERR_NONE)
 		return -1;
-	if (!p->xp && parser_start(p) < 0) {
+	if (!p->xp && (p->parked ? parser_resume(p) : parser_start(p)) < 0) {
 		p->err = PGN_XML_ERR_NOMEM;
 		p->detail = "out of memory";
 		goto report;
@@ -1317,11 +1637,12 @@ report:
 		const char *detail = p->detail ? p->detail : "";
 
 		if (p->xml_code != XML_ERROR_NONE && p->xp) {
+			unsigned long line, col;
+
 			/* expat still holds the failing position. */
+			parser_position(p, &line, &col);
 			snprintf(msg, sizeof(msg), "line %lu, column %lu: %s",
-				 (unsigned long)XML_GetCurrentLineNumber(p->xp),
-				 (unsigned long)XML_GetCurrentColumnNumber(p->xp),
-				 XML_ErrorString(p->xml_code));
+				 line, col, XML_ErrorString(p->xml_code));
 			detail = msg;
 		}
 		p->cbs.error(p->ud, p->err, detail);

@@ -129,6 +129,15 @@ int pgn_xml_parser_feed(struct pgn_xml_parser *p, const char *buf, size_t len);
 void pgn_xml_parser_reset(struct pgn_xml_parser *p);
 /* Bytes of the stanza being parsed now (for memory accounting). */
 size_t pgn_xml_parser_pending(const struct pgn_xml_parser *p);
+/* Gives expat's state back while the stream is idle: possible between
+ * stanzas of an open stream when every byte fed has been parsed (no
+ * partial token or stanza held), never from inside a callback.  The next
+ * feed resumes transparently: callbacks, namespaces (the root's default
+ * and prefixed declarations), limits and errors are as if the parser had
+ * never been parked.  Returns 1 if the parser is parked now, 0 if it
+ * cannot be (it is then unchanged).  Resuming costs a new expat parser,
+ * so callers park after a read, not after each stanza. */
+int pgn_xml_parser_park(struct pgn_xml_parser *p);
 
 /* Parses elements serialised earlier with jabber:client in scope (what
  * modules keep in the store) and appends them to parent, which takes

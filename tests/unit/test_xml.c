@@ -8,6 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
+#include <malloc.h> /* mallinfo2 */
+#define HAVE_MALLINFO2 1
+#endif
 
 #include <check.h>
 #include <event2/buffer.h>
@@ -840,6 +844,240 @@ START_TEST(parse_into_round_trip)
 }
 END_TEST
 
+/* ---- parking ------------------------------------------------------------ */
+
+/* What a parser made of input: the callback log and the error detail. */
+struct outcome {
+	char log[8192];
+	char detail[256];
+	int errors;
+	int parks;
+};
+
+/* Feeds doc in pieces: first the bytes before cut (if any), then the
+ * rest step bytes at a time (at once when step is 0); with park set,
+ * tries pgn_xml_parser_park() after every piece. */
+static void
+run_doc(const char *doc, const struct pgn_xml_limits *lim, size_t cut,
+	size_t step, int park, struct outcome *out)
+{
+	struct rec *r = rec_new(lim);
+	size_t len = strlen(doc), off = 0;
+
+	r->reset_name = "proceed";
+	memset(out, 0, sizeof(*out));
+	if (cut > len)
+		cut = len;
+	while (off < len) {
+		size_t n = off < cut ? cut - off : (step ? step : len - off);
+
+		if (n > len - off)
+			n = len - off;
+		pgn_xml_parser_feed(r->p, doc + off, n);
+		off += n;
+		if (park && pgn_xml_parser_park(r->p) == 1) {
+			out->parks++;
+			ck_assert_uint_eq(pgn_xml_parser_pending(r->p), 0);
+		}
+	}
+	snprintf(out->log, sizeof(out->log), "%s", r->log);
+	snprintf(out->detail, sizeof(out->detail), "%s", r->detail);
+	out->errors = r->errors;
+	rec_free(r);
+}
+
+/* Parsing with parks in between gives exactly what parsing the same
+ * pieces without parks gives (stanzas, namespaces, errors and their
+ * positions): after every byte, and at every split of doc into two. */
+static void
+same_with_parks(const char *doc, const struct pgn_xml_limits *lim,
+		size_t cut, size_t step, int *parks)
+{
+	struct outcome ref, o;
+
+	run_doc(doc, lim, cut, step, 0, &ref);
+	run_doc(doc, lim, cut, step, 1, &o);
+	ck_assert_msg(strcmp(o.log, ref.log) == 0, "cut %zu step %zu: %s\n"
+		      "want %s", cut, step, o.log, ref.log);
+	ck_assert_msg(strcmp(o.detail, ref.detail) == 0,
+		      "cut %zu step %zu: %s, want %s", cut, step, o.detail,
+		      ref.detail);
+	*parks += o.parks;
+}
+
+static void
+check_parked_same(const char *doc, const struct pgn_xml_limits *lim,
+		  int min_parks)
+{
+	size_t i, len = strlen(doc);
+	int parks = 0;
+
+	same_with_parks(doc, lim, 0, 1, &parks);
+	ck_assert_msg(parks >= min_parks, "%d parks in %s", parks, doc);
+	for (i = 1; i < len; i++) {
+		same_with_parks(doc, lim, i, 0, &parks);
+		same_with_parks(doc, lim, i, 1, &parks);
+	}
+}
+
+#define S_NS "xmlns:s='" NS_STREAMS "'"
+#define TEN "0123456789"
+
+START_TEST(park_same_result)
+{
+	/* Stanza bytes: the stream roots below fit (they count while they
+	 * arrive a byte at a time). */
+	struct pgn_xml_limits lim = { .max_stanza_bytes = 256, .max_depth = 3,
+				      .max_attrs = 3, .max_children = 2 };
+	static const char *const ok_docs[] = {
+		conversation,
+		/* Another prefix for the stream, more prefixes on the root
+		 * (one with characters the replay must escape), used by
+		 * stanzas after a park. */
+		"<s:stream " S_NS " xmlns='jabber:client' xmlns:p='urn:p' "
+		"xmlns:q='urn:q&amp;&apos;&lt;\"&#10;&#9;&#13;x' version='1.0'>"
+		"\n<p:x q:a='1'><y/></p:x>\n  <message><q:z/>t</message>"
+		"<s:features/></s:stream>",
+		/* The stream namespace as the default one. */
+		"<stream xmlns='" NS_STREAMS "'><features/> <a xmlns=''/>"
+		"</stream>",
+		/* No default namespace at all. */
+		"<stream:stream xmlns:stream='" NS_STREAMS "'><a/><b>x</b>"
+		"</stream:stream>",
+		/* Two prefixes for the stream namespace: closed with the one
+		 * the root used. */
+		"<b:stream xmlns:a='" NS_STREAMS "' xmlns:b='" NS_STREAMS
+		"' xmlns='jabber:server'><a:features/><x/></b:stream>",
+		/* The usual root, declarations in the other order, then a
+		 * stream restart (reset from the callback). */
+		"<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+		"xmlns:stream='" NS_STREAMS "'><presence/><proceed/>",
+	};
+	static const char *const bad_docs[] = {
+		/* Closed with another prefix than the root's. */
+		"<b:stream xmlns:a='" NS_STREAMS "' xmlns:b='" NS_STREAMS
+		"'><x/>\n</a:stream>",
+		HEADER "<a/>\n<message><body></message>",
+		HEADER "<a/>\n\n  <z:a/>",
+		HEADER "<a/><!-- c -->",
+		HEADER "<a/><?pi x?>",
+		HEADER "<a/><!DOCTYPE x>",
+		HEADER "<a/>text",
+		HEADER "<a/>\n<a>&foo;</a>",
+		HEADER "<a/><message><body>" TEN TEN TEN TEN TEN TEN TEN TEN
+		TEN TEN TEN TEN TEN TEN TEN TEN TEN TEN TEN TEN TEN TEN TEN TEN
+		"</body></message>",
+		HEADER "<a/><a><b><c><d/></c></b></a>",
+		HEADER "<a/><a w='' x='' y='' z=''/>",
+		HEADER "<a/><a><b/><c/><d/></a>",
+		HEADER "<a/></stream:stream><a/>",
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(ok_docs) / sizeof(ok_docs[0]); i++) {
+		struct outcome o;
+
+		check_parked_same(ok_docs[i], &lim, 2);
+		run_doc(ok_docs[i], &lim, strlen(ok_docs[i]), 0, 0, &o);
+		ck_assert_msg(o.errors == 0, "doc %zu: %s", i, o.log);
+	}
+	for (i = 0; i < sizeof(bad_docs) / sizeof(bad_docs[0]); i++) {
+		struct outcome o;
+
+		check_parked_same(bad_docs[i], &lim, 1);
+		run_doc(bad_docs[i], &lim, strlen(bad_docs[i]), 0, 0, &o);
+		ck_assert_msg(o.errors == 1, "doc %zu: %s", i, o.log);
+	}
+}
+END_TEST
+
+START_TEST(park_when_possible)
+{
+	struct rec *r = rec_new(NULL);
+
+	/* Not before the stream root, nor in its middle. */
+	ck_assert_int_eq(pgn_xml_parser_park(r->p), 0);
+	ck_assert_int_eq(feed_str(r, "<stream:stream xmlns:stream='"), 0);
+	ck_assert_int_eq(pgn_xml_parser_park(r->p), 0);
+	ck_assert_int_eq(feed_str(r, NS_STREAMS "' xmlns='jabber:client'>"),
+			 0);
+	ck_assert_int_eq(pgn_xml_parser_park(r->p), 1);
+	ck_assert_int_eq(pgn_xml_parser_park(r->p), 1);
+	/* Not inside a stanza or a token. */
+	ck_assert_int_eq(feed_str(r, "<message><body>hi</body>"), 0);
+	ck_assert_int_eq(pgn_xml_parser_park(r->p), 0);
+	ck_assert_int_eq(feed_str(r, "</message><pres"), 0);
+	ck_assert_int_eq(r->nstanzas, 1);
+	ck_assert_int_eq(pgn_xml_parser_park(r->p), 0);
+	ck_assert_int_eq(feed_str(r, "ence/>\r"), 0);
+	ck_assert_int_eq(r->nstanzas, 2);
+	/* expat keeps a trailing CR until it sees what follows. */
+	ck_assert_int_eq(pgn_xml_parser_park(r->p), 0);
+	ck_assert_int_eq(feed_str(r, "\n "), 0);
+	ck_assert_int_eq(pgn_xml_parser_park(r->p), 1);
+	/* The resumed stream is the same stream: its namespace and its
+	 * close. */
+	ck_assert_int_eq(feed_str(r, "<iq/></stream:stream>"), 0);
+	ck_assert_int_eq(r->nstanzas, 3);
+	ck_assert_str_eq(pgn_xml_ns(r->stanzas[2]), NS_CLIENT);
+	ck_assert_int_eq(r->opens, 1);
+	ck_assert_int_eq(r->closes, 1);
+	/* Not after the stream ended or failed. */
+	ck_assert_int_eq(pgn_xml_parser_park(r->p), 0);
+	rec_free(r);
+
+	r = rec_new(NULL);
+	ck_assert_int_eq(feed_str(r, HEADER "<a/>"), 0);
+	ck_assert_int_eq(pgn_xml_parser_park(r->p), 1);
+	/* A reset of a parked parser starts a new stream. */
+	pgn_xml_parser_reset(r->p);
+	ck_assert_int_eq(feed_str(r, "<stream:stream xmlns='jabber:server' "
+				     "xmlns:stream='" NS_STREAMS "'><a/>"), 0);
+	ck_assert_int_eq(r->opens, 2);
+	ck_assert_str_eq(pgn_xml_ns(r->stanzas[1]), "jabber:server");
+	ck_assert_int_eq(pgn_xml_parser_park(r->p), 1);
+	/* Freeing a parked parser frees everything. */
+	rec_free(r);
+
+	r = rec_new(NULL);
+	ck_assert_int_eq(feed_str(r, HEADER "<a>"), 0);
+	ck_assert_int_eq(feed_str(r, "</b>"), -1);
+	ck_assert_int_eq(pgn_xml_parser_park(r->p), 0);
+	rec_free(r);
+}
+END_TEST
+
+/* The point of parking: an idle stream holds (almost) no parser memory. */
+START_TEST(park_frees_memory)
+{
+#ifdef HAVE_MALLINFO2
+	enum { N = 64 };
+	struct rec *r[N];
+	size_t before, after;
+	int i;
+
+	for (i = 0; i < N; i++) {
+		r[i] = rec_new(NULL);
+		ck_assert_int_eq(feed_str(r[i], HEADER "<presence/>"), 0);
+	}
+	before = mallinfo2().uordblks;
+	for (i = 0; i < N; i++)
+		ck_assert_int_eq(pgn_xml_parser_park(r[i]->p), 1);
+	after = mallinfo2().uordblks;
+	/* Sanitizer runtimes do not report through mallinfo2. */
+	if (before > 0)
+		ck_assert_msg(before - after > (size_t)N * 4096,
+			      "parking %d parsers freed %zu bytes", N,
+			      before - after);
+	for (i = 0; i < N; i++) {
+		ck_assert_int_eq(feed_str(r[i], "<presence/>"), 0);
+		ck_assert_int_eq(r[i]->nstanzas, 2);
+		rec_free(r[i]);
+	}
+#endif
+}
+END_TEST
+
 static Suite *
 xml_suite(void)
 {
@@ -867,6 +1105,9 @@ xml_suite(void)
 	tcase_add_test(tc, reset_inside_callback);
 	tcase_add_test(tc, reset_from_stream_open);
 	tcase_add_test(tc, parse_into_round_trip);
+	tcase_add_test(tc, park_same_result);
+	tcase_add_test(tc, park_when_possible);
+	tcase_add_test(tc, park_frees_memory);
 	suite_add_tcase(s, tc);
 	return s;
 }

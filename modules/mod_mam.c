@@ -89,6 +89,8 @@
 /* Group commit, as in mod_offline. */
 #define STORE_BATCH 256
 #define MAX_QUEUED 20000
+/* Messages held on top of that before refusing (bounds memory). */
+#define MAX_OVERFLOW 100000
 /* Queries one session may have running. */
 #define MAX_QUERIES 4
 /* Untrusted input. */
@@ -182,6 +184,10 @@ struct mam {
 	struct row *qhead, *qtail;
 	size_t queued;
 	unsigned inflight;
+	/* Messages held while the queue is full (backpressure), in order;
+	 * archived and let go as it drains. */
+	struct waiter *over_head, **over_tail;
+	size_t nover;
 	int64_t last_ts;        /* ts never decreases (see the schema) */
 	uint64_t seq;           /* result message ids */
 	unsigned char rnd[768]; /* random bytes for stanza ids */
@@ -700,11 +706,14 @@ row_done(struct row *r, int ok)
 
 static void flush_rows(struct mam *mm);
 
+static void drain_overflow(struct mam *mm);
+
 static void
 write_done(struct mam *mm)
 {
 	if (--mm->inflight == 0)
 		flush_rows(mm);
+	drain_overflow(mm);
 }
 
 static void
@@ -1052,6 +1061,27 @@ decide(const struct uprefs *p, const struct pgn_jid *peer, int final)
 
 static void prefs_load(struct uprefs *p);
 
+/* Archives and lets go the messages held while the queue was full, in
+ * order, as far as there is room.  Routing one may hold the next message
+ * behind them (the list is walked from its head each time). */
+static void
+drain_overflow(struct mam *mm)
+{
+	while (mm->over_head != NULL && mm->queued < MAX_QUEUED) {
+		struct waiter *w = mm->over_head;
+		struct pgn_stanza *st = pgn_hold_stanza(w->hold);
+
+		if ((mm->over_head = w->next) == NULL)
+			mm->over_tail = &mm->over_head;
+		mm->nover--;
+		archive_now(mm, st, w->outgoing ? st->from : st->to,
+		            w->outgoing ? st->to : st->from, w->outgoing,
+		            w->ticket);
+		pgn_hold_resume(w->hold);
+		free(w);
+	}
+}
+
 /* The load p waited for is over: decide the held messages with what is
  * cached now, release the held sessions. */
 static void
@@ -1223,14 +1253,32 @@ on_message(struct pgn_event *ev, struct mam *mm, int outgoing)
 		return PGN_EVENT_PASS;
 	if ((v = decide(p, peer, 0)) == V_NO)
 		return PGN_EVENT_PASS;
-	if (mm->queued >= MAX_QUEUED) {
+	if (mm->queued >= MAX_QUEUED || mm->over_head != NULL) {
 		/* The store does not keep up.  Going on unarchived would
-		 * acknowledge (XEP-0198) a message that is not durable: the
-		 * sender is told to try again instead. */
+		 * acknowledge (XEP-0198) a message that is not durable, so
+		 * the message waits (in order, behind the others) until
+		 * the queue drains; past MAX_OVERFLOW the sender is told to
+		 * try again. */
+		if (mm->nover < MAX_OVERFLOW &&
+		    (w = calloc(1, sizeof(*w))) != NULL) {
+			if ((w->hold = pgn_event_hold(ev)) != NULL) {
+				w->ticket = pgn_event_ack_ticket(ev);
+				w->outgoing = outgoing;
+				*mm->over_tail = w;
+				mm->over_tail = &w->next;
+				if (mm->nover++ == 0)
+					pgn_log(PGN_LOG_WARN,
+					        "mod_mam %s: %zu rows waiting "
+					        "for the store, holding "
+					        "messages",
+					        mm->host, mm->queued);
+				return PGN_EVENT_HANDLED;
+			}
+			free(w);
+		}
 		pgn_log(PGN_LOG_WARN,
-		        "mod_mam %s: %zu rows waiting for the store, "
-		        "refusing messages",
-		        mm->host, mm->queued);
+		        "mod_mam %s: archive overloaded, refusing a message",
+		        mm->host);
 		pgn_event_error(ev, "wait", "resource-constraint");
 		return PGN_EVENT_HANDLED;
 	}
@@ -2690,6 +2738,13 @@ mam_unload(struct pgn_module *m)
 		mm->qhead = r->next;
 		row_done(r, 0);
 	}
+	while (mm->over_head != NULL) {
+		struct waiter *w = mm->over_head;
+		mm->over_head = w->next;
+		pgn_stanza_free(pgn_hold_take(w->hold));
+		pgn_ack_ticket_done(w->ticket);
+		free(w);
+	}
 	if (mm->prefs != NULL) {
 		pgn_map_foreach(mm->prefs, free_prefs_entry, NULL);
 		pgn_map_free(mm->prefs);
@@ -2716,6 +2771,7 @@ mam_load(struct pgn_module *m)
 	mm->srv = pgn_module_server(m);
 	mm->store = pgn_server_store(mm->srv);
 	mm->host = pgn_host_name(pgn_module_host(m));
+	mm->over_tail = &mm->over_head;
 	mm->last_retention = time(NULL) - RETENTION_EVERY_SECS;
 	if ((rc = pgn_module_option_long(m, "max_page", DEFAULT_MAX_PAGE, 1,
 	                                 MAX_MAX_PAGE, &mm->max_page)) != 0 ||

@@ -55,6 +55,7 @@ struct pgn_server {
 	uint64_t ack_sid;
 	uint32_t ack_seq;
 	uint32_t ping_seq;
+	unsigned reaped;             /* sessions freed since the last trim */
 };
 
 /* Creates the server from a loaded config (takes ownership of cfg): opens

@@ -239,6 +239,16 @@ pgn_server_new(struct pgn_config *cfg, char *err, size_t errlen)
 			pgn_log(PGN_LOG_WARN, "no certificate covers host %s",
 				h->name);
 	}
+	/* Before the first listener: a SIGTERM sent as soon as a port
+	 * answers must stop the server cleanly, not kill it. */
+	int sigs[] = { SIGTERM, SIGINT, SIGHUP };
+	for (int i = 0; i < 3; i++) {
+		srv->sig_events[i] = evsignal_new(srv->base, sigs[i], signal_cb, srv);
+		if (srv->sig_events[i] == NULL ||
+		    evsignal_add(srv->sig_events[i], NULL) != 0)
+			goto fail;
+	}
+	signal(SIGPIPE, SIG_IGN);
 	srv->listeners = calloc(cfg->nlisten, sizeof(*srv->listeners));
 	if (srv->listeners == NULL && cfg->nlisten > 0)
 		goto fail;
@@ -250,14 +260,6 @@ pgn_server_new(struct pgn_config *cfg, char *err, size_t errlen)
 	}
 	if (pgn_ctl_listen(srv, err, errlen) != 0)
 		goto fail;
-	int sigs[] = { SIGTERM, SIGINT, SIGHUP };
-	for (int i = 0; i < 3; i++) {
-		srv->sig_events[i] = evsignal_new(srv->base, sigs[i], signal_cb, srv);
-		if (srv->sig_events[i] == NULL ||
-		    evsignal_add(srv->sig_events[i], NULL) != 0)
-			goto fail;
-	}
-	signal(SIGPIPE, SIG_IGN);
 	if (cfg->pid_file != NULL) {
 		FILE *fp = fopen(cfg->pid_file, "w");
 		if (fp == NULL) {

@@ -1,4 +1,7 @@
-/* Chained hash map.  Grows by doubling when the load passes 1. */
+/* Chained hash map.  Grows by doubling when the load passes 1.  The
+ * buckets are allocated on the first insert: many maps (a session's
+ * directed presences, a roster's pending requests) stay empty for life,
+ * and an idle session's memory is counted in bytes (doc/performance.md). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,16 +45,7 @@ hash_id(uint64_t x)
 struct pgn_map *
 pgn_map_new(void)
 {
-	struct pgn_map *m = calloc(1, sizeof(*m));
-	if (m == NULL)
-		return NULL;
-	m->nbuckets = 16;
-	m->buckets = calloc(m->nbuckets, sizeof(*m->buckets));
-	if (m->buckets == NULL) {
-		free(m);
-		return NULL;
-	}
-	return m;
+	return calloc(1, sizeof(struct pgn_map));
 }
 
 void
@@ -116,6 +110,11 @@ static int
 map_set(struct pgn_map *m, uint64_t h, const char *key, uint64_t id,
 	void *value)
 {
+	if (m->nbuckets == 0) {
+		if ((m->buckets = calloc(16, sizeof(*m->buckets))) == NULL)
+			return -ENOMEM;
+		m->nbuckets = 16;
+	}
 	struct entry **pp = find_slot(m, h, key, id);
 	if (*pp != NULL) {
 		(*pp)->value = value;
@@ -139,6 +138,8 @@ map_set(struct pgn_map *m, uint64_t h, const char *key, uint64_t id,
 static void *
 map_del(struct pgn_map *m, uint64_t h, const char *key, uint64_t id)
 {
+	if (m->count == 0)
+		return NULL;
 	struct entry **pp = find_slot(m, h, key, id);
 	struct entry *e = *pp;
 	if (e == NULL)
@@ -153,6 +154,8 @@ map_del(struct pgn_map *m, uint64_t h, const char *key, uint64_t id)
 void *
 pgn_map_get(const struct pgn_map *m, const char *key)
 {
+	if (m->count == 0)
+		return NULL;
 	struct entry *e = *find_slot(m, hash_str(key), key, 0);
 	return e != NULL ? e->value : NULL;
 }
@@ -172,6 +175,8 @@ pgn_map_del(struct pgn_map *m, const char *key)
 void *
 pgn_map_get_id(const struct pgn_map *m, uint64_t key)
 {
+	if (m->count == 0)
+		return NULL;
 	struct entry *e = *find_slot(m, hash_id(key), NULL, key);
 	return e != NULL ? e->value : NULL;
 }

@@ -1,0 +1,116 @@
+/* Unit tests for src/map.c: lookups on a map that never had an entry
+ * (no buckets are allocated until the first insert), growth past many
+ * doublings, replacement, deletion and iteration, for string and id
+ * keys. */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <check.h>
+
+#include "pigeon/map.h"
+
+static int
+count_fn(const char *key, uint64_t id, void *value, void *arg)
+{
+	(void)key;
+	(void)id;
+	(void)value;
+	(*(size_t *)arg)++;
+	return 0;
+}
+
+START_TEST(empty_map)
+{
+	struct pgn_map *m = pgn_map_new();
+	size_t n = 0;
+
+	ck_assert_ptr_nonnull(m);
+	ck_assert_uint_eq(pgn_map_count(m), 0);
+	ck_assert_ptr_null(pgn_map_get(m, "nobody"));
+	ck_assert_ptr_null(pgn_map_del(m, "nobody"));
+	ck_assert_ptr_null(pgn_map_get_id(m, 42));
+	ck_assert_ptr_null(pgn_map_del_id(m, 42));
+	pgn_map_foreach(m, count_fn, &n);
+	ck_assert_uint_eq(n, 0);
+	pgn_map_free(m);
+}
+END_TEST
+
+START_TEST(string_keys)
+{
+	struct pgn_map *m = pgn_map_new();
+	static int vals[5000];
+	char key[32];
+	size_t n = 0;
+
+	for (int i = 0; i < 5000; i++) {
+		snprintf(key, sizeof(key), "user%d@example.org", i);
+		ck_assert_int_eq(pgn_map_set(m, key, &vals[i]), 0);
+	}
+	ck_assert_uint_eq(pgn_map_count(m), 5000);
+	for (int i = 0; i < 5000; i++) {
+		snprintf(key, sizeof(key), "user%d@example.org", i);
+		ck_assert_ptr_eq(pgn_map_get(m, key), &vals[i]);
+	}
+	/* Replacing keeps the count. */
+	ck_assert_int_eq(pgn_map_set(m, "user7@example.org", &vals[0]), 0);
+	ck_assert_uint_eq(pgn_map_count(m), 5000);
+	ck_assert_ptr_eq(pgn_map_get(m, "user7@example.org"), &vals[0]);
+	for (int i = 0; i < 5000; i += 2) {
+		snprintf(key, sizeof(key), "user%d@example.org", i);
+		ck_assert_ptr_nonnull(pgn_map_del(m, key));
+	}
+	ck_assert_uint_eq(pgn_map_count(m), 2500);
+	ck_assert_ptr_null(pgn_map_get(m, "user0@example.org"));
+	ck_assert_ptr_eq(pgn_map_get(m, "user1@example.org"), &vals[1]);
+	pgn_map_foreach(m, count_fn, &n);
+	ck_assert_uint_eq(n, 2500);
+	pgn_map_free(m);
+}
+END_TEST
+
+START_TEST(id_keys)
+{
+	struct pgn_map *m = pgn_map_new();
+	static int v;
+
+	ck_assert_int_eq(pgn_map_set_id(m, UINT64_MAX, &v), 0);
+	ck_assert_int_eq(pgn_map_set_id(m, 0, &v), 0);
+	ck_assert_ptr_eq(pgn_map_get_id(m, UINT64_MAX), &v);
+	ck_assert_ptr_eq(pgn_map_del_id(m, 0), &v);
+	ck_assert_ptr_null(pgn_map_get_id(m, 0));
+	ck_assert_uint_eq(pgn_map_count(m), 1);
+	pgn_map_free(m);
+	pgn_map_free(NULL);
+}
+END_TEST
+
+static Suite *
+map_suite(void)
+{
+	Suite *s = suite_create("map");
+	TCase *tc = tcase_create("core");
+
+	tcase_add_test(tc, empty_map);
+	tcase_add_test(tc, string_keys);
+	tcase_add_test(tc, id_keys);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr = srunner_create(map_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -168,6 +168,17 @@ def new_store(driver, conninfo, tmp, prefix):
             f"  path: {yaml_str(path)}\n", None, path, None)
 
 
+def drop_store(conninfo, dbname, log):
+    """Drops what new_store created (nothing for SQLite: the file goes
+    with the temporary directory).  Run after pigeond has stopped."""
+    if dbname is None:
+        return
+    try:
+        psql(conninfo, f"DROP DATABASE IF EXISTS {dbname}")
+    except BenchError as e:
+        log(f"cannot drop {dbname}: {e}")
+
+
 def add_tree_args(ap):
     """--builddir and --srcdir, by default this checkout and its _build."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(

@@ -192,7 +192,7 @@ def explain_sqls(user, with_bare, after_sid):
         ("count", f"SELECT n FROM mam_counts WHERE {base}"),
         ("counted", f"SELECT count(*) FROM mam_messages WHERE {base} AND "
                     f"with_bare = '{with_bare}' AND id > {sid_of}"),
-        ("start", f"SELECT id FROM mam_messages WHERE ts >= 0 ORDER BY ts, "
+        ("start", "SELECT id FROM mam_messages WHERE ts >= 0 ORDER BY ts, "
                   "id LIMIT 1"),
     ]
 
@@ -372,11 +372,7 @@ def main():
     finally:
         bc.finish(proc, logpath, tmp, args.keep, log,
                   show_log=status != 0 and proc is not None)
-        if dbname is not None:
-            try:
-                bc.psql(args.conninfo, f"DROP DATABASE IF EXISTS {dbname}")
-            except bc.BenchError as e:
-                log(f"cannot drop {dbname}: {e}")
+        bc.drop_store(args.conninfo, dbname, log)
     return status
 
 

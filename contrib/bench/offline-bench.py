@@ -391,11 +391,7 @@ def main():
         # pigeond first, so that nothing holds the database being dropped.
         bc.finish(proc, logpath, tmp, args.keep, log,
                   show_log=status != 0 and proc is not None)
-        if dbname is not None:
-            try:
-                bc.psql(args.conninfo, f"DROP DATABASE IF EXISTS {dbname}")
-            except bc.BenchError as e:
-                log(f"cannot drop {dbname}: {e}")
+        bc.drop_store(args.conninfo, dbname, log)
     return status
 
 

@@ -161,22 +161,21 @@ pgn_sm_track(struct pgn_session *s, size_t mark)
 int
 pgn_sm_queue_xml(struct pgn_session *s, const struct pgn_xml *xml)
 {
-	struct evbuffer *tmp = evbuffer_new();
-	struct sm_item *it = NULL;
+	char *text = pgn_xml_to_string(xml, PGN_NS_CLIENT);
+	struct sm_item *it;
 	size_t len;
 
-	if (tmp == NULL || pgn_xml_write(xml, PGN_NS_CLIENT, tmp) != 0)
-		goto fail;
-	len = evbuffer_get_length(tmp);
-	if ((it = malloc(sizeof(*it) + len)) == NULL)
-		goto fail;
+	if (text == NULL)
+		return -ENOMEM;
+	len = strlen(text);
+	if ((it = malloc(sizeof(*it) + len)) == NULL) {
+		free(text);
+		return -ENOMEM;
+	}
 	it->len = len;
-	evbuffer_remove(tmp, it->data, len);
-	evbuffer_free(tmp);
+	memcpy(it->data, text, len);
+	free(text);
 	return queue_add(s, it);
-fail:
-	evbuffer_free(tmp);
-	return -ENOMEM;
 }
 
 int
@@ -288,6 +287,7 @@ pgn_sm_stanza_begin(struct pgn_session *s, uint32_t *seq)
 	struct pgn_sm *sm = s->sm;
 
 	*seq = 0;
+	s->srv->ack_sid = 0; /* nothing to wait for without an ack */
 	if (sm == NULL)
 		return;
 	*seq = ++sm->received;
@@ -307,10 +307,8 @@ pgn_sm_stanza_begin(struct pgn_session *s, uint32_t *seq)
 void
 pgn_sm_stanza_end(struct pgn_session *s, uint32_t seq)
 {
-	if (seq == 0)
-		return;
-	s->srv->ack_sid = 0;
-	pgn_sm_unref(s->srv, s->id, seq);
+	if (seq != 0)
+		pgn_sm_unref(s->srv, s->id, seq);
 }
 
 struct pgn_ack_ticket *
@@ -624,11 +622,8 @@ pgn_sm_kicked(struct pgn_session *s)
 {
 	struct pgn_session *old;
 
-	if (s->state == PGN_ST_HIBERNATED) {
-		/* Over max_unacked while away: end it. */
-		pgn_stream_destroy(s);
-		return;
-	}
+	/* (A hibernated session's kick, over max_unacked, ends it in the
+	 * stream timer itself.) */
 	if (s->resume_of == 0)
 		return;
 	old = pgn_stream_find(s->srv, s->resume_of);

@@ -175,7 +175,9 @@ int pgn_sm_element(struct pgn_session *s, struct pgn_xml *xml);
 /* Adds <sm/> to the features of an authenticated stream. */
 int pgn_sm_features(struct pgn_session *s, struct pgn_xml *features);
 /* A stanza from the client begins / has been routed (acks count it then,
- * unless holds or tickets taken meanwhile are still running). */
+ * unless holds or tickets taken meanwhile are still running).  begin
+ * makes it the router's ack context (srv->ack_sid/ack_seq); the caller
+ * restores the outer context after end. */
 void pgn_sm_stanza_begin(struct pgn_session *s, uint32_t *seq);
 void pgn_sm_stanza_end(struct pgn_session *s, uint32_t seq);
 /* The stanza just written at output offset mark..end (or, with no

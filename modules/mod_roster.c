@@ -1555,7 +1555,20 @@ on_self_presence(struct pgn_event *ev, void *arg)
 		return PGN_EVENT_PASS; /* subscription to oneself, probe... */
 	r = roster_of_session(rm, s);
 	if (type_is(st, "unavailable")) {
+		int was_available = ss->available;
+		const struct pgn_jid *me = session_jid(rm, s);
+		struct pgn_stanza *c;
 		bcast_unavailable(rm, r, s, ss, st->xml);
+		/* §4.5.2: the user's server MUST also send the unavailable
+		 * notification to all of the user's available resources, as
+		 * well as to the resource that sent it in the first place;
+		 * the core already counts that one as unavailable, so
+		 * bcast_own skipped it. */
+		if (was_available && r != NULL && me != NULL &&
+		    (c = stanza_copy_to(st->xml, me->full, me->full)) != NULL) {
+			pgn_session_send(s, c->xml);
+			pgn_stanza_free(c);
+		}
 		return PGN_EVENT_HANDLED;
 	}
 	initial = !ss->available;

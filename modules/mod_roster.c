@@ -120,6 +120,7 @@ struct rmod {
 	struct pgn_module *m;
 	struct pgn_server *srv;
 	struct pgn_map *users; /* bare -> struct roster */
+	struct pgn_map *removals; /* bare -> struct removal (being deleted) */
 	int max_items;
 	int routing;       /* > 0 while we route presence on a user's behalf */
 	uint64_t push_seq; /* ids of roster pushes */
@@ -1749,6 +1750,160 @@ on_self_presence(struct pgn_event *ev, void *arg)
 	return PGN_EVENT_HANDLED;
 }
 
+/* ---- account removal ---------------------------------------------------- */
+
+/* XEP-0077 §3.2 asks the server to cancel a removed account's
+ * subscriptions; RFC 6121 has no account deletion, so it is done as if
+ * the user had cancelled each one: unsubscribe to every contact whose
+ * presence the user had or asked for (§3.3.2), unsubscribed to every
+ * contact that had the user's or asked for it (§3.2.2).  The contacts'
+ * servers (this one for local contacts, through the usual inbound
+ * handling) then set their items to none and drop a pending request, so
+ * no roster keeps a ghost.  The account's rows are read in
+ * "account-removing", before the DELETE (the store runs queries in
+ * order), and the stanzas go out in "account-removed" once it worked. */
+#define REMOVE_UNSUBSCRIBE 1
+#define REMOVE_UNSUBSCRIBED 2
+
+struct removal {
+	struct rmod *rm;
+	char *bare;
+	int read;     /* the rows came */
+	size_t n;
+	char **jids;
+	int *what; /* REMOVE_* bits */
+};
+
+static void
+removal_free(struct removal *rv)
+{
+	if (rv == NULL)
+		return;
+	for (size_t i = 0; i < rv->n; i++)
+		free(rv->jids[i]);
+	free(rv->jids);
+	free(rv->what);
+	free(rv->bare);
+	free(rv);
+}
+
+static int
+free_removal_cb(const char *key, uint64_t id, void *value, void *arg)
+{
+	(void)key, (void)id, (void)arg;
+	removal_free(value);
+	return 0;
+}
+
+/* Rows: jid, subscription, ask, pending (1: a request from jid waits). */
+static void
+on_removal_rows(uint64_t owner, void *arg, const struct pgn_store_result *res)
+{
+	struct removal *rv = arg;
+	(void)owner;
+	if (pgn_map_get(rv->rm->removals, rv->bare) != rv)
+		return; /* not ours any more: cannot happen (FIFO) */
+	if (res->error != 0) {
+		pgn_log(PGN_LOG_WARN, "mod_roster: reading the roster of %s "
+			"before its removal: %s", rv->bare, res->errmsg);
+		return;
+	}
+	if (res->nrows > 0 &&
+	    ((rv->jids = calloc((size_t)res->nrows, sizeof(*rv->jids))) ==
+		     NULL ||
+	     (rv->what = calloc((size_t)res->nrows, sizeof(*rv->what))) ==
+		     NULL)) {
+		pgn_log(PGN_LOG_WARN, "mod_roster: out of memory");
+		return;
+	}
+	for (int i = 0; i < res->nrows; i++) {
+		const char *jid = pgn_store_value(res, i, 0);
+		int sub = parse_sub(pgn_store_value(res, i, 1));
+		const char *ask = pgn_store_value(res, i, 2);
+		const char *pend = pgn_store_value(res, i, 3);
+		int what = 0;
+		if (sub < 0)
+			sub = SUB_NONE;
+		if (has_to((enum sub)sub) || (ask != NULL && atoi(ask) != 0))
+			what |= REMOVE_UNSUBSCRIBE;
+		if (has_from((enum sub)sub) || (pend != NULL && atoi(pend)))
+			what |= REMOVE_UNSUBSCRIBED;
+		if (jid == NULL || what == 0)
+			continue;
+		if ((rv->jids[rv->n] = strdup(jid)) == NULL)
+			break;
+		rv->what[rv->n++] = what;
+	}
+	rv->read = 1;
+}
+
+static int
+on_account_removing(struct pgn_event *ev, void *arg)
+{
+	static const char sql[] =
+		"SELECT jid, subscription, ask, 0 FROM roster WHERE host = $1 "
+		"AND username = $2 UNION ALL SELECT jid, 'none', 0, 1 FROM "
+		"roster_pending WHERE host = $1 AND username = $2";
+	struct rmod *rm = arg;
+	const struct pgn_account_event *a = ev->data;
+	const char *params[2];
+	struct removal *rv;
+
+	if (a == NULL || pgn_map_get(rm->removals, a->bare) != NULL)
+		return PGN_EVENT_PASS; /* one at a time; the other fails */
+	if ((rv = calloc(1, sizeof(*rv))) == NULL ||
+	    (rv->bare = strdup(a->bare)) == NULL ||
+	    pgn_map_set(rm->removals, a->bare, rv) != 0) {
+		removal_free(rv);
+		pgn_log(PGN_LOG_WARN, "mod_roster: out of memory: the "
+			"subscriptions of %s are not cancelled", a->bare);
+		return PGN_EVENT_PASS;
+	}
+	rv->rm = rm;
+	params[0] = a->host;
+	params[1] = a->user;
+	if (pgn_store_query(pgn_server_store(rm->srv), sql, 2, params, 0,
+			    on_removal_rows, rv) != 0) {
+		pgn_map_del(rm->removals, a->bare);
+		removal_free(rv);
+	}
+	return PGN_EVENT_PASS;
+}
+
+static int
+on_account_removed(struct pgn_event *ev, void *arg)
+{
+	struct rmod *rm = arg;
+	const struct pgn_account_event *a = ev->data;
+	struct removal *rv = a != NULL ? pgn_map_del(rm->removals, a->bare)
+				       : NULL;
+	struct roster *r;
+
+	if (rv == NULL)
+		return PGN_EVENT_PASS;
+	if (a->err == 0 && rv->read) {
+		/* Whatever reaches the cache of the account now must not
+		 * write rows for it (the sessions are about to be closed). */
+		if ((r = pgn_map_get(rm->users, a->bare)) != NULL)
+			r->exists = 0;
+		for (size_t i = 0; i < rv->n; i++) {
+			struct pgn_stanza *st;
+			if ((rv->what[i] & REMOVE_UNSUBSCRIBE) &&
+			    (st = presence_new("unsubscribe", a->bare,
+					       rv->jids[i])) != NULL)
+				pgn_route(rm->srv, st);
+			if ((rv->what[i] & REMOVE_UNSUBSCRIBED) &&
+			    (st = presence_new("unsubscribed", a->bare,
+					       rv->jids[i])) != NULL)
+				pgn_route(rm->srv, st);
+		}
+		pgn_log(PGN_LOG_INFO, "mod_roster: %s removed: %zu "
+			"subscriptions cancelled", a->bare, rv->n);
+	}
+	removal_free(rv);
+	return PGN_EVENT_PASS;
+}
+
 /* ---- hooks: sessions ---------------------------------------------------- */
 
 static void
@@ -2475,6 +2630,8 @@ roster_unload(struct pgn_module *m)
 		return;
 	pgn_map_foreach(rm->users, free_roster_cb, NULL);
 	pgn_map_free(rm->users);
+	pgn_map_foreach(rm->removals, free_removal_cb, NULL);
+	pgn_map_free(rm->removals);
 	free(rm);
 	pgn_module_set_data(m, NULL);
 }
@@ -2486,7 +2643,10 @@ roster_load(struct pgn_module *m)
 	long max_items;
 	int rc;
 
-	if (rm == NULL || (rm->users = pgn_map_new()) == NULL) {
+	if (rm == NULL || (rm->users = pgn_map_new()) == NULL ||
+	    (rm->removals = pgn_map_new()) == NULL) {
+		if (rm != NULL)
+			pgn_map_free(rm->users);
 		free(rm);
 		return -ENOMEM;
 	}
@@ -2495,6 +2655,7 @@ roster_load(struct pgn_module *m)
 	if ((rc = pgn_module_option_long(m, "max_items", DEFAULT_MAX_ITEMS, 1,
 					 MAX_MAX_ITEMS, &max_items)) < 0) {
 		pgn_map_free(rm->users);
+		pgn_map_free(rm->removals);
 		free(rm);
 		return rc;
 	}
@@ -2522,6 +2683,10 @@ roster_load(struct pgn_module *m)
 				  0)) < 0 ||
 	    (rc = pgn_module_hook(m, "stream-features", on_features, rm, 0)) <
 		    0 ||
+	    (rc = pgn_module_hook(m, "account-removing", on_account_removing,
+				  rm, 0)) < 0 ||
+	    (rc = pgn_module_hook(m, "account-removed", on_account_removed,
+				  rm, 0)) < 0 ||
 	    (rc = pgn_module_command(m, "add_rosteritem", ctl_add, rm)) < 0 ||
 	    (rc = pgn_module_command(m, "delete_rosteritem", ctl_delete, rm)) <
 		    0 ||

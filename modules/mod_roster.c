@@ -1800,9 +1800,9 @@ static void
 on_removal_rows(uint64_t owner, void *arg, const struct pgn_store_result *res)
 {
 	struct removal *rv = arg;
+	/* rv is still in rm->removals: the DELETE, whose completion frees
+	 * it, runs after this query (one store connection, in order). */
 	(void)owner;
-	if (pgn_map_get(rv->rm->removals, rv->bare) != rv)
-		return; /* not ours any more: cannot happen (FIFO) */
 	if (res->error != 0) {
 		pgn_log(PGN_LOG_WARN, "mod_roster: reading the roster of %s "
 			"before its removal: %s", rv->bare, res->errmsg);

@@ -468,3 +468,20 @@ def test_probe_with_pending_request_not_cancelled(server, pair):
     a.presence(to=b.bare, type_='probe')
     a.none(is_unsubscribed_from(b.bare), 0.5)
     assert a.items()[b.bare].get('ask') == 'subscribe'
+
+
+def test_probe_of_offline_subscribed_contact_keeps_subscription(server):
+    """The other side of §4.3.2: a real subscription to a contact who is
+    offline gets no unsubscribed (nothing, as allowed), and stays."""
+    an, ap = server.new_user(prefix='sa')
+    cn, cp = server.new_user(prefix='sc')
+    a = online(server, an, ap, 'ra')
+    c = online(server, cn, cp, 'rc')
+    subscribe(a, c)
+    a.close()
+    c.close()
+    c_bare = '%s@localhost' % cn
+    a = online(server, an, ap, 'again')    # probes offline c
+    a.none(is_unsubscribed_from(c_bare), 0.7)
+    assert a.items()[c_bare].get('subscription') == 'to'
+    a.close()

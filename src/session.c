@@ -248,7 +248,11 @@ pgn_user_unregister(struct pgn_server *srv, const char *user,
 	size_t n;
 	int err;
 
-	if (rq == NULL || user == NULL || host == NULL)
+	if (user == NULL || host == NULL) {
+		free(rq);
+		return -EINVAL;
+	}
+	if (rq == NULL)
 		goto nomem;
 	n = strlen(user) + strlen(host) + 2;
 	rq->srv = srv;

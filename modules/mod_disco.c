@@ -2,8 +2,9 @@
  * and features that the host's modules registered (pgn_host_disco_info,
  * the element mod_caps hashes too); disco#items lists nothing yet
  * (components and rooms will add items).  An account's bare JID answers
- * with the account identity (XEP-0030 §3.1 for accounts) and, to its
- * owner, the account features modules added (archive, push). */
+ * with the account identity (XEP-0030 §3.1 for accounts), disco#info and
+ * disco#items (which it answers, empty) and, to its owner, the account
+ * features modules added (archive, push). */
 #include <errno.h>
 #include <string.h>
 
@@ -88,8 +89,12 @@ on_account_info(struct pgn_event *ev, void *arg)
 	    pgn_xml_set_attr(id, "category", "account") != 0 ||
 	    pgn_xml_set_attr(id, "type", "registered") != 0)
 		c.err = -ENOMEM;
-	else
+	else {
 		add_var(NS_INFO, &c);
+		/* The bare JID answers disco#items too (on_items, for
+		 * anyone), so its disco#info says so (XEP-0030 §3.1). */
+		add_var(NS_ITEMS, &c);
+	}
 	/* The account's own services (archive, push) are the owner's
 	 * business (any of its resources); others see the identity only. */
 	if (c.err == 0 && from != NULL &&

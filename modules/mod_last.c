@@ -11,8 +11,12 @@
  *     logged out item-not-found (nothing is known);
  *   to a full JID (§4): the client's idle time, routed to the client by
  *     the core: nothing here.
- * The last logout is written in "session-ended" when the user's last
- * session goes (table last_activity, one row per account).  pigeonctl
+ * The user's last moment online is written (table last_activity, one
+ * row per account) when the user stops being available: an explicit
+ * unavailable presence from the last available resource, or the end of
+ * the last available session; a session that was never available (a
+ * bot without presence) records its end when it is the user's last one,
+ * unless it had itself sent unavailable (that moment stands).  pigeonctl
  * get_last USER HOST prints "online", "never", or the UTC time of the
  * last logout and the status separated by a tab. */
 #include <errno.h>
@@ -225,6 +229,8 @@ presence_status(const struct pgn_xml *p)
  * "session-ended" pgn_session_jid() is NULL once the stream is closing. */
 struct lsess {
 	struct pgn_jid *jid;
+	int available; /* sent available presence, not unavailable since */
+	int recorded;  /* its explicit unavailable was recorded */
 };
 
 static void
@@ -258,33 +264,22 @@ on_session_started(struct pgn_event *ev, void *arg)
 	return PGN_EVENT_PASS;
 }
 
-/* Records the logout when the user's last session ends.  Runs before
- * the presence module (priority 10 > 0), which replaces the session's
- * presence by the unavailable it broadcasts: the status kept is the
- * user's own last one (of their unavailable presence, or of the last
- * available one when the connection was lost). */
-static int
-on_session_ended(struct pgn_event *ev, void *arg)
+/* Writes now and the status of presence p as the last activity of
+ * ls's account.  INSERT ... SELECT FROM accounts: nothing is written for
+ * an account deleted meanwhile (its sessions are kicked). */
+static void
+record(struct last *l, struct pgn_session *s, const struct lsess *ls,
+       const struct pgn_xml *p)
 {
-	/* INSERT ... SELECT FROM accounts: nothing is written for an
-	 * account deleted meanwhile (its sessions are kicked). */
 	static const char sql[] =
 	        "INSERT INTO last_activity (host, username, seconds, status) "
 	        "SELECT host, username, CAST($3 AS BIGINT), $4 FROM accounts "
 	        "WHERE host = $1 AND username = $2 "
 	        "ON CONFLICT (host, username) DO UPDATE SET "
 	        "seconds = excluded.seconds, status = excluded.status";
-	struct last *l = arg;
-	struct lsess *ls = ev->origin != NULL
-	                           ? pgn_session_get_data(ev->origin, l->m)
-	                           : NULL;
-	char now[32], *status;
+	char now[32], *status = presence_status(p);
 	const char *params[4];
 
-	if (ls == NULL || ls->jid->node == NULL ||
-	    pgn_user_sessions(l->srv, ls->jid->bare) != NULL)
-		return PGN_EVENT_PASS;
-	status = presence_status(pgn_session_presence(ev->origin));
 	snprintf(now, sizeof(now), "%lld", (long long)time(NULL));
 	params[0] = l->host;
 	params[1] = ls->jid->node;
@@ -293,9 +288,66 @@ on_session_ended(struct pgn_event *ev, void *arg)
 	if (pgn_store_query(l->store, sql, 4, params, 0, NULL, NULL) < 0)
 		pgn_log(PGN_LOG_ERROR,
 		        "session %" PRIu64 ": mod_last: cannot record the "
-		        "logout",
-		        pgn_session_id(ev->origin));
+		        "last activity",
+		        pgn_session_id(s));
 	free(status);
+}
+
+/* The user's own presence ("pre-presence/self", before the presence
+ * module broadcasts it).  XEP-0012 §3 answers for a user who is not
+ * available with the time since they went offline: an explicit
+ * unavailable from the last available resource is that moment, even if
+ * the stream stays open (the core already counts this session as
+ * unavailable, so user_available() sees the others only). */
+static int
+on_self_presence(struct pgn_event *ev, void *arg)
+{
+	struct last *l = arg;
+	const struct pgn_stanza *st = ev->stanza;
+	struct lsess *ls = ev->origin != NULL
+	                           ? pgn_session_get_data(ev->origin, l->m)
+	                           : NULL;
+
+	if (ls == NULL || ls->jid->node == NULL)
+		return PGN_EVENT_PASS;
+	if (st->type == NULL) {
+		ls->available = 1;
+		ls->recorded = 0;
+	} else if (strcmp(st->type, "unavailable") == 0 && ls->available) {
+		ls->available = 0;
+		if (!user_available(l->srv, ls->jid->bare)) {
+			record(l, ev->origin, ls, st->xml);
+			ls->recorded = 1;
+		}
+	}
+	return PGN_EVENT_PASS;
+}
+
+/* Records the logout when the session's end leaves the user without an
+ * available resource: an available session that was the last one
+ * available, or the user's last session of all unless its explicit
+ * unavailable was already recorded (that moment stands).  Runs before
+ * the presence module (priority 10 > 0), which replaces the session's
+ * presence by the unavailable it broadcasts: the status kept is the
+ * user's own last one (of the last available presence when the
+ * connection was lost). */
+static int
+on_session_ended(struct pgn_event *ev, void *arg)
+{
+	struct last *l = arg;
+	struct lsess *ls = ev->origin != NULL
+	                           ? pgn_session_get_data(ev->origin, l->m)
+	                           : NULL;
+
+	if (ls == NULL || ls->jid->node == NULL)
+		return PGN_EVENT_PASS;
+	/* The session is already unbound: only the others are seen. */
+	if (ls->available ? user_available(l->srv, ls->jid->bare)
+	                  : ls->recorded || pgn_user_sessions(
+	                                            l->srv, ls->jid->bare) !=
+	                                            NULL)
+		return PGN_EVENT_PASS;
+	record(l, ev->origin, ls, pgn_session_presence(ev->origin));
 	return PGN_EVENT_PASS;
 }
 
@@ -416,6 +468,8 @@ last_load(struct pgn_module *m)
 	    (rc = pgn_module_hook(m, "session-started", on_session_started, l,
 	                          0)) < 0 ||
 	    (rc = pgn_module_hook(m, "session-ended", on_session_ended, l,
+	                          10)) < 0 ||
+	    (rc = pgn_module_hook(m, "pre-presence/self", on_self_presence, l,
 	                          10)) < 0 ||
 	    (rc = pgn_module_command(m, "get_last", cmd_get_last, l)) < 0 ||
 	    (rc = pgn_module_add_feature(m, NS_LAST)) < 0) {

@@ -679,8 +679,10 @@ start_remove(struct pgn_event *ev, struct reg_state *st, const char *user,
 		pgn_event_error(ev, "wait", "resource-constraint");
 		return PGN_EVENT_HANDLED;
 	}
-	rc = pgn_account_unregister(pgn_server_store(srv), user, rq->host,
-				    rq->sid, account_done, rq);
+	/* Through the server, so that mod_roster cancels the account's
+	 * subscriptions (§3.2). */
+	rc = pgn_user_unregister(srv, user, rq->host, rq->sid, account_done,
+				 rq);
 	if (rc != 0) {
 		req_free(rq);
 		pgn_event_error(ev, "wait", "internal-server-error");

@@ -52,6 +52,7 @@
 #define MAX_GROUP_BYTES 1023   /* one <group/> */
 #define MAX_GROUPS 64          /* groups of one item */
 #define MAX_STATUS_BYTES 1024  /* status/nick kept with a pending request */
+#define MAX_REQUEST_BYTES 4096 /* a pending request kept whole (serialised) */
 #define MAX_DIRECTED 256       /* directed presence targets per session */
 
 enum sub { SUB_NONE = 0, SUB_TO, SUB_FROM, SUB_BOTH };
@@ -73,9 +74,14 @@ struct tombstone {
 	int64_t ver;
 };
 
+/* An inbound request not answered yet (Pending In).  stanza is the
+ * whole request serialised without to/from (§3.1.3: delivered as it
+ * came, extensions included); NULL for one too large or stored before
+ * the column existed, which is rebuilt from status and nick. */
 struct pending {
 	char *status;
 	char *nick;
+	char *stanza;
 };
 
 struct roster;
@@ -114,6 +120,7 @@ struct rmod {
 	struct pgn_module *m;
 	struct pgn_server *srv;
 	struct pgn_map *users; /* bare -> struct roster */
+	struct pgn_map *removals; /* bare -> struct removal (being deleted) */
 	int max_items;
 	int routing;       /* > 0 while we route presence on a user's behalf */
 	uint64_t push_seq; /* ids of roster pushes */
@@ -163,6 +170,7 @@ pending_free(struct pending *p)
 		return;
 	free(p->status);
 	free(p->nick);
+	free(p->stanza);
 	free(p);
 }
 
@@ -538,6 +546,7 @@ load_pending_row(struct roster *r, const struct pgn_store_result *res, int i)
 		return -1;
 	p->status = xstrdup(pgn_store_value(res, i, 1));
 	p->nick = xstrdup(pgn_store_value(res, i, 2));
+	p->stanza = xstrdup(pgn_store_value(res, i, 3));
 	return 0;
 }
 
@@ -575,8 +584,8 @@ load_start(struct roster *r)
 		"FROM roster WHERE host = $1 AND username = $2",
 		"SELECT jid, ver FROM roster_removed WHERE host = $1 AND "
 		"username = $2",
-		"SELECT jid, status, nick FROM roster_pending WHERE host = $1 "
-		"AND username = $2",
+		"SELECT jid, status, nick, stanza FROM roster_pending WHERE "
+		"host = $1 AND username = $2",
 	};
 	static const pgn_store_cb cbs[LOAD_STEPS] = {
 		on_load_account, on_load_items, on_load_removed,
@@ -709,17 +718,21 @@ persist_pending(struct roster *r, const char *jid, const struct pending *p)
 {
 	static const char *const put =
 		"INSERT INTO roster_pending (host, username, jid, status, "
-		"nick) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (host, "
-		"username, jid) DO UPDATE SET status = excluded.status, "
-		"nick = excluded.nick";
+		"nick, stanza) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT "
+		"(host, username, jid) DO UPDATE SET status = "
+		"excluded.status, nick = excluded.nick, stanza = "
+		"excluded.stanza";
 	static const char *const del =
 		"DELETE FROM roster_pending WHERE host = $1 AND username = $2 "
 		"AND jid = $3";
-	const char *params[5] = { r->host, r->user, jid,
+	const char *params[6] = { r->host,
+				  r->user,
+				  jid,
 				  p != NULL ? p->status : NULL,
-				  p != NULL ? p->nick : NULL };
+				  p != NULL ? p->nick : NULL,
+				  p != NULL ? p->stanza : NULL };
 	int rc = pgn_store_query(pgn_server_store(r->rm->srv),
-				 p != NULL ? put : del, p != NULL ? 5 : 3,
+				 p != NULL ? put : del, p != NULL ? 6 : 3,
 				 params, 0, NULL, NULL);
 	if (rc != 0)
 		pgn_log(PGN_LOG_WARN,
@@ -1015,13 +1028,39 @@ deliver_available(struct roster *r, const struct pgn_xml *xml,
 	return n;
 }
 
-/* The stored request of jid as a <presence type='subscribe'/>. */
+/* The request kept whole, or NULL (none, unparsable, out of memory). */
+static struct pgn_xml *
+pending_stanza(const struct pending *p)
+{
+	struct pgn_xml *box, *x;
+	if (p->stanza == NULL ||
+	    (box = pgn_xml_new(PGN_NS_CLIENT, "stored")) == NULL)
+		return NULL;
+	x = pgn_xml_parse_into(box, p->stanza, strlen(p->stanza)) == 0
+		    ? pgn_xml_first_child(box)
+		    : NULL;
+	if (x != NULL && (pgn_xml_next(x) != NULL ||
+			  strcmp(pgn_xml_name(x), "presence") != 0 ||
+			  pgn_xml_attr(x, "type") == NULL ||
+			  strcmp(pgn_xml_attr(x, "type"), "subscribe") != 0))
+		x = NULL;
+	if (x != NULL)
+		pgn_xml_unlink(x);
+	pgn_xml_free(box);
+	return x;
+}
+
+/* The stored request of jid as a <presence type='subscribe'/>: as it
+ * came when it was kept whole, else rebuilt from status and nick. */
 static struct pgn_xml *
 pending_xml(const struct pending *p)
 {
-	struct pgn_xml *x = pgn_xml_new(PGN_NS_CLIENT, "presence");
+	struct pgn_xml *x = pending_stanza(p);
 	struct pgn_xml *c;
-	if (x == NULL || pgn_xml_set_attr(x, "type", "subscribe") != 0)
+	if (x != NULL)
+		return x;
+	if ((x = pgn_xml_new(PGN_NS_CLIENT, "presence")) == NULL ||
+	    pgn_xml_set_attr(x, "type", "subscribe") != 0)
 		goto fail;
 	if (p->status != NULL &&
 	    ((c = pgn_xml_add_child(x, PGN_NS_CLIENT, "status")) == NULL ||
@@ -1066,6 +1105,29 @@ limited_text(const struct pgn_xml *x, const char *ns, const char *name)
 {
 	char *t = pgn_xml_child_text(x, ns, name);
 	if (t != NULL && strlen(t) > MAX_STATUS_BYTES) {
+		free(t);
+		t = NULL;
+	}
+	return t;
+}
+
+/* §3.1.3: the request kept whole (serialised, without to/from), or
+ * NULL when it is larger than MAX_REQUEST_BYTES (status and nick are
+ * then all that is kept) or out of memory. */
+static char *
+request_text(const struct pgn_xml *xml)
+{
+	struct pgn_xml *c = pgn_xml_copy(xml);
+	char *t = NULL;
+	if (c != NULL && pgn_xml_set_attr(c, "to", NULL) == 0 &&
+	    pgn_xml_set_attr(c, "from", NULL) == 0)
+		t = pgn_xml_to_string(c, PGN_NS_CLIENT);
+	pgn_xml_free(c);
+	if (t != NULL && strlen(t) > MAX_REQUEST_BYTES) {
+		pgn_log(PGN_LOG_INFO,
+			"mod_roster: a request of %zu bytes is kept as its "
+			"status and nick only",
+			strlen(t));
 		free(t);
 		t = NULL;
 	}
@@ -1218,8 +1280,10 @@ inbound_sub(struct roster *r, const struct pgn_stanza *st,
 		}
 		free(p->status);
 		free(p->nick);
+		free(p->stanza);
 		p->status = limited_text(st->xml, NULL, "status");
 		p->nick = limited_text(st->xml, NS_NICK, "nick");
+		p->stanza = request_text(st->xml);
 		persist_pending(r, contact, p);
 		/* Kept until answered; delivered now to the available
 		 * resources and again at every login. */
@@ -1291,16 +1355,41 @@ held_inbound(struct roster *r, void *arg)
 
 /* ---- presence probes ---------------------------------------------------- */
 
+/* §4.3.2, 1: "If the contact account does not exist or the user's bare
+ * JID is in the contact's roster with a subscription state other than
+ * From, From + Pending Out, or Both, then the contact's server SHOULD
+ * return a presence stanza of type unsubscribed in response to the
+ * presence probe" (so the prober's server cancels a subscription it
+ * wrongly believes in, §3.2.3).  Not when a request from the prober is
+ * pending here (Pending In): its server rightly shows Pending Out, and
+ * unsubscribed would cancel that request (mod_blocking probes on an
+ * unblock whatever the state). */
+static void
+refuse_probe(struct rmod *rm, const struct pgn_stanza *st, int pending_in)
+{
+	struct pgn_stanza *u;
+	if (pending_in || strcmp(st->from->bare, st->to->bare) == 0)
+		return;
+	if ((u = presence_new("unsubscribed", st->to->bare, st->from->bare)) !=
+	    NULL)
+		pgn_route(rm->srv, u);
+}
+
 /* §4.3.2: a probe of r's user from prober: every available resource
- * answers if prober is subscribed (from/both) or the user itself. */
+ * answers if prober is subscribed (from/both) or the user itself;
+ * anybody else gets unsubscribed (refuse_probe). */
 static void
 answer_probe(struct roster *r, const struct pgn_stanza *st)
 {
 	const char *pb = st->from->bare;
 	struct item *it = pgn_map_get(r->items, pb);
 
-	if (strcmp(pb, r->bare) != 0 && (it == NULL || !has_from(it->sub)))
+	if (!r->exists || (strcmp(pb, r->bare) != 0 &&
+			   (it == NULL || !has_from(it->sub)))) {
+		refuse_probe(r->rm, st,
+			     r->exists && pgn_map_get(r->pending, pb) != NULL);
 		return;
+	}
 	for (struct pgn_session *s = pgn_user_sessions(r->rm->srv, r->bare);
 	     s != NULL; s = pgn_session_next(s)) {
 		const struct pgn_xml *p = pgn_session_presence(s);
@@ -1313,6 +1402,73 @@ answer_probe(struct roster *r, const struct pgn_stanza *st)
 		    strcmp(full->full, st->to->full) != 0)
 			continue;
 		send_presence_as(r->rm, s, p, st->from->full);
+	}
+}
+
+/* A probe for a user whose roster is not in the cache (offline, or
+ * loading): one query (account, the prober's subscription, a pending
+ * request) instead of loading the whole roster, since a user logging in
+ * probes every contact. */
+struct probe_job {
+	struct rmod *rm;
+	struct pgn_hold *hold;
+};
+
+static void
+on_probe_row(uint64_t owner, void *arg, const struct pgn_store_result *res)
+{
+	struct probe_job *j = arg;
+	struct pgn_stanza *st = pgn_hold_take(j->hold);
+	struct roster *r;
+	(void)owner;
+
+	if (st == NULL)
+		goto done;
+	/* The user may have come online meanwhile: the cache is then the
+	 * truth (and knows the available resources). */
+	r = pgn_map_get(j->rm->users, st->to->bare);
+	if (r != NULL && r->loaded && !r->failed) {
+		answer_probe(r, st);
+	} else if (res->error != 0 || res->nrows != 1) {
+		pgn_log(PGN_LOG_WARN, "mod_roster: probe of %s: %s",
+			st->to->bare, res->error ? res->errmsg : "no row");
+	} else if (pgn_store_value(res, 0, 0) == NULL) {
+		refuse_probe(j->rm, st, 0); /* no such account */
+	} else {
+		int sub = parse_sub(pgn_store_value(res, 0, 1));
+		/* Subscribed but offline: §4.3.2, 2 allows not answering. */
+		if (sub < 0 || !has_from((enum sub)sub))
+			refuse_probe(j->rm, st,
+				     pgn_store_value(res, 0, 2) != NULL);
+	}
+done:
+	pgn_stanza_free(st);
+	free(j);
+}
+
+static void
+probe_offline(struct rmod *rm, struct pgn_event *ev)
+{
+	static const char sql[] =
+		"SELECT (SELECT 1 FROM accounts WHERE host = $1 AND "
+		"username = $2), (SELECT subscription FROM roster WHERE "
+		"host = $1 AND username = $2 AND jid = $3), (SELECT 1 FROM "
+		"roster_pending WHERE host = $1 AND username = $2 AND "
+		"jid = $3)";
+	const struct pgn_stanza *st = ev->stanza;
+	const char *params[3] = { st->to->domain, st->to->node,
+				  st->from->bare };
+	struct probe_job *j = calloc(1, sizeof(*j));
+
+	if (j == NULL || (j->hold = pgn_event_hold(ev)) == NULL) {
+		free(j);
+		return;
+	}
+	j->rm = rm;
+	if (pgn_store_query(pgn_server_store(rm->srv), sql, 3, params, 0,
+			    on_probe_row, j) != 0) {
+		pgn_stanza_free(pgn_hold_take(j->hold));
+		free(j);
 	}
 }
 
@@ -1330,9 +1486,14 @@ on_in_presence(struct pgn_event *ev, void *arg)
 		return PGN_EVENT_PASS;
 	if (type_is(st, "probe")) {
 		r = pgn_map_get(rm->users, st->to->bare);
-		/* No cache or still loading: no available resource. */
-		if (r != NULL && r->loaded && !r->failed)
-			answer_probe(r, st);
+		if (r != NULL && r->loaded) {
+			if (!r->failed)
+				answer_probe(r, st);
+		} else if (strcmp(st->from->bare, st->to->bare) != 0) {
+			/* No cache or still loading: no available
+			 * resource, but maybe no subscription either. */
+			probe_offline(rm, ev);
+		}
 		return PGN_EVENT_HANDLED;
 	}
 	if (!is_sub_type(st))
@@ -1555,7 +1716,20 @@ on_self_presence(struct pgn_event *ev, void *arg)
 		return PGN_EVENT_PASS; /* subscription to oneself, probe... */
 	r = roster_of_session(rm, s);
 	if (type_is(st, "unavailable")) {
+		int was_available = ss->available;
+		const struct pgn_jid *me = session_jid(rm, s);
+		struct pgn_stanza *c;
 		bcast_unavailable(rm, r, s, ss, st->xml);
+		/* §4.5.2: the user's server MUST also send the unavailable
+		 * notification to all of the user's available resources, as
+		 * well as to the resource that sent it in the first place;
+		 * the core already counts that one as unavailable, so
+		 * bcast_own skipped it. */
+		if (was_available && r != NULL && me != NULL &&
+		    (c = stanza_copy_to(st->xml, me->full, me->full)) != NULL) {
+			pgn_session_send(s, c->xml);
+			pgn_stanza_free(c);
+		}
 		return PGN_EVENT_HANDLED;
 	}
 	initial = !ss->available;
@@ -1574,6 +1748,160 @@ on_self_presence(struct pgn_event *ev, void *arg)
 		pgn_map_foreach(r->pending, deliver_pending_cb, &d);
 	}
 	return PGN_EVENT_HANDLED;
+}
+
+/* ---- account removal ---------------------------------------------------- */
+
+/* XEP-0077 §3.2 asks the server to cancel a removed account's
+ * subscriptions; RFC 6121 has no account deletion, so it is done as if
+ * the user had cancelled each one: unsubscribe to every contact whose
+ * presence the user had or asked for (§3.3.2), unsubscribed to every
+ * contact that had the user's or asked for it (§3.2.2).  The contacts'
+ * servers (this one for local contacts, through the usual inbound
+ * handling) then set their items to none and drop a pending request, so
+ * no roster keeps a ghost.  The account's rows are read in
+ * "account-removing", before the DELETE (the store runs queries in
+ * order), and the stanzas go out in "account-removed" once it worked. */
+#define REMOVE_UNSUBSCRIBE 1
+#define REMOVE_UNSUBSCRIBED 2
+
+struct removal {
+	struct rmod *rm;
+	char *bare;
+	int read;     /* the rows came */
+	size_t n;
+	char **jids;
+	int *what; /* REMOVE_* bits */
+};
+
+static void
+removal_free(struct removal *rv)
+{
+	if (rv == NULL)
+		return;
+	for (size_t i = 0; i < rv->n; i++)
+		free(rv->jids[i]);
+	free(rv->jids);
+	free(rv->what);
+	free(rv->bare);
+	free(rv);
+}
+
+static int
+free_removal_cb(const char *key, uint64_t id, void *value, void *arg)
+{
+	(void)key, (void)id, (void)arg;
+	removal_free(value);
+	return 0;
+}
+
+/* Rows: jid, subscription, ask, pending (1: a request from jid waits). */
+static void
+on_removal_rows(uint64_t owner, void *arg, const struct pgn_store_result *res)
+{
+	struct removal *rv = arg;
+	/* rv is still in rm->removals: the DELETE, whose completion frees
+	 * it, runs after this query (one store connection, in order). */
+	(void)owner;
+	if (res->error != 0) {
+		pgn_log(PGN_LOG_WARN, "mod_roster: reading the roster of %s "
+			"before its removal: %s", rv->bare, res->errmsg);
+		return;
+	}
+	if (res->nrows > 0 &&
+	    ((rv->jids = calloc((size_t)res->nrows, sizeof(*rv->jids))) ==
+		     NULL ||
+	     (rv->what = calloc((size_t)res->nrows, sizeof(*rv->what))) ==
+		     NULL)) {
+		pgn_log(PGN_LOG_WARN, "mod_roster: out of memory");
+		return;
+	}
+	for (int i = 0; i < res->nrows; i++) {
+		const char *jid = pgn_store_value(res, i, 0);
+		int sub = parse_sub(pgn_store_value(res, i, 1));
+		const char *ask = pgn_store_value(res, i, 2);
+		const char *pend = pgn_store_value(res, i, 3);
+		int what = 0;
+		if (sub < 0)
+			sub = SUB_NONE;
+		if (has_to((enum sub)sub) || (ask != NULL && atoi(ask) != 0))
+			what |= REMOVE_UNSUBSCRIBE;
+		if (has_from((enum sub)sub) || (pend != NULL && atoi(pend)))
+			what |= REMOVE_UNSUBSCRIBED;
+		if (jid == NULL || what == 0)
+			continue;
+		if ((rv->jids[rv->n] = strdup(jid)) == NULL)
+			break;
+		rv->what[rv->n++] = what;
+	}
+	rv->read = 1;
+}
+
+static int
+on_account_removing(struct pgn_event *ev, void *arg)
+{
+	static const char sql[] =
+		"SELECT jid, subscription, ask, 0 FROM roster WHERE host = $1 "
+		"AND username = $2 UNION ALL SELECT jid, 'none', 0, 1 FROM "
+		"roster_pending WHERE host = $1 AND username = $2";
+	struct rmod *rm = arg;
+	const struct pgn_account_event *a = ev->data;
+	const char *params[2];
+	struct removal *rv;
+
+	if (a == NULL || pgn_map_get(rm->removals, a->bare) != NULL)
+		return PGN_EVENT_PASS; /* one at a time; the other fails */
+	if ((rv = calloc(1, sizeof(*rv))) == NULL ||
+	    (rv->bare = strdup(a->bare)) == NULL ||
+	    pgn_map_set(rm->removals, a->bare, rv) != 0) {
+		removal_free(rv);
+		pgn_log(PGN_LOG_WARN, "mod_roster: out of memory: the "
+			"subscriptions of %s are not cancelled", a->bare);
+		return PGN_EVENT_PASS;
+	}
+	rv->rm = rm;
+	params[0] = a->host;
+	params[1] = a->user;
+	if (pgn_store_query(pgn_server_store(rm->srv), sql, 2, params, 0,
+			    on_removal_rows, rv) != 0) {
+		pgn_map_del(rm->removals, a->bare);
+		removal_free(rv);
+	}
+	return PGN_EVENT_PASS;
+}
+
+static int
+on_account_removed(struct pgn_event *ev, void *arg)
+{
+	struct rmod *rm = arg;
+	const struct pgn_account_event *a = ev->data;
+	struct removal *rv = a != NULL ? pgn_map_del(rm->removals, a->bare)
+				       : NULL;
+	struct roster *r;
+
+	if (rv == NULL)
+		return PGN_EVENT_PASS;
+	if (a->err == 0 && rv->read) {
+		/* Whatever reaches the cache of the account now must not
+		 * write rows for it (the sessions are about to be closed). */
+		if ((r = pgn_map_get(rm->users, a->bare)) != NULL)
+			r->exists = 0;
+		for (size_t i = 0; i < rv->n; i++) {
+			struct pgn_stanza *st;
+			if ((rv->what[i] & REMOVE_UNSUBSCRIBE) &&
+			    (st = presence_new("unsubscribe", a->bare,
+					       rv->jids[i])) != NULL)
+				pgn_route(rm->srv, st);
+			if ((rv->what[i] & REMOVE_UNSUBSCRIBED) &&
+			    (st = presence_new("unsubscribed", a->bare,
+					       rv->jids[i])) != NULL)
+				pgn_route(rm->srv, st);
+		}
+		pgn_log(PGN_LOG_INFO, "mod_roster: %s removed: %zu "
+			"subscriptions cancelled", a->bare, rv->n);
+	}
+	removal_free(rv);
+	return PGN_EVENT_PASS;
 }
 
 /* ---- hooks: sessions ---------------------------------------------------- */
@@ -2302,6 +2630,8 @@ roster_unload(struct pgn_module *m)
 		return;
 	pgn_map_foreach(rm->users, free_roster_cb, NULL);
 	pgn_map_free(rm->users);
+	pgn_map_foreach(rm->removals, free_removal_cb, NULL);
+	pgn_map_free(rm->removals);
 	free(rm);
 	pgn_module_set_data(m, NULL);
 }
@@ -2313,7 +2643,10 @@ roster_load(struct pgn_module *m)
 	long max_items;
 	int rc;
 
-	if (rm == NULL || (rm->users = pgn_map_new()) == NULL) {
+	if (rm == NULL || (rm->users = pgn_map_new()) == NULL ||
+	    (rm->removals = pgn_map_new()) == NULL) {
+		if (rm != NULL)
+			pgn_map_free(rm->users);
 		free(rm);
 		return -ENOMEM;
 	}
@@ -2322,6 +2655,7 @@ roster_load(struct pgn_module *m)
 	if ((rc = pgn_module_option_long(m, "max_items", DEFAULT_MAX_ITEMS, 1,
 					 MAX_MAX_ITEMS, &max_items)) < 0) {
 		pgn_map_free(rm->users);
+		pgn_map_free(rm->removals);
 		free(rm);
 		return rc;
 	}
@@ -2349,6 +2683,10 @@ roster_load(struct pgn_module *m)
 				  0)) < 0 ||
 	    (rc = pgn_module_hook(m, "stream-features", on_features, rm, 0)) <
 		    0 ||
+	    (rc = pgn_module_hook(m, "account-removing", on_account_removing,
+				  rm, 0)) < 0 ||
+	    (rc = pgn_module_hook(m, "account-removed", on_account_removed,
+				  rm, 0)) < 0 ||
 	    (rc = pgn_module_command(m, "add_rosteritem", ctl_add, rm)) < 0 ||
 	    (rc = pgn_module_command(m, "delete_rosteritem", ctl_delete, rm)) <
 		    0 ||

@@ -396,19 +396,111 @@ pgn_account_set_password_sync(struct pgn_store *st, const char *user,
 	return write_sync(st, sql_update, user, host, password);
 }
 
+/* The server cancels a removed account's subscriptions by sending
+ * unsubscribe/unsubscribed to its contacts (mod_roster, XEP-0077 §3.2).
+ * With the server stopped nothing can be sent, so the rows of the local
+ * contacts are changed here as mod_roster would on receiving those
+ * stanzas: the contact's item for the account goes to subscription none
+ * without ask or pre-approval, with a new roster version (so a client
+ * that knows the old one gets the change pushed, RFC 6121 §2.6), and a
+ * request from the account pending at the contact is dropped.  Every
+ * statement is by primary key (roster, roster_version, roster_pending of
+ * mod_roster, schemas/ 002 and 011).  Contacts on other servers are not
+ * told: that needs the running server. */
+static const char sql_contacts[] =
+	"SELECT jid FROM roster WHERE host = $1 AND username = $2 UNION "
+	"SELECT jid FROM roster_pending WHERE host = $1 AND username = $2";
+#define SQL_GHOST                                                              \
+	"host = $1 AND username = $2 AND jid = $3 AND (subscription <> "      \
+	"'none' OR ask <> 0 OR approved <> 0)"
+static const char sql_contact_ver[] =
+	"UPDATE roster_version SET ver = ver + 1 WHERE host = $1 AND "
+	"username = $2 AND EXISTS (SELECT 1 FROM roster WHERE " SQL_GHOST ")";
+static const char sql_contact_item[] =
+	"UPDATE roster SET subscription = 'none', ask = 0, approved = 0, "
+	"ver = COALESCE((SELECT v.ver FROM roster_version v WHERE v.host = $1 "
+	"AND v.username = $2), 0) WHERE " SQL_GHOST;
+static const char sql_contact_request[] =
+	"DELETE FROM roster_pending WHERE host = $1 AND username = $2 AND "
+	"jid = $3";
+
+/* The most contacts cancelled offline (mod_roster's max_items is 1000 by
+ * default; more rows than this are a damaged store). */
+#define MAX_OFFLINE_CONTACTS 1000000
+
 int
 pgn_account_unregister_sync(struct pgn_store *st, const char *user,
 			    const char *host)
 {
-	struct pgn_store_result *res = NULL;
+	struct pgn_store_result *res = NULL, *contacts = NULL;
 	const char *p[2] = { user, host };
-	int err;
+	const char *hp[2] = { host, user };
+	const char **sqls = NULL, *(*cp)[3] = NULL;
+	const char *const **params = NULL;
+	int *np = NULL, n = 0, k = 0, i, err;
+	char *bare = NULL, **parts = NULL;
+	size_t blen;
 
 	if (!st || check_names(user, host) < 0)
 		return -EINVAL;
-	err = pgn_store_query_sync(st, sql_delete, 2, p, &res);
+	err = pgn_store_query_sync(st, sql_contacts, 2, hp, &contacts);
+	if (err < 0)
+		goto fail;
+	if (contacts->nrows > MAX_OFFLINE_CONTACTS) {
+		err = -E2BIG;
+		goto fail;
+	}
+	n = contacts->nrows;
+	blen = strlen(user) + strlen(host) + 2;
+	err = -ENOMEM;
+	if ((bare = malloc(blen)) == NULL ||
+	    (sqls = calloc((size_t)n * 3 + 1, sizeof(*sqls))) == NULL ||
+	    (np = calloc((size_t)n * 3 + 1, sizeof(*np))) == NULL ||
+	    (params = calloc((size_t)n * 3 + 1, sizeof(*params))) == NULL ||
+	    (cp = calloc((size_t)n + 1, sizeof(*cp))) == NULL ||
+	    (parts = calloc((size_t)n + 1, sizeof(*parts))) == NULL)
+		goto fail;
+	snprintf(bare, blen, "%s@%s", user, host);
+	for (i = 0; i < n; i++) {
+		const char *jid = pgn_store_value(contacts, i, 0);
+		char *at;
+		/* A bare JID user@host; a server JID has no row to fix. */
+		if (jid == NULL || strchr(jid, '/') != NULL ||
+		    (at = strchr(jid, '@')) == NULL)
+			continue;
+		if ((parts[i] = strdup(jid)) == NULL)
+			goto fail;
+		at = parts[i] + (at - jid);
+		*at = '\0';
+		cp[i][0] = at + 1;   /* contact's host */
+		cp[i][1] = parts[i]; /* contact's user */
+		cp[i][2] = bare;
+		sqls[k] = sql_contact_ver;
+		sqls[k + 1] = sql_contact_item;
+		sqls[k + 2] = sql_contact_request;
+		for (int j = 0; j < 3; j++) {
+			np[k + j] = 3;
+			params[k + j] = cp[i];
+		}
+		k += 3;
+	}
+	sqls[k] = sql_delete;
+	np[k] = 2;
+	params[k] = p;
+	err = pgn_store_txn_sync(st, k + 1, sqls, np, params, &res);
 	if (err == 0 && res->changes == 0)
 		err = -ENOENT;
+fail:
+	if (parts != NULL)
+		for (i = 0; i < n; i++)
+			free(parts[i]);
+	free(parts);
+	free(cp);
+	free(params);
+	free(np);
+	free(sqls);
+	free(bare);
+	pgn_store_result_free(contacts);
 	pgn_store_result_free(res);
 	return err;
 }

@@ -466,8 +466,8 @@ dispatch(struct ctl_conn *c, int argc, char **argv)
 		if (prep_account(c, argv[1], argv[2]) != 0)
 			return;
 		c->done_verb = "unregistered";
-		rc = pgn_account_unregister(srv->store, c->user, c->host, c->id,
-					    account_done, srv);
+		rc = pgn_user_unregister(srv, c->user, c->host, c->id,
+					 account_done, srv);
 	} else if (!strcmp(argv[0], "registered_users")) {
 		char *h = NULL;
 		if (pgn_jid_nameprep(argv[1], &h) != 0 ||

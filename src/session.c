@@ -2,12 +2,16 @@
  * client session, and the per-module data it keeps on one.  The stream
  * object itself lives in stream.c; this file only exposes it. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "pigeon/account.h"
 #include "pigeon/module.h"
+#include "host.h"
 #include "router.h"
 #include "server.h"
 #include "stream.h"
@@ -194,6 +198,84 @@ pgn_user_kick(struct pgn_server *srv, const char *bare, const char *condition,
 		pgn_stream_error(s, condition, text);
 		s = next;
 	}
+}
+
+/* An account deletion under way: what the completion needs. */
+struct unregister_req {
+	struct pgn_server *srv;
+	char *user, *host, *bare;
+	pgn_account_cb cb;
+	void *arg;
+};
+
+static void
+unregister_fire(struct unregister_req *rq, const char *name, int err)
+{
+	/* The host may be gone only at shutdown; then nobody listens. */
+	struct pgn_host *h = pgn_server_host(rq->srv, rq->host);
+	struct pgn_account_event data = { rq->user, rq->host, rq->bare, err };
+	struct pgn_event ev = { .name = name, .server = rq->srv, .host = h,
+				.data = &data };
+	if (h != NULL)
+		pgn_host_fire(h, &ev);
+}
+
+static void
+unregister_free(struct unregister_req *rq)
+{
+	free(rq->user);
+	free(rq->host);
+	free(rq->bare);
+	free(rq);
+}
+
+static void
+unregister_done(uint64_t owner, void *arg, int err,
+		const struct pgn_scram_creds *creds)
+{
+	struct unregister_req *rq = arg;
+	unregister_fire(rq, "account-removed", err);
+	rq->cb(owner, rq->arg, err, creds);
+	unregister_free(rq);
+}
+
+int
+pgn_user_unregister(struct pgn_server *srv, const char *user,
+		    const char *host, uint64_t owner, pgn_account_cb cb,
+		    void *arg)
+{
+	struct unregister_req *rq = calloc(1, sizeof(*rq));
+	size_t n;
+	int err;
+
+	if (user == NULL || host == NULL) {
+		free(rq);
+		return -EINVAL;
+	}
+	if (rq == NULL)
+		goto nomem;
+	n = strlen(user) + strlen(host) + 2;
+	rq->srv = srv;
+	rq->cb = cb;
+	rq->arg = arg;
+	if ((rq->user = strdup(user)) == NULL ||
+	    (rq->host = strdup(host)) == NULL ||
+	    (rq->bare = malloc(n)) == NULL)
+		goto nomem;
+	snprintf(rq->bare, n, "%s@%s", user, host);
+	/* Handlers queue their reads now, ahead of the DELETE. */
+	unregister_fire(rq, "account-removing", 0);
+	err = pgn_account_unregister(srv->store, user, host, owner,
+				     unregister_done, rq);
+	if (err < 0) {
+		unregister_fire(rq, "account-removed", err);
+		unregister_free(rq);
+	}
+	return err;
+nomem:
+	if (rq != NULL)
+		unregister_free(rq);
+	return -ENOMEM;
 }
 
 struct pgn_store *

@@ -731,3 +731,47 @@ pgn_store_query_sync(struct pgn_store *st, const char *sql, int nparams,
 		pgn_store_result_free(res);
 	return 0;
 }
+
+int
+pgn_store_txn_sync(struct pgn_store *st, int nstmts,
+		   const char *const *sqls, const int *nparams,
+		   const char *const *const *params,
+		   struct pgn_store_result **out)
+{
+	struct pgn_store_result *res;
+	struct stmt *s;
+	int i, err;
+
+	if (out)
+		*out = NULL;
+	if (!st || nstmts <= 0 || !sqls || !nparams || !params)
+		return -EINVAL;
+	res = calloc(1, sizeof(*res));
+	s = calloc((size_t)nstmts, sizeof(*s));
+	if (!res || !s) {
+		free(res);
+		free(s);
+		return -ENOMEM;
+	}
+	/* Parameters are only read during the call: no copy needed. */
+	for (i = 0; i < nstmts; i++) {
+		s[i].sql = (char *)sqls[i];
+		s[i].nparams = nparams[i];
+		s[i].params = (char **)params[i];
+	}
+	pthread_mutex_lock(&st->mu);
+	err = run_stmts(st, 1, nstmts, s, res);
+	pthread_mutex_unlock(&st->mu);
+	free(s);
+	if (err < 0) {
+		pgn_log(PGN_LOG_WARN, "store %s: transaction failed: %s",
+			st->drv->name, res->errmsg);
+		pgn_store_result_free(res);
+		return err;
+	}
+	if (out)
+		*out = res;
+	else
+		pgn_store_result_free(res);
+	return 0;
+}

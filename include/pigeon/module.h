@@ -45,6 +45,12 @@
  *                       available, stanzas to it wait in its queue
  *   "session-resumed"   a new connection resumed a session (hibernated or
  *                       not); the module state of the session is kept
+ *
+ * Account events (origin and stanza NULL; data: struct pgn_account_event):
+ *   "account-removing"  the account is about to be deleted (its rows are
+ *                       still there; store reads queued now run before
+ *                       the deletion)
+ *   "account-removed"   the deletion finished: err 0, or it failed
  */
 #ifndef PIGEON_MODULE_H
 #define PIGEON_MODULE_H
@@ -101,6 +107,14 @@ struct pgn_event {
 	int pos_priority;
 	pgn_hook_fn pos_fn;
 	void *pos_arg;
+};
+
+/* Data of "account-removing" / "account-removed" (borrowed). */
+struct pgn_account_event {
+	const char *user; /* nodeprep'ed */
+	const char *host;
+	const char *bare; /* user@host */
+	int err;          /* "account-removed": 0, -ENOENT, other errors */
 };
 
 #define PGN_EVENT_PASS 0

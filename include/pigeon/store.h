@@ -63,6 +63,12 @@ int pgn_store_txn(struct pgn_store *st, int nstmts, const char *const *sqls,
 int pgn_store_query_sync(struct pgn_store *st, const char *sql, int nparams,
 			 const char *const *params,
 			 struct pgn_store_result **out);
+/* Several statements in one transaction, synchronously (pigeonctl); *out
+ * (may be NULL) is the result of the last one. */
+int pgn_store_txn_sync(struct pgn_store *st, int nstmts,
+		       const char *const *sqls, const int *nparams,
+		       const char *const *const *params,
+		       struct pgn_store_result **out);
 void pgn_store_result_free(struct pgn_store_result *res);
 /* Value at (row, col) or NULL. */
 const char *pgn_store_value(const struct pgn_store_result *res, int row,

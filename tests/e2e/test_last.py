@@ -217,3 +217,41 @@ def test_get_last_command(server):
     time.strptime(when, '%Y-%m-%dT%H:%M:%SZ')
     r = server.ctl('get_last', 'nobody-' + a, 'localhost', expect=1)
     assert 'no such user' in r.stderr + r.stdout
+
+
+def test_explicit_unavailable_is_recorded(server):
+    """XEP-0012 §3: a user who sent unavailable presence and stays
+    connected is offline for their contacts: the last activity is the
+    time of that presence, with its status, not 'never' (or an older
+    logout) until the stream ends."""
+    a, apw = server.new_user(prefix='last')
+    b, bpw = server.new_user(prefix='last')
+    subscribe_both(server, a, b)
+    ca = server.login(a, apw, resource='stays')
+    ca.presence()
+    cb = server.login(b, bpw)
+    ca.ping()
+    secs, _ = seconds_of(last(cb, '%s@localhost' % a))
+    assert secs == 0
+    ca.send("<presence type='unavailable'><status>out for lunch</status>"
+            "</presence>")
+    ca.ping()
+    secs, text = seconds_of(last(cb, '%s@localhost' % a))
+    assert 0 <= secs < 30 and text == 'out for lunch', (secs, text)
+    # available again: online
+    ca.presence()
+    ca.ping()
+    secs, _ = seconds_of(last(cb, '%s@localhost' % a))
+    assert secs == 0
+    # a stream that only stays connected after its unavailable does not
+    # move the time forward when it ends
+    ca.send("<presence type='unavailable'><status>later</status></presence>")
+    ca.ping()
+    time.sleep(1.2)
+    ca.send('</stream:stream>')
+    ca.close()
+    out = wait_logged_out(server, a)
+    when, status = out.split('\t')
+    assert status == 'later', out
+    secs, text = seconds_of(last(cb, '%s@localhost' % a))
+    assert secs >= 1 and text == 'later', (secs, text)

@@ -5,6 +5,7 @@ import pytest
 import rawxmpp
 import slixutil
 from rawxmpp import NS_DISCO_INFO, NS_PING, NS_VERSION, stanza_error, to_str
+NS_DISCO_ITEMS = 'http://jabber.org/protocol/disco#items'
 
 
 @pytest.mark.parametrize('host', ['localhost', 'example.test'])
@@ -148,3 +149,18 @@ def test_slixmpp_other_mechanisms(server, mech):
         c = await server.slix('%s@localhost/m' % name, pw, mech=mech).start()
         await c.stop()
     slixutil.run(scenario)
+
+
+def test_disco_info_account_lists_items(server):
+    """XEP-0030: an account's bare JID answers disco#items, so its
+    disco#info lists the feature, for its owner and for others."""
+    a_name, a_pw = server.new_user()
+    b_name, b_pw = server.new_user()
+    a = server.login(a_name, a_pw)
+    b = server.login(b_name, b_pw)
+    for c in (a, b):
+        _, feats = account_info(c, '%s@localhost' % a_name)
+        assert NS_DISCO_ITEMS in feats, feats
+        r = c.iq('get', "<query xmlns='%s'/>" % NS_DISCO_ITEMS,
+                 to='%s@localhost' % a_name)
+        assert r.get('type') == 'result', to_str(r)

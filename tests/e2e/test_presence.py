@@ -378,3 +378,110 @@ def test_slixmpp_subscription_and_presence(server):
         await a.stop()
 
     slixutil.run(scenario, timeout=40)
+
+
+# ---- issue 19: stored requests, probes, own unavailable ----------------
+
+def test_stored_request_keeps_extended_content(server):
+    """RFC 6121 §3.1.3: a request stored for an offline contact is kept
+    whole and delivered as it came, extensions included (XEP-0379
+    <preauth/>, any other payload), not rebuilt from status and nick."""
+    an, ap = server.new_user(prefix='xa')
+    bn, bp = server.new_user(prefix='xb')
+    a = online(server, an, ap, 'ra')
+    b_bare = '%s@localhost' % bn
+    a.presence(to=b_bare, type_='subscribe',
+               extra="<status>hi</status><preauth xmlns='urn:xmpp:pars:0' "
+               "token='tok-3f9a'/><x xmlns='urn:example:extra'>"
+               "<y a='1'>deep &amp; text</y></x>")
+    a.push(b_bare, ask='subscribe')
+    a.ping()
+    for resource in ('one', 'two'):   # from the store, at every login
+        b = online(server, bn, bp, resource)
+        req = b.wait(is_sub('subscribe', a.bare), 5, 'the stored request')
+        assert req.get('from') == a.bare and req.get('to') in (b.bare, b.jid)
+        assert req.findtext('{jabber:client}status') == 'hi'
+        pa = req.find('{urn:xmpp:pars:0}preauth')
+        assert pa is not None and pa.get('token') == 'tok-3f9a', to_str(req)
+        y = req.find('{urn:example:extra}x/{urn:example:extra}y')
+        assert y is not None and y.get('a') == '1', to_str(req)
+        assert y.text == 'deep & text'
+        b.close()
+    a.close()
+
+
+def test_own_unavailable_reaches_every_resource(server, pair):
+    """RFC 6121 §4.5.2: the unavailable notification goes to all of the
+    user's available resources as well as to the resource that sent it."""
+    a, b, (an, ap), _ = pair
+    a2 = online(server, an, ap, 'second')
+    a.wait_presence(frm=a2.jid)
+    a.presence(type_='unavailable', extra='<status>off</status>')
+    p = a2.wait_presence(frm=a.jid, type_='unavailable')
+    assert p.findtext('{jabber:client}status') == 'off'
+    p = a.wait_presence(frm=a.jid, type_='unavailable')
+    assert p.findtext('{jabber:client}status') == 'off'
+    a2.close()
+
+
+def is_unsubscribed_from(bare):
+    return is_sub('unsubscribed', bare)
+
+
+@pytest.mark.parametrize('contact_state', ['offline', 'online', 'no-account'])
+def test_probe_without_subscription_is_unsubscribed(server, contact_state):
+    """RFC 6121 §4.3.2: a probe from a JID that is not subscribed (the
+    contact's item has neither from nor both), or to an account that does
+    not exist, is answered with unsubscribed; the prober's server then
+    cancels the ghost subscription (§3.2.3)."""
+    an, ap = server.new_user(prefix='pg')
+    if contact_state == 'no-account':
+        cn = 'ghost-%s' % an
+    else:
+        cn, cp = server.new_user(prefix='pc')
+    c_bare = '%s@localhost' % cn
+    if contact_state == 'online':
+        c = online(server, cn, cp, 'rc')
+    # a thinks it is subscribed to c; c never approved (no item at all)
+    server.ctl('add_rosteritem', an, 'localhost', cn, 'localhost', 'C', 'G',
+               'to', expect=0)
+    a = online(server, an, ap, 'ra')   # initial presence probes c
+    a.wait(is_unsubscribed_from(c_bare), 5, 'unsubscribed from %s' % c_bare)
+    it = a.push(c_bare, subscription='none')
+    assert it.get('ask') is None
+    assert a.items()[c_bare].get('subscription') == 'none'
+    if contact_state == 'online':
+        # c's roster is untouched; c saw nothing of it
+        assert a.bare not in c.items()
+        c.close()
+    a.close()
+
+
+def test_probe_with_pending_request_not_cancelled(server, pair):
+    """A probe from who has asked for a subscription still pending
+    (Pending In at the contact) is not answered with unsubscribed: that
+    would cancel the request at the prober's server."""
+    a, b, _, _ = pair
+    a.presence(to=b.bare, type_='subscribe')
+    a.push(b.bare, ask='subscribe')
+    b.wait(is_sub('subscribe', a.bare))
+    a.presence(to=b.bare, type_='probe')
+    a.none(is_unsubscribed_from(b.bare), 0.5)
+    assert a.items()[b.bare].get('ask') == 'subscribe'
+
+
+def test_probe_of_offline_subscribed_contact_keeps_subscription(server):
+    """The other side of §4.3.2: a real subscription to a contact who is
+    offline gets no unsubscribed (nothing, as allowed), and stays."""
+    an, ap = server.new_user(prefix='sa')
+    cn, cp = server.new_user(prefix='sc')
+    a = online(server, an, ap, 'ra')
+    c = online(server, cn, cp, 'rc')
+    subscribe(a, c)
+    a.close()
+    c.close()
+    c_bare = '%s@localhost' % cn
+    a = online(server, an, ap, 'again')    # probes offline c
+    a.none(is_unsubscribed_from(c_bare), 0.7)
+    assert a.items()[c_bare].get('subscription') == 'to'
+    a.close()

@@ -711,6 +711,42 @@ START_TEST(test_txn)
 }
 END_TEST
 
+/* pgn_store_txn_sync (pigeonctl): all or nothing, the last result. */
+START_TEST(test_txn_sync)
+{
+	static const char ins[] = "INSERT INTO kv (k, v) VALUES ($1, $2)";
+	struct fx f;
+	struct pgn_store_result *res = NULL;
+	const char *a[2] = { "a", "1" }, *b[2] = { "b", "2" };
+	const char *sqls[3] = { ins, ins, "SELECT count(*) FROM kv" };
+	const char *const *params[3] = { a, b, NULL };
+	int np[3] = { 2, 2, 0 };
+
+	fx_init(&f, _i);
+	fx_open(&f);
+	create_kv(f.st);
+	ck_assert_int_eq(pgn_store_txn_sync(f.st, 3, sqls, np, params, &res),
+			 0);
+	ck_assert_str_eq(pgn_store_value(res, 0, 0), "2");
+	pgn_store_result_free(res);
+	/* A duplicate in the middle rolls back the statement before it. */
+	a[0] = "c";
+	params[1] = (const char *[2]){ "a", "9" };
+	ck_assert_int_eq(pgn_store_txn_sync(f.st, 3, sqls, np, params, &res),
+			 -EEXIST);
+	ck_assert_ptr_null(res);
+	ck_assert_int_eq(query_int(f.st, "SELECT count(*) FROM kv"), 2);
+	/* And the connection is usable (out of the transaction) after. */
+	params[1] = (const char *[2]){ "d", "4" };
+	ck_assert_int_eq(pgn_store_txn_sync(f.st, 3, sqls, np, params, NULL),
+			 0);
+	ck_assert_int_eq(query_int(f.st, "SELECT count(*) FROM kv"), 4);
+	ck_assert_int_eq(pgn_store_txn_sync(f.st, 0, sqls, np, params, &res),
+			 -EINVAL);
+	fx_fini(&f);
+}
+END_TEST
+
 struct order_state {
 	int next;
 	int bad;
@@ -1156,6 +1192,7 @@ main(void)
 	add_backend_test(tc, test_params, nbackends);
 	add_backend_test(tc, test_unique_violation, nbackends);
 	add_backend_test(tc, test_txn, nbackends);
+	add_backend_test(tc, test_txn_sync, nbackends);
 	add_backend_test(tc, test_results_in_order, nbackends);
 	add_backend_test(tc, test_accounts_sync, nbackends);
 	add_backend_test(tc, test_accounts_async, nbackends);

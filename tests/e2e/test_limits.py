@@ -18,8 +18,6 @@ import resource
 import socket
 import time
 
-import pytest
-
 import rawxmpp
 from conftest import COMPONENT, COMPONENT_SECRET
 from rawxmpp import NS_COMPONENT, sha1_handshake
@@ -176,3 +174,80 @@ def test_global_connection_limit(make_server, driver):
         except rawxmpp.StreamClosed:
             assert time.monotonic() < deadline, 'the place was not given back'
             time.sleep(0.1)
+
+
+# ---- SASL throttling ------------------------------------------------------
+
+DELAY_MS = 300
+
+
+def test_correct_password_is_delayed_while_throttled(make_server, driver):
+    srv = make_server(driver, auth_fail_delay_ms=DELAY_MS)
+    name, password = srv.new_user()
+    fail_times(srv, '127.0.0.2', name, 2)
+    ok, elapsed = timed_scram(srv, '127.0.0.2', name, password)
+    assert ok
+    # A throttled address learns nothing from how fast the answer comes.
+    assert elapsed >= DELAY_MS / 1000 * 0.9, (
+        'success answered in %.3f s while throttled' % elapsed)
+    # That success cleared the account's failures, not the address's: the
+    # next answer to that address is delayed still.
+    ok, elapsed = timed_scram(srv, '127.0.0.2', name, password)
+    assert ok and elapsed >= DELAY_MS / 1000 * 0.9, elapsed
+
+
+def test_own_account_success_does_not_clear_failures(make_server, driver):
+    srv = make_server(driver, auth_fail_delay_ms=DELAY_MS)
+    victim, _ = srv.new_user()
+    own, own_pw = srv.new_user()
+    other, _ = srv.new_user()
+    fail_times(srv, '127.0.0.2', victim, 3)
+    ok, _ = timed_scram(srv, '127.0.0.2', own, own_pw)
+    assert ok
+    # The attacker's own login did not reset its address ...
+    ok, elapsed = timed_scram(srv, '127.0.0.2', other, 'wrong-password')
+    assert not ok and elapsed >= DELAY_MS / 1000 * 0.9, (
+        'guess answered in %.3f s after a login to another account' % elapsed)
+    # ... nor the victim's account, which is throttled from any address.
+    ok, elapsed = timed_scram(srv, '127.0.0.3', victim, 'wrong-password')
+    assert not ok and elapsed >= DELAY_MS / 1000 * 0.9, (
+        'guess from a new address answered in %.3f s' % elapsed)
+    # An account nobody guessed, from a clean address: no delay.
+    ok, elapsed = timed_scram(srv, '127.0.0.4', own, own_pw)
+    assert ok and elapsed < DELAY_MS / 1000 * 0.9, elapsed
+
+
+# ---- component handshake throttling --------------------------------------
+
+def timed_handshake(srv, src, secret):
+    c = component_from(srv, src)
+    header = c.start_stream(COMPONENT, ns=NS_COMPONENT, version=None)
+    t0 = time.monotonic()
+    c.send('<handshake>%s</handshake>' % sha1_handshake(header.get('id'),
+                                                         secret))
+    try:
+        el = c.recv(timeout=15)
+        ok = el.tag == '{%s}handshake' % NS_COMPONENT
+    except rawxmpp.StreamClosed as e:
+        assert e.condition == 'not-authorized', e
+        ok = False
+    elapsed = time.monotonic() - t0
+    c.close()
+    return ok, elapsed
+
+
+def test_component_handshake_is_throttled(make_server, driver):
+    srv = make_server(driver, auth_fail_delay_ms=DELAY_MS)
+    for _ in range(2):
+        ok, _ = timed_handshake(srv, '127.0.0.2', 'guess')
+        assert not ok
+    ok, elapsed = timed_handshake(srv, '127.0.0.2', 'guess')
+    assert not ok and elapsed >= DELAY_MS / 1000 * 0.9, (
+        'third bad handshake answered in %.3f s' % elapsed)
+    # The component's name is throttled from other addresses too.
+    ok, elapsed = timed_handshake(srv, '127.0.0.3', 'guess')
+    assert not ok and elapsed >= DELAY_MS / 1000 * 0.9, elapsed
+    # The right secret from the throttled address waits as long.
+    ok, elapsed = timed_handshake(srv, '127.0.0.2', COMPONENT_SECRET)
+    assert ok and elapsed >= DELAY_MS / 1000 * 0.9, (
+        'good handshake answered in %.3f s while throttled' % elapsed)

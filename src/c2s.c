@@ -282,8 +282,10 @@ struct outcome_job {
 };
 
 static void
-outcome_job_free(struct outcome_job *j)
+outcome_job_free(void *arg)
 {
+	struct outcome_job *j = arg;
+
 	if (j->data != NULL) {
 		sodium_memzero(j->data, j->len);
 		free(j->data);
@@ -292,7 +294,7 @@ outcome_job_free(struct outcome_job *j)
 }
 
 static void
-delayed_outcome_cb(evutil_socket_t fd, short what, void *arg)
+delayed_outcome_cb(void *arg)
 {
 	struct outcome_job *j = arg;
 	struct pgn_session *s = pgn_stream_find(j->srv, j->id);
@@ -304,7 +306,6 @@ delayed_outcome_cb(evutil_socket_t fd, short what, void *arg)
 			send_failure_now(s, j->cond);
 		pgn_stream_resume(s);
 	}
-	outcome_job_free(j);
 }
 
 /* Tells the outcome of a SASL exchange (cond: the failure, NULL for a
@@ -347,9 +348,8 @@ sasl_outcome(struct pgn_session *s, const char *cond,
 		}
 	}
 	if (j != NULL) {
-		struct timeval tv = { delay_ms / 1000, (delay_ms % 1000) * 1000 };
-		if (event_base_once(s->srv->base, -1, EV_TIMEOUT,
-				    delayed_outcome_cb, j, &tv) == 0) {
+		if (pgn_server_later(s->srv, delay_ms, delayed_outcome_cb,
+				     outcome_job_free, j) == 0) {
 			pgn_stream_suspend(s);
 			return;
 		}

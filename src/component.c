@@ -7,7 +7,6 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
-#include <event2/event.h>
 #include <openssl/evp.h>
 #include <sodium.h>
 
@@ -90,7 +89,7 @@ struct handshake_job {
 };
 
 static void
-delayed_handshake_cb(evutil_socket_t fd, short what, void *arg)
+delayed_handshake_cb(void *arg)
 {
 	struct handshake_job *j = arg;
 	struct pgn_session *s = pgn_stream_find(j->srv, j->id);
@@ -99,7 +98,6 @@ delayed_handshake_cb(evutil_socket_t fd, short what, void *arg)
 		handshake_answer(s, j->ok);
 		pgn_stream_resume(s);
 	}
-	free(j);
 }
 
 /* Secrets are guessed like passwords (one guess per connection, thousands
@@ -114,12 +112,11 @@ handshake_outcome(struct pgn_session *s, int ok)
 	struct handshake_job *j;
 
 	if (delay_ms > 0 && (j = calloc(1, sizeof(*j))) != NULL) {
-		struct timeval tv = { delay_ms / 1000, (delay_ms % 1000) * 1000 };
 		j->id = s->id;
 		j->srv = s->srv;
 		j->ok = ok;
-		if (event_base_once(s->srv->base, -1, EV_TIMEOUT,
-				    delayed_handshake_cb, j, &tv) == 0) {
+		if (pgn_server_later(s->srv, delay_ms, delayed_handshake_cb,
+				     free, j) == 0) {
 			pgn_stream_suspend(s);
 			return;
 		}

@@ -269,6 +269,65 @@ bind_listener(struct pgn_server *srv, struct pgn_listener *l, char *err,
 	return 0;
 }
 
+struct pgn_later {
+	struct pgn_later *next, **pprev;
+	struct pgn_server *srv;
+	struct event *ev;
+	void (*fn)(void *arg);
+	void (*free_fn)(void *arg);
+	void *arg;
+};
+
+static void
+later_unlink_free(struct pgn_later *t)
+{
+	*t->pprev = t->next;
+	if (t->next != NULL)
+		t->next->pprev = t->pprev;
+	event_free(t->ev);
+	free(t);
+}
+
+static void
+later_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct pgn_later *t = arg;
+	void (*fn)(void *) = t->fn, (*free_fn)(void *) = t->free_fn;
+	void *a = t->arg;
+
+	later_unlink_free(t);
+	fn(a);
+	free_fn(a);
+}
+
+int
+pgn_server_later(struct pgn_server *srv, unsigned ms, void (*fn)(void *arg),
+		 void (*free_fn)(void *arg), void *arg)
+{
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+	struct pgn_later *t = calloc(1, sizeof(*t));
+
+	if (t == NULL)
+		return -ENOMEM;
+	t->srv = srv;
+	t->fn = fn;
+	t->free_fn = free_fn;
+	t->arg = arg;
+	t->ev = evtimer_new(srv->base, later_cb, t);
+	if (t->ev == NULL || evtimer_add(t->ev, &tv) != 0) {
+		if (t->ev != NULL)
+			event_free(t->ev);
+		free(t);
+		return -ENOMEM;
+	}
+	t->next = srv->later;
+	if (t->next != NULL)
+		t->next->pprev = &t->next;
+	t->pprev = &srv->later;
+	srv->later = t;
+	return 0;
+}
+
 static void
 signal_cb(evutil_socket_t sig, short what, void *arg)
 {
@@ -516,6 +575,13 @@ pgn_server_free(struct pgn_server *srv)
 			event_free(srv->sig_events[i]);
 	if (srv->reaper != NULL)
 		event_free(srv->reaper);
+	while (srv->later != NULL) {
+		struct pgn_later *t = srv->later;
+		void (*free_fn)(void *) = t->free_fn;
+		void *a = t->arg;
+		later_unlink_free(t);
+		free_fn(a);
+	}
 	pgn_limits_free(srv->auth_limits);
 	pgn_connlimit_free(srv->conns); /* after the reap, which releases */
 	if (srv->accept_timer != NULL)

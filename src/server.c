@@ -95,14 +95,22 @@ log_due(struct pgn_log_every *e, unsigned long *count)
 }
 
 static void
+listener_enable(struct evconnlistener *lev, int on)
+{
+	if (lev == NULL)
+		return;
+	if (on)
+		evconnlistener_enable(lev);
+	else
+		evconnlistener_disable(lev);
+}
+
+static void
 listeners_enable(struct pgn_server *srv, int on)
 {
 	for (size_t i = 0; i < srv->nlisteners; i++)
-		if (srv->listeners[i].lev != NULL)
-			(on ? evconnlistener_enable
-			    : evconnlistener_disable)(srv->listeners[i].lev);
-	if (srv->ctl != NULL)
-		(on ? evconnlistener_enable : evconnlistener_disable)(srv->ctl);
+		listener_enable(srv->listeners[i].lev, on);
+	listener_enable(srv->ctl, on);
 }
 
 static void

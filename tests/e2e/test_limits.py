@@ -32,6 +32,13 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def set_nofile(pid, soft):
+    """pid's RLIMIT_NOFILE soft limit (as prlimit(1)); returns the old."""
+    old, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+    return old
+
+
 def raw_from(srv, src, port=None, **kw):
     """A raw client connected from source address src (127.0.0.N)."""
     c = srv.raw(port=port or srv.c2s_plain_port, **kw)
@@ -98,9 +105,9 @@ def fail_times(srv, src, user, n):
 def test_fd_limit_pauses_accepting_without_spinning(make_server, driver):
     srv = make_server(driver)
     pid = srv.proc.pid
-    # As `prlimit --nofile=64:64 --pid`: the server's own descriptors fit,
+    # As `prlimit --nofile=64 --pid`: the server's own descriptors fit,
     # the connections below do not.
-    resource.prlimit(pid, resource.RLIMIT_NOFILE, (64, 64))
+    set_nofile(pid, 64)
     start = srv.log_size()
     socks = []
     try:
@@ -129,7 +136,6 @@ def test_fd_limit_pauses_accepting_without_spinning(make_server, driver):
             s.close()
     # The server accepts again once the clients are gone: the backlog
     # drains and a new client gets a stream.
-    resource.prlimit(pid, resource.RLIMIT_NOFILE, (64, 64))
     c = srv.raw(port=srv.c2s_plain_port, timeout=15)
     c.connect()
     feats = c.open()
@@ -138,6 +144,42 @@ def test_fd_limit_pauses_accepting_without_spinning(make_server, driver):
     text = srv.log_text(start)
     assert 'refused' in text, 'no count of refused accepts:\n' + \
         srv.log_tail(start)
+
+
+def test_fd_limit_on_the_control_socket(make_server, driver):
+    # Only the control socket meets the limit here: the XMPP listeners
+    # have nothing waiting, so its own pause is what keeps the loop quiet.
+    srv = make_server(driver)
+    pid = srv.proc.pid
+    fds = lambda: len(os.listdir('/proc/%d/fd' % pid))
+    base = fds()
+    old = set_nofile(pid, base + 3)
+    start = srv.log_size()
+    socks = []
+    try:
+        for _ in range(6):
+            ctl = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            ctl.connect(str(srv.ctl_socket))
+            socks.append(ctl)
+        deadline = time.monotonic() + 10
+        while 'Too many open files' not in srv.log_text(start):
+            assert time.monotonic() < deadline, \
+                'no accept error logged:\n' + srv.log_tail(start)
+            time.sleep(0.05)
+        time.sleep(0.3)
+        cpu0, t0, log0 = cpu_seconds(pid), time.monotonic(), srv.log_size()
+        time.sleep(2.0)
+        cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
+        window = srv.log_text(log0)
+        assert cpu < 0.25, 'pigeond used %.0f%% CPU at the fd limit' % (
+            cpu * 100)
+        assert window.count('Too many open files') <= 3, window[:3000]
+    finally:
+        for s in socks:
+            s.close()
+    # Served again once descriptors are free.
+    set_nofile(pid, old)
+    srv.ctl('status', expect=0)
 
 
 # ---- connection limits ----------------------------------------------------

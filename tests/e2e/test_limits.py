@@ -211,6 +211,59 @@ def test_global_connection_limit(make_server, driver):
     assert 'max_connections)' in srv.log_text()
 
 
+NS_SM = 'urn:xmpp:sm:3'
+
+
+def login_from(srv, src, user, password, bind=True):
+    c = srv.raw(port=srv.c2s_plain_port, name='%s@%s' % (user, src))
+
+    def connect(**kw):
+        c.sock = socket.create_connection(('127.0.0.1', c.port),
+                                          timeout=c.timeout,
+                                          source_address=(src, 0))
+        return c
+    c.connect = connect
+    c.login(user, password, bind=bind)
+    return c
+
+
+def sm(c, what):
+    return c.recv_until(lambda e: e.tag.startswith('{%s}' % NS_SM)
+                        and rawxmpp.local(e.tag) != 'r', what=what)
+
+
+def test_places_follow_stream_resumption(make_server, driver):
+    """A hibernated session gives its place back; a resumption takes the
+    place of its new connection, and a replaced live connection gives its
+    own back: no place leaks nor is given back twice."""
+    srv = make_server(driver, extra_limits='  max_connections_per_ip: 3\n')
+    name, pw = srv.new_user()
+    a = login_from(srv, '127.0.0.2', name, pw)
+    a.send("<enable xmlns='%s' resume='true'/>" % NS_SM)
+    sm_id = sm(a, '<enabled/>').get('id')
+    a.close()
+    deadline = time.monotonic() + 10
+    while 'hibernated' not in srv.log_text():
+        assert time.monotonic() < deadline, 'never hibernated'
+        time.sleep(0.05)
+    held = []
+    for _ in range(2):  # the session hibernated: a second resumes it
+        c = login_from(srv, '127.0.0.2', name, pw, bind=False)
+        c.send("<resume xmlns='%s' previd='%s' h='0'/>" % (NS_SM, sm_id))
+        assert rawxmpp.local(sm(c, '<resumed/>').tag) == 'resumed'
+        held.append(c)
+    assert held[0].expect_stream_error() == 'conflict'
+    held.pop(0).close()
+    # One connection left from that address: two more fit, not three.
+    held += [open_from(srv, '127.0.0.2') for _ in range(2)]
+    over = raw_from(srv, '127.0.0.2')
+    assert over.expect_stream_error() == 'policy-violation'
+    for c in held:
+        c.close()
+    for _ in range(3):
+        held.append(open_from(srv, '127.0.0.2'))
+
+
 # ---- SASL throttling ------------------------------------------------------
 
 DELAY_MS = 300

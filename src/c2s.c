@@ -242,12 +242,6 @@ sasl_send(struct pgn_session *s, const char *what, const unsigned char *data,
 	evbuffer_add_printf(out, "</%s>", what);
 }
 
-struct fail_job {
-	uint64_t id;
-	struct pgn_server *srv;
-	char cond[40];
-};
-
 static void
 send_failure_now(struct pgn_session *s, const char *cond)
 {
@@ -263,53 +257,8 @@ send_failure_now(struct pgn_session *s, const char *cond)
 }
 
 static void
-delayed_failure_cb(evutil_socket_t fd, short what, void *arg)
+send_success_now(struct pgn_session *s, const unsigned char *data, size_t len)
 {
-	struct fail_job *j = arg;
-	struct pgn_session *s = pgn_stream_find(j->srv, j->id);
-	if (s != NULL) {
-		send_failure_now(s, j->cond);
-		pgn_stream_resume(s);
-	}
-	free(j);
-}
-
-/* Failed authentications are answered later and later per peer address,
- * which slows password guessing without blocking anything. */
-static void
-sasl_failure(struct pgn_session *s, const char *cond)
-{
-	unsigned delay_ms = 0;
-	if (strcmp(cond, "not-authorized") == 0)
-		delay_ms = pgn_limits_auth_failed(s->srv->auth_limits, s->peer);
-	pgn_log(PGN_LOG_INFO, "session %llu: SASL failure %s from %s",
-		(unsigned long long)s->id, cond, s->peer);
-	if (delay_ms == 0) {
-		send_failure_now(s, cond);
-		return;
-	}
-	struct fail_job *j = calloc(1, sizeof(*j));
-	if (j == NULL) {
-		send_failure_now(s, cond);
-		return;
-	}
-	j->id = s->id;
-	j->srv = s->srv;
-	snprintf(j->cond, sizeof(j->cond), "%s", cond);
-	struct timeval tv = { delay_ms / 1000, (delay_ms % 1000) * 1000 };
-	pgn_stream_suspend(s);
-	if (event_base_once(s->srv->base, -1, EV_TIMEOUT, delayed_failure_cb, j,
-			    &tv) != 0) {
-		free(j);
-		send_failure_now(s, cond);
-		pgn_stream_resume(s);
-	}
-}
-
-static void
-sasl_success(struct pgn_session *s, const unsigned char *data, size_t len)
-{
-	pgn_limits_auth_ok(s->srv->auth_limits, s->peer);
 	sasl_send(s, "success", data, len, 0);
 	pgn_sasl_free(s->sasl);
 	s->sasl = NULL;
@@ -320,6 +269,109 @@ sasl_success(struct pgn_session *s, const unsigned char *data, size_t len)
 	s->state = PGN_ST_WAIT_HEADER;
 	pgn_log(PGN_LOG_INFO, "session %llu: authenticated as %s@%s",
 		(unsigned long long)s->id, s->authcid, pgn_host_name(s->host));
+}
+
+/* An outcome held back by the authentication throttle. */
+struct outcome_job {
+	uint64_t id;
+	struct pgn_server *srv;
+	int ok;
+	char cond[40];
+	unsigned char *data; /* success: the SCRAM server-final message */
+	size_t len;
+};
+
+static void
+outcome_job_free(void *arg)
+{
+	struct outcome_job *j = arg;
+
+	if (j->data != NULL) {
+		sodium_memzero(j->data, j->len);
+		free(j->data);
+	}
+	free(j);
+}
+
+static void
+delayed_outcome_cb(void *arg)
+{
+	struct outcome_job *j = arg;
+	struct pgn_session *s = pgn_stream_find(j->srv, j->id);
+
+	if (s != NULL && s->state != PGN_ST_CLOSING) {
+		if (j->ok)
+			send_success_now(s, j->data, j->len);
+		else
+			send_failure_now(s, j->cond);
+		pgn_stream_resume(s);
+	}
+}
+
+/* Tells the outcome of a SASL exchange (cond: the failure, NULL for a
+ * success with data), later when the address or the account is being
+ * guessed at (authlimit.h): successes wait as long as failures, so that
+ * the time of the answer tells nothing, and nothing blocks meanwhile. */
+static void
+sasl_outcome(struct pgn_session *s, const char *cond,
+	     const unsigned char *data, size_t len)
+{
+	char account[2100];
+	enum pgn_auth_outcome o = cond == NULL ? PGN_AUTH_OK
+				  : strcmp(cond, "not-authorized") == 0
+				  ? PGN_AUTH_FAILED
+				  : PGN_AUTH_ERROR;
+	struct outcome_job *j = NULL;
+	unsigned delay_ms;
+
+	if (s->authcid != NULL)
+		snprintf(account, sizeof(account), "%s@%s", s->authcid,
+			 pgn_host_name(s->host));
+	delay_ms = pgn_limits_auth_result(s->srv->auth_limits, s->peer,
+					  s->authcid != NULL ? account : NULL,
+					  o);
+	if (cond != NULL)
+		pgn_log(PGN_LOG_INFO,
+			"session %llu: SASL failure %s from %s (answer in %u ms)",
+			(unsigned long long)s->id, cond, s->peer, delay_ms);
+	if (delay_ms > 0 && (j = calloc(1, sizeof(*j))) != NULL) {
+		j->id = s->id;
+		j->srv = s->srv;
+		j->ok = cond == NULL;
+		snprintf(j->cond, sizeof(j->cond), "%s", cond ? cond : "");
+		if (len > 0 && (j->data = malloc(len)) == NULL) {
+			free(j);
+			j = NULL;
+		} else if (len > 0) {
+			memcpy(j->data, data, len);
+			j->len = len;
+		}
+	}
+	if (j != NULL) {
+		if (pgn_server_later(s->srv, delay_ms, delayed_outcome_cb,
+				     outcome_job_free, j) == 0) {
+			pgn_stream_suspend(s);
+			return;
+		}
+		/* Without a timer the answer goes now: still correct. */
+		outcome_job_free(j);
+	}
+	if (cond == NULL)
+		send_success_now(s, data, len);
+	else
+		send_failure_now(s, cond);
+}
+
+static void
+sasl_failure(struct pgn_session *s, const char *cond)
+{
+	sasl_outcome(s, cond, NULL, 0);
+}
+
+static void
+sasl_success(struct pgn_session *s, const unsigned char *data, size_t len)
+{
+	sasl_outcome(s, NULL, data, len);
 }
 
 static void sasl_handle_status(struct pgn_session *s,
@@ -518,6 +570,10 @@ handle_sasl(struct pgn_session *s, struct pgn_xml *xml)
 		unsigned char exp[64], ep[64], uq[64];
 		struct pgn_sasl_tls tls;
 		const char *mech = pgn_xml_attr(xml, "mechanism");
+
+		/* A new exchange: the account of an earlier one is not its. */
+		free(s->authcid);
+		s->authcid = NULL;
 
 		if (!s->secure && starttls_required(s) &&
 		    pgn_tls_available(s->srv->tls)) {

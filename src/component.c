@@ -10,6 +10,7 @@
 #include <openssl/evp.h>
 #include <sodium.h>
 
+#include "authlimit.h"
 #include "pigeon/map.h"
 #include "pigeon/log.h"
 #include "router.h"
@@ -53,6 +54,77 @@ pgn_component_stream_open(struct pgn_session *s, const char **attrs,
 	s->state = PGN_ST_NEGOTIATING;
 }
 
+/* The handshake's verdict, now. */
+static void
+handshake_answer(struct pgn_session *s, int ok)
+{
+	if (!ok) {
+		pgn_log(PGN_LOG_INFO, "session %llu: component %s: bad handshake",
+			(unsigned long long)s->id, s->domain);
+		pgn_stream_error(s, "not-authorized", NULL);
+		return;
+	}
+	struct pgn_session *old = pgn_map_get(s->srv->components, s->domain);
+	if (old != NULL) {
+		/* One connection per component: the new one wins. */
+		pgn_map_del(s->srv->components, s->domain);
+		pgn_stream_error(old, "conflict", NULL);
+	}
+	if (pgn_map_set(s->srv->components, s->domain, s) != 0) {
+		pgn_stream_error(s, "resource-constraint", NULL);
+		return;
+	}
+	s->state = PGN_ST_BOUND;
+	s->authenticated = 1;
+	pgn_stream_established(s);
+	pgn_stream_send_raw(s, "<handshake/>", strlen("<handshake/>"));
+	pgn_log(PGN_LOG_INFO, "session %llu: component %s connected",
+		(unsigned long long)s->id, s->domain);
+}
+
+struct handshake_job {
+	uint64_t id;
+	struct pgn_server *srv;
+	int ok;
+};
+
+static void
+delayed_handshake_cb(void *arg)
+{
+	struct handshake_job *j = arg;
+	struct pgn_session *s = pgn_stream_find(j->srv, j->id);
+
+	if (s != NULL && s->state == PGN_ST_NEGOTIATING) {
+		handshake_answer(s, j->ok);
+		pgn_stream_resume(s);
+	}
+}
+
+/* Secrets are guessed like passwords (one guess per connection, thousands
+ * a second): the same throttle as SASL, per address and per component,
+ * holding right and wrong answers alike (authlimit.h). */
+static void
+handshake_outcome(struct pgn_session *s, int ok)
+{
+	unsigned delay_ms = pgn_limits_auth_result(
+		s->srv->auth_limits, s->peer, s->domain,
+		ok ? PGN_AUTH_OK : PGN_AUTH_FAILED);
+	struct handshake_job *j;
+
+	if (delay_ms > 0 && (j = calloc(1, sizeof(*j))) != NULL) {
+		j->id = s->id;
+		j->srv = s->srv;
+		j->ok = ok;
+		if (pgn_server_later(s->srv, delay_ms, delayed_handshake_cb,
+				     free, j) == 0) {
+			pgn_stream_suspend(s);
+			return;
+		}
+		free(j);
+	}
+	handshake_answer(s, ok);
+}
+
 static void
 handshake(struct pgn_session *s, struct pgn_xml *xml)
 {
@@ -80,28 +152,7 @@ handshake(struct pgn_session *s, struct pgn_xml *xml)
 	}
 	EVP_MD_CTX_free(ctx);
 	free(given);
-	if (!ok) {
-		pgn_log(PGN_LOG_INFO, "session %llu: component %s: bad handshake",
-			(unsigned long long)s->id, s->domain);
-		pgn_stream_error(s, "not-authorized", NULL);
-		return;
-	}
-	struct pgn_session *old = pgn_map_get(s->srv->components, s->domain);
-	if (old != NULL) {
-		/* One connection per component: the new one wins. */
-		pgn_map_del(s->srv->components, s->domain);
-		pgn_stream_error(old, "conflict", NULL);
-	}
-	if (pgn_map_set(s->srv->components, s->domain, s) != 0) {
-		pgn_stream_error(s, "resource-constraint", NULL);
-		return;
-	}
-	s->state = PGN_ST_BOUND;
-	s->authenticated = 1;
-	pgn_stream_established(s);
-	pgn_stream_send_raw(s, "<handshake/>", strlen("<handshake/>"));
-	pgn_log(PGN_LOG_INFO, "session %llu: component %s connected",
-		(unsigned long long)s->id, s->domain);
+	handshake_outcome(s, ok);
 }
 
 /* Stanzas from the component carry its namespace; internally everything

@@ -125,6 +125,10 @@ static const struct cfg_limit_def limit_defs[] = {
 	 offsetof(struct pgn_cfg_limits, resume_timeout), false},
 	{"max_unacked", 10, 1000000,
 	 offsetof(struct pgn_cfg_limits, max_unacked), false},
+	{"max_connections_per_ip", 0, 10000000,
+	 offsetof(struct pgn_cfg_limits, max_connections_per_ip), false},
+	{"max_connections", 0, 10000000,
+	 offsetof(struct pgn_cfg_limits, max_connections), false},
 };
 
 /* ---- messages ------------------------------------------------------------ */
@@ -1715,6 +1719,8 @@ cfg_limits_default(struct pgn_cfg_limits *l)
 	l->ping_timeout = 60;
 	l->resume_timeout = 300;
 	l->max_unacked = 5000;
+	l->max_connections_per_ip = 100;
+	l->max_connections = 0;
 }
 
 /* ---- loading ------------------------------------------------------------- */

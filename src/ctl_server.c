@@ -581,6 +581,13 @@ ctl_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 
+static void
+ctl_accept_error_cb(struct evconnlistener *lev, void *arg)
+{
+	/* EMFILE: the same pause as the XMPP listeners, not a busy loop. */
+	pgn_server_accept_failed(arg, EVUTIL_SOCKET_ERROR());
+}
+
 int
 pgn_ctl_listen(struct pgn_server *srv, char *err, size_t errlen)
 {
@@ -620,6 +627,7 @@ pgn_ctl_listen(struct pgn_server *srv, char *err, size_t errlen)
 			 path, strerror(errno));
 		return -errno;
 	}
+	evconnlistener_set_error_cb(srv->ctl, ctl_accept_error_cb);
 	chmod(path, 0600);
 	return 0;
 }

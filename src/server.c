@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -18,6 +19,7 @@
 
 #include "host.h"
 #include "authlimit.h"
+#include "connlimit.h"
 #include "pigeon/map.h"
 #include "pigeon/log.h"
 #include "pigeon/store.h"
@@ -66,15 +68,161 @@ reaper_cb(evutil_socket_t fd, short what, void *arg)
 	pgn_stream_reap(arg);
 }
 
+/* accept() failures are retried after a pause that doubles up to a
+ * second, not at once: at the descriptor limit the listening socket stays
+ * readable and an immediate retry spins the loop (issue 19: 3.7 million
+ * log lines in 17 s).  Waiting clients stay in the kernel's backlog. */
+#define ACCEPT_PAUSE_MIN_MS 100
+#define ACCEPT_PAUSE_MAX_MS 1000
+/* Floods (accept errors, refused connections) get one line per interval,
+ * with the count of the events since the previous line. */
+#define LOG_EVERY_MS 10000
+
+/* Counts one event; true when a line is due, with *count set to the
+ * events since the last line (this one included). */
+static int
+log_due(struct pgn_log_every *e, unsigned long *count)
+{
+	uint64_t now = pgn_now_ms();
+
+	e->count++;
+	if (e->last_ms != 0 && now - e->last_ms < LOG_EVERY_MS)
+		return 0;
+	*count = e->count;
+	e->count = 0;
+	e->last_ms = now;
+	return 1;
+}
+
+static void
+listener_enable(struct evconnlistener *lev, int on)
+{
+	if (lev == NULL)
+		return;
+	if (on)
+		evconnlistener_enable(lev);
+	else
+		evconnlistener_disable(lev);
+}
+
+static void
+listeners_enable(struct pgn_server *srv, int on)
+{
+	for (size_t i = 0; i < srv->nlisteners; i++)
+		listener_enable(srv->listeners[i].lev, on);
+	listener_enable(srv->ctl, on);
+}
+
+static void
+accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct pgn_server *srv = arg;
+
+	srv->accept_paused = 0;
+	if (!srv->stopping)
+		listeners_enable(srv, 1);
+}
+
+void
+pgn_server_accept_failed(struct pgn_server *srv, int err)
+{
+	unsigned long n;
+
+	if (!srv->accept_paused && srv->accept_timer != NULL) {
+		unsigned ms = srv->accept_pause_ms * 2;
+		if (ms < ACCEPT_PAUSE_MIN_MS)
+			ms = ACCEPT_PAUSE_MIN_MS;
+		if (ms > ACCEPT_PAUSE_MAX_MS)
+			ms = ACCEPT_PAUSE_MAX_MS;
+		struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+		/* Every listener: they share the descriptor table. */
+		listeners_enable(srv, 0);
+		if (evtimer_add(srv->accept_timer, &tv) == 0) {
+			srv->accept_paused = 1;
+			srv->accept_pause_ms = ms;
+		} else {
+			listeners_enable(srv, 1);
+		}
+	}
+	if (log_due(&srv->log_accept_err, &n))
+		pgn_log(PGN_LOG_WARN,
+			"accept: %s: %lu accept calls refused since the last "
+			"such message; pausing accepts for %u ms at a time "
+			"(%u connections open)",
+			evutil_socket_error_to_string(err), n,
+			srv->accept_pause_ms,
+			pgn_connlimit_count(srv->conns));
+}
+
+/* Closes a connection over a limit at once: a fixed stream error on plain
+ * streams (RFC 6120 §4.9.1.2: our header first, then the error), nothing
+ * on direct TLS, whose handshake is the cost being avoided. */
+static void
+refuse(const struct pgn_listener *l, evutil_socket_t fd, const char *cond,
+       const char *text)
+{
+	char buf[512];
+	int n;
+
+	if (l->cfg->kind != PGN_LISTEN_C2S_TLS) {
+		int comp = l->cfg->kind == PGN_LISTEN_COMPONENT;
+		n = snprintf(buf, sizeof(buf),
+			     "<?xml version='1.0'?><stream:stream xmlns='%s' "
+			     "xmlns:stream='" PGN_NS_STREAMS "' id='refused'%s>"
+			     "<stream:error><%s xmlns='" PGN_NS_STREAM_ERRORS
+			     "'/><text xmlns='" PGN_NS_STREAM_ERRORS
+			     "' xml:lang='en'>%s</text></stream:error>"
+			     "</stream:stream>",
+			     comp ? PGN_NS_COMPONENT : PGN_NS_CLIENT,
+			     comp ? "" : " version='1.0'", cond, text);
+		/* Best effort: the socket buffer of a fresh connection takes
+		 * it whole.  Unread input would turn our close into a reset
+		 * that can destroy the error in flight: drop what came. */
+		if (n > 0 && (size_t)n < sizeof(buf))
+			(void)send(fd, buf, (size_t)n,
+				   MSG_DONTWAIT | MSG_NOSIGNAL);
+		(void)recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+	}
+	evutil_closesocket(fd);
+}
+
 static void
 accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 	  struct sockaddr *sa, int salen, void *arg)
 {
 	struct pgn_listener *l = arg;
+	struct pgn_server *srv = l->srv;
 	char peer[64] = "?";
+	unsigned long n;
+	int rc;
 
-	if (l->srv->stopping) {
+	srv->accept_pause_ms = 0;
+	if (srv->stopping) {
 		evutil_closesocket(fd);
+		return;
+	}
+	if (sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, peer,
+			  sizeof(peer));
+	else if (sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)sa)->sin6_addr,
+			  peer, sizeof(peer));
+	/* Counted before anything is allocated, so that refusing costs only
+	 * the accept; given back when the connection closes (stream.c). */
+	rc = pgn_connlimit_admit(srv->conns, peer);
+	if (rc != 0) {
+		const char *why = rc == -EPERM ? "max_connections_per_ip"
+				  : rc == -EMFILE ? "max_connections"
+						  : "out of memory";
+		refuse(l, fd, rc == -EPERM ? "policy-violation"
+					   : "resource-constraint",
+		       rc == -EPERM ? "too many connections from your address"
+				    : "too many connections");
+		if (log_due(&srv->log_refused, &n))
+			pgn_log(PGN_LOG_WARN,
+				"connection from %s refused (%s); %lu refused "
+				"since the last such message",
+				peer, why, n);
 		return;
 	}
 	{
@@ -83,21 +231,16 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	}
-	if (sa->sa_family == AF_INET)
-		inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, peer,
-			  sizeof(peer));
-	else if (sa->sa_family == AF_INET6)
-		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)sa)->sin6_addr,
-			  peer, sizeof(peer));
-	pgn_stream_accept(l->srv, l, fd, peer);
+	pgn_stream_accept(srv, l, fd, peer);
 }
 
 static void
 accept_error_cb(struct evconnlistener *lev, void *arg)
 {
+	struct pgn_listener *l = arg;
+
 	/* EMFILE and friends: keep serving those connected. */
-	pgn_log(PGN_LOG_WARN, "accept: %s",
-		evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	pgn_server_accept_failed(l->srv, EVUTIL_SOCKET_ERROR());
 }
 
 static int
@@ -134,6 +277,65 @@ bind_listener(struct pgn_server *srv, struct pgn_listener *l, char *err,
 	return 0;
 }
 
+struct pgn_later {
+	struct pgn_later *next, **pprev;
+	struct pgn_server *srv;
+	struct event *ev;
+	void (*fn)(void *arg);
+	void (*free_fn)(void *arg);
+	void *arg;
+};
+
+static void
+later_unlink_free(struct pgn_later *t)
+{
+	*t->pprev = t->next;
+	if (t->next != NULL)
+		t->next->pprev = t->pprev;
+	event_free(t->ev);
+	free(t);
+}
+
+static void
+later_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct pgn_later *t = arg;
+	void (*fn)(void *) = t->fn, (*free_fn)(void *) = t->free_fn;
+	void *a = t->arg;
+
+	later_unlink_free(t);
+	fn(a);
+	free_fn(a);
+}
+
+int
+pgn_server_later(struct pgn_server *srv, unsigned ms, void (*fn)(void *arg),
+		 void (*free_fn)(void *arg), void *arg)
+{
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+	struct pgn_later *t = calloc(1, sizeof(*t));
+
+	if (t == NULL)
+		return -ENOMEM;
+	t->srv = srv;
+	t->fn = fn;
+	t->free_fn = free_fn;
+	t->arg = arg;
+	t->ev = evtimer_new(srv->base, later_cb, t);
+	if (t->ev == NULL || evtimer_add(t->ev, &tv) != 0) {
+		if (t->ev != NULL)
+			event_free(t->ev);
+		free(t);
+		return -ENOMEM;
+	}
+	t->next = srv->later;
+	if (t->next != NULL)
+		t->next->pprev = &t->next;
+	t->pprev = &srv->later;
+	srv->later = t;
+	return 0;
+}
+
 static void
 signal_cb(evutil_socket_t sig, short what, void *arg)
 {
@@ -146,6 +348,23 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	}
 	pgn_log(PGN_LOG_INFO, "signal %d: shutting down", (int)sig);
 	pgn_server_stop(srv);
+}
+
+/* The cap on connections: the configured one, or (0) the descriptor
+ * limit less a reserve for the store, log, workers, modules and pigeonctl,
+ * so that the limit is met with a stream error rather than with EMFILE. */
+static unsigned
+max_connections(const struct pgn_config *cfg)
+{
+	struct rlimit rl;
+	rlim_t n;
+
+	if (cfg->limits.max_connections != 0)
+		return cfg->limits.max_connections;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+		return 0;
+	n = rl.rlim_cur > 128 ? rl.rlim_cur - 64 : rl.rlim_cur / 2;
+	return n > 10000000 ? 10000000 : (unsigned)n;
 }
 
 struct pgn_server *
@@ -187,10 +406,17 @@ pgn_server_new(struct pgn_config *cfg, char *err, size_t errlen)
 	srv->commands = pgn_map_new();
 	srv->sm_ids = pgn_map_new();
 	srv->auth_limits = pgn_limits_new(cfg->limits.auth_fail_delay_ms);
+	srv->conns = pgn_connlimit_new(cfg->limits.max_connections_per_ip,
+				       max_connections(cfg));
 	if (srv->base == NULL || srv->sessions == NULL || srv->users == NULL ||
 	    srv->components == NULL || srv->ctl_conns == NULL ||
 	    srv->commands == NULL || srv->sm_ids == NULL ||
-	    srv->auth_limits == NULL) {
+	    srv->auth_limits == NULL || srv->conns == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	srv->accept_timer = evtimer_new(srv->base, accept_resume_cb, srv);
+	if (srv->accept_timer == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
@@ -260,6 +486,8 @@ pgn_server_new(struct pgn_config *cfg, char *err, size_t errlen)
 	}
 	if (pgn_ctl_listen(srv, err, errlen) != 0)
 		goto fail;
+	pgn_log(PGN_LOG_INFO, "connections: at most %u, %u per address (0: no limit)",
+		max_connections(cfg), cfg->limits.max_connections_per_ip);
 	if (cfg->pid_file != NULL) {
 		FILE *fp = fopen(cfg->pid_file, "w");
 		if (fp == NULL) {
@@ -355,7 +583,17 @@ pgn_server_free(struct pgn_server *srv)
 			event_free(srv->sig_events[i]);
 	if (srv->reaper != NULL)
 		event_free(srv->reaper);
+	while (srv->later != NULL) {
+		struct pgn_later *t = srv->later;
+		void (*free_fn)(void *) = t->free_fn;
+		void *a = t->arg;
+		later_unlink_free(t);
+		free_fn(a);
+	}
 	pgn_limits_free(srv->auth_limits);
+	pgn_connlimit_free(srv->conns); /* after the reap, which releases */
+	if (srv->accept_timer != NULL)
+		event_free(srv->accept_timer);
 	pgn_map_free(srv->sessions);
 	pgn_map_free(srv->users);
 	pgn_map_free(srv->components);

@@ -17,6 +17,8 @@ struct pgn_tls;
 struct pgn_host;
 struct pgn_map;
 struct pgn_limits;
+struct pgn_connlimit;
+struct pgn_later;
 struct pgn_session;
 struct pgn_module;
 
@@ -43,6 +45,16 @@ struct pgn_server {
 	struct pgn_map *ctl_conns;   /* id -> control connection */
 	struct pgn_map *commands;    /* ctl command -> modules serving it */
 	struct pgn_limits *auth_limits;
+	struct pgn_connlimit *conns; /* c2s + component connections */
+	struct pgn_later *later;     /* pending pgn_server_later() timers */
+	/* accept() failures (EMFILE...): listeners paused, backing off. */
+	struct event *accept_timer;
+	unsigned accept_pause_ms;    /* the current pause, 0 after an accept */
+	unsigned accept_paused : 1;
+	struct pgn_log_every {       /* a flood of one event, logged rarely */
+		uint64_t last_ms;
+		unsigned long count; /* events since the last line */
+	} log_accept_err, log_refused;
 	struct event *sig_events[4];
 	struct event *reaper;        /* frees closed sessions outside callbacks */
 	struct pgn_session *dead;    /* list of sessions waiting for the reaper */
@@ -71,6 +83,16 @@ void pgn_server_free(struct pgn_server *srv);
 uint64_t pgn_server_next_id(struct pgn_server *srv);
 struct pgn_host *pgn_server_host(const struct pgn_server *srv,
 				 const char *name);
+/* accept() failed with errno err on a listener (the control socket's
+ * too): stops accepting for a while instead of retrying at once, and logs
+ * once per interval. */
+void pgn_server_accept_failed(struct pgn_server *srv, int err);
+/* Runs fn(arg) once after ms, then free_fn(arg).  Unlike event_base_once
+ * the server owns arg: should it be freed first, free_fn(arg) alone runs
+ * (no leak of held answers at shutdown).  0 or -ENOMEM (nothing taken). */
+int pgn_server_later(struct pgn_server *srv, unsigned ms,
+		     void (*fn)(void *arg), void (*free_fn)(void *arg),
+		     void *arg);
 /* The control socket (ctl_server.c). */
 int pgn_ctl_listen(struct pgn_server *srv, char *err, size_t errlen);
 void pgn_ctl_close(struct pgn_server *srv);

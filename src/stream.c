@@ -24,6 +24,7 @@
 #include "pigeon/map.h"
 #include "pigeon/log.h"
 #include "pigeon/xml.h"
+#include "connlimit.h"
 #include "host.h"
 #include "server.h"
 #include "stream.h"
@@ -239,6 +240,7 @@ pgn_stream_accept(struct pgn_server *srv, const struct pgn_listener *l,
 	return;
 fail:
 	pgn_log(PGN_LOG_WARN, "cannot accept connection from %s", peer);
+	pgn_connlimit_release(srv->conns, peer);
 	if (s != NULL) {
 		if (s->bev != NULL)
 			bufferevent_free(s->bev); /* closes fd and SSL */
@@ -557,8 +559,10 @@ pgn_stream_reap(struct pgn_server *srv)
 			SSL_shutdown(s->ssl);
 			ERR_clear_error();
 		}
-		if (s->bev != NULL)
+		if (s->bev != NULL) {
 			bufferevent_free(s->bev); /* closes fd, frees SSL */
+			pgn_connlimit_release(srv->conns, s->peer);
+		}
 		event_free(s->timer);
 		pgn_xml_parser_free(s->parser);
 		pgn_sasl_free(s->sasl);
@@ -761,6 +765,7 @@ pgn_stream_lost(struct pgn_session *s)
 	/* Keep the session (bound, available, in every table) without its
 	 * connection until the client resumes or resume_timeout passes. */
 	bufferevent_free(s->bev); /* closes the socket and frees SSL */
+	pgn_connlimit_release(s->srv->conns, s->peer);
 	s->bev = NULL;
 	s->ssl = NULL;
 	s->fd = -1;

@@ -110,7 +110,10 @@ pgn_stream_bound(const struct pgn_session *s)
 	return s->state == PGN_ST_BOUND || s->state == PGN_ST_HIBERNATED;
 }
 
-/* Accepts a new connection on fd for listener l (takes the fd). */
+/* Accepts a new connection on fd for listener l (takes the fd, and the
+ * place counted for peer in srv->conns: a session owns that place while
+ * it has a connection, s->bev != NULL, and gives it back when the
+ * connection closes). */
 void pgn_stream_accept(struct pgn_server *srv, const struct pgn_listener *l,
 		       int fd, const char *peer);
 /* Serialises and queues a stanza (the caller keeps it), through the

@@ -109,6 +109,7 @@ certfiles:
 limits:
   idle_timeout: 86400
   keepalive_interval: 86400
+  max_connections_per_ip: 0
 {limits}
 log:
   level: warn

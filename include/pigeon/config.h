@@ -58,6 +58,8 @@ struct pgn_cfg_limits {
 	unsigned ping_timeout;      /* seconds to answer it; default 60 */
 	unsigned resume_timeout;    /* XEP-0198 hibernation, seconds; 0 no resumption; default 300 */
 	unsigned max_unacked;       /* stanzas queued for a client's ack; default 5000 */
+	unsigned max_connections_per_ip; /* c2s + component, per IPv4 address or IPv6 /64; 0 none; default 100 */
+	unsigned max_connections;   /* in all; 0 (default): the descriptor limit less a reserve */
 };
 
 struct pgn_config {

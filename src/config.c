@@ -125,6 +125,10 @@ static const struct cfg_limit_def limit_defs[] = {
 	 offsetof(struct pgn_cfg_limits, resume_timeout), false},
 	{"max_unacked", 10, 1000000,
 	 offsetof(struct pgn_cfg_limits, max_unacked), false},
+	{"max_unacked_bytes", 65536, 1ul << 30,
+	 offsetof(struct pgn_cfg_limits, max_unacked_bytes), true},
+	{"max_unacked_bytes_per_account", 65536, 1ul << 30,
+	 offsetof(struct pgn_cfg_limits, max_unacked_bytes_per_account), true},
 };
 
 /* ---- messages ------------------------------------------------------------ */
@@ -1715,6 +1719,8 @@ cfg_limits_default(struct pgn_cfg_limits *l)
 	l->ping_timeout = 60;
 	l->resume_timeout = 300;
 	l->max_unacked = 5000;
+	l->max_unacked_bytes = 8ul << 20;
+	l->max_unacked_bytes_per_account = 32ul << 20;
 }
 
 /* ---- loading ------------------------------------------------------------- */

@@ -58,6 +58,8 @@ struct pgn_cfg_limits {
 	unsigned ping_timeout;      /* seconds to answer it; default 60 */
 	unsigned resume_timeout;    /* XEP-0198 hibernation, seconds; 0 no resumption; default 300 */
 	unsigned max_unacked;       /* stanzas queued for a client's ack; default 5000 */
+	size_t max_unacked_bytes;   /* the same in bytes per session; default 8 MiB */
+	size_t max_unacked_bytes_per_account; /* summed over its sessions; default 32 MiB */
 };
 
 struct pgn_config {

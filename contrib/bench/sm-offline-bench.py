@@ -4,7 +4,8 @@ and a large offline backlog.
 
 Uses the end-to-end harness (tests/e2e/conftest.py, rawxmpp.py) to start
 a throw-away pigeond from the build tree on SQLite (default limits,
-max_stanza_size 262144, mod_offline quota 10000).
+max_stanza_size 262144, mod_offline quota 10000, every module unless
+--no-mam leaves mod_mam out).
 
   unacked  A client enables stream management, reads everything and never
            acknowledges; another sends it N messages of SIZE bytes.
@@ -50,9 +51,10 @@ def status(pid, key):
     return -1
 
 
-def server(base, certs):
+def server(base, certs, mam):
     srv = conftest.Server(base, certs, 'sqlite', max_stanza_size=262144,
-                          modules={'mod_offline': {'quota': 10000}})
+                          modules={'mod_offline': {'quota': 10000},
+                                   'mod_mam': {} if mam else None})
     return srv.start()
 
 
@@ -74,10 +76,20 @@ def bench_unacked(srv, n, size, type_, offline):
     time.sleep(0.5)
     before = status(pid, 'VmRSS')
     pad = 'x' * size
-    got, ended = 0, None
+    got, ended, refused = 0, None, 0
     for i in range(n):
+        b.sock.settimeout(60)  # recv() below leaves a short one
         b.send("<message to='%s' type='%s'><body>%d %s</body></message>"
                % (a.jid, type_, i, pad))
+        # The sender reads its errors (offline storage busy), so that
+        # its own output does not back up.
+        while True:
+            try:
+                el = b.recv(timeout=0.001)
+            except rawxmpp.XMPPTimeout:
+                break
+            if el.get('type') == 'error':
+                refused += 1
         # Read what came meanwhile, never acknowledging.
         while ended is None and not offline:
             try:
@@ -89,7 +101,16 @@ def bench_unacked(srv, n, size, type_, offline):
                 break
             if local(el.tag) == 'message':
                 got += 1
-    b.ping(timeout=120)
+    ping = rawxmpp.new_id('ping')
+    b.sock.settimeout(60)
+    b.send("<iq type='get' id='%s' to='localhost'><ping xmlns='urn:xmpp:ping'/>"
+           "</iq>" % ping)
+    while True:
+        el = b.recv(timeout=120)
+        if el.get('id') == ping:
+            break
+        if el.get('type') == 'error':
+            refused += 1
     after = status(pid, 'VmRSS')
     # What went to offline storage meanwhile: wait until it is written.
     last, rows = -1, stored(srv)
@@ -100,9 +121,10 @@ def bench_unacked(srv, n, size, type_, offline):
     peak = status(pid, 'VmHWM')
     print('unacked: %d x %d B %s messages to a never-acking SM client%s: '
           'VmRSS %d -> %d MiB (+%d), %d MiB once %d were stored offline, '
-          'VmHWM %d MiB; client read %d; session %s'
+          'VmHWM %d MiB; client read %d; session %s; %d refused (store busy)'
           % (n, size, type_, ' (offline)' if offline else '', before, after, after - before, settled, rows,
-             peak, got, 'ended (%s)' % ended if ended else 'still open'))
+             peak, got, 'ended (%s)' % ended if ended else 'still open',
+             refused))
 
 
 def bench_backlog(srv, n, size, sm):
@@ -158,6 +180,9 @@ def main():
     ap.add_argument('-n', type=int, default=None)
     ap.add_argument('--size', type=int, default=100000)
     ap.add_argument('--sm', action='store_true')
+    ap.add_argument('--no-mam', action='store_true',
+                    help='without mod_mam (its archive writes are held in '
+                    'memory too)')
     ap.add_argument('--offline', action='store_true',
                     help='unacked: the client is gone before the messages')
     ap.add_argument('--type', default='chat',
@@ -167,7 +192,7 @@ def main():
     srv = None
     try:
         certs = conftest.Certs(base)
-        srv = server(base, certs)
+        srv = server(base, certs, not args.no_mam)
         if args.what == 'unacked':
             bench_unacked(srv, args.n or 2000, args.size, args.type,
                           args.offline)

@@ -17,10 +17,10 @@
  * the deletion behind, issue 4).  The next batch is read only when the
  * session can take it (pgn_session_congested(), else "session-drained"):
  * a large backlog must not pile up in the output buffer, which ends the
- * stream, nor in the stream management queue.  While that runs, messages arriving for
- * the same account are held (message/bare and message/full, up to
- * MAX_HELD per account) and routed on when the backlog is done, so the
- * session sees the old messages before the new ones.
+ * stream, nor in the stream management queue.  While that runs, messages
+ * arriving for the same account are held (message/bare and message/full,
+ * up to MAX_HELD per account) and routed on when the backlog is done, so
+ * the session sees the old messages before the new ones.
  *
  * pigeonctl delete_old_messages DAYS deletes what is older than DAYS days
  * on every host (the command has no host argument). */

@@ -311,7 +311,9 @@ progress(struct pgn_session *s)
 	while (done < sm->nwant &&
 	       (int32_t)(handled(sm) - sm->want[done].upto) >= 0 &&
 	       s->state == PGN_ST_BOUND) {
-		for (uint32_t i = 0; i < sm->want[done].n; i++)
+		/* (A flood of requests ends at the output limit.) */
+		for (uint32_t i = 0;
+		     i < sm->want[done].n && s->state == PGN_ST_BOUND; i++)
 			send_raw(s, "<a xmlns='" NS_SM "' h='%lu'/>",
 				 handled(sm));
 		done++;
@@ -512,8 +514,10 @@ static void
 handle_r(struct pgn_session *s)
 {
 	struct pgn_sm *sm = s->sm;
-	struct sm_want *last = sm->nwant > 0 ? &sm->want[sm->nwant - 1] : NULL;
+	struct sm_want *last;
 
+	if (sm->npend == 0 && sm->nwant > 0)
+		progress(s); /* (not expected: answered when npend fell) */
 	if (sm->npend == 0 && sm->nwant == 0) {
 		send_raw(s, "<a xmlns='" NS_SM "' h='%lu'/>", sm->received);
 		return;
@@ -521,28 +525,34 @@ handle_r(struct pgn_session *s)
 	/* Some stanzas are still on their way to storage: answer once
 	 * everything received before this request is handled, after the
 	 * requests before it. */
-	if (last != NULL && (last->upto == sm->received ||
-			     sm->nwant >= MAX_WANT)) {
-		last->upto = sm->received;
-		if (last->n < UINT32_MAX)
-			last->n++;
-		return;
-	}
-	if (sm->nwant == sm->cwant) {
-		unsigned n = sm->cwant ? sm->cwant * 2 : 4;
-		struct sm_want *w = realloc(sm->want, n * sizeof(*w));
-		if (w == NULL) {
-			if (last == NULL) /* h is true now, if early */
-				send_raw(s, "<a xmlns='" NS_SM "' h='%lu'/>",
-					 handled(sm));
-			else
-				last->n++, last->upto = sm->received;
+	last = sm->nwant > 0 ? &sm->want[sm->nwant - 1] : NULL;
+	if (last == NULL ||
+	    (last->upto != sm->received && sm->nwant < MAX_WANT)) {
+		if (sm->nwant == sm->cwant) {
+			unsigned n = sm->cwant ? sm->cwant * 2 : 4;
+			struct sm_want *w = realloc(sm->want, n * sizeof(*w));
+			if (w != NULL) {
+				sm->want = w;
+				sm->cwant = n;
+				last = sm->nwant > 0 ? &w[sm->nwant - 1] : NULL;
+			}
+		}
+		if (sm->nwant < sm->cwant) {
+			sm->want[sm->nwant++] =
+				(struct sm_want){ sm->received, 1 };
 			return;
 		}
-		sm->want = w;
-		sm->cwant = n;
+		if (last == NULL) {
+			/* Out of memory: h is true now, if early. */
+			send_raw(s, "<a xmlns='" NS_SM "' h='%lu'/>",
+				 handled(sm));
+			return;
+		}
 	}
-	sm->want[sm->nwant++] = (struct sm_want){ sm->received, 1 };
+	/* Answered together with the last waiting request. */
+	last->upto = sm->received;
+	if (last->n < UINT32_MAX)
+		last->n++;
 }
 
 static void

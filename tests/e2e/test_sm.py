@@ -197,6 +197,35 @@ def test_unacked_bytes_bound_ends_session_keeps_messages(make_server, driver):
     c.expect_silence(0.3)
 
 
+def test_unacked_bytes_bound_ends_hibernated_session(make_server, driver):
+    """The same bound while the session hibernates: it ends without
+    waiting for resume_timeout and the queue goes to offline storage, in
+    order with what came later."""
+    srv = make_server(driver, extra_limits='  max_unacked_bytes: 131072\n'
+                      '  resume_timeout: 300\n')
+    an, ap = srv.new_user(prefix='sma')
+    bn, bp = srv.new_user(prefix='smb')
+    a = srv.login(an, ap, resource='phone')
+    a.presence()
+    sm_id = enable(a).get('id')
+    drop(a)
+    wait_log(srv, 'hibernated')
+    b = srv.login(bn, bp, resource='desk')
+    n, pad = 60, 'y' * 4000
+    b.send(''.join("<message to='%s' type='chat' id='h%d'><body>h%d %s</body>"
+                   "</message>" % (a.jid, i, i, pad) for i in range(n)))
+    assert b.ping(timeout=20).get('type') == 'result'
+    wait_log(srv, 'too many unacknowledged bytes')
+    wait_log(srv, 'hibernation over')
+    c, el = resume(srv, an, ap, sm_id, 0)
+    assert is_sm(el, 'failed'), to_str(el)
+    c.bind('phone')
+    c.presence()
+    bodies = [recv_body(c, timeout=20).split(' ')[0] for _ in range(n)]
+    assert bodies == ['h%d' % i for i in range(n)]
+    c.expect_silence(0.3)
+
+
 def test_unacked_bytes_bound_per_account(make_server, driver):
     """The bound also holds for the sum over an account's sessions."""
     srv = make_server(driver, extra_limits='  max_unacked_bytes: 1048576\n'

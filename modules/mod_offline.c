@@ -14,10 +14,13 @@
  * order, BATCH_ROWS at a time (and at most BATCH_BYTES of stanzas per
  * batch), written to that session and then deleted by id
  * (offline_delivered(): the one place stream management acks will move
- * the deletion behind, issue 4).  While that runs, messages arriving for
- * the same account are held (message/bare and message/full, up to
- * MAX_HELD per account) and routed on when the backlog is done, so the
- * session sees the old messages before the new ones.
+ * the deletion behind, issue 4).  The next batch is read only when the
+ * session can take it (pgn_session_congested(), else "session-drained"):
+ * a large backlog must not pile up in the output buffer, which ends the
+ * stream, nor in the stream management queue.  While that runs, messages
+ * arriving for the same account are held (message/bare and message/full,
+ * up to MAX_HELD per account) and routed on when the backlog is done, so
+ * the session sees the old messages before the new ones.
  *
  * pigeonctl delete_old_messages DAYS deletes what is older than DAYS days
  * on every host (the command has no host argument). */
@@ -112,13 +115,16 @@ struct held {
 	struct held *next;
 };
 
-/* A backlog being delivered to one session of an account.  Exactly one
- * store query of it is in flight while it exists: it is only finished
- * from that query's callback. */
+/* A backlog being delivered to one session of an account.  While it
+ * exists, either exactly one store query of it is in flight, and it is
+ * finished only from that query's callback, or it is paused (no query)
+ * until its session drains or ends. */
 struct delivery {
 	char *bare;
 	char *username;
 	uint64_t active;        /* the session receiving the backlog */
+	int paused;             /* waits for session-drained */
+	char last_id[24];       /* when paused: the last row written */
 	uint64_t *waiting;      /* other sessions that sent initial presence */
 	size_t nwaiting;
 	size_t capwaiting;
@@ -734,10 +740,60 @@ fetch_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
 		"delivered", owner, n);
 	offline_delivered(o, d->username, ids, n);
 	/* A full batch, or one cut at BATCH_BYTES: there may be more. */
-	if ((res->nrows == BATCH_ROWS || n < res->nrows) &&
-	    fetch_next(o, d, ids[n - 1]) == 0)
+	if (res->nrows < BATCH_ROWS && n == res->nrows) {
+		delivery_finish(o, d);
 		return;
-	delivery_finish(o, d);
+	}
+	if (pgn_session_congested(s) &&
+	    strlen(ids[n - 1]) < sizeof(d->last_id)) {
+		/* The client has enough to read (or to acknowledge) for
+		 * now: go on from on_drained. */
+		snprintf(d->last_id, sizeof(d->last_id), "%s", ids[n - 1]);
+		d->paused = 1;
+		return;
+	}
+	if (fetch_next(o, d, ids[n - 1]) != 0)
+		delivery_finish(o, d);
+}
+
+/* The paused delivery of the session of ev, if any. */
+static struct delivery *
+paused_delivery(struct offline *o, struct pgn_event *ev)
+{
+	const struct pgn_jid *jid =
+		ev->origin != NULL ? pgn_session_jid(ev->origin) : NULL;
+	struct delivery *d;
+
+	if (jid == NULL ||
+	    (d = pgn_map_get(o->users, jid->bare)) == NULL || !d->paused ||
+	    d->active != pgn_session_id(ev->origin))
+		return NULL;
+	d->paused = 0;
+	return d;
+}
+
+static int
+on_drained(struct pgn_event *ev, void *arg)
+{
+	struct offline *o = arg;
+	struct delivery *d = paused_delivery(o, ev);
+
+	if (d != NULL && fetch_next(o, d, d->last_id) != 0)
+		delivery_finish(o, d);
+	return PGN_EVENT_PASS;
+}
+
+/* A session that ends while its delivery waits: the rest stays stored;
+ * the next waiting session (or the held messages) goes on. */
+static int
+on_session_ended(struct pgn_event *ev, void *arg)
+{
+	struct offline *o = arg;
+	struct delivery *d = paused_delivery(o, ev);
+
+	if (d != NULL)
+		delivery_finish(o, d);
+	return PGN_EVENT_PASS;
 }
 
 static int
@@ -930,6 +986,10 @@ offline_load(struct pgn_module *m)
 				  -5)) < 0 ||
 	    (rc = pgn_module_hook(m, "message/full", on_message_to_user, o,
 				  -5)) < 0 ||
+	    (rc = pgn_module_hook(m, "session-drained", on_drained, o, 0)) <
+		    0 ||
+	    (rc = pgn_module_hook(m, "session-ended", on_session_ended, o,
+				  0)) < 0 ||
 	    (rc = pgn_module_add_feature(m, "msgoffline")) < 0 ||
 	    (rc = pgn_module_command(m, "delete_old_messages", cmd_delete_old,
 				     o)) < 0) {

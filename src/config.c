@@ -129,6 +129,10 @@ static const struct cfg_limit_def limit_defs[] = {
 	 offsetof(struct pgn_cfg_limits, max_connections_per_ip), false},
 	{"max_connections", 0, 10000000,
 	 offsetof(struct pgn_cfg_limits, max_connections), false},
+	{"max_unacked_bytes", 65536, 1ul << 30,
+	 offsetof(struct pgn_cfg_limits, max_unacked_bytes), true},
+	{"max_unacked_bytes_per_account", 65536, 1ul << 30,
+	 offsetof(struct pgn_cfg_limits, max_unacked_bytes_per_account), true},
 };
 
 /* ---- messages ------------------------------------------------------------ */
@@ -1721,6 +1725,8 @@ cfg_limits_default(struct pgn_cfg_limits *l)
 	l->max_unacked = 5000;
 	l->max_connections_per_ip = 100;
 	l->max_connections = 0;
+	l->max_unacked_bytes = 8ul << 20;
+	l->max_unacked_bytes_per_account = 32ul << 20;
 }
 
 /* ---- loading ------------------------------------------------------------- */

@@ -294,12 +294,13 @@ route_local(struct pgn_server *srv, struct pgn_host *h,
 	}
 	if (st->to->resource != NULL) {
 		struct pgn_session *s = pgn_router_find_full(srv, st->to);
-		if (s != NULL && pgn_stream_bound(s)) {
-			deliver(s, st);
+		if (s != NULL && pgn_stream_bound(s) &&
+		    pgn_stream_send_xml(s, st->xml) == 0) {
 			pgn_stanza_free(st);
 			return;
 		}
-		/* RFC 6121 §8.5.3.2: no such resource. */
+		/* RFC 6121 §8.5.3.2: no such resource (or its session is
+		 * ending and did not take it: stream management bounds). */
 		if (st->kind == PGN_STANZA_MESSAGE && !type_is(st, "groupchat")) {
 			message_to_bare(srv, h, origin, st, NULL);
 			return;

@@ -48,18 +48,31 @@ struct sm_pend {
 	uint32_t refs;
 };
 
+/* <r/>s waiting for the stanzas received before them: n requests that
+ * came when `upto` stanzas had been received.  Requests with no stanza
+ * between them share one entry, so the list grows only with stanzas
+ * still pending, and at most to MAX_WANT entries (past that the newest
+ * entry takes the later requests, which are then answered a little
+ * later, never dropped). */
+struct sm_want {
+	uint32_t upto;
+	uint32_t n;
+};
+#define MAX_WANT 256
+
 struct pgn_sm {
 	/* outbound */
 	struct sm_item *head, **tail;
 	unsigned nqueued;
+	size_t qbytes;        /* the bytes of the queued stanzas */
 	uint32_t acked;       /* the client's last h */
 	unsigned r_pending : 1; /* we sent <r/> and no <a/> came yet */
 	/* inbound */
 	uint32_t received;    /* stanzas received */
 	struct sm_pend *pend; /* sorted by seq */
 	unsigned npend, cpend;
-	unsigned want_ack : 1; /* an <r/> waits for the pending ones */
-	uint32_t want_upto;
+	struct sm_want *want; /* <r/>s waiting for pending ones, in order */
+	unsigned nwant, cwant;
 	/* resumption */
 	unsigned resumable : 1;
 	unsigned timeout;     /* seconds */
@@ -105,6 +118,54 @@ handled(const struct pgn_sm *sm)
 
 /* ---- the outbound queue -------------------------------------------------- */
 
+/* The bytes queued for the account of s over all its sessions. */
+static size_t
+account_bytes(const struct pgn_session *s)
+{
+	size_t n = 0;
+
+	if (s->jid == NULL)
+		return s->sm->qbytes;
+	for (const struct pgn_session *r = pgn_router_sessions(s->srv,
+							       s->jid->bare);
+	     r != NULL; r = r->next_res)
+		if (r->sm != NULL)
+			n += r->sm->qbytes;
+	return n;
+}
+
+int
+pgn_sm_full(struct pgn_session *s)
+{
+	const struct pgn_cfg_limits *lim = &s->srv->cfg->limits;
+	struct pgn_sm *sm = s->sm;
+	const char *why;
+
+	if (sm == NULL || !pgn_stream_bound(s))
+		return 0;
+	if (sm->nqueued >= lim->max_unacked)
+		why = "too many unacknowledged stanzas";
+	else if (sm->qbytes >= lim->max_unacked_bytes)
+		why = "too many unacknowledged bytes";
+	else if (account_bytes(s) >= lim->max_unacked_bytes_per_account)
+		why = "too many unacknowledged bytes for the account";
+	else
+		return 0;
+	/* A client that never acknowledges must not make us keep
+	 * everything.  The session ends for good (no hibernation: its
+	 * queue is what is too big), and the queue goes back to the router
+	 * now, so that it is stored before the stanza that found it full
+	 * and everything after it (offline storage keeps the order). */
+	pgn_log(PGN_LOG_INFO, "session %llu: %s (%u stanzas, %zu bytes)",
+		(unsigned long long)s->id, why, sm->nqueued, sm->qbytes);
+	pgn_sm_ended(s);
+	if (s->state == PGN_ST_HIBERNATED)
+		pgn_stream_kick(s); /* ends it from the loop */
+	else
+		pgn_stream_error(s, "resource-constraint", why);
+	return 1;
+}
+
 static int
 queue_add(struct pgn_session *s, struct sm_item *it)
 {
@@ -114,25 +175,23 @@ queue_add(struct pgn_session *s, struct sm_item *it)
 	*sm->tail = it;
 	sm->tail = &it->next;
 	sm->nqueued++;
-	if (sm->nqueued > s->srv->cfg->limits.max_unacked &&
-	    s->state == PGN_ST_BOUND) {
-		/* A client that never acknowledges must not make us keep
-		 * everything; ending the session hands the queue back. */
-		pgn_stream_error(s, "resource-constraint",
-				 "too many unacknowledged stanzas");
-		return 0;
-	}
-	if (s->state == PGN_ST_HIBERNATED &&
-	    sm->nqueued > s->srv->cfg->limits.max_unacked)
-		pgn_stream_kick(s); /* ends it from the loop */
-	else if (s->state == PGN_ST_BOUND && !sm->r_pending) {
-		/* One request per round trip: under load, one <a/> then
-		 * covers many stanzas. */
-		pgn_stream_send_raw(s, "<r xmlns='" NS_SM "'/>",
-				    sizeof("<r xmlns='" NS_SM "'/>") - 1);
-		sm->r_pending = 1;
-	}
+	sm->qbytes += it->len;
+	/* One request per round trip: under load, one <a/> then covers
+	 * many stanzas. */
+	pgn_sm_request_ack(s);
 	return 0;
+}
+
+void
+pgn_sm_request_ack(struct pgn_session *s)
+{
+	struct pgn_sm *sm = s->sm;
+
+	if (sm == NULL || s->state != PGN_ST_BOUND || sm->r_pending)
+		return;
+	pgn_stream_send_raw(s, "<r xmlns='" NS_SM "'/>",
+			    sizeof("<r xmlns='" NS_SM "'/>") - 1);
+	sm->r_pending = 1;
 }
 
 int
@@ -204,6 +263,7 @@ queue_ack(struct pgn_sm *sm, uint32_t h)
 	while (n-- > 0) {
 		struct sm_item *it = sm->head;
 		sm->head = it->next;
+		sm->qbytes -= it->len;
 		free(it);
 		sm->nqueued--;
 	}
@@ -245,11 +305,23 @@ static void
 progress(struct pgn_session *s)
 {
 	struct pgn_sm *sm = s->sm;
+	unsigned done = 0;
 
-	if (sm->want_ack && (int32_t)(handled(sm) - sm->want_upto) >= 0 &&
-	    s->state == PGN_ST_BOUND) {
-		sm->want_ack = 0;
-		send_raw(s, "<a xmlns='" NS_SM "' h='%lu'/>", handled(sm));
+	/* Each waiting <r/> gets its own <a/> (§4), oldest first. */
+	while (done < sm->nwant &&
+	       (int32_t)(handled(sm) - sm->want[done].upto) >= 0 &&
+	       s->state == PGN_ST_BOUND) {
+		/* (A flood of requests ends at the output limit.) */
+		for (uint32_t i = 0;
+		     i < sm->want[done].n && s->state == PGN_ST_BOUND; i++)
+			send_raw(s, "<a xmlns='" NS_SM "' h='%lu'/>",
+				 handled(sm));
+		done++;
+	}
+	if (done > 0) {
+		memmove(sm->want, sm->want + done,
+			(sm->nwant - done) * sizeof(*sm->want));
+		sm->nwant -= done;
 	}
 	if (sm->waiter != 0 && sm->npend == 0) {
 		struct pgn_session *w = pgn_stream_find(s->srv, sm->waiter);
@@ -350,6 +422,12 @@ pgn_session_unacked(const struct pgn_session *s)
 	return s->sm != NULL ? s->sm->nqueued : 0;
 }
 
+size_t
+pgn_sm_unacked_bytes(const struct pgn_session *s)
+{
+	return s->sm != NULL ? s->sm->qbytes : 0;
+}
+
 unsigned
 pgn_sm_timeout(const struct pgn_session *s)
 {
@@ -436,15 +514,45 @@ static void
 handle_r(struct pgn_session *s)
 {
 	struct pgn_sm *sm = s->sm;
+	struct sm_want *last;
 
-	if (sm->npend == 0) {
+	if (sm->npend == 0 && sm->nwant > 0)
+		progress(s); /* (not expected: answered when npend fell) */
+	if (sm->npend == 0 && sm->nwant == 0) {
 		send_raw(s, "<a xmlns='" NS_SM "' h='%lu'/>", sm->received);
 		return;
 	}
 	/* Some stanzas are still on their way to storage: answer once
-	 * everything received before this request is handled. */
-	sm->want_ack = 1;
-	sm->want_upto = sm->received;
+	 * everything received before this request is handled, after the
+	 * requests before it. */
+	last = sm->nwant > 0 ? &sm->want[sm->nwant - 1] : NULL;
+	if (last == NULL ||
+	    (last->upto != sm->received && sm->nwant < MAX_WANT)) {
+		if (sm->nwant == sm->cwant) {
+			unsigned n = sm->cwant ? sm->cwant * 2 : 4;
+			struct sm_want *w = realloc(sm->want, n * sizeof(*w));
+			if (w != NULL) {
+				sm->want = w;
+				sm->cwant = n;
+				last = sm->nwant > 0 ? &w[sm->nwant - 1] : NULL;
+			}
+		}
+		if (sm->nwant < sm->cwant) {
+			sm->want[sm->nwant++] =
+				(struct sm_want){ sm->received, 1 };
+			return;
+		}
+		if (last == NULL) {
+			/* Out of memory: h is true now, if early. */
+			send_raw(s, "<a xmlns='" NS_SM "' h='%lu'/>",
+				 handled(sm));
+			return;
+		}
+	}
+	/* Answered together with the last waiting request. */
+	last->upto = sm->received;
+	if (last->n < UINT32_MAX)
+		last->n++;
 }
 
 static void
@@ -471,6 +579,8 @@ handle_a(struct pgn_session *s, const struct pgn_xml *xml)
 	}
 	if (queue_ack(s->sm, h) != 0)
 		too_high(s, h);
+	else
+		pgn_stream_check_drained(s); /* a module may write more */
 }
 
 /* <resume previd h/> on a new, authenticated, unbound stream s. */
@@ -561,7 +671,7 @@ pgn_sm_hibernated(struct pgn_session *s)
 	struct pgn_event ev = { .name = "session-hibernated", .origin = s };
 
 	s->sm->r_pending = 0;
-	s->sm->want_ack = 0;
+	s->sm->nwant = 0;
 	pgn_log(PGN_LOG_INFO, "session %llu: %s hibernated for %u s",
 		(unsigned long long)s->id, s->jid->full, s->sm->timeout);
 	pgn_host_fire(s->host, &ev);
@@ -582,7 +692,7 @@ resume_finish(struct pgn_session *s, struct pgn_session *old)
 	old->busy = 0;
 	sm->waiter = 0;
 	sm->r_pending = 0;
-	sm->want_ack = 0;
+	sm->nwant = 0;
 	pgn_stream_established(old);
 	{
 		char buf[120];
@@ -669,6 +779,7 @@ pgn_sm_ended(struct pgn_session *s)
 	sm->head = NULL;
 	sm->tail = &sm->head;
 	sm->nqueued = 0;
+	sm->qbytes = 0;
 	/* XEP-0198 §4: what the client did not acknowledge was not
 	 * delivered. */
 	while (list != NULL) {
@@ -715,6 +826,7 @@ pgn_sm_free(struct pgn_session *s)
 		free(it);
 	}
 	free(sm->pend);
+	free(sm->want);
 	free(sm);
 	s->sm = NULL;
 }

@@ -291,6 +291,9 @@ static void
 write_cb(struct bufferevent *bev, void *arg)
 {
 	struct pgn_session *s = arg;
+
+	if (s->want_drain)
+		pgn_stream_check_drained(s);
 	if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
 		return;
 	if (s->state == PGN_ST_CLOSING)
@@ -361,6 +364,60 @@ max_output(const struct pgn_session *s)
 	return n < (size_t)4 << 20 ? (size_t)4 << 20 : n;
 }
 
+/* Flow control for modules (pgn_session_congested): a writer waits while
+ * the output is over a quarter of the limit, or the client has not
+ * acknowledged half of what stream management may keep for it.  One
+ * batch written under these marks stays well under both limits. */
+static size_t
+output_low(const struct pgn_session *s)
+{
+	return max_output(s) / 4;
+}
+
+/* 0, or 1 for too much output, or 2 for too much unacknowledged: then
+ * the client is asked for an ack (the writer waits, so no new stanza
+ * would ask it, and a client may acknowledge only when asked). */
+static int
+congested(struct pgn_session *s)
+{
+	if (s->bev != NULL &&
+	    evbuffer_get_length(bufferevent_get_output(s->bev)) > output_low(s))
+		return 1;
+	if (s->sm != NULL && pgn_sm_unacked_bytes(s) >
+				     s->srv->cfg->limits.max_unacked_bytes / 2) {
+		pgn_sm_request_ack(s);
+		return 2;
+	}
+	return 0;
+}
+
+int
+pgn_session_congested(struct pgn_session *s)
+{
+	if (!congested(s))
+		return 0;
+	s->want_drain = 1;
+	/* write_cb runs when the output gets down to the mark (libevent's
+	 * write low watermark), not only once it is empty. */
+	if (s->bev != NULL)
+		bufferevent_setwatermark(s->bev, EV_WRITE, output_low(s), 0);
+	return 1;
+}
+
+void
+pgn_stream_check_drained(struct pgn_session *s)
+{
+	struct pgn_event ev = { .name = "session-drained", .origin = s };
+
+	if (!s->want_drain || !pgn_stream_bound(s) || congested(s))
+		return;
+	s->want_drain = 0;
+	if (s->bev != NULL)
+		bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
+	if (s->host != NULL)
+		pgn_host_fire(s->host, &ev);
+}
+
 static void
 check_output(struct pgn_session *s)
 {
@@ -396,6 +453,10 @@ pgn_stream_send_direct(struct pgn_session *s, const struct pgn_xml *xml)
 	struct evbuffer *out;
 	size_t mark;
 
+	/* Over the stream management bounds the session ends without
+	 * this stanza (the sender's router takes it as undelivered). */
+	if (s->sm != NULL && pgn_sm_full(s))
+		return -EPIPE;
 	if (s->state == PGN_ST_HIBERNATED)
 		/* Waits for the client to resume (or goes back to the
 		 * router when the session times out). */
@@ -415,9 +476,13 @@ pgn_stream_send_direct(struct pgn_session *s, const struct pgn_xml *xml)
 	s->last_write = pgn_now_ms();
 	check_output(s);
 	/* Over the output limit the stream is being closed: what was queued
-	 * may never leave. */
-	return s->state == PGN_ST_CLOSING || s->state == PGN_ST_DEAD ? -EPIPE
-								    : 0;
+	 * may never leave.  With stream management the stanza is in the
+	 * queue, which goes back to the router when the session ends: taken,
+	 * or it would be stored twice. */
+	if (s->sm == NULL &&
+	    (s->state == PGN_ST_CLOSING || s->state == PGN_ST_DEAD))
+		return -EPIPE;
+	return 0;
 }
 
 void

@@ -101,6 +101,7 @@ struct pgn_session {
 	struct pgn_sm *sm;          /* stream management, NULL until enabled */
 	uint64_t resume_of;         /* sm.c: this stream resumes that session */
 	uint64_t ping_sent;         /* ms our XEP-0199 ping left, 0 if none */
+	unsigned want_drain : 1;    /* fire session-drained (congested) */
 };
 
 /* Bound, connected or hibernated: a place for stanzas to its full JID. */
@@ -164,6 +165,10 @@ void pgn_stream_swap_transport(struct pgn_session *a, struct pgn_session *b);
 /* Runs sm's deferred step of s from the loop (its timer, now or later;
  * replaces the pending timeout). */
 void pgn_stream_kick(struct pgn_session *s);
+/* Fires "session-drained" when a module asked (pgn_session_congested)
+ * and the session's output and unacknowledged bytes are back under their
+ * low watermarks. */
+void pgn_stream_check_drained(struct pgn_session *s);
 void pgn_stream_kick_after(struct pgn_session *s, uint64_t ms);
 
 /* sm.c: stream management (XEP-0198). */
@@ -187,6 +192,16 @@ void pgn_sm_stanza_end(struct pgn_session *s, uint32_t seq);
  * transport, in buf) is kept until acknowledged.  0 or -ENOMEM. */
 int pgn_sm_track(struct pgn_session *s, size_t mark);
 int pgn_sm_queue_xml(struct pgn_session *s, const struct pgn_xml *xml);
+/* Checked before a stanza is written to s: when s already keeps
+ * limits.max_unacked stanzas, or max_unacked_bytes, or its account
+ * max_unacked_bytes_per_account, the queue is handed back now and s ends
+ * (resource-constraint; a hibernated one from the loop).  1 then (the
+ * stanza must not be written), else 0. */
+int pgn_sm_full(struct pgn_session *s);
+/* Sends <r/> unless one is outstanding (or s is not connected). */
+void pgn_sm_request_ack(struct pgn_session *s);
+/* The bytes kept for the client's ack. */
+size_t pgn_sm_unacked_bytes(const struct pgn_session *s);
 /* The session ended for good: unacked stanzas are handed back
  * (pgn_stanza_undelivered); frees the state. */
 void pgn_sm_ended(struct pgn_session *s);

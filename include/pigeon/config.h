@@ -60,6 +60,8 @@ struct pgn_cfg_limits {
 	unsigned max_unacked;       /* stanzas queued for a client's ack; default 5000 */
 	unsigned max_connections_per_ip; /* c2s + component, per IPv4 address or IPv6 /64; 0 none; default 100 */
 	unsigned max_connections;   /* in all; 0 (default): the descriptor limit less a reserve */
+	size_t max_unacked_bytes;   /* the same in bytes per session; default 8 MiB */
+	size_t max_unacked_bytes_per_account; /* summed over its sessions; default 32 MiB */
 };
 
 struct pgn_config {

@@ -45,6 +45,8 @@
  *                       available, stanzas to it wait in its queue
  *   "session-resumed"   a new connection resumed a session (hibernated or
  *                       not); the module state of the session is kept
+ *   "session-drained"   after pgn_session_congested() said 1: the
+ *                       session can take more (once per such call)
  *
  * Account events (origin and stanza NULL; data: struct pgn_account_event):
  *   "account-removing"  the account is about to be deleted (its rows are
@@ -319,6 +321,14 @@ int pgn_session_hibernating(const struct pgn_session *s);
 /* Stanzas written to the session and not yet acknowledged by its client
  * (0 without stream management). */
 unsigned pgn_session_unacked(const struct pgn_session *s);
+/* Flow control for a module that writes much to one session (an offline
+ * backlog): 1 when the session has enough waiting for its client already
+ * (output not yet written to the socket over a quarter of the output
+ * limit, or with stream management unacknowledged bytes over half of
+ * limits.max_unacked_bytes), and then "session-drained" (origin = s) is
+ * fired once when both are back under those marks; 0 when the module can
+ * write more now.  A session that ends first fires only session-ended. */
+int pgn_session_congested(struct pgn_session *s);
 /* A filter sees every stanza about to be written to a client session
  * (not stream-level elements), through pgn_session_send and the router
  * alike.  It returns 0 to let the stanza go now, or 1 when it took a copy

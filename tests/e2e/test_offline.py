@@ -379,3 +379,42 @@ def test_broken_stored_row_does_not_block_the_rest(server):
     got = recv_messages(b, 2)
     assert [m.get('id') for m in got] == [m1, m2], [to_str(m) for m in got]
     wait_stored(server, b_name, 0)
+
+
+@pytest.mark.parametrize('sm', [False, True], ids=['plain', 'sm'])
+def test_large_backlog_in_one_login(make_server, driver, sm):
+    """200 x 100 KB stored messages reach a client that is slow to read in
+    one login, in order and once each: the backlog is written batch by
+    batch as the session's output drains (and, with stream management,
+    as the client acknowledges), never piled up until the stream is
+    closed for unread output."""
+    srv = make_server(driver, max_stanza_size=200000)
+    a, b_name, b_pw = sender_and_recipient(srv)
+    bare = '%s@localhost' % b_name
+    n, pad = 200, 'z' * 100000
+    for i in range(n):
+        raw_message(a, bare, 'chat', id_='big%d' % i,
+                    payload='<body>%d %s</body>' % (i, pad))
+    barrier(a)
+    wait_stored(srv, b_name, n, timeout=60)
+
+    b = srv.login(b_name, b_pw, resource='rb')
+    if sm:
+        b.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+    b.presence()
+    # Slow to start reading: everything the server cannot hand to the
+    # kernel stays in its output buffer meanwhile.
+    time.sleep(2)
+    ids, h = [], 0
+    while len(ids) < n:
+        el = b.recv(timeout=30)
+        tag = local(el.tag)
+        if tag == 'message':
+            ids.append(el.get('id'))
+        if rawxmpp.ns_of(el.tag) != 'urn:xmpp:sm:3':
+            h += 1
+        elif tag == 'r':
+            b.send("<a xmlns='urn:xmpp:sm:3' h='%d'/>" % h)
+    assert ids == ['big%d' % i for i in range(n)]
+    barrier(b)
+    wait_stored(srv, b_name, 0, timeout=20)

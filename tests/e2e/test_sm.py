@@ -139,6 +139,116 @@ def test_outbound_queue_and_ack(server):
     assert a.expect_stream_error() == 'undefined-condition'
 
 
+def test_each_r_gets_its_own_a(server):
+    """XEP-0198 §4: every <r/> is answered, also several that arrive while
+    stanzas are still on their way to storage: each waits for what came
+    before it, then gets its own <a/>, in order."""
+    an, ap = server.new_user(prefix='sma')
+    bn, _ = server.new_user(prefix='smb')  # offline: its messages are stored
+    a = server.login(an, ap, resource='r')
+    enable(a, resume=False)
+    msgs = lambda lo, hi: ''.join(
+        "<message to='%s@localhost' type='chat' id='q%d'><body>q%d</body>"
+        "</message>" % (bn, i, i) for i in range(lo, hi))
+    r = "<r xmlns='%s'/>" % NS_SM
+    a.send(msgs(0, 10) + r + msgs(10, 20) + r + r)
+    hs = [int(a.recv_until(lambda e: is_sm(e, 'a'), timeout=20,
+                           what='<a/> number %d' % (i + 1)).get('h'))
+          for i in range(3)]
+    assert hs[0] >= 10 and hs[1] >= 20 and hs == sorted(hs), hs
+    assert hs[2] == 20, hs
+    a.expect_silence(0.3)
+    assert ack_request(a) == 20
+
+
+def test_unacked_bytes_bound_ends_session_keeps_messages(make_server, driver):
+    """A client that reads but never acknowledges cannot make the server
+    keep more than limits.max_unacked_bytes for it: the session ends with
+    resource-constraint (no hibernation, even though resumable) and what
+    it never acknowledged goes to offline storage, in order, with the
+    messages that came after."""
+    srv = make_server(driver, extra_limits='  max_unacked_bytes: 131072\n')
+    an, ap = srv.new_user(prefix='sma')
+    bn, bp = srv.new_user(prefix='smb')
+    a = srv.login(an, ap, resource='phone')
+    a.presence()
+    sm_id = enable(a).get('id')
+    b = srv.login(bn, bp, resource='desk')
+    n, pad = 60, 'y' * 4000  # about 240 KB in all
+    b.send(''.join("<message to='%s' type='chat' id='u%d'><body>u%d %s</body>"
+                   "</message>" % (a.jid, i, i, pad) for i in range(n)))
+    assert b.ping(timeout=20).get('type') == 'result'
+    got = 0
+    with pytest.raises(rawxmpp.StreamClosed) as exc:
+        while True:
+            el = a.recv(timeout=20)
+            if local(el.tag) == 'message':
+                got += 1
+    assert exc.value.condition == 'resource-constraint'
+    assert got < n
+    wait_log(srv, 'handed back')
+    # Not hibernated: there is nothing to resume.
+    c, el = resume(srv, an, ap, sm_id, 0)
+    assert is_sm(el, 'failed'), to_str(el)
+    c.bind('phone')
+    c.presence()
+    bodies = [recv_body(c, timeout=20).split(' ')[0] for _ in range(n)]
+    assert bodies == ['u%d' % i for i in range(n)]
+    c.expect_silence(0.3)
+
+
+def test_unacked_bytes_bound_ends_hibernated_session(make_server, driver):
+    """The same bound while the session hibernates: it ends without
+    waiting for resume_timeout and the queue goes to offline storage, in
+    order with what came later."""
+    srv = make_server(driver, extra_limits='  max_unacked_bytes: 131072\n'
+                      '  resume_timeout: 300\n')
+    an, ap = srv.new_user(prefix='sma')
+    bn, bp = srv.new_user(prefix='smb')
+    a = srv.login(an, ap, resource='phone')
+    a.presence()
+    sm_id = enable(a).get('id')
+    drop(a)
+    wait_log(srv, 'hibernated')
+    b = srv.login(bn, bp, resource='desk')
+    n, pad = 60, 'y' * 4000
+    b.send(''.join("<message to='%s' type='chat' id='h%d'><body>h%d %s</body>"
+                   "</message>" % (a.jid, i, i, pad) for i in range(n)))
+    assert b.ping(timeout=20).get('type') == 'result'
+    wait_log(srv, 'too many unacknowledged bytes')
+    wait_log(srv, 'hibernation over')
+    c, el = resume(srv, an, ap, sm_id, 0)
+    assert is_sm(el, 'failed'), to_str(el)
+    c.bind('phone')
+    c.presence()
+    bodies = [recv_body(c, timeout=20).split(' ')[0] for _ in range(n)]
+    assert bodies == ['h%d' % i for i in range(n)]
+    c.expect_silence(0.3)
+
+
+def test_unacked_bytes_bound_per_account(make_server, driver):
+    """The bound also holds for the sum over an account's sessions."""
+    srv = make_server(driver, extra_limits='  max_unacked_bytes: 1048576\n'
+                      '  max_unacked_bytes_per_account: 131072\n')
+    an, ap = srv.new_user(prefix='sma')
+    bn, bp = srv.new_user(prefix='smb')
+    a1 = srv.login(an, ap, resource='one')
+    a2 = srv.login(an, ap, resource='two')
+    enable(a1, resume=False)
+    enable(a2, resume=False)
+    b = srv.login(bn, bp, resource='desk')
+    pad = 'y' * 4000
+    burst = lambda to, k: b.send(''.join(
+        "<message to='%s' type='chat'><body>%s</body></message>" % (to, pad)
+        for _ in range(k)))
+    burst(a1.jid, 20)  # ~80 KB for one, under both bounds
+    assert b.ping(timeout=20).get('type') == 'result'
+    burst(a2.jid, 20)  # the account passes 128 KB with the second
+    assert b.ping(timeout=20).get('type') == 'result'
+    assert a2.expect_stream_error(timeout=20) == 'resource-constraint'
+    assert a1.ping().get('type') == 'result'
+
+
 def test_bad_h_is_rejected(server, user):
     c = server.login(*user)
     enable(c, resume=False)

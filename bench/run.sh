@@ -20,6 +20,10 @@
 #                  and account count then live in $BENCH_DIR/pigeon-pgsql)
 #   BENCH_CERT     the certificate's key: ec (P-256, default) or rsa
 #                  (RSA-2048); one per kind in $BENCH_DIR/certs/KIND
+#   BENCH_PORT     Pigeon's STARTTLS port (25222); direct TLS is +1,
+#                  Prosody +100, ejabberd +200.  All must lie outside the
+#                  kernel's ephemeral range (ip_local_port_range), where
+#                  the tool's own connections could take them first
 #
 # Examples:
 #   bench/run.sh provision 5000
@@ -51,11 +55,35 @@ fi
 die() { echo "run.sh: $*" >&2; exit 1; }
 note() { echo "run.sh: $*" >&2; }
 
-# Ports per server: STARTTLS and direct TLS.
+# Ports per server: STARTTLS and direct TLS.  Below Linux's default
+# ephemeral range (32768-60999): thousands of client connections take
+# ports from that range, and a server started after them could not bind.
+BENCH_PORT=${BENCH_PORT:-25222}
 c2s_port() {
-	case $1 in pigeon) echo 35222 ;; prosody) echo 35322 ;; ejabberd) echo 35422 ;; esac
+	case $1 in
+	pigeon) echo "$BENCH_PORT" ;;
+	prosody) echo $((BENCH_PORT + 100)) ;;
+	ejabberd) echo $((BENCH_PORT + 200)) ;;
+	esac
 }
 tls_port() { echo $(($(c2s_port "$1") + 1)); }
+
+# Refuses ports inside the ephemeral range actually configured.
+check_ports() {
+	local range lo hi p
+	range=/proc/sys/net/ipv4/ip_local_port_range
+	[ -r "$range" ] || return 0
+	read -r lo hi <"$range" || return 0
+	for p in "$BENCH_PORT" $((BENCH_PORT + 201)); do
+		if [ "$p" -ge "$lo" ] && [ "$p" -le "$hi" ]; then
+			die "BENCH_PORT=$BENCH_PORT: ports $BENCH_PORT-$((BENCH_PORT + 201)) overlap the ephemeral range $lo-$hi ($range)"
+		fi
+	done
+	if [ "$BENCH_PORT" -lt "$lo" ] && [ $((BENCH_PORT + 201)) -gt "$hi" ]; then
+		die "BENCH_PORT=$BENCH_PORT: ports overlap the ephemeral range $lo-$hi"
+	fi
+}
+check_ports
 
 installed() {
 	case $1 in

@@ -18,6 +18,7 @@
 
 #include "host.h"
 #include "authlimit.h"
+#include "latency.h"
 #include "pigeon/map.h"
 #include "pigeon/log.h"
 #include "pigeon/store.h"
@@ -187,10 +188,11 @@ pgn_server_new(struct pgn_config *cfg, char *err, size_t errlen)
 	srv->commands = pgn_map_new();
 	srv->sm_ids = pgn_map_new();
 	srv->auth_limits = pgn_limits_new(cfg->limits.auth_fail_delay_ms);
+	srv->latency = calloc(1, sizeof(*srv->latency));
 	if (srv->base == NULL || srv->sessions == NULL || srv->users == NULL ||
 	    srv->components == NULL || srv->ctl_conns == NULL ||
 	    srv->commands == NULL || srv->sm_ids == NULL ||
-	    srv->auth_limits == NULL) {
+	    srv->auth_limits == NULL || srv->latency == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
@@ -362,6 +364,7 @@ pgn_server_free(struct pgn_server *srv)
 	pgn_map_free(srv->ctl_conns);
 	pgn_map_free(srv->commands);
 	pgn_map_free(srv->sm_ids);
+	free(srv->latency);
 	if (srv->cfg != NULL && srv->cfg->pid_file != NULL)
 		unlink(srv->cfg->pid_file);
 	if (srv->base != NULL)

@@ -16,6 +16,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/bufferevent_struct.h>
 #include <event2/event.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -407,6 +408,24 @@ pgn_stream_send_xml(struct pgn_session *s, const struct pgn_xml *xml)
 	return pgn_stream_send_direct(s, xml);
 }
 
+/* Output was queued on an idle stream: write it in this turn of the loop,
+ * after the callbacks already due, instead of the next one.  A bufferevent
+ * only asks epoll for EPOLLOUT when output arrives, and writes when a
+ * later epoll_wait says the socket is writable: one more turn (behind all
+ * the reads that turn brings) and two epoll_ctl per stanza.  Activating
+ * its write event is what that epoll_wait would do; the callback copes
+ * with a socket that is not writable (it waits for EPOLLOUT then), and
+ * the EPOLLOUT added and removed within the turn never reach the kernel
+ * (the changelist, server.c).  Stanzas queued for the same stream before
+ * the event runs leave in the same write.  Only on bound streams: TLS
+ * negotiation keeps its own write callbacks. */
+static void
+kick_write(struct pgn_session *s, size_t queued_before)
+{
+	if (queued_before == 0 && s->state == PGN_ST_BOUND)
+		event_active(&s->bev->ev_write, EV_WRITE, 1);
+}
+
 /* A stanza read from another session in the current read callback has
  * reached s's output buffer: one sample of the "queued" histogram, and
  * s's wait for the socket starts unless an older stanza already waits. */
@@ -449,6 +468,8 @@ pgn_stream_send_direct(struct pgn_session *s, const struct pgn_xml *xml)
 	s->last_write = now_ns / 1000000;
 	note_queued(s, now_ns);
 	check_output(s);
+	if (s->state != PGN_ST_CLOSING && s->state != PGN_ST_DEAD)
+		kick_write(s, mark);
 	/* Over the output limit the stream is being closed: what was queued
 	 * may never leave. */
 	return s->state == PGN_ST_CLOSING || s->state == PGN_ST_DEAD ? -EPIPE

@@ -46,6 +46,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/bufferevent_struct.h>
 #include <event2/event.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
@@ -2719,12 +2720,13 @@ chat_send(struct conn *c)
 	struct conn *peer = b->conns[c->slot ^ 1];
 	char user[MAX_NAME];
 	uint64_t ts, seq;
+	size_t queued = evbuffer_get_length(bufferevent_get_output(c->bev));
 
 	if (peer == NULL) {
 		b->skipped++;
 		return;
 	}
-	if (evbuffer_get_length(bufferevent_get_output(c->bev)) > MAX_OUTPUT) {
+	if (queued > MAX_OUTPUT) {
 		b->skipped++;
 		return;
 	}
@@ -2740,6 +2742,12 @@ chat_send(struct conn *c)
 	b->sent++;
 	if (ts >= b->t_measure)
 		b->sent_meas++;
+	/* Written at the end of this loop turn rather than after the next
+	 * epoll_wait, as Pigeon does (kick_write in src/stream.c): the
+	 * stamp above is then closer to the write, and the EPOLLOUT on and
+	 * off costs no epoll_ctl. */
+	if (queued == 0)
+		event_active(&c->bev->ev_write, EV_WRITE, 1);
 	if (c->flags & CF_SM) {
 		c->sm_out++;
 		if (b->o.sm_every > 0 && c->sm_out % b->o.sm_every == 0)

@@ -39,12 +39,14 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/bufferevent_struct.h>
 #include <event2/event.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
@@ -73,7 +75,7 @@
 #define MAX_NAME 128
 #define MAX_SALT 64
 #define MAX_ERRCOND 8
-#define MAX_RESULTS 32
+#define MAX_RESULTS 64
 #define DETAIL_LIMIT 5 /* failures described on stderr (more with -v) */
 #define NS_PER_S 1000000000ull
 
@@ -180,6 +182,8 @@ struct opts {
 	double settle;
 	double drain;
 	long server_pid;
+	const char *server_ctl; /* pigeond's control socket: its latency */
+	long tick_us;           /* the tick's period; 0: tick_us() decides */
 	int presence; /* -1: the scenario's default */
 	int sm;
 	long sm_every;
@@ -330,6 +334,10 @@ struct bench {
 	int nerrs;
 	struct hist lat;
 	struct hist login;
+	/* chat at a fixed rate: how late each message left against its due
+	 * time (the 1 ms timer, and any stall of this loop). */
+	struct hist send_lag;
+	int ctl_reset_sent; /* --server-ctl: latency_reset at t_measure */
 	/* CPU seconds (user + system) of the server (--server-pid, all its
 	 * threads) and of this process when the measured phase began. */
 	double cpu_srv0;
@@ -2269,6 +2277,136 @@ cpu_report(struct bench *b, double units, const char *srv_key,
 	}
 }
 
+/* ---- Pigeon's delivery latency (--server-ctl) ------------------------- */
+
+/* Connects to pigeond's control socket and sends one command without
+ * arguments (netstrings, include/pigeon/ctl.h).  The fd, or -1. */
+static int
+ctl_send(const char *path, const char *cmd)
+{
+	struct sockaddr_un sun;
+	char req[64];
+	int fd, n;
+
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+	n = snprintf(req, sizeof(req), "1:1,%zu:%s,", strlen(cmd), cmd);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0 ||
+	    write(fd, req, (size_t)n) != n) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* Reads the answer to latency_reset and closes; the loop never waits. */
+static void
+ctl_reset_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct event *ev = arg;
+	char buf[256];
+	ssize_t r = read(fd, buf, sizeof(buf));
+
+	if (r > 0) {
+		if (buf[0] != '0')
+			fprintf(stderr,
+			        "pigeon-load: latency_reset failed: %.*s\n",
+			        (int)r, buf);
+		return;
+	}
+	if (r < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	event_free(ev);
+	close(fd);
+}
+
+/* Clears the server's histograms when the measured phase begins, as this
+ * tool starts counting. */
+static void
+ctl_reset(struct bench *b)
+{
+	struct event *ev;
+	int fd = ctl_send(b->o.server_ctl, "latency_reset");
+
+	b->ctl_reset_sent = 1;
+	if (fd < 0 || evutil_make_socket_nonblocking(fd) != 0 ||
+	    (ev = event_new(b->base, fd, EV_READ | EV_PERSIST, ctl_reset_cb,
+	                    event_self_cbarg())) == NULL ||
+	    event_add(ev, NULL) != 0) {
+		fprintf(stderr, "pigeon-load: %s: latency_reset: %s\n",
+		        b->o.server_ctl, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		b->ctl_reset_sent = -1;
+	}
+}
+
+/* The server's figures next to ours: "queued" is its read of a stanza to
+ * the stanza in the recipient's output buffer, "flushed" to its bytes
+ * written to the recipient's socket (what our latency adds the two
+ * networks hops and both ends' TLS to). */
+static void
+server_latency(struct bench *b)
+{
+	static const struct {
+		const char *name, *key, *label;
+		int decimals;
+	} figs[] = {
+		{"queued_count", "srv_queued_count", NULL, 0},
+		{"queued_p50_us", "srv_queued_p50_us", NULL, 1},
+		{"queued_p99_us", "srv_queued_p99_us", NULL, 1},
+		{"queued_p999_us", "srv_queued_p999_us", NULL, 1},
+		{"queued_max_us", "srv_queued_max_us", NULL, 1},
+		{"flushed_count", "srv_flushed_count", NULL, 0},
+		{"flushed_p50_us", "srv_flushed_p50_us", "srv p50 us", 1},
+		{"flushed_p99_us", "srv_flushed_p99_us", "srv p99 us", 1},
+		{"flushed_p999_us", "srv_flushed_p999_us", "srv p99.9 us", 1},
+		{"flushed_max_us", "srv_flushed_max_us", NULL, 1},
+	};
+	char buf[2048], *line, *save = NULL;
+	size_t len = 0;
+	ssize_t r = 0;
+	struct timeval tv = {5, 0};
+	int fd;
+
+	if (b->ctl_reset_sent < 0)
+		return;
+	fd = ctl_send(b->o.server_ctl, "latency");
+	if (fd < 0) {
+		fprintf(stderr, "pigeon-load: %s: %s\n", b->o.server_ctl,
+		        strerror(errno));
+		return;
+	}
+	/* After the run: blocking here costs the measurement nothing. */
+	(void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	while (len + 1 < sizeof(buf) &&
+	       (r = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0)
+		len += (size_t)r;
+	close(fd);
+	buf[len] = '\0';
+	if (r < 0 || strncmp(buf, "0\n", 2) != 0) {
+		fprintf(stderr, "pigeon-load: `latency` failed: %s\n", buf);
+		return;
+	}
+	for (line = strtok_r(buf + 2, "\n", &save); line != NULL;
+	     line = strtok_r(NULL, "\n", &save)) {
+		char *sp = strchr(line, ' ');
+
+		if (sp == NULL)
+			continue;
+		*sp = '\0';
+		for (size_t i = 0; i < sizeof(figs) / sizeof(figs[0]); i++)
+			if (strcmp(line, figs[i].name) == 0)
+				result_add(b, figs[i].key, figs[i].label,
+				           strtod(sp + 1, NULL),
+				           figs[i].decimals);
+	}
+}
+
 static void
 report_common(struct bench *b)
 {
@@ -2367,6 +2505,16 @@ chat_report(struct bench *b)
 	                   : 0,
 	           1);
 	result_add(b, "samples", NULL, (double)b->lat.count, 0);
+	if (b->o.server_ctl != NULL)
+		server_latency(b);
+	if (b->send_lag.count > 0) {
+		result_add(b, "send_lag_p50_us", NULL,
+		           (double)hist_pct(&b->send_lag, 0.50) / 1e3, 0);
+		result_add(b, "send_lag_p99_us", NULL,
+		           (double)hist_pct(&b->send_lag, 0.99) / 1e3, 0);
+		result_add(b, "send_lag_max_us", NULL,
+		           (double)b->send_lag.max / 1e3, 0);
+	}
 	result_add(b, "msg_errors", NULL, (double)b->msg_errors, 0);
 	result_add(b, "other_msgs", NULL, (double)b->other_msgs, 0);
 	cpu_report(b, (double)b->delivered, "server_cpu_us_per_msg",
@@ -2572,12 +2720,13 @@ chat_send(struct conn *c)
 	struct conn *peer = b->conns[c->slot ^ 1];
 	char user[MAX_NAME];
 	uint64_t ts, seq;
+	size_t queued = evbuffer_get_length(bufferevent_get_output(c->bev));
 
 	if (peer == NULL) {
 		b->skipped++;
 		return;
 	}
-	if (evbuffer_get_length(bufferevent_get_output(c->bev)) > MAX_OUTPUT) {
+	if (queued > MAX_OUTPUT) {
 		b->skipped++;
 		return;
 	}
@@ -2593,6 +2742,12 @@ chat_send(struct conn *c)
 	b->sent++;
 	if (ts >= b->t_measure)
 		b->sent_meas++;
+	/* Written at the end of this loop turn rather than after the next
+	 * epoll_wait, as Pigeon does (kick_write in src/stream.c): the
+	 * stamp above is then closer to the write, and the EPOLLOUT on and
+	 * off costs no epoll_ctl. */
+	if (queued == 0)
+		event_active(&c->bev->ev_write, EV_WRITE, 1);
 	if (c->flags & CF_SM) {
 		c->sm_out++;
 		if (b->o.sm_every > 0 && c->sm_out % b->o.sm_every == 0)
@@ -2788,6 +2943,26 @@ progress(struct bench *b)
 	}
 }
 
+/* The tick's period.  At a fixed message rate, one message's interval,
+ * at least 200 µs and at most 1 ms, unless --tick-us says otherwise: the
+ * messages then leave in ones and twos as they fall due, as independent
+ * clients would send them, instead of in bursts of rate / 1000 every 1-2
+ * ms that queue behind each other in the server.  Not shorter: every
+ * tick is a wake-up (a context switch costs 20-40 µs of CPU in this VM),
+ * and at 100 µs the tool itself ran at 90 % of its core and stalled. */
+static long
+tick_us(const struct opts *o)
+{
+	long us;
+
+	if (o->tick_us > 0)
+		return o->tick_us;
+	if (o->msg_rate <= 0)
+		return 1000;
+	us = (long)(1e6 / o->msg_rate);
+	return us < 200 ? 200 : us > 1000 ? 1000 : us;
+}
+
 static void
 tick_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -2802,6 +2977,9 @@ tick_cb(evutil_socket_t fd, short what, void *arg)
 			launch_more(b);
 		break;
 	case PH_RUN:
+		if (b->o.server_ctl != NULL && b->ctl_reset_sent == 0 &&
+		    b->o.sc == SC_CHAT && now >= b->t_measure)
+			ctl_reset(b);
 		if (b->o.msg_rate > 0 && b->nconns > 0) {
 			uint64_t due =
 			        (uint64_t)(b->o.msg_rate *
@@ -2815,6 +2993,13 @@ tick_cb(evutil_socket_t fd, short what, void *arg)
 			       b->phase == PH_RUN) {
 				struct conn *c =
 				        b->conns[b->cursor++ % b->nconns];
+				uint64_t due_t =
+				        b->rate_t0 +
+				        (uint64_t)((double)b->rate_sent * 1e9 /
+				                   b->o.msg_rate);
+
+				if (due_t >= b->t_measure && due_t <= now)
+					hist_add(&b->send_lag, now - due_t);
 				b->rate_sent++;
 				k++;
 				if (c == NULL || c->state != CS_READY) {
@@ -2977,6 +3162,10 @@ usage(FILE *f)
 	        "(verify)\n"
 	        "          --mech auto|SCRAM-SHA-256|SCRAM-SHA-1|PLAIN  "
 	        "--server-pid PID\n"
+	        "          --server-ctl SOCKET (chat: Pigeon's own delivery "
+	        "latency, via its\n"
+	        "          control socket: `latency_reset` after the warm-up, "
+	        "`latency` at the end)\n"
 	        "Accounts: --user-fmt FMT (load%%d)  --password PW "
 	        "(load-pass)  --first I (1)\n"
 	        "          --register (register each account in-band "
@@ -2985,7 +3174,8 @@ usage(FILE *f)
 	        "--concurrency C (100)\n"
 	        "          --rate CONN/S (0: none)  --src-ips N (1: "
 	        "127.0.0.1..127.0.0.N)\n"
-	        "          --msg-rate R (0: flat out)  --window W (16)  "
+	        "          --msg-rate R (0: flat out)  --tick-us T (1/R, "
+	        "200..1000)  --window W (16)  "
 	        "--duration S (10)\n"
 	        "          --warmup S (0)  --hold S (0)  --settle S (2)  "
 	        "--drain S (5)\n"
@@ -3085,6 +3275,8 @@ enum {
 	O_SETTLE,
 	O_DRAIN,
 	O_PID,
+	O_SERVER_CTL,
+	O_TICK_US,
 	O_PRESENCE,
 	O_NOPRESENCE,
 	O_SM,
@@ -3126,6 +3318,8 @@ static const struct option long_opts[] = {
         {"settle", required_argument, NULL, O_SETTLE},
         {"drain", required_argument, NULL, O_DRAIN},
         {"server-pid", required_argument, NULL, O_PID},
+        {"server-ctl", required_argument, NULL, O_SERVER_CTL},
+        {"tick-us", required_argument, NULL, O_TICK_US},
         {"presence", no_argument, NULL, O_PRESENCE},
         {"no-presence", no_argument, NULL, O_NOPRESENCE},
         {"sm", no_argument, NULL, O_SM},
@@ -3262,6 +3456,14 @@ parse_args(struct opts *o, int argc, char **argv)
 			break;
 		case O_PID:
 			bad = parse_long(optarg, 1, INT_MAX, &o->server_pid);
+			break;
+		case O_TICK_US:
+			bad = parse_long(optarg, 10, 999999, &o->tick_us);
+			break;
+		case O_SERVER_CTL:
+			o->server_ctl = optarg;
+			bad = strlen(optarg) >= sizeof(((struct sockaddr_un *)0)
+			                                       ->sun_path);
 			break;
 		case O_PRESENCE:
 			o->presence = 1;
@@ -3459,7 +3661,19 @@ bench_init(struct bench *b)
 	b->ssl_ctx = make_ssl_ctx(&b->o);
 	if (b->ssl_ctx == NULL)
 		return -EINVAL;
-	b->base = event_base_new();
+	{
+		/* Timers to the microsecond (timerfd under epoll): epoll's
+		 * own timeout is in whole milliseconds, rounded up, which
+		 * made the 1 ms tick fire every 1-2 ms and send its
+		 * messages in bursts. */
+		struct event_config *ec = event_config_new();
+
+		if (ec == NULL)
+			return -ENOMEM;
+		(void)event_config_set_flag(ec, EVENT_BASE_FLAG_PRECISE_TIMER);
+		b->base = event_base_new_with_config(ec);
+		event_config_free(ec);
+	}
 	if (b->base == NULL)
 		return -ENOMEM;
 	b->tick = event_new(b->base, -1, EV_PERSIST, tick_cb, b);
@@ -3472,7 +3686,7 @@ bench_init(struct bench *b)
 	    b->timer == NULL || b->sigint == NULL || b->sigterm == NULL)
 		return -ENOMEM;
 	{
-		struct timeval ms = {0, 1000}, s = {1, 0};
+		struct timeval ms = {0, tick_us(&b->o)}, s = {1, 0};
 		if (event_add(b->tick, &ms) != 0 ||
 		    event_add(b->sweep, &s) != 0 ||
 		    event_add(b->sigint, NULL) != 0 ||

@@ -11,6 +11,10 @@
 # Environment:
 #   BENCH_DIR      state: configs, stores, logs, results (/tmp/pigeon-bench)
 #   BENCH_SERVERS  which servers, in order ("pigeon prosody ejabberd")
+#   BENCH_RT       a SCHED_FIFO priority (e.g. 10) for the server and the
+#                  tool: other work on the machine then no longer preempts
+#                  them mid-run (the kernel still keeps 5 % of each core
+#                  for everything else); latency runs on a shared machine
 #   BENCH_PIN      1: server on CPU 0, pigeon-load on CPU 1 (default when
 #                  there are two CPUs or more); 0: no pinning
 #   PIGEON_BUILDDIR  the build tree (pigeond, bench/pigeon-load); default
@@ -20,6 +24,10 @@
 #                  and account count then live in $BENCH_DIR/pigeon-pgsql)
 #   BENCH_CERT     the certificate's key: ec (P-256, default) or rsa
 #                  (RSA-2048); one per kind in $BENCH_DIR/certs/KIND
+#   BENCH_PORT     Pigeon's STARTTLS port (25222); direct TLS is +1,
+#                  Prosody +100, ejabberd +200.  All must lie outside the
+#                  kernel's ephemeral range (ip_local_port_range), where
+#                  the tool's own connections could take them first
 #
 # Examples:
 #   bench/run.sh provision 5000
@@ -44,6 +52,7 @@ BENCH_CERT=${BENCH_CERT:-ec}
 PASSWORD=load-pass
 NODE=pigeonbench@localhost
 
+BENCH_RT=${BENCH_RT:-}
 if [ -z "${BENCH_PIN:-}" ]; then
 	if [ "$(nproc)" -ge 2 ]; then BENCH_PIN=1; else BENCH_PIN=0; fi
 fi
@@ -51,11 +60,35 @@ fi
 die() { echo "run.sh: $*" >&2; exit 1; }
 note() { echo "run.sh: $*" >&2; }
 
-# Ports per server: STARTTLS and direct TLS.
+# Ports per server: STARTTLS and direct TLS.  Below Linux's default
+# ephemeral range (32768-60999): thousands of client connections take
+# ports from that range, and a server started after them could not bind.
+BENCH_PORT=${BENCH_PORT:-25222}
 c2s_port() {
-	case $1 in pigeon) echo 35222 ;; prosody) echo 35322 ;; ejabberd) echo 35422 ;; esac
+	case $1 in
+	pigeon) echo "$BENCH_PORT" ;;
+	prosody) echo $((BENCH_PORT + 100)) ;;
+	ejabberd) echo $((BENCH_PORT + 200)) ;;
+	esac
 }
 tls_port() { echo $(($(c2s_port "$1") + 1)); }
+
+# Refuses ports inside the ephemeral range actually configured.
+check_ports() {
+	local range lo hi p
+	range=/proc/sys/net/ipv4/ip_local_port_range
+	[ -r "$range" ] || return 0
+	read -r lo hi <"$range" || return 0
+	for p in "$BENCH_PORT" $((BENCH_PORT + 201)); do
+		if [ "$p" -ge "$lo" ] && [ "$p" -le "$hi" ]; then
+			die "BENCH_PORT=$BENCH_PORT: ports $BENCH_PORT-$((BENCH_PORT + 201)) overlap the ephemeral range $lo-$hi ($range)"
+		fi
+	done
+	if [ "$BENCH_PORT" -lt "$lo" ] && [ $((BENCH_PORT + 201)) -gt "$hi" ]; then
+		die "BENCH_PORT=$BENCH_PORT: ports overlap the ephemeral range $lo-$hi"
+	fi
+}
+check_ports
 
 installed() {
 	case $1 in
@@ -234,6 +267,10 @@ start_server() {
 		taskset -a -p -c 0 "$SERVER_PID" >/dev/null 2>&1 ||
 			note "cannot pin $srv to CPU 0"
 	fi
+	if [ -n "$BENCH_RT" ]; then
+		chrt -a -f -p "$BENCH_RT" "$SERVER_PID" >/dev/null 2>&1 ||
+			note "cannot make $srv SCHED_FIFO $BENCH_RT"
+	fi
 	return 0
 }
 
@@ -276,6 +313,7 @@ run_load() {
 	shift
 	local pin=() port a
 	[ "$BENCH_PIN" = 1 ] && pin=(taskset -c 1)
+	[ -n "$BENCH_RT" ] && pin=(chrt -f "$BENCH_RT" ${pin[@]+"${pin[@]}"})
 	port=$(c2s_port "$srv")
 	for a in "$@"; do
 		[ "$a" = --direct-tls ] && port=$(tls_port "$srv")
@@ -374,7 +412,7 @@ stamp=$(date +%Y%m%d-%H%M%S)
 files=()
 status=0
 echo "== $scenario $* ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs," \
-	"pinning ${BENCH_PIN}, $BENCH_CERT certificate, load average" \
+	"pinning ${BENCH_PIN}${BENCH_RT:+, SCHED_FIFO $BENCH_RT}, $BENCH_CERT certificate, load average" \
 	"$(cut -d' ' -f1-3 /proc/loadavg))"
 [ -n "$BENCH_PGSQL" ] && echo "-- Pigeon stores in PostgreSQL ($BENCH_PGSQL)"
 for srv in $SERVERS; do
@@ -392,6 +430,11 @@ for srv in $SERVERS; do
 			extra=(--verify-cmd "sqlite3 $(sdir pigeon)/pigeon.db \
 'SELECT count(*) FROM offline_messages'")
 		fi
+	fi
+	# Pigeon's own delivery latency next to the tool's (its control
+	# socket's `latency` command).
+	if [ "$scenario" = chat ] && [ "$srv" = pigeon ]; then
+		extra+=(--server-ctl "$(sdir pigeon)/ctl.sock")
 	fi
 	run_load "$srv" -s "$scenario" --server-pid "$SERVER_PID" --json "$out" \
 		${extra[@]+"${extra[@]}"} "$@" || status=1

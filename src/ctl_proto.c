@@ -57,6 +57,12 @@ const struct pgn_ctl_command pgn_ctl_commands[] = {
 	  "delete archived messages (XEP-0313) older than DAYS days", 0,
 	  "mod_mam", 0 },
 	{ "status", 0, "", "tell whether pigeond is running", 0, NULL, 0 },
+	{ "latency", 0, "",
+	  "print the server's delivery latency (read to queued, read to "
+	  "written; count, p50, p99, p99.9, max)",
+	  0, NULL, 0 },
+	{ "latency_reset", 0, "", "clear the delivery latency histograms", 0,
+	  NULL, 0 },
 	{ "stop", 0, "", "stop pigeond", 0, NULL, 0 },
 	/* Handled by pigeonctl itself; never sent to the server. */
 	{ "help", 0, "", "print this list of commands", 0, NULL, 0 },

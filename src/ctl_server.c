@@ -15,6 +15,7 @@
 #include <event2/listener.h>
 
 #include "host.h"
+#include "latency.h"
 #include "pigeon/map.h"
 #include "pigeon/account.h"
 #include "pigeon/ctl.h"
@@ -221,6 +222,41 @@ cmd_connected_users(struct ctl_conn *c, int count_only)
 	for (size_t i = 0; i < l.n; i++)
 		evbuffer_add_printf(out, "%s\n", l.v[i]);
 	free(l.v);
+	answer_end(c);
+}
+
+/* One "NAME_KEY VALUE" line per figure: easy to read and to parse
+ * (pigeon-load --server-ctl reads them). */
+static void
+print_hist(struct evbuffer *out, const char *name,
+	   const struct pgn_lat_hist *h)
+{
+	evbuffer_add_printf(out, "%s_count %llu\n", name,
+			    (unsigned long long)h->count);
+	evbuffer_add_printf(out, "%s_p50_us %.1f\n", name,
+			    pgn_lat_hist_pct(h, 0.50) / 1e3);
+	evbuffer_add_printf(out, "%s_p99_us %.1f\n", name,
+			    pgn_lat_hist_pct(h, 0.99) / 1e3);
+	evbuffer_add_printf(out, "%s_p999_us %.1f\n", name,
+			    pgn_lat_hist_pct(h, 0.999) / 1e3);
+	evbuffer_add_printf(out, "%s_max_us %.1f\n", name, h->max / 1e3);
+	evbuffer_add_printf(out, "%s_mean_us %.1f\n", name,
+			    h->count > 0 ? (double)h->sum / 1e3 / (double)h->count
+					 : 0.0);
+}
+
+/* Delivery latency since the start or the last latency_reset: "queued"
+ * from the read callback that brought a stanza in to its bytes in the
+ * recipient's output buffer, "flushed" to those bytes written to the
+ * recipient's socket (one sample per write that empties the buffer,
+ * timed from the oldest stanza in it). */
+static void
+cmd_latency(struct ctl_conn *c)
+{
+	struct evbuffer *out = answer_begin(c, PGN_CTL_OK);
+
+	print_hist(out, "queued", &c->srv->latency->queued);
+	print_hist(out, "flushed", &c->srv->latency->flushed);
 	answer_end(c);
 }
 
@@ -509,6 +545,14 @@ dispatch(struct ctl_conn *c, int argc, char **argv)
 		       pgn_server_version(), pgn_map_count(srv->sessions),
 		       pgn_map_count(srv->users), pgn_map_count(srv->components),
 		       pgn_server_uptime(srv), pgn_store_driver(srv->store));
+		return;
+	} else if (!strcmp(argv[0], "latency")) {
+		cmd_latency(c);
+		return;
+	} else if (!strcmp(argv[0], "latency_reset")) {
+		pgn_lat_hist_reset(&srv->latency->queued);
+		pgn_lat_hist_reset(&srv->latency->flushed);
+		answer(c, PGN_CTL_OK, "Latency histograms cleared\n");
 		return;
 	} else if (!strcmp(argv[0], "stop")) {
 		c->stop_after = 1;

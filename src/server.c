@@ -20,6 +20,7 @@
 #include "host.h"
 #include "authlimit.h"
 #include "connlimit.h"
+#include "latency.h"
 #include "pigeon/map.h"
 #include "pigeon/log.h"
 #include "pigeon/store.h"
@@ -408,10 +409,12 @@ pgn_server_new(struct pgn_config *cfg, char *err, size_t errlen)
 	srv->auth_limits = pgn_limits_new(cfg->limits.auth_fail_delay_ms);
 	srv->conns = pgn_connlimit_new(cfg->limits.max_connections_per_ip,
 				       max_connections(cfg));
+	srv->latency = calloc(1, sizeof(*srv->latency));
 	if (srv->base == NULL || srv->sessions == NULL || srv->users == NULL ||
 	    srv->components == NULL || srv->ctl_conns == NULL ||
 	    srv->commands == NULL || srv->sm_ids == NULL ||
-	    srv->auth_limits == NULL || srv->conns == NULL) {
+	    srv->auth_limits == NULL || srv->conns == NULL ||
+	    srv->latency == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
@@ -600,6 +603,7 @@ pgn_server_free(struct pgn_server *srv)
 	pgn_map_free(srv->ctl_conns);
 	pgn_map_free(srv->commands);
 	pgn_map_free(srv->sm_ids);
+	free(srv->latency);
 	if (srv->cfg != NULL && srv->cfg->pid_file != NULL)
 		unlink(srv->cfg->pid_file);
 	if (srv->base != NULL)

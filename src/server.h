@@ -21,6 +21,7 @@ struct pgn_connlimit;
 struct pgn_later;
 struct pgn_session;
 struct pgn_module;
+struct pgn_latency;
 
 struct pgn_listener {
 	struct pgn_server *srv;
@@ -68,6 +69,12 @@ struct pgn_server {
 	uint32_t ack_seq;
 	uint32_t ping_seq;
 	unsigned reaped;             /* sessions freed since the last trim */
+	/* Delivery latency (latency.h, `pigeonctl latency`): the histograms,
+	 * and while a read callback runs, when it started (monotonic ns, 0
+	 * outside) and the session it reads for. */
+	struct pgn_latency *latency;
+	uint64_t read_ns;
+	uint64_t read_sid;
 };
 
 /* Creates the server from a loaded config (takes ownership of cfg): opens

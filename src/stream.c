@@ -16,6 +16,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/bufferevent_struct.h>
 #include <event2/event.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -26,6 +27,7 @@
 #include "pigeon/xml.h"
 #include "connlimit.h"
 #include "host.h"
+#include "latency.h"
 #include "server.h"
 #include "stream.h"
 #include "tls.h"
@@ -265,9 +267,16 @@ static void
 read_cb(struct bufferevent *bev, void *arg)
 {
 	struct pgn_session *s = arg;
+	struct pgn_server *srv = s->srv;
 	struct evbuffer *in = bufferevent_get_input(bev);
+	/* Stanzas routed from here to other sessions are timed from now
+	 * (note_queued); saved and restored because a read callback can run
+	 * inside another (pgn_stream_resume). */
+	uint64_t outer_ns = srv->read_ns, outer_sid = srv->read_sid;
 
-	s->last_read = pgn_now_ms();
+	srv->read_ns = pgn_lat_now_ns();
+	srv->read_sid = s->id;
+	s->last_read = srv->read_ns / 1000000;
 	while (evbuffer_get_length(in) > 0) {
 		if (s->state == PGN_ST_DEAD || s->state == PGN_ST_CLOSING ||
 		    s->state == PGN_ST_TLS_PENDING) {
@@ -285,6 +294,8 @@ read_cb(struct bufferevent *bev, void *arg)
 	 * a no-op inside a stanza (pgn_xml_parser_park). */
 	if (s->parser != NULL)
 		pgn_xml_parser_park(s->parser);
+	srv->read_ns = outer_ns;
+	srv->read_sid = outer_sid;
 }
 
 static void
@@ -296,6 +307,15 @@ write_cb(struct bufferevent *bev, void *arg)
 		pgn_stream_check_drained(s);
 	if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
 		return;
+	if (s->unflushed_us != 0) {
+		/* Everything queued is in the kernel now: the oldest stanza
+		 * waited this long since its read.  Modulo 2^32 µs (71 min). */
+		uint32_t now_us = (uint32_t)(pgn_lat_now_ns() / 1000);
+		pgn_lat_hist_add(&s->srv->latency->flushed,
+				 (uint64_t)(uint32_t)(now_us - s->unflushed_us) *
+					 1000);
+		s->unflushed_us = 0;
+	}
 	if (s->state == PGN_ST_CLOSING)
 		pgn_stream_destroy(s);
 	else if (s->state == PGN_ST_TLS_PENDING &&
@@ -447,11 +467,45 @@ pgn_stream_send_xml(struct pgn_session *s, const struct pgn_xml *xml)
 	return pgn_stream_send_direct(s, xml);
 }
 
+/* Output was queued on an idle stream: write it in this turn of the loop,
+ * after the callbacks already due, instead of the next one.  A bufferevent
+ * only asks epoll for EPOLLOUT when output arrives, and writes when a
+ * later epoll_wait says the socket is writable: one more turn (behind all
+ * the reads that turn brings) and two epoll_ctl per stanza.  Activating
+ * its write event is what that epoll_wait would do; the callback copes
+ * with a socket that is not writable (it waits for EPOLLOUT then), and
+ * the EPOLLOUT added and removed within the turn never reach the kernel
+ * (the changelist, server.c).  Stanzas queued for the same stream before
+ * the event runs leave in the same write.  Only on bound streams: TLS
+ * negotiation keeps its own write callbacks. */
+static void
+kick_write(struct pgn_session *s, size_t queued_before)
+{
+	if (queued_before == 0 && s->state == PGN_ST_BOUND)
+		event_active(&s->bev->ev_write, EV_WRITE, 1);
+}
+
+/* A stanza read from another session in the current read callback has
+ * reached s's output buffer: one sample of the "queued" histogram, and
+ * s's wait for the socket starts unless an older stanza already waits. */
+static void
+note_queued(struct pgn_session *s, uint64_t now_ns)
+{
+	struct pgn_server *srv = s->srv;
+
+	if (srv->read_ns == 0 || srv->read_sid == s->id)
+		return;
+	pgn_lat_hist_add(&srv->latency->queued, now_ns - srv->read_ns);
+	if (s->unflushed_us == 0)
+		s->unflushed_us = (uint32_t)(srv->read_ns / 1000) | 1;
+}
+
 int
 pgn_stream_send_direct(struct pgn_session *s, const struct pgn_xml *xml)
 {
 	struct evbuffer *out;
 	size_t mark;
+	uint64_t now_ns;
 
 	/* Over the stream management bounds the session ends without
 	 * this stanza (the sender's router takes it as undelivered). */
@@ -473,8 +527,12 @@ pgn_stream_send_direct(struct pgn_session *s, const struct pgn_xml *xml)
 		return -ENOMEM;
 	if (s->sm != NULL && pgn_sm_track(s, mark) != 0)
 		return -ENOMEM;
-	s->last_write = pgn_now_ms();
+	now_ns = pgn_lat_now_ns();
+	s->last_write = now_ns / 1000000;
+	note_queued(s, now_ns);
 	check_output(s);
+	if (s->state != PGN_ST_CLOSING && s->state != PGN_ST_DEAD)
+		kick_write(s, mark);
 	/* Over the output limit the stream is being closed: what was queued
 	 * may never leave.  With stream management the stanza is in the
 	 * queue, which goes back to the router when the session ends: taken,
@@ -834,6 +892,7 @@ pgn_stream_lost(struct pgn_session *s)
 	s->bev = NULL;
 	s->ssl = NULL;
 	s->fd = -1;
+	s->unflushed_us = 0;
 	pgn_xml_parser_free(s->parser);
 	s->parser = NULL;
 	free_pending(s);
@@ -878,6 +937,7 @@ pgn_stream_swap_transport(struct pgn_session *a, struct pgn_session *b)
 	SWAP(a->last_read, b->last_read);
 	SWAP(a->last_write, b->last_write);
 	SWAP(a->ping_sent, b->ping_sent);
+	SWAP(a->unflushed_us, b->unflushed_us);
 	x = a->secure, a->secure = b->secure, b->secure = x;
 	x = a->direct_tls, a->direct_tls = b->direct_tls, b->direct_tls = x;
 	x = a->header_sent, a->header_sent = b->header_sent, b->header_sent = x;

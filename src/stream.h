@@ -77,6 +77,11 @@ struct pgn_session {
 	unsigned was_bound : 1;     /* session-ended not fired yet */
 	unsigned sasl_tries;
 	int priority;
+	/* Low 32 bits of the monotonic µs time of the read that produced the
+	 * oldest stanza queued here and not yet written to the socket, 0 when
+	 * none (the "flushed" histogram, latency.h).  32 bits fill the hole
+	 * after priority: the session does not grow. */
+	uint32_t unflushed_us;
 	struct pgn_xml_parser *parser;
 	struct pgn_host *host;      /* c2s: the stream's host */
 	char *domain;               /* component: its domain */

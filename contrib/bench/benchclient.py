@@ -72,10 +72,33 @@ def make_cert(tmp):
     return pem
 
 
+def ephemeral_range():
+    """The kernel's ephemeral port range (Linux default 32768-60999)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+            return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port that is free now and lies below the ephemeral range: a port
+    the kernel handed out (bind to 0) is one that the benchmark's own
+    thousands of client connections may take before pigeond binds it."""
+    lo, hi = ephemeral_range()
+    top = lo if lo > 20000 else 65536
+    bottom = 20000 if lo > 20000 else hi + 1
+    rng = secrets.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(bottom, top)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise BenchError(f"no free port in {bottom}-{top - 1}")
 
 
 def yaml_str(s):

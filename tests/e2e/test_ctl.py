@@ -11,7 +11,7 @@ from rawxmpp import to_str
 
 COMMANDS = ('register', 'unregister', 'change_password', 'registered_users',
             'connected_users', 'connected_users_number', 'kick_session',
-            'status', 'stop', 'help')
+            'status', 'latency', 'latency_reset', 'stop', 'help')
 
 
 def lines(out):
@@ -136,6 +136,49 @@ def test_kick_session(server, user):
     assert after <= before - 1 or after < before, (before, after)
     assert other.ping().get('type') == 'result'
     assert server.ctl('kick_session', name, 'localhost', 'victim', 'again').returncode == 1
+
+
+def latency_figures(server):
+    d = {}
+    for line in lines(server.ctl('latency', expect=0).stdout):
+        key, value = line.split()
+        d[key] = float(value)
+    return d
+
+
+def test_latency(server):
+    """The server's own delivery latency (doc/performance.md, "Latency
+    tail"): after latency_reset it has counted exactly the messages routed
+    from one session to another (not the answers to the sender), with
+    ordered, plausible percentiles."""
+    a_name, a_pw = server.new_user(prefix='lata')
+    b_name, b_pw = server.new_user(prefix='latb')
+    a = server.login(a_name, a_pw, resource='la')
+    b = server.login(b_name, b_pw, resource='lb')
+    server.ctl('latency_reset', expect=0)
+    d = latency_figures(server)
+    assert d['queued_count'] == 0 and d['flushed_count'] == 0, d
+    assert d['queued_p99_us'] == 0 and d['flushed_max_us'] == 0, d
+    n = 40
+    for i in range(n):
+        a.message(b.jid, 'latency %d' % i)
+    for i in range(n):
+        assert b.recv_stanza('message').get('from') == a.jid
+    assert a.ping().get('type') == 'result'  # an answer to the sender
+    d = latency_figures(server)
+    assert d['queued_count'] == n, d
+    # One sample per write that empties b's output buffer.
+    assert 1 <= d['flushed_count'] <= n, d
+    for h in ('queued', 'flushed'):
+        p50, p99, p999, top = (d[h + k] for k in
+                               ('_p50_us', '_p99_us', '_p999_us', '_max_us'))
+        assert 0 <= p50 <= p99 <= p999 <= top < 10e6, (h, d)
+        assert d[h + '_mean_us'] <= top, (h, d)
+    assert d['queued_p50_us'] > 0, d
+    # A stanza is written after it was queued.
+    assert d['flushed_max_us'] + 2 >= d['queued_max_us'], d
+    server.ctl('latency_reset', expect=0)
+    assert latency_figures(server)['queued_count'] == 0
 
 
 @pytest.mark.parametrize('drv', ['sqlite', 'pgsql'])

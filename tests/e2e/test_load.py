@@ -92,16 +92,27 @@ def test_idle(load_server):
 def test_chat(load_server, rate):
     first, n = CHAT
     rep = run_load(load_server, 'chat', '--pairs', n // 2, '--first', first,
-                   '--msg-rate', rate, '--duration', 1, '--window', 4)
+                   '--msg-rate', rate, '--duration', 1, '--window', 4,
+                   '--server-ctl', load_server.ctl_socket)
     assert rep['pairs'] == n // 2 and rep['failed'] == 0, rep
     assert rep['sent'] > 0, rep
     assert rep['delivered'] == rep['sent'] and rep['lost'] == 0, rep
     assert rep['msg_errors'] == 0 and rep['error_conditions'] == {}, rep
     assert rep['samples'] > 0 and rep['delivered_per_s'] > 0, rep
     assert 0 < rep['lat_p50_us'] <= rep['lat_p99_us'] <= rep['lat_max_us'], rep
+    # The server's own figures (pigeonctl latency), cleared as the
+    # measured phase began: only part of the messages, none of the
+    # warm-up window sent before it.
+    assert 0 < rep['srv_queued_count'] <= rep['delivered'], rep
+    assert 0 < rep['srv_flushed_count'] <= rep['srv_queued_count'], rep
+    for h in ('queued', 'flushed'):
+        assert (0 <= rep['srv_%s_p50_us' % h] <= rep['srv_%s_p99_us' % h]
+                <= rep['srv_%s_p999_us' % h] <= rep['srv_%s_max_us' % h]), rep
+    assert 'srv p99 us' in rep['_stdout'], rep['_stdout']
     if rate:
         # about rate * duration: the tool paces itself
         assert rep['sent'] <= rate * 1.5 + 10, rep
+        assert 0 <= rep['send_lag_p50_us'] <= rep['send_lag_p99_us'], rep
 
 
 def test_login_direct_tls_verified(load_server):

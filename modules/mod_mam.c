@@ -45,7 +45,9 @@
  * <fin/>.
  *
  * Retention: option max_age_days, swept every SWEEP_SECS in batches;
- * pigeonctl delete_old_mam_messages DAYS on every host. */
+ * pigeonctl delete_old_mam_messages DAYS on every host.  Quotas per user
+ * (max_messages, max_bytes, quota_policy) and resent messages (the same
+ * origin-id: accepted, not delivered again): see their sections. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>

@@ -185,7 +185,8 @@ static const char sql_trim_fmt[] =
         "ORDER BY id LIMIT " TRIM_BATCH_STR ") AS o) AS w, mam_counts c "
         "WHERE c.host = $1 AND c.username = $2 AND "
         "((CAST($3 AS BIGINT) > 0 AND w.rn <= c.n - CAST($3 AS BIGINT)) OR "
-        "(CAST($4 AS BIGINT) > 0 AND w.before < c.bytes - CAST($4 AS BIGINT))))";
+        "(CAST($4 AS BIGINT) > 0 AND w.before < c.bytes - CAST($4 AS "
+        "BIGINT))))";
 static const char sql_totals[] =
         "SELECT n, bytes FROM mam_counts WHERE host = $1 AND username = $2";
 /* pigeonctl archive_stats.  At quota: one more message (of the archive's
@@ -277,15 +278,15 @@ struct uprefs {
 	unsigned roster_gen, roster_loaded_gen, loading_gen;
 	time_t roster_at;
 	int loading;   /* a store read has the pointer */
+	unsigned refs; /* sessions (marked in their session data) */
+	time_t used;
+	struct waiter *waiters, **wait_tail;
 	/* Quota: the archive's count and bytes as the store counted them
 	 * at the last read (totals_gen: mm->deletions then) plus the rows
 	 * queued since that read was submitted (dn, dbytes). */
 	int64_t qn, qbytes, dn, dbytes;
 	unsigned totals_gen;
 	int trimming; /* a trim or a count read has the pointer */
-	unsigned refs; /* sessions (marked in their session data) */
-	time_t used;
-	struct waiter *waiters, **wait_tail;
 };
 
 /* Per-session data. */
@@ -1408,7 +1409,6 @@ on_incoming(struct pgn_event *ev, void *arg)
 	return on_message(ev, arg, 0);
 }
 
-
 /* ---- quotas (max_messages, max_bytes, quota_policy) ----
  *
  * Each archive's count and bytes are cached with the user's preferences
@@ -1520,8 +1520,8 @@ totals_read(struct uprefs *p)
 	flush_rows(p->mm);
 	p->dn = p->dbytes = 0;
 	p->totals_gen = p->mm->deletions;
-	if (pgn_store_query(p->mm->store, sql_totals, 2, params, 0,
-	                    totals_done, p) != 0) {
+	if (pgn_store_query(p->mm->store, sql_totals, 2, params, 0, totals_done,
+	                    p) != 0) {
 		p->trimming = 0;
 		return;
 	}
@@ -1641,7 +1641,6 @@ cmd_stats(struct pgn_command *cmd, int argc, char *const *argv, void *arg)
 		free(q);
 	}
 }
-
 
 /* ---- resent messages (XEP-0359 origin-id) ----
  *
@@ -3328,8 +3327,8 @@ sweep_prefs(const char *key, uint64_t id, void *value, void *arg)
 	time_t now = *(const time_t *)arg;
 
 	(void)id;
-	if (p->refs == 0 && !p->loading && !p->trimming &&
-	    p->waiters == NULL && now - p->used >= LINGER_SECS) {
+	if (p->refs == 0 && !p->loading && !p->trimming && p->waiters == NULL &&
+	    now - p->used >= LINGER_SECS) {
 		pgn_map_del(p->mm->prefs, key);
 		prefs_free(p);
 	}

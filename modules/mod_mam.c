@@ -1653,10 +1653,10 @@ cmd_stats(struct pgn_command *cmd, int argc, char *const *argv, void *arg)
  * 30, and delivery) a message whose pair is in the window is accepted
  * and dropped: the sender's ack goes as for the first copy, nothing is
  * delivered, stored offline, copied or archived again.  A window is
- * filled from the archive's newest rows (origin_id column) when first
- * needed: read ahead when a session starts; a message arriving before
- * the read is held for it.  An unused window is dropped after
- * DEDUP_IDLE_SECS. */
+ * filled from the archive's newest rows (origin_id column) by the first
+ * message with an origin-id after a restart or DEDUP_IDLE_SECS unused,
+ * held for that one read (not at log-in: a log-in would cost one more
+ * statement whether the user sends or not). */
 
 enum dstate { D_NONE, D_LOADING, D_LOADED };
 
@@ -1906,22 +1906,6 @@ on_dedup_record(struct pgn_event *ev, void *arg)
 	if (origin != NULL &&
 	    (w = pgn_map_get(mm->dedup, st->from->bare)) != NULL)
 		dwin_add(w, dedup_hash(st->to->bare, origin));
-	return PGN_EVENT_PASS;
-}
-
-/* Reads the window ahead, so that the first message does not wait. */
-static int
-on_dedup_session(struct pgn_event *ev, void *arg)
-{
-	struct mam *mm = arg;
-	const struct pgn_jid *jid =
-	        ev->origin != NULL ? pgn_session_jid(ev->origin) : NULL;
-	struct dwin *w;
-
-	if (jid != NULL && jid->node != NULL &&
-	    strcmp(jid->domain, mm->host) == 0 &&
-	    (w = dwin_get(mm, jid->bare, jid->node)) != NULL)
-		dwin_load(w);
 	return PGN_EVENT_PASS;
 }
 
@@ -3474,9 +3458,7 @@ mam_load(struct pgn_module *m)
 	    (rc = pgn_module_hook(m, "presence/bare", on_presence_in, mm, 10)) <
 	            0 ||
 	    (rc = pgn_module_hook(m, "iq-get/bare/" NS_MAM2 ":metadata",
-	                          on_metadata, mm, 0)) < 0 ||
-	    (rc = pgn_module_hook(m, "session-started", on_dedup_session, mm,
-	                          0)) < 0)
+	                          on_metadata, mm, 0)) < 0)
 		goto fail;
 	/* Resent messages: checked at 90, recorded at -100 (see above). */
 	for (size_t i = 0; i < 3; i++) {

@@ -247,7 +247,6 @@ struct mam {
 	long max_messages, max_bytes;
 	int quota_refuse; /* quota_policy: refuse (else drop_oldest) */
 	char *sql_trim;
-	unsigned deletions; /* bumped when retention deleted: totals stale */
 	unsigned long long quota_refused, quota_dropped;
 	/* Resent messages: sender bare JID -> struct dwin. */
 	struct pgn_map *dedup;
@@ -282,10 +281,9 @@ struct uprefs {
 	time_t used;
 	struct waiter *waiters, **wait_tail;
 	/* Quota: the archive's count and bytes as the store counted them
-	 * at the last read (totals_gen: mm->deletions then) plus the rows
+	 * at the last read plus the rows
 	 * queued since that read was submitted (dn, dbytes). */
 	int64_t qn, qbytes, dn, dbytes;
-	unsigned totals_gen;
 	int trimming; /* a trim or a count read has the pointer */
 };
 
@@ -1306,7 +1304,6 @@ prefs_load(struct uprefs *p)
 		if (p->mm->max_messages > 0 || p->mm->max_bytes > 0)
 			flush_rows(p->mm);
 		p->dn = p->dbytes = 0;
-		p->totals_gen = p->mm->deletions;
 		if (pgn_store_query(p->mm->store, sql_prefs_load, 2, params, 0,
 		                    prefs_loaded, p) == 0) {
 			p->loading = 1;
@@ -1447,7 +1444,7 @@ quota_admit(struct mam *mm, const char *bare, size_t len)
 		return 1;
 	if (mm->max_bytes > 0 && len > (size_t)mm->max_bytes) {
 		mm->quota_refused++;
-		pgn_log(PGN_LOG_INFO,
+		pgn_log(PGN_LOG_DEBUG,
 		        "mod_mam %s: a message of %zu bytes for %s is over "
 		        "max_bytes, not archived",
 		        mm->host, len, bare);
@@ -1456,13 +1453,10 @@ quota_admit(struct mam *mm, const char *bare, size_t len)
 	if (!mm->quota_refuse || (p = pgn_map_get(mm->prefs, bare)) == NULL ||
 	    p->state != P_LOADED || !quota_over(mm, p, 1, (int64_t)len))
 		return 1;
-	if (p->totals_gen != mm->deletions) {
-		/* Retention deleted since the counters were read: count
-		 * again, and give this one the benefit of the doubt. */
-		if (!p->trimming)
-			trim_start(p);
-		return 1;
-	}
+	/* Retention or pigeonctl may have deleted since the counters were
+	 * read: counted again (one row) for the next message. */
+	if (!p->trimming)
+		trim_start(p);
 	if (mm->quota_refused++ % 1000 == 0)
 		pgn_log(PGN_LOG_INFO,
 		        "mod_mam %s: the archive of %s is full, not archiving "
@@ -1519,7 +1513,6 @@ totals_read(struct uprefs *p)
 
 	flush_rows(p->mm);
 	p->dn = p->dbytes = 0;
-	p->totals_gen = p->mm->deletions;
 	if (pgn_store_query(p->mm->store, sql_totals, 2, params, 0, totals_done,
 	                    p) != 0) {
 		p->trimming = 0;
@@ -1549,8 +1542,8 @@ trim_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
 		        "(quota)",
 		        mm->host, res->changes, p->bare);
 	}
-	/* Nothing deleted: the cache was ahead of the store (a row
-	 * refused, retention); the read below puts it right. */
+	/* Nothing deleted: the cache was ahead of the store (a row that
+	 * failed, retention); the read below puts it right. */
 	totals_read(p);
 }
 
@@ -3204,9 +3197,6 @@ deletion_finish(struct deletion *d, int ok)
 {
 	char text[32];
 
-	/* Cached quota counters may be above the store now. */
-	if (d->total > 0)
-		d->mm->deletions++;
 	if (d->cmd != NULL) {
 		snprintf(text, sizeof(text), "%lld\n", d->total);
 		if (ok)

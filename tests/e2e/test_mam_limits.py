@@ -227,6 +227,13 @@ def test_quota_refuse_keeps_delivering(make_server, driver):
     s = stats(srv)
     assert s['archive_quota_refused'] == 4 and s['archive_users_at_quota'] == 2, s
     assert s['archive_quota_dropped'] == 0, s
+    # Room made by deleting is seen: the refusal after it counts again.
+    srv.ctl('delete_old_mam_messages', '0', expect=0)
+    send_n(a, b, 1, 'g')
+    ok(query(b))
+    send_n(a, b, 3, 'h')
+    assert ok(query(b)).bodies == ['h0', 'h1'], ok(query(b)).bodies
+    assert ok(query(a)).bodies == ['h0', 'h1']
 
 
 def test_quota_applies_to_archives_filled_before(make_server, driver):

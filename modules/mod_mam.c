@@ -127,7 +127,6 @@
 /* Quotas: the oldest rows looked at by one trimming statement (a quota
  * lowered on a large archive is reached in several). */
 #define TRIM_BATCH 1000
-#define TRIM_BATCH_STR "1000"
 #define MAX_QUOTA_MESSAGES 1000000000L
 #define MAX_QUOTA_BYTES (1L << 40)
 /* Resent messages (XEP-0359 origin-id): the newest origin-ids each sender
@@ -171,7 +170,7 @@ static const char sql_delete_old[] =
 static const char sql_delete_old_all[] =
         "DELETE FROM mam_messages WHERE id IN (SELECT id FROM mam_messages "
         "WHERE ts < CAST($1 AS BIGINT) ORDER BY ts LIMIT " DELETE_BATCH_STR ")";
-/* Quotas.  The trim deletes, among the user's TRIM_BATCH oldest rows, as
+/* Quotas.  The trim deletes, among the user's $5 oldest rows, as
  * many as the stored counters say are over max_messages ($3) and those
  * whose older rows do not yet cover the bytes over max_bytes ($4): exact
  * against what has committed, whatever pigeond has cached.  %s is the
@@ -182,7 +181,7 @@ static const char sql_trim_fmt[] =
         "ROW_NUMBER() OVER (ORDER BY o.id) AS rn, "
         "SUM(o.sz) OVER (ORDER BY o.id) - o.sz AS before FROM (SELECT id, "
         "%s AS sz FROM mam_messages WHERE host = $1 AND username = $2 "
-        "ORDER BY id LIMIT " TRIM_BATCH_STR ") AS o) AS w, mam_counts c "
+        "ORDER BY id LIMIT CAST($5 AS INTEGER)) AS o) AS w, mam_counts c "
         "WHERE c.host = $1 AND c.username = $2 AND "
         "((CAST($3 AS BIGINT) > 0 AND w.rn <= c.n - CAST($3 AS BIGINT)) OR "
         "(CAST($4 AS BIGINT) > 0 AND w.before < c.bytes - CAST($4 AS "
@@ -284,7 +283,8 @@ struct uprefs {
 	 * at the last read plus the rows
 	 * queued since that read was submitted (dn, dbytes). */
 	int64_t qn, qbytes, dn, dbytes;
-	int trimming; /* a trim or a count read has the pointer */
+	int trimming; /* a trim or a count read has the pointer (2: a read
+	               * after a trim that deleted nothing) */
 };
 
 /* Per-session data. */
@@ -1487,6 +1487,7 @@ totals_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
 {
 	struct uprefs *p = arg;
 	struct mam *mm = p->mm;
+	int again = p->trimming == 1;
 
 	(void)owner;
 	p->trimming = 0;
@@ -1500,7 +1501,7 @@ totals_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
 	p->qbytes = (res->nrows > 0 ? store_int(res, 0, 1) : 0) + p->dbytes;
 	/* Still over: more than one statement's worth, or rows queued
 	 * meanwhile. */
-	if (!mm->quota_refuse && quota_over(mm, p, 0, 0))
+	if (again && !mm->quota_refuse && quota_over(mm, p, 0, 0))
 		trim_start(p);
 }
 
@@ -1543,8 +1544,11 @@ trim_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
 		        mm->host, res->changes, p->bare);
 	}
 	/* Nothing deleted: the cache was ahead of the store (a row that
-	 * failed, retention); the read below puts it right. */
+	 * failed, retention); the read below puts it right, and does not
+	 * start another round (whatever the counters say: no loop). */
 	totals_read(p);
+	if (res->changes == 0 && p->trimming)
+		p->trimming = 2;
 }
 
 /* drop_oldest: trims p's archive to its quota (the queued rows first, so
@@ -1553,17 +1557,32 @@ static void
 trim_start(struct uprefs *p)
 {
 	struct mam *mm = p->mm;
-	char n[24], b[24];
-	const char *params[4] = {mm->host, p->user, n, b};
+	char n[24], b[24], k[24];
+	const char *params[5] = {mm->host, p->user, n, b, k};
+	int64_t rows = 1;
 
 	if (mm->quota_refuse) {
 		totals_read(p);
 		return;
 	}
+	/* The oldest rows the statement looks at (and reads the size of):
+	 * what the cache says is over, twice over for bytes (rows differ in
+	 * size); if that is not enough, the next round goes on. */
+	if (mm->max_messages > 0 && p->qn - mm->max_messages > rows)
+		rows = p->qn - mm->max_messages;
+	if (mm->max_bytes > 0 && p->qn > 0 && p->qbytes > mm->max_bytes) {
+		int64_t avg = p->qbytes / p->qn > 0 ? p->qbytes / p->qn : 1;
+		int64_t need = 2 * ((p->qbytes - mm->max_bytes) / avg + 1);
+		if (need > rows)
+			rows = need;
+	}
+	if (rows > TRIM_BATCH)
+		rows = TRIM_BATCH;
 	snprintf(n, sizeof(n), "%ld", mm->max_messages);
 	snprintf(b, sizeof(b), "%ld", mm->max_bytes);
+	snprintf(k, sizeof(k), "%" PRId64, rows);
 	flush_rows(mm);
-	if (pgn_store_query(mm->store, mm->sql_trim, 4, params, 0, trim_done,
+	if (pgn_store_query(mm->store, mm->sql_trim, 5, params, 0, trim_done,
 	                    p) != 0)
 		return;
 	p->trimming = 1;

@@ -280,8 +280,8 @@ struct uprefs {
 	time_t used;
 	struct waiter *waiters, **wait_tail;
 	/* Quota: the archive's count and bytes as the store counted them
-	 * at the last read plus the rows
-	 * queued since that read was submitted (dn, dbytes). */
+	 * at the last read, plus the rows queued since that read was
+	 * submitted (also in dn, dbytes). */
 	int64_t qn, qbytes, dn, dbytes;
 	int trimming; /* a trim or a count read has the pointer (2: a read
 	               * after a trim that deleted nothing) */

@@ -45,7 +45,9 @@
  * <fin/>.
  *
  * Retention: option max_age_days, swept every SWEEP_SECS in batches;
- * pigeonctl delete_old_mam_messages DAYS on every host. */
+ * pigeonctl delete_old_mam_messages DAYS on every host.  Quotas per user
+ * (max_messages, max_bytes, quota_policy) and resent messages (the same
+ * origin-id: accepted, not delivered again): see their sections. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -122,6 +124,18 @@
 /* Parameters of one query statement: host, user, a few filters and up
  * to max_page ids. */
 #define MAX_PARAMS (16 + MAX_MAX_PAGE)
+/* Quotas: the oldest rows looked at by one trimming statement (a quota
+ * lowered on a large archive is reached in several). */
+#define TRIM_BATCH 1000
+#define MAX_QUOTA_MESSAGES 1000000000L
+#define MAX_QUOTA_BYTES (1L << 40)
+/* Resent messages (XEP-0359 origin-id): the newest origin-ids each sender
+ * used, the archive rows read to refill a window after a restart or an
+ * idle time, and how long an unused window stays in memory. */
+#define DEDUP_WINDOW 128
+#define DEDUP_SCAN_STR "1024"
+#define DEDUP_IDLE_SECS 600
+#define MAX_DEDUP_USERS 100000
 
 /* ---- SQL (the same text on SQLite and PostgreSQL) ---- */
 
@@ -131,8 +145,10 @@ static const char sql_insert[] =
         "CAST($3 AS BIGINT), $4, $5, $6, $7, CAST($8 AS INTEGER), $9)";
 /* No row: no such account. */
 static const char sql_prefs_load[] =
-        "SELECT p.default_mode, p.always_jids, p.never_jids FROM accounts a "
+        "SELECT p.default_mode, p.always_jids, p.never_jids, c.n, c.bytes "
+        "FROM accounts a "
         "LEFT JOIN mam_prefs p ON p.host = a.host AND p.username = a.username "
+        "LEFT JOIN mam_counts c ON c.host = a.host AND c.username = a.username "
         "WHERE a.host = $1 AND a.username = $2";
 static const char sql_prefs_store[] =
         "INSERT INTO mam_prefs (host, username, default_mode, always_jids, "
@@ -154,6 +170,40 @@ static const char sql_delete_old[] =
 static const char sql_delete_old_all[] =
         "DELETE FROM mam_messages WHERE id IN (SELECT id FROM mam_messages "
         "WHERE ts < CAST($1 AS BIGINT) ORDER BY ts LIMIT " DELETE_BATCH_STR ")";
+/* Quotas.  The trim deletes, among the user's $5 oldest rows, as
+ * many as the stored counters say are over max_messages ($3) and those
+ * whose older rows do not yet cover the bytes over max_bytes ($4): exact
+ * against what has committed, whatever pigeond has cached.  %s is the
+ * driver's byte length of a text (the same measure as the triggers of
+ * 012_mam_quota.sql). */
+static const char sql_trim_fmt[] =
+        "DELETE FROM mam_messages WHERE id IN (SELECT w.id FROM (SELECT o.id, "
+        "ROW_NUMBER() OVER (ORDER BY o.id) AS rn, "
+        "SUM(o.sz) OVER (ORDER BY o.id) - o.sz AS before FROM (SELECT id, "
+        "%s AS sz FROM mam_messages WHERE host = $1 AND username = $2 "
+        "ORDER BY id LIMIT CAST($5 AS INTEGER)) AS o) AS w, mam_counts c "
+        "WHERE c.host = $1 AND c.username = $2 AND "
+        "((CAST($3 AS BIGINT) > 0 AND w.rn <= c.n - CAST($3 AS BIGINT)) OR "
+        "(CAST($4 AS BIGINT) > 0 AND w.before < c.bytes - CAST($4 AS "
+        "BIGINT))))";
+static const char sql_totals[] =
+        "SELECT n, bytes FROM mam_counts WHERE host = $1 AND username = $2";
+/* pigeonctl archive_stats.  At quota: one more message (of the archive's
+ * average size) would not fit. */
+static const char sql_stats[] =
+        "SELECT count(*), COALESCE(sum(n), 0), COALESCE(sum(bytes), 0), "
+        "COALESCE(sum(CASE WHEN (CAST($2 AS BIGINT) > 0 AND "
+        "n >= CAST($2 AS BIGINT)) OR (CAST($3 AS BIGINT) > 0 AND "
+        "bytes + bytes / n > CAST($3 AS BIGINT)) THEN 1 ELSE 0 END), 0) "
+        "FROM mam_counts WHERE host = $1 AND n > 0";
+/* Resent messages: the origin-ids of the user's newest messages (sent,
+ * or to oneself), among the newest rows of the archive. */
+static const char sql_dedup_load[] =
+        "SELECT with_bare, origin_id FROM (SELECT id, with_bare, origin_id, "
+        "outgoing FROM mam_messages WHERE host = $1 AND username = $2 "
+        "ORDER BY id DESC LIMIT " DEDUP_SCAN_STR ") AS r "
+        "WHERE origin_id IS NOT NULL AND (outgoing = 1 OR with_bare = $3) "
+        "ORDER BY id";
 
 /* ---- state ---- */
 
@@ -192,6 +242,14 @@ struct mam {
 	uint64_t seq;           /* result message ids */
 	unsigned char rnd[768]; /* random bytes for stanza ids */
 	size_t rnd_left;
+	/* Quotas (0: none) and what they did since the start. */
+	long max_messages, max_bytes;
+	int quota_refuse; /* quota_policy: refuse (else drop_oldest) */
+	char *sql_trim;
+	unsigned long long quota_refused, quota_dropped;
+	/* Resent messages: sender bare JID -> struct dwin. */
+	struct pgn_map *dedup;
+	unsigned long long dedup_dropped;
 };
 
 /* A stanza or a session waiting for a user's preferences. */
@@ -221,6 +279,12 @@ struct uprefs {
 	unsigned refs; /* sessions (marked in their session data) */
 	time_t used;
 	struct waiter *waiters, **wait_tail;
+	/* Quota: the archive's count and bytes as the store counted them
+	 * at the last read, plus the rows queued since that read was
+	 * submitted (also in dn, dbytes). */
+	int64_t qn, qbytes, dn, dbytes;
+	int trimming; /* a trim or a count read has the pointer (2: a read
+	               * after a trim that deleted nothing) */
 };
 
 /* Per-session data. */
@@ -317,6 +381,15 @@ static int
 is_el(const struct pgn_xml *el, const char *ns, const char *name)
 {
 	return ns_is(el, ns) && str_eq(pgn_xml_name(el), name);
+}
+
+/* An integer column (NULL: 0). */
+static int64_t
+store_int(const struct pgn_store_result *res, int row, int col)
+{
+	const char *v = pgn_store_value(res, row, col);
+
+	return v != NULL ? strtoll(v, NULL, 10) : 0;
 }
 
 static int64_t
@@ -876,6 +949,9 @@ queue_row(struct mam *mm, struct row *r)
 	mm->queued++;
 }
 
+static int quota_admit(struct mam *mm, const char *bare, size_t len);
+static void quota_count(struct mam *mm, const char *bare, size_t len);
+
 /* Archives st (a message of owner with peer) and, for an incoming one,
  * stamps it with its stanza id.  Takes ticket (finished when the row is
  * durable, or now on failure). */
@@ -887,6 +963,7 @@ archive_now(struct mam *mm, struct pgn_stanza *st, const struct pgn_jid *owner,
 	struct row *r = NULL;
 	struct pgn_xml *sid;
 	const char *origin = NULL;
+	size_t len;
 
 	if (mm->queued >= MAX_QUEUED) {
 		/* The store does not keep up (a message that waited for the
@@ -920,6 +997,13 @@ archive_now(struct mam *mm, struct pgn_stanza *st, const struct pgn_jid *owner,
 	    (origin != NULL && (r->origin_id = strdup(origin)) == NULL) ||
 	    (r->text = pgn_xml_to_string(st->xml, PGN_NS_CLIENT)) == NULL)
 		goto fail;
+	len = strlen(r->text);
+	if (!quota_admit(mm, owner->bare, len)) {
+		/* Over the quota (refuse): delivered, not archived. */
+		row_free(r);
+		pgn_ack_ticket_done(ticket);
+		return;
+	}
 	if (!outgoing) {
 		if ((sid = pgn_xml_add_child(st->xml, NS_SID, "stanza-id")) ==
 		            NULL ||
@@ -934,6 +1018,7 @@ archive_now(struct mam *mm, struct pgn_stanza *st, const struct pgn_jid *owner,
 	}
 	r->ticket = ticket;
 	queue_row(mm, r);
+	quota_count(mm, owner->bare, len);
 	return;
 fail:
 	pgn_log(PGN_LOG_ERROR, "mod_mam %s: cannot archive a message of %s",
@@ -1182,6 +1267,8 @@ prefs_loaded(uint64_t owner, void *arg, const struct pgn_store_result *res)
 		p->state = P_NOACCOUNT;
 	} else {
 		mode = pgn_store_value(res, 0, 0);
+		p->qn = store_int(res, 0, 3) + p->dn;
+		p->qbytes = store_int(res, 0, 4) + p->dbytes;
 		p->def = str_eq(mode, "never")    ? MODE_NEVER
 		         : str_eq(mode, "roster") ? MODE_ROSTER
 		                                  : MODE_ALWAYS;
@@ -1212,6 +1299,11 @@ prefs_load(struct uprefs *p)
 	if (p->loading)
 		return;
 	if (p->state != P_LOADED) {
+		/* The counters read must include every row queued before
+		 * (the store answers in order); later ones are added. */
+		if (p->mm->max_messages > 0 || p->mm->max_bytes > 0)
+			flush_rows(p->mm);
+		p->dn = p->dbytes = 0;
 		if (pgn_store_query(p->mm->store, sql_prefs_load, 2, params, 0,
 		                    prefs_loaded, p) == 0) {
 			p->loading = 1;
@@ -1312,6 +1404,546 @@ static int
 on_incoming(struct pgn_event *ev, void *arg)
 {
 	return on_message(ev, arg, 0);
+}
+
+/* ---- quotas (max_messages, max_bytes, quota_policy) ----
+ *
+ * Each archive's count and bytes are cached with the user's preferences
+ * (read in the same statement from mam_counts, kept by triggers) and
+ * counted up as rows are queued, so a decision never waits for the
+ * store.  drop_oldest: once a queued row takes the archive over a limit,
+ * one statement deletes the oldest rows that are over it, computed from
+ * the stored counters (exact whatever the cache says), then the counters
+ * are read again.  refuse: a message that would not fit is not archived
+ * in that archive (it is still delivered; see doc/modules.md).  A
+ * message larger than max_bytes is never archived. */
+
+static int
+quota_on(const struct mam *mm)
+{
+	return mm->max_messages > 0 || mm->max_bytes > 0;
+}
+
+static int
+quota_over(const struct mam *mm, const struct uprefs *p, int64_t more_n,
+           int64_t more_bytes)
+{
+	return (mm->max_messages > 0 && p->qn + more_n > mm->max_messages) ||
+	       (mm->max_bytes > 0 && p->qbytes + more_bytes > mm->max_bytes);
+}
+
+static void trim_start(struct uprefs *p);
+
+/* 1: a row of len bytes may be archived for bare. */
+static int
+quota_admit(struct mam *mm, const char *bare, size_t len)
+{
+	struct uprefs *p;
+
+	if (!quota_on(mm))
+		return 1;
+	if (mm->max_bytes > 0 && len > (size_t)mm->max_bytes) {
+		mm->quota_refused++;
+		pgn_log(PGN_LOG_DEBUG,
+		        "mod_mam %s: a message of %zu bytes for %s is over "
+		        "max_bytes, not archived",
+		        mm->host, len, bare);
+		return 0;
+	}
+	if (!mm->quota_refuse || (p = pgn_map_get(mm->prefs, bare)) == NULL ||
+	    p->state != P_LOADED || !quota_over(mm, p, 1, (int64_t)len))
+		return 1;
+	/* Retention or pigeonctl may have deleted since the counters were
+	 * read: counted again (one row) for the next message. */
+	if (!p->trimming)
+		trim_start(p);
+	if (mm->quota_refused++ % 1000 == 0)
+		pgn_log(PGN_LOG_INFO,
+		        "mod_mam %s: the archive of %s is full, not archiving "
+		        "(%llu messages refused so far)",
+		        mm->host, bare, mm->quota_refused);
+	return 0;
+}
+
+/* A row of len bytes was queued for bare. */
+static void
+quota_count(struct mam *mm, const char *bare, size_t len)
+{
+	struct uprefs *p;
+
+	if (!quota_on(mm) || (p = pgn_map_get(mm->prefs, bare)) == NULL ||
+	    p->state != P_LOADED)
+		return;
+	p->qn++;
+	p->qbytes += (int64_t)len;
+	p->dn++;
+	p->dbytes += (int64_t)len;
+	if (!mm->quota_refuse && !p->trimming && quota_over(mm, p, 0, 0))
+		trim_start(p);
+}
+
+static void
+totals_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
+{
+	struct uprefs *p = arg;
+	struct mam *mm = p->mm;
+	int again = p->trimming == 1;
+
+	(void)owner;
+	p->trimming = 0;
+	if (res->error != 0) {
+		pgn_log(PGN_LOG_WARN,
+		        "mod_mam %s: cannot count the archive of %s: %s",
+		        mm->host, p->bare, res->errmsg);
+		return;
+	}
+	p->qn = (res->nrows > 0 ? store_int(res, 0, 0) : 0) + p->dn;
+	p->qbytes = (res->nrows > 0 ? store_int(res, 0, 1) : 0) + p->dbytes;
+	/* Still over: more than one statement's worth, or rows queued
+	 * meanwhile. */
+	if (again && !mm->quota_refuse && quota_over(mm, p, 0, 0))
+		trim_start(p);
+}
+
+/* Reads the counters again; the rows queued before go first, those
+ * queued later are counted on top. */
+static void
+totals_read(struct uprefs *p)
+{
+	const char *params[2] = {p->mm->host, p->user};
+
+	flush_rows(p->mm);
+	p->dn = p->dbytes = 0;
+	if (pgn_store_query(p->mm->store, sql_totals, 2, params, 0, totals_done,
+	                    p) != 0) {
+		p->trimming = 0;
+		return;
+	}
+	p->trimming = 1;
+}
+
+static void
+trim_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
+{
+	struct uprefs *p = arg;
+	struct mam *mm = p->mm;
+
+	(void)owner;
+	if (res->error != 0) {
+		pgn_log(PGN_LOG_WARN,
+		        "mod_mam %s: cannot trim the archive of %s: %s",
+		        mm->host, p->bare, res->errmsg);
+		p->trimming = 0;
+		return;
+	}
+	if (res->changes > 0) {
+		mm->quota_dropped += (unsigned long long)res->changes;
+		pgn_log(PGN_LOG_DEBUG,
+		        "mod_mam %s: %" PRId64 " old messages of %s deleted "
+		        "(quota)",
+		        mm->host, res->changes, p->bare);
+	}
+	/* Nothing deleted: the cache was ahead of the store (a row that
+	 * failed, retention); the read below puts it right, and does not
+	 * start another round (whatever the counters say: no loop). */
+	totals_read(p);
+	if (res->changes == 0 && p->trimming)
+		p->trimming = 2;
+}
+
+/* drop_oldest: trims p's archive to its quota (the queued rows first, so
+ * that the statement sees them); refuse: only counts it again. */
+static void
+trim_start(struct uprefs *p)
+{
+	struct mam *mm = p->mm;
+	char n[24], b[24], k[24];
+	const char *params[5] = {mm->host, p->user, n, b, k};
+	int64_t rows = 1;
+
+	if (mm->quota_refuse) {
+		totals_read(p);
+		return;
+	}
+	/* The oldest rows the statement looks at (and reads the size of):
+	 * what the cache says is over, twice over for bytes (rows differ in
+	 * size); if that is not enough, the next round goes on. */
+	if (mm->max_messages > 0 && p->qn - mm->max_messages > rows)
+		rows = p->qn - mm->max_messages;
+	if (mm->max_bytes > 0 && p->qn > 0 && p->qbytes > mm->max_bytes) {
+		int64_t avg = p->qbytes / p->qn > 0 ? p->qbytes / p->qn : 1;
+		int64_t need = 2 * ((p->qbytes - mm->max_bytes) / avg + 1);
+		if (need > rows)
+			rows = need;
+	}
+	if (rows > TRIM_BATCH)
+		rows = TRIM_BATCH;
+	snprintf(n, sizeof(n), "%ld", mm->max_messages);
+	snprintf(b, sizeof(b), "%ld", mm->max_bytes);
+	snprintf(k, sizeof(k), "%" PRId64, rows);
+	flush_rows(mm);
+	if (pgn_store_query(mm->store, mm->sql_trim, 5, params, 0, trim_done,
+	                    p) != 0)
+		return;
+	p->trimming = 1;
+}
+
+struct stats_req {
+	struct mam *mm;
+	struct pgn_command *cmd;
+};
+
+static void
+stats_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
+{
+	struct stats_req *q = arg;
+	struct mam *mm = q->mm;
+	char text[512];
+
+	(void)owner;
+	if (res->error != 0 || res->nrows != 1) {
+		pgn_command_reply(q->cmd, PGN_CTL_ERROR, "storage error");
+		free(q);
+		return;
+	}
+	snprintf(text, sizeof(text),
+	         "archive_users %" PRId64 "\n"
+	         "archive_messages %" PRId64 "\n"
+	         "archive_bytes %" PRId64 "\n"
+	         "archive_users_at_quota %" PRId64 "\n"
+	         "archive_max_messages %ld\n"
+	         "archive_max_bytes %ld\n"
+	         "archive_quota_refused %llu\n"
+	         "archive_quota_dropped %llu\n"
+	         "archive_duplicates_dropped %llu\n",
+	         store_int(res, 0, 0), store_int(res, 0, 1),
+	         store_int(res, 0, 2), store_int(res, 0, 3), mm->max_messages,
+	         mm->max_bytes, mm->quota_refused, mm->quota_dropped,
+	         mm->dedup_dropped);
+	pgn_command_reply(q->cmd, PGN_CTL_OK, text);
+	free(q);
+}
+
+/* pigeonctl archive_stats HOST: the stored figures of the host's
+ * archives (one pass over mam_counts, one row per user) and what the
+ * quotas and the duplicate check did since the start. */
+static void
+cmd_stats(struct pgn_command *cmd, int argc, char *const *argv, void *arg)
+{
+	struct mam *mm = arg;
+	struct stats_req *q;
+	char n[24], b[24];
+	const char *params[3] = {mm->host, n, b};
+
+	(void)argc;
+	(void)argv;
+	if ((q = calloc(1, sizeof(*q))) == NULL) {
+		pgn_command_reply(cmd, PGN_CTL_ERROR, "out of memory");
+		return;
+	}
+	q->mm = mm;
+	q->cmd = cmd;
+	snprintf(n, sizeof(n), "%ld", mm->max_messages);
+	snprintf(b, sizeof(b), "%ld", mm->max_bytes);
+	/* What is queued counts. */
+	flush_rows(mm);
+	if (pgn_store_query(mm->store, sql_stats, 3, params, 0, stats_done,
+	                    q) != 0) {
+		pgn_command_reply(cmd, PGN_CTL_ERROR, "storage error");
+		free(q);
+	}
+}
+
+/* ---- resent messages (XEP-0359 origin-id) ----
+ *
+ * A client that could not resume its stream (XEP-0198) sends its
+ * unacknowledged messages again, with the same origin-id.  Each sender
+ * has a window of the hashes of its DEDUP_WINDOW newest (recipient,
+ * origin-id) pairs, recorded at the end of the outbound chain (priority
+ * -100: the message was not refused by a filter or the archive).  At
+ * priority 90 (after blocking, 100; before sent carbons, 40, the archive,
+ * 30, and delivery) a message whose pair is in the window is accepted
+ * and dropped: the sender's ack goes as for the first copy, nothing is
+ * delivered, stored offline, copied or archived again.  A window is
+ * filled from the archive's newest rows (origin_id column) by the first
+ * message with an origin-id after a restart or DEDUP_IDLE_SECS unused,
+ * held for that one read (not at log-in: a log-in would cost one more
+ * statement whether the user sends or not). */
+
+enum dstate { D_NONE, D_LOADING, D_LOADED };
+
+struct dwait {
+	struct dwait *next;
+	struct pgn_hold *hold;
+};
+
+struct dwin {
+	struct mam *mm;
+	char *bare; /* the map key */
+	char *user;
+	enum dstate state;
+	uint64_t *h; /* a ring of n (<= cap) hashes, next written at pos */
+	unsigned n, cap, pos;
+	time_t used;
+	struct dwait *waiters, **wait_tail;
+};
+
+/* FNV-1a, 64 bits, over "to\0origin".  Only the sender's own messages
+ * share its window, so a collision a sender makes hurts no one else. */
+static uint64_t
+dedup_hash(const char *to, const char *origin)
+{
+	uint64_t h = 14695981039346656037ULL;
+	const char *parts[2] = {to, origin};
+
+	for (int i = 0; i < 2; i++) {
+		for (const unsigned char *c = (const unsigned char *)parts[i];
+		     *c != '\0'; c++) {
+			h ^= *c;
+			h *= 1099511628211ULL;
+		}
+		h ^= 0xff; /* the separator */
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
+/* The origin-id of a 1:1 message of a local user of this host, or NULL. */
+static const char *
+dedup_origin(const struct mam *mm, const struct pgn_stanza *st)
+{
+	const char *origin = NULL;
+
+	if (st == NULL || st->kind != PGN_STANZA_MESSAGE || st->from == NULL ||
+	    st->to == NULL || st->from->node == NULL ||
+	    strcmp(st->from->domain, mm->host) != 0 ||
+	    str_eq(st->type, "groupchat") || str_eq(st->type, "headline") ||
+	    str_eq(st->type, "error"))
+		return NULL;
+	for (const struct pgn_xml *c = pgn_xml_first_child(st->xml); c != NULL;
+	     c = pgn_xml_next(c))
+		if (is_el(c, NS_SID, "origin-id")) {
+			origin = pgn_xml_attr(c, "id");
+			break;
+		}
+	if (origin == NULL || origin[0] == '\0' ||
+	    strlen(origin) > MAX_ORIGIN_ID_LEN)
+		return NULL;
+	return origin;
+}
+
+static int
+dwin_has(const struct dwin *w, uint64_t h)
+{
+	for (unsigned i = 0; i < w->n; i++)
+		if (w->h[i] == h)
+			return 1;
+	return 0;
+}
+
+/* Grows by doubling up to DEDUP_WINDOW, then overwrites the oldest. */
+static void
+dwin_add(struct dwin *w, uint64_t h)
+{
+	if (dwin_has(w, h))
+		return;
+	if (w->n == w->cap && w->cap < DEDUP_WINDOW) {
+		unsigned cap = w->cap ? w->cap * 2 : 8;
+		uint64_t *nh = realloc(w->h, cap * sizeof(*nh));
+		if (nh != NULL) {
+			w->h = nh;
+			w->cap = cap;
+			w->pos = w->n;
+		}
+	}
+	if (w->cap == 0)
+		return;
+	w->h[w->pos] = h;
+	w->pos = (w->pos + 1) % w->cap;
+	if (w->n < w->cap)
+		w->n++;
+}
+
+static void
+dwin_free(struct dwin *w)
+{
+	if (w == NULL)
+		return;
+	/* Only at unload: nothing can be routed any more. */
+	while (w->waiters != NULL) {
+		struct dwait *d = w->waiters;
+		w->waiters = d->next;
+		pgn_stanza_free(pgn_hold_take(d->hold));
+		free(d);
+	}
+	free(w->h);
+	free(w->user);
+	free(w->bare);
+	free(w);
+}
+
+/* The sender's window, made if needed while fewer than MAX_DEDUP_USERS
+ * exist (past that, messages go unchecked until the sweep makes room). */
+static struct dwin *
+dwin_get(struct mam *mm, const char *bare, const char *user)
+{
+	struct dwin *w = pgn_map_get(mm->dedup, bare);
+
+	if (w == NULL) {
+		if (pgn_map_count(mm->dedup) >= MAX_DEDUP_USERS)
+			return NULL;
+		if ((w = calloc(1, sizeof(*w))) == NULL ||
+		    (w->bare = strdup(bare)) == NULL ||
+		    (w->user = strdup(user)) == NULL ||
+		    pgn_map_set(mm->dedup, bare, w) != 0) {
+			dwin_free(w);
+			return NULL;
+		}
+		w->mm = mm;
+		w->wait_tail = &w->waiters;
+	}
+	w->used = time(NULL);
+	return w;
+}
+
+/* Held messages of a window just read, in order: each is checked after
+ * the one before it went through (and was recorded). */
+static void
+dwin_run_waiters(struct dwin *w)
+{
+	struct dwait *d = w->waiters, *next;
+
+	w->waiters = NULL;
+	w->wait_tail = &w->waiters;
+	for (; d != NULL; d = next) {
+		struct pgn_stanza *st = pgn_hold_stanza(d->hold);
+		const char *origin = dedup_origin(w->mm, st);
+
+		next = d->next;
+		if (origin != NULL &&
+		    dwin_has(w, dedup_hash(st->to->bare, origin))) {
+			w->mm->dedup_dropped++;
+			pgn_stanza_free(pgn_hold_take(d->hold));
+		} else {
+			pgn_hold_resume(d->hold);
+		}
+		free(d);
+	}
+}
+
+static void
+dwin_loaded(uint64_t owner, void *arg, const struct pgn_store_result *res)
+{
+	struct dwin *w = arg;
+
+	(void)owner;
+	if (res->error != 0)
+		pgn_log(PGN_LOG_WARN,
+		        "mod_mam %s: cannot read the recent origin-ids of %s: "
+		        "%s",
+		        w->mm->host, w->bare, res->errmsg);
+	else
+		for (int i = 0; i < res->nrows; i++) {
+			const char *to = pgn_store_value(res, i, 0);
+			const char *origin = pgn_store_value(res, i, 1);
+			if (to != NULL && origin != NULL)
+				dwin_add(w, dedup_hash(to, origin));
+		}
+	/* Failed: checked against what is recorded from now on. */
+	w->state = D_LOADED;
+	dwin_run_waiters(w);
+}
+
+static void
+dwin_load(struct dwin *w)
+{
+	const char *params[3] = {w->mm->host, w->user, w->bare};
+
+	if (w->state != D_NONE)
+		return;
+	/* The rows queued are read too (the store answers in order). */
+	flush_rows(w->mm);
+	if (pgn_store_query(w->mm->store, sql_dedup_load, 3, params, 0,
+	                    dwin_loaded, w) != 0) {
+		w->state = D_LOADED;
+		dwin_run_waiters(w);
+		return;
+	}
+	w->state = D_LOADING;
+}
+
+static int
+on_dedup_check(struct pgn_event *ev, void *arg)
+{
+	struct mam *mm = arg;
+	struct pgn_stanza *st = ev->stanza;
+	const char *origin = dedup_origin(mm, st);
+	struct dwin *w;
+	struct dwait *d;
+
+	if (origin == NULL ||
+	    (w = dwin_get(mm, st->from->bare, st->from->node)) == NULL)
+		return PGN_EVENT_PASS;
+	if (w->state == D_LOADED) {
+		if (!dwin_has(w, dedup_hash(st->to->bare, origin)))
+			return PGN_EVENT_PASS;
+		/* Taken as the first copy was: no error, acknowledged. */
+		mm->dedup_dropped++;
+		pgn_log(PGN_LOG_DEBUG,
+		        "mod_mam %s: a message of %s resent with the same "
+		        "origin-id, not delivered again",
+		        mm->host, st->from->bare);
+		return PGN_EVENT_HANDLED;
+	}
+	if ((d = calloc(1, sizeof(*d))) == NULL ||
+	    (d->hold = pgn_event_hold(ev)) == NULL) {
+		free(d);
+		return PGN_EVENT_PASS;
+	}
+	*w->wait_tail = d;
+	w->wait_tail = &d->next;
+	dwin_load(w);
+	return PGN_EVENT_HANDLED;
+}
+
+/* The end of the outbound chain: the message goes to its recipient. */
+static int
+on_dedup_record(struct pgn_event *ev, void *arg)
+{
+	struct mam *mm = arg;
+	struct pgn_stanza *st = ev->stanza;
+	const char *origin = dedup_origin(mm, st);
+	struct dwin *w;
+
+	if (origin != NULL &&
+	    (w = pgn_map_get(mm->dedup, st->from->bare)) != NULL)
+		dwin_add(w, dedup_hash(st->to->bare, origin));
+	return PGN_EVENT_PASS;
+}
+
+static int
+sweep_dedup(const char *key, uint64_t id, void *value, void *arg)
+{
+	struct dwin *w = value;
+	time_t now = *(const time_t *)arg;
+
+	(void)id;
+	if (w->state != D_LOADING && w->waiters == NULL &&
+	    now - w->used >= DEDUP_IDLE_SECS) {
+		pgn_map_del(w->mm->dedup, key);
+		dwin_free(w);
+	}
+	return 0;
+}
+
+static int
+free_dedup_entry(const char *key, uint64_t id, void *value, void *arg)
+{
+	(void)key;
+	(void)id;
+	(void)arg;
+	dwin_free(value);
+	return 0;
 }
 
 /* ---- sessions ---- */
@@ -2688,7 +3320,7 @@ sweep_prefs(const char *key, uint64_t id, void *value, void *arg)
 	time_t now = *(const time_t *)arg;
 
 	(void)id;
-	if (p->refs == 0 && !p->loading && p->waiters == NULL &&
+	if (p->refs == 0 && !p->loading && !p->trimming && p->waiters == NULL &&
 	    now - p->used >= LINGER_SECS) {
 		pgn_map_del(p->mm->prefs, key);
 		prefs_free(p);
@@ -2703,6 +3335,7 @@ on_sweep(void *arg)
 	time_t now = time(NULL);
 
 	pgn_map_foreach(mm->prefs, sweep_prefs, &now);
+	pgn_map_foreach(mm->dedup, sweep_dedup, &now);
 	if (mm->max_age_days > 0 && !mm->retention_running &&
 	    now - mm->last_retention >= RETENTION_EVERY_SECS) {
 		mm->last_retention = now;
@@ -2749,6 +3382,11 @@ mam_unload(struct pgn_module *m)
 		pgn_map_foreach(mm->prefs, free_prefs_entry, NULL);
 		pgn_map_free(mm->prefs);
 	}
+	if (mm->dedup != NULL) {
+		pgn_map_foreach(mm->dedup, free_dedup_entry, NULL);
+		pgn_map_free(mm->dedup);
+	}
+	free(mm->sql_trim);
 	memset(mm->rnd, 0, sizeof(mm->rnd));
 	free(mm);
 	pgn_module_set_data(m, NULL);
@@ -2761,6 +3399,7 @@ mam_load(struct pgn_module *m)
 	static const char *const features[] = {NS_MAM2, NS_MAM2_EXT, NS_MAM1,
 	                                       NS_SID};
 	struct mam *mm;
+	const char *policy, *len_sql;
 	char ev[128];
 	int rc;
 
@@ -2777,10 +3416,35 @@ mam_load(struct pgn_module *m)
 	                                 MAX_MAX_PAGE, &mm->max_page)) != 0 ||
 	    (rc = pgn_module_option_long(m, "max_age_days", 0, 0,
 	                                 MAX_MAX_AGE_DAYS,
-	                                 &mm->max_age_days)) != 0)
+	                                 &mm->max_age_days)) != 0 ||
+	    (rc = pgn_module_option_long(m, "max_messages", 0, 0,
+	                                 MAX_QUOTA_MESSAGES,
+	                                 &mm->max_messages)) != 0 ||
+	    (rc = pgn_module_option_long(m, "max_bytes", 0, 0, MAX_QUOTA_BYTES,
+	                                 &mm->max_bytes)) != 0)
 		goto fail;
+	policy = pgn_module_option(m, "quota_policy", "drop_oldest");
+	if (strcmp(policy, "refuse") == 0) {
+		mm->quota_refuse = 1;
+	} else if (strcmp(policy, "drop_oldest") != 0) {
+		pgn_log(PGN_LOG_ERROR,
+		        "mod_mam: quota_policy must be drop_oldest or refuse, "
+		        "not \"%s\"",
+		        policy);
+		rc = -EINVAL;
+		goto fail;
+	}
 	rc = -ENOMEM;
+	len_sql = strcmp(pgn_store_driver(mm->store), "pgsql") == 0
+	                  ? "octet_length(stanza)"
+	                  : "length(CAST(stanza AS BLOB))";
+	if ((mm->sql_trim = malloc(sizeof(sql_trim_fmt) + strlen(len_sql))) ==
+	    NULL)
+		goto fail;
+	snprintf(mm->sql_trim, sizeof(sql_trim_fmt) + strlen(len_sql),
+	         sql_trim_fmt, len_sql);
 	if ((mm->prefs = pgn_map_new()) == NULL ||
+	    (mm->dedup = pgn_map_new()) == NULL ||
 	    (mm->sweep = pgn_timer_new(m, on_sweep, mm)) == NULL)
 		goto fail;
 
@@ -2805,6 +3469,15 @@ mam_load(struct pgn_module *m)
 	    (rc = pgn_module_hook(m, "iq-get/bare/" NS_MAM2 ":metadata",
 	                          on_metadata, mm, 0)) < 0)
 		goto fail;
+	/* Resent messages: checked at 90, recorded at -100 (see above). */
+	for (size_t i = 0; i < 3; i++) {
+		static const char *const addrs[] = {"bare", "full", "self"};
+		snprintf(ev, sizeof(ev), "pre-message/%s", addrs[i]);
+		if ((rc = pgn_module_hook(m, ev, on_dedup_check, mm, 90)) < 0 ||
+		    (rc = pgn_module_hook(m, ev, on_dedup_record, mm, -100)) <
+		            0)
+			goto fail;
+	}
 	for (size_t i = 0; i < 2; i++) {
 		static const struct {
 			const char *type, *name;
@@ -2831,7 +3504,8 @@ mam_load(struct pgn_module *m)
 		    (rc = pgn_module_add_feature(m, features[i])) < 0)
 			goto fail;
 	if ((rc = pgn_module_command(m, "delete_old_mam_messages",
-	                             cmd_delete_old, mm)) < 0)
+	                             cmd_delete_old, mm)) < 0 ||
+	    (rc = pgn_module_command(m, "archive_stats", cmd_stats, mm)) < 0)
 		goto fail;
 	/* The first sweep soon: retention catches up after downtime. */
 	pgn_timer_start(mm->sweep, FIRST_SWEEP_MS);

@@ -56,6 +56,9 @@ const struct pgn_ctl_command pgn_ctl_commands[] = {
 	{ "delete_old_mam_messages", 1, "DAYS",
 	  "delete archived messages (XEP-0313) older than DAYS days", 0,
 	  "mod_mam", 0 },
+	{ "archive_stats", 1, "HOST",
+	  "print the message archive figures of HOST (messages, bytes, "
+	  "users at quota, quota and duplicate counters)", 0, "mod_mam", 1 },
 	{ "status", 0, "", "tell whether pigeond is running", 0, NULL, 0 },
 	{ "latency", 0, "",
 	  "print the server's delivery latency (read to queued, read to "

@@ -19,7 +19,11 @@ Phases (--phases, comma-separated, in order):
            on the root: the attack of issue 19 (9,000 by default, about
            200 KB; a server with bounded headers refuses it at once)
   max      the largest header the server accepts: --max-decls
-           declarations whose URIs fill --max-header bytes
+           declarations whose URIs fill --max-header bytes (such a
+           stream is never parked: its replay would be too long)
+  parked   the longest namespace context that is still replayed when a
+           parked stream resumes: one more declaration, its URI
+           --parked-uri bytes long (a 128-byte replay)
 
     contrib/bench/header-trickle.py
     contrib/bench/header-trickle.py -n 32 --duration 10 --json out.json
@@ -61,15 +65,10 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def header(decls, uri_len=0):
+def header(decls, pad=0):
     """A c2s stream header with decls extra prefixed declarations, each
-    URI padded to uri_len bytes when that is longer."""
-    extra = []
-    for i in range(decls):
-        uri = f"urn:x:{i}"
-        if len(uri) < uri_len:
-            uri += "x" * (uri_len - len(uri))
-        extra.append(f" xmlns:p{i}='{uri}'")
+    URI (urn:x:N) padded with pad more bytes."""
+    extra = [f" xmlns:p{i}='urn:x:{i}{'x' * pad}'" for i in range(decls)]
     return ("<?xml version='1.0'?>"
             f"<stream:stream to='{bc.HOST}' version='1.0' xml:lang='en' "
             f"xmlns='jabber:client' xmlns:stream='{bc.NS_STREAMS}'"
@@ -82,9 +81,12 @@ def max_header(max_decls, max_bytes):
     if base > max_bytes:
         raise bc.BenchError(f"{max_decls} declarations need {base} bytes, "
                             f"more than --max-header {max_bytes}")
-    longest = len(f"urn:x:{max_decls - 1}")
-    room = (max_bytes - base) // max(1, max_decls)
-    return header(max_decls, longest + room)
+    return header(max_decls, (max_bytes - base) // max(1, max_decls))
+
+
+def parked_header(uri_len):
+    """One more declaration, its URI uri_len bytes long."""
+    return header(1, max(0, uri_len - len("urn:x:0")))
 
 
 class Trickle(threading.Thread):
@@ -179,6 +181,7 @@ async def run(args, port, password, pid):
         "normal": header(0),
         "hostile": header(args.decls),
         "max": max_header(args.max_decls, args.max_header),
+        "parked": parked_header(args.parked_uri),
     }
     try:
         for phase in args.phases:
@@ -206,6 +209,11 @@ async def run(args, port, password, pid):
                 "bytes_trickled": 0 if trickle is None else trickle.sent,
                 "seconds": round(t1 - t0, 2),
                 "server_cpu_s": round(cpu1 - cpu0, 2),
+                # What one trickled byte (one read) costs, everything
+                # else the server did in the phase included.
+                "server_us_per_byte": round((cpu1 - cpu0) * 1e6 / trickle.sent,
+                                            1) if trickle and trickle.sent
+                else None,
                 "pings": len(rtts),
                 "ping_median_ms": round(statistics.median(rtts), 2),
                 "ping_p99_ms": round(pct(rtts, 99), 2),
@@ -222,7 +230,8 @@ def print_table(rows):
     cols = [("phase", "phase"), ("conns", "connections"),
             ("header B", "header_bytes"), ("closed", "closed_by_server"),
             ("bytes sent", "bytes_trickled"), ("wall s", "seconds"),
-            ("server CPU s", "server_cpu_s"), ("pings", "pings"),
+            ("server CPU s", "server_cpu_s"),
+            ("us/byte", "server_us_per_byte"), ("pings", "pings"),
             ("ping median ms", "ping_median_ms"),
             ("ping p99 ms", "ping_p99_ms")]
     table = [[h for h, _ in cols]] + [[str(r[k]) for _, k in cols]
@@ -246,13 +255,16 @@ def main():
                     help="seconds between whitespace bytes (default 0.002)")
     ap.add_argument("--decls", type=int, default=9000,
                     help="declarations in the hostile header (default 9000)")
-    ap.add_argument("--max-decls", type=int, default=16,
+    ap.add_argument("--max-decls", type=int, default=14,
                     help="namespace declarations the server accepts on the "
-                    "stream root, beyond xmlns and xmlns:stream (default 16)")
+                    "stream root beyond xmlns and xmlns:stream (default 14: "
+                    "PGN_XML_MAX_HEADER_NS - 2)")
     ap.add_argument("--max-header", type=int, default=4096,
                     help="bytes the server accepts in a stream header "
-                    "(default 4096)")
-    ap.add_argument("--phases", default="idle,normal,hostile,max",
+                    "(default 4096: PGN_XML_MAX_HEADER_BYTES)")
+    ap.add_argument("--parked-uri", type=int, default=31,
+                    help="URI length of the 'parked' phase (default 31)")
+    ap.add_argument("--phases", default="idle,normal,hostile,max,parked",
                     help="comma-separated (default %(default)s)")
     ap.add_argument("--ping-gap", type=float, default=0.01,
                     help=argparse.SUPPRESS)
@@ -265,7 +277,7 @@ def main():
     args = ap.parse_args()
     args.phases = [p for p in args.phases.split(",") if p]
     for p in args.phases:
-        if p not in ("idle", "normal", "hostile", "max"):
+        if p not in ("idle", "normal", "hostile", "max", "parked"):
             ap.error(f"unknown phase {p}")
 
     try:

@@ -1212,8 +1212,9 @@ keepalive_cost(const char *hdr, int n, int *parks)
 /* Resuming a parked stream must not cost more with the largest header
  * the bounds allow than with an ordinary one: a peer that sends a byte
  * at a time would otherwise buy a replay of its header with each byte.
- * CPU time of this thread, best of three, so that a loaded machine does
- * not decide. */
+ * CPU time of this thread, best of five, so that a loaded machine does
+ * not decide (before the bounds, the largest header cost 8 to 10 times
+ * the usual one; the longest replayed context costs about 1.1 times). */
 START_TEST(resume_cost_bounded)
 {
 	/* The largest header, and the largest one whose stream is still
@@ -1238,7 +1239,7 @@ START_TEST(resume_cost_bounded)
 	}
 	ck_assert_ptr_nonnull(hostile[1]);
 
-	for (i = 0; i < 3; i++) {
+	for (i = 0; i < 5; i++) {
 		double a = keepalive_cost(HEADER, 3000, &parks);
 
 		ck_assert_int_eq(parks, 3000);
@@ -1252,7 +1253,7 @@ START_TEST(resume_cost_bounded)
 		}
 	}
 	for (j = 0; j < 2; j++) {
-		ck_assert_msg(worst[j] <= 1.3 * normal + 0.001,
+		ck_assert_msg(worst[j] <= 1.5 * normal + 0.001,
 			      "3000 keepalives: %.4f s after a %zu-byte header, "
 			      "%.4f s after the usual one", worst[j],
 			      strlen(hostile[j]), normal);

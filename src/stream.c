@@ -153,6 +153,9 @@ on_parse_error(void *ud, enum pgn_xml_error err, const char *detail)
 	case PGN_XML_ERR_NOMEM:
 		cond = "resource-constraint";
 		break;
+	case PGN_XML_ERR_BAD_ENCODING:
+		cond = "unsupported-encoding";
+		break;
 	default:
 		cond = "not-well-formed";
 		break;

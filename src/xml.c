@@ -32,10 +32,18 @@
 #define XML_NS_URI "http://www.w3.org/XML/1998/namespace"
 #define STREAM_NS_URI "http://etherx.jabber.org/streams"
 #define NS_SEP ' '
+#define XML_LANG_ATTR XML_NS_URI " lang" /* as expat reports xml:lang */
 
 /* Input is handed to expat in slices so that the size limit is checked
  * while a huge token is still arriving, not after it completed. */
 #define FEED_SLICE 4096
+
+/* A replay of the stream root (see parser_resume) longer than this is
+ * not kept: such a stream is never parked.  The usual replay is under
+ * 100 bytes; with this bound a resume costs the same whatever header the
+ * peer sent (a replay as long as the header cost as much as parsing the
+ * header again, for every byte a peer chose to send on its own). */
+#define REPLAY_MAX 128
 
 /* First size of the text accumulation buffer; it is freed when each
  * stanza ends, so an idle stream holds none. */
@@ -137,32 +145,36 @@ str_put(char *dst, const char *s, size_t len)
 }
 
 /* One allocation for the node, its names and its attributes.  atts is a
- * name/value array of natts pairs whose names may be in expat's form. */
+ * name/value array of natts pairs whose names may be in expat's form;
+ * lang, if not NULL, is added as one more attribute, xml:lang (atts must
+ * not have one). */
 static struct pgn_xml *
 el_create(const char *ns, size_t nslen, const char *name, size_t namelen,
-	  const char *const *atts, size_t natts)
+	  const char *const *atts, size_t natts, const char *lang)
 {
 	struct pgn_xml *el;
-	size_t size, i;
+	size_t size, i, nall = natts + (lang != NULL);
 	char *p;
 
-	if (natts > UINT32_MAX)
+	if (nall > UINT32_MAX)
 		return NULL;
-	size = sizeof(*el) + 2 * natts * sizeof(char *) + namelen + 1;
+	size = sizeof(*el) + 2 * nall * sizeof(char *) + namelen + 1;
 	if (ns)
 		size += nslen + 1;
 	for (i = 0; i < natts; i++)
 		size += attr_name_len(atts[2 * i]) + 1 +
 			strlen(atts[2 * i + 1]) + 1;
+	if (lang)
+		size += sizeof("xml:lang") + strlen(lang) + 1;
 	el = malloc(size);
 	if (!el)
 		return NULL;
 	memset(el, 0, sizeof(*el));
 	el->n.kind = NODE_ELEMENT;
 	el->n.flags = EL_ATTRS_INLINE;
-	el->attrv = natts ? (const char **)(el + 1) : NULL;
-	el->nattrs = (uint32_t)natts;
-	p = (char *)(el + 1) + 2 * natts * sizeof(char *);
+	el->attrv = nall ? (const char **)(el + 1) : NULL;
+	el->nattrs = (uint32_t)nall;
+	p = (char *)(el + 1) + 2 * nall * sizeof(char *);
 	el->name = p;
 	p = str_put(p, name, namelen);
 	if (ns) {
@@ -176,6 +188,12 @@ el_create(const char *ns, size_t nslen, const char *name, size_t namelen,
 		p = attr_name_put(p, atts[2 * i]);
 		el->attrv[2 * i + 1] = p;
 		p = str_put(p, v, strlen(v));
+	}
+	if (lang) {
+		el->attrv[2 * natts] = p;
+		p = str_put(p, "xml:lang", sizeof("xml:lang") - 1);
+		el->attrv[2 * natts + 1] = p;
+		str_put(p, lang, strlen(lang));
 	}
 	return el;
 }
@@ -218,7 +236,8 @@ pgn_xml_new(const char *ns, const char *name)
 {
 	if (!name)
 		return NULL;
-	return el_create(ns, ns ? strlen(ns) : 0, name, strlen(name), NULL, 0);
+	return el_create(ns, ns ? strlen(ns) : 0, name, strlen(name), NULL, 0,
+			 NULL);
 }
 
 void
@@ -273,7 +292,8 @@ pgn_xml_copy(const struct pgn_xml *root)
 	 * rather than inheriting from a parent it no longer has. */
 	ns = el_effective_ns(root);
 	dst_root = el_create(ns, ns ? strlen(ns) : 0, root->name,
-			     strlen(root->name), root->attrv, root->nattrs);
+			     strlen(root->name), root->attrv, root->nattrs,
+			     NULL);
 	if (!dst_root)
 		return NULL;
 	dst = dst_root;
@@ -301,7 +321,7 @@ pgn_xml_copy(const struct pgn_xml *root)
 		child = AS_CEL(node);
 		c = el_create(child->ns, child->ns ? strlen(child->ns) : 0,
 			      child->name, strlen(child->name), child->attrv,
-			      child->nattrs);
+			      child->nattrs, NULL);
 		if (!c)
 			goto fail;
 		node_append(dst, &c->n);
@@ -839,12 +859,17 @@ struct pgn_xml_parser {
 	size_t text_len;
 	size_t text_cap;
 	char *default_ns;        /* declared on the stream root */
+	/* The stream root's xml:lang, or NULL if it had none (or ""):
+	 * stamped on the stanzas that have none (RFC 6120 8.1.5); at most
+	 * PGN_XML_MAX_LANG bytes.  Kept across parks. */
+	char *lang;
 	/* Parking (pgn_xml_parser_park): an idle stream gives expat's
 	 * state (about 10 KiB) back between stanzas and gets a new parser
 	 * on its next bytes, primed with a replay of the stream root's
 	 * start tag.  root_replay is kept only when the usual replay,
 	 * <stream:stream xmlns:stream=... xmlns=default_ns>, would not
-	 * restore the same namespace context. */
+	 * restore the same namespace context.  Only the namespace context
+	 * is replayed, and only up to REPLAY_MAX bytes (no_park beyond). */
 	char *root_replay;
 	/* Why, for the error callback: a static string, or, when expat
 	 * itself failed (xml_code), formatted from expat's position only
@@ -864,6 +889,7 @@ struct pgn_xml_parser {
 	 * (each stream restart, each resume after a park). */
 	unsigned long salt;
 	unsigned depth;          /* 0 before the root, 1 in it, 2+ in a stanza */
+	unsigned header_ns;      /* namespace declarations on the root */
 	enum pgn_xml_error err;  /* set: dead until reset */
 	enum XML_Error xml_code;
 	/* Where the resumed parser's input starts in the stream, as line
@@ -879,6 +905,8 @@ struct pgn_xml_parser {
 	unsigned parked : 1;     /* depth 1, no expat, nothing buffered */
 	unsigned resumed : 1;    /* xp was primed with a replay */
 	unsigned replaying : 1;  /* the replay is being parsed: no callbacks */
+	unsigned opened : 1;     /* the root's start tag was seen */
+	unsigned no_park : 1;    /* the root's replay would exceed REPLAY_MAX */
 };
 
 static int
@@ -1108,24 +1136,33 @@ root_prefix(struct pgn_xml_parser *p, size_t *plen)
 }
 
 /* Called when the root opened: keeps a replay of it if the usual one
- * would not restore the same namespace context.  0 or -ENOMEM. */
+ * would not restore the same namespace context, and marks the stream as
+ * never to be parked if the replay would exceed REPLAY_MAX.  0 or
+ * -ENOMEM. */
 static int
 replay_save(struct pgn_xml_parser *p)
 {
 	static const char usual[] = "stream\0" STREAM_NS_URI;
 	size_t plen;
 	const char *prefix = root_prefix(p, &plen);
+	int is_usual = plen == 6 && memcmp(prefix, "stream", 6) == 0 &&
+		       p->text_len == sizeof(usual) &&
+		       memcmp(p->text, usual, sizeof(usual)) == 0;
+	char *replay;
 
 	free(p->root_replay);
 	p->root_replay = NULL;
-	if (!(plen == 6 && memcmp(prefix, "stream", 6) == 0 &&
-	      p->text_len == sizeof(usual) &&
-	      memcmp(p->text, usual, sizeof(usual)) == 0)) {
-		p->root_replay = replay_build(prefix, plen, p->text,
-					      p->text_len, p->default_ns);
-		if (!p->root_replay)
-			return -ENOMEM;
-	}
+	/* Built once here to learn its length (the usual one is built again
+	 * on each resume rather than kept by every idle stream). */
+	replay = replay_build(prefix, plen, p->text, p->text_len,
+			      p->default_ns);
+	if (!replay)
+		return -ENOMEM;
+	p->no_park = strlen(replay) > REPLAY_MAX;
+	if (is_usual || p->no_park)
+		free(replay);
+	else
+		p->root_replay = replay;
 	release_text_buffer(p);
 	return 0;
 }
@@ -1143,6 +1180,29 @@ open_root(struct pgn_xml_parser *p, const XML_Char *name,
 			    "stream root is not <stream> in " STREAM_NS_URI);
 		return;
 	}
+	p->opened = 1;
+	if (event_end(p) > PGN_XML_MAX_HEADER_BYTES) {
+		parser_fail(p, PGN_XML_ERR_TOO_BIG, "stream header too large");
+		return;
+	}
+	if (natts > PGN_XML_MAX_HEADER_ATTRS) {
+		parser_fail(p, PGN_XML_ERR_TOO_BIG,
+			    "too many attributes on the stream header");
+		return;
+	}
+	for (i = 0; i < natts; i++)
+		if (strcmp(atts[2 * i], XML_LANG_ATTR) == 0 &&
+		    atts[2 * i + 1][0] != '\0') {
+			size_t l = strlen(atts[2 * i + 1]);
+
+			p->lang = malloc(l + 1);
+			if (!p->lang) {
+				parser_fail(p, PGN_XML_ERR_NOMEM,
+					    "out of memory");
+				return;
+			}
+			memcpy(p->lang, atts[2 * i + 1], l + 1);
+		}
 	if (replay_save(p) < 0) {
 		parser_fail(p, PGN_XML_ERR_NOMEM, "out of memory");
 		return;
@@ -1169,13 +1229,26 @@ open_root(struct pgn_xml_parser *p, const XML_Char *name,
 	free(pairs);
 }
 
+/* A message, presence or iq in the stream's content namespace. */
+static int
+is_stanza(const struct pgn_xml_parser *p, const char *ns, size_t nslen,
+	  const char *local)
+{
+	if (!p->default_ns || strlen(p->default_ns) != nslen ||
+	    memcmp(ns, p->default_ns, nslen) != 0)
+		return 0;
+	return strcmp(local, "message") == 0 ||
+	       strcmp(local, "presence") == 0 || strcmp(local, "iq") == 0;
+}
+
 static void XMLCALL
 on_start(void *ud, const XML_Char *name, const XML_Char **atts)
 {
 	struct pgn_xml_parser *p = ud;
-	const char *sep, *local, *ns;
+	const char *sep, *local, *ns, *lang = NULL;
 	struct pgn_xml *el;
 	size_t natts = 0, nslen;
+	int has_lang = 0;
 
 	if (parser_stopped(p))
 		return;
@@ -1190,6 +1263,15 @@ on_start(void *ud, const XML_Char *name, const XML_Char **atts)
 		parser_fail(p, PGN_XML_ERR_TOO_BIG, "too many attributes");
 		return;
 	}
+	for (size_t i = 0; i < natts; i++)
+		if (strcmp(atts[2 * i], XML_LANG_ATTR) == 0) {
+			if (strlen(atts[2 * i + 1]) > PGN_XML_MAX_LANG) {
+				parser_fail(p, PGN_XML_ERR_TOO_BIG,
+					    "xml:lang too long");
+				return;
+			}
+			has_lang = 1;
+		}
 	if (p->depth == 0) {
 		open_root(p, name, atts, natts);
 		return;
@@ -1229,7 +1311,12 @@ on_start(void *ud, const XML_Char *name, const XML_Char **atts)
 		nslen = 0;
 		local = name;
 	}
-	el = el_create(ns, nslen, local, strlen(local), atts, natts);
+	/* RFC 6120 8.1.5: a stanza without xml:lang is in the stream's
+	 * language; saying so on it keeps that true wherever it is routed. */
+	if (p->depth == 1 && p->lang && !has_lang &&
+	    is_stanza(p, ns, nslen, local))
+		lang = p->lang;
+	el = el_create(ns, nslen, local, strlen(local), atts, natts, lang);
 	if (!el) {
 		parser_fail(p, PGN_XML_ERR_NOMEM, "out of memory");
 		return;
@@ -1330,6 +1417,12 @@ on_ns_start(void *ud, const XML_Char *prefix, const XML_Char *uri)
 
 	if (parser_stopped(p) || p->depth != 0 || p->replaying)
 		return;
+	if (++p->header_ns > PGN_XML_MAX_HEADER_NS) {
+		parser_fail(p, PGN_XML_ERR_TOO_BIG,
+			    "too many namespace declarations on the stream "
+			    "header");
+		return;
+	}
 	if (prefix) {
 		/* Kept for the replay after a park (see replay_save). */
 		size_t pl = strlen(prefix) + 1, ul = uri ? strlen(uri) + 1 : 1;
@@ -1359,6 +1452,38 @@ on_ns_start(void *ud, const XML_Char *prefix, const XML_Char *uri)
 		return;
 	}
 	memcpy(p->default_ns, uri, l + 1);
+}
+
+/* ASCII case-insensitive equality, whatever the locale. */
+static int
+ascii_caseeq(const char *a, const char *b)
+{
+	for (; *a && *b; a++, b++) {
+		char x = *a >= 'A' && *a <= 'Z' ? (char)(*a + 32) : *a;
+		char y = *b >= 'A' && *b <= 'Z' ? (char)(*b + 32) : *b;
+
+		if (x != y)
+			return 0;
+	}
+	return *a == *b;
+}
+
+/* RFC 6120 11.6: XMPP is UTF-8 only; a declaration of anything else is
+ * an unsupported-encoding stream error rather than something to ignore
+ * (expat is told the input is UTF-8 whatever it declares). */
+static void XMLCALL
+on_xml_decl(void *ud, const XML_Char *version, const XML_Char *encoding,
+	    int standalone)
+{
+	struct pgn_xml_parser *p = ud;
+
+	(void)version;
+	(void)standalone;
+	if (parser_stopped(p))
+		return;
+	if (encoding && !ascii_caseeq(encoding, "UTF-8"))
+		parser_fail(p, PGN_XML_ERR_BAD_ENCODING,
+			    "encoding other than UTF-8 declared");
 }
 
 static void XMLCALL
@@ -1409,6 +1534,7 @@ parser_start(struct pgn_xml_parser *p)
 	XML_SetElementHandler(p->xp, on_start, on_end);
 	XML_SetCharacterDataHandler(p->xp, on_text);
 	XML_SetStartNamespaceDeclHandler(p->xp, on_ns_start);
+	XML_SetXmlDeclHandler(p->xp, on_xml_decl);
 	XML_SetStartDoctypeDeclHandler(p->xp, on_doctype);
 	XML_SetCommentHandler(p->xp, on_comment);
 	XML_SetProcessingInstructionHandler(p->xp, on_pi);
@@ -1438,6 +1564,8 @@ parser_clear(struct pgn_xml_parser *p)
 	release_text_buffer(p);
 	free(p->default_ns);
 	p->default_ns = NULL;
+	free(p->lang);
+	p->lang = NULL;
 	free(p->root_replay);
 	p->root_replay = NULL;
 	p->line_base = 0;
@@ -1447,6 +1575,9 @@ parser_clear(struct pgn_xml_parser *p)
 	p->resumed = 0;
 	p->replaying = 0;
 	p->depth = 0;
+	p->header_ns = 0;
+	p->opened = 0;
+	p->no_park = 0;
 	p->fed = 0;
 	p->mark = 0;
 	p->err = PGN_XML_ERR_NONE;
@@ -1501,7 +1632,8 @@ pgn_xml_parser_park(struct pgn_xml_parser *p)
 	 * turned into events (fed == mark: expat holds no partial token),
 	 * and never from inside a callback. */
 	if (!p->xp || p->in_feed || p->err != PGN_XML_ERR_NONE ||
-	    p->reset_pending || p->depth != 1 || p->stanza || p->fed != p->mark)
+	    p->reset_pending || p->depth != 1 || p->stanza ||
+	    p->fed != p->mark || p->no_park)
 		return 0;
 	/* Outside a callback, after a parse that consumed everything, this
 	 * is the position of the next byte. */
@@ -1580,6 +1712,28 @@ map_expat_error(enum XML_Error code)
 	}
 }
 
+/* expat detects UTF-16 from a stream's first two bytes (with or without
+ * a byte order mark) even when told the input is UTF-8, and would then
+ * parse it.  A UTF-8 stream never starts with 0xFE or 0xFF, nor has a
+ * NUL in either byte (RFC 6120 11.6: UTF-8 only).  Checked on the bytes
+ * at stream offsets 0 and 1, before expat sees them. */
+static int
+check_first_bytes(struct pgn_xml_parser *p, const char *buf, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len && p->fed + i < 2; i++) {
+		unsigned char c = (unsigned char)buf[i];
+
+		if (c == 0 || (p->fed + i == 0 && (c == 0xfe || c == 0xff))) {
+			p->err = PGN_XML_ERR_BAD_ENCODING;
+			p->detail = "not UTF-8";
+			return -1;
+		}
+	}
+	return 0;
+}
+
 int
 pgn_xml_parser_feed(struct pgn_xml_parser *p, const char *buf, size_t len)
 {
@@ -1592,6 +1746,8 @@ pgn_xml_parser_feed(struct pgn_xml_parser *p, const char *buf, size_t len)
 		p->detail = "out of memory";
 		goto report;
 	}
+	if (p->fed < 2 && check_first_bytes(p, buf, len) < 0)
+		goto report;
 	p->in_feed = 1;
 	while (len > 0) {
 		size_t n = len < FEED_SLICE ? len : FEED_SLICE;
@@ -1622,6 +1778,13 @@ pgn_xml_parser_feed(struct pgn_xml_parser *p, const char *buf, size_t len)
 		    p->fed - p->mark > p->lim.max_stanza_bytes) {
 			p->err = PGN_XML_ERR_TOO_BIG;
 			p->detail = "stanza too large";
+			break;
+		}
+		/* A root start tag still arriving (open_root checks the
+		 * one that completed). */
+		if (!p->opened && p->fed > PGN_XML_MAX_HEADER_BYTES) {
+			p->err = PGN_XML_ERR_TOO_BIG;
+			p->detail = "stream header too large";
 			break;
 		}
 	}

@@ -5,10 +5,15 @@
 #   3. builds in _build/ with -Werror and runs `make check` (unit + e2e,
 #      every e2e test on SQLite and on PostgreSQL),
 #   4. builds in _build-asan/ with ASan+UBSan and runs `make check` again
-#      (skip with PIGEON_SKIP_ASAN=1).
+#      (skip with PIGEON_SKIP_ASAN=1),
+#   5. builds every libFuzzer target (tests/fuzz/run.sh) and runs each for
+#      PIGEON_FUZZ_SECONDS (default 20, side by side), so that a target that
+#      no longer builds, or finds a crash, fails the run (skip with
+#      PIGEON_SKIP_FUZZ=1; releases fuzz longer: `make fuzz`).
 # Prints "N passed, N failed" at the end; exits non-zero if anything failed.
 #
-# Environment: PIGEON_SKIP_ASAN=1, PIGEON_SKIP_APT=1, PIGEON_JOBS (default 2),
+# Environment: PIGEON_SKIP_ASAN=1, PIGEON_SKIP_FUZZ=1, PIGEON_FUZZ_SECONDS,
+# PIGEON_SKIP_APT=1, PIGEON_JOBS (default 2),
 # PIGEON_TEST_PGSQL (use this server instead of a throwaway cluster).
 set -uo pipefail
 
@@ -25,7 +30,8 @@ if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
 PACKAGES=(build-essential autoconf automake libtool pkg-config libevent-dev
     libexpat1-dev libssl-dev libpq-dev libsodium-dev libc-ares-dev libidn11-dev
     libyaml-dev libsqlite3-dev libstrophe-dev check python3-slixmpp
-    python3-pytest python3-openssl postgresql postgresql-client openssl procps)
+    python3-pytest python3-openssl postgresql postgresql-client openssl procps
+    clang libclang-rt-14-dev)
 
 if [ "${PIGEON_SKIP_APT:-0}" != 1 ]; then
     missing=()
@@ -182,6 +188,19 @@ if [ "${PIGEON_SKIP_ASAN:-0}" != 1 ]; then
     build_and_check "sanitizer build" "$SRCDIR/_build-asan" --enable-sanitizers --enable-werror
 else
     log "sanitizer pass skipped (PIGEON_SKIP_ASAN=1)"
+fi
+
+# ---- 5. fuzz smoke ---------------------------------------------------------
+if [ "${PIGEON_SKIP_FUZZ:-0}" != 1 ]; then
+    log "fuzz: every target for ${PIGEON_FUZZ_SECONDS:-20}s"
+    # Reproducers and logs stay in _build-fuzz/ (artifacts/, logs/).
+    if FUZZ_OUT="$SRCDIR/_build-fuzz" tests/fuzz/run.sh "${PIGEON_FUZZ_SECONDS:-20}"; then
+        PASSED=$((PASSED + 1)); RESULTS+=("_build-fuzz: every target ran clean")
+    else
+        FAILED=$((FAILED + 1)); RESULTS+=("_build-fuzz: a fuzz target did not build or found something")
+    fi
+else
+    log "fuzz pass skipped (PIGEON_SKIP_FUZZ=1)"
 fi
 
 log "summary"

@@ -84,6 +84,18 @@ struct pgn_xml_limits {
 	unsigned max_children;   /* element children of one element */
 };
 
+/* Fixed bounds on every stream header (they are not configurable: a real
+ * header is a few hundred bytes).  Bytes count everything before the end
+ * of the root's start tag (XML declaration and whitespace included);
+ * declarations count xmlns and xmlns:prefix on the root; attributes are
+ * bounded by the smaller of this and max_attrs. */
+#define PGN_XML_MAX_HEADER_BYTES 4096
+#define PGN_XML_MAX_HEADER_NS 16
+#define PGN_XML_MAX_HEADER_ATTRS 16
+/* Bytes of an xml:lang value, on any element (a language tag, RFC 5646:
+ * real ones are well under this). */
+#define PGN_XML_MAX_LANG 64
+
 /* Why the parser stopped; the stream layer maps these to stream errors. */
 enum pgn_xml_error {
 	PGN_XML_ERR_NONE = 0,
@@ -93,6 +105,7 @@ enum pgn_xml_error {
 	PGN_XML_ERR_BAD_NAMESPACE,   /* stream root not in the stream namespace -> invalid-namespace */
 	PGN_XML_ERR_BAD_FORMAT,      /* text at stream level, etc. -> bad-format */
 	PGN_XML_ERR_NOMEM,
+	PGN_XML_ERR_BAD_ENCODING,    /* not UTF-8 (RFC 6120 11.6) -> unsupported-encoding */
 };
 
 struct pgn_xml_parser_cbs {
@@ -101,7 +114,9 @@ struct pgn_xml_parser_cbs {
 	 * "id").  default_ns: the default namespace declared on the root
 	 * ("jabber:client", "jabber:component:accept", ...) or NULL. */
 	void (*stream_open)(void *ud, const char **attrs, const char *default_ns);
-	/* A complete top-level element; the callee takes ownership. */
+	/* A complete top-level element; the callee takes ownership.  A
+	 * message, presence or iq in the root's default namespace that has
+	 * no xml:lang gets the root's, if it had one (RFC 6120 8.1.5). */
 	void (*stanza)(void *ud, struct pgn_xml *stanza);
 	/* </stream:stream> arrived. */
 	void (*stream_close)(void *ud);
@@ -136,7 +151,10 @@ size_t pgn_xml_parser_pending(const struct pgn_xml_parser *p);
  * and prefixed declarations), limits and errors are as if the parser had
  * never been parked.  Returns 1 if the parser is parked now, 0 if it
  * cannot be (it is then unchanged).  Resuming costs a new expat parser,
- * so callers park after a read, not after each stanza. */
+ * so callers park after a read, not after each stanza.  It replays only
+ * the root's namespace context, and only when that is short: a stream
+ * whose root declares more is never parked, so that no header makes a
+ * resume cost more than the usual one. */
 int pgn_xml_parser_park(struct pgn_xml_parser *p);
 
 /* Parses elements serialised earlier with jabber:client in scope (what

@@ -202,6 +202,7 @@ class RawClient:
         self.cafile = cafile
         self.timeout = timeout
         self.ns = ns
+        self.lang = 'en'          # xml:lang of our stream headers (None: none)
         self.sock = None
         self.tls = None           # the ssl.SSLSocket / _PyOpenSSLTransport
         self.header = None
@@ -484,7 +485,9 @@ class RawClient:
             attrs += ' to=%s' % quoteattr(to)
         if version:
             attrs += ' version=%s' % quoteattr(version)
-        self.send("%s<stream:stream xmlns=%s xmlns:stream=%s%s xml:lang='en'%s>"
+        if self.lang is not None:
+            attrs += ' xml:lang=%s' % quoteattr(self.lang)
+        self.send("%s<stream:stream xmlns=%s xmlns:stream=%s%s%s>"
                   % (prolog, quoteattr(ns), quoteattr(stream_ns), attrs, extra))
         if read:
             return self.read_header()

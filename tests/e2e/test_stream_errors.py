@@ -181,3 +181,102 @@ def test_server_survives_abrupt_disconnects(server):
             s.close()
     c = logged_in(server)
     assert c.ping().get('type') == 'result'
+
+
+# ---- the stream header (issue 19): bounded, UTF-8 only -------------------
+# The bounds are PGN_XML_MAX_HEADER_* and PGN_XML_MAX_LANG in
+# include/pigeon/xml.h.
+MAX_HEADER_BYTES = 4096
+MAX_HEADER_NS = 16
+MAX_LANG = 64
+
+
+def header_with(extra, prolog="<?xml version='1.0'?>"):
+    return (prolog + "<stream:stream xmlns='jabber:client' "
+            "xmlns:stream='http://etherx.jabber.org/streams' to='localhost' "
+            "version='1.0'" + extra + ">")
+
+
+def test_header_with_hundreds_of_declarations(server):
+    # Replayed on every read after a park, such a header pinned the loop
+    # (9,000 declarations did; 380 stay under this server's stanza size).
+    c = server.raw(port=server.c2s_plain_port)
+    c.connect()
+    hdr = header_with(''.join(" xmlns:p%d='urn:x:%d'" % (i, i)
+                              for i in range(380)))
+    assert MAX_HEADER_BYTES < len(hdr) < MAX_STANZA
+    c.send(hdr)
+    assert c.expect_stream_error() == 'policy-violation'
+
+
+def test_header_too_many_bytes(server):
+    c = server.raw(port=server.c2s_plain_port)
+    c.connect()
+    c.send(header_with(" id='%s'" % ('i' * MAX_HEADER_BYTES)))
+    assert c.expect_stream_error() == 'policy-violation'
+
+
+def test_header_at_the_bounds_is_fine(server):
+    # All the declarations allowed, padded to nearly all the bytes; one
+    # binds the TLS namespace, and <starttls/> sent with that prefix after
+    # the stream went idle (parked, resumed) is understood.
+    def decls(pad):
+        return ["xmlns:p%d='urn:x:%d%s'" % (i, i, 'x' * pad)
+                for i in range(MAX_HEADER_NS - 3)] + \
+            ["xmlns:tls='urn:ietf:params:xml:ns:xmpp-tls'"]
+    base = len(header_with(' ' + ' '.join(decls(0))))
+    hdr = header_with(' ' + ' '.join(
+        decls((MAX_HEADER_BYTES - base) // (MAX_HEADER_NS - 3))))
+    assert MAX_HEADER_BYTES - MAX_HEADER_NS < len(hdr) <= MAX_HEADER_BYTES
+    c = server.raw(port=server.c2s_plain_port)
+    c.connect()
+    c.send(hdr)
+    c.read_header()
+    c.read_features()
+    for _ in range(3):
+        c.send(' ')
+        c.expect_silence(0.1)
+    c.send('<tls:starttls/>')
+    el = c.recv()
+    assert el.tag == '{urn:ietf:params:xml:ns:xmpp-tls}proceed', \
+        rawxmpp.to_str(el)
+
+
+def test_xml_lang_too_long_in_header(server):
+    c = server.raw(port=server.c2s_plain_port)
+    c.connect()
+    c.lang = 'a' * (MAX_LANG + 1)
+    c.start_stream(read=False)
+    assert c.expect_stream_error() == 'policy-violation'
+
+
+def test_xml_lang_too_long_in_stanza(server):
+    c = logged_in(server)
+    c.send("<message to='%s' xml:lang='%s'><body>x</body></message>"
+           % (c.jid, 'b' * (MAX_LANG + 1)))
+    assert c.expect_stream_error() == 'policy-violation'
+
+
+@pytest.mark.parametrize('codec', ['utf-16', 'utf-16-le', 'utf-16-be'])
+def test_utf16_stream(server, codec):
+    # RFC 6120 11.6: UTF-8 only; expat would detect UTF-16 by itself.
+    c = server.raw(port=server.c2s_plain_port)
+    c.connect()
+    c.send(header_with('', prolog="<?xml version='1.0' encoding='UTF-16'?>")
+           .encode(codec))
+    assert c.expect_stream_error() == 'unsupported-encoding'
+
+
+@pytest.mark.parametrize('enc', ['UTF-16', 'ISO-8859-1'])
+def test_encoding_declaration_other_than_utf8(server, enc):
+    c = server.raw(port=server.c2s_plain_port)
+    c.connect()
+    c.send(header_with('', prolog="<?xml version='1.0' encoding='%s'?>" % enc))
+    assert c.expect_stream_error() == 'unsupported-encoding'
+
+
+def test_encoding_declaration_utf8_is_fine(server):
+    c = server.raw(port=server.c2s_plain_port)
+    c.connect()
+    c.start_stream(prolog="<?xml version='1.0' encoding='utf-8'?>")
+    c.read_features()

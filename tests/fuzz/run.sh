@@ -8,6 +8,12 @@
 #   TARGET   a subset of: fuzz_xml_stream fuzz_jid fuzz_sasl fuzz_ctl
 #            fuzz_config (default: all).
 #
+# Where it runs: tests/run-all.sh (hence .ci/run) builds every target and
+# runs each for 20 s (PIGEON_FUZZ_SECONDS) so that a target that stops
+# building or finds something fails CI; before a release, run them longer:
+#   make -C _build fuzz                    (FUZZ_SECONDS=600 each, default)
+#   tests/fuzz/run.sh 3600                 (an hour each)
+#
 # Needs clang with libFuzzer (Debian/Ubuntu: clang-14, libclang-rt-14-dev)
 # and the -dev packages of expat, libevent, libidn, openssl, libsodium and
 # libyaml.  Each target is compiled with
@@ -48,7 +54,7 @@ fi
 # target -> the sources and pkg-config packages it links.
 declare -A srcs pkgs
 srcs[fuzz_xml_stream]="src/xml.c src/log.c"
-pkgs[fuzz_xml_stream]="expat libevent"
+pkgs[fuzz_xml_stream]="expat libevent libsodium"
 srcs[fuzz_jid]="src/jid.c src/log.c"
 pkgs[fuzz_jid]="libidn"
 srcs[fuzz_sasl]="src/sasl.c src/scram.c src/base64.c src/log.c"

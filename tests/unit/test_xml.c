@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
 #include <malloc.h> /* mallinfo2 */
 #define HAVE_MALLINFO2 1
@@ -931,12 +932,12 @@ START_TEST(park_same_result)
 				      .max_attrs = 3, .max_children = 2 };
 	static const char *const ok_docs[] = {
 		conversation,
-		/* Another prefix for the stream, more prefixes on the root
-		 * (one with characters the replay must escape), used by
-		 * stanzas after a park. */
-		"<s:stream " S_NS " xmlns='jabber:client' xmlns:p='urn:p' "
+		/* Another prefix for the stream, another prefix on the root
+		 * (with characters the replay must escape), used by stanzas
+		 * after a park. */
+		"<s:stream " S_NS " xmlns='jabber:client' "
 		"xmlns:q='urn:q&amp;&apos;&lt;\"&#10;&#9;&#13;x' version='1.0'>"
-		"\n<p:x q:a='1'><y/></p:x>\n  <message><q:z/>t</message>"
+		"\n<q:x q:a='1'><y/></q:x>\n  <message><q:z/>t</message>"
 		"<s:features/></s:stream>",
 		/* The stream namespace as the default one. */
 		"<stream xmlns='" NS_STREAMS "'><features/> <a xmlns=''/>"
@@ -1078,6 +1079,326 @@ START_TEST(park_frees_memory)
 }
 END_TEST
 
+/* ---- stream header bounds, resume cost, xml:lang, encoding --------------- */
+
+#define ROOT_OPEN                                                            \
+	"<stream:stream xmlns='jabber:client' xmlns:stream='" NS_STREAMS   \
+	"' to='example.com' version='1.0'"
+
+/* A stream header with n extra prefixed declarations whose URIs are padded
+ * so that the header is about total bytes long (0: unpadded); malloc'd. */
+static char *
+big_header(int n, size_t total)
+{
+	size_t base = strlen(ROOT_OPEN) + 1, pad = 0, len;
+	char *h, *o;
+	int i;
+
+	for (i = 0; i < n; i++)
+		base += (size_t)snprintf(NULL, 0, " xmlns:p%d='urn:x:%d'", i, i);
+	if (n > 0 && total > base)
+		pad = (total - base) / (size_t)n;
+	len = base + (size_t)n * pad + 1;
+	h = malloc(len);
+	ck_assert_ptr_nonnull(h);
+	o = h + sprintf(h, "%s", ROOT_OPEN);
+	for (i = 0; i < n; i++) {
+		o += sprintf(o, " xmlns:p%d='urn:x:%d", i, i);
+		memset(o, 'x', pad);
+		o += pad;
+		o += sprintf(o, "'");
+	}
+	strcpy(o, ">");
+	return h;
+}
+
+START_TEST(header_bounds)
+{
+	struct rec *r;
+	char *h, chunk[101];
+	int i;
+
+	/* The attack of issue 19: thousands of declarations on the root. */
+	h = big_header(9000, 0);
+	ck_assert_int_eq(parse_error_of(h, NULL), PGN_XML_ERR_TOO_BIG);
+	free(h);
+	/* As many declarations as allowed (xmlns, xmlns:stream and 14
+	 * more), in as many bytes as allowed, is a header. */
+	h = big_header(PGN_XML_MAX_HEADER_NS - 2, PGN_XML_MAX_HEADER_BYTES);
+	ck_assert_uint_le(strlen(h), PGN_XML_MAX_HEADER_BYTES);
+	ck_assert_uint_gt(strlen(h), PGN_XML_MAX_HEADER_BYTES - 16);
+	ck_assert_int_eq(parse_error_of(h, NULL), PGN_XML_ERR_NONE);
+	free(h);
+	h = big_header(PGN_XML_MAX_HEADER_NS - 1, 0);
+	ck_assert_int_eq(parse_error_of(h, NULL), PGN_XML_ERR_TOO_BIG);
+	free(h);
+	/* One byte too many, a byte at a time or at once. */
+	h = malloc(PGN_XML_MAX_HEADER_BYTES + 64);
+	ck_assert_ptr_nonnull(h);
+	i = sprintf(h, "%s id='", ROOT_OPEN);
+	memset(h + i, 'i', PGN_XML_MAX_HEADER_BYTES - (size_t)i - 2);
+	strcpy(h + PGN_XML_MAX_HEADER_BYTES - 2, "'>");
+	ck_assert_uint_eq(strlen(h), PGN_XML_MAX_HEADER_BYTES);
+	ck_assert_int_eq(parse_error_of(h, NULL), PGN_XML_ERR_NONE);
+	strcpy(h + PGN_XML_MAX_HEADER_BYTES - 2, "i'>");
+	ck_assert_int_eq(parse_error_of(h, NULL), PGN_XML_ERR_TOO_BIG);
+	free(h);
+	/* A header that never ends is cut off once past the bound (the
+	 * stanza size limit, 0 here, would not stop it). */
+	r = rec_new(NULL);
+	ck_assert_int_eq(feed_str(r, ROOT_OPEN " id='"), 0);
+	memset(chunk, 'z', 100);
+	chunk[100] = '\0';
+	for (i = 0; i < 10000 && r->errors == 0; i++)
+		feed_str(r, chunk);
+	ck_assert_int_eq(r->err, PGN_XML_ERR_TOO_BIG);
+	ck_assert_int_le(i, PGN_XML_MAX_HEADER_BYTES / 100 + 1);
+	rec_free(r);
+	/* Whitespace before the root counts. */
+	h = calloc(1, PGN_XML_MAX_HEADER_BYTES + 256);
+	ck_assert_ptr_nonnull(h);
+	memset(h, ' ', PGN_XML_MAX_HEADER_BYTES);
+	strcat(h, ROOT_OPEN ">");
+	ck_assert_int_eq(parse_error_of(h, NULL), PGN_XML_ERR_TOO_BIG);
+	free(h);
+	/* Attributes: to, from, version, xml:lang, id and then some. */
+	h = calloc(1, 1024);
+	ck_assert_ptr_nonnull(h);
+	strcpy(h, ROOT_OPEN);
+	for (i = 2; i < PGN_XML_MAX_HEADER_ATTRS; i++)
+		sprintf(h + strlen(h), " a%d='%d'", i, i);
+	ck_assert_int_eq(parse_error_of(strcat(h, ">"), NULL),
+			 PGN_XML_ERR_NONE);
+	strcpy(h + strlen(h) - 1, " z='z'>");
+	ck_assert_int_eq(parse_error_of(h, NULL), PGN_XML_ERR_TOO_BIG);
+	free(h);
+}
+END_TEST
+
+static double
+cpu_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* CPU seconds for n keepalives to a stream opened with hdr, each fed on
+ * its own and followed by a park (what a read does in stream.c). */
+static double
+keepalive_cost(const char *hdr, int n, int *parks)
+{
+	struct rec *r = rec_new(NULL);
+	double t0;
+	int i;
+
+	ck_assert_int_eq(feed_str(r, hdr), 0);
+	ck_assert_int_eq(r->opens, 1);
+	pgn_xml_parser_park(r->p);
+	*parks = 0;
+	t0 = cpu_now();
+	for (i = 0; i < n; i++) {
+		ck_assert_int_eq(pgn_xml_parser_feed(r->p, " ", 1), 0);
+		*parks += pgn_xml_parser_park(r->p);
+	}
+	t0 = cpu_now() - t0;
+	ck_assert_int_eq(feed_str(r, "<presence/>"), 0);
+	ck_assert_int_eq(r->nstanzas, 1);
+	rec_free(r);
+	return t0;
+}
+
+/* Resuming a parked stream must not cost more with the largest header
+ * the bounds allow than with an ordinary one: a peer that sends a byte
+ * at a time would otherwise buy a replay of its header with each byte.
+ * CPU time of this thread, best of five, so that a loaded machine does
+ * not decide (before the bounds, the largest header cost 8 to 10 times
+ * the usual one; the longest replayed context costs about 1.1 times). */
+START_TEST(resume_cost_bounded)
+{
+	/* The largest header, and the largest one whose stream is still
+	 * parked (its namespace context replayed on each resume). */
+	char *hostile[2] = { big_header(PGN_XML_MAX_HEADER_NS - 2,
+					PGN_XML_MAX_HEADER_BYTES), NULL };
+	double normal = 1e9, worst[2] = { 1e9, 1e9 };
+	int i, j, parks;
+	size_t len;
+
+	for (len = strlen(ROOT_OPEN) + 20; len < PGN_XML_MAX_HEADER_BYTES;
+	     len++) {
+		char *h = big_header(1, len);
+
+		keepalive_cost(h, 1, &parks);
+		if (!parks) {
+			free(h);
+			break;
+		}
+		free(hostile[1]);
+		hostile[1] = h;
+	}
+	ck_assert_ptr_nonnull(hostile[1]);
+
+	for (i = 0; i < 5; i++) {
+		double a = keepalive_cost(HEADER, 3000, &parks);
+
+		ck_assert_int_eq(parks, 3000);
+		normal = a < normal ? a : normal;
+		for (j = 0; j < 2; j++) {
+			double b = keepalive_cost(hostile[j], 3000, &parks);
+
+			if (j == 1)
+				ck_assert_int_eq(parks, 3000);
+			worst[j] = b < worst[j] ? b : worst[j];
+		}
+	}
+	for (j = 0; j < 2; j++) {
+		ck_assert_msg(worst[j] <= 1.5 * normal + 0.001,
+			      "3000 keepalives: %.4f s after a %zu-byte header, "
+			      "%.4f s after the usual one", worst[j],
+			      strlen(hostile[j]), normal);
+		free(hostile[j]);
+	}
+}
+END_TEST
+
+START_TEST(xml_lang_stamped)
+{
+	struct rec *r = rec_new(NULL);
+
+	/* RFC 6120 8.1.5: a stanza without xml:lang is in the stream's
+	 * language; one with its own keeps it. */
+	ck_assert_int_eq(feed_str(r, HEADER "<message to='a'/>"
+				     "<presence xml:lang='de'/><iq/>"), 0);
+	ck_assert_int_eq(pgn_xml_parser_park(r->p), 1);
+	/* Also after a resume; other top-level elements, stanza names in
+	 * other namespaces and children are left alone. */
+	ck_assert_int_eq(feed_str(r, "<message/><starttls xmlns='" NS_TLS "'/>"
+				     "<iq xmlns='urn:x'/>"
+				     "<presence><show/></presence>"), 0);
+	ck_assert_int_eq(r->nstanzas, 7);
+	ck_assert_str_eq(pgn_xml_attr(r->stanzas[0], "xml:lang"), "en");
+	ck_assert_str_eq(pgn_xml_attr(r->stanzas[0], "to"), "a");
+	ck_assert_str_eq(pgn_xml_attr(r->stanzas[1], "xml:lang"), "de");
+	ck_assert_str_eq(pgn_xml_attr(r->stanzas[2], "xml:lang"), "en");
+	ck_assert_str_eq(pgn_xml_attr(r->stanzas[3], "xml:lang"), "en");
+	ck_assert_ptr_null(pgn_xml_attr(r->stanzas[4], "xml:lang"));
+	ck_assert_ptr_null(pgn_xml_attr(r->stanzas[5], "xml:lang"));
+	ck_assert_str_eq(pgn_xml_attr(r->stanzas[6], "xml:lang"), "en");
+	ck_assert_ptr_null(pgn_xml_attr(pgn_xml_first_child(r->stanzas[6]),
+					"xml:lang"));
+	ck_assert_uint_eq(pgn_xml_attr_count(r->stanzas[2]), 1);
+	/* Serialised as the XML attribute. */
+	ck_assert_ptr_nonnull(strstr(r->log, "<iq xmlns=\"jabber:client\" "
+					     "xml:lang=\"en\"/>;"));
+	/* A restart takes the new stream's language, or none. */
+	pgn_xml_parser_reset(r->p);
+	ck_assert_int_eq(feed_str(r, ROOT_OPEN " xml:lang='fr'><message/>"),
+			 0);
+	ck_assert_str_eq(pgn_xml_attr(r->stanzas[7], "xml:lang"), "fr");
+	pgn_xml_parser_reset(r->p);
+	ck_assert_int_eq(feed_str(r, ROOT_OPEN "><message/>"), 0);
+	ck_assert_ptr_null(pgn_xml_attr(r->stanzas[8], "xml:lang"));
+	pgn_xml_parser_reset(r->p);
+	ck_assert_int_eq(feed_str(r, ROOT_OPEN " xml:lang=''><message/>"), 0);
+	ck_assert_ptr_null(pgn_xml_attr(r->stanzas[9], "xml:lang"));
+	rec_free(r);
+}
+END_TEST
+
+START_TEST(xml_lang_bounded)
+{
+	char lang[PGN_XML_MAX_LANG + 2], doc[512];
+
+	memset(lang, 'a', sizeof(lang) - 1);
+	lang[sizeof(lang) - 1] = '\0';
+	/* One byte over, on the root or on any element of a stanza. */
+	snprintf(doc, sizeof(doc), ROOT_OPEN " xml:lang='%s'>", lang);
+	ck_assert_int_eq(parse_error_of(doc, NULL), PGN_XML_ERR_TOO_BIG);
+	snprintf(doc, sizeof(doc), HEADER "<message><body xml:lang='%s'/>"
+		 "</message>", lang);
+	ck_assert_int_eq(parse_error_of(doc, NULL), PGN_XML_ERR_TOO_BIG);
+	/* At the bound: fine. */
+	lang[PGN_XML_MAX_LANG] = '\0';
+	snprintf(doc, sizeof(doc), ROOT_OPEN " xml:lang='%s'><message/>",
+		 lang);
+	ck_assert_int_eq(parse_error_of(doc, NULL), PGN_XML_ERR_NONE);
+	snprintf(doc, sizeof(doc), HEADER "<message xml:lang='%s'/>", lang);
+	ck_assert_int_eq(parse_error_of(doc, NULL), PGN_XML_ERR_NONE);
+}
+END_TEST
+
+/* s as UTF-16 (little or big endian, with or without a byte order mark)
+ * into out; its length in bytes. */
+static size_t
+utf16(const char *s, int big, int bom, char *out)
+{
+	size_t n = 0;
+
+	if (bom) {
+		out[n++] = big ? '\xfe' : '\xff';
+		out[n++] = big ? '\xff' : '\xfe';
+	}
+	for (; *s; s++) {
+		out[n++] = big ? '\0' : *s;
+		out[n++] = big ? *s : '\0';
+	}
+	return n;
+}
+
+START_TEST(encoding_utf8_only)
+{
+	static const char *const bad_decl[] = {
+		"<?xml version='1.0' encoding='UTF-16'?>",
+		"<?xml version='1.0' encoding='ISO-8859-1'?>",
+		"<?xml version='1.0' encoding=\"US-ASCII\" ?>",
+	};
+	char buf[1024];
+	size_t i, n;
+	int big, bom;
+
+	/* RFC 6120 11.6: UTF-8 only, whatever the declaration says... */
+	for (i = 0; i < sizeof(bad_decl) / sizeof(bad_decl[0]); i++) {
+		snprintf(buf, sizeof(buf), "%s%s>", bad_decl[i], ROOT_OPEN);
+		ck_assert_msg(parse_error_of(buf, NULL) ==
+			      PGN_XML_ERR_BAD_ENCODING, "%s", bad_decl[i]);
+	}
+	ck_assert_int_eq(parse_error_of("<?xml version='1.0' encoding='utf-8'?>"
+					ROOT_OPEN ">", NULL),
+			 PGN_XML_ERR_NONE);
+	/* ...or what the bytes look like: expat would switch to UTF-16 on
+	 * its own. */
+	for (big = 0; big < 2; big++)
+		for (bom = 0; bom < 2; bom++) {
+			struct rec *r = rec_new(NULL);
+
+			n = utf16(HEADER "<message/>", big, bom, buf);
+			ck_assert_int_eq(pgn_xml_parser_feed(r->p, buf, n), -1);
+			ck_assert_int_eq(r->err, PGN_XML_ERR_BAD_ENCODING);
+			ck_assert_int_eq(r->opens, 0);
+			rec_free(r);
+			/* A byte at a time. */
+			r = rec_new(NULL);
+			for (i = 0; i < n && r->errors == 0; i++)
+				pgn_xml_parser_feed(r->p, buf + i, 1);
+			ck_assert_int_eq(r->err, PGN_XML_ERR_BAD_ENCODING);
+			ck_assert_int_eq(r->opens, 0);
+			rec_free(r);
+		}
+	/* The same again after a stream restart. */
+	{
+		struct rec *r = rec_new(NULL);
+
+		ck_assert_int_eq(feed_str(r, HEADER), 0);
+		pgn_xml_parser_reset(r->p);
+		n = utf16(HEADER, 0, 0, buf);
+		ck_assert_int_eq(pgn_xml_parser_feed(r->p, buf, n), -1);
+		ck_assert_int_eq(r->err, PGN_XML_ERR_BAD_ENCODING);
+		rec_free(r);
+	}
+}
+END_TEST
+
 static Suite *
 xml_suite(void)
 {
@@ -1108,6 +1429,11 @@ xml_suite(void)
 	tcase_add_test(tc, park_same_result);
 	tcase_add_test(tc, park_when_possible);
 	tcase_add_test(tc, park_frees_memory);
+	tcase_add_test(tc, header_bounds);
+	tcase_add_test(tc, resume_cost_bounded);
+	tcase_add_test(tc, xml_lang_stamped);
+	tcase_add_test(tc, xml_lang_bounded);
+	tcase_add_test(tc, encoding_utf8_only);
 	suite_add_tcase(s, tc);
 	return s;
 }

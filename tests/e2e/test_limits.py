@@ -102,6 +102,25 @@ def fail_times(srv, src, user, n):
 
 # ---- the file-descriptor limit ----------------------------------------
 
+def assert_quiet_at_fd_limit(srv, pid, start):
+    """Waits for the first accept error after log offset start, then
+    checks that the next 2 s cost little CPU and few log lines."""
+    deadline = time.monotonic() + 10
+    while 'Too many open files' not in srv.log_text(start):
+        assert time.monotonic() < deadline, \
+            'no accept error logged:\n' + srv.log_tail(start)
+        time.sleep(0.05)
+    time.sleep(0.3)
+    cpu0, t0, log0 = cpu_seconds(pid), time.monotonic(), srv.log_size()
+    time.sleep(2.0)
+    cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
+    window = srv.log_text(log0)
+    lines = window.count('Too many open files')
+    assert cpu < 0.25, 'pigeond used %.0f%% CPU at the fd limit' % (cpu * 100)
+    assert lines <= 3, '%d accept lines in 2 s at the fd limit:\n%s' % (
+        lines, window[:3000])
+    assert len(window) < 20000, 'log grew by %d bytes in 2 s' % len(window)
+
 def test_fd_limit_pauses_accepting_without_spinning(make_server, driver):
     srv = make_server(driver)
     pid = srv.proc.pid
@@ -115,22 +134,7 @@ def test_fd_limit_pauses_accepting_without_spinning(make_server, driver):
             socks.append(socket.create_connection(
                 ('127.0.0.1', srv.c2s_plain_port), timeout=10))
         # Let the server take what fits and hit the limit.
-        deadline = time.monotonic() + 10
-        while 'Too many open files' not in srv.log_text(start):
-            assert time.monotonic() < deadline, \
-                'no accept error logged:\n' + srv.log_tail(start)
-            time.sleep(0.05)
-        time.sleep(0.3)
-        cpu0, t0, log0 = cpu_seconds(pid), time.monotonic(), srv.log_size()
-        time.sleep(2.0)
-        cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
-        window = srv.log_text(log0)
-        lines = window.count('Too many open files')
-        assert cpu < 0.25, 'pigeond used %.0f%% CPU at the fd limit' % (
-            cpu * 100)
-        assert lines <= 3, '%d accept lines in 2 s at the fd limit:\n%s' % (
-            lines, window[:3000])
-        assert len(window) < 20000, 'log grew by %d bytes in 2 s' % len(window)
+        assert_quiet_at_fd_limit(srv, pid, start)
     finally:
         for s in socks:
             s.close()
@@ -161,19 +165,7 @@ def test_fd_limit_on_the_control_socket(make_server, driver):
             ctl = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             ctl.connect(str(srv.ctl_socket))
             socks.append(ctl)
-        deadline = time.monotonic() + 10
-        while 'Too many open files' not in srv.log_text(start):
-            assert time.monotonic() < deadline, \
-                'no accept error logged:\n' + srv.log_tail(start)
-            time.sleep(0.05)
-        time.sleep(0.3)
-        cpu0, t0, log0 = cpu_seconds(pid), time.monotonic(), srv.log_size()
-        time.sleep(2.0)
-        cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
-        window = srv.log_text(log0)
-        assert cpu < 0.25, 'pigeond used %.0f%% CPU at the fd limit' % (
-            cpu * 100)
-        assert window.count('Too many open files') <= 3, window[:3000]
+        assert_quiet_at_fd_limit(srv, pid, start)
     finally:
         for s in socks:
             s.close()

@@ -55,6 +55,10 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 
+/* The server's histogram and clock (src/latency.c): one implementation,
+ * and the load tool's figures compare with `pigeonctl latency`. */
+#include "latency.h"
+
 #define NS_STREAMS "http://etherx.jabber.org/streams"
 #define NS_TLS "urn:ietf:params:xml:ns:xmpp-tls"
 #define NS_SASL "urn:ietf:params:xml:ns:xmpp-sasl"
@@ -197,21 +201,6 @@ struct opts {
 	int verbose;
 };
 
-/* A log-linear histogram of nanoseconds (64 sub-buckets per power of
- * two: under 1.6% error), preallocated so that recording costs no
- * allocation and no sort. */
-#define H_SUB_BITS 6
-#define H_SUB (1u << H_SUB_BITS)
-#define H_BUCKETS ((64 - H_SUB_BITS + 1) * H_SUB)
-
-struct hist {
-	uint64_t count;
-	uint64_t sum;
-	uint64_t min;
-	uint64_t max;
-	uint64_t b[H_BUCKETS];
-};
-
 /* SCRAM keys for one (mechanism, iterations, salt). */
 struct keyent {
 	uint8_t used;
@@ -332,11 +321,11 @@ struct bench {
 	long other_msgs;
 	struct errcond errs[MAX_ERRCOND];
 	int nerrs;
-	struct hist lat;
-	struct hist login;
+	struct pgn_lat_hist lat;
+	struct pgn_lat_hist login;
 	/* chat at a fixed rate: how late each message left against its due
 	 * time (the 1 ms timer, and any stall of this loop). */
-	struct hist send_lag;
+	struct pgn_lat_hist send_lag;
 	int ctl_reset_sent; /* --server-ctl: latency_reset at t_measure */
 	/* CPU seconds (user + system) of the server (--server-pid, all its
 	 * threads) and of this process when the measured phase began. */
@@ -367,15 +356,6 @@ static void offline_stop(struct bench *b);
 static void offline_fin(struct bench *b);
 
 /* ---- small helpers ------------------------------------------------------ */
-
-static uint64_t
-now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
-}
 
 static struct timeval
 tv_of(double seconds)
@@ -525,75 +505,6 @@ xml_escape(const char *in, char *out, size_t size)
 		o += l;
 	}
 	out[o] = '\0';
-}
-
-/* ---- histogram ---------------------------------------------------------- */
-
-static unsigned
-hist_index(uint64_t v)
-{
-	unsigned e;
-
-	if (v < H_SUB)
-		return (unsigned)v;
-	e = 63u - (unsigned)__builtin_clzll(v);
-	return (e - H_SUB_BITS + 1) * H_SUB +
-	       (unsigned)((v >> (e - H_SUB_BITS)) & (H_SUB - 1));
-}
-
-/* The middle of bucket i: what a percentile reports. */
-static uint64_t
-hist_value(unsigned i)
-{
-	unsigned e, sub;
-	uint64_t lo, width;
-
-	if (i < H_SUB)
-		return i;
-	e = i / H_SUB + H_SUB_BITS - 1;
-	sub = i % H_SUB;
-	lo = (uint64_t)(H_SUB + sub) << (e - H_SUB_BITS);
-	width = (uint64_t)1 << (e - H_SUB_BITS);
-	return lo + width / 2;
-}
-
-static void
-hist_add(struct hist *h, uint64_t v)
-{
-	if (h->count == 0 || v < h->min)
-		h->min = v;
-	if (v > h->max)
-		h->max = v;
-	h->count++;
-	h->sum += v;
-	h->b[hist_index(v)]++;
-}
-
-static uint64_t
-hist_pct(const struct hist *h, double q)
-{
-	uint64_t want, seen = 0;
-
-	if (h->count == 0)
-		return 0;
-	want = (uint64_t)(q * (double)h->count);
-	if ((double)want < q * (double)h->count)
-		want++;
-	if (want == 0)
-		want = 1;
-	for (unsigned i = 0; i < H_BUCKETS; i++) {
-		seen += h->b[i];
-		if (seen >= want) {
-			uint64_t v = hist_value(i);
-			/* The bucket's middle may lie outside what was seen. */
-			if (v > h->max)
-				v = h->max;
-			if (v < h->min)
-				v = h->min;
-			return v;
-		}
-	}
-	return h->max;
 }
 
 /* ---- results: one list printed as a table and written as JSON ----------- */
@@ -1443,7 +1354,7 @@ static void
 conn_step(struct conn *c, enum cstate next)
 {
 	c->state = (uint8_t)next;
-	c->deadline = now_ns() + (uint64_t)(c->b->o.timeout * 1e9);
+	c->deadline = pgn_lat_now_ns() + (uint64_t)(c->b->o.timeout * 1e9);
 }
 
 static int
@@ -1465,7 +1376,7 @@ conn_close_stream(struct conn *c)
 	if (conn_write(c, "</stream:stream>") != 0)
 		return;
 	c->state = CS_CLOSING;
-	c->deadline = now_ns() + 3 * NS_PER_S;
+	c->deadline = pgn_lat_now_ns() + 3 * NS_PER_S;
 }
 
 static void conn_read_cb(struct bufferevent *bev, void *arg);
@@ -1547,7 +1458,7 @@ conn_new(struct bench *b, long idx, long slot, long nth)
 	c->idx = (int32_t)idx;
 	c->slot = (int32_t)slot;
 	c->mech = (uint8_t)b->o.mech;
-	c->t_start = now_ns();
+	c->t_start = pgn_lat_now_ns();
 	c->bev = bufferevent_socket_new(b->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (c->bev == NULL)
 		goto fail;
@@ -1674,14 +1585,14 @@ static void
 on_ready(struct conn *c)
 {
 	struct bench *b = c->b;
-	uint64_t now = now_ns();
+	uint64_t now = pgn_lat_now_ns();
 
 	c->state = CS_READY;
 	c->deadline = 0;
 	b->inflight--;
 	if (b->o.sc == SC_LOGIN) {
 		if (b->phase == PH_LOGINS) {
-			hist_add(&b->login, now - c->t_start);
+			pgn_lat_hist_add(&b->login, now - c->t_start);
 			b->done++;
 			b->t_last = now;
 		} else {
@@ -1811,7 +1722,7 @@ on_register(struct conn *c, const char *p, size_t n)
 		c->state = CS_READY;
 		b->inflight--;
 		b->done++;
-		b->t_last = now_ns();
+		b->t_last = pgn_lat_now_ns();
 		conn_close_stream(c);
 		progress(b);
 		return;
@@ -1852,7 +1763,7 @@ static void
 on_chat_message(struct conn *c, const char *t, size_t tl)
 {
 	struct bench *b = c->b;
-	uint64_t now = now_ns(), ts;
+	uint64_t now = pgn_lat_now_ns(), ts;
 	char num[24];
 	size_t i = 3, k = 0;
 
@@ -1868,7 +1779,7 @@ on_chat_message(struct conn *c, const char *t, size_t tl)
 	b->delivered++;
 	if (ts >= b->t_measure && ts < b->t_stop) {
 		b->delivered_meas++;
-		hist_add(&b->lat, now >= ts ? now - ts : 0);
+		pgn_lat_hist_add(&b->lat, now >= ts ? now - ts : 0);
 	}
 	if (b->phase == PH_RUN && b->o.msg_rate <= 0) {
 		/* Flat out: each delivery lets the sender send one more. */
@@ -2225,7 +2136,7 @@ pick_account(const struct bench *b)
 static void
 launch_more(struct bench *b)
 {
-	uint64_t now = now_ns();
+	uint64_t now = pgn_lat_now_ns();
 	static const long unlimited = LONG_MAX;
 	long allowed = unlimited;
 
@@ -2477,7 +2388,7 @@ static void
 chat_report(struct bench *b)
 {
 	/* The time actually measured (shorter when interrupted). */
-	uint64_t end = b->t_stop != UINT64_MAX ? b->t_stop : now_ns();
+	uint64_t end = b->t_stop != UINT64_MAX ? b->t_stop : pgn_lat_now_ns();
 	double secs =
 	        end > b->t_measure ? (double)(end - b->t_measure) / 1e9 : 0;
 
@@ -2493,11 +2404,11 @@ chat_report(struct bench *b)
 	result_add(b, "delivered_per_s", "msgs/s",
 	           secs > 0 ? (double)b->delivered_meas / secs : 0, 0);
 	result_add(b, "lat_p50_us", "p50 us",
-	           (double)hist_pct(&b->lat, 0.50) / 1e3, 0);
+	           (double)pgn_lat_hist_pct(&b->lat, 0.50) / 1e3, 0);
 	result_add(b, "lat_p99_us", "p99 us",
-	           (double)hist_pct(&b->lat, 0.99) / 1e3, 0);
+	           (double)pgn_lat_hist_pct(&b->lat, 0.99) / 1e3, 0);
 	result_add(b, "lat_p999_us", "p99.9 us",
-	           (double)hist_pct(&b->lat, 0.999) / 1e3, 0);
+	           (double)pgn_lat_hist_pct(&b->lat, 0.999) / 1e3, 0);
 	result_add(b, "lat_max_us", "max us", (double)b->lat.max / 1e3, 0);
 	result_add(b, "lat_mean_us", NULL,
 	           b->lat.count
@@ -2509,9 +2420,9 @@ chat_report(struct bench *b)
 		server_latency(b);
 	if (b->send_lag.count > 0) {
 		result_add(b, "send_lag_p50_us", NULL,
-		           (double)hist_pct(&b->send_lag, 0.50) / 1e3, 0);
+		           (double)pgn_lat_hist_pct(&b->send_lag, 0.50) / 1e3, 0);
 		result_add(b, "send_lag_p99_us", NULL,
-		           (double)hist_pct(&b->send_lag, 0.99) / 1e3, 0);
+		           (double)pgn_lat_hist_pct(&b->send_lag, 0.99) / 1e3, 0);
 		result_add(b, "send_lag_max_us", NULL,
 		           (double)b->send_lag.max / 1e3, 0);
 	}
@@ -2561,9 +2472,9 @@ login_report(struct bench *b)
 	result_add(b, "logins_per_s", "logins/s",
 	           secs > 0 ? (double)b->done / secs : 0, 0);
 	result_add(b, "login_p50_ms", "p50 ms",
-	           (double)hist_pct(&b->login, 0.50) / 1e6, 2);
+	           (double)pgn_lat_hist_pct(&b->login, 0.50) / 1e6, 2);
 	result_add(b, "login_p99_ms", "p99 ms",
-	           (double)hist_pct(&b->login, 0.99) / 1e6, 2);
+	           (double)pgn_lat_hist_pct(&b->login, 0.99) / 1e6, 2);
 	result_add(b, "login_max_ms", "max ms", (double)b->login.max / 1e6, 2);
 	cpu_report(b, (double)b->done, "server_cpu_us_per_login",
 	           "client_cpu_us_per_login");
@@ -2626,7 +2537,7 @@ offline_report(struct bench *b)
 static void
 offline_verify(struct bench *b)
 {
-	uint64_t deadline = now_ns() + (uint64_t)(b->o.timeout * 1e9);
+	uint64_t deadline = pgn_lat_now_ns() + (uint64_t)(b->o.timeout * 1e9);
 
 	if (b->o.verify_cmd == NULL)
 		return;
@@ -2634,7 +2545,7 @@ offline_verify(struct bench *b)
 	 * reached (or the step timeout), which times the storing. */
 	for (;;) {
 		b->verify_after = run_verify(b);
-		b->t_stored = now_ns();
+		b->t_stored = pgn_lat_now_ns();
 		if (b->verify_after < 0 || b->verify_before < 0 ||
 		    b->verify_after - b->verify_before >=
 		            (long)b->sent - b->msg_errors ||
@@ -2649,10 +2560,10 @@ offline_verify(struct bench *b)
 static void
 offline_fin(struct bench *b)
 {
-	b->t_fin = now_ns();
+	b->t_fin = pgn_lat_now_ns();
 	offline_verify(b);
 	b->phase = PH_DRAIN;
-	b->t_drain_end = now_ns() + (uint64_t)(b->o.drain * 1e9);
+	b->t_drain_end = pgn_lat_now_ns() + (uint64_t)(b->o.drain * 1e9);
 }
 
 static void
@@ -2686,7 +2597,7 @@ phase_timer_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	case PH_RUN:
 		if (b->o.sc == SC_CHAT) {
-			b->t_stop = now_ns();
+			b->t_stop = pgn_lat_now_ns();
 			b->phase = PH_DRAIN;
 			b->t_drain_end =
 			        b->t_stop + (uint64_t)(b->o.drain * 1e9);
@@ -2732,7 +2643,7 @@ chat_send(struct conn *c)
 	}
 	user_name(b, peer->idx, user, sizeof(user));
 	seq = b->next_seq++;
-	ts = now_ns();
+	ts = pgn_lat_now_ns();
 	if (conn_write(c,
 	               "<message to='%s@%s/%s' type='chat' id='c%" PRIu64
 	               "'><body>pl %" PRIu64 " %" PRIu64 "%s</body></message>",
@@ -2759,7 +2670,7 @@ static void
 chat_start(struct bench *b)
 {
 	b->phase = PH_RUN;
-	b->t_run = now_ns();
+	b->t_run = pgn_lat_now_ns();
 	cpu_mark(b);
 	b->t_measure = b->t_run + (uint64_t)(b->o.warmup * 1e9);
 	b->t_stop = UINT64_MAX;
@@ -2817,7 +2728,7 @@ static void
 offline_stop(struct bench *b)
 {
 	b->phase = PH_FIN;
-	b->t_stop = now_ns();
+	b->t_stop = pgn_lat_now_ns();
 	evtimer_del(b->timer);
 	b->fin_expected = 0;
 	for (long i = 0; i < b->nconns; i++) {
@@ -2831,7 +2742,7 @@ offline_stop(struct bench *b)
 			b->fin_expected++;
 	}
 	/* In PH_FIN, t_drain_end bounds the wait for the pings. */
-	b->t_drain_end = now_ns() + (uint64_t)(b->o.timeout * 1e9);
+	b->t_drain_end = pgn_lat_now_ns() + (uint64_t)(b->o.timeout * 1e9);
 	if (b->fin_expected == 0)
 		offline_fin(b);
 }
@@ -2840,7 +2751,7 @@ static void
 offline_start(struct bench *b)
 {
 	b->phase = PH_RUN;
-	b->t_run = now_ns();
+	b->t_run = pgn_lat_now_ns();
 	cpu_mark(b);
 	b->rate_t0 = b->t_run;
 	if (b->o.duration > 0 && arm_timer(b, b->o.duration) != 0) {
@@ -2857,7 +2768,7 @@ offline_start(struct bench *b)
 static void
 all_up(struct bench *b)
 {
-	b->t_up = now_ns();
+	b->t_up = pgn_lat_now_ns();
 	if (b->failed > 0) {
 		fprintf(stderr,
 		        "pigeon-load: %ld of %ld sessions failed to log in\n",
@@ -2908,7 +2819,7 @@ logins_over(struct bench *b)
 		b->launched = 0;
 		b->done = 0;
 		b->target = b->o.n > 0 ? b->o.n : LONG_MAX;
-		b->t_run = b->t_launch = b->t_last = now_ns();
+		b->t_run = b->t_launch = b->t_last = pgn_lat_now_ns();
 		cpu_mark(b);
 		if (b->o.n <= 0 && arm_timer(b, b->o.duration) != 0) {
 			finish(b);
@@ -2967,7 +2878,7 @@ static void
 tick_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct bench *b = arg;
-	uint64_t now = now_ns();
+	uint64_t now = pgn_lat_now_ns();
 
 	switch (b->phase) {
 	case PH_UP:
@@ -2999,7 +2910,7 @@ tick_cb(evutil_socket_t fd, short what, void *arg)
 				                   b->o.msg_rate);
 
 				if (due_t >= b->t_measure && due_t <= now)
-					hist_add(&b->send_lag, now - due_t);
+					pgn_lat_hist_add(&b->send_lag, now - due_t);
 				b->rate_sent++;
 				k++;
 				if (c == NULL || c->state != CS_READY) {
@@ -3044,7 +2955,7 @@ static void
 sweep_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct bench *b = arg;
-	uint64_t now = now_ns();
+	uint64_t now = pgn_lat_now_ns();
 
 	for (struct conn *c = b->live, *next; c != NULL; c = next) {
 		next = c->next;
@@ -3756,7 +3667,7 @@ main(int argc, char **argv)
 		        b->o.server_pid);
 		goto out;
 	}
-	b->t_launch = b->t_run = now_ns();
+	b->t_launch = b->t_run = pgn_lat_now_ns();
 	cpu_mark(b);
 	launch_more(b);
 	progress(b);

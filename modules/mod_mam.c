@@ -1624,7 +1624,8 @@ stats_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
 	free(q);
 }
 
-/* pigeonctl archive_stats HOST: the stored figures of the host's
+/* pigeonctl archive_stats HOST, and this host's part of pigeonctl stats:
+ * the stored figures of the host's
  * archives (one pass over mam_counts, one row per user) and what the
  * quotas and the duplicate check did since the start. */
 static void
@@ -3505,7 +3506,8 @@ mam_load(struct pgn_module *m)
 			goto fail;
 	if ((rc = pgn_module_command(m, "delete_old_mam_messages",
 	                             cmd_delete_old, mm)) < 0 ||
-	    (rc = pgn_module_command(m, "archive_stats", cmd_stats, mm)) < 0)
+	    (rc = pgn_module_command(m, "archive_stats", cmd_stats, mm)) < 0 ||
+	    (rc = pgn_module_stats(m, cmd_stats, mm)) < 0)
 		goto fail;
 	/* The first sweep soon: retention catches up after downtime. */
 	pgn_timer_start(mm->sweep, FIRST_SWEEP_MS);

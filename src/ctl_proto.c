@@ -60,6 +60,10 @@ const struct pgn_ctl_command pgn_ctl_commands[] = {
 	  "print the message archive figures of HOST (messages, bytes, "
 	  "users at quota, quota and duplicate counters)", 0, "mod_mam", 1 },
 	{ "status", 0, "", "tell whether pigeond is running", 0, NULL, 0 },
+	{ "stats", 0, "",
+	  "print the server's figures, one \"NAME VALUE\" line each (core, "
+	  "then those of modules as NAME@HOST)",
+	  0, NULL, 0 },
 	{ "latency", 0, "",
 	  "print the server's delivery latency (read to queued, read to "
 	  "written; count, p50, p99, p99.9, max)",

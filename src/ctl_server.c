@@ -15,6 +15,7 @@
 #include <event2/listener.h>
 
 #include "host.h"
+#include "connlimit.h"
 #include "latency.h"
 #include "pigeon/map.h"
 #include "pigeon/account.h"
@@ -270,35 +271,60 @@ struct cmd_reg {
 	void *arg;
 };
 
+struct stats_run;
+
 struct pgn_command {
 	struct pgn_server *srv;
 	uint64_t conn;
 	int argc;
 	char **argv;
+	/* A part of "stats": the run it belongs to and the host of the
+	 * module instance that answers (NULL otherwise). */
+	struct stats_run *run;
+	const char *host;
 };
 
-int
-pgn_module_command(struct pgn_module *m, const char *name, pgn_command_fn fn,
-		   void *arg)
+static void stats_part_done(struct pgn_command *cmd, int status,
+			    const char *text);
+
+/* Adds m's fn to the modules serving key in srv->commands. */
+static int
+add_reg(struct pgn_module *m, const char *key, pgn_command_fn fn, void *arg)
 {
 	struct pgn_server *srv = pgn_module_server(m);
-	const struct pgn_ctl_command *cmd = pgn_ctl_command_find(name);
 	struct cmd_reg *r;
 
-	if (cmd == NULL || cmd->module == NULL)
-		return -EINVAL;
 	if ((r = calloc(1, sizeof(*r))) == NULL)
 		return -ENOMEM;
 	r->m = m;
 	r->host = pgn_module_host(m);
 	r->fn = fn;
 	r->arg = arg;
-	r->next = pgn_map_get(srv->commands, name);
-	if (pgn_map_set(srv->commands, name, r) != 0) {
+	r->next = pgn_map_get(srv->commands, key);
+	if (pgn_map_set(srv->commands, key, r) != 0) {
 		free(r);
 		return -ENOMEM;
 	}
 	return 0;
+}
+
+int
+pgn_module_command(struct pgn_module *m, const char *name, pgn_command_fn fn,
+		   void *arg)
+{
+	const struct pgn_ctl_command *cmd = pgn_ctl_command_find(name);
+
+	if (cmd == NULL || cmd->module == NULL)
+		return -EINVAL;
+	return add_reg(m, name, fn, arg);
+}
+
+/* "stats" is a core command: its contributors are kept under that key
+ * next to the module commands (and forgotten with them). */
+int
+pgn_module_stats(struct pgn_module *m, pgn_command_fn fn, void *arg)
+{
+	return add_reg(m, "stats", fn, arg);
 }
 
 static int
@@ -334,9 +360,11 @@ pgn_ctl_forget_module(struct pgn_server *srv, const struct pgn_module *m)
 void
 pgn_command_reply(struct pgn_command *cmd, int status, const char *text)
 {
-	struct ctl_conn *c = find_conn(cmd->srv, cmd->conn);
+	struct ctl_conn *c;
 
-	if (c != NULL) {
+	if (cmd->run != NULL) {
+		stats_part_done(cmd, status, text);
+	} else if ((c = find_conn(cmd->srv, cmd->conn)) != NULL) {
 		size_t n = text != NULL ? strlen(text) : 0;
 		answer(c, status, "%s%s", n > 0 ? text : "",
 		       n > 0 && text[n - 1] != '\n' ? "\n" : "");
@@ -390,6 +418,132 @@ dispatch_module(struct ctl_conn *c, const struct pgn_ctl_command *cmd,
 			return;
 		}
 	r->fn(pc, pc->argc, pc->argv, r->arg);
+}
+
+/* ---- stats ------------------------------------------------------------ */
+
+/* One "stats" request: the core figures, taken when it arrives, then what
+ * each contributing module instance answers, possibly later (a store
+ * query).  The answer goes once the last part is in. */
+struct stats_run {
+	struct pgn_server *srv;
+	uint64_t conn;
+	unsigned pending;  /* parts not answered, +1 while they are started */
+	unsigned failed;   /* parts that answered an error or never started */
+	struct evbuffer *text;
+};
+
+struct session_counts {
+	size_t bound, hibernated;
+};
+
+static int
+count_session(const char *key, uint64_t id, void *value, void *arg)
+{
+	const struct pgn_session *s = value;
+	struct session_counts *n = arg;
+
+	if (s->kind != PGN_STREAM_C2S)
+		return 0;
+	n->bound += s->state == PGN_ST_BOUND;
+	n->hibernated += s->state == PGN_ST_HIBERNATED;
+	return 0;
+}
+
+static void
+core_figures(struct pgn_server *srv, struct evbuffer *out)
+{
+	struct session_counts n = { 0 };
+
+	pgn_map_foreach(srv->sessions, count_session, &n);
+	evbuffer_add_printf(out, "uptime_seconds %ld\n",
+			    pgn_server_uptime(srv));
+	evbuffer_add_printf(out, "hosts %zu\n", srv->nhosts);
+	evbuffer_add_printf(out, "connections %u\n",
+			    pgn_connlimit_count(srv->conns));
+	evbuffer_add_printf(out, "streams %zu\n", pgn_map_count(srv->sessions));
+	evbuffer_add_printf(out, "sessions_bound %zu\n", n.bound);
+	evbuffer_add_printf(out, "sessions_hibernated %zu\n", n.hibernated);
+	evbuffer_add_printf(out, "accounts_online %zu\n",
+			    pgn_map_count(srv->users));
+	evbuffer_add_printf(out, "components %zu\n",
+			    pgn_map_count(srv->components));
+	print_hist(out, "latency_queued", &srv->latency->queued);
+	print_hist(out, "latency_flushed", &srv->latency->flushed);
+}
+
+static void
+stats_release(struct stats_run *run)
+{
+	struct ctl_conn *c;
+	struct evbuffer *out;
+
+	if (--run->pending > 0)
+		return;
+	if ((c = find_conn(run->srv, run->conn)) != NULL) {
+		out = answer_begin(c, PGN_CTL_OK);
+		evbuffer_add_buffer(out, run->text);
+		evbuffer_add_printf(out, "stats_failed %u\n", run->failed);
+		answer_end(c);
+	}
+	evbuffer_free(run->text);
+	free(run);
+}
+
+/* A module's part: its "name value" lines become "name@host value" (one
+ * module may serve several hosts).  Lines without a value are dropped. */
+static void
+stats_part_done(struct pgn_command *cmd, int status, const char *text)
+{
+	struct stats_run *run = cmd->run;
+
+	if (status != PGN_CTL_OK) {
+		run->failed++;
+		text = NULL;
+	}
+	while (text != NULL && *text != '\0') {
+		size_t len = strcspn(text, "\n");
+		const char *sp = memchr(text, ' ', len);
+
+		if (sp != NULL && sp > text)
+			evbuffer_add_printf(run->text, "%.*s@%s%.*s\n",
+					    (int)(sp - text), text, cmd->host,
+					    (int)(text + len - sp), sp);
+		text += len + (text[len] == '\n');
+	}
+	stats_release(run);
+}
+
+static void
+cmd_stats(struct ctl_conn *c)
+{
+	struct stats_run *run = calloc(1, sizeof(*run));
+
+	if (run == NULL || (run->text = evbuffer_new()) == NULL) {
+		free(run);
+		answer(c, PGN_CTL_ERROR, "Out of memory\n");
+		return;
+	}
+	run->srv = c->srv;
+	run->conn = c->id;
+	run->pending = 1; /* a part answering at once must not finish it */
+	core_figures(c->srv, run->text);
+	for (struct cmd_reg *r = pgn_map_get(c->srv->commands, "stats");
+	     r != NULL; r = r->next) {
+		struct pgn_command *pc = calloc(1, sizeof(*pc));
+
+		if (pc == NULL) {
+			run->failed++;
+			continue;
+		}
+		pc->srv = c->srv;
+		pc->conn = c->id;
+		pc->run = run;
+		pc->host = pgn_host_name(r->host);
+		run->pending++;
+		r->fn(pc, 0, NULL, r->arg);
+	}
+	stats_release(run);
 }
 
 /* Adds <name>text</name> unless text is empty.  0 or -ENOMEM. */
@@ -545,6 +699,9 @@ dispatch(struct ctl_conn *c, int argc, char **argv)
 		       pgn_server_version(), pgn_map_count(srv->sessions),
 		       pgn_map_count(srv->users), pgn_map_count(srv->components),
 		       pgn_server_uptime(srv), pgn_store_driver(srv->store));
+		return;
+	} else if (!strcmp(argv[0], "stats")) {
+		cmd_stats(c);
 		return;
 	} else if (!strcmp(argv[0], "latency")) {
 		cmd_latency(c);

@@ -51,6 +51,8 @@ bucket_width(unsigned i)
 void
 pgn_lat_hist_add(struct pgn_lat_hist *h, uint64_t ns)
 {
+	if (h->count == 0 || ns < h->min)
+		h->min = ns;
 	h->count++;
 	h->sum += ns;
 	if (ns > h->max)
@@ -76,8 +78,13 @@ pgn_lat_hist_pct(const struct pgn_lat_hist *h, double q)
 	for (unsigned i = 0; i < PGN_LAT_BUCKETS; i++) {
 		seen += h->b[i];
 		if (seen >= want) {
+			/* The bucket's middle may lie outside what was seen. */
 			uint64_t v = pgn_lat_bucket_low(i) + bucket_width(i) / 2;
-			return v > h->max ? h->max : v;
+			if (v > h->max)
+				v = h->max;
+			if (v < h->min)
+				v = h->min;
+			return v;
 		}
 	}
 	return h->max;

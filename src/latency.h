@@ -7,7 +7,8 @@
  * PGN_LAT_SUB equal buckets, so a percentile is off by less than
  * 1/PGN_LAT_SUB (1.6 %).  It is preallocated: recording is a few
  * instructions, no allocation, no sort (doc/performance.md, "Latency
- * tail"). */
+ * tail").  The load tool (bench/pigeon-load) measures with the same
+ * histogram, so both sides' figures have the same resolution. */
 #ifndef PIGEON_LATENCY_H
 #define PIGEON_LATENCY_H
 
@@ -20,6 +21,7 @@
 struct pgn_lat_hist {
 	uint64_t count;
 	uint64_t sum;
+	uint64_t min;   /* meaningful once count > 0 */
 	uint64_t max;
 	uint64_t b[PGN_LAT_BUCKETS];
 };
@@ -41,8 +43,8 @@ uint64_t pgn_lat_bucket_low(unsigned i);
 
 void pgn_lat_hist_add(struct pgn_lat_hist *h, uint64_t ns);
 /* The q-quantile (0 < q <= 1) in nanoseconds: the middle of the bucket
- * holding the ceil(q * count)-th smallest value, clamped to max; 0 when
- * empty. */
+ * holding the ceil(q * count)-th smallest value, clamped to [min, max];
+ * 0 when empty. */
 uint64_t pgn_lat_hist_pct(const struct pgn_lat_hist *h, double q);
 void pgn_lat_hist_reset(struct pgn_lat_hist *h);
 

@@ -372,6 +372,11 @@ int pgn_module_command(struct pgn_module *m, const char *name,
  * _USAGE; text may be NULL or end without a newline).  Frees cmd; if
  * pigeonctl went away meanwhile the answer is dropped. */
 void pgn_command_reply(struct pgn_command *cmd, int status, const char *text);
+/* Contributes figures to `pigeonctl stats`: fn is called with argc 0 for
+ * each request and answers with pgn_command_reply, now or later, with
+ * "name value" lines (names [a-z0-9_]); the core prints them as
+ * "name@host value".  An error answer is counted in stats_failed. */
+int pgn_module_stats(struct pgn_module *m, pgn_command_fn fn, void *arg);
 
 /* ---- timers ----
  * One-shot timers on the server's loop for a module (retention sweeps,

@@ -11,7 +11,7 @@ from rawxmpp import to_str
 
 COMMANDS = ('register', 'unregister', 'change_password', 'registered_users',
             'connected_users', 'connected_users_number', 'kick_session',
-            'status', 'latency', 'latency_reset', 'stop', 'help')
+            'status', 'stats', 'latency', 'latency_reset', 'stop', 'help')
 
 
 def lines(out):
@@ -179,6 +179,87 @@ def test_latency(server):
     assert d['flushed_max_us'] + 2 >= d['queued_max_us'], d
     server.ctl('latency_reset', expect=0)
     assert latency_figures(server)['queued_count'] == 0
+
+
+def stats_figures(server):
+    d = {}
+    for line in lines(server.ctl('stats', expect=0).stdout):
+        key, value = line.split()
+        assert key not in d, 'figure %s printed twice' % key
+        d[key] = float(value)
+    return d
+
+
+def test_stats_core_figures(make_server, driver):
+    """pigeonctl stats: the core figures count what a private server
+    holds, before and after a login and once the session hibernates."""
+    from test_limits import NS_SM, sm
+    srv = make_server(driver)
+    # The harness's start-up probes of the ports close asynchronously.
+    d = wait_for(lambda: (lambda f: f if f['connections'] == 0
+                          and f['streams'] == 0 else None)(stats_figures(srv)),
+                 what='the start-up probes to be closed')
+    assert d['hosts'] == 2 and 0 <= d['uptime_seconds'] < 600, d
+    for k in ('connections', 'streams', 'sessions_bound',
+              'sessions_hibernated', 'accounts_online', 'components',
+              'latency_queued_count', 'stats_failed'):
+        assert d[k] == 0, (k, d)
+    assert 'latency_flushed_p99_us' in d, d
+    name, pw = srv.new_user()
+    a = srv.login(name, pw, resource='st')
+    d = stats_figures(srv)
+    for k in ('connections', 'streams', 'sessions_bound', 'accounts_online'):
+        assert d[k] == 1, (k, d)
+    assert d['sessions_hibernated'] == 0, d
+    a.send("<enable xmlns='%s' resume='true'/>" % NS_SM)
+    sm(a, '<enabled/>')
+    a.close()
+    d = wait_for(lambda: (lambda f: f if f['sessions_hibernated'] == 1
+                          else None)(stats_figures(srv)),
+                 what='the session to hibernate')
+    assert d['sessions_bound'] == 0 and d['connections'] == 0, d
+    assert d['accounts_online'] == 1 and d['streams'] == 1, d
+
+
+def test_stats_archive_figures(make_server, driver):
+    """mod_mam contributes its archive figures per host (NAME@HOST),
+    counted from the store, the same as archive_stats HOST."""
+    from test_mam import online
+    from test_mam_limits import send_n, wait_rows
+    srv = make_server(driver, modules={'mod_mam': {'max_messages': '2'}})
+    alice, apw = srv.new_user(prefix='alice')
+    bob, bpw = srv.new_user(prefix='bob')
+    a = online(srv, alice, apw, 'ra')
+    b = online(srv, bob, bpw, 'rb')
+    d = stats_figures(srv)
+    assert d['archive_messages@localhost'] == 0, d
+    assert d['archive_messages@example.test'] == 0, d
+    send_n(a, b, 3, 'st')
+    wait_rows(srv, alice, 2)
+    wait_rows(srv, bob, 2)
+    d = stats_figures(srv)
+    assert d['stats_failed'] == 0, d
+    assert d['archive_users@localhost'] == 2, d
+    assert d['archive_messages@localhost'] == 4, d
+    assert d['archive_users_at_quota@localhost'] == 2, d
+    assert d['archive_quota_dropped@localhost'] == 2, d
+    assert d['archive_max_messages@localhost'] == 2, d
+    assert d['archive_bytes@localhost'] > 0, d
+    assert d['archive_messages@example.test'] == 0, d
+    # archive_stats HOST is the same figures for one host.
+    per_host = lines(srv.ctl('archive_stats', 'localhost', expect=0).stdout)
+    assert per_host, 'archive_stats printed nothing'
+    for line in per_host:
+        key, value = line.split()
+        assert d[key + '@localhost'] == float(value), (key, d)
+
+
+def test_stats_without_modules(make_server, driver):
+    """Without mod_mam the core figures come alone."""
+    srv = make_server(driver, modules={'mod_mam': None})
+    d = stats_figures(srv)
+    assert 'hosts' in d and d['stats_failed'] == 0, d
+    assert not [k for k in d if '@' in k], d
 
 
 @pytest.mark.parametrize('drv', ['sqlite', 'pgsql'])

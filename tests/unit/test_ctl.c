@@ -499,7 +499,7 @@ START_TEST(test_commands)
 		if (c->module == NULL)
 			ck_assert_int_eq(c->host_arg, 0);
 	}
-	ck_assert_uint_eq(n, 20);
+	ck_assert_uint_eq(n, 21);
 }
 END_TEST
 

@@ -130,6 +130,24 @@ START_TEST(clamped_to_max)
 }
 END_TEST
 
+START_TEST(clamped_to_min)
+{
+	struct pgn_lat_hist *h = hist_new();
+	/* The top value of a wide bucket: its middle is below it. */
+	uint64_t top = pgn_lat_bucket_low(pgn_lat_bucket(1000000) + 1) - 1;
+
+	pgn_lat_hist_add(h, top);
+	pgn_lat_hist_add(h, top);
+	pgn_lat_hist_add(h, 5000000);
+	ck_assert_uint_eq(h->min, top);
+	ck_assert_uint_eq(pgn_lat_hist_pct(h, 0.5), top);
+	pgn_lat_hist_reset(h);
+	pgn_lat_hist_add(h, 9);
+	ck_assert_uint_eq(h->min, 9);
+	free(h);
+}
+END_TEST
+
 START_TEST(clock_moves_forward)
 {
 	uint64_t a = pgn_lat_now_ns(), b = pgn_lat_now_ns();
@@ -150,6 +168,7 @@ latency_suite(void)
 	tcase_add_test(tc, uniform_percentiles);
 	tcase_add_test(tc, tail_rank_rounds_up);
 	tcase_add_test(tc, clamped_to_max);
+	tcase_add_test(tc, clamped_to_min);
 	tcase_add_test(tc, clock_moves_forward);
 	suite_add_tcase(s, tc);
 	return s;

@@ -5,7 +5,9 @@
  * should_store) is held while it is written, stamped with a server
  * <delay/> (XEP-0203), and only dropped from memory once the store has
  * confirmed (messages that come meanwhile are group-committed, see
- * store_flush); a storage error bounces it (internal-server-error, wait),
+ * store_flush), in one transaction with the statements that go with it
+ * (st->writes: its archive rows, doc/architecture.md "Storage
+ * failures"); a storage error bounces it (internal-server-error, wait),
  * a full quota bounces it (resource-constraint, wait), an unknown account
  * lets the router answer as for any unknown user.  Nothing is lost
  * silently.

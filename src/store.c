@@ -673,8 +673,10 @@ outage_begin(struct pgn_store *st, const char *msg)
 	st->down = 1;
 	st->past_hold = 0;
 	st->down_since = mono_ms();
-	st->backoff = BACKOFF_MIN_MS;
-	st->next_try = st->down_since + st->backoff;
+	/* The first attempt at once: a connection the server closed
+	 * (restart long ago, idle timeout) is simply replaced. */
+	st->backoff = BACKOFF_MIN_MS / 2;
+	st->next_try = st->down_since;
 	st->attempts = 0;
 	st->failed = 0;
 	snprintf(st->down_msg, sizeof(st->down_msg), "%s", msg);

@@ -776,8 +776,10 @@ batch_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
 		/* Committed; or one message's rows; or the store was
 		 * unavailable for longer than it holds requests: writing
 		 * the rows one by one would only fail again. */
+		/* An unavailable store logs the outage itself, once. */
 		if (res->error != 0)
-			pgn_log(PGN_LOG_WARN,
+			pgn_log(res->error == -EAGAIN ? PGN_LOG_DEBUG
+			                              : PGN_LOG_WARN,
 			        "mod_mam %s: archiving failed, bouncing "
 			        "the messages: %s",
 			        mm->host, res->errmsg);

@@ -61,6 +61,10 @@
 #define MAX_QUEUED 20000
 /* delete_old_messages accepts at most this many digits (27 000 years). */
 #define MAX_DAYS_DIGITS 7
+/* A store that is unavailable (-EAGAIN) is logged by the store, once
+ * for the outage: the messages it bounces only at debug level. */
+#define STORE_FAIL_LEVEL(res) \
+	((res)->error == -EAGAIN ? PGN_LOG_DEBUG : PGN_LOG_WARN)
 
 /* ---- SQL (the same text on SQLite and PostgreSQL) ----
  * Parameters are text; CAST makes SQLite compare numbers as numbers. */
@@ -338,8 +342,8 @@ account_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
 
 	(void)owner;
 	if (res->error != 0) {
-		pgn_log(PGN_LOG_WARN, "offline %s: account lookup of %s failed: "
-			"%s", o->host, r->username, res->errmsg);
+		pgn_log(STORE_FAIL_LEVEL(res), "offline %s: account lookup of "
+			"%s failed: %s", o->host, r->username, res->errmsg);
 		hold_bounce(o, r->hold, "wait", "internal-server-error", NULL);
 	} else if ((n = pgn_store_value(res, 0, 0)) == NULL ||
 		   strcmp(n, "0") == 0) {
@@ -364,8 +368,8 @@ insert_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
 
 	(void)owner;
 	if (res->error != 0) {
-		pgn_log(PGN_LOG_WARN, "offline %s: storing a message for %s "
-			"failed: %s", o->host, r->username, res->errmsg);
+		pgn_log(STORE_FAIL_LEVEL(res), "offline %s: storing a message "
+			"for %s failed: %s", o->host, r->username, res->errmsg);
 		store_req_fail(r);
 	} else if (res->changes > 0) {
 		store_req_stored(r);
@@ -392,8 +396,8 @@ strict_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
 	if (res->error == 0) {
 		store_req_stored(r);
 	} else if (res->error == -EAGAIN) {
-		pgn_log(PGN_LOG_WARN, "offline %s: storing a message for %s "
-			"failed: %s", o->host, r->username, res->errmsg);
+		pgn_log(STORE_FAIL_LEVEL(res), "offline %s: storing a message "
+			"for %s failed: %s", o->host, r->username, res->errmsg);
 		store_req_fail(r);
 	} else if (pgn_store_query(pgn_server_store(o->srv), sql_account, 2,
 				   params, 0, account_done, r) == 0) {
@@ -488,8 +492,8 @@ batch_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
 	} else if (res->error == -EAGAIN) {
 		/* The store was unavailable for longer than it holds
 		 * requests: one by one would only fail again. */
-		pgn_log(PGN_LOG_WARN, "offline %s: storing messages failed: "
-			"%s", o->host, res->errmsg);
+		pgn_log(STORE_FAIL_LEVEL(res), "offline %s: storing messages "
+			"failed: %s", o->host, res->errmsg);
 		for (; r != NULL; r = next) {
 			next = r->next;
 			store_req_fail(r);

@@ -665,6 +665,26 @@ mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Keeps msg as the outage's cause, on one line (libpq's messages have
+ * several).  Caller holds mu. */
+static void
+outage_cause(struct pgn_store *st, const char *msg)
+{
+	size_t n = 0;
+
+	for (; *msg != '\0' && n + 1 < sizeof(st->down_msg); msg++) {
+		if (isspace((unsigned char)*msg)) {
+			if (n > 0 && st->down_msg[n - 1] != ' ')
+				st->down_msg[n++] = ' ';
+		} else {
+			st->down_msg[n++] = *msg;
+		}
+	}
+	while (n > 0 && st->down_msg[n - 1] == ' ')
+		n--;
+	st->down_msg[n] = '\0';
+}
+
 /* A request failed with -EAGAIN while the store was up: one log line for
  * the whole outage, not one per query.  Caller holds mu. */
 static void
@@ -679,11 +699,11 @@ outage_begin(struct pgn_store *st, const char *msg)
 	st->next_try = st->down_since;
 	st->attempts = 0;
 	st->failed = 0;
-	snprintf(st->down_msg, sizeof(st->down_msg), "%s", msg);
+	outage_cause(st, msg);
 	pgn_log(PGN_LOG_WARN,
 		"store %s: unavailable (%s); requests wait up to %ld ms, "
 		"in order, while it is tried again",
-		st->drv->name, msg, st->hold_ms);
+		st->drv->name, st->down_msg, st->hold_ms);
 }
 
 /* A request succeeded again.  Caller holds mu. */
@@ -773,8 +793,7 @@ run_held(struct pgn_store *st, int txn, int nstmts, const struct stmt *stmts,
 			st->next_try = mono_ms() + st->backoff;
 			if (st->drv->reconnect &&
 			    st->drv->reconnect(st->conn, msg, sizeof(msg)) < 0) {
-				snprintf(st->down_msg, sizeof(st->down_msg),
-					 "%s", msg);
+				outage_cause(st, msg);
 				continue;
 			}
 		}
@@ -788,8 +807,7 @@ run_held(struct pgn_store *st, int txn, int nstmts, const struct stmt *stmts,
 		if (!st->down)
 			outage_begin(st, res->errmsg);
 		else
-			snprintf(st->down_msg, sizeof(st->down_msg), "%s",
-				 res->errmsg);
+			outage_cause(st, res->errmsg);
 	}
 }
 

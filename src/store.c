@@ -35,8 +35,8 @@
 /* A migration file larger than this is a mistake, not a schema. */
 #define MIGRATION_MAX_BYTES (16 * 1024 * 1024)
 
-/* Reconnection backoff while the store is unavailable: the first retry
- * after BACKOFF_MIN_MS, doubling up to BACKOFF_MAX_MS. */
+/* Reconnection backoff while the store is unavailable: the first attempt
+ * at once, the next after BACKOFF_MIN_MS, doubling up to BACKOFF_MAX_MS. */
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 2000
 
@@ -47,7 +47,7 @@ struct pgn_store {
 	pthread_cond_t wake; /* interrupts a backoff wait (closing) */
 	struct pgn_worker *worker; /* NULL without an event base */
 	int version;
-	/* Outage state (see request_run()), under mu. */
+	/* Outage state (see run_held()), under mu. */
 	long hold_ms;
 	int down;             /* a request failed with -EAGAIN, none since succeeded */
 	int past_hold;        /* the hold ran out (logged once) */

@@ -345,3 +345,31 @@ def test_offline_quota_bounce_is_not_archived(store_server):
                         for (st,) in rows(srv, "SELECT stanza FROM mam_messages "
                                                "WHERE username = '%s'" % user))
         assert bodies == ['m0', 'm1', 'm2'], (user, bodies)
+
+
+def chattr(flag, paths):
+    return subprocess.run(['chattr', flag] + [str(p) for p in paths],
+                          capture_output=True, text=True).returncode == 0
+
+
+def test_sqlite_immutable_files(basedir, certs):
+    """A real I/O failure instead of the test hook: the SQLite files made
+    immutable (chattr +i, root on a file system that supports it) for
+    longer than outage_hold, then writable again."""
+    if os.geteuid() != 0 or shutil.which('chattr') is None:
+        pytest.skip('chattr +i needs root')
+    srv = HoldServer(basedir, certs, 1)
+    srv.start()
+    files = [srv.db_path, Path(str(srv.db_path) + '-wal'),
+             Path(str(srv.db_path) + '-shm')]
+    try:
+        if not chattr('+i', files[:1]) or not chattr('-i', files[:1]):
+            pytest.skip('chattr +i is not supported here')
+        got, bounced, a_rows, b_rows = burst(
+            srv, lambda: chattr('+i', files), lambda: chattr('-i', files),
+            4.0)
+        check_consistent(N, got, bounced, a_rows, b_rows)
+        assert bounced, 'nothing bounced: the failure did not bite'
+    finally:
+        chattr('-i', files)
+        srv.destroy()

@@ -373,3 +373,23 @@ def test_sqlite_immutable_files(basedir, certs):
     finally:
         chattr('-i', files)
         srv.destroy()
+
+
+def test_stop_during_outage(store_server):
+    """SIGTERM while the store is down and messages wait for it: the
+    server gives up waiting and exits cleanly, without waiting out the
+    hold."""
+    driver, make = store_server
+    srv, fail, recover = make(60)
+    alice, apw = srv.new_user(prefix='alice')
+    bob, bpw = srv.new_user(prefix='bob')
+    a = online(srv, alice, apw, 'ra')
+    online(srv, bob, bpw, 'rb')
+    fail()
+    for i in range(20):
+        a.message('%s@localhost' % bob, 'm%d' % i)
+    time.sleep(0.5)
+    t = time.monotonic()
+    srv.stop(timeout=20)
+    assert time.monotonic() - t < 10
+    recover()

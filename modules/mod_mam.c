@@ -815,14 +815,20 @@ rows_sql(struct mam *mm, struct row *head, int nrows, char **out,
 	        "INSERT INTO mam_messages (host, username, ts, stanza_id, "
 	        "origin_id, with_bare, with_resource, outgoing, stanza) "
 	        "VALUES ";
+	/* A replay of a statement whose COMMIT may have committed (the
+	 * store runs a request again after a lost connection) finds its
+	 * rows there: the ids are unique and random, so a conflict can
+	 * only be the same row. */
+	static const char sql_tail[] =
+	        " ON CONFLICT (host, username, stanza_id) DO NOTHING";
 	/* ", ($2296, $2297, CAST($2298 AS BIGINT), ...)" at most. */
 	static const size_t row_sql = 128;
 	char *sql;
 	size_t len;
 	int n = 0;
 
-	if ((sql = malloc(sizeof(sql_head) + (size_t)nrows * row_sql)) ==
-	    NULL)
+	if ((sql = malloc(sizeof(sql_head) + (size_t)nrows * row_sql +
+	                  sizeof(sql_tail))) == NULL)
 		return -ENOMEM;
 	len = (size_t)snprintf(sql, sizeof(sql_head), "%s", sql_head);
 	for (struct row *r = head; r != NULL; r = r->next) {
@@ -841,6 +847,7 @@ rows_sql(struct mam *mm, struct row *head, int nrows, char **out,
 			n++;
 		}
 	}
+	memcpy(sql + len, sql_tail, sizeof(sql_tail));
 	*out = sql;
 	return 0;
 }

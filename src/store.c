@@ -767,8 +767,8 @@ outage_wait(struct pgn_store *st)
  *
  * A COMMIT whose connection broke may have committed: it is run again
  * like any failed request, so callers' writes should tolerate a replay
- * (mod_mam's rows are unique by stanza id, and a replayed batch that
- * hits the index fails instead of duplicating). */
+ * (mod_mam's rows are unique by stanza id and inserted ON CONFLICT DO
+ * NOTHING). */
 static void
 run_held(struct pgn_store *st, int txn, int nstmts, const struct stmt *stmts,
 	 struct pgn_store_result *res)

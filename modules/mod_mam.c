@@ -19,10 +19,16 @@
  * messages get none (XEP-0313 §3.5: their recipients cannot query the
  * sender's archive).
  *
- * Durable before acknowledged: each archived stanza takes an ack ticket
- * (pgn_event_ack_ticket) that is finished once its row committed, so
- * that a client's stream management ack of a message means the message
- * is in the archive; delivery does not wait.  Rows are group-committed:
+ * Archived before delivered (doc/architecture.md, "Storage failures"):
+ * an archived message is held (pgn_event_hold) until its rows
+ * committed, then moves on (delivery, offline storage, and the sender's
+ * stream management ack, which waits for holds); if they cannot be
+ * written it is bounced (wait, internal-server-error) and is in no
+ * archive.  For a message between two hosts that both archive, the
+ * sender's host only marks it (st->archive_sender) and the recipient's
+ * host writes both copies in one statement once the message has passed
+ * the inbound filters: a message that is blocked, or to an unknown
+ * user, is bounced without being archived.  Rows are group-committed:
  * while one write runs, new rows queue and then go together (up to
  * STORE_BATCH), as in mod_offline, but as one multi-row INSERT: one
  * round trip instead of one per row (PostgreSQL took 3.5 times as
@@ -139,10 +145,6 @@
 
 /* ---- SQL (the same text on SQLite and PostgreSQL) ---- */
 
-static const char sql_insert[] =
-        "INSERT INTO mam_messages (host, username, ts, stanza_id, origin_id, "
-        "with_bare, with_resource, outgoing, stanza) VALUES ($1, $2, "
-        "CAST($3 AS BIGINT), $4, $5, $6, $7, CAST($8 AS INTEGER), $9)";
 /* No row: no such account. */
 static const char sql_prefs_load[] =
         "SELECT p.default_mode, p.always_jids, p.never_jids, c.n, c.bytes "
@@ -255,8 +257,7 @@ struct mam {
 /* A stanza or a session waiting for a user's preferences. */
 struct waiter {
 	struct waiter *next;
-	struct pgn_hold *hold;         /* a message, or NULL: a session */
-	struct pgn_ack_ticket *ticket; /* of the held message */
+	struct pgn_hold *hold; /* a message, or NULL: a session */
 	int outgoing;
 	uint64_t sid; /* the held session */
 };
@@ -294,11 +295,15 @@ struct msess {
 	unsigned queries; /* running */
 };
 
-/* A row to insert: owns its strings and the ack ticket. */
+/* A row to insert: owns its strings.  The first row of a message owns
+ * the held message and its second row (pair: the sender's copy), which
+ * go in the same statement. */
 struct row {
 	struct row *next;
 	struct mam *mm;
-	struct pgn_ack_ticket *ticket;
+	struct pgn_hold *hold;
+	struct row *pair;
+	char *host;
 	char *user;
 	char *origin_id;
 	char *with_bare;
@@ -312,6 +317,7 @@ struct row {
 struct batch {
 	struct mam *mm;
 	struct row *head;
+	int single; /* one message: a failure is its own */
 };
 
 /* A query (§4): the held iq, answered at the end. */
@@ -755,6 +761,8 @@ row_free(struct row *r)
 {
 	if (r == NULL)
 		return;
+	row_free(r->pair);
+	free(r->host);
 	free(r->user);
 	free(r->origin_id);
 	free(r->with_bare);
@@ -763,17 +771,37 @@ row_free(struct row *r)
 	free(r);
 }
 
-/* The row is committed (ok) or lost (logged): the sender's ack may go.
- * Takes r. */
+/* The message's rows are committed (ok): it moves on; or they cannot be
+ * written: its sender is told, and it goes nowhere, so that the archive
+ * holds what was delivered.  Takes r. */
 static void
 row_done(struct row *r, int ok)
 {
+	struct pgn_server *srv = r->mm->srv;
+	struct pgn_hold *h = r->hold;
+
+	/* The failure itself is logged once per statement. */
 	if (!ok)
-		pgn_log(PGN_LOG_WARN,
+		pgn_log(PGN_LOG_DEBUG,
 		        "mod_mam %s: message %s of %s not "
-		        "archived",
+		        "archived, bounced",
 		        r->mm->host, r->sid, r->user);
-	pgn_ack_ticket_done(r->ticket);
+	row_free(r);
+	if (h == NULL)
+		return;
+	if (ok)
+		pgn_hold_resume(h);
+	else
+		pgn_stanza_bounce(srv, pgn_hold_take(h), "wait",
+		                  "internal-server-error");
+}
+
+/* At unload: nothing can be routed any more.  Takes r. */
+static void
+row_drop(struct row *r)
+{
+	if (r->hold != NULL)
+		pgn_stanza_free(pgn_hold_take(r->hold));
 	row_free(r);
 }
 
@@ -793,7 +821,7 @@ static void
 row_params(struct mam *mm, struct row *r, const char *p[9])
 {
 	snprintf(r->ts, sizeof(r->ts), "%" PRId64, next_ts(mm));
-	p[0] = mm->host;
+	p[0] = r->host;
 	p[1] = r->user;
 	p[2] = r->ts;
 	p[3] = r->sid;
@@ -804,34 +832,8 @@ row_params(struct mam *mm, struct row *r, const char *p[9])
 	p[8] = r->text;
 }
 
-static void
-single_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
-{
-	struct row *r = arg;
-	struct mam *mm = r->mm;
-
-	(void)owner;
-	if (res->error != 0)
-		pgn_log(PGN_LOG_WARN, "mod_mam %s: archiving for %s failed: %s",
-		        mm->host, r->user, res->errmsg);
-	row_done(r, res->error == 0);
-	write_done(mm);
-}
-
-/* Writes r in its own transaction.  Takes r. */
-static void
-store_single(struct mam *mm, struct row *r)
-{
-	const char *p[9];
-
-	row_params(mm, r, p);
-	if (pgn_store_query(mm->store, sql_insert, 9, p, 0, single_done, r) !=
-	    0) {
-		row_done(r, 0);
-		return;
-	}
-	mm->inflight++;
-}
+static void submit_rows(struct mam *mm, struct row *head, int nrows,
+                        int single);
 
 static void
 batch_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
@@ -839,97 +841,147 @@ batch_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
 	struct batch *b = arg;
 	struct mam *mm = b->mm;
 	struct row *r = b->head, *next;
+	int single = b->single;
 
 	(void)owner;
 	free(b);
-	if (res->error == 0) {
+	if (res->error == 0 || single || res->error == -EAGAIN) {
+		/* Committed; or one message's rows; or the store was
+		 * unavailable for longer than it holds requests: writing
+		 * the rows one by one would only fail again. */
+		/* An unavailable store logs the outage itself, once. */
+		if (res->error != 0)
+			pgn_log(res->error == -EAGAIN ? PGN_LOG_DEBUG
+			                              : PGN_LOG_WARN,
+			        "mod_mam %s: archiving failed, bouncing "
+			        "the messages: %s",
+			        mm->host, res->errmsg);
 		for (; r != NULL; r = next) {
 			next = r->next;
-			row_done(r, 1);
+			row_done(r, res->error == 0);
 		}
 	} else {
-		/* Rolled back (an account deleted meanwhile, a storage
-		 * error): each row alone, so that the others are kept. */
+		/* Rolled back (an account deleted meanwhile): each
+		 * message alone, so that the others are kept. */
 		pgn_log(PGN_LOG_DEBUG,
 		        "mod_mam %s: batch refused (%s), "
-		        "writing its rows one by one",
+		        "writing its messages one by one",
 		        mm->host, res->errmsg);
 		for (; r != NULL; r = next) {
 			next = r->next;
 			r->next = NULL;
-			store_single(mm, r);
+			submit_rows(mm, r, r->pair != NULL ? 2 : 1, 1);
 		}
 	}
 	write_done(mm);
 }
 
-/* Submits the queued rows: up to STORE_BATCH in one multi-row INSERT
- * (one statement: one round trip to the store's server, one commit). */
-static void
-flush_rows(struct mam *mm)
+/* The INSERT of the messages of the list head (nrows rows with their
+ * pairs): one statement, one round trip to the store's server, one
+ * commit.  *out is malloc'd (caller frees); params (9 per row) are
+ * borrowed from the rows.  0 or -ENOMEM. */
+static int
+rows_sql(struct mam *mm, struct row *head, int nrows, char **out,
+         const char **params)
 {
-	static const char head[] =
+	static const char sql_head[] =
 	        "INSERT INTO mam_messages (host, username, ts, stanza_id, "
 	        "origin_id, with_bare, with_resource, outgoing, stanza) "
 	        "VALUES ";
-	/* "($1, $2049, CAST($2049 AS BIGINT), ...), " at most. */
+	/* A replay of a statement whose COMMIT may have committed (the
+	 * store runs a request again after a lost connection) finds its
+	 * rows there: the ids are unique and random, so a conflict can
+	 * only be the same row. */
+	static const char sql_tail[] =
+	        " ON CONFLICT (host, username, stanza_id) DO NOTHING";
+	/* ", ($2296, $2297, CAST($2298 AS BIGINT), ...)" at most. */
 	static const size_t row_sql = 128;
-	const char *params[1 + 8 * STORE_BATCH];
-	char *sql = NULL;
+	char *sql;
 	size_t len;
-	struct batch *b = NULL;
-	struct row *r, *last = NULL;
 	int n = 0;
 
-	if (mm->qhead == NULL)
-		return;
-	if (mm->qhead->next == NULL || (b = calloc(1, sizeof(*b))) == NULL ||
-	    (sql = malloc(sizeof(head) + STORE_BATCH * row_sql)) == NULL) {
-		free(b);
-		while ((r = mm->qhead) != NULL) {
-			mm->qhead = r->next;
-			r->next = NULL;
-			mm->queued--;
-			store_single(mm, r);
-		}
-		mm->qtail = NULL;
-		return;
-	}
-	b->mm = mm;
-	b->head = mm->qhead;
-	params[0] = mm->host;
-	len = (size_t)snprintf(sql, sizeof(head), "%s", head);
-	for (r = mm->qhead; r != NULL && n < STORE_BATCH; r = r->next, n++) {
-		const char *p[9];
-		int k = 2 + 8 * n;
+	if ((sql = malloc(sizeof(sql_head) + (size_t)nrows * row_sql +
+	                  sizeof(sql_tail))) == NULL)
+		return -ENOMEM;
+	len = (size_t)snprintf(sql, sizeof(sql_head), "%s", sql_head);
+	for (struct row *r = head; r != NULL; r = r->next) {
+		/* The sender's copy first: ids follow the order of events. */
+		for (struct row *x = r->pair != NULL ? r->pair : r; x != NULL;
+		     x = x == r ? NULL : r) {
+			int k = 1 + 9 * n;
 
-		row_params(mm, r, p);
-		memcpy(&params[1 + 8 * n], &p[1], 8 * sizeof(*p));
-		len += (size_t)snprintf(
-		        sql + len, row_sql,
-		        "%s($1, $%d, CAST($%d AS BIGINT), $%d, $%d, $%d, $%d, "
-		        "CAST($%d AS INTEGER), $%d)",
-		        n > 0 ? ", " : "", k, k + 1, k + 2, k + 3, k + 4, k + 5,
-		        k + 6, k + 7);
+			row_params(mm, x, &params[9 * n]);
+			len += (size_t)snprintf(
+			        sql + len, row_sql,
+			        "%s($%d, $%d, CAST($%d AS BIGINT), $%d, $%d, "
+			        "$%d, $%d, CAST($%d AS INTEGER), $%d)",
+			        n > 0 ? ", " : "", k, k + 1, k + 2, k + 3,
+			        k + 4, k + 5, k + 6, k + 7, k + 8);
+			n++;
+		}
+	}
+	memcpy(sql + len, sql_tail, sizeof(sql_tail));
+	*out = sql;
+	return 0;
+}
+
+/* Writes the messages of the list head (nrows rows with their pairs).
+ * Takes the list. */
+static void
+submit_rows(struct mam *mm, struct row *head, int nrows, int single)
+{
+	const char *params[9 * STORE_BATCH] = {NULL};
+	char *sql = NULL;
+	struct batch *b = NULL;
+	struct row *r, *next;
+
+	if ((b = calloc(1, sizeof(*b))) == NULL ||
+	    rows_sql(mm, head, nrows, &sql, params) != 0)
+		goto fail;
+	b->mm = mm;
+	b->head = head;
+	b->single = single;
+	if (pgn_store_query(mm->store, sql, 9 * nrows, params, 0, batch_done,
+	                    b) != 0)
+		goto fail;
+	free(sql);
+	mm->inflight++;
+	return;
+fail:
+	pgn_log(PGN_LOG_ERROR, "mod_mam %s: cannot queue archive rows, "
+	        "bouncing the messages", mm->host);
+	free(b);
+	free(sql);
+	for (r = head; r != NULL; r = next) {
+		next = r->next;
+		row_done(r, 0);
+	}
+}
+
+/* Submits the queued messages, up to STORE_BATCH rows. */
+static void
+flush_rows(struct mam *mm)
+{
+	struct row *head = mm->qhead, *last = NULL, *r;
+	int n = 0, k = 0;
+
+	if (head == NULL)
+		return;
+	for (r = head; r != NULL; r = r->next) {
+		int rows = r->pair != NULL ? 2 : 1;
+
+		if (last != NULL && n + rows > STORE_BATCH)
+			break;
+		n += rows;
+		k++;
 		last = r;
 	}
 	mm->qhead = last->next;
 	if (mm->qhead == NULL)
 		mm->qtail = NULL;
 	last->next = NULL;
-	mm->queued -= (size_t)n;
-	if (pgn_store_query(mm->store, sql, 1 + 8 * n, params, 0, batch_done,
-	                    b) != 0) {
-		for (r = b->head; r != NULL; r = b->head) {
-			b->head = r->next;
-			row_done(r, 0);
-		}
-		free(b);
-		free(sql);
-		return;
-	}
-	free(sql);
-	mm->inflight++;
+	mm->queued -= (size_t)k;
+	submit_rows(mm, head, n, k == 1);
 }
 
 /* Queues r (takes it): written now if nothing is being written, else
@@ -938,7 +990,7 @@ static void
 queue_row(struct mam *mm, struct row *r)
 {
 	if (mm->inflight == 0) {
-		store_single(mm, r);
+		submit_rows(mm, r, r->pair != NULL ? 2 : 1, 1);
 		return;
 	}
 	if (mm->qtail != NULL)
@@ -949,33 +1001,46 @@ queue_row(struct mam *mm, struct row *r)
 	mm->queued++;
 }
 
+static int quota_on(const struct mam *mm);
 static int quota_admit(struct mam *mm, const char *bare, size_t len);
-static void quota_count(struct mam *mm, const char *bare, size_t len);
+static void quota_count(struct mam *mm, const char *bare, size_t len,
+                        int queued);
+static void quota_queued(struct mam *mm, const char *bare);
 
-/* Archives st (a message of owner with peer) and, for an incoming one,
- * stamps it with its stanza id.  Takes ticket (finished when the row is
- * durable, or now on failure). */
-static void
-archive_now(struct mam *mm, struct pgn_stanza *st, const struct pgn_jid *owner,
-            const struct pgn_jid *peer, int outgoing,
-            struct pgn_ack_ticket *ticket)
+/* The sender's copy of st, which the recipient's host will write with
+ * its own: 1 if this host's quota admits it, counted now (so that a
+ * burst is not admitted whole before the first row is queued).  The
+ * trim waits for the row to be queued: on this host, archive_held()
+ * calls quota_queued(); another host's instance cannot, so the trim
+ * runs now and sees the rows queued so far. */
+static int
+quota_admit_sender(struct mam *mm, const struct pgn_stanza *st)
 {
-	struct row *r = NULL;
-	struct pgn_xml *sid;
-	const char *origin = NULL;
+	char *text;
 	size_t len;
 
-	if (mm->queued >= MAX_QUEUED) {
-		/* The store does not keep up (a message that waited for the
-		 * preferences; others are refused before): it goes on
-		 * without being archived rather than waiting. */
-		pgn_log(PGN_LOG_WARN,
-		        "mod_mam %s: %zu rows waiting for the "
-		        "store, not archiving more",
-		        mm->host, mm->queued);
-		pgn_ack_ticket_done(ticket);
-		return;
-	}
+	if (!quota_on(mm))
+		return 1;
+	if ((text = pgn_xml_to_string(st->xml, PGN_NS_CLIENT)) == NULL)
+		return 0;
+	len = strlen(text);
+	free(text);
+	if (!quota_admit(mm, st->from->bare, len))
+		return 0;
+	quota_count(mm, st->from->bare, len,
+	            strcmp(st->to->domain, mm->host) != 0);
+	return 1;
+}
+
+/* A row for st in owner's archive (owner on host, talking with peer).
+ * NULL on allocation failure. */
+static struct row *
+make_row(struct mam *mm, struct pgn_stanza *st, const struct pgn_jid *owner,
+         const struct pgn_jid *peer, int outgoing)
+{
+	struct row *r;
+	const char *origin = NULL;
+
 	for (const struct pgn_xml *c = pgn_xml_first_child(st->xml); c != NULL;
 	     c = pgn_xml_next(c))
 		if (is_el(c, NS_SID, "origin-id")) {
@@ -985,46 +1050,234 @@ archive_now(struct mam *mm, struct pgn_stanza *st, const struct pgn_jid *owner,
 	if (origin != NULL && strlen(origin) > MAX_ORIGIN_ID_LEN)
 		origin = NULL;
 	if ((r = calloc(1, sizeof(*r))) == NULL)
-		goto fail;
+		return NULL;
 	r->mm = mm;
 	r->outgoing = outgoing;
 	/* Stored without our stanza-id: the result carries it. */
 	if (make_stanza_id(mm, r->sid) != 0 ||
+	    (r->host = strdup(owner->domain)) == NULL ||
 	    (r->user = strdup(owner->node)) == NULL ||
 	    (r->with_bare = strdup(peer->bare)) == NULL ||
 	    (peer->resource != NULL &&
 	     (r->with_res = strdup(peer->resource)) == NULL) ||
 	    (origin != NULL && (r->origin_id = strdup(origin)) == NULL) ||
-	    (r->text = pgn_xml_to_string(st->xml, PGN_NS_CLIENT)) == NULL)
-		goto fail;
-	len = strlen(r->text);
-	if (!quota_admit(mm, owner->bare, len)) {
-		/* Over the quota (refuse): delivered, not archived. */
+	    (r->text = pgn_xml_to_string(st->xml, PGN_NS_CLIENT)) == NULL) {
 		row_free(r);
-		pgn_ack_ticket_done(ticket);
-		return;
+		return NULL;
 	}
-	if (!outgoing) {
-		if ((sid = pgn_xml_add_child(st->xml, NS_SID, "stanza-id")) ==
-		            NULL ||
-		    pgn_xml_set_attr(sid, "by", owner->bare) != 0 ||
-		    pgn_xml_set_attr(sid, "id", r->sid) != 0) {
-			if (sid != NULL) {
-				pgn_xml_unlink(sid);
-				pgn_xml_free(sid);
-			}
+	return r;
+}
+
+/* The rows of st: on the sender's host (outgoing) the sender's copy; on
+ * the recipient's, the recipient's copy (want) and the sender's when
+ * the sender's host left it here (st->archive_sender), which share one
+ * statement; an incoming message is stamped with its stanza id.  *out
+ * is NULL when there is nothing to write.  0 or -ENOMEM. */
+static int
+make_rows(struct mam *mm, struct pgn_stanza *st, int outgoing, int want,
+          struct row **out)
+{
+	struct row *r = NULL, *pair = NULL;
+	struct pgn_xml *sid;
+
+	*out = NULL;
+	if (outgoing) {
+		if ((r = make_row(mm, st, st->from, st->to, 1)) == NULL)
 			goto fail;
-		}
+		if (!quota_admit(mm, st->from->bare, strlen(r->text)))
+			row_free(r);
+		else
+			*out = r;
+		return 0;
 	}
-	r->ticket = ticket;
-	queue_row(mm, r);
-	quota_count(mm, owner->bare, len);
-	return;
+	/* The sender's copy first, without our stanza-id. */
+	if (st->archive_sender &&
+	    (pair = make_row(mm, st, st->from, st->to, 1)) == NULL)
+		goto fail;
+	st->archive_sender = 0;
+	if (!want) {
+		*out = pair;
+		return 0;
+	}
+	if ((r = make_row(mm, st, st->to, st->from, 0)) == NULL)
+		goto fail;
+	if (!quota_admit(mm, st->to->bare, strlen(r->text))) {
+		/* Over the recipient's quota (refuse): delivered without a
+		 * stanza id, in no archive of the recipient's. */
+		row_free(r);
+		*out = pair;
+		return 0;
+	}
+	if ((sid = pgn_xml_add_child(st->xml, NS_SID, "stanza-id")) == NULL ||
+	    pgn_xml_set_attr(sid, "by", st->to->bare) != 0 ||
+	    pgn_xml_set_attr(sid, "id", r->sid) != 0) {
+		if (sid != NULL) {
+			pgn_xml_unlink(sid);
+			pgn_xml_free(sid);
+		}
+		goto fail;
+	}
+	r->pair = pair;
+	*out = r;
+	return 0;
 fail:
 	pgn_log(PGN_LOG_ERROR, "mod_mam %s: cannot archive a message of %s",
-	        mm->host, owner->bare);
+	        mm->host, st->from->bare);
 	row_free(r);
-	pgn_ack_ticket_done(ticket);
+	row_free(pair);
+	return -ENOMEM;
+}
+
+/* 1 if the router hands st to a session right after the inbound events
+ * (RFC 6121 §8.5: the session of the full JID, or the available
+ * resources of non-negative priority). */
+static int
+will_deliver(struct mam *mm, const struct pgn_stanza *st)
+{
+	if (st->to->resource != NULL)
+		for (struct pgn_session *s =
+		             pgn_user_sessions(mm->srv, st->to->bare);
+		     s != NULL; s = pgn_session_next(s))
+			if (strcmp(pgn_session_jid(s)->resource,
+			           st->to->resource) == 0)
+				return 1;
+	return pgn_user_top_priority(mm->srv, st->to->bare) >= 0;
+}
+
+/* Nobody to deliver st to now: its rows (r, taken) go with it, to be
+ * committed with its offline copy (mod_offline), or never if it is
+ * bounced instead.  0 or -ENOMEM. */
+static int
+attach_rows(struct mam *mm, struct pgn_stanza *st, struct row *r)
+{
+	const char *params[18] = {NULL};
+	int nrows = r->pair != NULL ? 2 : 1, rc;
+	char *sql = NULL;
+
+	rc = rows_sql(mm, r, nrows, &sql, params);
+	if (rc == 0)
+		rc = pgn_stanza_add_write(st, sql, 9 * nrows, params);
+	free(sql);
+	row_free(r);
+	return rc;
+}
+
+/* A row of len bytes for owner (if any) was queued or attached, and
+ * with pair the sender's copy (counted by quota_admit_sender()). */
+static void
+quota_count_rows(struct mam *mm, const struct pgn_stanza *st,
+                 const char *owner, size_t len, int pair)
+{
+	if (owner != NULL)
+		quota_count(mm, owner, len, 1);
+	if (pair)
+		quota_queued(mm, st->from->bare);
+}
+
+/* Archives the held message h (see make_rows), which moves on once its
+ * rows committed, or is bounced if they cannot be.  Takes h. */
+static void
+archive_held(struct mam *mm, struct pgn_hold *h, int outgoing, int want)
+{
+	struct pgn_stanza *st = pgn_hold_stanza(h);
+	struct row *r;
+	const char *owner = NULL;
+	size_t len = 0;
+	int pair = 0;
+
+	if (mm->queued >= MAX_QUEUED) {
+		/* The store does not keep up (a message that waited for the
+		 * preferences; others are held before). */
+		pgn_log(PGN_LOG_WARN,
+		        "mod_mam %s: %zu rows waiting for the "
+		        "store, refusing a message",
+		        mm->host, mm->queued);
+		pgn_stanza_bounce(mm->srv, pgn_hold_take(h), "wait",
+		                  "resource-constraint");
+		return;
+	}
+	if (make_rows(mm, st, outgoing, want, &r) != 0)
+		goto fail;
+	if (r != NULL) {
+		/* Owners' quotas count rows once queued (a trim then sees
+		 * them) or attached to the offline copy; the sender's copy
+		 * written here was counted on the sender's host. */
+		len = strlen(r->text);
+		if (outgoing)
+			owner = st->from->bare;
+		else if (r->outgoing)
+			pair = 1; /* only the sender's copy */
+		else {
+			owner = st->to->bare;
+			pair = r->pair != NULL;
+		}
+	}
+	if (r != NULL && !outgoing && !will_deliver(mm, st)) {
+		if (attach_rows(mm, st, r) != 0)
+			goto fail;
+		r = NULL;
+		quota_count_rows(mm, st, owner, len, pair);
+	}
+	if (r == NULL) {
+		pgn_hold_resume(h);
+		return;
+	}
+	r->hold = h;
+	queue_row(mm, r);
+	quota_count_rows(mm, st, owner, len, pair);
+	return;
+fail:
+	pgn_stanza_bounce(mm->srv, pgn_hold_take(h), "wait",
+	                  "internal-server-error");
+}
+
+static void
+has_mam_feature(const char *var, void *arg)
+{
+	if (strcmp(var, NS_MAM2) == 0)
+		*(int *)arg = 1;
+}
+
+/* 1 if the recipient's host archives too: then it writes the sender's
+ * copy with the recipient's, once the message is accepted there. */
+static int
+peer_archives(struct mam *mm, const struct pgn_jid *peer)
+{
+	struct pgn_host *h;
+	int found = 0;
+
+	if (peer->node == NULL ||
+	    (h = pgn_server_host(mm->srv, peer->domain)) == NULL)
+		return 0;
+	pgn_host_foreach_feature(h, has_mam_feature, &found);
+	return found;
+}
+
+/* The decision v for the held message h is known (p: the owner's
+ * preferences): archive it, leave the sender's copy to the recipient's
+ * host, or let it go.  Takes h. */
+static void
+settle(struct mam *mm, struct pgn_hold *h, int outgoing, enum verdict v,
+       const struct uprefs *p)
+{
+	struct pgn_stanza *st = pgn_hold_stanza(h);
+
+	if (outgoing) {
+		if (v == V_YES && peer_archives(mm, st->to)) {
+			/* The recipient's host writes this copy with its
+			 * own; the sender's quota is this host's to check. */
+			st->archive_sender = quota_admit_sender(mm, st);
+			v = V_NO;
+		}
+	} else if (p != NULL && p->state == P_NOACCOUNT) {
+		/* No such user: the message is bounced further on, and is
+		 * in no archive. */
+		st->archive_sender = 0;
+	}
+	if (v == V_YES || (!outgoing && st->archive_sender))
+		archive_held(mm, h, outgoing, v == V_YES);
+	else
+		pgn_hold_resume(h);
 }
 
 /* ---- preferences cache ---- */
@@ -1049,7 +1302,6 @@ prefs_free(struct uprefs *p)
 		p->waiters = w->next;
 		if (w->hold != NULL)
 			pgn_stanza_free(pgn_hold_take(w->hold));
-		pgn_ack_ticket_done(w->ticket);
 		free(w);
 	}
 	prefs_lists_clear(p);
@@ -1155,14 +1407,25 @@ drain_overflow(struct mam *mm)
 	while (mm->over_head != NULL && mm->queued < MAX_QUEUED) {
 		struct waiter *w = mm->over_head;
 		struct pgn_stanza *st = pgn_hold_stanza(w->hold);
+		const struct pgn_jid *owner = w->outgoing ? st->from : st->to;
+		const struct pgn_jid *peer = w->outgoing ? st->to : st->from;
+		struct uprefs *p;
+		enum verdict v;
 
 		if ((mm->over_head = w->next) == NULL)
 			mm->over_tail = &mm->over_head;
 		mm->nover--;
-		archive_now(mm, st, w->outgoing ? st->from : st->to,
-		            w->outgoing ? st->to : st->from, w->outgoing,
-		            w->ticket);
-		pgn_hold_resume(w->hold);
+		p = prefs_get(mm, owner->bare, owner->node, 0);
+		v = p != NULL ? decide(p, peer, 0) : V_NO;
+		if (v == V_NEED) {
+			/* Its decision needs the store after all. */
+			w->next = NULL;
+			*p->wait_tail = w;
+			p->wait_tail = &w->next;
+			prefs_load(p);
+			continue;
+		}
+		settle(mm, w->hold, w->outgoing, v, p);
 		free(w);
 	}
 }
@@ -1188,16 +1451,9 @@ run_waiters(struct uprefs *p)
 				pgn_session_release(s);
 		} else {
 			struct pgn_stanza *st = pgn_hold_stanza(w->hold);
-			const struct pgn_jid *owner =
-			        w->outgoing ? st->from : st->to;
 			const struct pgn_jid *peer =
 			        w->outgoing ? st->to : st->from;
-			if (decide(p, peer, 1) == V_YES)
-				archive_now(mm, st, owner, peer, w->outgoing,
-				            w->ticket);
-			else
-				pgn_ack_ticket_done(w->ticket);
-			pgn_hold_resume(w->hold);
+			settle(mm, w->hold, w->outgoing, decide(p, peer, 1), p);
 		}
 		free(w);
 	}
@@ -1323,7 +1579,7 @@ on_message(struct pgn_event *ev, struct mam *mm, int outgoing)
 {
 	struct pgn_stanza *st = ev->stanza;
 	const struct pgn_jid *owner, *peer;
-	struct pgn_ack_ticket *ticket;
+	struct pgn_hold *h;
 	struct uprefs *p;
 	struct waiter *w;
 	enum verdict v;
@@ -1341,20 +1597,27 @@ on_message(struct pgn_event *ev, struct mam *mm, int outgoing)
 	if ((outgoing && strcmp(owner->bare, peer->bare) == 0) ||
 	    !archivable(st))
 		return PGN_EVENT_PASS;
-	if ((p = prefs_get(mm, owner->bare, owner->node, 0)) == NULL)
+	p = prefs_get(mm, owner->bare, owner->node, 0);
+	v = p != NULL ? decide(p, peer, 0) : V_NO;
+	if (outgoing && v == V_YES && peer_archives(mm, peer)) {
+		/* Written by the recipient's host, with its copy (if this
+		 * host's quota admits it). */
+		st->archive_sender = quota_admit_sender(mm, st);
 		return PGN_EVENT_PASS;
-	if ((v = decide(p, peer, 0)) == V_NO)
+	}
+	if (!outgoing && p != NULL && p->state == P_NOACCOUNT)
+		st->archive_sender = 0;
+	if (v == V_NO && (outgoing || !st->archive_sender))
 		return PGN_EVENT_PASS;
 	if (mm->queued >= MAX_QUEUED || mm->over_head != NULL) {
 		/* The store does not keep up.  Going on unarchived would
-		 * acknowledge (XEP-0198) a message that is not durable, so
-		 * the message waits (in order, behind the others) until
-		 * the queue drains; past MAX_OVERFLOW the sender is told to
-		 * try again. */
+		 * deliver and acknowledge (XEP-0198) a message that is not
+		 * in the archive, so the message waits (in order, behind
+		 * the others) until the queue drains; past MAX_OVERFLOW the
+		 * sender is told to try again. */
 		if (mm->nover < MAX_OVERFLOW &&
 		    (w = calloc(1, sizeof(*w))) != NULL) {
 			if ((w->hold = pgn_event_hold(ev)) != NULL) {
-				w->ticket = pgn_event_ack_ticket(ev);
 				w->outgoing = outgoing;
 				*mm->over_tail = w;
 				mm->over_tail = &w->next;
@@ -1374,23 +1637,38 @@ on_message(struct pgn_event *ev, struct mam *mm, int outgoing)
 		pgn_event_error(ev, "wait", "resource-constraint");
 		return PGN_EVENT_HANDLED;
 	}
-	ticket = pgn_event_ack_ticket(ev);
-	if (v == V_YES) {
-		archive_now(mm, st, owner, peer, outgoing, ticket);
+	if (v == V_NEED) {
+		/* The decision needs the store: the message waits for one
+		 * read. */
+		if ((w = calloc(1, sizeof(*w))) == NULL ||
+		    (w->hold = pgn_event_hold(ev)) == NULL) {
+			free(w);
+			pgn_event_error(ev, "wait", "resource-constraint");
+			return PGN_EVENT_HANDLED;
+		}
+		w->outgoing = outgoing;
+		*p->wait_tail = w;
+		p->wait_tail = &w->next;
+		prefs_load(p);
+		return PGN_EVENT_HANDLED;
+	}
+	if (!outgoing && !will_deliver(mm, st)) {
+		/* To offline storage (or back to the sender): the rows go
+		 * with the message, nothing waits here. */
+		struct row *r;
+
+		if (make_rows(mm, st, 0, v == V_YES, &r) != 0 ||
+		    (r != NULL && attach_rows(mm, st, r) != 0)) {
+			pgn_event_error(ev, "wait", "internal-server-error");
+			return PGN_EVENT_HANDLED;
+		}
 		return PGN_EVENT_PASS;
 	}
-	/* The decision needs the store: the message waits for one read. */
-	if ((w = calloc(1, sizeof(*w))) == NULL ||
-	    (w->hold = pgn_event_hold(ev)) == NULL) {
-		free(w);
-		pgn_ack_ticket_done(ticket);
-		return PGN_EVENT_PASS;
+	if ((h = pgn_event_hold(ev)) == NULL) {
+		pgn_event_error(ev, "wait", "resource-constraint");
+		return PGN_EVENT_HANDLED;
 	}
-	w->ticket = ticket;
-	w->outgoing = outgoing;
-	*p->wait_tail = w;
-	p->wait_tail = &w->next;
-	prefs_load(p);
+	archive_held(mm, h, outgoing, v == V_YES);
 	return PGN_EVENT_HANDLED;
 }
 
@@ -1465,9 +1743,12 @@ quota_admit(struct mam *mm, const char *bare, size_t len)
 	return 0;
 }
 
-/* A row of len bytes was queued for bare. */
+/* A row of len bytes for bare was admitted.  With queued, it is in the
+ * write queue (or attached to an offline copy) and an archive over the
+ * quota is trimmed now; else the recipient's host queues it and calls
+ * quota_queued(). */
 static void
-quota_count(struct mam *mm, const char *bare, size_t len)
+quota_count(struct mam *mm, const char *bare, size_t len, int queued)
 {
 	struct uprefs *p;
 
@@ -1478,7 +1759,21 @@ quota_count(struct mam *mm, const char *bare, size_t len)
 	p->qbytes += (int64_t)len;
 	p->dn++;
 	p->dbytes += (int64_t)len;
-	if (!mm->quota_refuse && !p->trimming && quota_over(mm, p, 0, 0))
+	if (queued)
+		quota_queued(mm, bare);
+}
+
+/* A row counted for bare is queued: drop_oldest trims if over. */
+static void
+quota_queued(struct mam *mm, const char *bare)
+{
+	struct uprefs *p;
+
+	if (!quota_on(mm) || mm->quota_refuse ||
+	    (p = pgn_map_get(mm->prefs, bare)) == NULL ||
+	    p->state != P_LOADED)
+		return;
+	if (!p->trimming && quota_over(mm, p, 0, 0))
 		trim_start(p);
 }
 
@@ -3370,13 +3665,12 @@ mam_unload(struct pgn_module *m)
 	while (mm->qhead != NULL) {
 		struct row *r = mm->qhead;
 		mm->qhead = r->next;
-		row_done(r, 0);
+		row_drop(r);
 	}
 	while (mm->over_head != NULL) {
 		struct waiter *w = mm->over_head;
 		mm->over_head = w->next;
 		pgn_stanza_free(pgn_hold_take(w->hold));
-		pgn_ack_ticket_done(w->ticket);
 		free(w);
 	}
 	if (mm->prefs != NULL) {

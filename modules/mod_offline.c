@@ -5,7 +5,9 @@
  * should_store) is held while it is written, stamped with a server
  * <delay/> (XEP-0203), and only dropped from memory once the store has
  * confirmed (messages that come meanwhile are group-committed, see
- * store_flush); a storage error bounces it (internal-server-error, wait),
+ * store_flush), in one transaction with the statements that go with it
+ * (st->writes: its archive rows, doc/architecture.md "Storage
+ * failures"); a storage error bounces it (internal-server-error, wait),
  * a full quota bounces it (resource-constraint, wait), an unknown account
  * lets the router answer as for any unknown user.  Nothing is lost
  * silently.
@@ -62,6 +64,10 @@
 #define MAX_QUEUED 20000
 /* delete_old_messages accepts at most this many digits (27 000 years). */
 #define MAX_DAYS_DIGITS 7
+/* A store that is unavailable (-EAGAIN) is logged by the store, once
+ * for the outage: the messages it bounces only at debug level. */
+#define STORE_FAIL_LEVEL(res) \
+	((res)->error == -EAGAIN ? PGN_LOG_DEBUG : PGN_LOG_WARN)
 
 /* ---- SQL (the same text on SQLite and PostgreSQL) ----
  * Parameters are text; CAST makes SQLite compare numbers as numbers. */
@@ -342,8 +348,8 @@ account_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
 
 	(void)owner;
 	if (res->error != 0) {
-		pgn_log(PGN_LOG_WARN, "offline %s: account lookup of %s failed: "
-			"%s", o->host, r->username, res->errmsg);
+		pgn_log(STORE_FAIL_LEVEL(res), "offline %s: account lookup of "
+			"%s failed: %s", o->host, r->username, res->errmsg);
 		hold_bounce(o, r->hold, "wait", "internal-server-error", NULL);
 	} else if ((n = pgn_store_value(res, 0, 0)) == NULL ||
 		   strcmp(n, "0") == 0) {
@@ -368,8 +374,8 @@ insert_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
 
 	(void)owner;
 	if (res->error != 0) {
-		pgn_log(PGN_LOG_WARN, "offline %s: storing a message for %s "
-			"failed: %s", o->host, r->username, res->errmsg);
+		pgn_log(STORE_FAIL_LEVEL(res), "offline %s: storing a message "
+			"for %s failed: %s", o->host, r->username, res->errmsg);
 		store_req_fail(r);
 	} else if (res->changes > 0) {
 		store_req_stored(r);
@@ -385,6 +391,74 @@ insert_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
 	write_done(o);
 }
 
+static void
+strict_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
+{
+	struct store_req *r = arg;
+	struct offline *o = r->o;
+	const char *params[2] = { o->host, r->username };
+
+	(void)owner;
+	if (res->error == 0) {
+		store_req_stored(r);
+	} else if (res->error == -EAGAIN) {
+		pgn_log(STORE_FAIL_LEVEL(res), "offline %s: storing a message "
+			"for %s failed: %s", o->host, r->username, res->errmsg);
+		store_req_fail(r);
+	} else if (pgn_store_query(pgn_server_store(o->srv), sql_account, 2,
+				   params, 0, account_done, r) == 0) {
+		/* Refused: the quota is reached or there is no such
+		 * account; the write goes on until the lookup answers. */
+		return;
+	} else {
+		store_req_fail(r);
+	}
+	write_done(o);
+}
+
+/* Writes r with the statements that go with it (its archive rows, see
+ * pgn_stanza_write), all or nothing.  Takes r. */
+static void
+store_with_writes(struct offline *o, struct store_req *r)
+{
+	const struct pgn_stanza_write *w;
+	const char *params[5] = { o->host, r->username, r->now, r->text,
+				  o->quota };
+	const char **sqls = NULL;
+	const char *const **pp = NULL;
+	int *np = NULL, n = 1, i = 0;
+
+	for (w = pgn_hold_stanza(r->hold)->writes; w != NULL; w = w->next)
+		n++;
+	if ((sqls = calloc((size_t)n, sizeof(*sqls))) == NULL ||
+	    (pp = calloc((size_t)n, sizeof(*pp))) == NULL ||
+	    (np = calloc((size_t)n, sizeof(*np))) == NULL)
+		goto fail;
+	sqls[i] = sql_insert_strict;
+	np[i] = 5;
+	pp[i++] = params;
+	for (w = pgn_hold_stanza(r->hold)->writes; w != NULL; w = w->next) {
+		sqls[i] = w->sql;
+		np[i] = w->nparams;
+		pp[i++] = (const char *const *)w->params;
+	}
+	if (pgn_store_txn(pgn_server_store(o->srv), n, sqls, np, pp, 0,
+			  strict_done, r) != 0)
+		goto fail;
+	o->inflight++;
+	free(sqls);
+	free(pp);
+	free(np);
+	return;
+fail:
+	free(sqls);
+	free(pp);
+	free(np);
+	pgn_log(PGN_LOG_WARN, "offline %s: cannot queue a store transaction",
+		o->host);
+	store_req_fail(r);
+}
+
 /* Writes r alone (the statement that tells why nothing was inserted).
  * Takes r. */
 static void
@@ -393,6 +467,10 @@ store_single(struct offline *o, struct store_req *r)
 	const char *params[5] = { o->host, r->username, r->now, r->text,
 				  o->quota };
 
+	if (pgn_hold_stanza(r->hold)->writes != NULL) {
+		store_with_writes(o, r);
+		return;
+	}
 	if (pgn_store_query(pgn_server_store(o->srv), sql_insert, 5, params, 0,
 			    insert_done, r) != 0) {
 		pgn_log(PGN_LOG_WARN, "offline %s: cannot queue a store query",
@@ -417,6 +495,15 @@ batch_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
 			next = r->next;
 			store_req_stored(r);
 		}
+	} else if (res->error == -EAGAIN) {
+		/* The store was unavailable for longer than it holds
+		 * requests: one by one would only fail again. */
+		pgn_log(STORE_FAIL_LEVEL(res), "offline %s: storing messages "
+			"failed: %s", o->host, res->errmsg);
+		for (; r != NULL; r = next) {
+			next = r->next;
+			store_req_fail(r);
+		}
 	} else {
 		/* Rolled back: a full quota, an unknown account or a
 		 * storage error.  One by one, each gets its own answer. */
@@ -431,23 +518,38 @@ batch_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
 	write_done(o);
 }
 
-/* Writes up to STORE_BATCH queued messages in one transaction (or each
- * alone with singles, or when there is only one). */
+/* Writes up to STORE_BATCH queued messages in one transaction, each
+ * with the statements that go with it (or each alone with singles, or
+ * when there is only one). */
 static void
 store_flush(struct offline *o, int singles)
 {
-	const char *sqls[STORE_BATCH];
-	int nparams[STORE_BATCH];
 	const char *params[STORE_BATCH][5];
-	const char *const *pp[STORE_BATCH];
-	struct store_batch *b;
+	const char **sqls = NULL;
+	const char *const **pp = NULL;
+	int *nparams = NULL;
+	const struct pgn_stanza_write *w;
+	struct store_batch *b = NULL;
 	struct store_req *r;
-	int n = 0;
+	int n = 0, k = 0, total = 0;
 
 	if (o->qhead == NULL)
 		return;
+	for (r = o->qhead; r != NULL && n < STORE_BATCH; r = r->next, n++) {
+		total++;
+		for (w = pgn_hold_stanza(r->hold)->writes; w != NULL;
+		     w = w->next)
+			total++;
+	}
 	if (singles || o->qhead->next == NULL ||
-	    (b = calloc(1, sizeof(*b))) == NULL) {
+	    (b = calloc(1, sizeof(*b))) == NULL ||
+	    (sqls = calloc((size_t)total, sizeof(*sqls))) == NULL ||
+	    (pp = calloc((size_t)total, sizeof(*pp))) == NULL ||
+	    (nparams = calloc((size_t)total, sizeof(*nparams))) == NULL) {
+		free(b);
+		free(sqls);
+		free(pp);
+		free(nparams);
 		while ((r = o->qhead) != NULL) {
 			o->qhead = r->next;
 			r->next = NULL;
@@ -459,15 +561,22 @@ store_flush(struct offline *o, int singles)
 	}
 	b->o = o;
 	b->head = o->qhead;
+	n = 0;
 	for (r = o->qhead; r != NULL && n < STORE_BATCH; r = r->next, n++) {
-		sqls[n] = sql_insert_strict;
-		nparams[n] = 5;
+		sqls[k] = sql_insert_strict;
+		nparams[k] = 5;
 		params[n][0] = o->host;
 		params[n][1] = r->username;
 		params[n][2] = r->now;
 		params[n][3] = r->text;
 		params[n][4] = o->quota;
-		pp[n] = params[n];
+		pp[k++] = params[n];
+		for (w = pgn_hold_stanza(r->hold)->writes; w != NULL;
+		     w = w->next) {
+			sqls[k] = w->sql;
+			nparams[k] = w->nparams;
+			pp[k++] = (const char *const *)w->params;
+		}
 		if (n == STORE_BATCH - 1 || r->next == NULL)
 			break;
 	}
@@ -478,7 +587,7 @@ store_flush(struct offline *o, int singles)
 		o->qtail = NULL;
 	r->next = NULL;
 	o->queued -= (size_t)n;
-	if (pgn_store_txn(pgn_server_store(o->srv), n, sqls, nparams, pp, 0,
+	if (pgn_store_txn(pgn_server_store(o->srv), k, sqls, nparams, pp, 0,
 			  batch_done, b) != 0) {
 		pgn_log(PGN_LOG_WARN, "offline %s: cannot queue a store "
 			"transaction", o->host);
@@ -487,9 +596,12 @@ store_flush(struct offline *o, int singles)
 			store_req_fail(r);
 		}
 		free(b);
-		return;
+	} else {
+		o->inflight++;
 	}
-	o->inflight++;
+	free(sqls);
+	free(pp);
+	free(nparams);
 }
 
 static int

@@ -82,7 +82,8 @@ static const char *const top_keys[] = {
 static const char *const listen_keys[] = {"port", "ip", "module",
 					  "starttls_required"};
 static const char *const listen_modules[] = {"c2s", "c2s_tls", "component"};
-static const char *const storage_keys[] = {"driver", "path", "conninfo"};
+static const char *const storage_keys[] = {"driver", "path", "conninfo",
+					   "outage_hold"};
 static const char *const component_keys[] = {"domain", "secret"};
 static const char *const host_config_keys[] = {"modules"};
 static const char *const log_keys[] = {"level", "file"};
@@ -1283,6 +1284,16 @@ cfg_parse_storage(struct cfg_parse *p, yaml_node_t *n, int keyline)
 				"libpq connection string, e.g. \"dbname=pigeon "
 				"user=pigeon\")");
 	}
+	v = cfg_get(p, map, "outage_hold", NULL);
+	if (v != NULL) {
+		unsigned long secs;
+
+		/* An hour of held requests is an outage, not a blip. */
+		rc = cfg_uint(p, v, "storage.outage_hold", 0, 3600, &secs);
+		if (rc < 0)
+			return rc;
+		cfg->storage_outage_hold = (unsigned)secs;
+	}
 	return 0;
 }
 
@@ -1897,6 +1908,7 @@ pgn_config_load(const char *path, struct pgn_config **out, char *err,
 	}
 	p.cfg = cfg;
 	cfg_limits_default(&cfg->limits);
+	cfg->storage_outage_hold = 30;
 	cfg->path = strdup(path);
 	if (cfg->path == NULL) {
 		rc = cfg_oom(&p);

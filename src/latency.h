@@ -1,6 +1,9 @@
 /* Delivery latency inside the server: how long a stanza spends between the
  * read that brought it in and the moment its bytes reach the recipient's
- * output buffer ("queued") or the recipient's socket ("flushed").
+ * output buffer ("queued") or the recipient's socket ("flushed").  A
+ * stanza held on the way (the archive commits first, XEP-0198 durable
+ * before acknowledged) keeps its read time in the hold, so the wait for
+ * the store is counted too.
  *
  * The histogram is log-linear over nanoseconds: values below
  * PGN_LAT_SUB are exact, above that every power of two is cut into

@@ -153,6 +153,9 @@ struct pgn_hold {
 	 * (XEP-0198): session id (0: none) and number. */
 	uint64_t ack_sid;
 	uint32_t ack_seq;
+	/* When and from which session the stanza was read (the latency
+	 * histograms then count the wait, see latency.h). */
+	uint64_t read_ns, read_sid;
 };
 
 /* Fires name on host h, from the start or (when from is at this stage)
@@ -456,6 +459,8 @@ pgn_event_hold(struct pgn_event *ev)
 	h->ack_seq = h->srv->ack_seq;
 	if (h->ack_sid != 0)
 		pgn_sm_ref(h->srv, h->ack_sid, h->ack_seq);
+	h->read_ns = h->srv->read_ns;
+	h->read_sid = h->srv->read_sid;
 	h->origin = ev->origin != NULL ? ev->origin->id : 0;
 	if (ctx != NULL)
 		h->at = (struct resume){ ctx->stage, ctx->host,
@@ -483,12 +488,15 @@ pgn_hold_resume(struct pgn_hold *h)
 	struct pgn_server *srv = h->srv;
 	uint64_t sid = h->ack_sid, saved_sid = srv->ack_sid;
 	uint32_t seq = h->ack_seq, saved_seq = srv->ack_seq;
+	uint64_t saved_ns = srv->read_ns, saved_rsid = srv->read_sid;
 
-	free(h);
 	/* Holds and tickets taken further on belong to the same client
-	 * stanza. */
+	 * stanza, and its delivery is timed from its read. */
 	srv->ack_sid = sid;
 	srv->ack_seq = seq;
+	srv->read_ns = h->read_ns;
+	srv->read_sid = h->read_sid;
+	free(h);
 	if (at.stage == STAGE_NONE) {
 		/* Not on its way anywhere (a session event's stanza). */
 		pgn_stanza_free(st);
@@ -501,6 +509,8 @@ pgn_hold_resume(struct pgn_hold *h)
 	}
 	srv->ack_sid = saved_sid;
 	srv->ack_seq = saved_seq;
+	srv->read_ns = saved_ns;
+	srv->read_sid = saved_rsid;
 	if (sid != 0)
 		pgn_sm_unref(srv, sid, seq);
 }

@@ -434,6 +434,7 @@ pgn_server_new(struct pgn_config *cfg, char *err, size_t errlen)
 		.path = cfg->storage_path,
 		.conninfo = cfg->storage_conninfo,
 		.schema_dir = cfg->schema_dir,
+		.outage_hold_ms = (long)cfg->storage_outage_hold * 1000,
 	};
 	srv->store = pgn_store_open(&scfg, srv->base, err, errlen);
 	if (srv->store == NULL)

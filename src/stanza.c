@@ -56,6 +56,19 @@ fail:
 	return NULL;
 }
 
+static void
+write_free(struct pgn_stanza_write *w)
+{
+	if (w == NULL)
+		return;
+	if (w->params != NULL)
+		for (int i = 0; i < w->nparams; i++)
+			free(w->params[i]);
+	free(w->params);
+	free(w->sql);
+	free(w);
+}
+
 void
 pgn_stanza_free(struct pgn_stanza *st)
 {
@@ -64,7 +77,42 @@ pgn_stanza_free(struct pgn_stanza *st)
 	pgn_xml_free(st->xml);
 	pgn_jid_free(st->to);
 	pgn_jid_free(st->from);
+	while (st->writes != NULL) {
+		struct pgn_stanza_write *w = st->writes;
+
+		st->writes = w->next;
+		write_free(w);
+	}
 	free(st);
+}
+
+int
+pgn_stanza_add_write(struct pgn_stanza *st, const char *sql, int nparams,
+		     const char *const *params)
+{
+	struct pgn_stanza_write *w, **tail;
+
+	if (st == NULL || sql == NULL || nparams < 0 ||
+	    (nparams > 0 && params == NULL))
+		return -EINVAL;
+	if ((w = calloc(1, sizeof(*w))) == NULL ||
+	    (w->sql = strdup(sql)) == NULL)
+		goto fail;
+	if (nparams > 0 &&
+	    (w->params = calloc((size_t)nparams, sizeof(char *))) == NULL)
+		goto fail;
+	w->nparams = nparams;
+	for (int i = 0; i < nparams; i++)
+		if (params[i] != NULL &&
+		    (w->params[i] = strdup(params[i])) == NULL)
+			goto fail;
+	for (tail = &st->writes; *tail != NULL; tail = &(*tail)->next)
+		;
+	*tail = w;
+	return 0;
+fail:
+	write_free(w);
+	return -ENOMEM;
 }
 
 static int

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "pigeon/log.h"
 #include "pigeon/store.h"
@@ -34,12 +35,28 @@
 /* A migration file larger than this is a mistake, not a schema. */
 #define MIGRATION_MAX_BYTES (16 * 1024 * 1024)
 
+/* Reconnection backoff while the store is unavailable: the first attempt
+ * at once, the next after BACKOFF_MIN_MS, doubling up to BACKOFF_MAX_MS. */
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 2000
+
 struct pgn_store {
 	const struct pgn_store_driver *drv;
 	void *conn;
-	pthread_mutex_t mu; /* guards conn */
+	pthread_mutex_t mu; /* guards conn and the outage state */
+	pthread_cond_t wake; /* interrupts a backoff wait (closing) */
 	struct pgn_worker *worker; /* NULL without an event base */
 	int version;
+	/* Outage state (see run_held()), under mu. */
+	long hold_ms;
+	int down;             /* a request failed with -EAGAIN, none since succeeded */
+	int past_hold;        /* the hold ran out (logged once) */
+	int closing;          /* no more waiting */
+	int64_t down_since;   /* monotonic ms */
+	int64_t next_try;     /* monotonic ms of the next attempt */
+	int64_t backoff;      /* ms */
+	unsigned long attempts, failed;
+	char down_msg[256];   /* the error that started it */
 };
 
 struct stmt {
@@ -470,6 +487,21 @@ fail:
 	return rc;
 }
 
+static int
+cond_init_monotonic(pthread_cond_t *c)
+{
+	pthread_condattr_t attr;
+	int rc;
+
+	if (pthread_condattr_init(&attr) != 0)
+		return -1;
+	rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	if (rc == 0)
+		rc = pthread_cond_init(c, &attr);
+	pthread_condattr_destroy(&attr);
+	return rc;
+}
+
 /* ---- open / close ----------------------------------------------------------- */
 
 struct pgn_store *
@@ -510,6 +542,12 @@ pgn_store_open(const struct pgn_store_config *cfg, struct event_base *base,
 		goto fail;
 	}
 	mu_ok = 1;
+	if (cond_init_monotonic(&st->wake) != 0) {
+		snprintf(err, errlen, "store: cannot create condition");
+		goto fail;
+	}
+	mu_ok = 2;
+	st->hold_ms = cfg->outage_hold_ms > 0 ? cfg->outage_hold_ms : 0;
 	if (drv->open(cfg, &st->conn, err, errlen) < 0)
 		goto fail;
 	if (migrate(st, cfg->schema_dir ? cfg->schema_dir : PGN_SCHEMA_DIR,
@@ -530,6 +568,8 @@ pgn_store_open(const struct pgn_store_config *cfg, struct event_base *base,
 fail:
 	if (st->conn)
 		drv->close(st->conn);
+	if (mu_ok > 1)
+		pthread_cond_destroy(&st->wake);
 	if (mu_ok)
 		pthread_mutex_destroy(&st->mu);
 	free(st);
@@ -541,9 +581,16 @@ pgn_store_close(struct pgn_store *st)
 {
 	if (!st)
 		return;
+	/* A request waiting for the store to come back gives up, and so do
+	 * the queued ones (one attempt each at most). */
+	pthread_mutex_lock(&st->mu);
+	st->closing = 1;
+	pthread_cond_broadcast(&st->wake);
+	pthread_mutex_unlock(&st->mu);
 	/* Drains: queued queries run and their callbacks are called. */
 	pgn_worker_free(st->worker);
 	st->drv->close(st->conn);
+	pthread_cond_destroy(&st->wake);
 	pthread_mutex_destroy(&st->mu);
 	free(st);
 }
@@ -607,6 +654,163 @@ stmt_copy(struct stmt *s, const char *sql, int nparams,
 	return 0;
 }
 
+/* ---- outages ------------------------------------------------------------------ */
+
+static int64_t
+mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Keeps msg as the outage's cause, on one line (libpq's messages have
+ * several).  Caller holds mu. */
+static void
+outage_cause(struct pgn_store *st, const char *msg)
+{
+	size_t n = 0;
+
+	for (; *msg != '\0' && n + 1 < sizeof(st->down_msg); msg++) {
+		if (isspace((unsigned char)*msg)) {
+			if (n > 0 && st->down_msg[n - 1] != ' ')
+				st->down_msg[n++] = ' ';
+		} else {
+			st->down_msg[n++] = *msg;
+		}
+	}
+	while (n > 0 && st->down_msg[n - 1] == ' ')
+		n--;
+	st->down_msg[n] = '\0';
+}
+
+/* A request failed with -EAGAIN while the store was up: one log line for
+ * the whole outage, not one per query.  Caller holds mu. */
+static void
+outage_begin(struct pgn_store *st, const char *msg)
+{
+	st->down = 1;
+	st->past_hold = 0;
+	st->down_since = mono_ms();
+	/* The first attempt at once: a connection the server closed
+	 * (restart long ago, idle timeout) is simply replaced. */
+	st->backoff = BACKOFF_MIN_MS / 2;
+	st->next_try = st->down_since;
+	st->attempts = 0;
+	st->failed = 0;
+	outage_cause(st, msg);
+	pgn_log(PGN_LOG_WARN,
+		"store %s: unavailable (%s); requests wait up to %ld ms, "
+		"in order, while it is tried again",
+		st->drv->name, st->down_msg, st->hold_ms);
+}
+
+/* A request succeeded again.  Caller holds mu. */
+static void
+outage_end(struct pgn_store *st)
+{
+	int64_t ms = mono_ms() - st->down_since;
+
+	st->down = 0;
+	pgn_log(PGN_LOG_WARN,
+		"store %s: available again after %" PRId64 ".%" PRId64
+		" s (%lu reconnect attempts, %lu requests failed)",
+		st->drv->name, ms / 1000, (ms % 1000) / 100, st->attempts,
+		st->failed);
+}
+
+/* Waits until the next attempt is due.  Returns 0 when it is, or -EAGAIN
+ * when the request must fail now: the hold ran out (then requests fail
+ * at once between attempts) or the store is closing.  Caller holds mu. */
+static int
+outage_wait(struct pgn_store *st)
+{
+	int64_t now, until, hold_end;
+	struct timespec ts;
+
+	for (;;) {
+		now = mono_ms();
+		if (now >= st->next_try)
+			return 0;
+		hold_end = st->down_since + st->hold_ms;
+		if (st->closing || now >= hold_end) {
+			if (!st->past_hold && !st->closing) {
+				st->past_hold = 1;
+				pgn_log(PGN_LOG_ERROR,
+					"store %s: still unavailable after "
+					"%ld ms: requests fail until it is "
+					"back",
+					st->drv->name, st->hold_ms);
+			}
+			return -EAGAIN;
+		}
+		until = st->next_try < hold_end ? st->next_try : hold_end;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec += (until - now) / 1000;
+		ts.tv_nsec += ((until - now) % 1000) * 1000000;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&st->wake, &st->mu, &ts);
+	}
+}
+
+/* Runs the request's statements, riding out an outage.  While the store
+ * is unavailable (-EAGAIN from the driver: nothing was committed), the
+ * request is run again after reconnecting, with backoff, for up to
+ * hold_ms from the start of the outage.  The worker runs one request at
+ * a time, so the requests behind it wait and keep their order; there
+ * is one reconnect attempt per backoff step whatever the load.  Past
+ * the hold a request fails at once (-EAGAIN) unless an attempt is due.
+ *
+ * A COMMIT whose connection broke may have committed: it is run again
+ * like any failed request, so callers' writes should tolerate a replay
+ * (mod_mam's rows are unique by stanza id and inserted ON CONFLICT DO
+ * NOTHING). */
+static void
+run_held(struct pgn_store *st, int txn, int nstmts, const struct stmt *stmts,
+	 struct pgn_store_result *res)
+{
+	char msg[256];
+	int rc;
+
+	for (;;) {
+		if (st->down) {
+			if (outage_wait(st) < 0) {
+				st->failed++;
+				pgn_store_result_clear(res);
+				pgn_store_result_set_error(
+					res, -EAGAIN, "store unavailable: %s",
+					st->down_msg);
+				return;
+			}
+			st->attempts++;
+			st->backoff = st->backoff * 2 > BACKOFF_MAX_MS
+					      ? BACKOFF_MAX_MS
+					      : st->backoff * 2;
+			st->next_try = mono_ms() + st->backoff;
+			if (st->drv->reconnect &&
+			    st->drv->reconnect(st->conn, msg, sizeof(msg)) < 0) {
+				outage_cause(st, msg);
+				continue;
+			}
+		}
+		pgn_store_result_clear(res);
+		rc = run_stmts(st, txn, nstmts, stmts, res);
+		if (rc != -EAGAIN) {
+			if (st->down)
+				outage_end(st);
+			return;
+		}
+		if (!st->down)
+			outage_begin(st, res->errmsg);
+		else
+			outage_cause(st, res->errmsg);
+	}
+}
+
 static void
 request_run(void *job)
 {
@@ -614,7 +818,7 @@ request_run(void *job)
 	struct pgn_store *st = rq->st;
 
 	pthread_mutex_lock(&st->mu);
-	run_stmts(st, rq->txn, rq->nstmts, rq->stmts, &rq->res);
+	run_held(st, rq->txn, rq->nstmts, rq->stmts, &rq->res);
 	pthread_mutex_unlock(&st->mu);
 }
 
@@ -716,7 +920,8 @@ pgn_store_query_sync(struct pgn_store *st, const char *sql, int nparams,
 	s.nparams = nparams;
 	s.params = (char **)params;
 	pthread_mutex_lock(&st->mu);
-	err = run_stmts(st, 0, 1, &s, res);
+	run_held(st, 0, 1, &s, res);
+	err = res->error;
 	pthread_mutex_unlock(&st->mu);
 	if (err < 0) {
 		pgn_log(err == -EEXIST ? PGN_LOG_DEBUG : PGN_LOG_WARN,

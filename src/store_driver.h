@@ -1,5 +1,7 @@
 /* Internal interface between the generic store (src/store.c: queue,
- * results, migrations) and one database driver.  A driver connection is
+ * results, migrations, outages) and one database driver.  A driver
+ * reports "the store is unavailable, try again" as -EAGAIN (and only
+ * that: a constraint or syntax error is not retried).  A driver connection is
  * used by one thread at a time: store.c serialises every call with its
  * own mutex, so drivers do no locking. */
 #ifndef PIGEON_STORE_DRIVER_H
@@ -31,6 +33,11 @@ struct pgn_store_driver {
 	int (*begin)(void *conn, struct pgn_store_result *res);
 	int (*commit)(void *conn, struct pgn_store_result *res);
 	int (*rollback)(void *conn, struct pgn_store_result *res);
+	/* Reconnects after a request failed with -EAGAIN (the store is
+	 * unavailable: connection lost, I/O error, disk full).  NULL when
+	 * there is nothing to reconnect (the next attempt just runs the
+	 * request again).  0 or negative. */
+	int (*reconnect)(void *conn, char *err, size_t errlen);
 	/* Serialises migrations between processes sharing the database
 	 * (lock != 0 takes, 0 releases).  NULL when transactions suffice. */
 	int (*migrate_lock)(void *conn, int lock, char *err, size_t errlen);

@@ -1,7 +1,9 @@
 /* PostgreSQL driver.  Blocking libpq calls are fine here: they only ever
  * run on the store's worker thread (or in pigeonctl / at start-up).  A
- * broken connection is reset once and the statement retried once, except
- * inside a transaction, whose earlier statements died with the session. */
+ * lost connection is reported as -EAGAIN and not reset here: src/store.c
+ * reconnects (pg_reconnect) with backoff and runs the whole request
+ * again, so an outage costs one attempt per backoff step, not one per
+ * query. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* also set by the build */
 #endif
@@ -34,18 +36,38 @@ pg_notice(void *arg, const char *message)
 	pgn_log(PGN_LOG_DEBUG, "pgsql: %.*s", (int)n, message);
 }
 
-/* Reconnects a broken connection.  0 or -EIO. */
+/* 1 if the failure means the server is unavailable (the request may
+ * succeed on a new connection later): the connection is gone, or the
+ * server is shutting down or starting up.  SQLSTATE class 08 is
+ * "connection exception"; 57P01-57P03 are admin/crash shutdown and
+ * "cannot connect now". */
 static int
-pg_reset(struct pg_conn *c)
+pg_unavailable(struct pg_conn *c, const char *state)
 {
-	pgn_log(PGN_LOG_WARN, "pgsql: connection lost, reconnecting");
+	if (PQstatus(c->conn) == CONNECTION_BAD)
+		return 1;
+	return state != NULL &&
+	       (!strncmp(state, "08", 2) || !strcmp(state, "57P01") ||
+		!strcmp(state, "57P02") || !strcmp(state, "57P03"));
+}
+
+static int
+pg_reconnect(void *conn, char *err, size_t errlen)
+{
+	struct pg_conn *c = conn;
+	size_t n;
+
 	PQreset(c->conn);
-	if (PQstatus(c->conn) != CONNECTION_OK) {
-		pgn_log(PGN_LOG_ERROR, "pgsql: reconnect failed: %s",
-			PQerrorMessage(c->conn));
-		return -EIO;
+	c->in_txn = 0;
+	if (PQstatus(c->conn) == CONNECTION_OK)
+		return 0;
+	if (err) {
+		snprintf(err, errlen, "pgsql: %s", PQerrorMessage(c->conn));
+		n = strlen(err);
+		while (n > 0 && err[n - 1] == '\n')
+			err[--n] = '\0';
 	}
-	return 0;
+	return -EAGAIN;
 }
 
 static int
@@ -57,6 +79,8 @@ pg_result_error(struct pg_conn *c, PGresult *r, struct pgn_store_result *res)
 
 	if (state && !strcmp(state, "23505")) /* unique_violation */
 		err = -EEXIST;
+	else if (pg_unavailable(c, state))
+		err = -EAGAIN;
 	if (!msg[0])
 		msg = PQerrorMessage(c->conn);
 	return pgn_store_result_set_error(res, err, "pgsql: %s", msg);
@@ -107,29 +131,19 @@ result_ok(PGresult *r)
 }
 
 /* Runs sql with params (nparams < 0: a parameterless multi-statement
- * script through the simple protocol), resetting and retrying once on a
- * broken connection outside a transaction.  Caller PQclear()s. */
+ * script through the simple protocol).  On a connection already known
+ * to be broken nothing is sent: the caller sees -EAGAIN at once.  Caller
+ * PQclear()s (NULL is a result too). */
 static PGresult *
 pg_run(struct pg_conn *c, const char *sql, int nparams,
        const char *const *params)
 {
-	PGresult *r;
-	int attempt;
-
-	for (attempt = 0;; attempt++) {
-		if (PQstatus(c->conn) == CONNECTION_BAD && !c->in_txn &&
-		    pg_reset(c) < 0)
-			return NULL;
-		if (nparams < 0)
-			r = PQexec(c->conn, sql);
-		else
-			r = PQexecParams(c->conn, sql, nparams, NULL, params,
-					 NULL, NULL, 0);
-		if (result_ok(r) || attempt > 0 || c->in_txn ||
-		    PQstatus(c->conn) != CONNECTION_BAD)
-			return r;
-		PQclear(r);
-	}
+	if (PQstatus(c->conn) == CONNECTION_BAD)
+		return NULL;
+	if (nparams < 0)
+		return PQexec(c->conn, sql);
+	return PQexecParams(c->conn, sql, nparams, NULL, params, NULL, NULL,
+			    0);
 }
 
 static int
@@ -289,5 +303,6 @@ const struct pgn_store_driver pgn_store_driver_pgsql = {
 	.begin = pg_begin,
 	.commit = pg_commit,
 	.rollback = pg_rollback,
+	.reconnect = pg_reconnect,
 	.migrate_lock = pg_migrate_lock,
 };

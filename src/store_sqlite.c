@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <sqlite3.h>
 
@@ -28,6 +29,9 @@ struct cached_stmt {
 
 struct sq_conn {
 	sqlite3 *db;
+	/* Test hook (PIGEON_TEST_STORE_FAIL): while this file exists, every
+	 * statement fails as a disk I/O error would.  NULL normally. */
+	char *fail_file;
 	uint64_t clock; /* LRU clock, bumped on every use */
 	struct cached_stmt cache[STMT_CACHE_SIZE];
 };
@@ -44,6 +48,27 @@ hash_sql(const char *s)
 	return h;
 }
 
+/* 1 for the errors that say the database cannot be used now but may be
+ * later (the disk is full, an I/O error, the file became read-only or
+ * unreadable, another process holds the lock past busy_timeout), as
+ * opposed to errors of the statement itself. */
+static int
+sq_unavailable(int ext)
+{
+	switch (ext & 0xff) {
+	case SQLITE_FULL:
+	case SQLITE_IOERR:
+	case SQLITE_READONLY:
+	case SQLITE_CANTOPEN:
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+	case SQLITE_PROTOCOL:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
 static int
 sq_error(struct sq_conn *c, struct pgn_store_result *res, const char *what)
 {
@@ -53,6 +78,8 @@ sq_error(struct sq_conn *c, struct pgn_store_result *res, const char *what)
 	if (ext == SQLITE_CONSTRAINT_UNIQUE ||
 	    ext == SQLITE_CONSTRAINT_PRIMARYKEY)
 		err = -EEXIST;
+	else if (sq_unavailable(ext))
+		err = -EAGAIN;
 	return pgn_store_result_set_error(res, err, "sqlite: %s%s%s", what,
 					  what[0] ? ": " : "",
 					  sqlite3_errmsg(c->db));
@@ -179,10 +206,9 @@ sq_add_row(sqlite3_stmt *stmt, struct pgn_store_result *res, int *cap_rows)
 }
 
 static int
-sq_exec(void *conn, const char *sql, int nparams, const char *const *params,
-	struct pgn_store_result *res)
+sq_exec_real(struct sq_conn *c, const char *sql, int nparams,
+	     const char *const *params, struct pgn_store_result *res)
 {
-	struct sq_conn *c = conn;
 	sqlite3_stmt *stmt = NULL;
 	int rc, err, cap_rows = 0;
 
@@ -220,6 +246,19 @@ fail:
 	sqlite3_reset(stmt);
 	sqlite3_clear_bindings(stmt);
 	return err;
+}
+
+static int
+sq_exec(void *conn, const char *sql, int nparams, const char *const *params,
+	struct pgn_store_result *res)
+{
+	struct sq_conn *c = conn;
+
+	if (c->fail_file != NULL && access(c->fail_file, F_OK) == 0)
+		return pgn_store_result_set_error(
+			res, -EAGAIN,
+			"sqlite: disk I/O error (test hook PIGEON_TEST_STORE_FAIL)");
+	return sq_exec_real(c, sql, nparams, params, res);
 }
 
 static int
@@ -262,7 +301,9 @@ sq_rollback(void *conn, struct pgn_store_result *res)
 	/* Some errors roll back by themselves; ROLLBACK would then fail. */
 	if (sqlite3_get_autocommit(c->db))
 		return 0;
-	return sq_exec(conn, "ROLLBACK", 0, NULL, res);
+	/* Not through the test hook: a failed request must not leave the
+	 * transaction open. */
+	return sq_exec_real(c, "ROLLBACK", 0, NULL, res);
 }
 
 static void
@@ -282,6 +323,7 @@ sq_close(void *conn)
 	if (sqlite3_close(c->db) != SQLITE_OK)
 		pgn_log(PGN_LOG_WARN, "sqlite: close: %s",
 			sqlite3_errmsg(c->db));
+	free(c->fail_file);
 	free(c);
 }
 
@@ -293,6 +335,7 @@ sq_open(const struct pgn_store_config *cfg, void **out, char *err,
 				      "PRAGMA synchronous=NORMAL;"
 				      "PRAGMA foreign_keys=ON;";
 	struct sq_conn *c;
+	const char *hook;
 	int rc;
 
 	if (!cfg->path || !cfg->path[0]) {
@@ -315,6 +358,16 @@ sq_open(const struct pgn_store_config *cfg, void **out, char *err,
 	sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS);
 	if (sq_exec_script(c, pragmas, err, errlen) < 0)
 		goto fail;
+	/* For the end-to-end tests of store failures only (tests/e2e/
+	 * test_storefail.py): a file whose existence fails the store. */
+	if ((hook = getenv("PIGEON_TEST_STORE_FAIL")) != NULL && hook[0]) {
+		if ((c->fail_file = strdup(hook)) == NULL) {
+			snprintf(err, errlen, "sqlite: out of memory");
+			goto fail;
+		}
+		pgn_log(PGN_LOG_WARN, "sqlite: test hook PIGEON_TEST_STORE_FAIL "
+			"set: the store fails while %s exists", hook);
+	}
 	*out = c;
 	return 0;
 
@@ -339,5 +392,6 @@ const struct pgn_store_driver pgn_store_driver_sqlite = {
 	.begin = sq_begin,
 	.commit = sq_commit,
 	.rollback = sq_rollback,
+	.reconnect = NULL,
 	.migrate_lock = NULL,
 };

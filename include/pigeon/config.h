@@ -77,6 +77,7 @@ struct pgn_config {
 	char *storage_driver;       /* "sqlite" (default) or "pgsql" */
 	char *storage_path;         /* sqlite file; default "pigeon.db" beside the config */
 	char *storage_conninfo;     /* pgsql */
+	unsigned storage_outage_hold; /* s a request waits for a store that is down; default 30 */
 	struct pgn_cfg_limits limits;
 	char *log_level;            /* default "info" */
 	char *log_file;             /* default NULL = stderr */

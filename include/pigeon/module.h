@@ -79,10 +79,30 @@ enum pgn_stanza_kind {
 	PGN_STANZA_OTHER,
 };
 
-/* A stanza with its routing summary parsed once.  Owns xml, to, from. */
+/* A statement that must commit in the same transaction as the write
+ * that accepts the message for later (offline storage), and not at all
+ * if the message is bounced instead: the archive's rows of a message to
+ * a user without an available resource (doc/architecture.md, "Storage
+ * failures").  Owned by the stanza, freed with it. */
+struct pgn_stanza_write {
+	struct pgn_stanza_write *next;
+	char *sql;
+	int nparams;
+	char **params; /* NULL entries are SQL NULL */
+};
+
+/* A stanza with its routing summary parsed once.  Owns xml, to, from
+ * and writes. */
 struct pgn_stanza {
 	struct pgn_xml *xml;
 	unsigned to_self : 1;  /* a client sent it without 'to' */
+	/* Set by the sender's archive (mod_mam) for a message to a host
+	 * that archives too: the sender's copy is written there, in the
+	 * same statement as the recipient's, once the message is accepted
+	 * (so a bounced message is in neither archive).  New stanzas,
+	 * error replies included, start without it. */
+	unsigned archive_sender : 1;
+	struct pgn_stanza_write *writes; /* in order; see above */
 	enum pgn_stanza_kind kind;
 	const char *type;      /* points into xml; NULL if absent */
 	const char *id;        /* points into xml; NULL if absent */
@@ -160,6 +180,10 @@ struct pgn_server *pgn_module_server(const struct pgn_module *m);
 
 /* ---- hosts ---- */
 const char *pgn_host_name(const struct pgn_host *h);
+/* The local host named name (prepared, as in a JID), or NULL.
+ * Borrowed: valid while the server runs. */
+struct pgn_host *pgn_server_host(const struct pgn_server *srv,
+				 const char *name);
 /* Calls fn for each disco feature var of the host (sorted, unique). */
 void pgn_host_foreach_feature(const struct pgn_host *h,
 			      void (*fn)(const char *var, void *arg),
@@ -184,6 +208,10 @@ struct pgn_xml *pgn_host_disco_info(const struct pgn_host *h,
  * malformed (*bad_jid set) or on allocation failure. */
 struct pgn_stanza *pgn_stanza_new(struct pgn_xml *xml, int *bad_jid);
 void pgn_stanza_free(struct pgn_stanza *st);
+/* Appends a write to st->writes (sql and params are copied).  0 or
+ * -ENOMEM. */
+int pgn_stanza_add_write(struct pgn_stanza *st, const char *sql,
+			 int nparams, const char *const *params);
 /* Sets the address (copied; NULL removes it) in the summary and the xml.
  * 0 or -ENOMEM. */
 int pgn_stanza_set_to(struct pgn_stanza *st, const struct pgn_jid *jid);

@@ -19,10 +19,15 @@ struct pgn_store_config {
 	const char *path;     /* sqlite database file */
 	const char *conninfo; /* libpq connection string */
 	const char *schema_dir; /* directory holding sqlite/ and pgsql/ */
+	/* How long a request waits (retried, in order) while the store is
+	 * unavailable before it fails with -EAGAIN; 0: at once. */
+	long outage_hold_ms;
 };
 
 struct pgn_store_result {
-	int error;            /* 0, or negative (-EIO, -EEXIST for unique violation...) */
+	int error;            /* 0, or negative (-EIO, -EEXIST for unique violation,
+			       * -EAGAIN: the store was unavailable for longer
+			       * than outage_hold; nothing was written) */
 	char errmsg[256];     /* driver message when error != 0 */
 	int nrows;
 	int ncols;

@@ -144,6 +144,7 @@ START_TEST(test_example)
 	snprintf(want, sizeof(want), "%s/pigeon.db", dir);
 	ck_assert_str_eq(cfg->storage_path, want);
 	ck_assert_ptr_null(cfg->storage_conninfo);
+	ck_assert_uint_eq(cfg->storage_outage_hold, 30);
 	ck_assert_uint_eq(cfg->ncomponents, 0);
 
 	h = pgn_config_host(cfg, "localhost");
@@ -638,9 +639,11 @@ static const struct err_case err_cases[] = {
 	 "storage.conninfo: only used by driver pgsql"},
 	{"hosts: [a]\nstorage:\n  driver: pgsql\n  conninfo: \"\"\n", 4,
 	 "storage.conninfo: expected a non-empty string"},
+	{"hosts: [a]\nstorage:\n  outage_hold: 3601\n", 3,
+	 "storage.outage_hold: expected an integer from 0 to 3600"},
 	{"hosts: [a]\nstorage:\n  drvier: sqlite\n", 3,
 	 "storage: unknown key 'drvier' (expected one of: driver, path, "
-	 "conninfo); did you mean 'driver'?"},
+	 "conninfo, outage_hold); did you mean 'driver'?"},
 	{"hosts: [a]\nstorage: sqlite\n", 2,
 	 "storage: expected a mapping with driver and path or conninfo, got "
 	 "\"sqlite\""},

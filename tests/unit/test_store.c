@@ -1051,6 +1051,82 @@ START_TEST(test_accounts_async)
 }
 END_TEST
 
+/* ---- outages (SQLite through the test hook) ------------------------------------ */
+
+static void
+unlink_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	unlink(arg);
+}
+
+static void
+touch(const char *path)
+{
+	FILE *fp = fopen(path, "w");
+
+	ck_assert_ptr_nonnull(fp);
+	fclose(fp);
+}
+
+/* While the store fails (PIGEON_TEST_STORE_FAIL names a file that
+ * exists), requests wait in order and go through once it is back; past
+ * outage_hold they fail with -EAGAIN, and the store is used again as
+ * soon as it works. */
+START_TEST(test_outage_hold)
+{
+	struct fx f;
+	struct cb_state s[3];
+	char flag[PATH_BUF + 16];
+	struct timeval tv = { 0, 300 * 1000 };
+	struct event *ev;
+	const char *pa[2] = { "a", "1" }, *pb[2] = { "b", "2" };
+	static const char ins[] = "INSERT INTO kv (k, v) VALUES ($1, $2)";
+
+	memset(s, 0, sizeof(s));
+	fx_init(&f, BACKEND_SQLITE);
+	snprintf(flag, sizeof(flag), "%s/fail", f.dir);
+	ck_assert_int_eq(setenv("PIGEON_TEST_STORE_FAIL", flag, 1), 0);
+	f.cfg.outage_hold_ms = 10000;
+	fx_open(&f);
+	create_kv(f.st);
+
+	/* A 0.3 s outage: both inserts wait, then commit, in order. */
+	touch(flag);
+	ev = evtimer_new(f.base, unlink_cb, flag);
+	ck_assert_ptr_nonnull(ev);
+	evtimer_add(ev, &tv);
+	ck_assert_int_eq(pgn_store_query(f.st, ins, 2, pa, 1, record_cb, &s[0]),
+			 0);
+	ck_assert_int_eq(pgn_store_query(f.st, ins, 2, pb, 2, record_cb, &s[1]),
+			 0);
+	run_until(f.base, &s[1].count, 1);
+	ck_assert_int_eq(s[0].count, 1);
+	ck_assert_int_eq(s[0].error, 0);
+	ck_assert_int_eq(s[1].error, 0);
+	ck_assert_int_eq(query_int(f.st, "SELECT count(*) FROM kv"), 2);
+	event_free(ev);
+
+	/* Longer than the hold (0.2 s): the request fails, the next one
+	 * after the outage works. */
+	pgn_store_close(f.st);
+	f.cfg.outage_hold_ms = 200;
+	fx_open(&f);
+	touch(flag);
+	ck_assert_int_eq(pgn_store_query(f.st, "SELECT count(*) FROM kv", 0,
+					 NULL, 3, record_cb, &s[2]),
+			 0);
+	run_until(f.base, &s[2].count, 1);
+	ck_assert_int_eq(s[2].error, -EAGAIN);
+	unlink(flag);
+	usleep(250 * 1000); /* past the backoff step */
+	ck_assert_int_eq(query_int(f.st, "SELECT count(*) FROM kv"), 2);
+	unsetenv("PIGEON_TEST_STORE_FAIL");
+	fx_fini(&f);
+}
+END_TEST
+
 /* ---- PostgreSQL only --------------------------------------------------------- */
 
 START_TEST(test_pg_reconnect)
@@ -1196,6 +1272,7 @@ main(void)
 	add_backend_test(tc, test_results_in_order, nbackends);
 	add_backend_test(tc, test_accounts_sync, nbackends);
 	add_backend_test(tc, test_accounts_async, nbackends);
+	tcase_add_test(tc, test_outage_hold);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("pgsql");

@@ -898,35 +898,27 @@ pgn_store_txn(struct pgn_store *st, int nstmts, const char *const *sqls,
 	return submit(st, 1, nstmts, sqls, nparams, params, owner, cb, arg);
 }
 
-/* On error *out is NULL (nothing to free) and the driver message is
- * logged, so that a caller's error path cannot leak the result. */
-int
-pgn_store_query_sync(struct pgn_store *st, const char *sql, int nparams,
-		     const char *const *params, struct pgn_store_result **out)
+/* Runs stmts on the caller's thread (with the outage hold, like the
+ * store thread).  On error *out is NULL (nothing to free) and the driver
+ * message is logged, so that a caller's error path cannot leak the
+ * result. */
+static int
+run_sync(struct pgn_store *st, int txn, int nstmts, const struct stmt *stmts,
+	 struct pgn_store_result **out)
 {
-	struct pgn_store_result *res;
-	struct stmt s;
+	struct pgn_store_result *res = calloc(1, sizeof(*res));
 	int err;
 
-	if (out)
-		*out = NULL;
-	if (!st || !sql || nparams < 0 || (nparams > 0 && !params))
-		return -EINVAL;
-	res = calloc(1, sizeof(*res));
 	if (!res)
 		return -ENOMEM;
-	/* Parameters are only read during the call: no copy needed. */
-	s.sql = (char *)sql;
-	s.nparams = nparams;
-	s.params = (char **)params;
 	pthread_mutex_lock(&st->mu);
-	run_held(st, 0, 1, &s, res);
+	run_held(st, txn, nstmts, stmts, res);
 	err = res->error;
 	pthread_mutex_unlock(&st->mu);
 	if (err < 0) {
 		pgn_log(err == -EEXIST ? PGN_LOG_DEBUG : PGN_LOG_WARN,
-			"store %s: query failed: %s", st->drv->name,
-			res->errmsg);
+			"store %s: %s failed: %s", st->drv->name,
+			txn ? "transaction" : "query", res->errmsg);
 		pgn_store_result_free(res);
 		return err;
 	}
@@ -938,12 +930,28 @@ pgn_store_query_sync(struct pgn_store *st, const char *sql, int nparams,
 }
 
 int
+pgn_store_query_sync(struct pgn_store *st, const char *sql, int nparams,
+		     const char *const *params, struct pgn_store_result **out)
+{
+	struct stmt s;
+
+	if (out)
+		*out = NULL;
+	if (!st || !sql || nparams < 0 || (nparams > 0 && !params))
+		return -EINVAL;
+	/* Parameters are only read during the call: no copy needed. */
+	s.sql = (char *)sql;
+	s.nparams = nparams;
+	s.params = (char **)params;
+	return run_sync(st, 0, 1, &s, out);
+}
+
+int
 pgn_store_txn_sync(struct pgn_store *st, int nstmts,
 		   const char *const *sqls, const int *nparams,
 		   const char *const *const *params,
 		   struct pgn_store_result **out)
 {
-	struct pgn_store_result *res;
 	struct stmt *s;
 	int i, err;
 
@@ -951,32 +959,14 @@ pgn_store_txn_sync(struct pgn_store *st, int nstmts,
 		*out = NULL;
 	if (!st || nstmts <= 0 || !sqls || !nparams || !params)
 		return -EINVAL;
-	res = calloc(1, sizeof(*res));
-	s = calloc((size_t)nstmts, sizeof(*s));
-	if (!res || !s) {
-		free(res);
-		free(s);
+	if ((s = calloc((size_t)nstmts, sizeof(*s))) == NULL)
 		return -ENOMEM;
-	}
-	/* Parameters are only read during the call: no copy needed. */
 	for (i = 0; i < nstmts; i++) {
 		s[i].sql = (char *)sqls[i];
 		s[i].nparams = nparams[i];
 		s[i].params = (char **)params[i];
 	}
-	pthread_mutex_lock(&st->mu);
-	err = run_stmts(st, 1, nstmts, s, res);
-	pthread_mutex_unlock(&st->mu);
+	err = run_sync(st, 1, nstmts, s, out);
 	free(s);
-	if (err < 0) {
-		pgn_log(PGN_LOG_WARN, "store %s: transaction failed: %s",
-			st->drv->name, res->errmsg);
-		pgn_store_result_free(res);
-		return err;
-	}
-	if (out)
-		*out = res;
-	else
-		pgn_store_result_free(res);
-	return 0;
+	return err;
 }

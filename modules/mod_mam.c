@@ -96,9 +96,17 @@
 #define PAGE_BYTES (1024 * 1024)
 /* Group commit, as in mod_offline. */
 #define STORE_BATCH 256
+/* ... and at most this much stanza text: the batch's messages are
+ * delivered together when it commits, and a recipient's output buffer
+ * closes the stream past a few MiB. */
+#define STORE_BATCH_BYTES (1024 * 1024)
 #define MAX_QUEUED 20000
 /* Messages held on top of that before refusing (bounds memory). */
 #define MAX_OVERFLOW 100000
+/* The same two bounds in bytes of stanza text: the counts alone let a
+ * flood of large messages hold gigabytes while the store is slow. */
+#define MAX_QUEUED_BYTES (64u << 20)
+#define MAX_OVERFLOW_BYTES (64u << 20)
 /* Queries one session may have running. */
 #define MAX_QUERIES 4
 /* Untrusted input. */
@@ -235,11 +243,14 @@ struct mam {
 	/* Rows waiting for the running write (group commit). */
 	struct row *qhead, *qtail;
 	size_t queued;
+	size_t queued_bytes;    /* their text, pairs included */
 	unsigned inflight;
 	/* Messages held while the queue is full (backpressure), in order;
 	 * archived and let go as it drains. */
 	struct waiter *over_head, **over_tail;
 	size_t nover;
+	size_t over_bytes;
+	unsigned long long overload_refused; /* for the log */
 	int64_t last_ts;        /* ts never decreases (see the schema) */
 	uint64_t seq;           /* result message ids */
 	unsigned char rnd[768]; /* random bytes for stanza ids */
@@ -258,6 +269,7 @@ struct mam {
 struct waiter {
 	struct waiter *next;
 	struct pgn_hold *hold; /* a message, or NULL: a session */
+	size_t bytes;          /* in the overflow: its text */
 	int outgoing;
 	uint64_t sid; /* the held session */
 };
@@ -309,6 +321,7 @@ struct row {
 	char *with_bare;
 	char *with_res;
 	char *text;
+	size_t len;             /* strlen(text) */
 	int outgoing;
 	char sid[24];
 	char ts[24];
@@ -958,24 +971,48 @@ fail:
 	}
 }
 
-/* Submits the queued messages, up to STORE_BATCH rows. */
+/* What xml takes as stored text (serialised for that: only for quotas
+ * and the overload path); 0 on allocation failure. */
+static size_t
+xml_bytes(const struct pgn_xml *xml)
+{
+	char *text = pgn_xml_to_string(xml, PGN_NS_CLIENT);
+	size_t n = text != NULL ? strlen(text) : 0;
+
+	free(text);
+	return n;
+}
+
+/* The text r holds, with its pair. */
+static size_t
+row_bytes(const struct row *r)
+{
+	return r->len + (r->pair != NULL ? r->pair->len : 0);
+}
+
+/* Submits the queued messages, up to STORE_BATCH rows or
+ * STORE_BATCH_BYTES. */
 static void
 flush_rows(struct mam *mm)
 {
 	struct row *head = mm->qhead, *last = NULL, *r;
 	int n = 0, k = 0;
+	size_t bytes = 0;
 
 	if (head == NULL)
 		return;
 	for (r = head; r != NULL; r = r->next) {
 		int rows = r->pair != NULL ? 2 : 1;
 
-		if (last != NULL && n + rows > STORE_BATCH)
+		if (last != NULL && (n + rows > STORE_BATCH ||
+		                     bytes + row_bytes(r) > STORE_BATCH_BYTES))
 			break;
 		n += rows;
 		k++;
+		bytes += row_bytes(r);
 		last = r;
 	}
+	mm->queued_bytes -= bytes;
 	mm->qhead = last->next;
 	if (mm->qhead == NULL)
 		mm->qtail = NULL;
@@ -999,6 +1036,14 @@ queue_row(struct mam *mm, struct row *r)
 		mm->qhead = r;
 	mm->qtail = r;
 	mm->queued++;
+	mm->queued_bytes += row_bytes(r);
+}
+
+/* The write queue takes no more for now (the store does not keep up). */
+static int
+queue_full(const struct mam *mm)
+{
+	return mm->queued >= MAX_QUEUED || mm->queued_bytes >= MAX_QUEUED_BYTES;
 }
 
 static int quota_on(const struct mam *mm);
@@ -1016,15 +1061,12 @@ static void quota_queued(struct mam *mm, const char *bare);
 static int
 quota_admit_sender(struct mam *mm, const struct pgn_stanza *st)
 {
-	char *text;
 	size_t len;
 
 	if (!quota_on(mm))
 		return 1;
-	if ((text = pgn_xml_to_string(st->xml, PGN_NS_CLIENT)) == NULL)
+	if ((len = xml_bytes(st->xml)) == 0)
 		return 0;
-	len = strlen(text);
-	free(text);
 	if (!quota_admit(mm, st->from->bare, len))
 		return 0;
 	quota_count(mm, st->from->bare, len,
@@ -1065,6 +1107,7 @@ make_row(struct mam *mm, struct pgn_stanza *st, const struct pgn_jid *owner,
 		row_free(r);
 		return NULL;
 	}
+	r->len = strlen(r->text);
 	return r;
 }
 
@@ -1084,7 +1127,7 @@ make_rows(struct mam *mm, struct pgn_stanza *st, int outgoing, int want,
 	if (outgoing) {
 		if ((r = make_row(mm, st, st->from, st->to, 1)) == NULL)
 			goto fail;
-		if (!quota_admit(mm, st->from->bare, strlen(r->text)))
+		if (!quota_admit(mm, st->from->bare, r->len))
 			row_free(r);
 		else
 			*out = r;
@@ -1101,7 +1144,7 @@ make_rows(struct mam *mm, struct pgn_stanza *st, int outgoing, int want,
 	}
 	if ((r = make_row(mm, st, st->to, st->from, 0)) == NULL)
 		goto fail;
-	if (!quota_admit(mm, st->to->bare, strlen(r->text))) {
+	if (!quota_admit(mm, st->to->bare, r->len)) {
 		/* Over the recipient's quota (refuse): delivered without a
 		 * stanza id, in no archive of the recipient's. */
 		row_free(r);
@@ -1185,7 +1228,7 @@ archive_held(struct mam *mm, struct pgn_hold *h, int outgoing, int want)
 	size_t len = 0;
 	int pair = 0;
 
-	if (mm->queued >= MAX_QUEUED) {
+	if (queue_full(mm)) {
 		/* The store does not keep up (a message that waited for the
 		 * preferences; others are held before). */
 		pgn_log(PGN_LOG_WARN,
@@ -1202,7 +1245,7 @@ archive_held(struct mam *mm, struct pgn_hold *h, int outgoing, int want)
 		/* Owners' quotas count rows once queued (a trim then sees
 		 * them) or attached to the offline copy; the sender's copy
 		 * written here was counted on the sender's host. */
-		len = strlen(r->text);
+		len = r->len;
 		if (outgoing)
 			owner = st->from->bare;
 		else if (r->outgoing)
@@ -1404,7 +1447,7 @@ static void prefs_load(struct uprefs *p);
 static void
 drain_overflow(struct mam *mm)
 {
-	while (mm->over_head != NULL && mm->queued < MAX_QUEUED) {
+	while (mm->over_head != NULL && !queue_full(mm)) {
 		struct waiter *w = mm->over_head;
 		struct pgn_stanza *st = pgn_hold_stanza(w->hold);
 		const struct pgn_jid *owner = w->outgoing ? st->from : st->to;
@@ -1415,6 +1458,7 @@ drain_overflow(struct mam *mm)
 		if ((mm->over_head = w->next) == NULL)
 			mm->over_tail = &mm->over_head;
 		mm->nover--;
+		mm->over_bytes -= w->bytes;
 		p = prefs_get(mm, owner->bare, owner->node, 0);
 		v = p != NULL ? decide(p, peer, 0) : V_NO;
 		if (v == V_NEED) {
@@ -1609,16 +1653,19 @@ on_message(struct pgn_event *ev, struct mam *mm, int outgoing)
 		st->archive_sender = 0;
 	if (v == V_NO && (outgoing || !st->archive_sender))
 		return PGN_EVENT_PASS;
-	if (mm->queued >= MAX_QUEUED || mm->over_head != NULL) {
+	if (queue_full(mm) || mm->over_head != NULL) {
 		/* The store does not keep up.  Going on unarchived would
 		 * deliver and acknowledge (XEP-0198) a message that is not
 		 * in the archive, so the message waits (in order, behind
 		 * the others) until the queue drains; past MAX_OVERFLOW the
 		 * sender is told to try again. */
 		if (mm->nover < MAX_OVERFLOW &&
+		    mm->over_bytes < MAX_OVERFLOW_BYTES &&
 		    (w = calloc(1, sizeof(*w))) != NULL) {
 			if ((w->hold = pgn_event_hold(ev)) != NULL) {
 				w->outgoing = outgoing;
+				w->bytes = xml_bytes(st->xml);
+				mm->over_bytes += w->bytes;
 				*mm->over_tail = w;
 				mm->over_tail = &w->next;
 				if (mm->nover++ == 0)
@@ -1631,9 +1678,11 @@ on_message(struct pgn_event *ev, struct mam *mm, int outgoing)
 			}
 			free(w);
 		}
-		pgn_log(PGN_LOG_WARN,
-		        "mod_mam %s: archive overloaded, refusing a message",
-		        mm->host);
+		if (mm->overload_refused++ % 1000 == 0)
+			pgn_log(PGN_LOG_WARN,
+			        "mod_mam %s: archive overloaded, refusing "
+			        "messages (%llu so far)",
+			        mm->host, mm->overload_refused);
 		pgn_event_error(ev, "wait", "resource-constraint");
 		return PGN_EVENT_HANDLED;
 	}

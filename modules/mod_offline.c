@@ -62,6 +62,9 @@
  * the store is not keeping up and new ones are refused (wait). */
 #define STORE_BATCH 256
 #define MAX_QUEUED 20000
+/* The same in bytes of stanza text: 20000 large messages would hold
+ * gigabytes while the store is slow (each also keeps its parsed tree). */
+#define MAX_QUEUED_BYTES (64u << 20)
 /* delete_old_messages accepts at most this many digits (27 000 years). */
 #define MAX_DAYS_DIGITS 7
 /* A store that is unavailable (-EAGAIN) is logged by the store, once
@@ -113,6 +116,7 @@ struct offline {
 	struct store_req *qhead;
 	struct store_req *qtail;
 	size_t queued;
+	size_t queued_bytes;    /* their text */
 	unsigned inflight;      /* writes (statements or batches) running */
 };
 
@@ -145,6 +149,7 @@ struct store_req {
 	struct pgn_hold *hold;
 	char *username;
 	char *text;
+	size_t len;             /* strlen(text) */
 	char now[24];
 	struct store_req *next;
 };
@@ -554,6 +559,7 @@ store_flush(struct offline *o, int singles)
 			o->qhead = r->next;
 			r->next = NULL;
 			o->queued--;
+			o->queued_bytes -= r->len;
 			store_single(o, r);
 		}
 		o->qtail = NULL;
@@ -563,6 +569,7 @@ store_flush(struct offline *o, int singles)
 	b->head = o->qhead;
 	n = 0;
 	for (r = o->qhead; r != NULL && n < STORE_BATCH; r = r->next, n++) {
+		o->queued_bytes -= r->len;
 		sqls[k] = sql_insert_strict;
 		nparams[k] = 5;
 		params[n][0] = o->host;
@@ -620,6 +627,7 @@ on_offline(struct pgn_event *ev, void *arg)
 	    (r->text = serialise_with_delay(o, st->xml, now)) == NULL)
 		goto fail;
 	r->o = o;
+	r->len = strlen(r->text);
 	snprintf(r->now, sizeof(r->now), "%lld", (long long)now);
 	/* Not held (allocation failure): let the router bounce it. */
 	if ((r->hold = pgn_event_hold(ev)) == NULL)
@@ -628,9 +636,11 @@ on_offline(struct pgn_event *ev, void *arg)
 		store_single(o, r);
 		return PGN_EVENT_HANDLED;
 	}
-	if (o->queued >= MAX_QUEUED) {
-		pgn_log(PGN_LOG_WARN, "offline %s: %zu messages waiting for "
-			"the store, refusing more", o->host, o->queued);
+	if (o->queued >= MAX_QUEUED ||
+	    o->queued_bytes >= MAX_QUEUED_BYTES) {
+		pgn_log(PGN_LOG_WARN, "offline %s: %zu messages (%zu bytes) "
+			"waiting for the store, refusing more", o->host,
+			o->queued, o->queued_bytes);
 		hold_bounce(o, r->hold, "wait", "resource-constraint",
 			    "Offline storage is busy, try again later");
 		store_req_free(r);
@@ -642,6 +652,7 @@ on_offline(struct pgn_event *ev, void *arg)
 		o->qhead = r;
 	o->qtail = r;
 	o->queued++;
+	o->queued_bytes += r->len;
 	return PGN_EVENT_HANDLED;
 fail:
 	pgn_log(PGN_LOG_ERROR, "offline %s: out of memory storing a message",

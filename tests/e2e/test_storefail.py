@@ -393,3 +393,104 @@ def test_stop_during_outage(store_server):
     srv.stop(timeout=20)
     assert time.monotonic() - t < 10
     recover()
+
+
+def flood_during_outage(store_server, bob_online, n=2600, size=60000):
+    """alice sends n messages of size bytes to bob while the store is
+    away, until at least 100 are refused with wait/resource-constraint,
+    then the store comes back.  Returns (server, alice, bob, bodies bob
+    got (None when offline), bodies refused, bodies bounced otherwise)
+    once every message is accounted for (bob offline: refused ones)."""
+    _, make = store_server
+    server, fail, recover = make(100, max_stanza_size=size + 20000)
+    alice, apw = server.new_user(prefix='alice')
+    bob, bpw = server.new_user(prefix='bob')
+    a = online(server, alice, apw, 'ra')
+    b = online(server, bob, bpw, 'rb') if bob_online else None
+    to = '%s@localhost' % bob
+    pad = "<x xmlns='urn:test:pad'>%s</x>" % ('p' * size)
+    refused, other, got = set(), [], []
+
+    def done():
+        return len(got) + len(refused) + len(other) >= n
+
+    def read_bounces():
+        while not done():
+            try:
+                el = a.recv(timeout=120)
+            except Exception:
+                return
+            if local(el.tag) != 'message' or el.get('type') != 'error':
+                continue
+            body = 'm' + el.get('id', 'id?')[2:]
+            if el.find('{jabber:client}error/'
+                       '{urn:ietf:params:xml:ns:xmpp-stanzas}'
+                       'resource-constraint') is not None:
+                refused.add(body)
+            else:
+                other.append(body)
+
+    def read_deliveries():
+        while not done():
+            try:
+                el = b.recv(timeout=120)
+            except Exception:
+                return
+            if local(el.tag) == 'message' and el.find(BODY) is not None:
+                got.append(el.find(BODY).text)
+
+    for fn in (read_bounces, read_deliveries) if bob_online else \
+            (read_bounces,):
+        threading.Thread(target=fn, daemon=True).start()
+    fail()
+    try:
+        for i in range(n):
+            a.message(to, 'm%d' % i, id_='id%d' % i, extra=pad)
+        deadline = time.monotonic() + 60
+        while len(refused) < 100:
+            assert time.monotonic() < deadline, \
+                'only %d refused of %d sent during the outage' % (
+                    len(refused), n)
+            time.sleep(0.1)
+    finally:
+        recover()
+    deadline = time.monotonic() + 60
+    while not done() and time.monotonic() < deadline:
+        if not bob_online:
+            # What waits is stored once the store is back.
+            (count,), = rows(server, "SELECT count(*) FROM offline_messages "
+                                     "WHERE username = '%s'" % bob)
+            if int(count) + len(refused) + len(other) >= n:
+                break
+        time.sleep(0.1)
+    if bob_online:
+        assert done(), '%d delivered, %d refused, %d bounced otherwise' % (
+            len(got), len(refused), len(other))
+    assert not other, 'bounced otherwise: %s' % other[:5]
+    return server, alice, bob, got if bob_online else None, refused
+
+
+def archived(server, user, outgoing):
+    (count,), = rows(server, "SELECT count(*) FROM mam_messages WHERE "
+                             "username = '%s' AND outgoing = %d"
+                             % (user, outgoing))
+    return int(count)
+
+
+def test_archive_queue_bounded_in_bytes(store_server):
+    """While the store is away, large messages to an online user wait in
+    the archive's write queue.  Its bounds are in bytes too (64 MiB
+    queued, 64 MiB held behind it), so a flood of 60 KB messages is
+    refused with wait/resource-constraint long before the message counts
+    (20000 + 100000) are reached, instead of holding gigabytes; once the
+    store is back everything accepted is archived and delivered, exactly
+    once, in batches small enough for the recipient's output buffer."""
+    server, alice, bob, got, refused = flood_during_outage(store_server,
+                                                           True)
+    # 64 + 64 MiB of 60 KB messages: about 2200 waited, the rest refused.
+    assert 1500 < len(got) < 2400, len(got)
+    assert len(got) == len(set(got)) and not (set(got) & refused)
+    assert got == sorted(got, key=lambda s: int(s[1:])), 'out of order'
+    assert archived(server, alice, 1) == len(got)
+    assert archived(server, bob, 0) == len(got)
+

@@ -1299,6 +1299,14 @@ on_start(void *ud, const XML_Char *name, const XML_Char **atts)
 		if (flush_text(p) < 0)
 			return;
 	}
+	/* An element in the XML namespace (<xml:x/>) has no use in XMPP
+	 * and no serialisation that re-parses (that namespace cannot be a
+	 * default one): refused like any other bad namespace. */
+	if (xml_ns_local(name) != NULL) {
+		parser_fail(p, PGN_XML_ERR_BAD_NAMESPACE,
+			    "element in the XML namespace");
+		return;
+	}
 	sep = strrchr(name, NS_SEP);
 	if (sep) {
 		ns = name;

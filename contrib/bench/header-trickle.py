@@ -39,7 +39,6 @@ import os
 import secrets
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -301,12 +300,7 @@ def main():
                                   "header-trickle.py", storage,
                                   "modules:\n  mod_ping: {}\n", limits)
         password = secrets.token_hex(12)
-        r = subprocess.run([pigeonctl, "-c", cfg, "register", USER,
-                            bc.HOST, password], cwd=tmp, capture_output=True,
-                           text=True, timeout=60)
-        if r.returncode != 0:
-            raise bc.BenchError(f"pigeonctl register failed: "
-                                f"{r.stderr.strip()}")
+        bc.ctl(pigeonctl, cfg, tmp, "register", USER, bc.HOST, password)
         proc = bc.start_pigeond(pigeond, cfg, tmp, logpath)
         bc.wait_port(port, proc, 30)
         log(f"pigeond pid {proc.pid} on 127.0.0.1:{port}")

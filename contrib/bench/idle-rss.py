@@ -28,7 +28,6 @@ import os
 import resource
 import secrets
 import ssl
-import subprocess
 import sys
 import tempfile
 import time
@@ -245,12 +244,7 @@ def main():
         port = bc.free_port()
         cfg = write_config(tmp, port, pem, builddir, srcdir, args.n)
         password = secrets.token_hex(12)
-        r = subprocess.run([pigeonctl, "-c", cfg, "register", USER,
-                            bc.HOST, password], cwd=tmp, capture_output=True,
-                           text=True, timeout=60)
-        if r.returncode != 0:
-            raise bc.BenchError(f"pigeonctl register failed "
-                                f"({r.returncode}): {r.stderr.strip()}")
+        bc.ctl(pigeonctl, cfg, tmp, "register", USER, bc.HOST, password)
 
         proc = bc.start_pigeond(pigeond, cfg, tmp, logpath)
         bc.wait_port(port, proc, 30)

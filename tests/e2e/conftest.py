@@ -11,6 +11,7 @@ Environment:
   PIGEON_TEST_TIMEOUT    per-test safety alarm in seconds (default 120)
 """
 
+import fcntl
 import itertools
 import json
 import os
@@ -60,12 +61,54 @@ def unique(prefix='u'):
     return '%s%d%s' % (prefix, next(_counter), secrets.token_hex(3))
 
 
-def free_port():
+# Ports below the kernel's ephemeral range (32768+): a port the kernel
+# hands out for bind(0) can be handed out again to the next caller, or taken
+# by an outgoing connection, before the server binds it.  Each port is
+# claimed once per process, and across concurrent runs (the default and the
+# sanitizer build may test at once) by an flock held until this process ends.
+PORT_RANGE = (12000, 32000)
+PORT_LOCK_DIR = Path(tempfile.gettempdir()) / 'pigeon-test-ports'
+_claimed_ports = {}
+_port_cursor = None
+
+
+def _port_free(port):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(('127.0.0.1', 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    try:
+        s.bind(('127.0.0.1', port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nobody listens on, below 32768, never
+    handed out twice (in this process or to a concurrent test run)."""
+    global _port_cursor
+    lo, hi = PORT_RANGE
+    if _port_cursor is None:
+        _port_cursor = lo + (os.getpid() * 7919) % (hi - lo)
+    PORT_LOCK_DIR.mkdir(exist_ok=True)
+    for _ in range(hi - lo):
+        port = _port_cursor
+        _port_cursor = lo + (_port_cursor + 1 - lo) % (hi - lo)
+        if port in _claimed_ports:
+            continue
+        fd = os.open(str(PORT_LOCK_DIR / ('%d.lock' % port)),
+                     os.O_CREAT | os.O_RDWR, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        if not _port_free(port):
+            os.close(fd)
+            continue
+        _claimed_ports[port] = fd
+        return port
+    raise RuntimeError('no free port in %d-%d' % PORT_RANGE)
 
 
 def yq(value):

@@ -28,7 +28,7 @@ die() { printf 'quickstart: %s\n' "$*" >&2; exit 1; }
 
 src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$src"
-if [ ! -f configure.ac ] || [ ! -f src/pigeonctl.c ]; then
+if [ ! -f configure.ac ] || [ ! -f src/ctl/pigeonctl.c ]; then
 	die "run me from a Pigeon source tree ($src does not look like one)"
 fi
 

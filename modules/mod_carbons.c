@@ -15,7 +15,7 @@
  * Received carbons (§6), "message/{bare,full}" at 5 (after the inbound
  * filters, before the core delivers): a <received/> copy to every
  * carbons-enabled session of the recipient that the core's RFC 6121
- * delivery (src/router.c) will not give the original to.
+ * delivery (src/core/router.c) will not give the original to.
  * Copies are written straight onto the sessions' streams: they are the
  * server's own and need no routing.
  *

@@ -1,4 +1,4 @@
-/* libFuzzer target for the pigeon.yml loader (src/config.c, libyaml).
+/* libFuzzer target for the pigeon.yml loader (src/lib/config.c, libyaml).
  *
  * The input is written to a file in a private temporary directory and
  * loaded; on success the lookups are exercised and the config freed, on

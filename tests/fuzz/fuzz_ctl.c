@@ -1,4 +1,4 @@
-/* libFuzzer target for the control-socket request codec (src/ctl_proto.c).
+/* libFuzzer target for the control-socket request codec (src/ctl/ctl_proto.c).
  *
  * The input is what a local client wrote on the socket.  It is given to
  * the decoder in two pieces (split by byte 0, as reads may cut it), then

@@ -1,4 +1,4 @@
-/* libFuzzer target for JID parsing and preparation (src/jid.c).
+/* libFuzzer target for JID parsing and preparation (src/lib/jid.c).
  *
  * The input is one NUL-terminated string.  A valid JID must be a fixed
  * point: parsing its prepared full form again gives the same full and

@@ -1,5 +1,5 @@
-/* libFuzzer target for the SASL server state machine (src/sasl.c,
- * src/scram.c, src/base64.c).
+/* libFuzzer target for the SASL server state machine (src/lib/sasl.c,
+ * src/lib/scram.c, src/lib/base64.c).
  *
  * Input: byte 0 selects the mechanism (SCRAM-SHA-256, SCRAM-SHA-1-PLUS,
  * PLAIN) and which channel-binding data the "TLS connection" has; the

@@ -1,4 +1,4 @@
-/* libFuzzer target for the incremental XMPP stream parser (src/xml.c).
+/* libFuzzer target for the incremental XMPP stream parser (src/lib/xml.c).
  *
  * Input: byte 0 picks where the rest is split into two feeds (so expat
  * and our offsets see a token cut at every possible place); the rest is

@@ -53,15 +53,15 @@ fi
 
 # target -> the sources and pkg-config packages it links.
 declare -A srcs pkgs
-srcs[fuzz_xml_stream]="src/xml.c src/log.c"
+srcs[fuzz_xml_stream]="src/lib/xml.c src/lib/log.c"
 pkgs[fuzz_xml_stream]="expat libevent libsodium"
-srcs[fuzz_jid]="src/jid.c src/log.c"
+srcs[fuzz_jid]="src/lib/jid.c src/lib/log.c"
 pkgs[fuzz_jid]="libidn"
-srcs[fuzz_sasl]="src/sasl.c src/scram.c src/base64.c src/log.c"
+srcs[fuzz_sasl]="src/lib/sasl.c src/lib/scram.c src/lib/base64.c src/lib/log.c"
 pkgs[fuzz_sasl]="libcrypto libsodium libidn"
-srcs[fuzz_ctl]="src/ctl_proto.c src/log.c"
+srcs[fuzz_ctl]="src/ctl/ctl_proto.c src/lib/log.c"
 pkgs[fuzz_ctl]="libevent"
-srcs[fuzz_config]="src/config.c src/log.c"
+srcs[fuzz_config]="src/lib/config.c src/lib/log.c"
 pkgs[fuzz_config]="yaml-0.1 libidn"
 all="fuzz_xml_stream fuzz_jid fuzz_sasl fuzz_ctl fuzz_config"
 
@@ -87,7 +87,7 @@ for t in $targets; do
 	for s in ${srcs[$t]}; do src_paths="$src_paths $top/$s"; done
 	echo "build $t"
 	# shellcheck disable=SC2086
-	if ! $CC $cflags -I"$top/include" -I"$top/src" \
+	if ! $CC $cflags -I"$top/include" -I"$top/src/lib" -I"$top/src/ctl" \
 		-o "$out/bin/$t" "$here/$t.c" $src_paths $deps -pthread; then
 		echo "run.sh: build of $t failed" >&2
 		exit 2

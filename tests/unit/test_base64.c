@@ -1,4 +1,4 @@
-/* Unit tests for src/base64.c: the RFC 4648 §10 vectors both ways, the
+/* Unit tests for src/lib/base64.c: the RFC 4648 §10 vectors both ways, the
  * strict decoder's refusals (SASL and the store rely on one spelling per
  * value), and the whitespace-skipping variant that modules use for base64
  * carried in XML. */

@@ -14,7 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Same fallbacks as src/config.c, for builds outside automake. */
+/* Same fallbacks as src/lib/config.c, for builds outside automake. */
 #ifndef PGN_MODULE_DIR
 #define PGN_MODULE_DIR "/usr/local/lib/pigeon"
 #endif

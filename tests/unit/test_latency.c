@@ -1,4 +1,4 @@
-/* Unit tests for src/latency.c: the log-linear buckets (every value falls
+/* Unit tests for src/lib/latency.c: the log-linear buckets (every value falls
  * in the bucket whose range holds it, with less than 1/64 relative width),
  * the percentile ranks (rounded up, clamped to the largest value seen) and
  * the reset. */

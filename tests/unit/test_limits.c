@@ -1,5 +1,5 @@
-/* Unit tests for src/connlimit.c (connections per address and in all) and
- * src/authlimit.c (authentication throttling per address, account and
+/* Unit tests for src/net/connlimit.c (connections per address and in all) and
+ * src/core/authlimit.c (authentication throttling per address, account and
  * pair).  The calls of one test run within a few milliseconds, which the
  * delays (hundreds of ms) dwarf. */
 #ifdef HAVE_CONFIG_H

@@ -1,4 +1,4 @@
-/* Unit tests for src/map.c: lookups on a map that never had an entry
+/* Unit tests for src/lib/map.c: lookups on a map that never had an entry
  * (no buckets are allocated until the first insert), growth past many
  * doublings, replacement, deletion and iteration, for string and id
  * keys. */

@@ -1,4 +1,4 @@
-/* Unit tests for the XEP-0198 counter arithmetic of src/sm.c: an <a h/>
+/* Unit tests for the XEP-0198 counter arithmetic of src/xmpp/sm.c: an <a h/>
  * acknowledges h - previous stanzas modulo 2^32 (§4), across the wrap,
  * and never more than were sent. */
 #ifdef HAVE_CONFIG_H

@@ -27,7 +27,7 @@
 #include "pigeon/store.h"
 #include "pigeon/worker.h"
 
-/* Not PATH_BUF: <limits.h> is shadowed by src/limits.h. */
+/* Not PATH_BUF: a project header may shadow <limits.h>. */
 #define PATH_BUF 4096
 #define PG_SCHEMA "pigeon_test"
 #define BACKEND_SQLITE 0

@@ -111,6 +111,7 @@ struct pgn_stanza {
 };
 
 struct pgn_event;
+struct pgn_route_ctx;
 /* Returns PGN_EVENT_HANDLED to stop the chain (the handler then owns the
  * outcome: it replied, or held the stanza with pgn_event_hold), or
  * PGN_EVENT_PASS. */
@@ -124,11 +125,14 @@ struct pgn_event {
 	struct pgn_stanza *stanza;   /* NULL for non-stanza events */
 	void *data;                  /* event specific */
 	/* Core only: the router's state and the running handler, so that
-	 * pgn_event_hold() can resume exactly after it. */
+	 * pgn_event_hold() can resume exactly after it; and the client
+	 * stanza this event is part of (holds and ack tickets count for
+	 * it; NULL: the routing in progress, if any). */
 	void *route;
 	int pos_priority;
 	pgn_hook_fn pos_fn;
 	void *pos_arg;
+	const struct pgn_route_ctx *ctx;
 };
 
 /* Data of "account-removing" / "account-removed" (borrowed). */
@@ -301,6 +305,34 @@ void pgn_route(struct pgn_server *srv, struct pgn_stanza *st);
  * origin's host (so outbound filters such as blocking apply), then as
  * pgn_route.  origin may be closing (still whole in session-ended). */
 void pgn_route_from(struct pgn_session *origin, struct pgn_stanza *st);
+
+/* ---- routes: domains a module owns ----
+ * A module may own a service domain (conference.<host>, pubsub.<host>,
+ * upload.<host>): every stanza to it or to a JID at it comes to fn as
+ * the event "route/service" (ev->host: the module's host; ev->data: the
+ * domain; origin and stanza as for any stanza event).  fn returns
+ * PGN_EVENT_HANDLED when it took the stanza (replied, held or dropped
+ * it), PGN_EVENT_PASS to have it bounced with service-unavailable.  A
+ * hold taken there ends with pgn_hold_take (there is no chain after it).
+ * The route goes when the module unloads.  0, -EEXIST when the domain is
+ * a local host, a component or another module's, -EINVAL, -ENOMEM. */
+int pgn_module_add_domain(struct pgn_module *m, const char *domain,
+			  pgn_hook_fn fn, void *arg);
+/* 0, or -ENOENT when m does not own domain. */
+int pgn_module_remove_domain(struct pgn_module *m, const char *domain);
+/* The remote route (federation): every stanza to a domain that is not
+ * local, not a component and not a service comes to fn as "route/remote"
+ * (ev->host: the module's host); PGN_EVENT_PASS answers as without it
+ * (remote-server-not-found, or service-unavailable for a configured
+ * component that is not connected).  One module at a time: -EEXIST.
+ * Removed on unload. */
+int pgn_module_set_remote_route(struct pgn_module *m, pgn_hook_fn fn,
+				void *arg);
+/* Calls fn for each service domain that modules of h registered (for
+ * disco#items), in no particular order. */
+void pgn_host_foreach_service(const struct pgn_host *h,
+			      void (*fn)(const char *domain, void *arg),
+			      void *arg);
 
 /* Convenience for handlers: route an iq result / error for ev->stanza
  * (on the stream itself for a "preauth" iq). */

@@ -14,6 +14,7 @@
 #include "host.h"
 #include "pigeon/log.h"
 #include "pigeon/map.h"
+#include "route.h"
 #include "server.h"
 #include "stream.h"
 
@@ -80,6 +81,7 @@ pgn_module_load(struct pgn_host *h, const struct pgn_cfg_module *cfg,
 			/* The module freed its own state; the core forgets
 			 * what it registered. */
 			pgn_host_remove_owned(h, m);
+			pgn_routes_del_owner(h->srv->routes, m);
 			pgn_ctl_forget_module(h->srv, m);
 			pgn_map_foreach(h->srv->sessions, drop_session_data, m);
 			free(m);
@@ -99,6 +101,7 @@ pgn_module_unload(struct pgn_module *m)
 	if (m == NULL)
 		return;
 	pgn_host_remove_owned(m->host, m);
+	pgn_routes_del_owner(m->host->srv->routes, m);
 	pgn_ctl_forget_module(m->host->srv, m);
 	pgn_map_foreach(m->host->srv->sessions, drop_session_data, m);
 	if (m->def->unload != NULL)

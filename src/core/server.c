@@ -25,6 +25,7 @@
 #include "pigeon/log.h"
 #include "pigeon/store.h"
 #include "pigeon/worker.h"
+#include "router.h"
 #include "server.h"
 #include "stream.h"
 #include "tls.h"
@@ -57,10 +58,9 @@ pgn_server_next_id(struct pgn_server *srv)
 struct pgn_host *
 pgn_server_host(const struct pgn_server *srv, const char *name)
 {
-	for (size_t i = 0; i < srv->nhosts; i++)
-		if (strcmp(srv->hosts[i]->name, name) == 0)
-			return srv->hosts[i];
-	return NULL;
+	const struct pgn_route *r = pgn_routes_get(srv->routes, name);
+
+	return r != NULL && r->kind == PGN_ROUTE_HOST ? r->host : NULL;
 }
 
 static void
@@ -402,7 +402,7 @@ pgn_server_new(struct pgn_config *cfg, char *err, size_t errlen)
 	}
 	srv->sessions = pgn_map_new();
 	srv->users = pgn_map_new();
-	srv->components = pgn_map_new();
+	srv->routes = pgn_routes_new(pgn_router_remote_default);
 	srv->ctl_conns = pgn_map_new();
 	srv->commands = pgn_map_new();
 	srv->sm_ids = pgn_map_new();
@@ -411,7 +411,7 @@ pgn_server_new(struct pgn_config *cfg, char *err, size_t errlen)
 				       max_connections(cfg));
 	srv->latency = calloc(1, sizeof(*srv->latency));
 	if (srv->base == NULL || srv->sessions == NULL || srv->users == NULL ||
-	    srv->components == NULL || srv->ctl_conns == NULL ||
+	    srv->routes == NULL || srv->ctl_conns == NULL ||
 	    srv->commands == NULL || srv->sm_ids == NULL ||
 	    srv->auth_limits == NULL || srv->conns == NULL ||
 	    srv->latency == NULL) {
@@ -463,6 +463,10 @@ pgn_server_new(struct pgn_config *cfg, char *err, size_t errlen)
 			goto fail;
 		}
 		srv->hosts[srv->nhosts++] = h;
+		if (pgn_router_add_host(srv, h) != 0) {
+			snprintf(err, errlen, "out of memory");
+			goto fail;
+		}
 		if (pgn_host_load_modules(h, cfg->module_path, err, errlen) != 0)
 			goto fail;
 		if (!pgn_tls_has_host(srv->tls, h->name))
@@ -578,8 +582,10 @@ pgn_server_free(struct pgn_server *srv)
 	 * the hosts and modules they might call into go away. */
 	pgn_worker_free(srv->crypto); /* may still queue store queries */
 	pgn_store_close(srv->store);
-	for (size_t i = 0; i < srv->nhosts; i++)
+	for (size_t i = 0; i < srv->nhosts; i++) {
+		pgn_routes_del_owner(srv->routes, srv->hosts[i]);
 		pgn_host_free(srv->hosts[i]);
+	}
 	free(srv->hosts);
 	pgn_tls_free(srv->tls);
 	for (int i = 0; i < 4; i++)
@@ -600,7 +606,7 @@ pgn_server_free(struct pgn_server *srv)
 		event_free(srv->accept_timer);
 	pgn_map_free(srv->sessions);
 	pgn_map_free(srv->users);
-	pgn_map_free(srv->components);
+	pgn_routes_free(srv->routes);
 	pgn_map_free(srv->ctl_conns);
 	pgn_map_free(srv->commands);
 	pgn_map_free(srv->sm_ids);

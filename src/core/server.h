@@ -22,6 +22,8 @@ struct pgn_later;
 struct pgn_session;
 struct pgn_module;
 struct pgn_latency;
+struct pgn_routes;
+struct pgn_route_ctx;
 
 struct pgn_listener {
 	struct pgn_server *srv;
@@ -42,7 +44,7 @@ struct pgn_server {
 	struct evconnlistener *ctl;
 	struct pgn_map *sessions;    /* id -> struct pgn_session (all streams) */
 	struct pgn_map *users;       /* "user@host" -> struct pgn_user */
-	struct pgn_map *components;  /* domain -> struct pgn_session */
+	struct pgn_routes *routes;   /* domain -> route (route.h) */
 	struct pgn_map *ctl_conns;   /* id -> control connection */
 	struct pgn_map *commands;    /* ctl command -> modules serving it */
 	struct pgn_limits *auth_limits;
@@ -63,10 +65,10 @@ struct pgn_server {
 	uint64_t next_id;
 	time_t stopping;             /* when the shutdown started, or 0 */
 	struct pgn_map *sm_ids;      /* XEP-0198 resumption id -> session */
-	/* The client stanza being routed now (sm.c), for holds and ack
-	 * tickets: session id (0 when none) and its sequence number. */
-	uint64_t ack_sid;
-	uint32_t ack_seq;
+	/* The context of the routing in progress, NULL outside: set and
+	 * restored by router.c only, for what handlers route themselves
+	 * (router.h, pgn_router_current). */
+	const struct pgn_route_ctx *routing;
 	uint32_t ping_seq;
 	unsigned reaped;             /* sessions freed since the last trim */
 	/* Delivery latency (latency.h, `pigeonctl latency`): the histograms,

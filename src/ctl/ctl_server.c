@@ -467,7 +467,7 @@ core_figures(struct pgn_server *srv, struct evbuffer *out)
 	evbuffer_add_printf(out, "accounts_online %zu\n",
 			    pgn_map_count(srv->users));
 	evbuffer_add_printf(out, "components %zu\n",
-			    pgn_map_count(srv->components));
+			    pgn_routes_count(srv->routes, PGN_ROUTE_COMPONENT));
 	print_hist(out, "latency_queued", &srv->latency->queued);
 	print_hist(out, "latency_flushed", &srv->latency->flushed);
 }
@@ -697,7 +697,7 @@ dispatch(struct ctl_conn *c, int argc, char **argv)
 		       "pigeond %s is running: %zu connections, %zu accounts "
 		       "online, %zu components, uptime %lds, storage %s\n",
 		       pgn_server_version(), pgn_map_count(srv->sessions),
-		       pgn_map_count(srv->users), pgn_map_count(srv->components),
+		       pgn_map_count(srv->users), pgn_routes_count(srv->routes, PGN_ROUTE_COMPONENT),
 		       pgn_server_uptime(srv), pgn_store_driver(srv->store));
 		return;
 	} else if (!strcmp(argv[0], "stats")) {

@@ -749,14 +749,15 @@ nonza(struct pgn_session *s, struct pgn_xml *xml, const char *ns,
 	return 1;
 }
 
-static void handle_stanza(struct pgn_session *s, struct pgn_xml *xml);
+static void handle_stanza(struct pgn_session *s, struct pgn_xml *xml,
+			  const struct pgn_route_ctx *ctx);
 
 static void
 handle_bound(struct pgn_session *s, struct pgn_xml *xml)
 {
 	const char *ns = pgn_xml_ns(xml);
 	const char *name = pgn_xml_name(xml);
-	uint32_t seq;
+	struct pgn_route_ctx ctx;
 
 	if (ns != NULL && strcmp(ns, PGN_NS_CLIENT) != 0 &&
 	    nonza(s, xml, ns, name))
@@ -769,18 +770,15 @@ handle_bound(struct pgn_session *s, struct pgn_xml *xml)
 	}
 	/* Stream management counts it as handled once routed, and once
 	 * whatever storage its routing started has committed. */
-	uint64_t outer_sid = s->srv->ack_sid;
-	uint32_t outer_seq = s->srv->ack_seq;
-	pgn_sm_stanza_begin(s, &seq);
-	handle_stanza(s, xml);
-	pgn_sm_stanza_end(s, seq);
-	s->srv->ack_sid = outer_sid;
-	s->srv->ack_seq = outer_seq;
+	pgn_sm_stanza_begin(s, &ctx);
+	handle_stanza(s, xml, &ctx);
+	pgn_sm_stanza_end(s, &ctx);
 }
 
 /* A stanza (message, presence, iq) from the bound client s. */
 static void
-handle_stanza(struct pgn_session *s, struct pgn_xml *xml)
+handle_stanza(struct pgn_session *s, struct pgn_xml *xml,
+	      const struct pgn_route_ctx *ctx)
 {
 	const char *name = pgn_xml_name(xml);
 	struct pgn_stanza *st;
@@ -881,7 +879,7 @@ handle_stanza(struct pgn_session *s, struct pgn_xml *xml)
 		pgn_stanza_free(st);
 		return;
 	}
-	pgn_router_route(s->srv, s, st);
+	pgn_router_route_ctx(s->srv, s, st, ctx);
 	if (initial) {
 		/* After the broadcast: offline messages and the like. */
 		struct pgn_stanza *ps = pgn_stanza_new(pres, NULL);
@@ -889,7 +887,7 @@ handle_stanza(struct pgn_session *s, struct pgn_xml *xml)
 					.origin = s,
 					.stanza = ps };
 		if (ps != NULL && s->state == PGN_ST_BOUND)
-			pgn_host_fire(s->host, &ev);
+			pgn_router_fire(s->host, &ev, ctx);
 		pgn_stanza_free(ev.stanza);
 	}
 }

@@ -64,13 +64,12 @@ handshake_answer(struct pgn_session *s, int ok)
 		pgn_stream_error(s, "not-authorized", NULL);
 		return;
 	}
-	struct pgn_session *old = pgn_map_get(s->srv->components, s->domain);
-	if (old != NULL) {
-		/* One connection per component: the new one wins. */
-		pgn_map_del(s->srv->components, s->domain);
+	/* One connection per component: the new one wins. */
+	struct pgn_session *old;
+	int rc = pgn_router_add_component(s->srv, s->domain, s, &old);
+	if (old != NULL)
 		pgn_stream_error(old, "conflict", NULL);
-	}
-	if (pgn_map_set(s->srv->components, s->domain, s) != 0) {
+	if (rc != 0) {
 		pgn_stream_error(s, "resource-constraint", NULL);
 		return;
 	}
@@ -222,8 +221,7 @@ void
 pgn_component_closed(struct pgn_session *s)
 {
 	if (s->domain != NULL &&
-	    pgn_map_get(s->srv->components, s->domain) == s) {
-		pgn_map_del(s->srv->components, s->domain);
+	    pgn_router_del_component(s->srv, s->domain, s)) {
 		pgn_log(PGN_LOG_INFO, "session %llu: component %s disconnected",
 			(unsigned long long)s->id, s->domain);
 	}

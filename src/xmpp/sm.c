@@ -82,8 +82,7 @@ struct pgn_sm {
 
 struct pgn_ack_ticket {
 	struct pgn_server *srv;
-	uint64_t sid;
-	uint32_t seq;
+	struct pgn_route_ctx ctx;
 };
 
 /* ---- writing ------------------------------------------------------------ */
@@ -286,14 +285,15 @@ sm_of(struct pgn_server *srv, uint64_t sid, struct pgn_session **sp)
 }
 
 void
-pgn_sm_ref(struct pgn_server *srv, uint64_t sid, uint32_t seq)
+pgn_ack_ref(struct pgn_server *srv, const struct pgn_route_ctx *ctx)
 {
-	struct pgn_sm *sm = sm_of(srv, sid, NULL);
+	struct pgn_sm *sm;
 
-	if (sm == NULL)
+	if (ctx == NULL || ctx->ack_sid == 0 ||
+	    (sm = sm_of(srv, ctx->ack_sid, NULL)) == NULL)
 		return;
 	for (unsigned i = 0; i < sm->npend; i++)
-		if (sm->pend[i].seq == seq) {
+		if (sm->pend[i].seq == ctx->ack_seq) {
 			sm->pend[i].refs++;
 			return;
 		}
@@ -332,15 +332,16 @@ progress(struct pgn_session *s)
 }
 
 void
-pgn_sm_unref(struct pgn_server *srv, uint64_t sid, uint32_t seq)
+pgn_ack_unref(struct pgn_server *srv, const struct pgn_route_ctx *ctx)
 {
 	struct pgn_session *s;
-	struct pgn_sm *sm = sm_of(srv, sid, &s);
+	struct pgn_sm *sm;
 
-	if (sm == NULL)
+	if (ctx == NULL || ctx->ack_sid == 0 ||
+	    (sm = sm_of(srv, ctx->ack_sid, &s)) == NULL)
 		return;
 	for (unsigned i = 0; i < sm->npend; i++) {
-		if (sm->pend[i].seq != seq)
+		if (sm->pend[i].seq != ctx->ack_seq)
 			continue;
 		if (--sm->pend[i].refs > 0)
 			return;
@@ -354,15 +355,15 @@ pgn_sm_unref(struct pgn_server *srv, uint64_t sid, uint32_t seq)
 }
 
 void
-pgn_sm_stanza_begin(struct pgn_session *s, uint32_t *seq)
+pgn_sm_stanza_begin(struct pgn_session *s, struct pgn_route_ctx *ctx)
 {
 	struct pgn_sm *sm = s->sm;
+	uint32_t seq;
 
-	*seq = 0;
-	s->srv->ack_sid = 0; /* nothing to wait for without an ack */
+	*ctx = (struct pgn_route_ctx){ 0, 0 }; /* nothing to wait for */
 	if (sm == NULL)
 		return;
-	*seq = ++sm->received;
+	seq = ++sm->received;
 	if (sm->npend == sm->cpend) {
 		unsigned n = sm->cpend ? sm->cpend * 2 : 8;
 		struct sm_pend *p = realloc(sm->pend, n * sizeof(*p));
@@ -371,31 +372,28 @@ pgn_sm_stanza_begin(struct pgn_session *s, uint32_t *seq)
 		sm->pend = p;
 		sm->cpend = n;
 	}
-	sm->pend[sm->npend++] = (struct sm_pend){ *seq, 1 };
-	s->srv->ack_sid = s->id;
-	s->srv->ack_seq = *seq;
+	sm->pend[sm->npend++] = (struct sm_pend){ seq, 1 };
+	*ctx = (struct pgn_route_ctx){ s->id, seq };
 }
 
 void
-pgn_sm_stanza_end(struct pgn_session *s, uint32_t seq)
+pgn_sm_stanza_end(struct pgn_session *s, const struct pgn_route_ctx *ctx)
 {
-	if (seq != 0)
-		pgn_sm_unref(s->srv, s->id, seq);
+	pgn_ack_unref(s->srv, ctx);
 }
 
 struct pgn_ack_ticket *
 pgn_event_ack_ticket(struct pgn_event *ev)
 {
-	struct pgn_server *srv = ev->server;
+	const struct pgn_route_ctx *ctx = pgn_event_ctx(ev);
 	struct pgn_ack_ticket *t;
 
-	if (srv == NULL || srv->ack_sid == 0 ||
+	if (ev->server == NULL || ctx->ack_sid == 0 ||
 	    (t = malloc(sizeof(*t))) == NULL)
 		return NULL;
-	t->srv = srv;
-	t->sid = srv->ack_sid;
-	t->seq = srv->ack_seq;
-	pgn_sm_ref(srv, t->sid, t->seq);
+	t->srv = ev->server;
+	t->ctx = *ctx;
+	pgn_ack_ref(t->srv, &t->ctx);
 	return t;
 }
 
@@ -404,7 +402,7 @@ pgn_ack_ticket_done(struct pgn_ack_ticket *t)
 {
 	if (t == NULL)
 		return;
-	pgn_sm_unref(t->srv, t->sid, t->seq);
+	pgn_ack_unref(t->srv, &t->ctx);
 	free(t);
 }
 
@@ -460,6 +458,30 @@ parse_h(const struct pgn_xml *xml, uint32_t *h)
 	return 0;
 }
 
+static struct pgn_sm *
+sm_new(void)
+{
+	struct pgn_sm *sm = calloc(1, sizeof(*sm));
+
+	if (sm != NULL)
+		sm->tail = &sm->head;
+	return sm;
+}
+
+int
+pgn_sm_attach(struct pgn_session *s)
+{
+	if (s->sm == NULL && (s->sm = sm_new()) == NULL)
+		return -ENOMEM;
+	return 0;
+}
+
+uint32_t
+pgn_sm_handled(const struct pgn_session *s)
+{
+	return s->sm != NULL ? handled(s->sm) : 0;
+}
+
 static void
 handle_enable(struct pgn_session *s, const struct pgn_xml *xml)
 {
@@ -474,11 +496,10 @@ handle_enable(struct pgn_session *s, const struct pgn_xml *xml)
 		send_failed(s, "unexpected-request");
 		return;
 	}
-	if ((sm = calloc(1, sizeof(*sm))) == NULL) {
+	if ((sm = sm_new()) == NULL) {
 		send_failed(s, "internal-server-error");
 		return;
 	}
-	sm->tail = &sm->head;
 	sm->timeout = lim->resume_timeout;
 	if (max != NULL) {
 		long m = atol(max);

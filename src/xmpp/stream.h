@@ -187,12 +187,17 @@ int pgn_sm_newly_acked(uint32_t acked, uint32_t h, unsigned nqueued,
 int pgn_sm_element(struct pgn_session *s, struct pgn_xml *xml);
 /* Adds <sm/> to the features of an authenticated stream. */
 int pgn_sm_features(struct pgn_session *s, struct pgn_xml *features);
+/* The seam for unit tests of holds and acks (tests/unit/test_router.c):
+ * gives s a stream management state as <enable/> would (no resumption,
+ * nothing sent); 0 or -ENOMEM.  handled: the h that s would answer. */
+int pgn_sm_attach(struct pgn_session *s);
+uint32_t pgn_sm_handled(const struct pgn_session *s);
 /* A stanza from the client begins / has been routed (acks count it then,
  * unless holds or tickets taken meanwhile are still running).  begin
- * makes it the router's ack context (srv->ack_sid/ack_seq); the caller
- * restores the outer context after end. */
-void pgn_sm_stanza_begin(struct pgn_session *s, uint32_t *seq);
-void pgn_sm_stanza_end(struct pgn_session *s, uint32_t seq);
+ * fills *ctx, the routing context to route it with (empty without stream
+ * management); end takes the same ctx. */
+void pgn_sm_stanza_begin(struct pgn_session *s, struct pgn_route_ctx *ctx);
+void pgn_sm_stanza_end(struct pgn_session *s, const struct pgn_route_ctx *ctx);
 /* The stanza just written at output offset mark..end (or, with no
  * transport, in buf) is kept until acknowledged.  0 or -ENOMEM. */
 int pgn_sm_track(struct pgn_session *s, size_t mark);
@@ -219,10 +224,6 @@ int pgn_sm_resumable(const struct pgn_session *s);
  * stream finishing a resumption fired. */
 void pgn_sm_hibernated(struct pgn_session *s);
 void pgn_sm_kicked(struct pgn_session *s);
-/* The hold/ticket bookkeeping of the router: the client stanza being
- * routed now (0 when none) takes one more reference, released later. */
-void pgn_sm_ref(struct pgn_server *srv, uint64_t sid, uint32_t seq);
-void pgn_sm_unref(struct pgn_server *srv, uint64_t sid, uint32_t seq);
 
 /* c2s.c */
 void pgn_c2s_stream_open(struct pgn_session *s, const char **attrs,

@@ -244,3 +244,32 @@ def test_presence_to_unknown_user_silently_dropped(server, user):
            % rawxmpp.new_id()[3:])
     assert c.ping().get('type') == 'result'
     c.expect_silence(0.3, ignore=())
+
+
+def test_service_domain_is_reachable(make_server, driver):
+    """A domain a module owns (the route table; the test-only module
+    mod_test_service) gets every stanza to it: an iq is answered, a
+    message echoed; a domain whose module passes bounces, and other
+    domains are still remote.  The host lists its own services only."""
+    srv = make_server(driver, modules={'mod_test_service': {}})
+    name, pw = srv.new_user(prefix='svc')
+    c = srv.login(name, pw, resource='r')
+    r = c.iq('get', "<query xmlns='urn:pigeon:test:services'/>",
+             to='service.localhost')
+    assert r.get('type') == 'result', to_str(r)
+    assert r.get('from') == 'service.localhost', to_str(r)
+    items = sorted(i.get('jid')
+                   for i in r.iter('{urn:pigeon:test:services}item'))
+    assert items == ['pass.localhost', 'service.localhost'], to_str(r)
+    mid = c.message('echo@service.localhost', 'marco')
+    m = c.recv_stanza('message', id=mid)
+    assert m.get('type') == 'chat', to_str(m)
+    assert m.get('from') == 'echo@service.localhost', to_str(m)
+    assert m.findtext(BODY) == 'marco', to_str(m)
+    e = c.iq('get', "<ping xmlns='urn:xmpp:ping'/>", to='pass.localhost')
+    assert stanza_error(e)[1] == 'service-unavailable', to_str(e)
+    mid = c.message('room@pass.localhost', 'anyone?')
+    e = c.recv_stanza('message', id=mid)
+    assert stanza_error(e)[1] == 'service-unavailable', to_str(e)
+    e = c.iq('get', "<ping xmlns='urn:xmpp:ping'/>", to='other.localhost')
+    assert stanza_error(e)[1] == 'remote-server-not-found', to_str(e)

@@ -14,6 +14,15 @@ struct pgn_routes {
 	pgn_route_fn remote_default;
 };
 
+/* The remote route as the core makes it (no owner). */
+static void
+remote_reset(struct pgn_routes *t)
+{
+	t->remote = (struct pgn_route){ .kind = PGN_ROUTE_REMOTE,
+					.domain = "",
+					.fn = t->remote_default };
+}
+
 struct pgn_routes *
 pgn_routes_new(pgn_route_fn remote_fn)
 {
@@ -26,9 +35,7 @@ pgn_routes_new(pgn_route_fn remote_fn)
 		return NULL;
 	}
 	t->remote_default = remote_fn;
-	t->remote = (struct pgn_route){ .kind = PGN_ROUTE_REMOTE,
-					.domain = "",
-					.fn = remote_fn };
+	remote_reset(t);
 	return t;
 }
 
@@ -133,9 +140,7 @@ pgn_routes_del_owner(struct pgn_routes *t, const void *owner)
 		return;
 	pgn_map_foreach(t->by_domain, del_if_owned, &d);
 	if (t->remote.owner == owner)
-		t->remote = (struct pgn_route){ .kind = PGN_ROUTE_REMOTE,
-						.domain = "",
-						.fn = t->remote_default };
+		remote_reset(t);
 }
 
 int

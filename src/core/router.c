@@ -315,19 +315,24 @@ pgn_router_del_component(struct pgn_server *srv, const char *domain,
 	return pgn_routes_del(srv->routes, domain, s) == 0;
 }
 
+static int
+configured_component(const struct pgn_server *srv, const char *domain)
+{
+	for (size_t i = 0; i < srv->cfg->ncomponents; i++)
+		if (strcmp(srv->cfg->components[i].domain, domain) == 0)
+			return 1;
+	return 0;
+}
+
 void
 pgn_router_remote_default(const struct pgn_routing *rt, struct pgn_stanza *st,
 			  const struct pgn_route *r)
 {
-	const struct pgn_config *cfg = rt->srv->cfg;
-
-	for (size_t i = 0; i < cfg->ncomponents; i++)
-		if (strcmp(cfg->components[i].domain, st->to->domain) == 0) {
-			/* Known component, not connected now. */
-			pgn_router_bounce_rt(rt, st, "cancel",
-					     "service-unavailable");
-			return;
-		}
+	if (configured_component(rt->srv, st->to->domain)) {
+		/* Known component, not connected now. */
+		pgn_router_bounce_rt(rt, st, "cancel", "service-unavailable");
+		return;
+	}
 	/* Federation does not exist yet: every remote domain is
 	 * unreachable. */
 	pgn_router_bounce_rt(rt, st, "cancel", "remote-server-not-found");
@@ -372,7 +377,11 @@ pgn_module_add_domain(struct pgn_module *m, const char *domain,
 
 	if (fn == NULL || pgn_jid_nameprep(domain, &prepared) != 0)
 		return -EINVAL;
-	rc = pgn_routes_add(pgn_module_server(m)->routes, prepared, &r);
+	/* A configured component keeps its domain while not connected. */
+	rc = configured_component(pgn_module_server(m), prepared)
+		     ? -EEXIST
+		     : pgn_routes_add(pgn_module_server(m)->routes, prepared,
+				      &r);
 	free(prepared);
 	return rc;
 }

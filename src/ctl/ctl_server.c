@@ -697,7 +697,8 @@ dispatch(struct ctl_conn *c, int argc, char **argv)
 		       "pigeond %s is running: %zu connections, %zu accounts "
 		       "online, %zu components, uptime %lds, storage %s\n",
 		       pgn_server_version(), pgn_map_count(srv->sessions),
-		       pgn_map_count(srv->users), pgn_routes_count(srv->routes, PGN_ROUTE_COMPONENT),
+		       pgn_map_count(srv->users),
+		       pgn_routes_count(srv->routes, PGN_ROUTE_COMPONENT),
 		       pgn_server_uptime(srv), pgn_store_driver(srv->store));
 		return;
 	} else if (!strcmp(argv[0], "stats")) {

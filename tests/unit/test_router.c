@@ -291,6 +291,50 @@ START_TEST(test_service_domain_dispatch)
 }
 END_TEST
 
+START_TEST(test_component_route_replaced)
+{
+	struct fixture f;
+	struct pgn_session a = { .id = 20, .state = PGN_ST_BOUND };
+	struct pgn_session b = { .id = 21, .state = PGN_ST_BOUND };
+	struct pgn_session *old = &a;
+	int owner;
+
+	setup(&f);
+	pgn_events_add(f.host->events, "message/full", on_error, NULL, 0,
+		       &owner);
+	ck_assert_int_eq(pgn_router_add_component(f.srv, "comp.localhost", &a,
+						  &old), 0);
+	ck_assert_ptr_null(old);
+	ck_assert_uint_eq(pgn_routes_count(f.srv->routes, PGN_ROUTE_COMPONENT),
+			  1);
+	/* One connection per component: the new one takes the route and
+	 * is told which one to end. */
+	ck_assert_int_eq(pgn_router_add_component(f.srv, "comp.localhost", &b,
+						  &old), 0);
+	ck_assert_ptr_eq(old, &a);
+	ck_assert_ptr_eq(pgn_routes_get(f.srv->routes, "comp.localhost")->arg,
+			 &b);
+	/* The old one's close does not take the new one's route. */
+	ck_assert_int_eq(pgn_router_del_component(f.srv, "comp.localhost", &a),
+			 0);
+	/* A closing component takes nothing: service-unavailable. */
+	b.state = PGN_ST_CLOSING;
+	pgn_router_route(f.srv, NULL,
+			 message("alice@localhost/a", "bot@comp.localhost"));
+	ck_assert_int_eq(seen.errors, 1);
+	ck_assert_str_eq(seen.last_error, "service-unavailable");
+	ck_assert_int_eq(pgn_router_del_component(f.srv, "comp.localhost", &b),
+			 1);
+	ck_assert_uint_eq(pgn_routes_count(f.srv->routes, PGN_ROUTE_COMPONENT),
+			  0);
+	/* Gone and not configured: like any other domain. */
+	pgn_router_route(f.srv, NULL,
+			 message("alice@localhost/a", "bot@comp.localhost"));
+	ck_assert_str_eq(seen.last_error, "remote-server-not-found");
+	teardown(&f);
+}
+END_TEST
+
 START_TEST(test_hold_delays_ack_until_resumed)
 {
 	struct fixture f;
@@ -370,6 +414,7 @@ router_suite(void)
 	tcase_add_test(tc, test_table_owner_removal);
 	tcase_add_test(tc, test_remote_fallback_bounces);
 	tcase_add_test(tc, test_service_domain_dispatch);
+	tcase_add_test(tc, test_component_route_replaced);
 	tcase_add_test(tc, test_hold_delays_ack_until_resumed);
 	tcase_add_test(tc, test_hold_take_releases_ack);
 	suite_add_tcase(s, tc);

@@ -53,7 +53,7 @@ fi
 
 # target -> the sources and pkg-config packages it links.
 declare -A srcs pkgs
-srcs[fuzz_xml_stream]="src/lib/xml.c src/lib/log.c"
+srcs[fuzz_xml_stream]="src/lib/xml.c src/lib/xml_parser.c src/lib/log.c"
 pkgs[fuzz_xml_stream]="expat libevent libsodium"
 srcs[fuzz_jid]="src/lib/jid.c src/lib/log.c"
 pkgs[fuzz_jid]="libidn"

@@ -99,14 +99,28 @@ pidfile_write(int fd, const char *path, char *err, size_t errlen)
 	return 0;
 }
 
-/* Removes the file while the lock is still held, then drops the lock. */
+/* Removes the file while the lock is still held, then drops the lock;
+ * *fd becomes -1.  Nothing when we hold no lock. */
 static void
-pidfile_release(int fd, const char *path)
+pidfile_release(int *fd, const char *path)
 {
-	if (fd < 0)
+	if (*fd < 0)
 		return;
 	unlink(path);
-	close(fd);
+	close(*fd);
+	*fd = -1;
+}
+
+/* Locks path and writes our pid into it: the descriptor, or -1 with err
+ * set (and the file left as it was unless we held the lock). */
+static int
+pidfile_take(const char *path, char *err, size_t errlen)
+{
+	int fd = pidfile_lock(path, err, errlen);
+
+	if (fd >= 0 && pidfile_write(fd, path, err, errlen) != 0)
+		pidfile_release(&fd, path);
+	return fd;
 }
 
 int
@@ -167,34 +181,35 @@ main(int argc, char **argv)
 		pgn_config_free(cfg);
 		return 1;
 	}
-	/* Locked before any port is bound: a second server stops here
-	 * without touching the first one's file.  The path is copied
-	 * because the server owns (and frees) cfg. */
+	/* Locked (and our pid written) before any port is bound: a second
+	 * server stops here without touching the first one's file, and
+	 * whoever sees our ports open finds our pid there.  The path is
+	 * copied because the server owns (and frees) cfg. */
 	if (cfg->pid_file != NULL) {
 		pid_path = strdup(cfg->pid_file);
-		if (pid_path == NULL ||
-		    (pid_fd = pidfile_lock(pid_path, err, sizeof(err))) < 0) {
-			fprintf(stderr, "pigeond: %s\n",
-				pid_path ? err : "out of memory");
+		if (pid_path == NULL)
+			snprintf(err, sizeof(err), "out of memory");
+		else
+			pid_fd = pidfile_take(pid_path, err, sizeof(err));
+		if (pid_fd < 0) {
+			fprintf(stderr, "pigeond: %s\n", err);
 			free(pid_path);
 			pgn_config_free(cfg);
 			return 1;
 		}
 	}
 	srv = pgn_server_new(cfg, err, sizeof(err));
-	if (srv == NULL ||
-	    (pid_fd >= 0 && pidfile_write(pid_fd, pid_path, err, sizeof(err)))) {
+	if (srv == NULL) {
 		fprintf(stderr, "pigeond: %s\n", err);
 		pgn_log(PGN_LOG_ERROR, "start-up failed: %s", err);
-		pgn_server_free(srv);
-		pidfile_release(pid_fd, pid_path);
+		pidfile_release(&pid_fd, pid_path);
 		free(pid_path);
 		return 1;
 	}
 	int rc = pgn_server_run(srv);
 	pgn_log(PGN_LOG_INFO, "pigeond stopped");
 	pgn_server_free(srv);
-	pidfile_release(pid_fd, pid_path);
+	pidfile_release(&pid_fd, pid_path);
 	free(pid_path);
 	pgn_log_close();
 	return rc == 0 ? 0 : 1;

@@ -33,9 +33,10 @@ if [ ! -f configure.ac ] || [ ! -f src/ctl/pigeonctl.c ]; then
 fi
 
 # ---- build dependencies -------------------------------------------------
+# What the server build needs (libstrophe is for the tests only).
 deps=(build-essential autoconf automake libtool pkg-config libevent-dev
-	libexpat1-dev libssl-dev libpq-dev libsodium-dev libc-ares-dev
-	libidn11-dev libyaml-dev libsqlite3-dev libstrophe-dev check openssl)
+	libexpat1-dev libssl-dev libpq-dev libsodium-dev libidn11-dev
+	libyaml-dev libsqlite3-dev check openssl)
 
 if command -v dpkg-query >/dev/null && command -v apt-get >/dev/null; then
 	missing=()

@@ -1,8 +1,13 @@
 /* pigeond: the Pigeon XMPP server. */
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <event2/thread.h>
 
@@ -34,6 +39,90 @@ usage(FILE *fp)
 		"See pigeond(8) and pigeon.yml(5).\n");
 }
 
+/* The pid file is locked (flock) for as long as the server runs, so that
+ * a second pigeond with the same file, which must fail, sees the lock and
+ * leaves the file alone: only the process that holds the lock writes or
+ * removes it.  A file left by a crash is unlocked and simply taken over.
+ * Returns the locked descriptor, or -1 with err set. */
+static int
+pidfile_lock(const char *path, char *err, size_t errlen)
+{
+	/* Retried when the holder removed the file between our open() and
+	 * flock(): the lock would then be on a name nobody else sees. */
+	for (int tries = 0; tries < 8; tries++) {
+		struct stat a, b;
+		char buf[32] = "";
+		int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+
+		if (fd < 0) {
+			snprintf(err, errlen, "cannot open pid file %s: %s",
+				 path, strerror(errno));
+			return -1;
+		}
+		if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+			int e = errno;
+			ssize_t n = read(fd, buf, sizeof(buf) - 1);
+
+			buf[n > 0 ? n : 0] = '\0';
+			buf[strcspn(buf, "\n")] = '\0';
+			close(fd);
+			if (e == EWOULDBLOCK)
+				snprintf(err, errlen,
+					 "pid file %s is locked: pigeond is "
+					 "already running (pid %s)",
+					 path, buf[0] ? buf : "?");
+			else
+				snprintf(err, errlen, "cannot lock %s: %s",
+					 path, strerror(e));
+			return -1;
+		}
+		if (fstat(fd, &a) == 0 && stat(path, &b) == 0 &&
+		    a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+			return fd;
+		close(fd);
+	}
+	snprintf(err, errlen, "cannot lock %s: it keeps being replaced", path);
+	return -1;
+}
+
+static int
+pidfile_write(int fd, const char *path, char *err, size_t errlen)
+{
+	char buf[32];
+	int n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+
+	if (ftruncate(fd, 0) != 0 || pwrite(fd, buf, (size_t)n, 0) != n) {
+		snprintf(err, errlen, "cannot write %s: %s", path,
+			 strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* Removes the file while the lock is still held, then drops the lock;
+ * *fd becomes -1.  Nothing when we hold no lock. */
+static void
+pidfile_release(int *fd, const char *path)
+{
+	if (*fd < 0)
+		return;
+	unlink(path);
+	close(*fd);
+	*fd = -1;
+}
+
+/* Locks path and writes our pid into it: the descriptor, or -1 with err
+ * set (and the file left as it was unless we held the lock). */
+static int
+pidfile_take(const char *path, char *err, size_t errlen)
+{
+	int fd = pidfile_lock(path, err, errlen);
+
+	if (fd >= 0 && pidfile_write(fd, path, err, errlen) != 0)
+		pidfile_release(&fd, path);
+	return fd;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -49,6 +138,8 @@ main(int argc, char **argv)
 	char err[1024] = "";
 	struct pgn_config *cfg = NULL;
 	struct pgn_server *srv;
+	char *pid_path = NULL;
+	int pid_fd = -1;
 
 	while ((c = getopt_long(argc, argv, "c:thV", opts, NULL)) != -1) {
 		switch (c) {
@@ -90,15 +181,36 @@ main(int argc, char **argv)
 		pgn_config_free(cfg);
 		return 1;
 	}
+	/* Locked (and our pid written) before any port is bound: a second
+	 * server stops here without touching the first one's file, and
+	 * whoever sees our ports open finds our pid there.  The path is
+	 * copied because the server owns (and frees) cfg. */
+	if (cfg->pid_file != NULL) {
+		pid_path = strdup(cfg->pid_file);
+		if (pid_path == NULL)
+			snprintf(err, sizeof(err), "out of memory");
+		else
+			pid_fd = pidfile_take(pid_path, err, sizeof(err));
+		if (pid_fd < 0) {
+			fprintf(stderr, "pigeond: %s\n", err);
+			free(pid_path);
+			pgn_config_free(cfg);
+			return 1;
+		}
+	}
 	srv = pgn_server_new(cfg, err, sizeof(err));
 	if (srv == NULL) {
 		fprintf(stderr, "pigeond: %s\n", err);
 		pgn_log(PGN_LOG_ERROR, "start-up failed: %s", err);
+		pidfile_release(&pid_fd, pid_path);
+		free(pid_path);
 		return 1;
 	}
 	int rc = pgn_server_run(srv);
 	pgn_log(PGN_LOG_INFO, "pigeond stopped");
 	pgn_server_free(srv);
+	pidfile_release(&pid_fd, pid_path);
+	free(pid_path);
 	pgn_log_close();
 	return rc == 0 ? 0 : 1;
 }

@@ -28,7 +28,7 @@ if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
 
 # ---- 1. packages ---------------------------------------------------------
 PACKAGES=(build-essential autoconf automake libtool pkg-config libevent-dev
-    libexpat1-dev libssl-dev libpq-dev libsodium-dev libc-ares-dev libidn11-dev
+    libexpat1-dev libssl-dev libpq-dev libsodium-dev libidn11-dev
     libyaml-dev libsqlite3-dev libstrophe-dev check python3-slixmpp
     python3-pytest python3-openssl postgresql postgresql-client openssl procps
     clang libclang-rt-14-dev)

@@ -22,6 +22,10 @@ void *pgn_map_get_id(const struct pgn_map *m, uint64_t key);
 int pgn_map_set_id(struct pgn_map *m, uint64_t key, void *value);
 void *pgn_map_del_id(struct pgn_map *m, uint64_t key);
 
+/* Length of the longest bucket chain: how evenly the keys spread (for
+ * tests and diagnostics; walks every bucket). */
+size_t pgn_map_max_chain(const struct pgn_map *m);
+
 /* Iteration that tolerates deleting the current entry. */
 typedef int (*pgn_map_iter_fn)(const char *key, uint64_t id, void *value,
 			       void *arg);

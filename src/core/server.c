@@ -496,16 +496,6 @@ pgn_server_new(struct pgn_config *cfg, char *err, size_t errlen)
 		goto fail;
 	pgn_log(PGN_LOG_INFO, "connections: at most %u, %u per address (0: no limit)",
 		max_connections(cfg), cfg->limits.max_connections_per_ip);
-	if (cfg->pid_file != NULL) {
-		FILE *fp = fopen(cfg->pid_file, "w");
-		if (fp == NULL) {
-			snprintf(err, errlen, "cannot write %s: %s",
-				 cfg->pid_file, strerror(errno));
-			goto fail;
-		}
-		fprintf(fp, "%ld\n", (long)getpid());
-		fclose(fp);
-	}
 	return srv;
 fail:
 	if (err[0] == '\0')
@@ -611,8 +601,7 @@ pgn_server_free(struct pgn_server *srv)
 	pgn_map_free(srv->commands);
 	pgn_map_free(srv->sm_ids);
 	free(srv->latency);
-	if (srv->cfg != NULL && srv->cfg->pid_file != NULL)
-		unlink(srv->cfg->pid_file);
+	/* The pid file is pigeond.c's: it holds the lock. */
 	if (srv->base != NULL)
 		event_base_free(srv->base);
 	pgn_config_free(srv->cfg);

@@ -559,6 +559,67 @@ add_text_child(struct pgn_xml *parent, const char *name, const char *text)
 	return pgn_xml_add_text(c, text, strlen(text));
 }
 
+/* Where a message to `to` can go, decided before it is routed so that
+ * pigeonctl reports an address nobody can receive instead of "sent" (the
+ * router would only bounce it to FROM).  Kept in one place so that it can
+ * ask the domain route table once there is one. */
+enum reach {
+	REACH_NO,         /* no local host, no connected component */
+	REACH_YES,        /* a host itself or a connected component */
+	REACH_LOCAL_USER, /* a local host: the account must exist */
+};
+
+static enum reach
+reachable(struct pgn_server *srv, const struct pgn_jid *to)
+{
+	struct pgn_session *comp;
+
+	if (pgn_server_host(srv, to->domain) != NULL)
+		return to->node != NULL ? REACH_LOCAL_USER : REACH_YES;
+	comp = pgn_map_get(srv->components, to->domain);
+	return comp != NULL && comp->state == PGN_ST_BOUND ? REACH_YES
+							   : REACH_NO;
+}
+
+/* A message waiting for the account check; found again by connection id
+ * (the pigeonctl connection may be gone when the store answers). */
+struct send_pending {
+	struct pgn_server *srv;
+	uint64_t conn;
+	struct pgn_stanza *st; /* owned until routed */
+};
+
+static void
+send_routed(struct ctl_conn *c, const struct pgn_stanza *st)
+{
+	if (c != NULL)
+		answer(c, PGN_CTL_OK, "Message sent to %s\n", st->to->full);
+}
+
+static void
+send_user_checked(uint64_t owner, void *arg, int err,
+		  const struct pgn_scram_creds *creds)
+{
+	struct send_pending *sp = arg;
+	struct ctl_conn *c = find_conn(sp->srv, owner);
+
+	(void)creds;
+	if (err == 0) {
+		send_routed(c, sp->st);
+		pgn_route(sp->srv, sp->st);
+	} else {
+		if (c != NULL && err == -ENOENT)
+			answer(c, PGN_CTL_ERROR,
+			       "Cannot send to %s: user %s does not exist\n",
+			       sp->st->to->full, sp->st->to->bare);
+		else if (c != NULL)
+			answer(c, PGN_CTL_ERROR, "Storage error for %s (%s)\n",
+			       sp->st->to->bare, strerror(-err));
+		pgn_stanza_free(sp->st);
+	}
+	free(sp);
+}
+
 /* send_message TYPE FROM TO SUBJECT BODY, as ejabberdctl does it. */
 static void
 cmd_send_message(struct ctl_conn *c, char **argv)
@@ -568,6 +629,8 @@ cmd_send_message(struct ctl_conn *c, char **argv)
 	struct pgn_jid *from = NULL, *to = NULL;
 	struct pgn_xml *msg = NULL;
 	struct pgn_stanza *st;
+	struct send_pending *sp;
+	enum reach reach;
 	int ok = 0;
 
 	for (int i = 0; types[i] != NULL; i++)
@@ -586,6 +649,14 @@ cmd_send_message(struct ctl_conn *c, char **argv)
 		answer(c, PGN_CTL_ERROR, "FROM must be on a local host\n");
 		goto done;
 	}
+	reach = reachable(c->srv, to);
+	if (reach == REACH_NO) {
+		answer(c, PGN_CTL_ERROR,
+		       "Cannot send to %s: %s is neither a local host nor a "
+		       "connected component\n",
+		       to->full, to->domain);
+		goto done;
+	}
 	if ((msg = pgn_xml_new(PGN_NS_CLIENT, "message")) == NULL ||
 	    pgn_xml_set_attr(msg, "type", argv[1]) != 0 ||
 	    pgn_xml_set_attr(msg, "from", from->full) != 0 ||
@@ -600,8 +671,26 @@ cmd_send_message(struct ctl_conn *c, char **argv)
 		answer(c, PGN_CTL_ERROR, "Out of memory\n");
 		goto done;
 	}
-	pgn_route(c->srv, st);
-	answer(c, PGN_CTL_OK, "Message sent to %s\n", to->full);
+	if (reach == REACH_YES) {
+		send_routed(c, st);
+		pgn_route(c->srv, st);
+		goto done;
+	}
+	/* A local account: ask the store first; the stanza waits here. */
+	if ((sp = calloc(1, sizeof(*sp))) == NULL) {
+		pgn_stanza_free(st);
+		answer(c, PGN_CTL_ERROR, "Out of memory\n");
+		goto done;
+	}
+	sp->srv = c->srv;
+	sp->conn = c->id;
+	sp->st = st;
+	if (pgn_account_get_creds(c->srv->store, to->node, to->domain, c->id,
+				  send_user_checked, sp) != 0) {
+		pgn_stanza_free(st);
+		free(sp);
+		answer(c, PGN_CTL_ERROR, "Storage error for %s\n", to->bare);
+	}
 done:
 	pgn_jid_free(from);
 	pgn_jid_free(to);

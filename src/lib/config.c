@@ -1,11 +1,14 @@
-/* pigeon.yml loader: libyaml's document API builds a node tree, which is
- * then checked against a fixed schema and copied into plain structs.
+/* pigeon.yml: libyaml's document API builds a node tree, which is then
+ * read against the schema below and copied into plain structs.
  *
- * Every error names FILE:LINE and the dotted key ("listen[1].port"), says
- * what was found and what is expected: the admin reads it once, at start,
- * and must be able to fix the file without reading the source.  The
- * document tree is walked only where the schema says so, so aliases cannot
- * make the walk explode. */
+ * The schema is data: each section is a table of fields (key, type, where
+ * the value goes, range, default, doc), walked by cfg_load_section() in
+ * config_yaml.c, which also words the errors: FILE:LINE, the dotted key
+ * ("listen[1].port"), what was found and what is expected.  What a type
+ * cannot say is a CFG_CUSTOM field or a section's finish() rule.
+ *
+ * To add a setting: a field in pgn_config (config.h), one line in the
+ * section's table here, and its entry in man/pigeon.yml.5. */
 #if !defined(_GNU_SOURCE) && !defined(_XOPEN_SOURCE)
 #define _XOPEN_SOURCE 700
 #endif
@@ -15,19 +18,19 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <stringprep.h>
 #include <yaml.h>
+
+#include "config_yaml.h"
 
 /* Normally set by the build (-DPGN_MODULE_DIR=...); these fallbacks let the
  * file be compiled on its own, e.g. for the unit test. */
@@ -46,544 +49,11 @@
 #define CFG_DEFAULT_CTL "pigeon.sock"
 #define CFG_DEFAULT_LOG_LEVEL "info"
 
-/* RFC 7622 limits a domainpart to 1023 bytes; DNS limits a label to 63. */
-#define CFG_DOMAIN_MAX 1023
-#define CFG_LABEL_MAX 63
 #define CFG_MODULE_NAME_MAX 64
 /* A config file is written by hand; anything larger is a mistake. */
 #define CFG_FILE_MAX (16u * 1024 * 1024)
 
-#define CFG_N(a) (sizeof(a) / sizeof((a)[0]))
-
-/* Modules of one scope (global or one host) before they are merged. */
-struct cfg_modlist {
-	struct pgn_cfg_module *mods;
-	size_t n;
-};
-
-struct cfg_parse {
-	const char *file;
-	char *dir; /* absolute directory of the file */
-	yaml_document_t *doc;
-	char *err;
-	size_t errlen;
-	struct pgn_config *cfg;
-	struct cfg_modlist global;
-	struct cfg_modlist *per_host; /* cfg->nhosts entries */
-};
-
-/* clang-format off */
-static const char *const top_keys[] = {
-	"hosts", "listen", "certfiles", "storage", "components", "modules",
-	"host_config", "limits", "log", "ctl_socket", "module_path",
-	"schema_dir", "pid_file",
-};
-/* clang-format on */
-static const char *const listen_keys[] = {"port", "ip", "module",
-					  "starttls_required"};
-static const char *const listen_modules[] = {"c2s", "c2s_tls", "component"};
-static const char *const storage_keys[] = {"driver", "path", "conninfo",
-					   "outage_hold"};
-static const char *const component_keys[] = {"domain", "secret"};
-static const char *const host_config_keys[] = {"modules"};
-static const char *const log_keys[] = {"level", "file"};
-static const char *const log_levels[] = {"error", "warn", "info", "debug"};
-
-/* Sane ranges: below the minimum the server cannot work with clients, above
- * the maximum memory is no longer bounded in practice. */
-struct cfg_limit_def {
-	const char *key;
-	unsigned long min;
-	unsigned long max;
-	size_t offset;
-	bool is_size;
-};
-
-static const struct cfg_limit_def limit_defs[] = {
-	{"max_stanza_size", 1024, 16ul * 1024 * 1024,
-	 offsetof(struct pgn_cfg_limits, max_stanza_size), true},
-	{"max_depth", 4, 256, offsetof(struct pgn_cfg_limits, max_depth),
-	 false},
-	{"max_attrs", 8, 1024, offsetof(struct pgn_cfg_limits, max_attrs),
-	 false},
-	{"max_children", 16, 1048576,
-	 offsetof(struct pgn_cfg_limits, max_children), false},
-	{"negotiation_timeout", 1, 3600,
-	 offsetof(struct pgn_cfg_limits, negotiation_timeout), false},
-	{"idle_timeout", 10, 86400,
-	 offsetof(struct pgn_cfg_limits, idle_timeout), false},
-	{"keepalive_interval", 5, 86400,
-	 offsetof(struct pgn_cfg_limits, keepalive_interval), false},
-	{"auth_fail_delay_ms", 0, 60000,
-	 offsetof(struct pgn_cfg_limits, auth_fail_delay_ms), false},
-	{"max_sessions_per_user", 1, 10000,
-	 offsetof(struct pgn_cfg_limits, max_sessions_per_user), false},
-	{"ping_interval", 0, 86400,
-	 offsetof(struct pgn_cfg_limits, ping_interval), false},
-	{"ping_timeout", 1, 3600,
-	 offsetof(struct pgn_cfg_limits, ping_timeout), false},
-	{"resume_timeout", 0, 86400,
-	 offsetof(struct pgn_cfg_limits, resume_timeout), false},
-	{"max_unacked", 10, 1000000,
-	 offsetof(struct pgn_cfg_limits, max_unacked), false},
-	{"max_connections_per_ip", 0, 10000000,
-	 offsetof(struct pgn_cfg_limits, max_connections_per_ip), false},
-	{"max_connections", 0, 10000000,
-	 offsetof(struct pgn_cfg_limits, max_connections), false},
-	{"max_unacked_bytes", 65536, 1ul << 30,
-	 offsetof(struct pgn_cfg_limits, max_unacked_bytes), true},
-	{"max_unacked_bytes_per_account", 65536, 1ul << 30,
-	 offsetof(struct pgn_cfg_limits, max_unacked_bytes_per_account), true},
-};
-
-/* ---- messages ------------------------------------------------------------ */
-
-static int
-cfg_line(const yaml_node_t *n)
-{
-	return (int)n->start_mark.line + 1;
-}
-
-/* Writes "FILE:LINE: message" (or "FILE: message" when line is 0) and
- * returns -EINVAL so that callers can `return cfg_fail(...)`. */
-static int cfg_fail(struct cfg_parse *p, int line, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int
-cfg_fail(struct cfg_parse *p, int line, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	if (p->err == NULL || p->errlen == 0)
-		return -EINVAL;
-	if (line > 0)
-		n = snprintf(p->err, p->errlen, "%s:%d: ", p->file, line);
-	else
-		n = snprintf(p->err, p->errlen, "%s: ", p->file);
-	if (n < 0 || (size_t)n >= p->errlen)
-		return -EINVAL;
-	va_start(ap, fmt);
-	vsnprintf(p->err + n, p->errlen - (size_t)n, fmt, ap);
-	va_end(ap);
-	return -EINVAL;
-}
-
-/* Builds a dotted key name for messages ("listen[1].port"); a name cut
- * short only shortens a message, so truncation is fine here. */
-static void cfg_name(char *buf, size_t len, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void
-cfg_name(char *buf, size_t len, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(buf, len, fmt, ap);
-	va_end(ap);
-}
-
-static int
-cfg_oom(struct cfg_parse *p)
-{
-	cfg_fail(p, 0, "out of memory");
-	return -ENOMEM;
-}
-
-static bool
-cfg_is_null(const yaml_node_t *n)
-{
-	const char *v;
-
-	if (n->type != YAML_SCALAR_NODE)
-		return false;
-	if (n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
-		return false;
-	v = (const char *)n->data.scalar.value;
-	return v[0] == '\0' || strcmp(v, "~") == 0 || strcmp(v, "null") == 0 ||
-	       strcmp(v, "Null") == 0 || strcmp(v, "NULL") == 0;
-}
-
-/* Quotes s for a message: escapes, and cuts long values at a UTF-8
- * character boundary so the message stays one readable line. */
-static void
-cfg_quote(const char *s, size_t len, char q, char *buf, size_t buflen)
-{
-	const size_t show = 48;
-	size_t o = 0, i;
-	bool cut = false;
-
-	if (len > show) {
-		len = show;
-		while (len > 0 && ((unsigned char)s[len] & 0xc0) == 0x80)
-			len--;
-		cut = true;
-	}
-	if (buflen < 8) {
-		if (buflen > 0)
-			buf[0] = '\0';
-		return;
-	}
-	buf[o++] = q;
-	for (i = 0; i < len && o + 8 < buflen; i++) {
-		unsigned char c = (unsigned char)s[i];
-
-		if (c == (unsigned char)q || c == '\\') {
-			buf[o++] = '\\';
-			buf[o++] = (char)c;
-		} else if (c < 0x20 || c == 0x7f) {
-			o += (size_t)snprintf(buf + o, buflen - o, "\\x%02x",
-					      c);
-		} else {
-			buf[o++] = (char)c;
-		}
-	}
-	if (cut && o + 5 < buflen) {
-		memcpy(buf + o, "...", 3);
-		o += 3;
-	}
-	buf[o++] = q;
-	buf[o] = '\0';
-}
-
-/* What a node is, for "got ..." in messages. */
-static void
-cfg_describe(const yaml_node_t *n, char *buf, size_t len)
-{
-	switch (n->type) {
-	case YAML_MAPPING_NODE:
-		snprintf(buf, len, "a mapping");
-		break;
-	case YAML_SEQUENCE_NODE:
-		snprintf(buf, len, "a list");
-		break;
-	case YAML_SCALAR_NODE:
-		if (cfg_is_null(n))
-			snprintf(buf, len, "nothing (null)");
-		else
-			cfg_quote((const char *)n->data.scalar.value,
-				  n->data.scalar.length, '"', buf, len);
-		break;
-	default:
-		snprintf(buf, len, "nothing");
-		break;
-	}
-}
-
-static void
-cfg_join(const char *const *words, size_t n, char *buf, size_t len)
-{
-	size_t o = 0, i;
-
-	buf[0] = '\0';
-	for (i = 0; i < n && o < len; i++) {
-		int w = snprintf(buf + o, len - o, "%s%s", i ? ", " : "",
-				 words[i]);
-		if (w < 0)
-			break;
-		o += (size_t)w;
-	}
-}
-
-/* Edit distance, for "did you mean"; only short keys are compared. */
-static size_t
-cfg_distance(const char *a, const char *b)
-{
-	size_t la = strlen(a), lb = strlen(b), i, j;
-	size_t prev[33], cur[33];
-
-	if (la > 32 || lb > 32)
-		return SIZE_MAX;
-	for (j = 0; j <= lb; j++)
-		prev[j] = j;
-	for (i = 1; i <= la; i++) {
-		cur[0] = i;
-		for (j = 1; j <= lb; j++) {
-			size_t del = prev[j] + 1, ins = cur[j - 1] + 1;
-			size_t sub = prev[j - 1] + (a[i - 1] != b[j - 1]);
-			size_t m = del < ins ? del : ins;
-
-			cur[j] = m < sub ? m : sub;
-		}
-		memcpy(prev, cur, sizeof(prev));
-	}
-	return prev[lb];
-}
-
-/* ---- node access --------------------------------------------------------- */
-
-static yaml_node_t *
-cfg_node(struct cfg_parse *p, int index)
-{
-	return yaml_document_get_node(p->doc, index);
-}
-
-static const char *
-cfg_scalar(const yaml_node_t *n)
-{
-	return (const char *)n->data.scalar.value;
-}
-
-static size_t
-cfg_map_len(const yaml_node_t *n)
-{
-	return (size_t)(n->data.mapping.pairs.top -
-			n->data.mapping.pairs.start);
-}
-
-static size_t
-cfg_seq_len(const yaml_node_t *n)
-{
-	return (size_t)(n->data.sequence.items.top -
-			n->data.sequence.items.start);
-}
-
-/* Checks that map's keys are non-null strings without duplicates and, when
- * allowed is given, that each is one of them.  what NULL means the top
- * level. */
-static int
-cfg_check_keys(struct cfg_parse *p, const yaml_node_t *map, const char *what,
-	       const char *const *allowed, size_t nallowed)
-{
-	size_t n = cfg_map_len(map), i, j, k;
-	char got[96], list[256];
-
-	for (i = 0; i < n; i++) {
-		yaml_node_t *key =
-			cfg_node(p, map->data.mapping.pairs.start[i].key);
-		const char *name;
-		bool known = allowed == NULL;
-		const char *near = NULL;
-
-		if (key->type != YAML_SCALAR_NODE || cfg_is_null(key)) {
-			cfg_describe(key, got, sizeof(got));
-			return cfg_fail(p, cfg_line(key),
-					"%s%skeys must be names, got %s",
-					what ? what : "", what ? ": " : "",
-					got);
-		}
-		name = cfg_scalar(key);
-		for (j = 0; j < i; j++) {
-			yaml_node_t *k2 = cfg_node(
-				p, map->data.mapping.pairs.start[j].key);
-
-			if (strcmp(cfg_scalar(k2), name) == 0) {
-				cfg_quote(name, key->data.scalar.length, '\'',
-					  got, sizeof(got));
-				return cfg_fail(p, cfg_line(key),
-						"%s%sduplicate key %s (first "
-						"at line %d)",
-						what ? what : "",
-						what ? ": " : "", got,
-						cfg_line(k2));
-			}
-		}
-		for (k = 0; !known && k < nallowed; k++) {
-			if (strcmp(name, allowed[k]) == 0)
-				known = true;
-			else if (cfg_distance(name, allowed[k]) <= 2)
-				near = allowed[k];
-		}
-		if (known)
-			continue;
-		cfg_quote(name, key->data.scalar.length, '\'', got,
-			  sizeof(got));
-		cfg_join(allowed, nallowed, list, sizeof(list));
-		if (what == NULL)
-			return cfg_fail(p, cfg_line(key),
-					"unknown top-level key %s (expected "
-					"one of: %s)%s%s%s",
-					got, list,
-					near ? "; did you mean '" : "",
-					near ? near : "", near ? "'?" : "");
-		return cfg_fail(
-			p, cfg_line(key),
-			"%s: unknown key %s (expected one of: %s)%s%s%s", what,
-			got, list, near ? "; did you mean '" : "",
-			near ? near : "", near ? "'?" : "");
-	}
-	return 0;
-}
-
-/* Value of key in a checked mapping, or NULL; *keyline gets the key's
- * line when found. */
-static yaml_node_t *
-cfg_get(struct cfg_parse *p, const yaml_node_t *map, const char *key,
-	int *keyline)
-{
-	size_t n = cfg_map_len(map), i;
-
-	for (i = 0; i < n; i++) {
-		yaml_node_pair_t *pair = &map->data.mapping.pairs.start[i];
-		yaml_node_t *k = cfg_node(p, pair->key);
-
-		if (strcmp(cfg_scalar(k), key) == 0) {
-			if (keyline)
-				*keyline = cfg_line(k);
-			return cfg_node(p, pair->value);
-		}
-	}
-	return NULL;
-}
-
-/* A section that must be a mapping; null counts as empty (all its
- * children commented out).  Sets *map to NULL for null. */
-static int
-cfg_want_map(struct cfg_parse *p, yaml_node_t *n, const char *what,
-	     const char *expect, yaml_node_t **map)
-{
-	char got[96];
-
-	*map = NULL;
-	if (cfg_is_null(n))
-		return 0;
-	if (n->type != YAML_MAPPING_NODE) {
-		cfg_describe(n, got, sizeof(got));
-		return cfg_fail(p, cfg_line(n), "%s: expected %s, got %s", what,
-				expect, got);
-	}
-	*map = n;
-	return 0;
-}
-
-static int
-cfg_want_seq(struct cfg_parse *p, yaml_node_t *n, const char *what,
-	     const char *expect, yaml_node_t **seq)
-{
-	char got[96];
-
-	*seq = NULL;
-	if (cfg_is_null(n))
-		return 0;
-	if (n->type != YAML_SEQUENCE_NODE) {
-		cfg_describe(n, got, sizeof(got));
-		return cfg_fail(p, cfg_line(n), "%s: expected %s, got %s", what,
-				expect, got);
-	}
-	*seq = n;
-	return 0;
-}
-
-/* A string value; a copy goes to *out (caller frees). */
-static int
-cfg_string(struct cfg_parse *p, const yaml_node_t *n, const char *what,
-	   bool allow_empty, char **out)
-{
-	char got[96];
-
-	*out = NULL;
-	if (n->type != YAML_SCALAR_NODE || cfg_is_null(n)) {
-		cfg_describe(n, got, sizeof(got));
-		return cfg_fail(p, cfg_line(n), "%s: expected a string, got %s",
-				what, got);
-	}
-	if (strlen(cfg_scalar(n)) != n->data.scalar.length)
-		return cfg_fail(p, cfg_line(n),
-				"%s: must not contain a NUL character", what);
-	if (!allow_empty && n->data.scalar.length == 0)
-		return cfg_fail(p, cfg_line(n),
-				"%s: expected a non-empty string, got \"\"",
-				what);
-	*out = strdup(cfg_scalar(n));
-	if (*out == NULL)
-		return cfg_oom(p);
-	return 0;
-}
-
-/* An unquoted decimal integer in [min, max].  Quoted numbers are refused:
- * in YAML they are strings, and accepting them would hide typos such as
- * port: "52 22". */
-static int
-cfg_uint(struct cfg_parse *p, const yaml_node_t *n, const char *what,
-	 unsigned long min, unsigned long max, unsigned long *out)
-{
-	char got[96];
-	bool digits = false;
-
-	if (n->type == YAML_SCALAR_NODE) {
-		const char *s = cfg_scalar(n);
-		size_t len = n->data.scalar.length;
-
-		digits = len > 0 && len <= 20 && strspn(s, "0123456789") == len;
-		if (digits && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE) {
-			unsigned long v;
-
-			errno = 0;
-			v = strtoul(s, NULL, 10);
-			if (errno == 0 && v >= min && v <= max) {
-				*out = v;
-				return 0;
-			}
-		}
-	}
-	cfg_describe(n, got, sizeof(got));
-	return cfg_fail(p, cfg_line(n),
-			"%s: expected an integer from %lu to %lu, got %s%s",
-			what, min, max, got,
-			digits && n->data.scalar.style !=
-						YAML_PLAIN_SCALAR_STYLE
-				? " (write numbers without quotes)"
-				: "");
-}
-
-static int
-cfg_bool(struct cfg_parse *p, const yaml_node_t *n, const char *what, int *out)
-{
-	static const char *const yes[] = {"true", "yes", "on"};
-	static const char *const no[] = {"false", "no", "off"};
-	char got[96];
-	size_t i;
-
-	if (n->type == YAML_SCALAR_NODE &&
-	    n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE) {
-		for (i = 0; i < CFG_N(yes); i++) {
-			if (strcasecmp(cfg_scalar(n), yes[i]) == 0) {
-				*out = 1;
-				return 0;
-			}
-			if (strcasecmp(cfg_scalar(n), no[i]) == 0) {
-				*out = 0;
-				return 0;
-			}
-		}
-	}
-	cfg_describe(n, got, sizeof(got));
-	return cfg_fail(p, cfg_line(n), "%s: expected true or false, got %s",
-			what, got);
-}
-
 /* ---- paths --------------------------------------------------------------- */
-
-static char *
-cfg_concat(const char *a, const char *sep, const char *b)
-{
-	size_t la = strlen(a), ls = strlen(sep), lb = strlen(b);
-	char *s = malloc(la + ls + lb + 1);
-
-	if (s == NULL)
-		return NULL;
-	memcpy(s, a, la);
-	memcpy(s + la, sep, ls);
-	memcpy(s + la + ls, b, lb + 1);
-	return s;
-}
-
-/* path made absolute against base (a directory without trailing slash). */
-static char *
-cfg_absolute(const char *base, const char *path)
-{
-	if (path[0] == '/')
-		return strdup(path);
-	while (path[0] == '.' && path[1] == '/') {
-		path += 2;
-		while (path[0] == '/')
-			path++;
-	}
-	if (path[0] == '\0' || strcmp(path, ".") == 0)
-		return strdup(base);
-	return cfg_concat(strcmp(base, "/") == 0 ? "" : base, "/", path);
-}
 
 /* The absolute, symlink-free directory of file, so that paths in the
  * config keep meaning the same after the daemon changes directory. */
@@ -610,23 +80,6 @@ cfg_dir_of(const char *file, char **out)
 	return 0;
 }
 
-static int
-cfg_path(struct cfg_parse *p, const yaml_node_t *n, const char *what,
-	 char **out)
-{
-	char *s = NULL;
-	int rc;
-
-	rc = cfg_string(p, n, what, false, &s);
-	if (rc < 0)
-		return rc;
-	*out = cfg_absolute(p->dir, s);
-	free(s);
-	if (*out == NULL)
-		return cfg_oom(p);
-	return 0;
-}
-
 /* bind() on a longer path fails with an unhelpful error at start. */
 static int
 cfg_check_sun_path(struct cfg_parse *p, int line, const char *what,
@@ -642,101 +95,465 @@ cfg_check_sun_path(struct cfg_parse *p, int line, const char *what,
 			what, path, strlen(path), sizeof(sun.sun_path) - 1);
 }
 
-/* ---- domains ------------------------------------------------------------- */
+/* ---- hosts --------------------------------------------------------------- */
 
-/* A host or component domain, prepared with nameprep (RFC 3491) so that
- * comparisons and JID routing see one spelling.  IP literals in brackets
- * are not accepted: a virtual host needs a name for its certificate. */
 static int
-cfg_domain(struct cfg_parse *p, const yaml_node_t *n, const char *what,
-	   char **out)
+cfg_host_item(struct cfg_parse *p, yaml_node_t *v, const char *what,
+	      size_t i, void *elem)
 {
-	/* nameprep can expand (case folding of ß is "ss"); 4 bytes of room
-	 * per input byte is more than any mapping needs. */
-	char buf[CFG_DOMAIN_MAX * 4 + 1], got[96];
-	char *s = NULL;
-	const char *label;
-	size_t len;
+	struct pgn_cfg_host *hosts = p->cfg->hosts;
+	char *name = NULL;
+	size_t j;
 	int rc;
 
-	*out = NULL;
-	rc = cfg_string(p, n, what, true, &s);
+	rc = cfg_domain(p, v, what, &name);
 	if (rc < 0)
 		return rc;
-	cfg_describe(n, got, sizeof(got));
-	len = strlen(s);
-	if (len == 0) {
-		free(s);
-		return cfg_fail(p, cfg_line(n),
-				"%s: expected a domain name, got \"\"", what);
-	}
-	if (len > CFG_DOMAIN_MAX) {
-		free(s);
-		return cfg_fail(p, cfg_line(n),
-				"%s: domain name %s is too long (at most %d "
-				"bytes)",
-				what, got, CFG_DOMAIN_MAX);
-	}
-	memcpy(buf, s, len + 1);
-	free(s);
-	rc = stringprep_nameprep_no_unassigned(buf, sizeof(buf));
-	if (rc != STRINGPREP_OK)
-		return cfg_fail(p, cfg_line(n),
-				"%s: invalid domain name %s: %s", what, got,
-				stringprep_strerror((Stringprep_rc)rc));
-	len = strlen(buf);
-	if (len == 0 || len > CFG_DOMAIN_MAX)
-		return cfg_fail(p, cfg_line(n),
-				"%s: invalid domain name %s: empty or longer "
-				"than %d bytes after preparation",
-				what, got, CFG_DOMAIN_MAX);
-	label = buf;
-	for (;;) {
-		size_t l = strcspn(label, ".");
-		size_t i;
-
-		if (l == 0)
-			return cfg_fail(p, cfg_line(n),
-					"%s: invalid domain name %s: empty "
-					"label (expected labels separated by "
-					"single dots, no leading or trailing "
-					"dot)",
-					what, got);
-		if (l > CFG_LABEL_MAX)
-			return cfg_fail(p, cfg_line(n),
-					"%s: invalid domain name %s: a label "
-					"is longer than %d bytes",
-					what, got, CFG_LABEL_MAX);
-		if (label[0] == '-' || label[l - 1] == '-')
-			return cfg_fail(p, cfg_line(n),
-					"%s: invalid domain name %s: a label "
-					"starts or ends with '-'",
-					what, got);
-		for (i = 0; i < l; i++) {
-			unsigned char c = (unsigned char)label[i];
-
-			if (c >= 0x80 || (c >= 'a' && c <= 'z') ||
-			    (c >= '0' && c <= '9') || c == '-')
-				continue;
-			return cfg_fail(p, cfg_line(n),
-					"%s: invalid domain name %s: "
-					"character '%c' is not allowed "
-					"(expected letters, digits, '-' and "
-					"'.')",
-					what, got,
-					c >= 0x20 && c < 0x7f ? c : '?');
+	for (j = 0; j < i; j++) {
+		if (strcmp(hosts[j].name, name) == 0) {
+			rc = cfg_fail(p, cfg_line(v),
+				      "%s: duplicate host '%s' (same as "
+				      "hosts[%zu])",
+				      what, name, j);
+			free(name);
+			return rc;
 		}
-		if (label[l] == '\0')
-			break;
-		label += l + 1;
 	}
-	*out = strdup(buf);
-	if (*out == NULL)
-		return cfg_oom(p);
+	((struct pgn_cfg_host *)elem)->name = name;
 	return 0;
 }
 
+static const struct cfg_list host_list = {
+	"a list of domain names", sizeof(struct pgn_cfg_host),
+	offsetof(struct pgn_config, nhosts), cfg_host_item};
+
+/* hosts is read first (components and host_config refer to it) and must
+ * name at least one host. */
+static int
+cfg_parse_hosts(struct cfg_parse *p, yaml_node_t *v, const char *what,
+		int keyline, void *base)
+{
+	static const struct cfg_field list = {
+		.key = "hosts", .type = CFG_LIST,
+		.offset = offsetof(struct pgn_config, hosts),
+		.list = &host_list};
+	struct pgn_config *cfg = base;
+	int rc;
+
+	rc = cfg_load_field(p, &list, v, what, keyline, base);
+	if (rc < 0)
+		return rc;
+	if (cfg->nhosts == 0)
+		return cfg_fail(p, keyline,
+				"hosts: no hosts (expected a list of at least "
+				"one domain name, e.g. '- localhost')");
+	p->per_host = calloc(cfg->nhosts, sizeof(*p->per_host));
+	return p->per_host != NULL ? 0 : cfg_oom(p);
+}
+
+/* ---- listen -------------------------------------------------------------- */
+
+static int
+cfg_listen_addr(const char *ip, int *family, unsigned char addr[16])
+{
+	memset(addr, 0, 16);
+	if (inet_pton(AF_INET, ip, addr) == 1) {
+		*family = AF_INET;
+		return 0;
+	}
+	if (inet_pton(AF_INET6, ip, addr) == 1) {
+		*family = AF_INET6;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+static bool
+cfg_addr_any(const unsigned char addr[16])
+{
+	static const unsigned char zero[16];
+
+	return memcmp(addr, zero, 16) == 0;
+}
+
+/* Stored in canonical form so that "::0" and "::" compare equal. */
+static int
+cfg_listen_ip_set(struct cfg_parse *p, struct pgn_cfg_listen *l,
+		  const char *ip, const yaml_node_t *v, const char *what)
+{
+	unsigned char addr[16];
+	char norm[INET6_ADDRSTRLEN], got[96];
+	int family;
+
+	if (cfg_listen_addr(ip, &family, addr) < 0) {
+		if (v == NULL)
+			return cfg_fail(p, l->line, "bad default address");
+		cfg_describe(v, got, sizeof(got));
+		return cfg_fail(p, cfg_line(v),
+				"%s: expected an IPv4 or IPv6 address (e.g. "
+				"0.0.0.0, 127.0.0.1 or ::), got %s",
+				what, got);
+	}
+	if (inet_ntop(family, addr, norm, sizeof(norm)) == NULL)
+		return cfg_fail(p, l->line, "%s: cannot format address", what);
+	l->ip = strdup(norm);
+	return l->ip != NULL ? 0 : cfg_oom(p);
+}
+
+static int
+cfg_listen_ip(struct cfg_parse *p, yaml_node_t *v, const char *what,
+	      int keyline, void *base)
+{
+	char *ip = NULL;
+	int rc;
+
+	rc = cfg_string(p, v, what, true, &ip);
+	if (rc < 0)
+		return rc;
+	rc = cfg_listen_ip_set(p, base, ip, v, what);
+	free(ip);
+	return rc;
+}
+
+static const struct cfg_choice listen_modules[] = {
+	{"c2s", NULL}, {"c2s_tls", NULL}, {"component", NULL}, {NULL, NULL}};
+
+/* The address default, and STARTTLS, which only a c2s listener has. */
+static int
+cfg_listener_finish(struct cfg_parse *p, yaml_node_t *map, const char *what,
+		    int keyline, void *base)
+{
+	struct pgn_cfg_listen *l = base;
+	char sub[CFG_NAME_MAX];
+	int kline = 0, rc;
+	yaml_node_t *v;
+
+	if (l->ip == NULL) {
+		cfg_name(sub, sizeof(sub), "%s.ip", what);
+		rc = cfg_listen_ip_set(p, l, CFG_DEFAULT_IP, NULL, sub);
+		if (rc < 0)
+			return rc;
+	}
+	v = cfg_get(p, map, "starttls_required", &kline);
+	if (l->kind == PGN_LISTEN_C2S) {
+		if (v == NULL)
+			l->starttls_required = 1;
+		return 0;
+	}
+	/* Direct TLS and components have no STARTTLS to require. */
+	l->starttls_required = 0;
+	if (v != NULL)
+		return cfg_fail(p, kline,
+				"%s.starttls_required: only valid with module "
+				"c2s (this listener is %s, which has no "
+				"STARTTLS)",
+				what, listen_modules[l->kind].name);
+	return 0;
+}
+
+static const struct cfg_field listener_fields[] = {
+	{.key = "port", .type = CFG_INT,
+	 .offset = offsetof(struct pgn_cfg_listen, port), .min = 1,
+	 .max = 65535, .required = true, .doc = "the TCP port"},
+	{.key = "ip", .type = CFG_CUSTOM, .parse = cfg_listen_ip,
+	 .doc = "the IPv4 or IPv6 address to listen on (default "
+		CFG_DEFAULT_IP ")"},
+	{.key = "module", .type = CFG_CHOICE,
+	 .offset = offsetof(struct pgn_cfg_listen, kind),
+	 .choices = listen_modules, .noun = "listener module",
+	 .required = true,
+	 .doc = "what the listener serves: c2s (STARTTLS), c2s_tls (direct "
+		"TLS, XEP-0368) or component (XEP-0114)"},
+	{.key = "starttls_required", .type = CFG_BOOL,
+	 .offset = offsetof(struct pgn_cfg_listen, starttls_required),
+	 .doc = "c2s only: refuse to authenticate before STARTTLS (default "
+		"true)"},
+};
+
+static const struct cfg_section listener_section = {
+	"a mapping with port, module and optionally ip", listener_fields,
+	CFG_N(listener_fields), cfg_listener_finish};
+
+static int
+cfg_listen_item(struct cfg_parse *p, yaml_node_t *v, const char *what,
+		size_t i, void *elem)
+{
+	struct pgn_cfg_listen *l = elem;
+	unsigned char a[16], b[16];
+	int fa = 0, fb = 0, rc;
+	size_t j;
+
+	l->line = cfg_line(v);
+	rc = cfg_load_section(p, &listener_section, v, what, l->line, l,
+			      false);
+	if (rc < 0)
+		return rc;
+	/* A wildcard overlaps every address of its family: the second
+	 * bind() would fail with EADDRINUSE at start. */
+	cfg_listen_addr(l->ip, &fa, a);
+	for (j = 0; j < i; j++) {
+		const struct pgn_cfg_listen *o = &p->cfg->listen[j];
+
+		cfg_listen_addr(o->ip, &fb, b);
+		if (o->port != l->port || fa != fb)
+			continue;
+		if (memcmp(a, b, 16) == 0 || cfg_addr_any(a) ||
+		    cfg_addr_any(b))
+			return cfg_fail(p, l->line,
+					"%s: %s port %d is already used by "
+					"listen[%zu] (%s port %d, line %d); "
+					"each ip:port can be listened on once",
+					what, l->ip, l->port, j, o->ip, o->port,
+					o->line);
+	}
+	return 0;
+}
+
+static const struct cfg_list listen_list = {
+	"a list of listeners", sizeof(struct pgn_cfg_listen),
+	offsetof(struct pgn_config, nlisten), cfg_listen_item};
+
+/* ---- certfiles ----------------------------------------------------------- */
+
+static int
+cfg_certfile_item(struct cfg_parse *p, yaml_node_t *v, const char *what,
+		  size_t i, void *elem)
+{
+	return cfg_path(p, v, what, elem);
+}
+
+static const struct cfg_list certfile_list = {
+	"a list of PEM file paths", sizeof(char *),
+	offsetof(struct pgn_config, ncertfiles), cfg_certfile_item};
+
+/* ---- components ---------------------------------------------------------- */
+
+static int
+cfg_component_domain(struct cfg_parse *p, yaml_node_t *v, const char *what,
+		     int keyline, void *base)
+{
+	struct pgn_config *cfg = p->cfg;
+	struct pgn_cfg_component *c = base;
+	size_t self = (size_t)(c - cfg->components), j;
+	int rc;
+
+	rc = cfg_domain(p, v, what, &c->domain);
+	if (rc < 0)
+		return rc;
+	for (j = 0; j < cfg->nhosts; j++)
+		if (strcmp(cfg->hosts[j].name, c->domain) == 0)
+			return cfg_fail(p, cfg_line(v),
+					"%s: '%s' is already a host "
+					"(hosts[%zu]); a component needs a "
+					"domain of its own, e.g. 'bot.%s'",
+					what, c->domain, j, c->domain);
+	for (j = 0; j < self; j++)
+		if (strcmp(cfg->components[j].domain, c->domain) == 0)
+			return cfg_fail(p, cfg_line(v),
+					"%s: duplicate component '%s' (same "
+					"as components[%zu], line %d)",
+					what, c->domain, j,
+					cfg->components[j].line);
+	return 0;
+}
+
+static int
+cfg_component_secret(struct cfg_parse *p, yaml_node_t *v, const char *what,
+		     int keyline, void *base)
+{
+	struct pgn_cfg_component *c = base;
+
+	/* The secret itself never goes into a message. */
+	if (v->type != YAML_SCALAR_NODE || cfg_is_null(v) ||
+	    v->data.scalar.length == 0)
+		return cfg_fail(p, cfg_line(v), "%s: expected a non-empty string",
+				what);
+	return cfg_string(p, v, what, false, &c->secret);
+}
+
+static const struct cfg_field component_fields[] = {
+	{.key = "domain", .type = CFG_CUSTOM, .parse = cfg_component_domain,
+	 .required = true, .doc = "the component's domain name"},
+	{.key = "secret", .type = CFG_CUSTOM, .parse = cfg_component_secret,
+	 .required = true, .doc = "the shared secret of XEP-0114"},
+};
+
+static const struct cfg_section component_section = {
+	"a mapping with domain and secret", component_fields,
+	CFG_N(component_fields), NULL};
+
+static int
+cfg_component_item(struct cfg_parse *p, yaml_node_t *v, const char *what,
+		   size_t i, void *elem)
+{
+	struct pgn_cfg_component *c = elem;
+
+	c->line = cfg_line(v);
+	return cfg_load_section(p, &component_section, v, what, c->line, c,
+				false);
+}
+
+static const struct cfg_list component_list = {
+	"a list of {domain, secret} mappings", sizeof(struct pgn_cfg_component),
+	offsetof(struct pgn_config, ncomponents), cfg_component_item};
+
+/* ---- storage ------------------------------------------------------------- */
+
+static const struct cfg_choice storage_drivers[] = {
+	{"sqlite", NULL}, {"pgsql", NULL}, {NULL, NULL}};
+
+static bool
+cfg_pgsql(const struct pgn_config *cfg)
+{
+	return cfg->storage_driver != NULL &&
+	       strcmp(cfg->storage_driver, "pgsql") == 0;
+}
+
+static int
+cfg_storage_path(struct cfg_parse *p, yaml_node_t *v, const char *what,
+		 int keyline, void *base)
+{
+	struct pgn_config *cfg = base;
+
+	if (cfg_pgsql(cfg))
+		return cfg_fail(p, keyline,
+				"%s: only used by driver sqlite (driver is "
+				"pgsql: use conninfo)",
+				what);
+	return cfg_path(p, v, what, &cfg->storage_path);
+}
+
+static int
+cfg_storage_conninfo(struct cfg_parse *p, yaml_node_t *v, const char *what,
+		     int keyline, void *base)
+{
+	struct pgn_config *cfg = base;
+
+	if (!cfg_pgsql(cfg))
+		return cfg_fail(p, keyline,
+				"%s: only used by driver pgsql (set 'driver: "
+				"pgsql')",
+				what);
+	return cfg_string(p, v, what, false, &cfg->storage_conninfo);
+}
+
+static int
+cfg_storage_finish(struct cfg_parse *p, yaml_node_t *map, const char *what,
+		   int keyline, void *base)
+{
+	struct pgn_config *cfg = base;
+
+	if (cfg_pgsql(cfg) && cfg->storage_conninfo == NULL)
+		return cfg_fail(p, keyline,
+				"storage: driver pgsql needs 'conninfo' (a "
+				"libpq connection string, e.g. \"dbname=pigeon "
+				"user=pigeon\")");
+	return 0;
+}
+
+static const struct cfg_field storage_fields[] = {
+	{.key = "driver", .type = CFG_CHOICE_NAME,
+	 .offset = offsetof(struct pgn_config, storage_driver),
+	 .choices = storage_drivers, .noun = "driver",
+	 .doc = "sqlite (default) or pgsql"},
+	{.key = "path", .type = CFG_CUSTOM, .parse = cfg_storage_path,
+	 .doc = "sqlite: the database file (default " CFG_DEFAULT_DB
+		" beside the configuration)"},
+	{.key = "conninfo", .type = CFG_CUSTOM, .parse = cfg_storage_conninfo,
+	 .doc = "pgsql: a libpq connection string"},
+	/* An hour of held requests is an outage, not a blip. */
+	{.key = "outage_hold", .type = CFG_UINT,
+	 .offset = offsetof(struct pgn_config, storage_outage_hold), .max = 3600,
+	 .def = 30,
+	 .doc = "seconds a request waits for a store that is down"},
+};
+
+static const struct cfg_section storage_section = {
+	"a mapping with driver and path or conninfo", storage_fields,
+	CFG_N(storage_fields), cfg_storage_finish};
+
+/* ---- limits -------------------------------------------------------------- */
+
+/* Sane ranges: below the minimum the server cannot work with clients, above
+ * the maximum memory is no longer bounded in practice. */
+#define LIMIT(key_, type_, min_, max_, def_, doc_)                             \
+	{.key = #key_, .type = type_,                                          \
+	 .offset = offsetof(struct pgn_cfg_limits, key_), .min = min_,         \
+	 .max = max_, .def = def_, .doc = doc_}
+
+/* clang-format off */
+static const struct cfg_field limit_fields[] = {
+	LIMIT(max_stanza_size, CFG_SIZE, 1024, 16ul << 20, 262144,
+	      "bytes of one stanza"),
+	LIMIT(max_depth, CFG_UINT, 4, 256, 32, "element depth in a stanza"),
+	LIMIT(max_attrs, CFG_UINT, 8, 1024, 64, "attributes of one element"),
+	LIMIT(max_children, CFG_UINT, 16, 1048576, 4096,
+	      "element children of one element"),
+	LIMIT(negotiation_timeout, CFG_UINT, 1, 3600, 30,
+	      "seconds to authenticate and bind"),
+	LIMIT(idle_timeout, CFG_UINT, 10, 86400, 600,
+	      "seconds without any byte before a stream is closed"),
+	LIMIT(keepalive_interval, CFG_UINT, 5, 86400, 120,
+	      "seconds between whitespace pings"),
+	LIMIT(auth_fail_delay_ms, CFG_UINT, 0, 60000, 1000,
+	      "base delay after a SASL failure, per address"),
+	LIMIT(max_sessions_per_user, CFG_UINT, 1, 10000, 100,
+	      "sessions of one account"),
+	LIMIT(ping_interval, CFG_UINT, 0, 86400, 300,
+	      "idle seconds before an XEP-0199 ping; 0 off"),
+	LIMIT(ping_timeout, CFG_UINT, 1, 3600, 60,
+	      "seconds to answer that ping"),
+	LIMIT(resume_timeout, CFG_UINT, 0, 86400, 300,
+	      "seconds a session waits for XEP-0198 resumption; 0 none"),
+	LIMIT(max_unacked, CFG_UINT, 10, 1000000, 5000,
+	      "stanzas queued for a client's ack"),
+	LIMIT(max_connections_per_ip, CFG_UINT, 0, 10000000, 100,
+	      "connections per IPv4 address or IPv6 /64; 0 no limit"),
+	LIMIT(max_connections, CFG_UINT, 0, 10000000, 0,
+	      "connections in all; 0: the descriptor limit less a reserve"),
+	LIMIT(max_unacked_bytes, CFG_SIZE, 65536, 1ul << 30, 8ul << 20,
+	      "bytes queued for a client's ack, per session"),
+	LIMIT(max_unacked_bytes_per_account, CFG_SIZE, 65536, 1ul << 30,
+	      32ul << 20, "the same summed over an account's sessions"),
+};
+/* clang-format on */
+
+static const struct cfg_section limits_section = {
+	"a mapping of limit: number", limit_fields, CFG_N(limit_fields), NULL};
+
+/* ---- log ----------------------------------------------------------------- */
+
+static const struct cfg_choice log_levels[] = {
+	{"error", NULL}, {"warn", NULL},	{"info", NULL},
+	{"debug", NULL}, {"warning", "warn"}, /* the log module's spelling */
+	{NULL, NULL}};
+
+static int
+cfg_log_file(struct cfg_parse *p, yaml_node_t *v, const char *what,
+	     int keyline, void *base)
+{
+	struct pgn_config *cfg = base;
+
+	/* "-" is the log module's name for stderr, not a file. */
+	if (v->type == YAML_SCALAR_NODE && strcmp(cfg_scalar(v), "-") == 0)
+		return 0;
+	return cfg_path(p, v, what, &cfg->log_file);
+}
+
+static const struct cfg_field log_fields[] = {
+	{.key = "level", .type = CFG_CHOICE_NAME,
+	 .offset = offsetof(struct pgn_config, log_level),
+	 .choices = log_levels, .noun = "level",
+	 .doc = "error, warn, info (default) or debug"},
+	{.key = "file", .type = CFG_CUSTOM, .parse = cfg_log_file,
+	 .doc = "the log file (default, or -: stderr)"},
+};
+
+static const struct cfg_section log_section = {
+	"a mapping with level and file", log_fields, CFG_N(log_fields), NULL};
+
 /* ---- modules ------------------------------------------------------------- */
+
 
 static void
 cfg_module_clear(struct pgn_cfg_module *m)
@@ -948,450 +765,36 @@ cfg_merge_modules(struct cfg_parse *p, struct pgn_cfg_host *h,
 	}
 	return 0;
 }
-
-/* ---- sections ------------------------------------------------------------ */
-
 static int
-cfg_parse_hosts(struct cfg_parse *p, yaml_node_t *n, int keyline)
+cfg_parse_global_modules(struct cfg_parse *p, yaml_node_t *v,
+			 const char *what, int keyline, void *base)
 {
-	struct pgn_config *cfg = p->cfg;
-	yaml_node_t *seq;
-	char what[64];
-	size_t count, i, j;
-	int rc;
-
-	rc = cfg_want_seq(p, n, "hosts", "a list of domain names", &seq);
-	if (rc < 0)
-		return rc;
-	count = seq ? cfg_seq_len(seq) : 0;
-	if (count == 0)
-		return cfg_fail(p, keyline,
-				"hosts: no hosts (expected a list of at least "
-				"one domain name, e.g. '- localhost')");
-	cfg->hosts = calloc(count, sizeof(*cfg->hosts));
-	p->per_host = calloc(count, sizeof(*p->per_host));
-	if (cfg->hosts == NULL || p->per_host == NULL)
-		return cfg_oom(p);
-	for (i = 0; i < count; i++) {
-		yaml_node_t *item =
-			cfg_node(p, seq->data.sequence.items.start[i]);
-		char *name = NULL;
-
-		cfg_name(what, sizeof(what), "hosts[%zu]", i);
-		rc = cfg_domain(p, item, what, &name);
-		if (rc < 0)
-			return rc;
-		for (j = 0; j < cfg->nhosts; j++) {
-			if (strcmp(cfg->hosts[j].name, name) == 0) {
-				rc = cfg_fail(
-					p, cfg_line(item),
-					"%s: duplicate host '%s' (same as "
-					"hosts[%zu])",
-					what, name, j);
-				free(name);
-				return rc;
-			}
-		}
-		cfg->hosts[cfg->nhosts++].name = name;
-	}
-	return 0;
+	return cfg_parse_modules(p, v, what, &p->global);
 }
 
+/* host_config.HOST.modules: base is the host's struct cfg_modlist. */
 static int
-cfg_listen_addr(const char *ip, int *family, unsigned char addr[16])
+cfg_parse_host_modules(struct cfg_parse *p, yaml_node_t *v, const char *what,
+		       int keyline, void *base)
 {
-	memset(addr, 0, 16);
-	if (inet_pton(AF_INET, ip, addr) == 1) {
-		*family = AF_INET;
-		return 0;
-	}
-	if (inet_pton(AF_INET6, ip, addr) == 1) {
-		*family = AF_INET6;
-		return 0;
-	}
-	return -EINVAL;
+	return cfg_parse_modules(p, v, what, base);
 }
 
-static bool
-cfg_addr_any(const unsigned char addr[16])
-{
-	static const unsigned char zero[16];
+static const struct cfg_field host_fields[] = {
+	{.key = "modules", .type = CFG_CUSTOM, .parse = cfg_parse_host_modules,
+	 .doc = "more modules for this host, or other options for global ones"},
+};
 
-	return memcmp(addr, zero, 16) == 0;
-}
-
-static int
-cfg_parse_listener(struct cfg_parse *p, yaml_node_t *item, const char *what,
-		   struct pgn_cfg_listen *l)
-{
-	yaml_node_t *v;
-	char sub[96], got[96], list[64];
-	unsigned char addr[16];
-	char norm[INET6_ADDRSTRLEN];
-	unsigned long port;
-	int family, rc, kline = 0;
-	const char *mod;
-	size_t i;
-
-	if (item->type != YAML_MAPPING_NODE) {
-		cfg_describe(item, got, sizeof(got));
-		return cfg_fail(p, cfg_line(item),
-				"%s: expected a mapping with port, module and "
-				"optionally ip, got %s",
-				what, got);
-	}
-	rc = cfg_check_keys(p, item, what, listen_keys, CFG_N(listen_keys));
-	if (rc < 0)
-		return rc;
-	l->line = cfg_line(item);
-	cfg_join(listen_modules, CFG_N(listen_modules), list, sizeof(list));
-
-	v = cfg_get(p, item, "module", NULL);
-	if (v == NULL)
-		return cfg_fail(p, l->line,
-				"%s: missing key 'module' (expected one of: "
-				"%s)",
-				what, list);
-	cfg_name(sub, sizeof(sub), "%s.module", what);
-	if (v->type != YAML_SCALAR_NODE || cfg_is_null(v)) {
-		cfg_describe(v, got, sizeof(got));
-		return cfg_fail(p, cfg_line(v),
-				"%s: expected one of: %s, got %s", sub, list,
-				got);
-	}
-	mod = cfg_scalar(v);
-	for (i = 0; i < CFG_N(listen_modules); i++)
-		if (strcmp(mod, listen_modules[i]) == 0)
-			break;
-	if (i == CFG_N(listen_modules)) {
-		cfg_describe(v, got, sizeof(got));
-		return cfg_fail(p, cfg_line(v),
-				"%s: unknown listener module %s (expected one "
-				"of: %s)",
-				sub, got, list);
-	}
-	l->kind = i == 0   ? PGN_LISTEN_C2S
-		  : i == 1 ? PGN_LISTEN_C2S_TLS
-			   : PGN_LISTEN_COMPONENT;
-
-	v = cfg_get(p, item, "port", NULL);
-	if (v == NULL)
-		return cfg_fail(p, l->line,
-				"%s: missing key 'port' (expected an integer "
-				"from 1 to 65535)",
-				what);
-	cfg_name(sub, sizeof(sub), "%s.port", what);
-	rc = cfg_uint(p, v, sub, 1, 65535, &port);
-	if (rc < 0)
-		return rc;
-	l->port = (int)port;
-
-	v = cfg_get(p, item, "ip", NULL);
-	cfg_name(sub, sizeof(sub), "%s.ip", what);
-	if (v != NULL) {
-		char *ip = NULL;
-
-		rc = cfg_string(p, v, sub, true, &ip);
-		if (rc < 0)
-			return rc;
-		rc = cfg_listen_addr(ip, &family, addr);
-		free(ip);
-		if (rc < 0) {
-			cfg_describe(v, got, sizeof(got));
-			return cfg_fail(p, cfg_line(v),
-					"%s: expected an IPv4 or IPv6 address "
-					"(e.g. 0.0.0.0, 127.0.0.1 or ::), got "
-					"%s",
-					sub, got);
-		}
-	} else {
-		rc = cfg_listen_addr(CFG_DEFAULT_IP, &family, addr);
-		if (rc < 0)
-			return cfg_fail(p, l->line, "bad default address");
-	}
-	/* Stored in canonical form so that "::0" and "::" compare equal. */
-	if (inet_ntop(family, addr, norm, sizeof(norm)) == NULL)
-		return cfg_fail(p, l->line, "%s: cannot format address", sub);
-	l->ip = strdup(norm);
-	if (l->ip == NULL)
-		return cfg_oom(p);
-
-	v = cfg_get(p, item, "starttls_required", &kline);
-	cfg_name(sub, sizeof(sub), "%s.starttls_required", what);
-	if (l->kind == PGN_LISTEN_C2S) {
-		l->starttls_required = 1;
-		if (v != NULL) {
-			rc = cfg_bool(p, v, sub, &l->starttls_required);
-			if (rc < 0)
-				return rc;
-		}
-	} else {
-		/* Direct TLS and components have no STARTTLS to require. */
-		l->starttls_required = 0;
-		if (v != NULL)
-			return cfg_fail(
-				p, kline,
-				"%s: only valid with module c2s (this "
-				"listener is %s, which has no STARTTLS)",
-				sub, mod);
-	}
-	return 0;
-}
+static const struct cfg_section host_section = {
+	"a mapping with 'modules'", host_fields, CFG_N(host_fields), NULL};
 
 static int
-cfg_parse_listen(struct cfg_parse *p, yaml_node_t *n)
-{
-	struct pgn_config *cfg = p->cfg;
-	yaml_node_t *seq;
-	char what[48];
-	size_t count, i, j;
-	int rc;
-
-	rc = cfg_want_seq(p, n, "listen", "a list of listeners", &seq);
-	if (rc < 0 || seq == NULL)
-		return rc;
-	count = cfg_seq_len(seq);
-	if (count == 0)
-		return 0;
-	cfg->listen = calloc(count, sizeof(*cfg->listen));
-	if (cfg->listen == NULL)
-		return cfg_oom(p);
-	for (i = 0; i < count; i++) {
-		yaml_node_t *item =
-			cfg_node(p, seq->data.sequence.items.start[i]);
-		struct pgn_cfg_listen *l = &cfg->listen[cfg->nlisten];
-		unsigned char a[16], b[16];
-		int fa, fb;
-
-		cfg_name(what, sizeof(what), "listen[%zu]", i);
-		cfg->nlisten++;
-		rc = cfg_parse_listener(p, item, what, l);
-		if (rc < 0)
-			return rc;
-		/* A wildcard overlaps every address of its family: the
-		 * second bind() would fail with EADDRINUSE at start. */
-		cfg_listen_addr(l->ip, &fa, a);
-		for (j = 0; j < i; j++) {
-			const struct pgn_cfg_listen *o = &cfg->listen[j];
-
-			cfg_listen_addr(o->ip, &fb, b);
-			if (o->port != l->port || fa != fb)
-				continue;
-			if (memcmp(a, b, 16) == 0 || cfg_addr_any(a) ||
-			    cfg_addr_any(b))
-				return cfg_fail(
-					p, l->line,
-					"%s: %s port %d is already used "
-					"by listen[%zu] (%s port %d, "
-					"line %d); each ip:port can be "
-					"listened on once",
-					what, l->ip, l->port, j, o->ip, o->port,
-					o->line);
-		}
-	}
-	return 0;
-}
-
-static int
-cfg_parse_certfiles(struct cfg_parse *p, yaml_node_t *n)
-{
-	struct pgn_config *cfg = p->cfg;
-	yaml_node_t *seq;
-	char what[48];
-	size_t count, i;
-	int rc;
-
-	rc = cfg_want_seq(p, n, "certfiles", "a list of PEM file paths", &seq);
-	if (rc < 0 || seq == NULL)
-		return rc;
-	count = cfg_seq_len(seq);
-	if (count == 0)
-		return 0;
-	cfg->certfiles = calloc(count, sizeof(*cfg->certfiles));
-	if (cfg->certfiles == NULL)
-		return cfg_oom(p);
-	for (i = 0; i < count; i++) {
-		yaml_node_t *item =
-			cfg_node(p, seq->data.sequence.items.start[i]);
-
-		cfg_name(what, sizeof(what), "certfiles[%zu]", i);
-		rc = cfg_path(p, item, what, &cfg->certfiles[i]);
-		if (rc < 0)
-			return rc;
-		cfg->ncertfiles++;
-	}
-	return 0;
-}
-
-static int
-cfg_parse_storage(struct cfg_parse *p, yaml_node_t *n, int keyline)
-{
-	struct pgn_config *cfg = p->cfg;
-	yaml_node_t *map, *v;
-	char got[96];
-	int rc, line = 0;
-	bool pgsql;
-
-	rc = cfg_want_map(p, n, "storage",
-			  "a mapping with driver and path or conninfo", &map);
-	if (rc < 0 || map == NULL)
-		return rc;
-	rc = cfg_check_keys(p, map, "storage", storage_keys,
-			    CFG_N(storage_keys));
-	if (rc < 0)
-		return rc;
-	v = cfg_get(p, map, "driver", NULL);
-	if (v != NULL) {
-		rc = cfg_string(p, v, "storage.driver", false,
-				&cfg->storage_driver);
-		if (rc < 0)
-			return rc;
-		if (strcmp(cfg->storage_driver, "sqlite") != 0 &&
-		    strcmp(cfg->storage_driver, "pgsql") != 0) {
-			cfg_describe(v, got, sizeof(got));
-			return cfg_fail(p, cfg_line(v),
-					"storage.driver: unknown driver %s "
-					"(expected sqlite or pgsql)",
-					got);
-		}
-	}
-	pgsql = cfg->storage_driver != NULL &&
-		strcmp(cfg->storage_driver, "pgsql") == 0;
-	v = cfg_get(p, map, "path", &line);
-	if (v != NULL) {
-		if (pgsql)
-			return cfg_fail(p, line,
-					"storage.path: only used by driver "
-					"sqlite (driver is pgsql: use "
-					"conninfo)");
-		rc = cfg_path(p, v, "storage.path", &cfg->storage_path);
-		if (rc < 0)
-			return rc;
-	}
-	v = cfg_get(p, map, "conninfo", &line);
-	if (v != NULL) {
-		if (!pgsql)
-			return cfg_fail(p, line,
-					"storage.conninfo: only used by driver "
-					"pgsql (set 'driver: pgsql')");
-		rc = cfg_string(p, v, "storage.conninfo", false,
-				&cfg->storage_conninfo);
-		if (rc < 0)
-			return rc;
-	} else if (pgsql) {
-		return cfg_fail(p, keyline,
-				"storage: driver pgsql needs 'conninfo' (a "
-				"libpq connection string, e.g. \"dbname=pigeon "
-				"user=pigeon\")");
-	}
-	v = cfg_get(p, map, "outage_hold", NULL);
-	if (v != NULL) {
-		unsigned long secs;
-
-		/* An hour of held requests is an outage, not a blip. */
-		rc = cfg_uint(p, v, "storage.outage_hold", 0, 3600, &secs);
-		if (rc < 0)
-			return rc;
-		cfg->storage_outage_hold = (unsigned)secs;
-	}
-	return 0;
-}
-
-static int
-cfg_parse_components(struct cfg_parse *p, yaml_node_t *n)
-{
-	struct pgn_config *cfg = p->cfg;
-	yaml_node_t *seq;
-	char what[48], sub[64], got[96];
-	size_t count, i, j;
-	int rc;
-
-	rc = cfg_want_seq(p, n, "components",
-			  "a list of {domain, secret} mappings", &seq);
-	if (rc < 0 || seq == NULL)
-		return rc;
-	count = cfg_seq_len(seq);
-	if (count == 0)
-		return 0;
-	cfg->components = calloc(count, sizeof(*cfg->components));
-	if (cfg->components == NULL)
-		return cfg_oom(p);
-	for (i = 0; i < count; i++) {
-		yaml_node_t *item =
-			cfg_node(p, seq->data.sequence.items.start[i]);
-		struct pgn_cfg_component *c =
-			&cfg->components[cfg->ncomponents];
-		yaml_node_t *v;
-
-		cfg_name(what, sizeof(what), "components[%zu]", i);
-		if (item->type != YAML_MAPPING_NODE) {
-			cfg_describe(item, got, sizeof(got));
-			return cfg_fail(
-				p, cfg_line(item),
-				"%s: expected a mapping with domain and "
-				"secret, got %s",
-				what, got);
-		}
-		rc = cfg_check_keys(p, item, what, component_keys,
-				    CFG_N(component_keys));
-		if (rc < 0)
-			return rc;
-		cfg->ncomponents++;
-		c->line = cfg_line(item);
-		v = cfg_get(p, item, "domain", NULL);
-		if (v == NULL)
-			return cfg_fail(p, c->line,
-					"%s: missing key 'domain' (expected "
-					"the component's domain name)",
-					what);
-		cfg_name(sub, sizeof(sub), "%s.domain", what);
-		rc = cfg_domain(p, v, sub, &c->domain);
-		if (rc < 0)
-			return rc;
-		for (j = 0; j < cfg->nhosts; j++)
-			if (strcmp(cfg->hosts[j].name, c->domain) == 0)
-				return cfg_fail(p, cfg_line(v),
-						"%s: '%s' is already a host "
-						"(hosts[%zu]); "
-						"a component needs a domain of "
-						"its own, "
-						"e.g. 'bot.%s'",
-						sub, c->domain, j, c->domain);
-		for (j = 0; j + 1 < cfg->ncomponents; j++)
-			if (strcmp(cfg->components[j].domain, c->domain) == 0)
-				return cfg_fail(
-					p, cfg_line(v),
-					"%s: duplicate component '%s' "
-					"(same as components[%zu], line "
-					"%d)",
-					sub, c->domain, j,
-					cfg->components[j].line);
-		v = cfg_get(p, item, "secret", NULL);
-		if (v == NULL)
-			return cfg_fail(
-				p, c->line,
-				"%s: missing key 'secret' (expected the "
-				"shared secret of XEP-0114)",
-				what);
-		cfg_name(sub, sizeof(sub), "%s.secret", what);
-		/* The secret itself never goes into a message. */
-		if (v->type != YAML_SCALAR_NODE || cfg_is_null(v) ||
-		    v->data.scalar.length == 0)
-			return cfg_fail(p, cfg_line(v),
-					"%s: expected a non-empty string", sub);
-		rc = cfg_string(p, v, sub, false, &c->secret);
-		if (rc < 0)
-			return rc;
-	}
-	return 0;
-}
-
-static int
-cfg_parse_host_config(struct cfg_parse *p, yaml_node_t *n)
+cfg_parse_host_config(struct cfg_parse *p, yaml_node_t *n, const char *unused,
+		      int keyline, void *base)
 {
 	struct pgn_config *cfg = p->cfg;
 	yaml_node_t *map;
-	char what[1100], got[96], hosts[256];
+	char what[CFG_NAME_MAX], got[96], hosts[256];
 	size_t count, i, j, h;
 	int rc;
 
@@ -1406,7 +809,7 @@ cfg_parse_host_config(struct cfg_parse *p, yaml_node_t *n)
 	for (i = 0; i < count; i++) {
 		yaml_node_pair_t *pair = &map->data.mapping.pairs.start[i];
 		yaml_node_t *k = cfg_node(p, pair->key);
-		yaml_node_t *v = cfg_node(p, pair->value), *hmap, *mods;
+		yaml_node_t *v = cfg_node(p, pair->value);
 		char *name = NULL;
 
 		rc = cfg_domain(p, k, "host_config", &name);
@@ -1456,126 +859,79 @@ cfg_parse_host_config(struct cfg_parse *p, yaml_node_t *n)
 		}
 		cfg_name(what, sizeof(what), "host_config.%s", name);
 		free(name);
-		rc = cfg_want_map(p, v, what, "a mapping with 'modules'",
-				  &hmap);
-		if (rc < 0)
-			return rc;
-		if (hmap == NULL)
-			continue;
-		rc = cfg_check_keys(p, hmap, what, host_config_keys,
-				    CFG_N(host_config_keys));
-		if (rc < 0)
-			return rc;
-		mods = cfg_get(p, hmap, "modules", NULL);
-		if (mods == NULL)
-			continue;
-		strncat(what, ".modules", sizeof(what) - strlen(what) - 1);
-		rc = cfg_parse_modules(p, mods, what, &p->per_host[h]);
+		rc = cfg_load_section(p, &host_section, v, what, cfg_line(k),
+				      &p->per_host[h], true);
 		if (rc < 0)
 			return rc;
 	}
 	return 0;
 }
+
+/* ---- the top level ------------------------------------------------------- */
 
 static int
-cfg_parse_limits(struct cfg_parse *p, yaml_node_t *n)
+cfg_ctl_socket(struct cfg_parse *p, yaml_node_t *v, const char *what,
+	       int keyline, void *base)
 {
-	const char *keys[CFG_N(limit_defs)];
-	yaml_node_t *map;
-	char what[64];
-	size_t i;
+	struct pgn_config *cfg = base;
 	int rc;
 
-	for (i = 0; i < CFG_N(limit_defs); i++)
-		keys[i] = limit_defs[i].key;
-	rc = cfg_want_map(p, n, "limits", "a mapping of limit: number", &map);
-	if (rc < 0 || map == NULL)
-		return rc;
-	rc = cfg_check_keys(p, map, "limits", keys, CFG_N(keys));
+	rc = cfg_path(p, v, what, &cfg->ctl_socket);
 	if (rc < 0)
 		return rc;
-	for (i = 0; i < CFG_N(limit_defs); i++) {
-		const struct cfg_limit_def *d = &limit_defs[i];
-		yaml_node_t *v = cfg_get(p, map, d->key, NULL);
-		char *field = (char *)&p->cfg->limits + d->offset;
-		unsigned long val;
-
-		if (v == NULL)
-			continue;
-		cfg_name(what, sizeof(what), "limits.%s", d->key);
-		rc = cfg_uint(p, v, what, d->min, d->max, &val);
-		if (rc < 0)
-			return rc;
-		if (d->is_size) {
-			size_t s = (size_t)val;
-
-			memcpy(field, &s, sizeof(s));
-		} else {
-			unsigned u = (unsigned)val;
-
-			memcpy(field, &u, sizeof(u));
-		}
-	}
-	return 0;
+	return cfg_check_sun_path(p, keyline, what, cfg->ctl_socket);
 }
 
-static int
-cfg_parse_log(struct cfg_parse *p, yaml_node_t *n)
-{
-	struct pgn_config *cfg = p->cfg;
-	yaml_node_t *map, *v;
-	char got[96], list[64];
-	size_t i;
-	int rc;
+/* In the order they are read (hosts first: later sections refer to it)
+ * and listed in messages. */
+static const struct cfg_field root_fields[] = {
+	{.key = "hosts", .type = CFG_CUSTOM, .parse = cfg_parse_hosts,
+	 .required = true, .doc = "a list of at least one domain name"},
+	{.key = "listen", .type = CFG_LIST,
+	 .offset = offsetof(struct pgn_config, listen), .list = &listen_list,
+	 .doc = "the listeners"},
+	{.key = "certfiles", .type = CFG_LIST,
+	 .offset = offsetof(struct pgn_config, certfiles),
+	 .list = &certfile_list,
+	 .doc = "PEM files, each a certificate chain and its key"},
+	{.key = "storage", .type = CFG_SECTION, .section = &storage_section,
+	 .doc = "where accounts and data are kept"},
+	{.key = "components", .type = CFG_LIST,
+	 .offset = offsetof(struct pgn_config, components),
+	 .list = &component_list, .doc = "external components (XEP-0114)"},
+	{.key = "modules", .type = CFG_CUSTOM,
+	 .parse = cfg_parse_global_modules,
+	 .doc = "modules of every host, with their options"},
+	{.key = "host_config", .type = CFG_CUSTOM,
+	 .parse = cfg_parse_host_config,
+	 .doc = "per host: more modules, or other options"},
+	{.key = "limits", .type = CFG_SECTION,
+	 .offset = offsetof(struct pgn_config, limits),
+	 .section = &limits_section, .doc = "bounds on what peers may use"},
+	{.key = "log", .type = CFG_SECTION, .section = &log_section,
+	 .doc = "log level and file"},
+	{.key = "ctl_socket", .type = CFG_CUSTOM, .parse = cfg_ctl_socket,
+	 .doc = "pigeonctl's socket (default " CFG_DEFAULT_CTL
+		" beside the configuration)"},
+	{.key = "module_path", .type = CFG_PATH,
+	 .offset = offsetof(struct pgn_config, module_path),
+	 .doc = "where modules are loaded from"},
+	{.key = "schema_dir", .type = CFG_PATH,
+	 .offset = offsetof(struct pgn_config, schema_dir),
+	 .doc = "the database migrations"},
+	{.key = "pid_file", .type = CFG_PATH,
+	 .offset = offsetof(struct pgn_config, pid_file),
+	 .doc = "where pigeond writes its process id"},
+};
 
-	rc = cfg_want_map(p, n, "log", "a mapping with level and file", &map);
-	if (rc < 0 || map == NULL)
-		return rc;
-	rc = cfg_check_keys(p, map, "log", log_keys, CFG_N(log_keys));
-	if (rc < 0)
-		return rc;
-	v = cfg_get(p, map, "level", NULL);
-	if (v != NULL) {
-		cfg_join(log_levels, CFG_N(log_levels), list, sizeof(list));
-		for (i = 0;
-		     v->type == YAML_SCALAR_NODE && i < CFG_N(log_levels); i++)
-			if (strcmp(cfg_scalar(v), log_levels[i]) == 0)
-				break;
-		/* The log module takes "warning" too; store one spelling. */
-		if (v->type == YAML_SCALAR_NODE &&
-		    strcmp(cfg_scalar(v), "warning") == 0)
-			i = 1;
-		if (v->type != YAML_SCALAR_NODE || i == CFG_N(log_levels)) {
-			cfg_describe(v, got, sizeof(got));
-			return cfg_fail(p, cfg_line(v),
-					"log.level: unknown level %s (expected "
-					"one of: %s)",
-					got, list);
-		}
-		cfg->log_level = strdup(log_levels[i]);
-		if (cfg->log_level == NULL)
-			return cfg_oom(p);
-	}
-	v = cfg_get(p, map, "file", NULL);
-	if (v != NULL) {
-		/* "-" is the log module's name for stderr, not a file. */
-		if (v->type == YAML_SCALAR_NODE &&
-		    strcmp(cfg_scalar(v), "-") == 0)
-			return 0;
-		rc = cfg_path(p, v, "log.file", &cfg->log_file);
-		if (rc < 0)
-			return rc;
-	}
-	return 0;
-}
+static const struct cfg_section root_section = {
+	"a mapping of keys (hosts, listen, ...)", root_fields,
+	CFG_N(root_fields), NULL};
 
 static int
 cfg_parse_root(struct cfg_parse *p, yaml_node_t *root)
 {
-	struct pgn_config *cfg = p->cfg;
-	yaml_node_t *v;
 	char got[96];
-	int rc, line = 0;
 
 	if (root->type != YAML_MAPPING_NODE) {
 		cfg_describe(root, got, sizeof(got));
@@ -1584,65 +940,8 @@ cfg_parse_root(struct cfg_parse *p, yaml_node_t *root)
 				"(hosts, listen, ...), got %s",
 				got);
 	}
-	rc = cfg_check_keys(p, root, NULL, top_keys, CFG_N(top_keys));
-	if (rc < 0)
-		return rc;
-
-	v = cfg_get(p, root, "hosts", &line);
-	if (v == NULL)
-		return cfg_fail(
-			p, cfg_line(root),
-			"no hosts: the top-level key 'hosts' is missing "
-			"(expected a list of at least one domain name)");
-	rc = cfg_parse_hosts(p, v, line);
-	if (rc < 0)
-		return rc;
-	if ((v = cfg_get(p, root, "listen", NULL)) &&
-	    (rc = cfg_parse_listen(p, v)) < 0)
-		return rc;
-	if ((v = cfg_get(p, root, "certfiles", NULL)) &&
-	    (rc = cfg_parse_certfiles(p, v)) < 0)
-		return rc;
-	if ((v = cfg_get(p, root, "storage", &line)) &&
-	    (rc = cfg_parse_storage(p, v, line)) < 0)
-		return rc;
-	if ((v = cfg_get(p, root, "components", NULL)) &&
-	    (rc = cfg_parse_components(p, v)) < 0)
-		return rc;
-	if ((v = cfg_get(p, root, "modules", NULL)) &&
-	    (rc = cfg_parse_modules(p, v, "modules", &p->global)) < 0)
-		return rc;
-	if ((v = cfg_get(p, root, "host_config", NULL)) &&
-	    (rc = cfg_parse_host_config(p, v)) < 0)
-		return rc;
-	if ((v = cfg_get(p, root, "limits", NULL)) &&
-	    (rc = cfg_parse_limits(p, v)) < 0)
-		return rc;
-	if ((v = cfg_get(p, root, "log", NULL)) &&
-	    (rc = cfg_parse_log(p, v)) < 0)
-		return rc;
-	if ((v = cfg_get(p, root, "ctl_socket", &line))) {
-		rc = cfg_path(p, v, "ctl_socket", &cfg->ctl_socket);
-		if (rc < 0)
-			return rc;
-		rc = cfg_check_sun_path(p, line, "ctl_socket", cfg->ctl_socket);
-		if (rc < 0)
-			return rc;
-	}
-	if ((v = cfg_get(p, root, "module_path", NULL))) {
-		rc = cfg_path(p, v, "module_path", &cfg->module_path);
-		if (rc < 0)
-			return rc;
-	}
-	if ((v = cfg_get(p, root, "schema_dir", NULL))) {
-		rc = cfg_path(p, v, "schema_dir", &cfg->schema_dir);
-		if (rc < 0)
-			return rc;
-	}
-	if ((v = cfg_get(p, root, "pid_file", NULL)) &&
-	    (rc = cfg_path(p, v, "pid_file", &cfg->pid_file)) < 0)
-		return rc;
-	return 0;
+	return cfg_load_section(p, &root_section, root, NULL, cfg_line(root),
+				p->cfg, false);
 }
 
 /* ---- defaults ------------------------------------------------------------ */
@@ -1716,28 +1015,6 @@ cfg_finish(struct cfg_parse *p)
 			return rc;
 	}
 	return 0;
-}
-
-static void
-cfg_limits_default(struct pgn_cfg_limits *l)
-{
-	l->max_stanza_size = 262144;
-	l->max_depth = 32;
-	l->max_attrs = 64;
-	l->max_children = 4096;
-	l->negotiation_timeout = 30;
-	l->idle_timeout = 600;
-	l->keepalive_interval = 120;
-	l->auth_fail_delay_ms = 1000;
-	l->max_sessions_per_user = 100;
-	l->ping_interval = 300;
-	l->ping_timeout = 60;
-	l->resume_timeout = 300;
-	l->max_unacked = 5000;
-	l->max_connections_per_ip = 100;
-	l->max_connections = 0;
-	l->max_unacked_bytes = 8ul << 20;
-	l->max_unacked_bytes_per_account = 32ul << 20;
 }
 
 /* ---- loading ------------------------------------------------------------- */
@@ -1907,8 +1184,7 @@ pgn_config_load(const char *path, struct pgn_config **out, char *err,
 		goto fail;
 	}
 	p.cfg = cfg;
-	cfg_limits_default(&cfg->limits);
-	cfg->storage_outage_hold = 30;
+	cfg_defaults(&root_section, cfg);
 	cfg->path = strdup(path);
 	if (cfg->path == NULL) {
 		rc = cfg_oom(&p);

@@ -1,10 +1,18 @@
 /* Chained hash map.  Grows by doubling when the load passes 1.  The
  * buckets are allocated on the first insert: many maps (a session's
  * directed presences, a roster's pending requests) stay empty for life,
- * and an idle session's memory is counted in bytes (doc/performance.md). */
+ * and an idle session's memory is counted in bytes (doc/performance.md).
+ *
+ * String keys are mostly chosen by clients (JIDs, stanza ids), so they are
+ * hashed with SipHash (libsodium's crypto_shorthash) under a key drawn at
+ * random once per process: without the key nobody can compute a set of
+ * names that fall into one bucket and turn lookups into list walks. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <sodium.h>
 
 #include "pigeon/map.h"
 
@@ -22,20 +30,40 @@ struct pgn_map {
 	size_t count;
 };
 
-static uint64_t
-hash_str(const char *s)
+static unsigned char hash_key[crypto_shorthash_KEYBYTES];
+static uint64_t id_key;
+static pthread_once_t hash_key_once = PTHREAD_ONCE_INIT;
+
+static void
+hash_key_init(void)
 {
-	uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-	for (; *s; s++) {
-		h ^= (unsigned char)*s;
-		h *= 1099511628211ULL;
-	}
-	return h;
+	/* sodium_init() fails only when no entropy source can be opened;
+	 * randombytes_buf() would then abort, which is what we want: a
+	 * predictable key is the weakness this replaces. */
+	if (sodium_init() < 0)
+		abort();
+	randombytes_buf(hash_key, sizeof(hash_key));
+	memcpy(&id_key, hash_key, sizeof(id_key));
 }
 
 static uint64_t
+hash_str(const char *s, size_t len)
+{
+	unsigned char out[crypto_shorthash_BYTES];
+	uint64_t h;
+
+	crypto_shorthash(out, (const unsigned char *)s, len, hash_key);
+	memcpy(&h, out, sizeof(h));
+	return h;
+}
+
+/* Numeric keys are ids the server assigns (session and connection
+ * counters), never chosen by a client: a mixer (MurmurHash3's finaliser)
+ * is enough, and the key only keeps the bucket order unpredictable. */
+static uint64_t
 hash_id(uint64_t x)
 {
+	x ^= id_key;
 	x ^= x >> 33;
 	x *= 0xff51afd7ed558ccdULL;
 	x ^= x >> 33;
@@ -45,6 +73,7 @@ hash_id(uint64_t x)
 struct pgn_map *
 pgn_map_new(void)
 {
+	pthread_once(&hash_key_once, hash_key_init);
 	return calloc(1, sizeof(struct pgn_map));
 }
 
@@ -69,6 +98,23 @@ size_t
 pgn_map_count(const struct pgn_map *m)
 {
 	return m->count;
+}
+
+size_t
+pgn_map_max_chain(const struct pgn_map *m)
+{
+	size_t max = 0;
+
+	for (size_t i = 0; i < m->nbuckets; i++) {
+		size_t n = 0;
+
+		for (const struct entry *e = m->buckets[i]; e != NULL;
+		     e = e->next)
+			n++;
+		if (n > max)
+			max = n;
+	}
+	return max;
 }
 
 static struct entry **
@@ -107,8 +153,8 @@ grow(struct pgn_map *m)
 }
 
 static int
-map_set(struct pgn_map *m, uint64_t h, const char *key, uint64_t id,
-	void *value)
+map_set(struct pgn_map *m, uint64_t h, const char *key, size_t klen,
+	uint64_t id, void *value)
 {
 	if (m->nbuckets == 0) {
 		if ((m->buckets = calloc(16, sizeof(*m->buckets))) == NULL)
@@ -120,7 +166,6 @@ map_set(struct pgn_map *m, uint64_t h, const char *key, uint64_t id,
 		(*pp)->value = value;
 		return 0;
 	}
-	size_t klen = key != NULL ? strlen(key) : 0;
 	struct entry *e = malloc(sizeof(*e) + klen + 1);
 	if (e == NULL)
 		return -ENOMEM;
@@ -156,20 +201,22 @@ pgn_map_get(const struct pgn_map *m, const char *key)
 {
 	if (m->count == 0)
 		return NULL;
-	struct entry *e = *find_slot(m, hash_str(key), key, 0);
+	struct entry *e = *find_slot(m, hash_str(key, strlen(key)), key, 0);
 	return e != NULL ? e->value : NULL;
 }
 
 int
 pgn_map_set(struct pgn_map *m, const char *key, void *value)
 {
-	return map_set(m, hash_str(key), key, 0, value);
+	size_t len = strlen(key);
+
+	return map_set(m, hash_str(key, len), key, len, 0, value);
 }
 
 void *
 pgn_map_del(struct pgn_map *m, const char *key)
 {
-	return map_del(m, hash_str(key), key, 0);
+	return map_del(m, hash_str(key, strlen(key)), key, 0);
 }
 
 void *
@@ -184,7 +231,7 @@ pgn_map_get_id(const struct pgn_map *m, uint64_t key)
 int
 pgn_map_set_id(struct pgn_map *m, uint64_t key, void *value)
 {
-	return map_set(m, hash_id(key), NULL, key, value);
+	return map_set(m, hash_id(key), NULL, 0, key, value);
 }
 
 void *

@@ -144,3 +144,41 @@ def test_good_base_config_starts(tmp_path, certs):
             pytest.fail('pigeond ignored SIGTERM:\n' + out)
     assert p.returncode == 0, out
     assert 'AddressSanitizer' not in out and 'runtime error' not in out, out
+
+
+def test_second_server_keeps_pid_file(make_server, driver):
+    """A second pigeond that cannot start (its pid file is locked by the
+    running one, its ports are taken) leaves the running one's pid file
+    in place; the running one removes it when it stops."""
+    first = make_server(driver, extra_yaml='pid_file: pigeond.pid\n')
+    pid_file = first.dir / 'pigeond.pid'
+    assert pid_file.read_text() == '%d\n' % first.proc.pid
+
+    # The very same configuration: same pid file, same ports.
+    r = run_pigeond('-c', str(first.config))
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert 'already running (pid %d)' % first.proc.pid in r.stderr, r.stderr
+    # Its own ports but the same pid file (named by absolute path).
+    second = make_server(driver, start=False,
+                         extra_yaml='pid_file: %s\n' % yq(str(pid_file)))
+    r = run_pigeond('-c', str(second.config))
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert 'locked' in r.stderr, r.stderr
+
+    first.check_alive()
+    assert pid_file.read_text() == '%d\n' % first.proc.pid
+    first.stop()
+    assert not pid_file.exists()
+
+
+def test_failed_start_removes_own_pid_file(make_server, driver):
+    """A server whose start fails after it took its pid file (here: the
+    port is in use) removes the file it wrote, not someone else's."""
+    first = make_server(driver)
+    second = make_server(driver, start=False, extra_yaml='pid_file: mine.pid\n')
+    second.c2s_port = first.c2s_port
+    second.write_config()
+    r = run_pigeond('-c', str(second.config))
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert not (second.dir / 'mine.pid').exists()
+    first.check_alive()

@@ -313,3 +313,47 @@ def test_accounts_survive_restart(make_server, drv):
     srv.start()
     assert can_login(srv, name, pw)
     assert name in lines(srv.ctl('registered_users', 'localhost', expect=0).stdout)
+
+
+def test_send_message_to_local_user(server, user):
+    name, pw = user
+    c = server.login(name, pw, resource='inbox')
+    r = server.ctl('send_message', 'chat', 'admin@localhost',
+                   '%s@localhost/inbox' % name, 'subj', 'hello from ctl', expect=0)
+    assert 'sent' in r.stdout, r.stdout
+    msg = c.recv_stanza('message')
+    assert 'hello from ctl' in to_str(msg)
+
+
+def test_send_message_unreachable(server):
+    """An address nobody can receive is an error, not "sent"."""
+    ghost = 'nosuch' + rawxmpp.new_id()[3:]
+    for to, why in (('someone@remote.invalid', 'neither a local host'),
+                    ('%s@localhost' % ghost, 'does not exist'),
+                    ('%s@example.test/res' % ghost, 'does not exist')):
+        r = server.ctl('send_message', 'chat', 'admin@localhost', to, '', 'hi')
+        assert r.returncode == 1, (to, r.stdout, r.stderr)
+        assert why in r.stdout + r.stderr, (to, r.stdout, r.stderr)
+        assert 'sent' not in r.stdout, (to, r.stdout)
+    # The host itself is an address.
+    server.ctl('send_message', 'normal', 'admin@localhost', 'localhost', '',
+               'to the server', expect=0)
+
+
+def test_send_message_component(make_server, driver):
+    """A configured component is reachable only while it is connected."""
+    from conftest import COMPONENT, COMPONENT_SECRET
+    srv = make_server(driver)
+    r = srv.ctl('send_message', 'chat', 'admin@localhost', 'x@' + COMPONENT, '', 'hi')
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert 'connected component' in r.stdout + r.stderr, r.stdout + r.stderr
+    comp = srv.component()
+    comp.connect()
+    header = comp.start_stream(COMPONENT, ns=rawxmpp.NS_COMPONENT, version=None)
+    comp.send('<handshake>%s</handshake>'
+              % rawxmpp.sha1_handshake(header.get('id'), COMPONENT_SECRET))
+    comp.recv()  # <handshake/>
+    srv.ctl('send_message', 'chat', 'admin@localhost', 'x@' + COMPONENT, '',
+            'to the bot', expect=0)
+    assert 'to the bot' in to_str(comp.recv_stanza('message'))
+    comp.close()

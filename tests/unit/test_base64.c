@@ -108,6 +108,13 @@ static const char *const invalid[] = {
 	"Zm9=",     /* pad bits set: '9' leaves 2 non-zero bits */
 	"Zm9v!A==", /* outside the alphabet */
 	"Zm9v-_==", /* the URL-safe alphabet is another encoding */
+	"Zg===",    /* padding in excess */
+	"Zm9v====", /* a quantum of padding alone */
+	"=Zg=",     /* '=' first */
+	"Zg==Zg==", /* two padded quanta */
+	"Zm9v\xc3\xa9" "A=", /* bytes outside ASCII */
+	"Zm9v.A==", /* punctuation */
+	"Zm\x7f" "9vA==", /* a control character */
 };
 
 #define NINVALID (sizeof(invalid) / sizeof(invalid[0]))
@@ -122,6 +129,8 @@ START_TEST(strict_refusals)
 	check_refuses(pgn_base64_decode, "Zm9v\nYmFy");
 	check_refuses(pgn_base64_decode, "Zm9v ");
 	check_refuses(pgn_base64_decode, "Zm9vYg==\r\n");
+	check_refuses(pgn_base64_decode, "\tZm9v");
+	check_refuses(pgn_base64_decode, "Zg= =");
 }
 END_TEST
 

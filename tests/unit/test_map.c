@@ -14,6 +14,19 @@
 
 #include "pigeon/map.h"
 
+/* FNV-1a, the map's hash before it was keyed: anyone could compute it. */
+static uint64_t
+fnv1a(const char *s)
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	for (; *s; s++) {
+		h ^= (unsigned char)*s;
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
 static int
 count_fn(const char *key, uint64_t id, void *value, void *arg)
 {
@@ -90,6 +103,36 @@ START_TEST(id_keys)
 }
 END_TEST
 
+/* Keys an attacker could compute to land in one bucket of an unkeyed
+ * hash (here: equal in the low 11 bits of FNV-1a, 2048 buckets) must
+ * spread out once the hash is keyed with a secret. */
+START_TEST(chosen_keys_spread)
+{
+	enum { NKEYS = 1500 };
+	struct pgn_map *m = pgn_map_new();
+	static char keys[NKEYS][40];
+	static int val;
+	size_t found = 0;
+
+	ck_assert_ptr_nonnull(m);
+	for (uint64_t i = 0; found < NKEYS; i++) {
+		snprintf(keys[found], sizeof(keys[found]), "u%llu@example.org",
+			 (unsigned long long)i);
+		if ((fnv1a(keys[found]) & 2047) == 0)
+			found++;
+	}
+	for (size_t i = 0; i < NKEYS; i++)
+		ck_assert_int_eq(pgn_map_set(m, keys[i], &val), 0);
+	ck_assert_uint_eq(pgn_map_count(m), NKEYS);
+	/* Unkeyed, every key would share one chain of 1500; a random
+	 * function puts at most a handful in any of 2048 buckets. */
+	ck_assert_uint_lt(pgn_map_max_chain(m), 16);
+	for (size_t i = 0; i < NKEYS; i++)
+		ck_assert_ptr_eq(pgn_map_get(m, keys[i]), &val);
+	pgn_map_free(m);
+}
+END_TEST
+
 static Suite *
 map_suite(void)
 {
@@ -99,6 +142,7 @@ map_suite(void)
 	tcase_add_test(tc, empty_map);
 	tcase_add_test(tc, string_keys);
 	tcase_add_test(tc, id_keys);
+	tcase_add_test(tc, chosen_keys_spread);
 	suite_add_tcase(s, tc);
 	return s;
 }

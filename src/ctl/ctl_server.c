@@ -22,6 +22,7 @@
 #include "pigeon/ctl.h"
 #include "pigeon/log.h"
 #include "pigeon/store.h"
+#include "route.h"
 #include "router.h"
 #include "server.h"
 #include "stream.h"
@@ -561,24 +562,29 @@ add_text_child(struct pgn_xml *parent, const char *name, const char *text)
 
 /* Where a message to `to` can go, decided before it is routed so that
  * pigeonctl reports an address nobody can receive instead of "sent" (the
- * router would only bounce it to FROM).  Kept in one place so that it can
- * ask the domain route table once there is one. */
+ * router would only bounce it to FROM): the domain route table's answer. */
 enum reach {
-	REACH_NO,         /* no local host, no connected component */
-	REACH_YES,        /* a host itself or a connected component */
+	REACH_NO,         /* only the default remote route: a bounce */
+	REACH_YES,        /* a host itself, a service, a component, federation */
 	REACH_LOCAL_USER, /* a local host: the account must exist */
 };
 
 static enum reach
 reachable(struct pgn_server *srv, const struct pgn_jid *to)
 {
-	struct pgn_session *comp;
+	const struct pgn_route *r = pgn_routes_lookup(srv->routes, to->domain);
 
-	if (pgn_server_host(srv, to->domain) != NULL)
+	switch (r->kind) {
+	case PGN_ROUTE_HOST:
 		return to->node != NULL ? REACH_LOCAL_USER : REACH_YES;
-	comp = pgn_map_get(srv->components, to->domain);
-	return comp != NULL && comp->state == PGN_ST_BOUND ? REACH_YES
-							   : REACH_NO;
+	case PGN_ROUTE_SERVICE:
+	case PGN_ROUTE_COMPONENT:
+		return REACH_YES;
+	case PGN_ROUTE_REMOTE:
+		break;
+	}
+	/* A module (federation) that took the remote route can try. */
+	return r->owner != NULL ? REACH_YES : REACH_NO;
 }
 
 /* A message waiting for the account check; found again by connection id
@@ -652,8 +658,8 @@ cmd_send_message(struct ctl_conn *c, char **argv)
 	reach = reachable(c->srv, to);
 	if (reach == REACH_NO) {
 		answer(c, PGN_CTL_ERROR,
-		       "Cannot send to %s: %s is neither a local host nor a "
-		       "connected component\n",
+		       "Cannot send to %s: no route to %s (not a local host, "
+		       "service or connected component)\n",
 		       to->full, to->domain);
 		goto done;
 	}

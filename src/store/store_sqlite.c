@@ -356,8 +356,20 @@ sq_open(const struct pgn_store_config *cfg, void **out, char *err,
 	}
 	sqlite3_extended_result_codes(c->db, 1);
 	sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS);
-	if (sq_exec_script(c, pragmas, err, errlen) < 0)
+	/* Switching a new database to WAL while another process opens it
+	 * too can answer SQLITE_BUSY at once, without the busy handler
+	 * (seen with four pigeond starting together): retry for as long as
+	 * the busy timeout. */
+	for (int waited = 0;; waited += 20) {
+		rc = sqlite3_exec(c->db, pragmas, NULL, NULL, NULL);
+		if ((rc & 0xff) != SQLITE_BUSY || waited >= BUSY_TIMEOUT_MS)
+			break;
+		sqlite3_sleep(20);
+	}
+	if (rc != SQLITE_OK) {
+		snprintf(err, errlen, "sqlite: %s", sqlite3_errmsg(c->db));
 		goto fail;
+	}
 	/* For the end-to-end tests of store failures only (tests/e2e/
 	 * test_storefail.py): a file whose existence fails the store. */
 	if ((hook = getenv("PIGEON_TEST_STORE_FAIL")) != NULL && hook[0]) {

@@ -114,13 +114,13 @@ disco_load(struct pgn_module *m)
 {
 	int rc;
 	if ((rc = pgn_module_hook(m, "iq-get/host/" NS_INFO ":query", on_info,
-				  m, 0)) < 0 ||
+				  m, PGN_PRIO_HANDLER)) < 0 ||
 	    (rc = pgn_module_hook(m, "iq-get/host/" NS_ITEMS ":query",
-				  on_items, m, 0)) < 0 ||
+				  on_items, m, PGN_PRIO_HANDLER)) < 0 ||
 	    (rc = pgn_module_hook(m, "iq-get/bare/" NS_INFO ":query",
-				  on_account_info, m, 0)) < 0 ||
+				  on_account_info, m, PGN_PRIO_HANDLER)) < 0 ||
 	    (rc = pgn_module_hook(m, "iq-get/bare/" NS_ITEMS ":query",
-				  on_items, m, 0)) < 0)
+				  on_items, m, PGN_PRIO_HANDLER)) < 0)
 		return rc;
 	if ((rc = pgn_module_add_identity(m, "server", "im", "Pigeon")) < 0 ||
 	    (rc = pgn_module_add_feature(m, NS_INFO)) < 0 ||

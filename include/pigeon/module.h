@@ -214,7 +214,8 @@ struct pgn_module_cmd {
 	const char *help;  /* one line */
 	pgn_command_fn fn;
 	int host_arg;      /* 1-based argument naming the host whose instance
-			    * answers; 0: the first instance loaded */
+			    * answers; 0: any one instance (a command that
+			    * is not per host) */
 };
 
 /* A hook registered by the core right after load() succeeded, with the

@@ -21,6 +21,13 @@
 #define PGN_SYSCONF_DIR "/usr/local/etc"
 #endif
 
+static void
+print_error(const char *err, void *arg)
+{
+	(void)arg;
+	fprintf(stderr, "pigeond: %s\n", err);
+}
+
 /* `pigeond -t`: what the start would refuse in the modules, without
  * starting anything: each module's .so opens (a misspelt module name gets
  * a hint) and its options are the declared ones, of the declared types.
@@ -36,7 +43,6 @@ check_modules(const struct pgn_config *cfg)
 
 		for (size_t j = 0; j < h->nmodules; j++) {
 			const struct pgn_cfg_module *cm = &h->modules[j];
-			char err[1024];
 			int seen = 0;
 
 			/* The same entry (line) merged into an earlier host
@@ -51,11 +57,9 @@ check_modules(const struct pgn_config *cfg)
 						seen = 1;
 			if (seen)
 				continue;
-			if (pgn_module_check(cfg->path, cm, cfg->module_path,
-					     err, sizeof(err)) != 0) {
-				fprintf(stderr, "pigeond: %s\n", err);
-				errors++;
-			}
+			errors += pgn_module_check(cfg->path, cm,
+						   cfg->module_path,
+						   print_error, NULL);
 		}
 	}
 	return errors;

@@ -125,17 +125,39 @@ fail:
 
 int
 pgn_module_check(const char *cfgpath, const struct pgn_cfg_module *cm,
-		 const char *dir, char *err, size_t errlen)
+		 const char *dir,
+		 void (*report)(const char *err, void *arg), void *arg)
 {
 	const struct pgn_module_def *def = NULL;
-	void *dl = open_module(cfgpath, cm, dir, &def, err, errlen);
-	int rc;
+	struct pgn_cfg_module one = *cm;
+	char err[1024];
+	int errors = 0;
+	void *dl = open_module(cfgpath, cm, dir, &def, err, sizeof(err));
 
-	if (dl == NULL)
-		return -EINVAL;
-	rc = pgn_modopt_check(def, cm, cfgpath, NULL, err, errlen);
+	if (dl == NULL) {
+		report(err, arg);
+		return 1;
+	}
+	/* The declared defaults alone first (a broken module says no
+	 * more), then each option on its own, so that every mistake of the
+	 * entry is reported in one run. */
+	one.nopts = 0;
+	if (pgn_modopt_check(def, &one, cfgpath, NULL, err, sizeof(err)) != 0) {
+		report(err, arg);
+		dlclose(dl);
+		return 1;
+	}
+	for (size_t i = 0; i < cm->nopts; i++) {
+		one.opts = &cm->opts[i];
+		one.nopts = 1;
+		if (pgn_modopt_check(def, &one, cfgpath, NULL, err,
+				     sizeof(err)) != 0) {
+			report(err, arg);
+			errors++;
+		}
+	}
 	dlclose(dl);
-	return rc;
+	return errors;
 }
 
 /* Registers what def declares: hooks (with the module's data as arg),

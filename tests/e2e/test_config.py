@@ -203,11 +203,15 @@ def test_check_reports_every_module(tmp_path, certs):
     """All the modules' mistakes at once, not one per run."""
     path, text = make_config(tmp_path, certs, 'mod_ping: {}',
                              'mod_ping: {}\n  mod_offline:\n    quta: 5\n'
-                             '  mod_roster:\n    max_items: x')
+                             '  mod_roster:\n    max_items: x\n'
+                             '  mod_mam:\n    max_page: 0\n'
+                             '    quota_policy: never')
     r = run_pigeond('-t', '-c', str(path))
     assert r.returncode == 2, r
-    assert "unknown option 'quta'" in r.stderr, r.stderr
-    assert 'option max_items' in r.stderr, r.stderr
+    for want in ("unknown option 'quta'", 'option max_items',
+                 'option max_page', 'option quota_policy'):
+        assert want in r.stderr, (want, r.stderr)
+    assert len(r.stderr.strip().splitlines()) == 4, r.stderr
 
 
 def test_check_accepts_declared_options(tmp_path, certs):

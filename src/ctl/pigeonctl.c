@@ -82,8 +82,9 @@ print_commands(FILE *fp)
 	} else {
 		fwrite(evbuffer_pullup(out, -1), 1, evbuffer_get_length(out),
 		       fp);
-		fprintf(fp, "\npigeond is not running: the commands of its "
-			    "modules are listed when it runs.\n");
+		fprintf(fp, "\npigeond is not running (or its configuration "
+			    "was not found): the commands of its modules are "
+			    "listed when it runs.\n");
 	}
 	if (out != NULL)
 		evbuffer_free(out);
@@ -384,6 +385,7 @@ main(int argc, char **argv)
 	char **cargv = NULL; /* the command and its arguments */
 	int cargc = 0;
 	int want_help = 0;
+	int is_help;
 	int fd = -1;
 	int opt;
 	int rc;
@@ -437,7 +439,8 @@ main(int argc, char **argv)
 			return PGN_CTL_USAGE;
 		}
 	}
-	if (cmd != NULL && strcmp(cmd->name, "help") == 0)
+	is_help = cmd != NULL && strcmp(cmd->name, "help") == 0;
+	if (is_help)
 		usage(stdout);
 
 	/* Only pigeonctl's own problems go to stderr; never the server's
@@ -451,7 +454,7 @@ main(int argc, char **argv)
 	err[0] = '\0';
 	rc = pgn_config_load(path, &cfg, err, sizeof(err));
 	if (rc < 0) {
-		if (cmd != NULL && strcmp(cmd->name, "help") == 0) {
+		if (is_help) {
 			/* Help without a config: the core's list. */
 			print_commands(stdout);
 			pgn_log_close();
@@ -470,13 +473,13 @@ main(int argc, char **argv)
 	if (fd >= 0) {
 		status = run_online(fd, cfg->ctl_socket, cargc, cargv);
 		close(fd);
+	} else if (is_help) {
+		print_commands(stdout);
+		status = PGN_CTL_OK;
 	} else if (fd != -ENOENT && fd != -ECONNREFUSED) {
 		fprintf(stderr, "pigeonctl: cannot connect to %s: %s\n",
 			cfg->ctl_socket, strerror(-fd));
 		status = PGN_CTL_UNAVAILABLE;
-	} else if (cmd != NULL && strcmp(cmd->name, "help") == 0) {
-		print_commands(stdout);
-		status = PGN_CTL_OK;
 	} else if (cmd != NULL && cmd->offline) {
 		status = run_offline(cfg, cmd, cargv + 1);
 	} else if (cmd == NULL) {

@@ -265,8 +265,9 @@ int pgn_module_add_identity(struct pgn_module *m, const char *category,
  * returned. */
 long pgn_module_opt_int(const struct pgn_module *m, const char *name);
 int pgn_module_opt_bool(const struct pgn_module *m, const char *name);
-/* PGN_OPT_STRING or PGN_OPT_ENUM: the text (borrowed, valid while the
- * module is loaded). */
+/* The text as written (or the default), mostly for PGN_OPT_STRING and
+ * PGN_OPT_ENUM; NULL for an unset string.  Borrowed, valid while the
+ * module is loaded. */
 const char *pgn_module_opt_str(const struct pgn_module *m, const char *name);
 /* PGN_OPT_ENUM: the index of the value in the option's values[]. */
 int pgn_module_opt_enum(const struct pgn_module *m, const char *name);

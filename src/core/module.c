@@ -309,17 +309,14 @@ pgn_module_get_def(const struct pgn_module *m)
 	return m->def;
 }
 
-/* The value of the declared option name of type (0: string or enum). */
+/* The value of the declared option name of type (0: any type, for its
+ * text). */
 static const struct pgn_modopt_val *
 opt_value(const struct pgn_module *m, const char *name,
 	  enum pgn_opt_type type)
 {
 	int i = pgn_modopt_find(m->def->options, name, type);
 
-	if (i < 0 && type == 0)
-		i = pgn_modopt_find(m->def->options, name, PGN_OPT_STRING);
-	if (i < 0 && type == 0)
-		i = pgn_modopt_find(m->def->options, name, PGN_OPT_ENUM);
 	if (i < 0) {
 		/* A bug in the module, not in the config. */
 		pgn_log(PGN_LOG_ERROR, "%s: reads undeclared option %s",

@@ -11,7 +11,7 @@
  * whose list is not cached is held while the list loads, then judged; the
  * list is dropped again once nothing uses it.
  *
- * Filters, priority 100 (doc/modules.md):
+ * Filters, PGN_PRIO_FILTER (doc/modules.md):
  *   inbound, on the user's host ("message/bare", "message/full",
  *   "presence/bare", "presence/full", "iq/full"): from a blocked JID,
  *   messages and iq get/set are answered service-unavailable, presence,
@@ -43,7 +43,6 @@
 #define NS_BLOCKING_ERRORS "urn:xmpp:blocking:errors"
 #define NS_LAST "jabber:iq:last"
 
-#define DEFAULT_MAX_ITEMS 1000
 #define MAX_ITEMS_LIMIT 100000
 
 enum direction { INBOUND, OUTBOUND };
@@ -1146,22 +1145,7 @@ blocking_unload(struct pgn_module *m)
 static int
 blocking_load(struct pgn_module *m)
 {
-	static const char *const inbound[] = {
-	        "message/bare",
-	        "message/full",
-	        "presence/bare",
-	        "presence/full",
-	        "iq/full",
-	        /* XEP-0012 §8: last activity is presence information. */
-	        "iq-get/bare/" NS_LAST ":query",
-	};
-	static const char *const outbound[] = {
-	        "pre-message/host",  "pre-message/bare",  "pre-message/full",
-	        "pre-presence/host", "pre-presence/bare", "pre-presence/full",
-	        "pre-iq/host",       "pre-iq/bare",       "pre-iq/full",
-	};
 	struct blocking *b = calloc(1, sizeof(*b));
-	long max_items;
 	int rc = -ENOMEM;
 
 	if (b == NULL)
@@ -1171,33 +1155,9 @@ blocking_load(struct pgn_module *m)
 	b->store = pgn_server_store(b->srv);
 	b->host = pgn_host_name(pgn_module_host(m));
 	b->lists = pgn_map_new();
+	b->max_items = (size_t)pgn_module_opt_int(m, "max_items");
 	pgn_module_set_data(m, b);
-	if (b->lists == NULL)
-		goto fail;
-	if ((rc = pgn_module_option_long(m, "max_items", DEFAULT_MAX_ITEMS, 1,
-	                                 MAX_ITEMS_LIMIT, &max_items)) < 0)
-		goto fail;
-	b->max_items = (size_t)max_items;
-	for (size_t i = 0; i < sizeof(inbound) / sizeof(*inbound); i++)
-		if ((rc = pgn_module_hook(m, inbound[i], on_inbound, b, 100)) <
-		    0)
-			goto fail;
-	for (size_t i = 0; i < sizeof(outbound) / sizeof(*outbound); i++)
-		if ((rc = pgn_module_hook(m, outbound[i], on_outbound, b,
-		                          100)) < 0)
-			goto fail;
-	/* session-ended late (-10): the presence module's unavailable
-	 * broadcast (priority 0) still goes through our outbound filter. */
-	if ((rc = pgn_module_hook(m, "session-started", on_session_started, b,
-	                          0)) < 0 ||
-	    (rc = pgn_module_hook(m, "session-ended", on_session_ended, b,
-	                          -10)) < 0 ||
-	    (rc = pgn_module_hook(m, "iq-get/bare/" NS_BLOCKING ":blocklist",
-	                          on_blocklist, b, 0)) < 0 ||
-	    (rc = pgn_module_hook(m, "iq-set/bare/" NS_BLOCKING ":block",
-	                          on_block, b, 0)) < 0 ||
-	    (rc = pgn_module_hook(m, "iq-set/bare/" NS_BLOCKING ":unblock",
-	                          on_unblock, b, 0)) < 0 ||
+	if (b->lists == NULL ||
 	    (rc = pgn_module_add_feature(m, NS_BLOCKING)) < 0)
 		goto fail;
 	return 0;
@@ -1206,10 +1166,49 @@ fail:
 	return rc;
 }
 
+static const struct pgn_module_opt blocking_options[] = {
+	{ .name = "max_items", .type = PGN_OPT_INT, .def = "1000", .min = 1,
+	  .max = MAX_ITEMS_LIMIT, .doc = "JIDs on one account's block list" },
+	{ .name = NULL },
+};
+
+static const struct pgn_module_hook_def blocking_hooks[] = {
+	/* Filters: inbound on the user's host... */
+	{ "message/bare", on_inbound, PGN_PRIO_FILTER },
+	{ "message/full", on_inbound, PGN_PRIO_FILTER },
+	{ "presence/bare", on_inbound, PGN_PRIO_FILTER },
+	{ "presence/full", on_inbound, PGN_PRIO_FILTER },
+	{ "iq/full", on_inbound, PGN_PRIO_FILTER },
+	/* XEP-0012 §8: last activity is presence information. */
+	{ "iq-get/bare/" NS_LAST ":query", on_inbound, PGN_PRIO_FILTER },
+	/* ...and outbound from it. */
+	{ "pre-message/host", on_outbound, PGN_PRIO_FILTER },
+	{ "pre-message/bare", on_outbound, PGN_PRIO_FILTER },
+	{ "pre-message/full", on_outbound, PGN_PRIO_FILTER },
+	{ "pre-presence/host", on_outbound, PGN_PRIO_FILTER },
+	{ "pre-presence/bare", on_outbound, PGN_PRIO_FILTER },
+	{ "pre-presence/full", on_outbound, PGN_PRIO_FILTER },
+	{ "pre-iq/host", on_outbound, PGN_PRIO_FILTER },
+	{ "pre-iq/bare", on_outbound, PGN_PRIO_FILTER },
+	{ "pre-iq/full", on_outbound, PGN_PRIO_FILTER },
+	{ "session-started", on_session_started, PGN_PRIO_HANDLER },
+	/* Late: the presence module's unavailable broadcast (a handler)
+	 * still goes through our outbound filter. */
+	{ "session-ended", on_session_ended, PGN_PRIO_FALLBACK },
+	{ "iq-get/bare/" NS_BLOCKING ":blocklist", on_blocklist,
+	  PGN_PRIO_HANDLER },
+	{ "iq-set/bare/" NS_BLOCKING ":block", on_block, PGN_PRIO_HANDLER },
+	{ "iq-set/bare/" NS_BLOCKING ":unblock", on_unblock,
+	  PGN_PRIO_HANDLER },
+	{ NULL, NULL, 0 },
+};
+
 const struct pgn_module_def pgn_module_def = {
         .abi = PGN_MODULE_ABI,
         .name = "mod_blocking",
         .description = "XEP-0191 Simple Communications Blocking",
+        .options = blocking_options,
+        .hooks = blocking_hooks,
         .load = blocking_load,
         .unload = blocking_unload,
 };

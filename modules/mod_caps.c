@@ -37,8 +37,6 @@
 #define NS_INFO "http://jabber.org/protocol/disco#info"
 #define NS_XDATA "jabber:x:data"
 
-#define DEFAULT_NODE "https://pigeon.invalid/caps"
-#define DEFAULT_CACHE_SIZE 10000
 #define MAX_CACHE_SIZE 10000000L
 #define MAX_NODE_LEN 1024
 #define MAX_VER_LEN 128  /* base64 of SHA-512 is 88 */
@@ -889,17 +887,13 @@ static int
 caps_load(struct pgn_module *m)
 {
 	struct caps *c = calloc(1, sizeof(*c));
-	long cache_size;
 	int rc = -ENOMEM;
 
 	if (c == NULL)
 		return -ENOMEM;
 	c->m = m;
-	c->node = pgn_module_option(m, "node", DEFAULT_NODE);
-	if ((rc = pgn_module_option_long(m, "cache_size", DEFAULT_CACHE_SIZE, 0,
-					 MAX_CACHE_SIZE, &cache_size)) < 0)
-		goto fail;
-	c->cache_size = (unsigned long)cache_size;
+	c->node = pgn_module_opt_str(m, "node");
+	c->cache_size = (unsigned long)pgn_module_opt_int(m, "cache_size");
 	if (c->node[0] == '\0' || strchr(c->node, '#') != NULL) {
 		pgn_log(PGN_LOG_ERROR, "mod_caps: node must be a URI without "
 				       "'#'");
@@ -912,16 +906,17 @@ caps_load(struct pgn_module *m)
 	    (c->pending = pgn_map_new()) == NULL)
 		goto fail;
 	pgn_module_set_data(m, c);
-	if ((rc = pgn_module_hook(m, "stream-features", on_features, c, 0)) <
-		    0 ||
-	    /* Before mod_disco (0), which knows no nodes. */
+	if ((rc = pgn_module_hook(m, "stream-features", on_features, c,
+				  PGN_PRIO_HANDLER)) < 0 ||
+	    /* Before mod_disco (a handler), which knows no nodes. */
 	    (rc = pgn_module_hook(m, "iq-get/host/" NS_INFO ":query",
-				  on_disco_node, c, 10)) < 0 ||
+				  on_disco_node, c, PGN_PRIO_OBSERVER)) < 0 ||
 	    (rc = pgn_module_hook(m, "pre-presence/self", on_presence, c,
-				  60)) < 0 ||
-	    (rc = pgn_module_hook(m, "iq/host", on_iq_host, c, 0)) < 0 ||
+				  PGN_PRIO_INSPECT)) < 0 ||
+	    (rc = pgn_module_hook(m, "iq/host", on_iq_host, c,
+				  PGN_PRIO_HANDLER)) < 0 ||
 	    (rc = pgn_module_hook(m, "session-ended", on_session_ended, c,
-				  0)) < 0)
+				  PGN_PRIO_HANDLER)) < 0)
 		goto fail;
 	return 0;
 fail:
@@ -936,10 +931,20 @@ caps_unload(struct pgn_module *m)
 	caps_free(pgn_module_data(m));
 }
 
+static const struct pgn_module_opt caps_options[] = {
+	{ .name = "node", .type = PGN_OPT_STRING,
+	  .def = "https://pigeon.invalid/caps",
+	  .doc = "the server's caps node (a URI without '#')" },
+	{ .name = "cache_size", .type = PGN_OPT_INT, .def = "10000", .min = 0,
+	  .max = MAX_CACHE_SIZE, .doc = "verified caps kept in memory" },
+	{ .name = NULL },
+};
+
 const struct pgn_module_def pgn_module_def = {
 	.abi = PGN_MODULE_ABI,
 	.name = "mod_caps",
 	.description = "Entity capabilities (XEP-0115)",
+	.options = caps_options,
 	.load = caps_load,
 	.unload = caps_unload,
 };

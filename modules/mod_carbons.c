@@ -353,12 +353,6 @@ carbons_unload(struct pgn_module *m)
 static int
 carbons_load(struct pgn_module *m)
 {
-	static const char *const outbound[] = {
-	        "pre-message/host",
-	        "pre-message/bare",
-	        "pre-message/full",
-	};
-	static const char *const inbound[] = {"message/bare", "message/full"};
 	struct carbons *cb = calloc(1, sizeof(*cb));
 	int rc;
 
@@ -367,30 +361,31 @@ carbons_load(struct pgn_module *m)
 	cb->m = m;
 	cb->srv = pgn_module_server(m);
 	pgn_module_set_data(m, cb);
-	for (size_t i = 0; i < sizeof(outbound) / sizeof(*outbound); i++)
-		if ((rc = pgn_module_hook(m, outbound[i], on_outbound, cb,
-		                          40)) < 0)
-			goto fail;
-	for (size_t i = 0; i < sizeof(inbound) / sizeof(*inbound); i++)
-		if ((rc = pgn_module_hook(m, inbound[i], on_inbound, cb, 5)) <
-		    0)
-			goto fail;
-	if ((rc = pgn_module_hook(m, "iq-set/bare/" NS_CARBONS ":enable",
-	                          on_enable, cb, 0)) < 0 ||
-	    (rc = pgn_module_hook(m, "iq-set/bare/" NS_CARBONS ":disable",
-	                          on_disable, cb, 0)) < 0 ||
-	    (rc = pgn_module_add_feature(m, NS_CARBONS)) < 0)
-		goto fail;
+	if ((rc = pgn_module_add_feature(m, NS_CARBONS)) < 0) {
+		carbons_unload(m);
+		return rc;
+	}
 	return 0;
-fail:
-	carbons_unload(m);
-	return rc;
 }
+
+static const struct pgn_module_hook_def carbons_hooks[] = {
+	/* Sent (§7) */
+	{ "pre-message/host", on_outbound, PGN_PRIO_COPY_SENT },
+	{ "pre-message/bare", on_outbound, PGN_PRIO_COPY_SENT },
+	{ "pre-message/full", on_outbound, PGN_PRIO_COPY_SENT },
+	/* Received (§6) */
+	{ "message/bare", on_inbound, PGN_PRIO_COPY },
+	{ "message/full", on_inbound, PGN_PRIO_COPY },
+	{ "iq-set/bare/" NS_CARBONS ":enable", on_enable, PGN_PRIO_HANDLER },
+	{ "iq-set/bare/" NS_CARBONS ":disable", on_disable, PGN_PRIO_HANDLER },
+	{ NULL, NULL, 0 },
+};
 
 const struct pgn_module_def pgn_module_def = {
         .abi = PGN_MODULE_ABI,
         .name = "mod_carbons",
         .description = "XEP-0280 Message Carbons",
+        .hooks = carbons_hooks,
         .load = carbons_load,
         .unload = carbons_unload,
 };

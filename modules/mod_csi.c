@@ -55,7 +55,6 @@
 #define NS_DELAY "urn:xmpp:delay"
 #define NS_HINTS "urn:xmpp:hints"
 
-#define DEFAULT_MAX_QUEUE 200
 #define MAX_MAX_QUEUE 10000
 /* Bytes of queued stanzas (serialised) past which the queue is flushed:
  * far below the output buffer limit that closes a stream (4 MiB). */
@@ -506,39 +505,38 @@ static int
 csi_load(struct pgn_module *m)
 {
 	struct csi *csi;
-	long max_queue;
-	int rc;
 
-	if ((rc = pgn_module_option_long(m, "max_queue", DEFAULT_MAX_QUEUE, 1,
-	                                 MAX_MAX_QUEUE, &max_queue)) != 0)
-		return rc;
 	if ((csi = calloc(1, sizeof(*csi))) == NULL)
 		return -ENOMEM;
 	csi->m = m;
 	csi->srv = pgn_module_server(m);
-	csi->max_queue = (size_t)max_queue;
+	csi->max_queue = (size_t)pgn_module_opt_int(m, "max_queue");
 	pgn_module_set_data(m, csi);
-	if ((rc = pgn_module_hook(m, "stream-features", on_features, csi, 0)) <
-	            0 ||
-	    (rc = pgn_module_hook(m, "nonza/" NS_CSI ":inactive", on_inactive,
-	                          csi, 0)) < 0 ||
-	    (rc = pgn_module_hook(m, "nonza/" NS_CSI ":active", on_active, csi,
-	                          0)) < 0 ||
-	    (rc = pgn_module_hook(m, "session-resumed", on_session_resumed, csi,
-	                          0)) < 0 ||
-	    (rc = pgn_module_hook(m, "session-ended", on_session_ended, csi,
-	                          0)) < 0)
-		goto fail;
 	return 0;
-fail:
-	csi_unload(m);
-	return rc;
 }
+
+static const struct pgn_module_opt csi_options[] = {
+	{ .name = "max_queue", .type = PGN_OPT_INT, .def = "200", .min = 1,
+	  .max = MAX_MAX_QUEUE,
+	  .doc = "messages held for an inactive client before a flush" },
+	{ .name = NULL },
+};
+
+static const struct pgn_module_hook_def csi_hooks[] = {
+	{ "stream-features", on_features, PGN_PRIO_HANDLER },
+	{ "nonza/" NS_CSI ":inactive", on_inactive, PGN_PRIO_HANDLER },
+	{ "nonza/" NS_CSI ":active", on_active, PGN_PRIO_HANDLER },
+	{ "session-resumed", on_session_resumed, PGN_PRIO_HANDLER },
+	{ "session-ended", on_session_ended, PGN_PRIO_HANDLER },
+	{ NULL, NULL, 0 },
+};
 
 const struct pgn_module_def pgn_module_def = {
         .abi = PGN_MODULE_ABI,
         .name = "mod_csi",
         .description = "Client State Indication (XEP-0352)",
+        .options = csi_options,
+        .hooks = csi_hooks,
         .load = csi_load,
         .unload = csi_unload,
 };

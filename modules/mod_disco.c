@@ -113,15 +113,7 @@ static int
 disco_load(struct pgn_module *m)
 {
 	int rc;
-	if ((rc = pgn_module_hook(m, "iq-get/host/" NS_INFO ":query", on_info,
-				  m, 0)) < 0 ||
-	    (rc = pgn_module_hook(m, "iq-get/host/" NS_ITEMS ":query",
-				  on_items, m, 0)) < 0 ||
-	    (rc = pgn_module_hook(m, "iq-get/bare/" NS_INFO ":query",
-				  on_account_info, m, 0)) < 0 ||
-	    (rc = pgn_module_hook(m, "iq-get/bare/" NS_ITEMS ":query",
-				  on_items, m, 0)) < 0)
-		return rc;
+
 	if ((rc = pgn_module_add_identity(m, "server", "im", "Pigeon")) < 0 ||
 	    (rc = pgn_module_add_feature(m, NS_INFO)) < 0 ||
 	    (rc = pgn_module_add_feature(m, NS_ITEMS)) < 0)
@@ -129,9 +121,18 @@ disco_load(struct pgn_module *m)
 	return 0;
 }
 
+static const struct pgn_module_hook_def disco_hooks[] = {
+	{ "iq-get/host/" NS_INFO ":query", on_info, PGN_PRIO_HANDLER },
+	{ "iq-get/host/" NS_ITEMS ":query", on_items, PGN_PRIO_HANDLER },
+	{ "iq-get/bare/" NS_INFO ":query", on_account_info, PGN_PRIO_HANDLER },
+	{ "iq-get/bare/" NS_ITEMS ":query", on_items, PGN_PRIO_HANDLER },
+	{ NULL, NULL, 0 },
+};
+
 const struct pgn_module_def pgn_module_def = {
 	.abi = PGN_MODULE_ABI,
 	.name = "mod_disco",
 	.description = "XEP-0030 Service Discovery",
+	.hooks = disco_hooks,
 	.load = disco_load,
 };

@@ -462,16 +462,15 @@ last_load(struct pgn_module *m)
 	l->host = pgn_host_name(pgn_module_host(m));
 	pgn_module_set_data(m, l);
 	if ((rc = pgn_module_hook(m, "iq-get/host/" NS_LAST ":query",
-	                          on_server_last, l, 0)) < 0 ||
+	                          on_server_last, l, PGN_PRIO_HANDLER)) < 0 ||
 	    (rc = pgn_module_hook(m, "iq-get/bare/" NS_LAST ":query",
-	                          on_user_last, l, 0)) < 0 ||
+	                          on_user_last, l, PGN_PRIO_HANDLER)) < 0 ||
 	    (rc = pgn_module_hook(m, "session-started", on_session_started, l,
-	                          0)) < 0 ||
+	                          PGN_PRIO_HANDLER)) < 0 ||
 	    (rc = pgn_module_hook(m, "session-ended", on_session_ended, l,
-	                          10)) < 0 ||
+	                          PGN_PRIO_OBSERVER)) < 0 ||
 	    (rc = pgn_module_hook(m, "pre-presence/self", on_self_presence, l,
-	                          10)) < 0 ||
-	    (rc = pgn_module_command(m, "get_last", cmd_get_last, l)) < 0 ||
+	                          PGN_PRIO_OBSERVER)) < 0 ||
 	    (rc = pgn_module_add_feature(m, NS_LAST)) < 0) {
 		last_unload(m);
 		return rc;
@@ -479,10 +478,18 @@ last_load(struct pgn_module *m)
 	return 0;
 }
 
+static const struct pgn_module_cmd last_commands[] = {
+	{ "get_last", 2, "USER HOST",
+	  "print when USER@HOST was last seen (UTC) and the status",
+	  cmd_get_last, 2 },
+	{ NULL, 0, NULL, NULL, NULL, 0 },
+};
+
 const struct pgn_module_def pgn_module_def = {
         .abi = PGN_MODULE_ABI,
         .name = "mod_last",
         .description = "XEP-0012 Last Activity",
+        .commands = last_commands,
         .load = last_load,
         .unload = last_unload,
 };

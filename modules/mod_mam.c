@@ -88,7 +88,6 @@
 #define NS_ROSTER "jabber:iq:roster"
 
 #define DEFAULT_PAGE 50
-#define DEFAULT_MAX_PAGE 250
 #define MAX_MAX_PAGE 1000
 /* Stanza text sent in one page: result messages go straight into the
  * session's output buffer, which closes the stream past a few MiB.  A
@@ -3708,7 +3707,7 @@ mam_unload(struct pgn_module *m)
 
 	if (mm == NULL)
 		return;
-	pgn_timer_free(mm->sweep);
+	/* mm->sweep: the core frees a module's timers. */
 	/* The store has drained before modules unload: what is left was
 	 * never submitted. */
 	while (mm->qhead != NULL) {
@@ -3743,7 +3742,7 @@ mam_load(struct pgn_module *m)
 	static const char *const features[] = {NS_MAM2, NS_MAM2_EXT, NS_MAM1,
 	                                       NS_SID};
 	struct mam *mm;
-	const char *policy, *len_sql;
+	const char *len_sql;
 	char ev[128];
 	int rc;
 
@@ -3756,28 +3755,11 @@ mam_load(struct pgn_module *m)
 	mm->host = pgn_host_name(pgn_module_host(m));
 	mm->over_tail = &mm->over_head;
 	mm->last_retention = time(NULL) - RETENTION_EVERY_SECS;
-	if ((rc = pgn_module_option_long(m, "max_page", DEFAULT_MAX_PAGE, 1,
-	                                 MAX_MAX_PAGE, &mm->max_page)) != 0 ||
-	    (rc = pgn_module_option_long(m, "max_age_days", 0, 0,
-	                                 MAX_MAX_AGE_DAYS,
-	                                 &mm->max_age_days)) != 0 ||
-	    (rc = pgn_module_option_long(m, "max_messages", 0, 0,
-	                                 MAX_QUOTA_MESSAGES,
-	                                 &mm->max_messages)) != 0 ||
-	    (rc = pgn_module_option_long(m, "max_bytes", 0, 0, MAX_QUOTA_BYTES,
-	                                 &mm->max_bytes)) != 0)
-		goto fail;
-	policy = pgn_module_option(m, "quota_policy", "drop_oldest");
-	if (strcmp(policy, "refuse") == 0) {
-		mm->quota_refuse = 1;
-	} else if (strcmp(policy, "drop_oldest") != 0) {
-		pgn_log(PGN_LOG_ERROR,
-		        "mod_mam: quota_policy must be drop_oldest or refuse, "
-		        "not \"%s\"",
-		        policy);
-		rc = -EINVAL;
-		goto fail;
-	}
+	mm->max_page = pgn_module_opt_int(m, "max_page");
+	mm->max_age_days = pgn_module_opt_int(m, "max_age_days");
+	mm->max_messages = pgn_module_opt_int(m, "max_messages");
+	mm->max_bytes = pgn_module_opt_int(m, "max_bytes");
+	mm->quota_refuse = pgn_module_opt_enum(m, "quota_policy") == 1;
 	rc = -ENOMEM;
 	len_sql = strcmp(pgn_store_driver(mm->store), "pgsql") == 0
 	                  ? "octet_length(stanza)"
@@ -3792,34 +3774,35 @@ mam_load(struct pgn_module *m)
 	    (mm->sweep = pgn_timer_new(m, on_sweep, mm)) == NULL)
 		goto fail;
 
-	if ((rc = pgn_module_hook(m, "pre-message/bare", on_outgoing, mm, 30)) <
-	            0 ||
-	    (rc = pgn_module_hook(m, "pre-message/full", on_outgoing, mm, 30)) <
-	            0 ||
-	    (rc = pgn_module_hook(m, "message/bare", on_incoming, mm, 20)) <
-	            0 ||
-	    (rc = pgn_module_hook(m, "message/full", on_incoming, mm, 20)) <
-	            0 ||
+	if ((rc = pgn_module_hook(m, "pre-message/bare", on_outgoing, mm,
+	                          PGN_PRIO_ARCHIVE_OUT)) < 0 ||
+	    (rc = pgn_module_hook(m, "pre-message/full", on_outgoing, mm,
+	                          PGN_PRIO_ARCHIVE_OUT)) < 0 ||
+	    (rc = pgn_module_hook(m, "message/bare", on_incoming, mm,
+	                          PGN_PRIO_ARCHIVE_IN)) < 0 ||
+	    (rc = pgn_module_hook(m, "message/full", on_incoming, mm,
+	                          PGN_PRIO_ARCHIVE_IN)) < 0 ||
 	    (rc = pgn_module_hook(m, "session-started", on_session_started, mm,
-	                          0)) < 0 ||
+	                          PGN_PRIO_HANDLER)) < 0 ||
 	    (rc = pgn_module_hook(m, "session-ended", on_session_ended, mm,
-	                          0)) < 0 ||
+	                          PGN_PRIO_HANDLER)) < 0 ||
 	    (rc = pgn_module_hook(m, "iq-set/bare/" NS_ROSTER ":query",
-	                          on_roster_set, mm, 10)) < 0 ||
+	                          on_roster_set, mm, PGN_PRIO_OBSERVER)) < 0 ||
 	    (rc = pgn_module_hook(m, "pre-presence/bare", on_presence_out, mm,
-	                          10)) < 0 ||
-	    (rc = pgn_module_hook(m, "presence/bare", on_presence_in, mm, 10)) <
-	            0 ||
+	                          PGN_PRIO_OBSERVER)) < 0 ||
+	    (rc = pgn_module_hook(m, "presence/bare", on_presence_in, mm,
+	                          PGN_PRIO_OBSERVER)) < 0 ||
 	    (rc = pgn_module_hook(m, "iq-get/bare/" NS_MAM2 ":metadata",
-	                          on_metadata, mm, 0)) < 0)
+	                          on_metadata, mm, PGN_PRIO_HANDLER)) < 0)
 		goto fail;
-	/* Resent messages: checked at 90, recorded at -100 (see above). */
+	/* Resent messages: checked early, recorded last (see above). */
 	for (size_t i = 0; i < 3; i++) {
 		static const char *const addrs[] = {"bare", "full", "self"};
 		snprintf(ev, sizeof(ev), "pre-message/%s", addrs[i]);
-		if ((rc = pgn_module_hook(m, ev, on_dedup_check, mm, 90)) < 0 ||
-		    (rc = pgn_module_hook(m, ev, on_dedup_record, mm, -100)) <
-		            0)
+		if ((rc = pgn_module_hook(m, ev, on_dedup_check, mm,
+		                          PGN_PRIO_EARLY)) < 0 ||
+		    (rc = pgn_module_hook(m, ev, on_dedup_record, mm,
+		                          PGN_PRIO_LAST)) < 0)
 			goto fail;
 	}
 	for (size_t i = 0; i < 2; i++) {
@@ -3835,8 +3818,8 @@ mam_load(struct pgn_module *m)
 		for (size_t k = 0; k < sizeof(hooks) / sizeof(hooks[0]); k++) {
 			snprintf(ev, sizeof(ev), "iq-%s/bare/%s:%s",
 			         hooks[k].type, nss[i], hooks[k].name);
-			if ((rc = pgn_module_hook(m, ev, hooks[k].fn, mm, 0)) <
-			    0)
+			if ((rc = pgn_module_hook(m, ev, hooks[k].fn, mm,
+			                          PGN_PRIO_HANDLER)) < 0)
 				goto fail;
 		}
 	}
@@ -3847,11 +3830,6 @@ mam_load(struct pgn_module *m)
 		if ((rc = pgn_module_add_account_feature(m, features[i])) < 0 ||
 		    (rc = pgn_module_add_feature(m, features[i])) < 0)
 			goto fail;
-	if ((rc = pgn_module_command(m, "delete_old_mam_messages",
-	                             cmd_delete_old, mm)) < 0 ||
-	    (rc = pgn_module_command(m, "archive_stats", cmd_stats, mm)) < 0 ||
-	    (rc = pgn_module_stats(m, cmd_stats, mm)) < 0)
-		goto fail;
 	/* The first sweep soon: retention catches up after downtime. */
 	pgn_timer_start(mm->sweep, FIRST_SWEEP_MS);
 	return 0;
@@ -3861,10 +3839,44 @@ fail:
 	return rc;
 }
 
+static const char *const quota_policies[] = {"drop_oldest", "refuse",
+                                            NULL};
+
+static const struct pgn_module_opt mam_options[] = {
+        {.name = "max_page", .type = PGN_OPT_INT, .def = "250", .min = 1,
+         .max = MAX_MAX_PAGE, .doc = "messages in one page of results"},
+        {.name = "max_age_days", .type = PGN_OPT_INT, .def = "0", .min = 0,
+         .max = MAX_MAX_AGE_DAYS,
+         .doc = "days a message is kept (0: for ever)"},
+        {.name = "max_messages", .type = PGN_OPT_INT, .def = "0", .min = 0,
+         .max = MAX_QUOTA_MESSAGES,
+         .doc = "messages per account (0: no quota)"},
+        {.name = "max_bytes", .type = PGN_OPT_INT, .def = "0", .min = 0,
+         .max = MAX_QUOTA_BYTES, .doc = "bytes per account (0: no quota)"},
+        {.name = "quota_policy", .type = PGN_OPT_ENUM, .def = "drop_oldest",
+         .values = quota_policies,
+         .doc = "at the quota: drop the oldest, or refuse the new"},
+        {.name = NULL},
+};
+
+static const struct pgn_module_cmd mam_commands[] = {
+        {"delete_old_mam_messages", 1, "DAYS",
+         "delete archived messages (XEP-0313) older than DAYS days",
+         cmd_delete_old, 0},
+        {"archive_stats", 1, "HOST",
+         "print the message archive figures of HOST (messages, bytes, "
+         "users at quota, quota and duplicate counters)",
+         cmd_stats, 1},
+        {NULL, 0, NULL, NULL, NULL, 0},
+};
+
 const struct pgn_module_def pgn_module_def = {
         .abi = PGN_MODULE_ABI,
         .name = "mod_mam",
         .description = "Message Archive Management (XEP-0313, XEP-0359)",
+        .options = mam_options,
+        .commands = mam_commands,
+        .stats = cmd_stats,
         .load = mam_load,
         .unload = mam_unload,
 };

@@ -45,7 +45,6 @@
 #define NS_SID "urn:xmpp:sid:0"
 #define NS_EME "urn:xmpp:eme:0"
 
-#define DEFAULT_QUOTA 1000
 #define MAX_QUOTA 1000000
 /* One batch of the backlog: rows read at once, and the stanza bytes
  * written before the next read (a batch of large messages must not fill
@@ -1081,12 +1080,8 @@ static int
 offline_load(struct pgn_module *m)
 {
 	struct offline *o;
-	long quota;
 	int rc;
 
-	if ((rc = pgn_module_option_long(m, "quota", DEFAULT_QUOTA, 1,
-					 MAX_QUOTA, &quota)) != 0)
-		return rc;
 	if ((o = calloc(1, sizeof(*o))) == NULL)
 		return -ENOMEM;
 	if ((o->users = pgn_map_new()) == NULL) {
@@ -1096,38 +1091,50 @@ offline_load(struct pgn_module *m)
 	o->m = m;
 	o->srv = pgn_module_server(m);
 	o->host = pgn_host_name(pgn_module_host(m));
-	snprintf(o->quota, sizeof(o->quota), "%ld", quota);
+	snprintf(o->quota, sizeof(o->quota), "%ld",
+		 pgn_module_opt_int(m, "quota"));
 	pgn_module_set_data(m, o);
 
-	/* Holding for an ongoing backlog runs after the filters (blocking,
-	 * 100) and the handlers (0), right before the built-in delivery. */
-	if ((rc = pgn_module_hook(m, "message/offline", on_offline, o, 0)) <
-		    0 ||
+	/* Holding for an ongoing backlog runs after the filters and the
+	 * handlers, right before the built-in delivery. */
+	if ((rc = pgn_module_hook(m, "message/offline", on_offline, o,
+				  PGN_PRIO_HANDLER)) < 0 ||
 	    (rc = pgn_module_hook(m, "initial-presence", on_initial_presence,
-				  o, 0)) < 0 ||
+				  o, PGN_PRIO_HANDLER)) < 0 ||
 	    (rc = pgn_module_hook(m, "message/bare", on_message_to_user, o,
-				  -5)) < 0 ||
+				  PGN_PRIO_DELIVERY)) < 0 ||
 	    (rc = pgn_module_hook(m, "message/full", on_message_to_user, o,
-				  -5)) < 0 ||
-	    (rc = pgn_module_hook(m, "session-drained", on_drained, o, 0)) <
-		    0 ||
+				  PGN_PRIO_DELIVERY)) < 0 ||
+	    (rc = pgn_module_hook(m, "session-drained", on_drained, o,
+				  PGN_PRIO_HANDLER)) < 0 ||
 	    (rc = pgn_module_hook(m, "session-ended", on_session_ended, o,
-				  0)) < 0 ||
-	    (rc = pgn_module_add_feature(m, "msgoffline")) < 0 ||
-	    (rc = pgn_module_command(m, "delete_old_messages", cmd_delete_old,
-				     o)) < 0) {
-		/* A failed load is not unloaded by the core; the command,
-		 * registered last, cannot have been. */
+				  PGN_PRIO_HANDLER)) < 0 ||
+	    (rc = pgn_module_add_feature(m, "msgoffline")) < 0) {
+		/* A failed load is not unloaded by the core. */
 		offline_unload(m);
 		return rc;
 	}
 	return 0;
 }
 
+static const struct pgn_module_opt offline_options[] = {
+	{ .name = "quota", .type = PGN_OPT_INT, .def = "1000", .min = 1,
+	  .max = MAX_QUOTA, .doc = "messages stored per account" },
+	{ .name = NULL },
+};
+
+static const struct pgn_module_cmd offline_commands[] = {
+	{ "delete_old_messages", 1, "DAYS",
+	  "delete offline messages older than DAYS days", cmd_delete_old, 0 },
+	{ NULL, 0, NULL, NULL, NULL, 0 },
+};
+
 const struct pgn_module_def pgn_module_def = {
 	.abi = PGN_MODULE_ABI,
 	.name = "mod_offline",
 	.description = "Offline messages (XEP-0160)",
+	.options = offline_options,
+	.commands = offline_commands,
 	.load = offline_load,
 	.unload = offline_unload,
 };

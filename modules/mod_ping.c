@@ -14,18 +14,19 @@ on_ping(struct pgn_event *ev, void *arg)
 static int
 ping_load(struct pgn_module *m)
 {
-	int rc;
-	if ((rc = pgn_module_hook(m, "iq-get/host/" NS_PING ":ping", on_ping,
-				  NULL, 0)) < 0 ||
-	    (rc = pgn_module_hook(m, "iq-get/bare/" NS_PING ":ping", on_ping,
-				  NULL, 0)) < 0)
-		return rc;
 	return pgn_module_add_feature(m, NS_PING);
 }
+
+static const struct pgn_module_hook_def ping_hooks[] = {
+	{ "iq-get/host/" NS_PING ":ping", on_ping, PGN_PRIO_HANDLER },
+	{ "iq-get/bare/" NS_PING ":ping", on_ping, PGN_PRIO_HANDLER },
+	{ NULL, NULL, 0 },
+};
 
 const struct pgn_module_def pgn_module_def = {
 	.abi = PGN_MODULE_ABI,
 	.name = "mod_ping",
 	.description = "XEP-0199 XMPP Ping",
+	.hooks = ping_hooks,
 	.load = ping_load,
 };

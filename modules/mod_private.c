@@ -27,9 +27,7 @@
 
 #define NS_PRIVATE "jabber:iq:private"
 
-#define DEFAULT_MAX_SIZE 65536
 #define MAX_MAX_SIZE (16L * 1024 * 1024)
-#define DEFAULT_MAX_NAMESPACES 100
 #define MAX_MAX_NAMESPACES 100000
 /* Namespaces in one set: bounded well below the SQL parameter limits. */
 #define MAX_SET_NAMESPACES 64
@@ -431,29 +429,23 @@ static int
 private_load(struct pgn_module *m)
 {
 	struct priv *pv = calloc(1, sizeof(*pv));
-	long size, nns;
 	int rc;
 
 	if (pv == NULL)
 		return -ENOMEM;
 	pv->m = m;
-	if ((rc = pgn_module_option_long(m, "max_size", DEFAULT_MAX_SIZE, 1,
-					 MAX_MAX_SIZE, &size)) < 0 ||
-	    (rc = pgn_module_option_long(m, "max_namespaces",
-					 DEFAULT_MAX_NAMESPACES, 1,
-					 MAX_MAX_NAMESPACES, &nns)) < 0)
-		goto fail;
-	pv->max_size = (size_t)size;
-	pv->max_namespaces = (unsigned long)nns;
+	pv->max_size = (size_t)pgn_module_opt_int(m, "max_size");
+	pv->max_namespaces = (unsigned long)pgn_module_opt_int(m,
+							       "max_namespaces");
 	pgn_module_set_data(m, pv);
 	if ((rc = pgn_module_hook(m, "iq-get/bare/" NS_PRIVATE ":query",
-				  on_get, pv, 0)) < 0 ||
+				  on_get, pv, PGN_PRIO_HANDLER)) < 0 ||
 	    (rc = pgn_module_hook(m, "iq-set/bare/" NS_PRIVATE ":query",
-				  on_set, pv, 0)) < 0 ||
+				  on_set, pv, PGN_PRIO_HANDLER)) < 0 ||
 	    (rc = pgn_module_hook(m, "iq-get/host/" NS_PRIVATE ":query",
-				  on_forbidden, pv, 0)) < 0 ||
+				  on_forbidden, pv, PGN_PRIO_HANDLER)) < 0 ||
 	    (rc = pgn_module_hook(m, "iq-set/host/" NS_PRIVATE ":query",
-				  on_forbidden, pv, 0)) < 0)
+				  on_forbidden, pv, PGN_PRIO_HANDLER)) < 0)
 		goto fail;
 	return 0;
 fail:
@@ -468,10 +460,20 @@ private_unload(struct pgn_module *m)
 	free(pgn_module_data(m));
 }
 
+static const struct pgn_module_opt private_options[] = {
+	{ .name = "max_size", .type = PGN_OPT_INT, .def = "65536", .min = 1,
+	  .max = MAX_MAX_SIZE, .doc = "bytes stored per account" },
+	{ .name = "max_namespaces", .type = PGN_OPT_INT, .def = "100",
+	  .min = 1, .max = MAX_MAX_NAMESPACES,
+	  .doc = "namespaces stored per account" },
+	{ .name = NULL },
+};
+
 const struct pgn_module_def pgn_module_def = {
 	.abi = PGN_MODULE_ABI,
 	.name = "mod_private",
 	.description = "Private XML storage (XEP-0049)",
+	.options = private_options,
 	.load = private_load,
 	.unload = private_unload,
 };

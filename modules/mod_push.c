@@ -48,9 +48,7 @@
 #define NS_PGP_LEGACY "jabber:x:encrypted"
 #define NS_JMI "urn:xmpp:jingle-message:0"
 
-#define DEFAULT_MIN_INTERVAL 5
 #define MAX_MIN_INTERVAL 86400
-#define DEFAULT_MAX_REGISTRATIONS 20
 #define MAX_MAX_REGISTRATIONS 1000
 /* Limits on what a client may register (bytes). */
 #define MAX_NODE 1023
@@ -1088,16 +1086,8 @@ push_load(struct pgn_module *m)
 {
 	static const char *const inbound[] = {"message/bare", "message/full"};
 	struct push *p;
-	long interval, max_regs;
 	int rc;
 
-	if ((rc = pgn_module_option_long(m, "min_interval",
-	                                 DEFAULT_MIN_INTERVAL, 0,
-	                                 MAX_MIN_INTERVAL, &interval)) != 0 ||
-	    (rc = pgn_module_option_long(
-	             m, "max_registrations", DEFAULT_MAX_REGISTRATIONS, 1,
-	             MAX_MAX_REGISTRATIONS, &max_regs)) != 0)
-		return rc;
 	if ((p = calloc(1, sizeof(*p))) == NULL)
 		return -ENOMEM;
 	pgn_module_set_data(m, p);
@@ -1110,23 +1100,27 @@ push_load(struct pgn_module *m)
 	p->m = m;
 	p->srv = pgn_module_server(m);
 	p->host = pgn_host_name(pgn_module_host(m));
-	p->include_body = pgn_module_option_bool(m, "include_body", 0);
-	p->min_interval_ms = (uint64_t)interval * 1000;
-	snprintf(p->max_regs, sizeof(p->max_regs), "%ld", max_regs);
+	p->include_body = pgn_module_opt_bool(m, "include_body");
+	p->min_interval_ms =
+	        (uint64_t)pgn_module_opt_int(m, "min_interval") * 1000;
+	snprintf(p->max_regs, sizeof(p->max_regs), "%ld",
+	         pgn_module_opt_int(m, "max_registrations"));
 
-	/* Messages: after the filters (blocking 100) and carbons (5), before
-	 * the core delivers; only looks.  Answers to our publishes: before
-	 * any other handler of iqs to the host. */
+	/* Messages: after the filters and carbons, before the core
+	 * delivers; only looks.  Answers to our publishes: before any
+	 * other handler of iqs to the host. */
 	for (size_t i = 0; i < sizeof(inbound) / sizeof(*inbound); i++)
-		if ((rc = pgn_module_hook(m, inbound[i], on_message, p, 3)) < 0)
+		if ((rc = pgn_module_hook(m, inbound[i], on_message, p,
+		                          PGN_PRIO_NOTIFY)) < 0)
 			goto fail;
-	if ((rc = pgn_module_hook(m, "iq/host", on_iq_host, p, 90)) < 0 ||
+	if ((rc = pgn_module_hook(m, "iq/host", on_iq_host, p,
+	                          PGN_PRIO_EARLY)) < 0 ||
 	    (rc = pgn_module_hook(m, "session-hibernated", on_hibernated, p,
-	                          0)) < 0 ||
+	                          PGN_PRIO_HANDLER)) < 0 ||
 	    (rc = pgn_module_hook(m, "iq-set/bare/" NS_PUSH ":enable",
-	                          on_enable, p, 0)) < 0 ||
+	                          on_enable, p, PGN_PRIO_HANDLER)) < 0 ||
 	    (rc = pgn_module_hook(m, "iq-set/bare/" NS_PUSH ":disable",
-	                          on_disable, p, 0)) < 0 ||
+	                          on_disable, p, PGN_PRIO_HANDLER)) < 0 ||
 	    (rc = pgn_module_add_account_feature(m, NS_PUSH)) < 0)
 		goto fail;
 	return 0;
@@ -1135,10 +1129,23 @@ fail:
 	return rc;
 }
 
+static const struct pgn_module_opt push_options[] = {
+	{ .name = "min_interval", .type = PGN_OPT_INT, .def = "5", .min = 0,
+	  .max = MAX_MIN_INTERVAL,
+	  .doc = "seconds between two notifications to one registration" },
+	{ .name = "max_registrations", .type = PGN_OPT_INT, .def = "20",
+	  .min = 1, .max = MAX_MAX_REGISTRATIONS,
+	  .doc = "push registrations per account" },
+	{ .name = "include_body", .type = PGN_OPT_BOOL, .def = "false",
+	  .doc = "put the message body in the notification" },
+	{ .name = NULL },
+};
+
 const struct pgn_module_def pgn_module_def = {
         .abi = PGN_MODULE_ABI,
         .name = "mod_push",
         .description = "Push Notifications (XEP-0357)",
+        .options = push_options,
         .load = push_load,
         .unload = push_unload,
 };

@@ -819,38 +819,16 @@ register_load(struct pgn_module *m)
 	if (st == NULL)
 		return -ENOMEM;
 	st->m = m;
-	st->allow = pgn_module_option_bool(m, "allow_registration", 0);
-	if ((rc = pgn_module_option_long(m, "registration_interval", 60, 0,
-					 366L * 24 * 3600,
-					 &st->interval)) != 0 ||
-	    (rc = pgn_module_option_long(m, "min_password_length", 8, 1,
-					 MAX_PASSWORD_BYTES,
-					 &st->min_password)) != 0)
-		goto fail;
+	st->allow = pgn_module_opt_bool(m, "allow_registration");
+	st->interval = pgn_module_opt_int(m, "registration_interval");
+	st->min_password = pgn_module_opt_int(m, "min_password_length");
 	if ((st->addrs = pgn_map_new()) == NULL) {
 		rc = -ENOMEM;
 		goto fail;
 	}
-	pgn_module_set_data(m, st);
-	if ((rc = pgn_module_hook(m, "stream-features", on_features, st, 0)) <
-		    0 ||
-	    (rc = pgn_module_hook(m, "iq-get/preauth/" NS_REGISTER ":query",
-				  on_preauth_get, st, 0)) < 0 ||
-	    (rc = pgn_module_hook(m, "iq-set/preauth/" NS_REGISTER ":query",
-				  on_preauth_set, st, 0)) < 0 ||
-	    (rc = pgn_module_hook(m, "iq-get/host/" NS_REGISTER ":query",
-				  on_own_host, st, 0)) < 0 ||
-	    (rc = pgn_module_hook(m, "iq-get/bare/" NS_REGISTER ":query",
-				  on_own_bare, st, 0)) < 0 ||
-	    (rc = pgn_module_hook(m, "iq-set/host/" NS_REGISTER ":query",
-				  on_own_host, st, 0)) < 0 ||
-	    (rc = pgn_module_hook(m, "iq-set/bare/" NS_REGISTER ":query",
-				  on_own_bare, st, 0)) < 0 ||
-	    (rc = pgn_module_add_feature(m, NS_REGISTER)) < 0) {
-		/* The core removes the hooks; unload is not called. */
-		pgn_module_set_data(m, NULL);
+	if ((rc = pgn_module_add_feature(m, NS_REGISTER)) < 0)
 		goto fail;
-	}
+	pgn_module_set_data(m, st);
 	return 0;
 fail:
 	state_free(st);
@@ -864,10 +842,37 @@ register_unload(struct pgn_module *m)
 	pgn_module_set_data(m, NULL);
 }
 
+static const struct pgn_module_opt register_options[] = {
+	{ .name = "allow_registration", .type = PGN_OPT_BOOL, .def = "false",
+	  .doc = "let clients create accounts in-band" },
+	{ .name = "registration_interval", .type = PGN_OPT_INT, .def = "60",
+	  .min = 0, .max = 366L * 24 * 3600,
+	  .doc = "seconds between two registrations from one address" },
+	{ .name = "min_password_length", .type = PGN_OPT_INT, .def = "8",
+	  .min = 1, .max = MAX_PASSWORD_BYTES,
+	  .doc = "shortest password accepted" },
+	{ .name = NULL },
+};
+
+static const struct pgn_module_hook_def register_hooks[] = {
+	{ "stream-features", on_features, PGN_PRIO_HANDLER },
+	{ "iq-get/preauth/" NS_REGISTER ":query", on_preauth_get,
+	  PGN_PRIO_HANDLER },
+	{ "iq-set/preauth/" NS_REGISTER ":query", on_preauth_set,
+	  PGN_PRIO_HANDLER },
+	{ "iq-get/host/" NS_REGISTER ":query", on_own_host, PGN_PRIO_HANDLER },
+	{ "iq-get/bare/" NS_REGISTER ":query", on_own_bare, PGN_PRIO_HANDLER },
+	{ "iq-set/host/" NS_REGISTER ":query", on_own_host, PGN_PRIO_HANDLER },
+	{ "iq-set/bare/" NS_REGISTER ":query", on_own_bare, PGN_PRIO_HANDLER },
+	{ NULL, NULL, 0 },
+};
+
 const struct pgn_module_def pgn_module_def = {
 	.abi = PGN_MODULE_ABI,
 	.name = "mod_register",
 	.description = "XEP-0077 In-Band Registration",
+	.options = register_options,
+	.hooks = register_hooks,
 	.load = register_load,
 	.unload = register_unload,
 };

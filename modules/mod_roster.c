@@ -46,7 +46,6 @@
 #define NS_PREAPPROVAL "urn:xmpp:features:pre-approval"
 #define NS_NICK "http://jabber.org/protocol/nick"
 
-#define DEFAULT_MAX_ITEMS 1000
 #define MAX_MAX_ITEMS 1000000
 #define MAX_NAME_BYTES 1023    /* 'name' of an item */
 #define MAX_GROUP_BYTES 1023   /* one <group/> */
@@ -2640,7 +2639,6 @@ static int
 roster_load(struct pgn_module *m)
 {
 	struct rmod *rm = calloc(1, sizeof(*rm));
-	long max_items;
 	int rc;
 
 	if (rm == NULL || (rm->users = pgn_map_new()) == NULL ||
@@ -2652,45 +2650,34 @@ roster_load(struct pgn_module *m)
 	}
 	rm->m = m;
 	rm->srv = pgn_module_server(m);
-	if ((rc = pgn_module_option_long(m, "max_items", DEFAULT_MAX_ITEMS, 1,
-					 MAX_MAX_ITEMS, &max_items)) < 0) {
-		pgn_map_free(rm->users);
-		pgn_map_free(rm->removals);
-		free(rm);
-		return rc;
-	}
-	rm->max_items = (int)max_items;
+	rm->max_items = (int)pgn_module_opt_int(m, "max_items");
 	pgn_module_set_data(m, rm);
 	if ((rc = pgn_module_hook(m, "iq-get/bare/" NS_ROSTER ":query",
-				  on_roster_get, rm, 0)) < 0 ||
+				  on_roster_get, rm, PGN_PRIO_HANDLER)) < 0 ||
 	    (rc = pgn_module_hook(m, "iq-set/bare/" NS_ROSTER ":query",
-				  on_roster_set, rm, 0)) < 0 ||
+				  on_roster_set, rm, PGN_PRIO_HANDLER)) < 0 ||
 	    (rc = pgn_module_hook(m, "pre-presence/self", on_self_presence,
-				  rm, 0)) < 0 ||
+				  rm, PGN_PRIO_HANDLER)) < 0 ||
 	    (rc = pgn_module_hook(m, "pre-presence/bare", on_out_presence, rm,
-				  0)) < 0 ||
+				  PGN_PRIO_HANDLER)) < 0 ||
 	    (rc = pgn_module_hook(m, "pre-presence/full", on_out_presence, rm,
-				  0)) < 0 ||
+				  PGN_PRIO_HANDLER)) < 0 ||
 	    (rc = pgn_module_hook(m, "pre-presence/host", on_out_presence, rm,
-				  0)) < 0 ||
-	    (rc = pgn_module_hook(m, "presence/bare", on_in_presence, rm, 0)) <
-		    0 ||
-	    (rc = pgn_module_hook(m, "presence/full", on_in_presence, rm, 0)) <
-		    0 ||
+				  PGN_PRIO_HANDLER)) < 0 ||
+	    (rc = pgn_module_hook(m, "presence/bare", on_in_presence, rm,
+				  PGN_PRIO_HANDLER)) < 0 ||
+	    (rc = pgn_module_hook(m, "presence/full", on_in_presence, rm,
+				  PGN_PRIO_HANDLER)) < 0 ||
 	    (rc = pgn_module_hook(m, "session-started", on_session_started, rm,
-				  0)) < 0 ||
+				  PGN_PRIO_HANDLER)) < 0 ||
 	    (rc = pgn_module_hook(m, "session-ended", on_session_ended, rm,
-				  0)) < 0 ||
-	    (rc = pgn_module_hook(m, "stream-features", on_features, rm, 0)) <
-		    0 ||
+				  PGN_PRIO_HANDLER)) < 0 ||
+	    (rc = pgn_module_hook(m, "stream-features", on_features, rm,
+				  PGN_PRIO_HANDLER)) < 0 ||
 	    (rc = pgn_module_hook(m, "account-removing", on_account_removing,
-				  rm, 0)) < 0 ||
+				  rm, PGN_PRIO_HANDLER)) < 0 ||
 	    (rc = pgn_module_hook(m, "account-removed", on_account_removed,
-				  rm, 0)) < 0 ||
-	    (rc = pgn_module_command(m, "add_rosteritem", ctl_add, rm)) < 0 ||
-	    (rc = pgn_module_command(m, "delete_rosteritem", ctl_delete, rm)) <
-		    0 ||
-	    (rc = pgn_module_command(m, "get_roster", ctl_get_roster, rm)) < 0)
+				  rm, PGN_PRIO_HANDLER)) < 0)
 		goto fail;
 	return 0;
 fail:
@@ -2698,10 +2685,33 @@ fail:
 	return rc;
 }
 
+static const struct pgn_module_opt roster_options[] = {
+	{ .name = "max_items", .type = PGN_OPT_INT, .def = "1000", .min = 1,
+	  .max = MAX_MAX_ITEMS, .doc = "contacts in one roster" },
+	{ .name = NULL },
+};
+
+/* ejabberdctl's names; the HOST argument picks the instance. */
+static const struct pgn_module_cmd roster_commands[] = {
+	{ "add_rosteritem", 7, "LOCALUSER LOCALHOST USER HOST NICK GROUP SUBS",
+	  "add USER@HOST to the roster of LOCALUSER@LOCALHOST (SUBS: none, "
+	  "to, from, both)",
+	  ctl_add, 2 },
+	{ "delete_rosteritem", 4, "LOCALUSER LOCALHOST USER HOST",
+	  "remove USER@HOST from the roster of LOCALUSER@LOCALHOST",
+	  ctl_delete, 2 },
+	{ "get_roster", 2, "USER HOST",
+	  "print the roster of USER@HOST (jid, name, subscription, groups)",
+	  ctl_get_roster, 2 },
+	{ NULL, 0, NULL, NULL, NULL, 0 },
+};
+
 const struct pgn_module_def pgn_module_def = {
 	.abi = PGN_MODULE_ABI,
 	.name = "mod_roster",
 	.description = "Roster and presence (RFC 6121)",
+	.options = roster_options,
+	.commands = roster_commands,
 	.load = roster_load,
 	.unload = roster_unload,
 };

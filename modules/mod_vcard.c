@@ -30,7 +30,6 @@
 #define NS_VCARD "vcard-temp"
 #define NS_VCARD_UPDATE "vcard-temp:x:update"
 
-#define DEFAULT_MAX_SIZE 65536
 #define MAX_MAX_SIZE (16L * 1024 * 1024)
 #define HASH_HEX_LEN 40
 
@@ -462,37 +461,31 @@ static int
 vcard_load(struct pgn_module *m)
 {
 	struct vcard *vc = calloc(1, sizeof(*vc));
-	long max_size;
 	int rc;
 
 	if (vc == NULL)
 		return -ENOMEM;
 	vc->m = m;
-	if ((rc = pgn_module_option_long(m, "max_size", DEFAULT_MAX_SIZE, 1,
-					 MAX_MAX_SIZE, &max_size)) < 0) {
-		free(vc);
-		return rc;
-	}
-	vc->max_size = (size_t)max_size;
+	vc->max_size = (size_t)pgn_module_opt_int(m, "max_size");
 	pgn_module_set_data(m, vc);
 	if ((rc = pgn_module_hook(m, "iq-get/bare/" NS_VCARD ":vCard", on_get,
-				  vc, 0)) < 0 ||
+				  vc, PGN_PRIO_HANDLER)) < 0 ||
 	    (rc = pgn_module_hook(m, "iq-set/bare/" NS_VCARD ":vCard", on_set,
-				  vc, 0)) < 0 ||
+				  vc, PGN_PRIO_HANDLER)) < 0 ||
 	    (rc = pgn_module_hook(m, "iq-get/host/" NS_VCARD ":vCard",
-				  on_get_host, vc, 0)) < 0 ||
+				  on_get_host, vc, PGN_PRIO_HANDLER)) < 0 ||
 	    (rc = pgn_module_hook(m, "iq-set/host/" NS_VCARD ":vCard",
-				  on_set_host, vc, 0)) < 0 ||
+				  on_set_host, vc, PGN_PRIO_HANDLER)) < 0 ||
 	    (rc = pgn_module_hook(m, "session-started", on_session_started,
-				  vc, 0)) < 0 ||
-	    /* Modifier: before mod_roster broadcasts at 0. */
+				  vc, PGN_PRIO_HANDLER)) < 0 ||
+	    /* Modifier: before mod_roster broadcasts (a handler). */
 	    (rc = pgn_module_hook(m, "pre-presence/self", on_presence, vc,
-				  50)) < 0 ||
+				  PGN_PRIO_MODIFIER)) < 0 ||
 	    /* XEP-0153 §4.1: directed presence carries it too. */
 	    (rc = pgn_module_hook(m, "pre-presence/bare", on_presence, vc,
-				  50)) < 0 ||
+				  PGN_PRIO_MODIFIER)) < 0 ||
 	    (rc = pgn_module_hook(m, "pre-presence/full", on_presence, vc,
-				  50)) < 0 ||
+				  PGN_PRIO_MODIFIER)) < 0 ||
 	    (rc = pgn_module_add_feature(m, NS_VCARD)) < 0)
 		goto fail;
 	return 0;
@@ -508,10 +501,17 @@ vcard_unload(struct pgn_module *m)
 	free(pgn_module_data(m));
 }
 
+static const struct pgn_module_opt vcard_options[] = {
+	{ .name = "max_size", .type = PGN_OPT_INT, .def = "65536", .min = 1,
+	  .max = MAX_MAX_SIZE, .doc = "bytes of one stored vCard" },
+	{ .name = NULL },
+};
+
 const struct pgn_module_def pgn_module_def = {
 	.abi = PGN_MODULE_ABI,
 	.name = "mod_vcard",
 	.description = "vcard-temp (XEP-0054) and avatar hashes (XEP-0153)",
+	.options = vcard_options,
 	.load = vcard_load,
 	.unload = vcard_unload,
 };

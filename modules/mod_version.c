@@ -26,7 +26,7 @@ on_version(struct pgn_event *ev, void *arg)
 	if (q == NULL || add_text_child(q, "name", "Pigeon") != 0 ||
 	    add_text_child(q, "version", pgn_server_version()) != 0)
 		goto fail;
-	if (pgn_module_option_bool(m, "show_os", 0) && uname(&u) == 0 &&
+	if (pgn_module_opt_bool(m, "show_os") && uname(&u) == 0 &&
 	    add_text_child(q, "os", u.sysname) != 0)
 		goto fail;
 	pgn_event_reply(ev, q);
@@ -41,15 +41,22 @@ static int
 version_load(struct pgn_module *m)
 {
 	int rc = pgn_module_hook(m, "iq-get/host/" NS_VERSION ":query",
-				 on_version, m, 0);
+				 on_version, m, PGN_PRIO_HANDLER);
 	if (rc < 0)
 		return rc;
 	return pgn_module_add_feature(m, NS_VERSION);
 }
 
+static const struct pgn_module_opt version_options[] = {
+	{ .name = "show_os", .type = PGN_OPT_BOOL, .def = "false",
+	  .doc = "include the operating system's name in the answer" },
+	{ .name = NULL },
+};
+
 const struct pgn_module_def pgn_module_def = {
 	.abi = PGN_MODULE_ABI,
 	.name = "mod_version",
 	.description = "XEP-0092 Software Version",
+	.options = version_options,
 	.load = version_load,
 };

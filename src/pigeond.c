@@ -12,6 +12,7 @@
 #include <event2/thread.h>
 
 #include "pigeon/config.h"
+#include "host.h"
 #include "pigeon/log.h"
 #include "server.h"
 
@@ -24,6 +25,50 @@
 #ifndef PGN_SYSCONF_DIR
 #define PGN_SYSCONF_DIR "/usr/local/etc"
 #endif
+
+static void
+print_error(const char *err, void *arg)
+{
+	(void)arg;
+	fprintf(stderr, "pigeond: %s\n", err);
+}
+
+/* `pigeond -t`: what the start would refuse in the modules, without
+ * starting anything: each module's .so opens (a misspelt module name gets
+ * a hint) and its options are the declared ones, of the declared types.
+ * A module listed globally is checked once, not once per host.  Prints
+ * every error; returns how many there were. */
+static int
+check_modules(const struct pgn_config *cfg)
+{
+	int errors = 0;
+
+	for (size_t i = 0; i < cfg->nhosts; i++) {
+		const struct pgn_cfg_host *h = &cfg->hosts[i];
+
+		for (size_t j = 0; j < h->nmodules; j++) {
+			const struct pgn_cfg_module *cm = &h->modules[j];
+			int seen = 0;
+
+			/* The same entry (line) merged into an earlier host
+			 * was checked there. */
+			for (size_t k = 0; k < i && !seen; k++)
+				for (size_t l = 0; l < cfg->hosts[k].nmodules;
+				     l++)
+					if (cfg->hosts[k].modules[l].line ==
+						    cm->line &&
+					    !strcmp(cfg->hosts[k].modules[l].name,
+						    cm->name))
+						seen = 1;
+			if (seen)
+				continue;
+			errors += pgn_module_check(cfg->path, cm,
+						   cfg->module_path,
+						   print_error, NULL);
+		}
+	}
+	return errors;
+}
 
 static void
 usage(FILE *fp)
@@ -171,6 +216,10 @@ main(int argc, char **argv)
 		return 2;
 	}
 	if (check_only) {
+		if (check_modules(cfg) > 0) {
+			pgn_config_free(cfg);
+			return 2;
+		}
 		printf("%s: configuration OK\n", path);
 		pgn_config_free(cfg);
 		return 0;

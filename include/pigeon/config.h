@@ -29,6 +29,7 @@ struct pgn_cfg_component {
 struct pgn_cfg_opt {
 	char *key;
 	char *value;
+	int line;               /* of the key, for messages */
 };
 
 struct pgn_cfg_module {

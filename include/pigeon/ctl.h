@@ -26,6 +26,10 @@ struct evbuffer;
 #define PGN_CTL_USAGE 2     /* bad command or arguments */
 #define PGN_CTL_UNAVAILABLE 3 /* server not running / unreachable */
 
+/* A command of the core.  Modules declare theirs in their
+ * pgn_module_def (pigeon/module.h); the running server knows both, so
+ * pigeonctl sends any name it does not know here to the server, which
+ * answers usage errors and `help` for all. */
 struct pgn_ctl_command {
 	const char *name;
 	int nargs;              /* exact number of arguments */
@@ -33,14 +37,20 @@ struct pgn_ctl_command {
 	const char *help;       /* one line */
 	int offline;            /* 1: pigeonctl runs it on the store when the
 				 * server is not running */
-	const char *module;     /* served by this module (NULL: the core) */
-	int host_arg;           /* 1-based index of the HOST argument that
-				 * picks the module instance; 0: any */
 };
 
-/* NULL-name-terminated table of all commands. */
+/* NULL-name-terminated table of the core's commands. */
 extern const struct pgn_ctl_command pgn_ctl_commands[];
 const struct pgn_ctl_command *pgn_ctl_command_find(const char *name);
+
+/* Appends the command list of `pigeonctl help`: a heading, then one line
+ * per command ("  * NAME ARGS  HELP", '*' for offline ones), aligned.
+ * cmds[0..n-1] in the order given.  0 or -ENOMEM. */
+int pgn_ctl_format_help(struct evbuffer *out,
+			const struct pgn_ctl_command *cmds, size_t n);
+/* Appends "usage: pigeonctl [-c FILE] NAME ARGS\n".  0 or -ENOMEM. */
+int pgn_ctl_format_usage(struct evbuffer *out, const char *name,
+			 const char *args);
 
 /* Appends the encoded request (argv[0] is the command name); out is left
  * untouched on error.  0, -EINVAL (no argument, an empty command name,

@@ -62,7 +62,7 @@
 #include "pigeon/jid.h"
 #include "pigeon/xml.h"
 
-#define PGN_MODULE_ABI 3
+#define PGN_MODULE_ABI 4
 
 #define PGN_NS_CLIENT "jabber:client"
 #define PGN_NS_STANZAS "urn:ietf:params:xml:ns:xmpp-stanzas"
@@ -147,14 +147,110 @@ struct pgn_account_event {
 #define PGN_EVENT_HANDLED 1
 
 
+/* ---- hook priorities ----
+ * Handlers run from the highest priority down (doc/modules.md has the
+ * table with the reasons).  Use these names, not numbers, so that the
+ * order of all modules can be read in one place. */
+#define PGN_PRIO_FILTER 100     /* decide whether the stanza goes anywhere
+				 * (blocking) */
+#define PGN_PRIO_EARLY 90       /* a resent duplicate stops here; answers
+				 * to the module's own requests */
+#define PGN_PRIO_INSPECT 60     /* reads presence before modifiers (caps) */
+#define PGN_PRIO_MODIFIER 50    /* adjusts presence before its broadcast
+				 * (vCard avatar hash) */
+#define PGN_PRIO_COPY_SENT 40   /* copies of what a user sends (carbons) */
+#define PGN_PRIO_ARCHIVE_OUT 30 /* storage of what a user sends (mam) */
+#define PGN_PRIO_ARCHIVE_IN 20  /* storage of what a user receives (mam) */
+#define PGN_PRIO_OBSERVER 10    /* sees the stanza before its handler
+				 * (last activity, caps nodes) */
+#define PGN_PRIO_COPY 5         /* copies of what a user receives
+				 * (carbons) */
+#define PGN_PRIO_NOTIFY 3       /* notifications about it (push) */
+#define PGN_PRIO_HANDLER 0      /* do the work (iq handlers, presence) */
+#define PGN_PRIO_DELIVERY -5    /* last word before the built-in delivery
+				 * rules (offline backlog order) */
+#define PGN_PRIO_FALLBACK -10
+#define PGN_PRIO_LAST -100      /* end of the chain: nothing refused it */
+
+/* ---- declarations ----
+ * A module says in its pgn_module_def what it offers; the core checks
+ * and registers it, and undoes it on unload.  load() keeps only what
+ * cannot be declared (state, stores, per-host feature lists). */
+
+/* Option types.  Values are written in pigeon.yml as scalars. */
+enum pgn_opt_type {
+	PGN_OPT_BOOL = 1, /* true/false, yes/no, on/off, 1/0 */
+	PGN_OPT_INT,      /* decimal integer in [min, max] */
+	PGN_OPT_STRING,   /* any text */
+	PGN_OPT_ENUM,     /* one of values[] */
+};
+
+/* One option.  The core refuses a config that names an option the module
+ * does not declare (with a "did you mean"), or a value of the wrong type
+ * or out of range, naming the module, the option and the line, in
+ * `pigeond -t` as at start. */
+struct pgn_module_opt {
+	const char *name;          /* "max_items"; NULL ends the table */
+	enum pgn_opt_type type;
+	const char *def;           /* default, as it would be written in
+				    * pigeon.yml ("100", "false", "drop_oldest");
+				    * checked like a value; NULL only for a
+				    * string that is unset by default */
+	long min, max;             /* PGN_OPT_INT: inclusive range */
+	const char *const *values; /* PGN_OPT_ENUM: NULL-terminated */
+	const char *doc;           /* one line, for doc and errors */
+};
+
+struct pgn_command;
+/* argv[0..argc-1] are the arguments (not the command name), borrowed
+ * until the reply.  arg: the module's data (pgn_module_data) for a
+ * declared command. */
+typedef void (*pgn_command_fn)(struct pgn_command *cmd, int argc,
+			       char *const *argv, void *arg);
+
+/* A pigeonctl command served by the module.  The server registers it for
+ * each instance while the module is loaded; `pigeonctl help` lists it and
+ * a wrong number of arguments gets its usage, from the server. */
+struct pgn_module_cmd {
+	const char *name;  /* "get_roster"; NULL ends the table */
+	int nargs;         /* exact number of arguments */
+	const char *args;  /* "USER HOST": nargs words, for usage and help */
+	const char *help;  /* one line */
+	pgn_command_fn fn;
+	int host_arg;      /* 1-based argument naming the host whose instance
+			    * answers; 0: any one instance (a command that
+			    * is not per host) */
+};
+
+/* A hook registered by the core right after load() succeeded, with the
+ * module's data (pgn_module_data) as arg, as if load() had called
+ * pgn_module_hook(m, event, fn, data, priority). */
+struct pgn_module_hook_def {
+	const char *event; /* NULL ends the table */
+	pgn_hook_fn fn;
+	int priority;      /* PGN_PRIO_... */
+};
+
 struct pgn_module_def {
 	unsigned abi;             /* PGN_MODULE_ABI */
 	const char *name;         /* "mod_ping" */
 	const char *description;
-	/* Registers hooks and features; returns 0 or a negative error. */
+	/* Tables ending with a NULL name; each may be NULL. */
+	const struct pgn_module_opt *options;
+	const struct pgn_module_cmd *commands;
+	const struct pgn_module_hook_def *hooks;
+	/* Contributes to `pigeonctl stats` (see pgn_module_stats), with the
+	 * module's data as arg; NULL: no figures. */
+	pgn_command_fn stats;
+	/* Sets up the module's state (pgn_module_set_data) and registers
+	 * what cannot be declared; returns 0 or a negative error.  Options
+	 * are already checked.  On failure the module frees its own state;
+	 * the core removes what was registered. */
 	int (*load)(struct pgn_module *m);
-	/* Frees module data; hooks and features are removed by the core. */
+	/* Frees module data.  Hooks, features, commands, figures and timers
+	 * are removed by the core (freeing a timer here too is harmless). */
 	void (*unload)(struct pgn_module *m);
+	/* (Room for more declarations: depends/provides.) */
 };
 
 /* ---- module instance ---- */
@@ -167,16 +263,18 @@ int pgn_module_add_feature(struct pgn_module *m, const char *var);
 int pgn_module_add_account_feature(struct pgn_module *m, const char *var);
 int pgn_module_add_identity(struct pgn_module *m, const char *category,
 			    const char *type, const char *name);
-const char *pgn_module_option(const struct pgn_module *m, const char *key,
-			      const char *def);
-/* An integer option: *out = def when absent; 0, or -EINVAL (logged with
- * the module's name) when it is not an integer in [min, max]: the module's
- * load then fails with it, and so does the server start. */
-int pgn_module_option_long(const struct pgn_module *m, const char *key,
-			   long def, long min, long max, long *out);
-/* "true"/"yes"/"1" -> 1, "false"/"no"/"0" -> 0, else def. */
-int pgn_module_option_bool(const struct pgn_module *m, const char *key,
-			   int def);
+/* The value of a declared option, or its declared default.  Checked
+ * before load() runs, so these cannot fail; asking for an option the
+ * module did not declare (of that type) is a bug: logged, and 0 / NULL
+ * returned. */
+long pgn_module_opt_int(const struct pgn_module *m, const char *name);
+int pgn_module_opt_bool(const struct pgn_module *m, const char *name);
+/* The text as written (or the default), mostly for PGN_OPT_STRING and
+ * PGN_OPT_ENUM; NULL for an unset string.  Borrowed, valid while the
+ * module is loaded. */
+const char *pgn_module_opt_str(const struct pgn_module *m, const char *name);
+/* PGN_OPT_ENUM: the index of the value in the option's values[]. */
+int pgn_module_opt_enum(const struct pgn_module *m, const char *name);
 void *pgn_module_data(const struct pgn_module *m);
 void pgn_module_set_data(struct pgn_module *m, void *data);
 struct pgn_host *pgn_module_host(const struct pgn_module *m);
@@ -418,16 +516,9 @@ struct pgn_store *pgn_server_store(const struct pgn_server *srv);
 struct pgn_worker *pgn_server_crypto(const struct pgn_server *srv);
 
 /* ---- pigeonctl commands served by modules ----
- * The command must be listed in pgn_ctl_commands (pigeon/ctl.h) with the
- * module's name; when several hosts load the module, the instance whose
- * host is named by the command's host argument answers. */
-struct pgn_command;
-/* argv[0..argc-1] are the arguments (not the command name), borrowed
- * until the reply. */
-typedef void (*pgn_command_fn)(struct pgn_command *cmd, int argc,
-			       char *const *argv, void *arg);
-int pgn_module_command(struct pgn_module *m, const char *name,
-		       pgn_command_fn fn, void *arg);
+ * Declared in pgn_module_def.commands (no core table to edit); when
+ * several hosts load the module, the instance whose host is named by the
+ * command's host argument answers. */
 /* Answers exactly once, now or later (status PGN_CTL_OK / _ERROR /
  * _USAGE; text may be NULL or end without a newline).  Frees cmd; if
  * pigeonctl went away meanwhile the answer is dropped. */
@@ -435,12 +526,14 @@ void pgn_command_reply(struct pgn_command *cmd, int status, const char *text);
 /* Contributes figures to `pigeonctl stats`: fn is called with argc 0 for
  * each request and answers with pgn_command_reply, now or later, with
  * "name value" lines (names [a-z0-9_]); the core prints them as
- * "name@host value".  An error answer is counted in stats_failed. */
+ * "name@host value".  An error answer is counted in stats_failed.
+ * Usually declared (pgn_module_def.stats) rather than called. */
 int pgn_module_stats(struct pgn_module *m, pgn_command_fn fn, void *arg);
 
 /* ---- timers ----
  * One-shot timers on the server's loop for a module (retention sweeps,
- * rate limits).  The module frees its timers in its unload. */
+ * rate limits).  The core stops and frees the timers a module still has
+ * when it unloads (after its unload(), which may free them itself). */
 struct pgn_timer;
 typedef void (*pgn_timer_fn)(void *arg);
 struct pgn_timer *pgn_timer_new(struct pgn_module *m, pgn_timer_fn fn,

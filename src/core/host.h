@@ -56,5 +56,14 @@ struct pgn_module *pgn_module_load(struct pgn_host *h,
 				   const struct pgn_cfg_module *cfg,
 				   const char *dir, char *err, size_t errlen);
 void pgn_module_unload(struct pgn_module *m);
+/* What `pigeond -t` checks without starting anything: the module's .so
+ * in dir opens, has the right ABI, and each of cm's options is one it
+ * declares, of the right type.  Calls report once per mistake with a
+ * message "cfgpath:LINE: module NAME: ..."; returns how many. */
+int pgn_module_check(const char *cfgpath, const struct pgn_cfg_module *cm,
+		     const char *dir,
+		     void (*report)(const char *err, void *arg), void *arg);
+/* The descriptor of a loaded module (borrowed). */
+const struct pgn_module_def *pgn_module_get_def(const struct pgn_module *m);
 
 #endif

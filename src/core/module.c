@@ -1,71 +1,228 @@
 /* Loadable modules: dlopen'ed .so files exporting `pgn_module_def`.  The
- * loader checks the ABI version; each host gets its own instance, whose
- * hooks and disco features are removed when it unloads. */
+ * loader checks the ABI version and the options the module declares;
+ * each host gets its own instance, and everything an instance registered
+ * (hooks, disco features, pigeonctl commands and figures, timers,
+ * session data) is removed by the core when it unloads. */
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
-
 #include "event.h"
 #include "host.h"
+#include "modopt.h"
 #include "pigeon/log.h"
 #include "pigeon/map.h"
 #include "route.h"
 #include "server.h"
 #include "stream.h"
+#include "suggest.h"
 
 struct pgn_module {
 	const struct pgn_module_def *def;
 	void *dl;
 	struct pgn_host *host;
 	const struct pgn_cfg_module *cfg;
+	struct pgn_modopt_val *opts; /* one per def->options entry */
+	struct pgn_timer *timers;    /* still allocated, freed on unload */
 	void *data;
+};
+
+struct pgn_timer {
+	struct pgn_timer *next, **pprev; /* in the module's list */
+	struct event *ev;
+	pgn_timer_fn fn;
+	void *arg;
 };
 
 static int
 drop_session_data(const char *key, uint64_t id, void *value, void *arg)
 {
+	(void)key;
+	(void)id;
 	pgn_session_drop_data(value, arg);
 	return 0;
 }
 
-struct pgn_module *
-pgn_module_load(struct pgn_host *h, const struct pgn_cfg_module *cfg,
-		const char *dir, char *err, size_t errlen)
+/* Up to max installed module names of dir (mod_*.so, without ".so"),
+ * for a "did you mean"; the caller frees them.  Returns the count. */
+static size_t
+list_modules(const char *dir, char **names, size_t max)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	size_t n = 0;
+
+	if (d == NULL)
+		return 0;
+	while (n < max && (e = readdir(d)) != NULL) {
+		size_t len = strlen(e->d_name);
+
+		if (len > 7 && strncmp(e->d_name, "mod_", 4) == 0 &&
+		    strcmp(e->d_name + len - 3, ".so") == 0 &&
+		    (names[n] = strndup(e->d_name, len - 3)) != NULL)
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
+/* Opens the .so of cm from dir and checks its descriptor and ABI.
+ * Returns the handle with *def set, or NULL with err set. */
+static void *
+open_module(const char *cfgpath, const struct pgn_cfg_module *cm,
+	    const char *dir, const struct pgn_module_def **def, char *err,
+	    size_t errlen)
 {
 	char path[4096];
-	struct pgn_module *m = NULL;
+	char where[1200];
 	void *dl;
 
-	char where[1200];
 	/* Errors point at the config line that asked for the module. */
-	snprintf(where, sizeof(where), "%s:%d: module %s", h->srv->cfg->path,
-		 cfg->line, cfg->name);
-	snprintf(path, sizeof(path), "%s/%s.so", dir, cfg->name);
+	snprintf(where, sizeof(where), "%s:%d: module %s", cfgpath, cm->line,
+		 cm->name);
+	snprintf(path, sizeof(path), "%s/%s.so", dir, cm->name);
+	if (access(path, F_OK) != 0) {
+		char *names[128] = { NULL };
+		size_t n = list_modules(dir, names, 127);
+		const char *near = pgn_suggest(cm->name,
+					       (const char *const *)names);
+
+		snprintf(err, errlen, "%s: no such module (no %s)%s%s%s", where,
+			 path, near != NULL ? "; did you mean '" : "",
+			 near != NULL ? near : "", near != NULL ? "'?" : "");
+		for (size_t i = 0; i < n; i++)
+			free(names[i]);
+		return NULL;
+	}
 	dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
 	if (dl == NULL) {
 		snprintf(err, errlen, "%s: cannot load %s: %s", where, path,
 			 dlerror());
 		return NULL;
 	}
-	const struct pgn_module_def *def = dlsym(dl, "pgn_module_def");
-	if (def == NULL) {
+	*def = dlsym(dl, "pgn_module_def");
+	if (*def == NULL) {
 		snprintf(err, errlen, "%s: %s has no pgn_module_def", where,
 			 path);
 		goto fail;
 	}
-	if (def->abi != PGN_MODULE_ABI) {
+	if ((*def)->abi != PGN_MODULE_ABI) {
 		snprintf(err, errlen,
 			 "%s: built for module ABI %u, server has %u", where,
-			 def->abi, PGN_MODULE_ABI);
+			 (*def)->abi, PGN_MODULE_ABI);
 		goto fail;
 	}
+	return dl;
+fail:
+	dlclose(dl);
+	return NULL;
+}
+
+int
+pgn_module_check(const char *cfgpath, const struct pgn_cfg_module *cm,
+		 const char *dir,
+		 void (*report)(const char *err, void *arg), void *arg)
+{
+	const struct pgn_module_def *def = NULL;
+	struct pgn_cfg_module one = *cm;
+	char err[1024];
+	int errors = 0;
+	void *dl = open_module(cfgpath, cm, dir, &def, err, sizeof(err));
+
+	if (dl == NULL) {
+		report(err, arg);
+		return 1;
+	}
+	/* The declared defaults alone first (a broken module says no
+	 * more), then each option on its own, so that every mistake of the
+	 * entry is reported in one run. */
+	one.nopts = 0;
+	if (pgn_modopt_check(def, &one, cfgpath, NULL, err, sizeof(err)) != 0) {
+		report(err, arg);
+		dlclose(dl);
+		return 1;
+	}
+	for (size_t i = 0; i < cm->nopts; i++) {
+		one.opts = &cm->opts[i];
+		one.nopts = 1;
+		if (pgn_modopt_check(def, &one, cfgpath, NULL, err,
+				     sizeof(err)) != 0) {
+			report(err, arg);
+			errors++;
+		}
+	}
+	dlclose(dl);
+	return errors;
+}
+
+/* Registers what def declares: hooks (with the module's data as arg),
+ * commands and figures. */
+static int
+register_declared(struct pgn_module *m)
+{
+	const struct pgn_module_def *def = m->def;
+	int rc;
+
+	for (size_t i = 0; def->hooks != NULL && def->hooks[i].event != NULL;
+	     i++) {
+		rc = pgn_module_hook(m, def->hooks[i].event, def->hooks[i].fn,
+				     m->data, def->hooks[i].priority);
+		if (rc < 0)
+			return rc;
+	}
+	return pgn_ctl_register_module(m->host->srv, m);
+}
+
+/* Forgets everything m registered, except its timers (see below). */
+static void
+forget(struct pgn_module *m)
+{
+	pgn_host_remove_owned(m->host, m);
+	pgn_routes_del_owner(m->host->srv->routes, m);
+	pgn_ctl_forget_module(m->host->srv, m);
+	pgn_map_foreach(m->host->srv->sessions, drop_session_data, m);
+}
+
+/* Timers are stopped before the module's unload (nothing fires while it
+ * tears down) and freed after it, so that a module that frees its own is
+ * fine too. */
+static void
+stop_timers(struct pgn_module *m)
+{
+	for (struct pgn_timer *t = m->timers; t != NULL; t = t->next)
+		evtimer_del(t->ev);
+}
+
+static void
+free_timers(struct pgn_module *m)
+{
+	while (m->timers != NULL)
+		pgn_timer_free(m->timers);
+}
+
+struct pgn_module *
+pgn_module_load(struct pgn_host *h, const struct pgn_cfg_module *cfg,
+		const char *dir, char *err, size_t errlen)
+{
+	const struct pgn_module_def *def = NULL;
+	const char *cfgpath = h->srv->cfg->path;
+	struct pgn_module *m = NULL;
+	void *dl;
+	int rc;
+
+	dl = open_module(cfgpath, cfg, dir, &def, err, errlen);
+	if (dl == NULL)
+		return NULL;
 	m = calloc(1, sizeof(*m));
-	if (m == NULL) {
+	if (m == NULL ||
+	    (m->opts = calloc(pgn_modopt_count(def->options) + 1,
+			      sizeof(*m->opts))) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
@@ -73,24 +230,35 @@ pgn_module_load(struct pgn_host *h, const struct pgn_cfg_module *cfg,
 	m->dl = dl;
 	m->host = h;
 	m->cfg = cfg;
-	if (def->load != NULL) {
-		int rc = def->load(m);
-		if (rc < 0) {
-			snprintf(err, errlen, "%s: load failed on %s: %s",
-				 where, h->name, strerror(-rc));
-			/* The module freed its own state; the core forgets
-			 * what it registered. */
-			pgn_host_remove_owned(h, m);
-			pgn_routes_del_owner(h->srv->routes, m);
-			pgn_ctl_forget_module(h->srv, m);
-			pgn_map_foreach(h->srv->sessions, drop_session_data, m);
-			free(m);
-			goto fail;
-		}
+	if (pgn_modopt_check(def, cfg, cfgpath, m->opts, err, errlen) != 0)
+		goto fail;
+	if (def->load != NULL && (rc = def->load(m)) < 0) {
+		snprintf(err, errlen, "%s:%d: module %s: load failed on %s: %s",
+			 cfgpath, cfg->line, cfg->name, h->name,
+			 strerror(-rc));
+		/* The module freed its own state; the core forgets what it
+		 * registered. */
+		stop_timers(m);
+		forget(m);
+		free_timers(m);
+		goto fail;
+	}
+	if ((rc = register_declared(m)) < 0) {
+		snprintf(err, errlen, "%s:%d: module %s: cannot register on %s: %s",
+			 cfgpath, cfg->line, cfg->name, h->name,
+			 rc == -EEXIST ? "a command of that name exists"
+				       : strerror(-rc));
+		m->dl = NULL; /* closed below */
+		pgn_module_unload(m);
+		m = NULL;
+		goto fail;
 	}
 	pgn_log(PGN_LOG_DEBUG, "host %s: loaded %s", h->name, def->name);
 	return m;
 fail:
+	if (m != NULL)
+		free(m->opts);
+	free(m);
 	dlclose(dl);
 	return NULL;
 }
@@ -100,13 +268,14 @@ pgn_module_unload(struct pgn_module *m)
 {
 	if (m == NULL)
 		return;
-	pgn_host_remove_owned(m->host, m);
-	pgn_routes_del_owner(m->host->srv->routes, m);
-	pgn_ctl_forget_module(m->host->srv, m);
-	pgn_map_foreach(m->host->srv->sessions, drop_session_data, m);
+	stop_timers(m);
+	forget(m);
 	if (m->def->unload != NULL)
 		m->def->unload(m);
-	dlclose(m->dl);
+	free_timers(m);
+	if (m->dl != NULL)
+		dlclose(m->dl);
+	free(m->opts);
 	free(m);
 }
 
@@ -136,50 +305,55 @@ pgn_module_add_identity(struct pgn_module *m, const char *category,
 	return pgn_host_add_identity(m->host, m, category, type, name);
 }
 
-const char *
-pgn_module_option(const struct pgn_module *m, const char *key,
-		  const char *def)
+const struct pgn_module_def *
+pgn_module_get_def(const struct pgn_module *m)
 {
-	const char *v = pgn_cfg_module_opt(m->cfg, key);
-	return v != NULL ? v : def;
+	return m->def;
 }
 
-int
-pgn_module_option_long(const struct pgn_module *m, const char *key, long def,
-		       long min, long max, long *out)
+/* The value of the declared option name of type (0: any type, for its
+ * text). */
+static const struct pgn_modopt_val *
+opt_value(const struct pgn_module *m, const char *name,
+	  enum pgn_opt_type type)
 {
-	const char *v = pgn_cfg_module_opt(m->cfg, key);
-	char *end;
-	long n;
+	int i = pgn_modopt_find(m->def->options, name, type);
 
-	*out = def;
-	if (v == NULL)
-		return 0;
-	errno = 0;
-	n = strtol(v, &end, 10);
-	if (errno != 0 || end == v || *end != '\0' || n < min || n > max) {
-		pgn_log(PGN_LOG_ERROR,
-			"%s: option %s must be an integer from %ld to %ld",
-			m->def->name, key, min, max);
-		return -EINVAL;
+	if (i < 0) {
+		/* A bug in the module, not in the config. */
+		pgn_log(PGN_LOG_ERROR, "%s: reads undeclared option %s",
+			m->def->name, name);
+		return NULL;
 	}
-	*out = n;
-	return 0;
+	return &m->opts[i];
+}
+
+long
+pgn_module_opt_int(const struct pgn_module *m, const char *name)
+{
+	const struct pgn_modopt_val *v = opt_value(m, name, PGN_OPT_INT);
+	return v != NULL ? v->n : 0;
 }
 
 int
-pgn_module_option_bool(const struct pgn_module *m, const char *key, int def)
+pgn_module_opt_bool(const struct pgn_module *m, const char *name)
 {
-	const char *v = pgn_cfg_module_opt(m->cfg, key);
-	if (v == NULL)
-		return def;
-	if (!strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "1") ||
-	    !strcmp(v, "on"))
-		return 1;
-	if (!strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "0") ||
-	    !strcmp(v, "off"))
-		return 0;
-	return def;
+	const struct pgn_modopt_val *v = opt_value(m, name, PGN_OPT_BOOL);
+	return v != NULL ? (int)v->n : 0;
+}
+
+const char *
+pgn_module_opt_str(const struct pgn_module *m, const char *name)
+{
+	const struct pgn_modopt_val *v = opt_value(m, name, 0);
+	return v != NULL ? v->s : NULL;
+}
+
+int
+pgn_module_opt_enum(const struct pgn_module *m, const char *name)
+{
+	const struct pgn_modopt_val *v = opt_value(m, name, PGN_OPT_ENUM);
+	return v != NULL ? (int)v->n : 0;
 }
 
 void *
@@ -208,12 +382,6 @@ pgn_module_server(const struct pgn_module *m)
 
 /* ---- timers ------------------------------------------------------------ */
 
-struct pgn_timer {
-	struct event *ev;
-	pgn_timer_fn fn;
-	void *arg;
-};
-
 static void
 timer_fired(evutil_socket_t fd, short what, void *arg)
 {
@@ -238,6 +406,12 @@ pgn_timer_new(struct pgn_module *m, pgn_timer_fn fn, void *arg)
 		free(t);
 		return NULL;
 	}
+	/* Kept in the module's list, so that unloading frees it. */
+	t->next = m->timers;
+	if (t->next != NULL)
+		t->next->pprev = &t->next;
+	t->pprev = &m->timers;
+	m->timers = t;
 	return t;
 }
 
@@ -260,6 +434,9 @@ pgn_timer_free(struct pgn_timer *t)
 {
 	if (t == NULL)
 		return;
+	*t->pprev = t->next;
+	if (t->next != NULL)
+		t->next->pprev = t->pprev;
 	event_free(t->ev);
 	free(t);
 }

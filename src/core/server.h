@@ -105,6 +105,10 @@ int pgn_server_later(struct pgn_server *srv, unsigned ms,
 /* The control socket (ctl_server.c). */
 int pgn_ctl_listen(struct pgn_server *srv, char *err, size_t errlen);
 void pgn_ctl_close(struct pgn_server *srv);
+/* Registers the commands and figures module m declares (its
+ * pgn_module_def); -EEXIST when a core command or another module's
+ * command has one of the names. */
+int pgn_ctl_register_module(struct pgn_server *srv, struct pgn_module *m);
 /* Forgets the commands module m registered (it is being unloaded). */
 void pgn_ctl_forget_module(struct pgn_server *srv, const struct pgn_module *m);
 

@@ -1,5 +1,5 @@
-/* The control protocol shared by pigeonctl and pigeond: the command table
- * and the netstring codec of requests (see pigeon/ctl.h).
+/* The control protocol shared by pigeonctl and pigeond: the core's
+ * command table, the help and usage texts, and the netstring codec of requests (see pigeon/ctl.h).
  *
  * The decoder is strict because the socket is the one place where a local
  * user talks to the server with its privileges: every byte is checked, the
@@ -11,6 +11,7 @@
 #endif
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,62 +19,41 @@
 
 #include "pigeon/ctl.h"
 
+/* The core's commands; those of modules come from their descriptors
+ * (pgn_module_def.commands) through the running server. */
 const struct pgn_ctl_command pgn_ctl_commands[] = {
 	{ "register", 3, "USER HOST PASSWORD",
-	  "register the account USER@HOST", 1, NULL, 0 },
+	  "register the account USER@HOST", 1 },
 	{ "unregister", 2, "USER HOST",
-	  "delete the account USER@HOST and its data", 1, NULL, 0 },
+	  "delete the account USER@HOST and its data", 1 },
 	{ "change_password", 3, "USER HOST NEWPASS",
-	  "set a new password for USER@HOST", 1, NULL, 0 },
-	{ "registered_users", 1, "HOST",
-	  "list the accounts of HOST", 1, NULL, 0 },
-	{ "connected_users", 0, "",
-	  "list the connected sessions (full JIDs)", 0, NULL, 0 },
-	{ "connected_users_number", 0, "",
-	  "print the number of connected sessions", 0, NULL, 0 },
-	{ "kick_session", 4, "USER HOST RESOURCE REASON",
-	  "close the session USER@HOST/RESOURCE", 0, NULL, 0 },
-	{ "add_rosteritem", 7,
-	  "LOCALUSER LOCALHOST USER HOST NICK GROUP SUBS",
-	  "add USER@HOST to the roster of LOCALUSER@LOCALHOST "
-	  "(SUBS: none, to, from, both)",
-	  0, "mod_roster", 2 },
-	{ "delete_rosteritem", 4, "LOCALUSER LOCALHOST USER HOST",
-	  "remove USER@HOST from the roster of LOCALUSER@LOCALHOST", 0,
-	  "mod_roster", 2 },
-	{ "get_roster", 2, "USER HOST",
-	  "print the roster of USER@HOST (jid, name, subscription, groups)",
-	  0, "mod_roster", 2 },
-	{ "send_message", 5, "TYPE FROM TO SUBJECT BODY",
-	  "send a message (TYPE: chat, normal, headline) from FROM to TO", 0,
-	  NULL, 0 },
-	{ "get_last", 2, "USER HOST",
-	  "print when USER@HOST was last seen (UTC) and the status", 0,
-	  "mod_last", 2 },
-	{ "delete_old_messages", 1, "DAYS",
-	  "delete offline messages older than DAYS days", 0, "mod_offline",
+	  "set a new password for USER@HOST", 1 },
+	{ "registered_users", 1, "HOST", "list the accounts of HOST", 1 },
+	{ "connected_users", 0, "", "list the connected sessions (full JIDs)",
 	  0 },
-	{ "delete_old_mam_messages", 1, "DAYS",
-	  "delete archived messages (XEP-0313) older than DAYS days", 0,
-	  "mod_mam", 0 },
-	{ "archive_stats", 1, "HOST",
-	  "print the message archive figures of HOST (messages, bytes, "
-	  "users at quota, quota and duplicate counters)", 0, "mod_mam", 1 },
-	{ "status", 0, "", "tell whether pigeond is running", 0, NULL, 0 },
+	{ "connected_users_number", 0, "",
+	  "print the number of connected sessions", 0 },
+	{ "kick_session", 4, "USER HOST RESOURCE REASON",
+	  "close the session USER@HOST/RESOURCE", 0 },
+	{ "send_message", 5, "TYPE FROM TO SUBJECT BODY",
+	  "send a message (TYPE: chat, normal, headline) from FROM to TO",
+	  0 },
+	{ "status", 0, "", "tell whether pigeond is running", 0 },
 	{ "stats", 0, "",
 	  "print the server's figures, one \"NAME VALUE\" line each (core, "
 	  "then those of modules as NAME@HOST)",
-	  0, NULL, 0 },
+	  0 },
 	{ "latency", 0, "",
 	  "print the server's delivery latency (read to queued, read to "
 	  "written; count, p50, p99, p99.9, max)",
-	  0, NULL, 0 },
-	{ "latency_reset", 0, "", "clear the delivery latency histograms", 0,
-	  NULL, 0 },
-	{ "stop", 0, "", "stop pigeond", 0, NULL, 0 },
-	/* Handled by pigeonctl itself; never sent to the server. */
-	{ "help", 0, "", "print this list of commands", 0, NULL, 0 },
-	{ NULL, 0, NULL, NULL, 0, NULL, 0 },
+	  0 },
+	{ "latency_reset", 0, "", "clear the delivery latency histograms",
+	  0 },
+	{ "stop", 0, "", "stop pigeond", 0 },
+	/* The server answers it with its modules' commands too; pigeonctl
+	 * lists the core's alone when the server is not running. */
+	{ "help", 0, "", "print this list of commands", 0 },
+	{ NULL, 0, NULL, NULL, 0 },
 };
 
 const struct pgn_ctl_command *
@@ -86,6 +66,45 @@ pgn_ctl_command_find(const char *name)
 		if (strcmp(c->name, name) == 0)
 			return c;
 	return NULL;
+}
+
+int
+pgn_ctl_format_usage(struct evbuffer *out, const char *name,
+		     const char *args)
+{
+	return evbuffer_add_printf(out, "usage: pigeonctl [-c FILE] %s%s%s\n",
+				   name, args[0] != '\0' ? " " : "",
+				   args) < 0
+		       ? -ENOMEM
+		       : 0;
+}
+
+int
+pgn_ctl_format_help(struct evbuffer *out, const struct pgn_ctl_command *cmds,
+		    size_t n)
+{
+	int width = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		int w = (int)(strlen(cmds[i].name) + 1 + strlen(cmds[i].args));
+
+		if (w > width)
+			width = w;
+	}
+	if (evbuffer_add_printf(out, "\nCommands (* also work when pigeond "
+				     "is stopped):\n") < 0)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		char syn[128];
+
+		snprintf(syn, sizeof(syn), "%s%s%s", cmds[i].name,
+			 cmds[i].args[0] != '\0' ? " " : "", cmds[i].args);
+		if (evbuffer_add_printf(out, "  %c %-*s  %s\n",
+					cmds[i].offline ? '*' : ' ', width, syn,
+					cmds[i].help) < 0)
+			return -ENOMEM;
+	}
+	return 0;
 }
 
 /* Number of decimal digits of n (n >= 0). */

@@ -26,6 +26,7 @@
 #include "router.h"
 #include "server.h"
 #include "stream.h"
+#include "suggest.h"
 
 struct ctl_conn {
 	uint64_t id;
@@ -264,12 +265,16 @@ cmd_latency(struct ctl_conn *c)
 
 /* ---- commands served by modules ----------------------------------- */
 
+/* One module instance serving a command (or contributing to "stats"):
+ * srv->commands maps the name to the list of them, newest first. */
 struct cmd_reg {
 	struct cmd_reg *next;
 	const struct pgn_module *m;
 	const struct pgn_host *host;
+	const struct pgn_module_cmd *cmd; /* NULL for "stats" figures */
 	pgn_command_fn fn;
 	void *arg;
+	int data_arg; /* declared: arg is the module's data at call time */
 };
 
 struct stats_run;
@@ -290,7 +295,9 @@ static void stats_part_done(struct pgn_command *cmd, int status,
 
 /* Adds m's fn to the modules serving key in srv->commands. */
 static int
-add_reg(struct pgn_module *m, const char *key, pgn_command_fn fn, void *arg)
+add_reg(struct pgn_module *m, const char *key,
+	const struct pgn_module_cmd *cmd, pgn_command_fn fn, void *arg,
+	int data_arg)
 {
 	struct pgn_server *srv = pgn_module_server(m);
 	struct cmd_reg *r;
@@ -299,8 +306,10 @@ add_reg(struct pgn_module *m, const char *key, pgn_command_fn fn, void *arg)
 		return -ENOMEM;
 	r->m = m;
 	r->host = pgn_module_host(m);
+	r->cmd = cmd;
 	r->fn = fn;
 	r->arg = arg;
+	r->data_arg = data_arg;
 	r->next = pgn_map_get(srv->commands, key);
 	if (pgn_map_set(srv->commands, key, r) != 0) {
 		free(r);
@@ -309,15 +318,36 @@ add_reg(struct pgn_module *m, const char *key, pgn_command_fn fn, void *arg)
 	return 0;
 }
 
-int
-pgn_module_command(struct pgn_module *m, const char *name, pgn_command_fn fn,
-		   void *arg)
+/* What the module's function gets as arg: a declared command or figure
+ * function the module's data now (load() may have set it after the
+ * registration), the others what they registered with. */
+static void *
+reg_arg(const struct cmd_reg *r)
 {
-	const struct pgn_ctl_command *cmd = pgn_ctl_command_find(name);
+	return r->data_arg ? pgn_module_data(r->m) : r->arg;
+}
 
-	if (cmd == NULL || cmd->module == NULL)
-		return -EINVAL;
-	return add_reg(m, name, fn, arg);
+int
+pgn_ctl_register_module(struct pgn_server *srv, struct pgn_module *m)
+{
+	const struct pgn_module_def *def = pgn_module_get_def(m);
+	const struct pgn_module_cmd *c;
+	int rc;
+
+	for (c = def->commands; c != NULL && c->name != NULL; c++) {
+		const struct cmd_reg *other = pgn_map_get(srv->commands, c->name);
+
+		/* One name, one command: the core's, or one module's (the
+		 * same module on several hosts shares it). */
+		if (pgn_ctl_command_find(c->name) != NULL ||
+		    (other != NULL && other->cmd != c))
+			return -EEXIST;
+		if ((rc = add_reg(m, c->name, c, c->fn, NULL, 1)) < 0)
+			return rc;
+	}
+	if (def->stats != NULL)
+		return add_reg(m, "stats", NULL, def->stats, NULL, 1);
+	return 0;
 }
 
 /* "stats" is a core command: its contributors are kept under that key
@@ -325,7 +355,7 @@ pgn_module_command(struct pgn_module *m, const char *name, pgn_command_fn fn,
 int
 pgn_module_stats(struct pgn_module *m, pgn_command_fn fn, void *arg)
 {
-	return add_reg(m, "stats", fn, arg);
+	return add_reg(m, "stats", NULL, fn, arg, 0);
 }
 
 static int
@@ -374,15 +404,119 @@ pgn_command_reply(struct pgn_command *cmd, int status, const char *text)
 	free(cmd);
 }
 
-/* Hands the command to the module instance of the host it names. */
-static void
-dispatch_module(struct ctl_conn *c, const struct pgn_ctl_command *cmd,
-		int argc, char **argv)
+/* ---- help and usage ----------------------------------------------- */
+
+struct help_list {
+	struct pgn_ctl_command *cmds;
+	size_t n;
+};
+
+static int
+collect_module_command(const char *key, uint64_t id, void *value, void *arg)
 {
-	struct cmd_reg *r = pgn_map_get(c->srv->commands, cmd->name);
+	const struct cmd_reg *r = value;
+	struct help_list *l = arg;
+
+	(void)key;
+	(void)id;
+	if (r->cmd != NULL)
+		l->cmds[l->n++] = (struct pgn_ctl_command){
+			r->cmd->name, r->cmd->nargs, r->cmd->args,
+			r->cmd->help, 0
+		};
+	return 0;
+}
+
+static int
+cmp_command(const void *a, const void *b)
+{
+	return strcmp(((const struct pgn_ctl_command *)a)->name,
+		      ((const struct pgn_ctl_command *)b)->name);
+}
+
+/* The list of `pigeonctl help`: the core's commands, those of the loaded
+ * modules (by name), then help itself.  Caller frees l->cmds, which ends
+ * with a zeroed entry (for pgn_suggest_table). */
+static int
+help_list(struct pgn_server *srv, struct help_list *l)
+{
+	size_t ncore = 0, max = pgn_map_count(srv->commands);
+	const struct pgn_ctl_command *help = NULL;
+
+	while (pgn_ctl_commands[ncore].name != NULL)
+		ncore++;
+	l->n = 0;
+	l->cmds = calloc(ncore + max + 1, sizeof(*l->cmds));
+	if (l->cmds == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < ncore; i++) {
+		if (strcmp(pgn_ctl_commands[i].name, "help") == 0)
+			help = &pgn_ctl_commands[i];
+		else
+			l->cmds[l->n++] = pgn_ctl_commands[i];
+	}
+	size_t first = l->n;
+	pgn_map_foreach(srv->commands, collect_module_command, l);
+	qsort(l->cmds + first, l->n - first, sizeof(*l->cmds), cmp_command);
+	if (help != NULL)
+		l->cmds[l->n++] = *help;
+	return 0;
+}
+
+static void
+cmd_help(struct ctl_conn *c)
+{
+	struct evbuffer *out = answer_begin(c, PGN_CTL_OK);
+	struct help_list l;
+
+	if (help_list(c->srv, &l) == 0)
+		pgn_ctl_format_help(out, l.cmds, l.n);
+	free(l.cmds);
+	answer_end(c);
+}
+
+/* A usage error: the command's synopsis, or for an unknown command a
+ * hint and the whole list (pigeonctl prints what it gets). */
+static void
+answer_usage(struct ctl_conn *c, const char *name, const char *args)
+{
+	struct evbuffer *out = answer_begin(c, PGN_CTL_USAGE);
+	struct help_list l = { NULL, 0 };
+
+	if (args != NULL) {
+		pgn_ctl_format_usage(out, name, args);
+	} else if (help_list(c->srv, &l) == 0) {
+		const char *near =
+			pgn_suggest_table(name, l.cmds, sizeof(*l.cmds));
+
+		evbuffer_add_printf(out, "pigeonctl: unknown command '%s'%s%s%s\n",
+				    name, near != NULL ? "; did you mean '" : "",
+				    near != NULL ? near : "",
+				    near != NULL ? "'?" : "");
+		pgn_ctl_format_help(out, l.cmds, l.n);
+	}
+	free(l.cmds);
+	answer_end(c);
+}
+
+/* Hands a module's command to the instance of the host it names. */
+static void
+dispatch_module(struct ctl_conn *c, int argc, char **argv)
+{
+	struct cmd_reg *r = pgn_map_get(c->srv->commands, argv[0]);
+	const struct pgn_module_cmd *cmd = r != NULL ? r->cmd : NULL;
 	struct pgn_command *pc;
 	char *h = NULL;
 
+	if (cmd == NULL) {
+		answer_usage(c, argv[0], NULL);
+		return;
+	}
+	if (argc - 1 != cmd->nargs) {
+		answer_usage(c, cmd->name, cmd->args);
+		return;
+	}
+	pgn_log(PGN_LOG_INFO, "ctl: %s", argv[0]); /* never the arguments */
 	if (cmd->host_arg > 0) {
 		if (pgn_jid_nameprep(argv[cmd->host_arg], &h) != 0 ||
 		    pgn_server_host(c->srv, h) == NULL) {
@@ -395,9 +529,10 @@ dispatch_module(struct ctl_conn *c, const struct pgn_ctl_command *cmd,
 			r = r->next;
 	}
 	if (r == NULL) {
-		answer(c, PGN_CTL_ERROR, "%s needs %s loaded%s%s\n", cmd->name,
-		       cmd->module, h != NULL ? " on " : "",
-		       h != NULL ? h : "");
+		struct cmd_reg *any = pgn_map_get(c->srv->commands, argv[0]);
+
+		answer(c, PGN_CTL_ERROR, "%s needs %s loaded on %s\n",
+		       cmd->name, pgn_module_get_def(any->m)->name, h);
 		free(h);
 		return;
 	}
@@ -418,7 +553,7 @@ dispatch_module(struct ctl_conn *c, const struct pgn_ctl_command *cmd,
 			answer(c, PGN_CTL_ERROR, "Out of memory\n");
 			return;
 		}
-	r->fn(pc, pc->argc, pc->argv, r->arg);
+	r->fn(pc, pc->argc, pc->argv, reg_arg(r));
 }
 
 /* ---- stats ------------------------------------------------------------ */
@@ -542,7 +677,7 @@ cmd_stats(struct ctl_conn *c)
 		pc->run = run;
 		pc->host = pgn_host_name(r->host);
 		run->pending++;
-		r->fn(pc, 0, NULL, r->arg);
+		r->fn(pc, 0, NULL, reg_arg(r));
 	}
 	stats_release(run);
 }
@@ -709,9 +844,12 @@ dispatch(struct ctl_conn *c, int argc, char **argv)
 	const struct pgn_ctl_command *cmd = pgn_ctl_command_find(argv[0]);
 	int rc = 0;
 
-	if (cmd == NULL || argc - 1 != cmd->nargs) {
-		answer(c, PGN_CTL_USAGE, "Unknown command or wrong arguments: %s\n",
-		       argv[0]);
+	if (cmd == NULL) {
+		dispatch_module(c, argc, argv);
+		return;
+	}
+	if (argc - 1 != cmd->nargs) {
+		answer_usage(c, cmd->name, cmd->args);
 		return;
 	}
 	if (cmd->offline) {
@@ -726,8 +864,8 @@ dispatch(struct ctl_conn *c, int argc, char **argv)
 			}
 	}
 	pgn_log(PGN_LOG_INFO, "ctl: %s", argv[0]); /* never the arguments */
-	if (cmd->module != NULL) {
-		dispatch_module(c, cmd, argc, argv);
+	if (!strcmp(argv[0], "help")) {
+		cmd_help(c);
 		return;
 	}
 	if (!strcmp(argv[0], "send_message")) {

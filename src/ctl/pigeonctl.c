@@ -32,6 +32,7 @@
 #include "pigeon/jid.h"
 #include "pigeon/log.h"
 #include "pigeon/store.h"
+#include "suggest.h"
 
 #ifndef PACKAGE_VERSION
 #define PACKAGE_VERSION "unknown"
@@ -66,35 +67,39 @@ usage(FILE *fp)
 		DEFAULT_CONFIG);
 }
 
+/* The core's commands, for help when pigeond does not answer (those of
+ * modules are known to the running server only). */
 static void
 print_commands(FILE *fp)
 {
-	int width = 0;
+	struct evbuffer *out = evbuffer_new();
+	size_t n = 0;
 
-	for (const struct pgn_ctl_command *c = pgn_ctl_commands;
-	     c->name != NULL; c++) {
-		int w = (int)(strlen(c->name) + 1 + strlen(c->args));
-
-		if (w > width)
-			width = w;
+	while (pgn_ctl_commands[n].name != NULL)
+		n++;
+	if (out == NULL || pgn_ctl_format_help(out, pgn_ctl_commands, n) != 0) {
+		fprintf(fp, "pigeonctl: out of memory\n");
+	} else {
+		fwrite(evbuffer_pullup(out, -1), 1, evbuffer_get_length(out),
+		       fp);
+		fprintf(fp, "\npigeond is not running (or its configuration "
+			    "was not found): the commands of its modules are "
+			    "listed when it runs.\n");
 	}
-	fprintf(fp, "\nCommands (* also work when pigeond is stopped):\n");
-	for (const struct pgn_ctl_command *c = pgn_ctl_commands;
-	     c->name != NULL; c++) {
-		char syn[128];
-
-		snprintf(syn, sizeof(syn), "%s%s%s", c->name,
-			 c->args[0] != '\0' ? " " : "", c->args);
-		fprintf(fp, "  %c %-*s  %s\n", c->offline ? '*' : ' ', width,
-			syn, c->help);
-	}
+	if (out != NULL)
+		evbuffer_free(out);
 }
 
 static void
 command_usage(const struct pgn_ctl_command *cmd)
 {
-	fprintf(stderr, "usage: pigeonctl [-c FILE] %s%s%s\n", cmd->name,
-		cmd->args[0] != '\0' ? " " : "", cmd->args);
+	struct evbuffer *out = evbuffer_new();
+
+	if (out != NULL && pgn_ctl_format_usage(out, cmd->name, cmd->args) == 0)
+		fwrite(evbuffer_pullup(out, -1), 1, evbuffer_get_length(out),
+		       stderr);
+	if (out != NULL)
+		evbuffer_free(out);
 }
 
 static int
@@ -375,6 +380,12 @@ main(int argc, char **argv)
 	const char *path = NULL;
 	char err[1024];
 	int status = PGN_CTL_USAGE;
+	static char help_name[] = "help";
+	char *help_argv[] = { help_name, NULL };
+	char **cargv = NULL; /* the command and its arguments */
+	int cargc = 0;
+	int want_help = 0;
+	int is_help;
 	int fd = -1;
 	int opt;
 	int rc;
@@ -387,9 +398,8 @@ main(int argc, char **argv)
 			path = optarg;
 			break;
 		case 'h':
-			usage(stdout);
-			print_commands(stdout);
-			return PGN_CTL_OK;
+			want_help = 1; /* as the help command */
+			break;
 		case 'V':
 			printf("pigeonctl (pigeon) %s\n", PACKAGE_VERSION);
 			return PGN_CTL_OK;
@@ -398,41 +408,40 @@ main(int argc, char **argv)
 			return PGN_CTL_USAGE;
 		}
 	}
-	if (optind >= argc) {
+	if (want_help) {
+		cargc = 1;
+		cargv = help_argv;
+	} else if (optind < argc) {
+		cargc = argc - optind;
+		cargv = argv + optind;
+	} else {
 		usage(stderr);
 		return PGN_CTL_USAGE;
 	}
 
-	/* Checked before the config is read: a typo is reported as such
-	 * even when the config is missing. */
-	cmd = pgn_ctl_command_find(argv[optind]);
-	if (cmd == NULL) {
-		fprintf(stderr, "pigeonctl: unknown command '%s'\n",
-			argv[optind]);
-		usage(stderr);
-		print_commands(stderr);
-		return PGN_CTL_USAGE;
-	}
-	if (argc - optind - 1 != cmd->nargs) {
+	/* The core's commands are checked before the config is read: a
+	 * typo in their arguments is reported as such even when the config
+	 * is missing.  Any other name may be a module's command: the server
+	 * knows those (their usage and help come from it). */
+	cmd = pgn_ctl_command_find(cargv[0]);
+	if (cmd != NULL && cargc - 1 != cmd->nargs) {
 		command_usage(cmd);
 		return PGN_CTL_USAGE;
-	}
-	if (strcmp(cmd->name, "help") == 0) {
-		usage(stdout);
-		print_commands(stdout);
-		return PGN_CTL_OK;
 	}
 	/* Empty arguments travel (a message without subject, a contact
 	 * without nickname or group), but an account command has no use
 	 * for one: an empty user or host name is invalid, and an empty
 	 * password is no password at all. */
-	for (int i = optind + 1; cmd->offline && i < argc; i++) {
-		if (argv[i][0] == '\0') {
+	for (int i = 1; cmd != NULL && cmd->offline && i < cargc; i++) {
+		if (cargv[i][0] == '\0') {
 			fprintf(stderr, "pigeonctl: empty argument\n");
 			command_usage(cmd);
 			return PGN_CTL_USAGE;
 		}
 	}
+	is_help = cmd != NULL && strcmp(cmd->name, "help") == 0;
+	if (is_help)
+		usage(stdout);
 
 	/* Only pigeonctl's own problems go to stderr; never the server's
 	 * log file, which may belong to another user. */
@@ -445,25 +454,49 @@ main(int argc, char **argv)
 	err[0] = '\0';
 	rc = pgn_config_load(path, &cfg, err, sizeof(err));
 	if (rc < 0) {
+		if (is_help) {
+			/* Help without a config: the core's list. */
+			print_commands(stdout);
+			pgn_log_close();
+			return PGN_CTL_OK;
+		}
 		if (err[0] != '\0')
 			fprintf(stderr, "pigeonctl: %s\n", err);
 		else
 			fprintf(stderr, "pigeonctl: %s: %s\n", path,
 				strerror(-rc));
+		pgn_log_close();
 		return PGN_CTL_USAGE;
 	}
 
 	fd = ctl_connect(cfg->ctl_socket);
 	if (fd >= 0) {
-		status = run_online(fd, cfg->ctl_socket, argc - optind,
-				    argv + optind);
+		status = run_online(fd, cfg->ctl_socket, cargc, cargv);
 		close(fd);
+	} else if (is_help) {
+		print_commands(stdout);
+		status = PGN_CTL_OK;
 	} else if (fd != -ENOENT && fd != -ECONNREFUSED) {
 		fprintf(stderr, "pigeonctl: cannot connect to %s: %s\n",
 			cfg->ctl_socket, strerror(-fd));
 		status = PGN_CTL_UNAVAILABLE;
-	} else if (cmd->offline) {
-		status = run_offline(cfg, cmd, argv + optind + 1);
+	} else if (cmd != NULL && cmd->offline) {
+		status = run_offline(cfg, cmd, cargv + 1);
+	} else if (cmd == NULL) {
+		/* Perhaps a module's command: only the server knows. */
+		const char *near = pgn_suggest_table(
+			cargv[0], pgn_ctl_commands, sizeof(pgn_ctl_commands[0]));
+
+		fprintf(stderr,
+			"pigeonctl: '%s' is not a command of the core%s%s%s, "
+			"and pigeond, which knows those of its modules, is "
+			"not running (%s %s)\n",
+			cargv[0], near != NULL ? " (did you mean '" : "",
+			near != NULL ? near : "", near != NULL ? "'?)" : "",
+			fd == -ENOENT ? "no control socket at"
+				      : "nothing listens on",
+			cfg->ctl_socket);
+		status = PGN_CTL_UNAVAILABLE;
 	} else {
 		fprintf(stderr, "pigeond is not running (%s %s)\n",
 			fd == -ENOENT ? "no control socket at"

@@ -596,6 +596,7 @@ cfg_module_copy_opts(struct pgn_cfg_module *dst,
 	for (i = 0; i < src->nopts; i++) {
 		dst->opts[i].key = strdup(src->opts[i].key);
 		dst->opts[i].value = strdup(src->opts[i].value);
+		dst->opts[i].line = src->opts[i].line;
 		dst->nopts++;
 		if (dst->opts[i].key == NULL || dst->opts[i].value == NULL)
 			return -ENOMEM;
@@ -661,6 +662,7 @@ cfg_parse_module_opts(struct cfg_parse *p, yaml_node_t *n, const char *what,
 		 * what type it wants and reports its own errors. */
 		o->key = strdup(cfg_scalar(k));
 		o->value = strdup(cfg_scalar(v));
+		o->line = cfg_line(k);
 		m->nopts++;
 		if (o->key == NULL || o->value == NULL)
 			return cfg_oom(p);

@@ -25,6 +25,7 @@
 #include <yaml.h>
 
 #include "config_yaml.h"
+#include "suggest.h"
 
 /* RFC 7622 limits a domainpart to 1023 bytes; DNS limits a label to 63. */
 #define CFG_DOMAIN_MAX 1023
@@ -170,31 +171,6 @@ cfg_join(const char *const *words, size_t n, char *buf, size_t len)
 	}
 }
 
-/* Edit distance, for "did you mean"; only short keys are compared. */
-static size_t
-cfg_distance(const char *a, const char *b)
-{
-	size_t la = strlen(a), lb = strlen(b), i, j;
-	size_t prev[33], cur[33];
-
-	if (la > 32 || lb > 32)
-		return SIZE_MAX;
-	for (j = 0; j <= lb; j++)
-		prev[j] = j;
-	for (i = 1; i <= la; i++) {
-		cur[0] = i;
-		for (j = 1; j <= lb; j++) {
-			size_t del = prev[j] + 1, ins = cur[j - 1] + 1;
-			size_t sub = prev[j - 1] + (a[i - 1] != b[j - 1]);
-			size_t m = del < ins ? del : ins;
-
-			cur[j] = m < sub ? m : sub;
-		}
-		memcpy(prev, cur, sizeof(prev));
-	}
-	return prev[lb];
-}
-
 /* ---- node access --------------------------------------------------------- */
 
 yaml_node_t *
@@ -266,7 +242,7 @@ cfg_check_keys(struct cfg_parse *p, const yaml_node_t *map, const char *what,
 		for (k = 0; !known && k < nallowed; k++) {
 			if (strcmp(name, allowed[k]) == 0)
 				known = true;
-			else if (cfg_distance(name, allowed[k]) <= 2)
+			else if (pgn_suggest_distance(name, allowed[k]) <= 2)
 				near = allowed[k];
 		}
 		if (known)

@@ -182,3 +182,83 @@ def test_failed_start_removes_own_pid_file(make_server, driver):
     assert r.returncode != 0, r.stdout + r.stderr
     assert not (second.dir / 'mine.pid').exists()
     first.check_alive()
+
+
+# ---- modules: declared options, checked by `pigeond -t` -------------------
+
+# (id, the modules: entry, what the error must say) on top of BASE.
+BAD_MODULES = [
+    ('misspelt-option', 'mod_offline:\n    quta: 5',
+     ["module mod_offline: unknown option 'quta'", "did you mean 'quota'?"]),
+    ('wrong-type', 'mod_offline:\n    quota: lots',
+     ['module mod_offline: option quota: expected an integer', "got 'lots'"]),
+    ('out-of-range', 'mod_roster:\n    max_items: 0',
+     ['module mod_roster: option max_items: expected an integer from 1',
+      "got '0'"]),
+    ('not-a-bool', 'mod_push:\n    include_body: sometimes',
+     ['module mod_push: option include_body: expected true or false']),
+    ('enum-value', 'mod_mam:\n    quota_policy: drop_newest',
+     ['module mod_mam: option quota_policy: expected one of: drop_oldest, '
+      'refuse', "did you mean 'drop_oldest'?"]),
+    ('option-of-optionless-module', 'mod_ping:\n    interval: 5',
+     ["module mod_ping: unknown option 'interval'", 'it has no options']),
+    ('misspelt-module', 'mod_pnig: {}',
+     ['module mod_pnig: no such module', "did you mean 'mod_ping'?"]),
+]
+
+
+def module_config(tmp_path, certs, entry):
+    path, text = make_config(tmp_path, certs, 'mod_ping: {}', entry)
+    # The entry's last line: the option (or the module) that is wrong.
+    last = entry.splitlines()[-1].strip()
+    line = [i + 1 for i, l in enumerate(text.splitlines())
+            if l.strip() == last][0]
+    return path, text, line
+
+
+@pytest.mark.parametrize('case', BAD_MODULES, ids=[b[0] for b in BAD_MODULES])
+def test_check_refuses_bad_module_options(tmp_path, certs, case):
+    """`pigeond -t` opens the modules and checks their options against what
+    they declare: FILE:LINE of the option, the module, the option and a
+    hint; nothing is started."""
+    _, entry, wants = case
+    path, text, line = module_config(tmp_path, certs, entry)
+    r = run_pigeond('-t', '-c', str(path))
+    assert r.returncode == 2, 'pigeond -t accepted:\n%s\n%s' % (text, r.stdout)
+    assert 'configuration OK' not in r.stdout
+    assert '%s:%d: ' % (path, line) in r.stderr, (line, text, r.stderr)
+    for want in wants:
+        assert want in r.stderr, (want, r.stderr)
+    assert not (tmp_path / 'ctl.sock').exists(), 'pigeond -t started a server'
+    assert 'AddressSanitizer' not in r.stderr and 'runtime error' not in r.stderr
+    # The start refuses it the same way.
+    r = run_pigeond('-c', str(path))
+    assert r.returncode != 0, 'pigeond started with:\n%s' % text
+    assert '%s:%d: ' % (path, line) in r.stderr, r.stderr
+
+
+def test_check_reports_every_module(tmp_path, certs):
+    """All the modules' mistakes at once, not one per run."""
+    path, text = make_config(tmp_path, certs, 'mod_ping: {}',
+                             'mod_ping: {}\n  mod_offline:\n    quta: 5\n'
+                             '  mod_roster:\n    max_items: x\n'
+                             '  mod_mam:\n    max_page: 0\n'
+                             '    quota_policy: never')
+    r = run_pigeond('-t', '-c', str(path))
+    assert r.returncode == 2, r
+    for want in ("unknown option 'quta'", 'option max_items',
+                 'option max_page', 'option quota_policy'):
+        assert want in r.stderr, (want, r.stderr)
+    assert len(r.stderr.strip().splitlines()) == 4, r.stderr
+
+
+def test_check_accepts_declared_options(tmp_path, certs):
+    path, text = make_config(
+        tmp_path, certs, 'mod_ping: {}',
+        'mod_ping: {}\n  mod_offline:\n    quota: 5\n'
+        '  mod_mam:\n    quota_policy: refuse\n    max_page: 100\n'
+        '  mod_push:\n    include_body: yes\n'
+        '  mod_caps:\n    node: "https://example.test/caps"')
+    r = run_pigeond('-t', '-c', str(path))
+    assert r.returncode == 0, (text, r.stderr)
+    assert 'configuration OK' in r.stdout, r.stdout

@@ -12,6 +12,14 @@ from rawxmpp import to_str
 COMMANDS = ('register', 'unregister', 'change_password', 'registered_users',
             'connected_users', 'connected_users_number', 'kick_session',
             'status', 'stats', 'latency', 'latency_reset', 'stop', 'help')
+# Declared by the modules (pgn_module_def.commands); the running server
+# lists them.
+MODULE_COMMANDS = {
+    'add_rosteritem': 'mod_roster', 'delete_rosteritem': 'mod_roster',
+    'get_roster': 'mod_roster', 'get_last': 'mod_last',
+    'delete_old_messages': 'mod_offline',
+    'delete_old_mam_messages': 'mod_mam', 'archive_stats': 'mod_mam',
+}
 
 
 def lines(out):
@@ -40,10 +48,45 @@ def wait_for(pred, timeout=5.0, what='condition'):
         time.sleep(0.1)
 
 
+def help_names(out):
+    """Command names of the help list (after its heading)."""
+    text = out.split('Commands (', 1)[1]
+    return [l.split()[1] if l.startswith('  *') else l.split()[0]
+            for l in text.splitlines()[1:] if l.startswith('  ')]
+
+
 def test_help(server):
-    r = server.ctl('help', expect=0)
-    for cmd in COMMANDS:
-        assert cmd in r.stdout, '%s missing from help:\n%s' % (cmd, r.stdout)
+    for args in (('help',), ('--help',)):
+        r = server.ctl(*args, expect=0)
+        names = help_names(r.stdout)
+        for cmd in COMMANDS + tuple(MODULE_COMMANDS):
+            assert cmd in names, '%s missing from help:\n%s' % (cmd, r.stdout)
+        assert len(names) == len(set(names)), names
+        assert 'usage: pigeonctl' in r.stdout, r.stdout
+
+
+def test_help_lists_loaded_modules_only(make_server, driver):
+    """A module's commands come and go with it: nothing to edit in the
+    core's table."""
+    srv = make_server(driver, modules={'mod_roster': None, 'mod_mam': None})
+    names = help_names(srv.ctl('help', expect=0).stdout)
+    for cmd, mod in MODULE_COMMANDS.items():
+        assert (cmd in names) == (mod not in ('mod_roster', 'mod_mam')), (cmd, names)
+    r = srv.ctl('get_roster', 'a', 'localhost')
+    assert r.returncode == 2 and "unknown command 'get_roster'" in r.stderr, r
+    srv.ctl('get_last', 'nobody', 'localhost')  # still served
+
+
+def test_help_with_server_stopped(make_server, driver):
+    srv = make_server(driver)
+    srv.stop()
+    r = srv.ctl('help', expect=0)
+    names = help_names(r.stdout)
+    assert set(names) == set(COMMANDS) | {'send_message'}, names
+    assert 'not running' in r.stdout, r.stdout
+    # A module's command needs the server that knows it.
+    r = srv.ctl('get_roster', 'a', 'localhost')
+    assert r.returncode == 3 and 'not running' in r.stderr, r
 
 
 def test_usage_errors(server):
@@ -51,6 +94,16 @@ def test_usage_errors(server):
     assert server.ctl('register', 'onlyuser').returncode == 2
     assert server.ctl('register', 'a', 'localhost', 'pw', 'extra').returncode == 2
     assert server.ctl().returncode == 2
+    # A module's command: its usage comes from the server.
+    r = server.ctl('get_roster', 'onlyuser')
+    assert r.returncode == 2, r
+    assert r.stderr.strip() == 'usage: pigeonctl [-c FILE] get_roster USER HOST', r
+    r = server.ctl('archive_stats', 'localhost', 'extra')
+    assert r.returncode == 2 and 'archive_stats HOST' in r.stderr, r
+    r = server.ctl('get_rooster', 'a', 'localhost')
+    assert r.returncode == 2, r
+    assert "did you mean 'get_roster'?" in r.stderr, r.stderr
+    assert 'get_roster USER HOST' in r.stderr, r.stderr
 
 
 def test_status(server):

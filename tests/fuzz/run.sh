@@ -61,7 +61,7 @@ srcs[fuzz_sasl]="src/lib/sasl.c src/lib/scram.c src/lib/base64.c src/lib/log.c"
 pkgs[fuzz_sasl]="libcrypto libsodium libidn"
 srcs[fuzz_ctl]="src/ctl/ctl_proto.c src/lib/log.c"
 pkgs[fuzz_ctl]="libevent"
-srcs[fuzz_config]="src/lib/config.c src/lib/config_yaml.c src/lib/log.c"
+srcs[fuzz_config]="src/lib/config.c src/lib/config_yaml.c src/lib/suggest.c src/lib/log.c"
 pkgs[fuzz_config]="yaml-0.1 libidn"
 all="fuzz_xml_stream fuzz_jid fuzz_sasl fuzz_ctl fuzz_config"
 

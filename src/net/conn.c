@@ -24,15 +24,12 @@
 #define NS_STREAMS "http://etherx.jabber.org/streams"
 #define NS_STREAM_ERRORS "urn:ietf:params:xml:ns:xmpp-streams"
 
+/* (The socket and the loop are the bufferevent's: bufferevent_getfd,
+ * bufferevent_get_base.) */
 struct tcp_conn {
 	struct pgn_conn c;
 	struct bufferevent *bev;
-	struct event_base *base;
-	struct pgn_tls *tls;
 	struct pgn_xml_parser *parser;
-	int fd;
-	unsigned closing : 1;     /* our stream ended: input is discarded */
-	unsigned tls_pending : 1; /* STARTTLS once the output has left */
 };
 
 static void tcp_read_cb(struct bufferevent *bev, void *arg);
@@ -103,7 +100,7 @@ tcp_read(struct pgn_conn *c)
 	struct evbuffer *in = bufferevent_get_input(t->bev);
 
 	while (evbuffer_get_length(in) > 0) {
-		if (t->closing || t->tls_pending || t->parser == NULL) {
+		if (t->c.closing || t->c.tls_pending || t->parser == NULL) {
 			evbuffer_drain(in, evbuffer_get_length(in));
 			break;
 		}
@@ -217,7 +214,7 @@ tcp_write_error(struct pgn_conn *c, const char *condition, const char *text)
 		evbuffer_add_printf(out, "</text>");
 	}
 	evbuffer_add_printf(out, "</stream:error></stream:stream>");
-	t->closing = 1;
+	t->c.closing = 1;
 	return 0;
 }
 
@@ -225,7 +222,7 @@ static int
 tcp_write_close(struct pgn_conn *c)
 {
 	struct tcp_conn *t = (struct tcp_conn *)c;
-	t->closing = 1;
+	t->c.closing = 1;
 	return evbuffer_add_printf(output(t), "</stream:stream>") < 0 ? -ENOMEM
 								       : 0;
 }
@@ -233,51 +230,48 @@ tcp_write_close(struct pgn_conn *c)
 static void
 tcp_setup(struct tcp_conn *t)
 {
-	if (t->c.direct_tls || t->c.ssl != NULL)
+	if (t->c.secure)
 		bufferevent_openssl_set_allow_dirty_shutdown(t->bev, 1);
 	bufferevent_setcb(t->bev, tcp_read_cb, tcp_write_cb, tcp_event_cb, t);
 	bufferevent_enable(t->bev, EV_READ | EV_WRITE);
 }
 
-/* Replaces the plain bufferevent with an OpenSSL one on the same fd. */
+/* Replaces the plain bufferevent with an OpenSSL one on the same fd,
+ * with the SSL made by tcp_start_tls. */
 static int
 switch_to_tls(struct tcp_conn *t)
 {
 	struct bufferevent *bev;
-	SSL *ssl = pgn_tls_new_ssl(t->tls, 0);
 
-	if (ssl == NULL)
-		return -ENOMEM;
 	/* The plain bufferevent must not close the fd it hands over. */
 	bufferevent_setcb(t->bev, NULL, NULL, NULL, NULL);
 	bufferevent_disable(t->bev, EV_READ | EV_WRITE);
-	bev = bufferevent_openssl_socket_new(t->base, t->fd, ssl,
-					     BUFFEREVENT_SSL_ACCEPTING,
-					     BEV_OPT_CLOSE_ON_FREE);
-	if (bev == NULL) {
-		SSL_free(ssl);
-		return -ENOMEM;
-	}
+	bev = bufferevent_openssl_socket_new(
+		bufferevent_get_base(t->bev), bufferevent_getfd(t->bev),
+		t->c.ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL)
+		return -ENOMEM; /* (the SSL is freed with the connection) */
 	/* Free the old one only now: its options do not include
 	 * CLOSE_ON_FREE after bufferevent_setfd(-1). */
 	bufferevent_setfd(t->bev, -1);
 	bufferevent_free(t->bev);
 	t->bev = bev;
-	t->c.ssl = ssl;
 	t->c.secure = 1;
-	t->tls_pending = 0;
+	t->c.tls_pending = 0;
 	tcp_setup(t);
 	return 0;
 }
 
 static int
-tcp_start_tls(struct pgn_conn *c)
+tcp_start_tls(struct pgn_conn *c, struct pgn_tls *tls)
 {
-	struct tcp_conn *t = (struct tcp_conn *)c;
-
+	if (c->ssl != NULL)
+		return -EALREADY;
+	if ((c->ssl = pgn_tls_new_ssl(tls, 0)) == NULL)
+		return -ENOMEM;
 	/* Switch once <proceed/> has left (the write callback; never
 	 * here, inside the parser's callback). */
-	t->tls_pending = 1;
+	c->tls_pending = 1;
 	c->header_sent = 0;
 	return 0;
 }
@@ -346,7 +340,7 @@ tcp_detach(struct pgn_conn *c)
 {
 	struct tcp_conn *t = (struct tcp_conn *)c;
 
-	t->closing = 1;
+	t->c.closing = 1;
 	bufferevent_setcb(t->bev, NULL, NULL, NULL, NULL);
 	bufferevent_disable(t->bev, EV_READ | EV_WRITE);
 }
@@ -365,6 +359,8 @@ tcp_free(struct pgn_conn *c)
 		SSL_shutdown(c->ssl);
 		ERR_clear_error();
 	}
+	if (c->tls_pending && c->ssl != NULL)
+		SSL_free(c->ssl); /* not the bufferevent's yet */
 	if (t->bev != NULL)
 		bufferevent_free(t->bev); /* closes the fd, frees SSL */
 	pgn_xml_parser_free(t->parser);
@@ -407,8 +403,8 @@ tcp_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct tcp_conn *t = arg;
 
-	if (t->tls_pending && evbuffer_get_length(output(t)) == 0 &&
-	    !t->closing && switch_to_tls(t) != 0) {
+	if (t->c.tls_pending && evbuffer_get_length(output(t)) == 0 &&
+	    !t->c.closing && switch_to_tls(t) != 0) {
 		t->c.cbs->lost(t->c.owner);
 		return;
 	}
@@ -426,7 +422,7 @@ tcp_event_cb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
-		if (what & BEV_EVENT_ERROR && t->c.ssl != NULL) {
+		if (what & BEV_EVENT_ERROR && t->c.secure) {
 			unsigned long e = bufferevent_get_openssl_error(bev);
 			if (e != 0)
 				pgn_log(PGN_LOG_INFO, "%s: TLS error: %s",
@@ -437,17 +433,14 @@ tcp_event_cb(struct bufferevent *bev, short what, void *arg)
 }
 
 struct pgn_conn *
-pgn_tcp_conn_new(struct event_base *base, struct pgn_tls *tls, int fd,
-		 SSL *ssl, const struct pgn_xml_limits *xl, const char *peer)
+pgn_tcp_conn_new(struct event_base *base, int fd, SSL *ssl,
+		 const struct pgn_xml_limits *xl, const char *peer)
 {
 	struct tcp_conn *t = calloc(1, sizeof(*t));
 
 	if (t == NULL)
 		goto fail;
 	t->c.ops = &tcp_ops;
-	t->base = base;
-	t->tls = tls;
-	t->fd = fd;
 	snprintf(t->c.peer, sizeof(t->c.peer), "%s", peer);
 	if ((t->parser = pgn_xml_parser_new(xl, &parser_cbs, t)) == NULL)
 		goto fail;

@@ -93,9 +93,9 @@ struct pgn_conn_ops {
 			   const char *text);
 	/* The end of our stream. */
 	int (*write_close)(struct pgn_conn *c);
-	/* Once the output has left, switch to TLS (STARTTLS); input until
-	 * then is discarded.  0 or -errno. */
-	int (*start_tls)(struct pgn_conn *c);
+	/* Once the output has left, switch to TLS (STARTTLS) with a
+	 * server SSL of tls; input until then is discarded.  0 or -errno. */
+	int (*start_tls)(struct pgn_conn *c, struct pgn_tls *tls);
 	/* A new stream starts on this connection (after STARTTLS or SASL):
 	 * the parser forgets the old one. */
 	void (*restart)(struct pgn_conn *c);
@@ -117,7 +117,8 @@ struct pgn_conn_ops {
 	void (*free)(struct pgn_conn *c);
 };
 
-/* The part every implementation shares (embedded first). */
+/* The part every implementation shares (embedded first).  Kept small:
+ * one per connected session (doc/performance.md, idle RSS). */
 struct pgn_conn {
 	const struct pgn_conn_ops *ops;
 	const struct pgn_conn_cbs *cbs;
@@ -126,25 +127,26 @@ struct pgn_conn {
 	unsigned secure : 1;        /* TLS established or negotiated */
 	unsigned direct_tls : 1;    /* XEP-0368 */
 	unsigned header_sent : 1;   /* our stream header is out */
-	unsigned npending;
-	/* Parsed, waiting for the owner (it may be busy). */
-	struct pgn_pending *pending;
+	unsigned closing : 1;       /* our stream ended: input is discarded */
+	unsigned tls_pending : 1;   /* STARTTLS once the output has left */
+	unsigned npending : 16;     /* stanzas in pending */
 	/* Low 32 bits of the monotonic µs time of the read that produced
 	 * the oldest stanza queued here and not yet written, 0 when none
 	 * (the "flushed" histogram, latency.h). */
 	uint32_t unflushed_us;
+	/* Parsed, waiting for the owner (it may be busy). */
+	struct pgn_pending *pending;
 	uint64_t last_read;         /* monotonic ms */
 	uint64_t last_write;
 	uint64_t ping_sent;         /* ms our XEP-0199 ping left, 0 if none */
 	char stream_id[24];         /* our header's id (random hex) */
-	char peer[64];              /* peer address for logs and limits */
+	char peer[48];              /* peer address (INET6_ADDRSTRLEN fits) */
 };
 
 /* A TCP connection on fd (taken: closed on failure too); with ssl (taken)
- * TLS is negotiated at once (direct TLS).  tls makes the SSL of a later
- * STARTTLS.  xl bounds the parser.  NULL on failure. */
-struct pgn_conn *pgn_tcp_conn_new(struct event_base *base,
-				  struct pgn_tls *tls, int fd, SSL *ssl,
+ * TLS is negotiated at once (direct TLS).  xl bounds the parser.  NULL on
+ * failure. */
+struct pgn_conn *pgn_tcp_conn_new(struct event_base *base, int fd, SSL *ssl,
 				  const struct pgn_xml_limits *xl,
 				  const char *peer);
 

@@ -309,7 +309,7 @@ pgn_stream_accept(struct pgn_server *srv, const struct pgn_listener *l,
 		goto fail;
 	}
 	/* (Takes fd and ssl, even when it fails.) */
-	conn = pgn_tcp_conn_new(srv->base, srv->tls, fd, ssl, &xl, peer);
+	conn = pgn_tcp_conn_new(srv->base, fd, ssl, &xl, peer);
 	if (conn == NULL ||
 	    (s = pgn_stream_new(srv, l, kinds[k].ops, conn)) == NULL)
 		goto fail;
@@ -692,7 +692,7 @@ int
 pgn_stream_start_tls(struct pgn_session *s)
 {
 	s->conn->ops->restart(s->conn);
-	return s->conn->ops->start_tls(s->conn);
+	return s->conn->ops->start_tls(s->conn, s->srv->tls);
 }
 
 void

@@ -127,13 +127,13 @@ struct pgn_session {
 	unsigned want_drain : 1;    /* fire session-drained (congested) */
 	unsigned sasl_tries;
 	int priority;
+	unsigned holds;             /* pgn_session_hold() count (modules) */
 	struct pgn_host *host;      /* c2s: the stream's host */
 	char *domain;               /* component: its domain */
 	struct pgn_sasl *sasl;
 	char *authcid;              /* prepared node of the authenticated user */
 	struct pgn_jid *jid;        /* bound full JID */
 	struct pgn_session *next_res; /* other resources of the same account */
-	unsigned holds;             /* pgn_session_hold() count (modules) */
 	struct pgn_xml *presence;   /* last broadcast presence (modules) */
 	struct pgn_sdata *sdata;    /* per-module data */
 	struct pgn_sfilter *filters; /* the output chain */

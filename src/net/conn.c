@@ -48,7 +48,7 @@ pgn_conn_drop_pending(struct pgn_conn *c)
 	c->npending = 0;
 }
 
-/* ---- parser callbacks: up to the owner ---------------------------------- */
+/* ---- parser callbacks: up to the owner (any XML transport) ------------- */
 
 static void
 on_open(void *ud, const char **attrs, const char *default_ns)
@@ -78,7 +78,7 @@ on_error(void *ud, enum pgn_xml_error err, const char *detail)
 	c->cbs->error(c->owner, err, detail);
 }
 
-static const struct pgn_xml_parser_cbs parser_cbs = {
+const struct pgn_xml_parser_cbs pgn_conn_parser_cbs = {
 	.stream_open = on_open,
 	.stanza = on_element,
 	.stream_close = on_close,
@@ -442,7 +442,8 @@ pgn_tcp_conn_new(struct event_base *base, int fd, SSL *ssl,
 		goto fail;
 	t->c.ops = &tcp_ops;
 	snprintf(t->c.peer, sizeof(t->c.peer), "%s", peer);
-	if ((t->parser = pgn_xml_parser_new(xl, &parser_cbs, t)) == NULL)
+	t->parser = pgn_xml_parser_new(xl, &pgn_conn_parser_cbs, t);
+	if (t->parser == NULL)
 		goto fail;
 	if (ssl != NULL) {
 		t->bev = bufferevent_openssl_socket_new(

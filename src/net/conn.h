@@ -158,6 +158,10 @@ pgn_conn_set_owner(struct pgn_conn *c, const struct pgn_conn_cbs *cbs,
 	c->owner = owner;
 }
 
+/* Parser callbacks that hand a stream up to the owner of the connection
+ * given as the parser's ud (for transports that parse XML). */
+extern const struct pgn_xml_parser_cbs pgn_conn_parser_cbs;
+
 /* Frees the stanzas parsed and not handled. */
 void pgn_conn_drop_pending(struct pgn_conn *c);
 

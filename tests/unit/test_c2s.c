@@ -206,42 +206,6 @@ static const struct pgn_conn_ops mem_ops = {
 	.free = mem_free,
 };
 
-/* Parser callbacks: up to the connection's owner, as conn.c does. */
-static void
-p_open(void *ud, const char **attrs, const char *ns)
-{
-	struct pgn_conn *c = ud;
-	c->cbs->open(c->owner, attrs, ns);
-}
-
-static void
-p_element(void *ud, struct pgn_xml *xml)
-{
-	struct pgn_conn *c = ud;
-	c->cbs->element(c->owner, xml);
-}
-
-static void
-p_close(void *ud)
-{
-	struct pgn_conn *c = ud;
-	c->cbs->closed(c->owner);
-}
-
-static void
-p_error(void *ud, enum pgn_xml_error err, const char *detail)
-{
-	struct pgn_conn *c = ud;
-	c->cbs->error(c->owner, err, detail);
-}
-
-static const struct pgn_xml_parser_cbs p_cbs = {
-	.stream_open = p_open,
-	.stanza = p_element,
-	.stream_close = p_close,
-	.error = p_error,
-};
-
 /* ---- a server with one host, by hand ---------------------------------- */
 
 static struct pgn_server srv;
@@ -312,7 +276,7 @@ open_session(void)
 	m->c.ops = &mem_ops;
 	m->reading = 1;
 	strcpy(m->c.peer, "192.0.2.1");
-	m->parser = pgn_xml_parser_new(&xl, &p_cbs, m);
+	m->parser = pgn_xml_parser_new(&xl, &pgn_conn_parser_cbs, m);
 	ck_assert_ptr_nonnull(m->parser);
 	s = pgn_stream_new(&srv, &listener, &pgn_c2s_ops, &m->c);
 	ck_assert_ptr_nonnull(s);

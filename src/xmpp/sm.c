@@ -4,10 +4,11 @@
  *
  * Outbound: every stanza written to a session with stream management is
  * also kept, serialised, in sm->queue until the client's <a h=.../> covers
- * it: a filter of the session's output chain (the bytes of each stanza as
- * the connection wrote them, so no second serialisation).  If the session ends for good, what is still queued is handed back
- * to the router as undelivered (messages to offline storage), so nothing
- * the client did not confirm is lost.
+ * it: a filter of the session's output chain keeps the bytes of each
+ * stanza as the connection wrote them (no second serialisation).  If the
+ * session ends for good, what is still queued is handed back to the router
+ * as undelivered (messages to offline storage), so nothing the client did
+ * not confirm is lost.
  *
  * Inbound: the client's stanzas are numbered.  One counts as handled (and
  * is acknowledged) only once its routing is over: holds (pgn_event_hold)

@@ -1,8 +1,8 @@
 /* XEP-0352: Client State Indication (urn:xmpp:csi:0).
  *
- * A client that says <inactive/> (§3.2, a nonza after binding) gets a send
- * filter (pgn_session_set_send_filter) that holds back what can wait, so
- * that a phone's radio sleeps longer:
+ * A client that says <inactive/> (§3.2, a nonza after binding) gets a
+ * filter in its session's output chain (pgn_session_add_filter) that
+ * holds back what can wait, so that a phone's radio sleeps longer:
  *   - presence updates (available/unavailable) wait, and only the newest
  *     one per sender full JID is kept (an older queued one is dropped);
  *   - messages that carry only chat states (XEP-0085) are dropped;
@@ -387,8 +387,13 @@ on_inactive(struct pgn_event *ev, void *arg)
 			return PGN_EVENT_HANDLED;
 		}
 		cs->csi = csi;
-		/* After the data: setting data drops this module's filter. */
-		pgn_session_set_send_filter(s, csi->m, csi_filter, cs);
+		/* After the data: setting data drops this module's filters.
+		 * Without the filter the session stays active (§4). */
+		if (pgn_session_add_filter(s, csi->m, PGN_FILTER_PRIO_CSI,
+		                           csi_filter, cs) != 0) {
+			pgn_session_set_data(s, csi->m, NULL, NULL);
+			return PGN_EVENT_HANDLED;
+		}
 	}
 	if (!cs->inactive)
 		pgn_log(PGN_LOG_DEBUG, "session %" PRIu64 ": csi inactive",

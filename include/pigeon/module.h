@@ -487,15 +487,32 @@ unsigned pgn_session_unacked(const struct pgn_session *s);
  * fired once when both are back under those marks; 0 when the module can
  * write more now.  A session that ends first fires only session-ended. */
 int pgn_session_congested(struct pgn_session *s);
-/* A filter sees every stanza about to be written to a client session
- * (not stream-level elements), through pgn_session_send and the router
- * alike.  It returns 0 to let the stanza go now, or 1 when it took a copy
- * to send later itself with pgn_session_send_direct (which skips the
- * filter); the sender then sees it as delivered.  One filter per session
- * (XEP-0352 client state indication); fn NULL removes it.  It is removed
- * when m is unloaded. */
+/* The output chain of a session (Prosody's stanzas/out filters): every
+ * stanza about to be written to a bound client session (not stream-level
+ * elements), through pgn_session_send and the router alike, passes the
+ * session's filters, highest priority first (the first added first among
+ * equals), before it is serialised.  A filter returns 0 to let the stanza
+ * go on, 1 when it took it (dropped it, or kept a copy to send later
+ * itself with pgn_session_send_direct, which skips the module filters;
+ * the sender then sees it as delivered), or a negative errno to refuse it
+ * (not written; the sender sees it as undelivered).  The core's stream
+ * management tracking (XEP-0198) runs last, on direct sends too: what a
+ * filter holds back is not counted as sent until it is written. */
+#define PGN_FILTER_PRIO_DEFAULT 0
+#define PGN_FILTER_PRIO_CSI 0             /* mod_csi (XEP-0352) */
+#define PGN_FILTER_PRIO_LAST (-1000000)   /* the core's: stream management */
 typedef int (*pgn_send_filter_fn)(struct pgn_session *s,
 				  const struct pgn_xml *xml, void *arg);
+/* Adds fn(arg) to the chain of s for module m; it is removed when m is
+ * unloaded or the session is freed.  0 or -ENOMEM. */
+int pgn_session_add_filter(struct pgn_session *s, const struct pgn_module *m,
+			   int priority, pgn_send_filter_fn fn, void *arg);
+/* Removes m's filter fn (with arg, or any arg when arg is NULL). */
+void pgn_session_remove_filter(struct pgn_session *s,
+			       const struct pgn_module *m,
+			       pgn_send_filter_fn fn, void *arg);
+/* The earlier one-filter API: m's filters are replaced by fn at
+ * PGN_FILTER_PRIO_DEFAULT (fn NULL: removed). */
 void pgn_session_set_send_filter(struct pgn_session *s,
 				 const struct pgn_module *m,
 				 pgn_send_filter_fn fn, void *arg);

@@ -6,9 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <event2/bufferevent.h>
-#include <event2/event.h>
-
 #include "pigeon/account.h"
 #include "pigeon/module.h"
 #include "host.h"
@@ -49,7 +46,8 @@ pgn_session_server(const struct pgn_session *s)
 const char *
 pgn_session_peer(const struct pgn_session *s)
 {
-	return s->peer;
+	/* A hibernated session has no connection. */
+	return s->conn != NULL ? s->conn->peer : "";
 }
 
 int
@@ -101,20 +99,67 @@ pgn_session_send_direct(struct pgn_session *s, const struct pgn_xml *xml)
 	return pgn_stream_send_direct(s, xml);
 }
 
+int
+pgn_session_add_filter(struct pgn_session *s, const struct pgn_module *m,
+		       int priority, pgn_send_filter_fn fn, void *arg)
+{
+	struct pgn_sfilter *f = calloc(1, sizeof(*f));
+
+	if (f == NULL)
+		return -ENOMEM;
+	f->priority = priority;
+	f->alloced = 1;
+	f->owner = m;
+	f->fn = fn;
+	f->arg = arg;
+	pgn_stream_add_filter(s, f);
+	return 0;
+}
+
+/* Removes the module filters that match (fn NULL: all of m's, m NULL:
+ * every module's; arg NULL: any). */
+static void
+remove_filters(struct pgn_session *s, const struct pgn_module *m,
+	       pgn_send_filter_fn fn, void *arg)
+{
+	struct pgn_sfilter **pp = &s->filters;
+
+	while (*pp != NULL) {
+		struct pgn_sfilter *f = *pp;
+		if (!f->alloced || (m != NULL && f->owner != m) ||
+		    (fn != NULL && f->fn != fn) ||
+		    (arg != NULL && f->arg != arg)) {
+			pp = &f->next;
+			continue;
+		}
+		*pp = f->next;
+		free(f);
+	}
+}
+
+void
+pgn_session_remove_filter(struct pgn_session *s, const struct pgn_module *m,
+			  pgn_send_filter_fn fn, void *arg)
+{
+	if (fn != NULL)
+		remove_filters(s, m, fn, arg);
+}
+
 void
 pgn_session_set_send_filter(struct pgn_session *s, const struct pgn_module *m,
 			    pgn_send_filter_fn fn, void *arg)
 {
-	s->filter = fn;
-	s->filter_arg = fn != NULL ? arg : NULL;
-	s->filter_owner = fn != NULL ? m : NULL;
+	remove_filters(s, m, NULL, NULL);
+	if (fn != NULL)
+		(void)pgn_session_add_filter(s, m, PGN_FILTER_PRIO_DEFAULT, fn,
+					     arg);
 }
 
 void
 pgn_session_hold(struct pgn_session *s)
 {
-	if (s->holds++ == 0 && s->bev != NULL && s->state != PGN_ST_DEAD)
-		bufferevent_disable(s->bev, EV_READ);
+	if (s->holds++ == 0 && s->conn != NULL && s->state != PGN_ST_DEAD)
+		s->conn->ops->set_reading(s->conn, 0);
 }
 
 void
@@ -172,8 +217,7 @@ pgn_session_drop_data(struct pgn_session *s, const struct pgn_module *owner)
 {
 	struct pgn_sdata **pp = &s->sdata;
 
-	if (s->filter != NULL && (owner == NULL || s->filter_owner == owner))
-		pgn_session_set_send_filter(s, NULL, NULL, NULL);
+	remove_filters(s, owner, NULL, NULL);
 	while (*pp != NULL) {
 		struct pgn_sdata *d = *pp;
 		if (owner != NULL && d->owner != owner) {

@@ -5,9 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/event.h>
 #include <sodium.h>
 
 #include "host.h"
@@ -21,6 +18,8 @@
 #include "server.h"
 #include "stream.h"
 #include "tls.h"
+
+static void c2s_ended(struct pgn_session *s);
 
 static const char *const mechanisms[] = {
 	"SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256",
@@ -41,14 +40,15 @@ sasl_tls(struct pgn_session *s, struct pgn_sasl_tls *tls,
 {
 	size_t elen = 0, eplen = 0;
 	memset(tls, 0, sizeof(*tls));
-	tls->secure = s->secure;
-	if (s->secure && s->ssl != NULL &&
-	    pgn_tls_channel_binding(s->ssl, exp, &elen, ep, &eplen) == 0) {
+	tls->secure = s->conn->secure;
+	if (s->conn->secure && s->conn->ssl != NULL &&
+	    pgn_tls_channel_binding(s->conn->ssl, exp, &elen, ep, &eplen) ==
+		    0) {
 		tls->exporter = elen ? exp : NULL;
 		tls->exporter_len = elen;
 		tls->endpoint = eplen ? ep : NULL;
 		tls->endpoint_len = eplen;
-		tls->unique_len = pgn_tls_unique(s->ssl, uq, 64);
+		tls->unique_len = pgn_tls_unique(s->conn->ssl, uq, 64);
 		tls->unique = tls->unique_len ? uq : NULL;
 	}
 }
@@ -69,14 +69,13 @@ add_channel_binding(struct pgn_xml *cb, const char *type)
 static void
 send_features(struct pgn_session *s)
 {
-	struct evbuffer *out = bufferevent_get_output(s->bev);
 	struct pgn_xml *f = pgn_xml_new(PGN_NS_STREAMS, "features");
 	int tls_ok = pgn_tls_available(s->srv->tls);
 
 	if (f == NULL)
 		goto nomem;
 	if (!s->authenticated) {
-		if (!s->secure && tls_ok &&
+		if (!s->conn->secure && tls_ok &&
 		    s->listener->cfg->kind == PGN_LISTEN_C2S) {
 			struct pgn_xml *st =
 				pgn_xml_add_child(f, PGN_NS_TLS, "starttls");
@@ -86,7 +85,7 @@ send_features(struct pgn_session *s)
 			    pgn_xml_add_child(st, PGN_NS_TLS, "required") == NULL)
 				goto nomem;
 		}
-		if (s->secure || !starttls_required(s) || !tls_ok) {
+		if (s->conn->secure || !starttls_required(s) || !tls_ok) {
 			unsigned char exp[64], ep[64], uq[64];
 			struct pgn_sasl_tls tls;
 			struct pgn_xml *m =
@@ -129,7 +128,7 @@ send_features(struct pgn_session *s)
 		    pgn_sm_features(s, f) != 0)
 			goto nomem;
 	}
-	if (s->authenticated || s->secure || !starttls_required(s) || !tls_ok) {
+	if (s->authenticated || s->conn->secure || !starttls_required(s) || !tls_ok) {
 		/* Modules add theirs (before authentication too, e.g. in-band
 		 * registration, but not before a required STARTTLS). */
 		struct pgn_event ev = { .name = "stream-features",
@@ -137,13 +136,7 @@ send_features(struct pgn_session *s)
 					.data = f };
 		pgn_host_fire(s->host, &ev);
 	}
-	/* <stream:features> must use the stream prefix, which the generic
-	 * serialiser does not write: emit the wrapper by hand. */
-	evbuffer_add_printf(out, "<stream:features>");
-	for (struct pgn_xml *c = pgn_xml_first_child(f); c != NULL;
-	     c = pgn_xml_next(c))
-		pgn_xml_write(c, PGN_NS_CLIENT, out);
-	evbuffer_add_printf(out, "</stream:features>");
+	pgn_stream_send_stream_el(s, f);
 	pgn_xml_free(f);
 	return;
 nomem:
@@ -160,9 +153,8 @@ attr_of(const char **attrs, const char *name)
 	return NULL;
 }
 
-void
-pgn_c2s_stream_open(struct pgn_session *s, const char **attrs,
-		    const char *default_ns)
+static void
+c2s_open(struct pgn_session *s, const char **attrs, const char *default_ns)
 {
 	const char *to = attr_of(attrs, "to");
 	const char *version = attr_of(attrs, "version");
@@ -175,8 +167,7 @@ pgn_c2s_stream_open(struct pgn_session *s, const char **attrs,
 	/* The header we answer with names the host if we know it. */
 	if (s->host == NULL)
 		s->host = h;
-	pgn_stream_send_header(s, PGN_NS_CLIENT,
-			       h != NULL ? pgn_host_name(h) : NULL);
+	pgn_stream_send_header(s, h != NULL ? pgn_host_name(h) : NULL);
 	if (default_ns == NULL || strcmp(default_ns, PGN_NS_CLIENT) != 0) {
 		pgn_stream_error(s, "invalid-namespace", NULL);
 		return;
@@ -205,7 +196,7 @@ pgn_c2s_stream_open(struct pgn_session *s, const char **attrs,
 static void
 handle_starttls(struct pgn_session *s)
 {
-	if (s->secure || !pgn_tls_available(s->srv->tls) ||
+	if (s->conn->secure || !pgn_tls_available(s->srv->tls) ||
 	    s->listener->cfg->kind != PGN_LISTEN_C2S) {
 		pgn_stream_send_raw(s, "<failure xmlns='" PGN_NS_TLS "'/>",
 				    strlen("<failure xmlns='" PGN_NS_TLS "'/>"));
@@ -214,40 +205,39 @@ handle_starttls(struct pgn_session *s)
 	}
 	pgn_stream_send_raw(s, "<proceed xmlns='" PGN_NS_TLS "'/>",
 			    strlen("<proceed xmlns='" PGN_NS_TLS "'/>"));
-	/* The client starts a new stream inside TLS. */
-	pgn_xml_parser_reset(s->parser);
-	pgn_stream_drop_pending(s);
-	s->header_sent = 0;
-	s->state = PGN_ST_TLS_PENDING;
-	/* Switch once <proceed/> has left (write callback). */
+	/* The client starts a new stream inside TLS, once <proceed/> has
+	 * left; until then what it sends is discarded. */
+	if (pgn_stream_start_tls(s) != 0) {
+		pgn_stream_destroy(s);
+		return;
+	}
+	s->state = PGN_ST_WAIT_HEADER;
 }
 
 /* ---- SASL -------------------------------------------------------------- */
 
+/* Writes <what xmlns=SASL> with data in base64 ("=" for none when
+ * always_body), or with an empty <cond/> child. */
 static void
 sasl_send(struct pgn_session *s, const char *what, const unsigned char *data,
-	  size_t len, int always_body)
+	  size_t len, int always_body, const char *cond)
 {
-	struct evbuffer *out = bufferevent_get_output(s->bev);
-	evbuffer_add_printf(out, "<%s xmlns='" PGN_NS_SASL "'>", what);
-	if (len > 0) {
-		char *b64 = pgn_base64_encode(data, len);
-		if (b64 != NULL) {
-			evbuffer_add(out, b64, strlen(b64));
-			free(b64);
-		}
-	} else if (always_body) {
-		evbuffer_add(out, "=", 1);
-	}
-	evbuffer_add_printf(out, "</%s>", what);
+	struct pgn_xml *el = pgn_xml_new(PGN_NS_SASL, what);
+	char *b64 = len > 0 ? pgn_base64_encode(data, len) : NULL;
+	const char *text = b64 != NULL ? b64 : always_body ? "=" : NULL;
+
+	if (el != NULL &&
+	    (text == NULL || pgn_xml_add_text(el, text, strlen(text)) == 0) &&
+	    (cond == NULL || pgn_xml_add_child(el, PGN_NS_SASL, cond) != NULL))
+		pgn_stream_send_nonza(s, el);
+	free(b64);
+	pgn_xml_free(el);
 }
 
 static void
 send_failure_now(struct pgn_session *s, const char *cond)
 {
-	evbuffer_add_printf(bufferevent_get_output(s->bev),
-			    "<failure xmlns='" PGN_NS_SASL "'><%s/></failure>",
-			    cond);
+	sasl_send(s, "failure", NULL, 0, 0, cond);
 	pgn_sasl_free(s->sasl);
 	s->sasl = NULL;
 	/* RFC 6120 §6.4.5: allow a few retries, then close. */
@@ -259,13 +249,11 @@ send_failure_now(struct pgn_session *s, const char *cond)
 static void
 send_success_now(struct pgn_session *s, const unsigned char *data, size_t len)
 {
-	sasl_send(s, "success", data, len, 0);
+	sasl_send(s, "success", data, len, 0, NULL);
 	pgn_sasl_free(s->sasl);
 	s->sasl = NULL;
 	s->authenticated = 1;
-	s->header_sent = 0;
-	pgn_xml_parser_reset(s->parser);
-	pgn_stream_drop_pending(s);
+	pgn_stream_restart(s);
 	s->state = PGN_ST_WAIT_HEADER;
 	pgn_log(PGN_LOG_INFO, "session %llu: authenticated as %s@%s",
 		(unsigned long long)s->id, s->authcid, pgn_host_name(s->host));
@@ -327,13 +315,13 @@ sasl_outcome(struct pgn_session *s, const char *cond,
 	if (s->authcid != NULL)
 		snprintf(account, sizeof(account), "%s@%s", s->authcid,
 			 pgn_host_name(s->host));
-	delay_ms = pgn_limits_auth_result(s->srv->auth_limits, s->peer,
+	delay_ms = pgn_limits_auth_result(s->srv->auth_limits, s->conn->peer,
 					  s->authcid != NULL ? account : NULL,
 					  o);
 	if (cond != NULL)
 		pgn_log(PGN_LOG_INFO,
 			"session %llu: SASL failure %s from %s (answer in %u ms)",
-			(unsigned long long)s->id, cond, s->peer, delay_ms);
+			(unsigned long long)s->id, cond, s->conn->peer, delay_ms);
 	if (delay_ms > 0 && (j = calloc(1, sizeof(*j))) != NULL) {
 		j->id = s->id;
 		j->srv = s->srv;
@@ -486,7 +474,7 @@ sasl_handle_status(struct pgn_session *s, enum pgn_sasl_status st,
 {
 	switch (st) {
 	case PGN_SASL_CONTINUE:
-		sasl_send(s, "challenge", out, outlen, 1);
+		sasl_send(s, "challenge", out, outlen, 1, NULL);
 		return;
 	case PGN_SASL_SUCCESS:
 		sasl_success(s, out, outlen);
@@ -575,7 +563,7 @@ handle_sasl(struct pgn_session *s, struct pgn_xml *xml)
 		free(s->authcid);
 		s->authcid = NULL;
 
-		if (!s->secure && starttls_required(s) &&
+		if (!s->conn->secure && starttls_required(s) &&
 		    pgn_tls_available(s->srv->tls)) {
 			send_failure_now(s, "encryption-required");
 			return;
@@ -588,7 +576,7 @@ handle_sasl(struct pgn_session *s, struct pgn_xml *xml)
 		if (mech == NULL ||
 		    (s->sasl = pgn_sasl_new(mech, &tls)) == NULL) {
 			int is_plain = mech != NULL && strcmp(mech, "PLAIN") == 0;
-			send_failure_now(s, is_plain && !s->secure
+			send_failure_now(s, is_plain && !s->conn->secure
 						    ? "encryption-required"
 						    : "invalid-mechanism");
 			return;
@@ -616,37 +604,45 @@ handle_sasl(struct pgn_session *s, struct pgn_xml *xml)
 
 /* ---- resource binding ------------------------------------------------- */
 
-/* Writes "<iq type='type'" and the request's id, if it had one, to the
- * session's output; the caller finishes the start tag.  These answers go
- * straight onto the stream, not through the router. */
-static struct evbuffer *
-iq_reply_start(struct pgn_session *s, const struct pgn_xml *iq,
-	       const char *type)
+/* A reply of kind name (iq, or the kind of a refused stanza) and type to
+ * the request req, with its id: the server's own answers to the client,
+ * which go straight onto the stream (stream management tracks them), not
+ * through the router.  NULL when out of memory. */
+static struct pgn_xml *
+reply_new(const char *name, const struct pgn_xml *req, const char *type)
 {
-	struct evbuffer *out = bufferevent_get_output(s->bev);
-	const char *id = pgn_xml_attr(iq, "id");
+	struct pgn_xml *r = pgn_xml_new(PGN_NS_CLIENT, name);
+	const char *id = pgn_xml_attr(req, "id");
 
-	evbuffer_add_printf(out, "<iq type='%s'", type);
-	if (id != NULL) {
-		evbuffer_add_printf(out, " id='");
-		pgn_xml_escape(out, id, strlen(id));
-		evbuffer_add_printf(out, "'");
+	if (r == NULL || pgn_xml_set_attr(r, "type", type) != 0 ||
+	    (id != NULL && pgn_xml_set_attr(r, "id", id) != 0)) {
+		pgn_xml_free(r);
+		return NULL;
 	}
-	return out;
+	return r;
+}
+
+/* Adds <error type='type'><cond xmlns=stanzas/></error> to r and sends
+ * it (r taken; NULL is a no-op). */
+static void
+send_error_reply(struct pgn_session *s, struct pgn_xml *r, const char *type,
+		 const char *cond)
+{
+	struct pgn_xml *e = r != NULL ? pgn_xml_add_child(r, PGN_NS_CLIENT,
+							  "error")
+				      : NULL;
+
+	if (e != NULL && pgn_xml_set_attr(e, "type", type) == 0 &&
+	    pgn_xml_add_child(e, PGN_NS_STANZAS, cond) != NULL)
+		pgn_stream_send_direct(s, r);
+	pgn_xml_free(r);
 }
 
 static void
 send_iq_error(struct pgn_session *s, struct pgn_xml *iq, const char *type,
 	      const char *cond)
 {
-	size_t mark = evbuffer_get_length(bufferevent_get_output(s->bev));
-	struct evbuffer *out = iq_reply_start(s, iq, "error");
-
-	evbuffer_add_printf(out,
-			    "><error type='%s'><%s xmlns='" PGN_NS_STANZAS
-			    "'/></error></iq>",
-			    type, cond);
-	pgn_sm_track(s, mark); /* a bind again after <enable/> */
+	send_error_reply(s, reply_new("iq", iq, "error"), type, cond);
 }
 
 static void
@@ -705,18 +701,23 @@ handle_bind(struct pgn_session *s, struct pgn_xml *iq, struct pgn_xml *bind)
 			s->jid->full);
 		/* Ended now, before the new session says anything under the
 		 * same full JID (its unavailable must come first). */
-		pgn_c2s_closed(old);
+		c2s_ended(old);
 		pgn_stream_error(old, "conflict", "replaced by a new session");
 	}
 	s->state = PGN_ST_BOUND;
 	s->was_bound = 1;
 	pgn_stream_established(s);
-	struct evbuffer *out = iq_reply_start(s, iq, "result");
-	evbuffer_add_printf(out, "><bind xmlns='" PGN_NS_BIND "'><jid>");
-	pgn_xml_escape(out, s->jid->full, strlen(s->jid->full));
-	evbuffer_add_printf(out, "</jid></bind></iq>");
+	struct pgn_xml *r = reply_new("iq", iq, "result");
+	struct pgn_xml *b = r != NULL ? pgn_xml_add_child(r, PGN_NS_BIND, "bind")
+				      : NULL;
+	struct pgn_xml *j = b != NULL ? pgn_xml_add_child(b, PGN_NS_BIND, "jid")
+				      : NULL;
+	if (j != NULL &&
+	    pgn_xml_add_text(j, s->jid->full, strlen(s->jid->full)) == 0)
+		pgn_stream_send_direct(s, r);
+	pgn_xml_free(r);
 	pgn_log(PGN_LOG_INFO, "session %llu: bound %s from %s",
-		(unsigned long long)s->id, s->jid->full, s->peer);
+		(unsigned long long)s->id, s->jid->full, s->conn->peer);
 	struct pgn_event ev = { .name = "session-started", .origin = s };
 	pgn_host_fire(s->host, &ev);
 }
@@ -794,11 +795,11 @@ handle_stanza(struct pgn_session *s, struct pgn_xml *xml,
 			if (cns != NULL && strcmp(cns, PGN_NS_SESSION) == 0) {
 				/* RFC 3921 session: a no-op kept for old
 				 * clients. */
-				size_t mark = evbuffer_get_length(
-					bufferevent_get_output(s->bev));
-				evbuffer_add_printf(
-					iq_reply_start(s, xml, "result"), "/>");
-				pgn_sm_track(s, mark);
+				struct pgn_xml *r =
+					reply_new("iq", xml, "result");
+				if (r != NULL)
+					pgn_stream_send_direct(s, r);
+				pgn_xml_free(r);
 				pgn_xml_free(xml);
 				return;
 			}
@@ -821,22 +822,16 @@ handle_stanza(struct pgn_session *s, struct pgn_xml *xml,
 		if (st == NULL && bad_jid && strcmp(ktype, "error") != 0 &&
 		    strcmp(ktype, "result") != 0) {
 			/* RFC 6120 §8.3.3.8 jid-malformed, back to the sender. */
-			struct evbuffer *out = bufferevent_get_output(s->bev);
-			size_t mark = evbuffer_get_length(out);
-			evbuffer_add_printf(out, "<%s type='error' to='", kname);
-			pgn_xml_escape(out, s->jid->full, strlen(s->jid->full));
-			evbuffer_add_printf(out, "'");
-			if (kid != NULL) {
-				evbuffer_add_printf(out, " id='");
-				pgn_xml_escape(out, kid, strlen(kid));
-				evbuffer_add_printf(out, "'");
+			struct pgn_xml *r = pgn_xml_new(PGN_NS_CLIENT, kname);
+			if (r != NULL &&
+			    (pgn_xml_set_attr(r, "type", "error") != 0 ||
+			     pgn_xml_set_attr(r, "to", s->jid->full) != 0 ||
+			     (kid != NULL &&
+			      pgn_xml_set_attr(r, "id", kid) != 0))) {
+				pgn_xml_free(r);
+				r = NULL;
 			}
-			evbuffer_add_printf(out,
-					    "><error type='modify'><jid-malformed "
-					    "xmlns='" PGN_NS_STANZAS
-					    "'/></error></%s>",
-					    kname);
-			pgn_sm_track(s, mark);
+			send_error_reply(s, r, "modify", "jid-malformed");
 		}
 		free(kid);
 		if (st == NULL)
@@ -932,8 +927,8 @@ preauth_iq(struct pgn_session *s, struct pgn_xml **xml)
 	return 1;
 }
 
-void
-pgn_c2s_element(struct pgn_session *s, struct pgn_xml *xml)
+static void
+c2s_element(struct pgn_session *s, struct pgn_xml *xml)
 {
 	const char *ns = pgn_xml_ns(xml);
 
@@ -951,11 +946,11 @@ pgn_c2s_element(struct pgn_session *s, struct pgn_xml *xml)
 			handle_starttls(s);
 		else if (ns != NULL && strcmp(ns, PGN_NS_SASL) == 0)
 			handle_sasl(s, xml);
-		else if ((s->secure || !starttls_required(s) ||
+		else if ((s->conn->secure || !starttls_required(s) ||
 			  !pgn_tls_available(s->srv->tls)) &&
 			 preauth_iq(s, &xml))
 			; /* a module answered */
-		else if (!s->secure && starttls_required(s) &&
+		else if (!s->conn->secure && starttls_required(s) &&
 			 pgn_tls_available(s->srv->tls))
 			pgn_stream_error(s, "policy-violation",
 					 "STARTTLS is required");
@@ -987,8 +982,8 @@ pgn_c2s_element(struct pgn_session *s, struct pgn_xml *xml)
 	pgn_stream_error(s, "not-authorized", "bind a resource first");
 }
 
-void
-pgn_c2s_closed(struct pgn_session *s)
+static void
+c2s_ended(struct pgn_session *s)
 {
 	/* Also for a session that a newer login on the same resource has
 	 * already unlinked: its contacts must still learn it is gone. */
@@ -1006,3 +1001,83 @@ pgn_c2s_closed(struct pgn_session *s)
 			(unsigned long long)s->id, s->jid->full);
 	}
 }
+
+/* ---- the c2s stream kind ------------------------------------------------ */
+
+static const char *
+c2s_local_name(const struct pgn_session *s)
+{
+	return s->host != NULL ? pgn_host_name(s->host) : NULL;
+}
+
+/* Stream management may keep a session whose connection was lost. */
+static unsigned
+c2s_resumable(const struct pgn_session *s)
+{
+	return pgn_sm_resumable(s) ? pgn_sm_timeout(s) : 0;
+}
+
+/* XEP-0199: an idle client is asked for a pong (stream.c ends the
+ * stream when no byte comes back in time). */
+static int
+c2s_tick(struct pgn_session *s, uint64_t now)
+{
+	const struct pgn_cfg_limits *lim = &s->srv->cfg->limits;
+	struct pgn_xml *iq;
+	char id[32];
+
+	if (lim->ping_interval == 0 || s->jid == NULL ||
+	    now - s->conn->last_read < (uint64_t)lim->ping_interval * 1000)
+		return 0;
+	iq = pgn_xml_new(PGN_NS_CLIENT, "iq");
+	snprintf(id, sizeof(id), "pgn-ping-%lu",
+		 (unsigned long)++s->srv->ping_seq);
+	if (iq != NULL && pgn_xml_set_attr(iq, "type", "get") == 0 &&
+	    pgn_xml_set_attr(iq, "id", id) == 0 &&
+	    pgn_xml_set_attr(iq, "from", pgn_host_name(s->host)) == 0 &&
+	    pgn_xml_set_attr(iq, "to", s->jid->full) == 0 &&
+	    pgn_xml_add_child(iq, "urn:xmpp:ping", "ping") != NULL &&
+	    pgn_stream_send_xml(s, iq) == 0 && s->conn != NULL)
+		s->conn->ping_sent = now;
+	pgn_xml_free(iq);
+	return 0;
+}
+
+/* A resumption waits for the old session (sm.c). */
+static int
+c2s_kicked(struct pgn_session *s)
+{
+	if (s->resume_of == 0)
+		return 0;
+	pgn_sm_kicked(s);
+	return 1;
+}
+
+/* Too much unacknowledged: then the client is asked for an ack (the
+ * writer waits, so no new stanza would ask it, and a client may
+ * acknowledge only when asked). */
+static int
+c2s_congested(struct pgn_session *s)
+{
+	if (s->sm == NULL ||
+	    pgn_sm_unacked_bytes(s) <= s->srv->cfg->limits.max_unacked_bytes / 2)
+		return 0;
+	pgn_sm_request_ack(s);
+	return 1;
+}
+
+const struct pgn_stream_ops pgn_c2s_ops = {
+	.name = "c2s",
+	.kind = PGN_STREAM_C2S,
+	.ns = PGN_NS_CLIENT,
+	.open = c2s_open,
+	.element = c2s_element,
+	.local_name = c2s_local_name,
+	.ended = c2s_ended,
+	.resumable = c2s_resumable,
+	.hibernated = pgn_sm_hibernated,
+	.tick = c2s_tick,
+	.kicked = c2s_kicked,
+	.congested = c2s_congested,
+	.free = pgn_sm_free,
+};

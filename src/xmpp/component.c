@@ -5,8 +5,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <openssl/evp.h>
 #include <sodium.h>
 
@@ -26,9 +24,9 @@ find_component(const struct pgn_server *srv, const char *domain)
 	return NULL;
 }
 
-void
-pgn_component_stream_open(struct pgn_session *s, const char **attrs,
-			  const char *default_ns)
+static void
+component_open(struct pgn_session *s, const char **attrs,
+	       const char *default_ns)
 {
 	const char *to = NULL;
 	char *domain = NULL;
@@ -42,7 +40,7 @@ pgn_component_stream_open(struct pgn_session *s, const char **attrs,
 		domain = NULL;
 	}
 	free(domain);
-	pgn_stream_send_header(s, PGN_NS_COMPONENT, s->domain);
+	pgn_stream_send_header(s, s->domain);
 	if (default_ns == NULL || strcmp(default_ns, PGN_NS_COMPONENT) != 0) {
 		pgn_stream_error(s, "invalid-namespace", NULL);
 		return;
@@ -106,7 +104,7 @@ static void
 handshake_outcome(struct pgn_session *s, int ok)
 {
 	unsigned delay_ms = pgn_limits_auth_result(
-		s->srv->auth_limits, s->peer, s->domain,
+		s->srv->auth_limits, s->conn->peer, s->domain,
 		ok ? PGN_AUTH_OK : PGN_AUTH_FAILED);
 	struct handshake_job *j;
 
@@ -137,7 +135,8 @@ handshake(struct pgn_session *s, struct pgn_xml *xml)
 
 	if (c != NULL && given != NULL && ctx != NULL &&
 	    EVP_DigestInit_ex(ctx, EVP_sha1(), NULL) == 1 &&
-	    EVP_DigestUpdate(ctx, s->stream_id, strlen(s->stream_id)) == 1 &&
+	    EVP_DigestUpdate(ctx, s->conn->stream_id,
+			     strlen(s->conn->stream_id)) == 1 &&
 	    EVP_DigestUpdate(ctx, c->secret, strlen(c->secret)) == 1 &&
 	    EVP_DigestFinal_ex(ctx, md, &mdlen) == 1) {
 		for (unsigned i = 0; i < mdlen; i++)
@@ -167,8 +166,8 @@ normalise_ns(struct pgn_xml *xml)
 		normalise_ns(c);
 }
 
-void
-pgn_component_element(struct pgn_session *s, struct pgn_xml *xml)
+static void
+component_element(struct pgn_session *s, struct pgn_xml *xml)
 {
 	const char *ns = pgn_xml_ns(xml);
 	const char *name = pgn_xml_name(xml);
@@ -217,8 +216,8 @@ pgn_component_element(struct pgn_session *s, struct pgn_xml *xml)
 	pgn_router_route(s->srv, s, st);
 }
 
-void
-pgn_component_closed(struct pgn_session *s)
+static void
+component_ended(struct pgn_session *s)
 {
 	if (s->domain != NULL &&
 	    pgn_router_del_component(s->srv, s->domain, s)) {
@@ -226,3 +225,19 @@ pgn_component_closed(struct pgn_session *s)
 			(unsigned long long)s->id, s->domain);
 	}
 }
+
+static const char *
+component_local_name(const struct pgn_session *s)
+{
+	return s->domain;
+}
+
+const struct pgn_stream_ops pgn_component_ops = {
+	.name = "component",
+	.kind = PGN_STREAM_COMPONENT,
+	.ns = PGN_NS_COMPONENT,
+	.open = component_open,
+	.element = component_element,
+	.local_name = component_local_name,
+	.ended = component_ended,
+};

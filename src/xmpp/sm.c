@@ -4,9 +4,11 @@
  *
  * Outbound: every stanza written to a session with stream management is
  * also kept, serialised, in sm->queue until the client's <a h=.../> covers
- * it.  If the session ends for good, what is still queued is handed back
- * to the router as undelivered (messages to offline storage), so nothing
- * the client did not confirm is lost.
+ * it: a filter of the session's output chain keeps the bytes of each
+ * stanza as the connection wrote them (no second serialisation).  If the
+ * session ends for good, what is still queued is handed back to the router
+ * as undelivered (messages to offline storage), so nothing the client did
+ * not confirm is lost.
  *
  * Inbound: the client's stanzas are numbered.  One counts as handled (and
  * is acknowledged) only once its routing is over: holds (pgn_event_hold)
@@ -18,8 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <sodium.h>
 
 #include "host.h"
@@ -61,6 +61,7 @@ struct sm_want {
 #define MAX_WANT 256
 
 struct pgn_sm {
+	struct pgn_sfilter filter; /* in the session's output chain */
 	/* outbound */
 	struct sm_item *head, **tail;
 	unsigned nqueued;
@@ -193,47 +194,34 @@ pgn_sm_request_ack(struct pgn_session *s)
 	sm->r_pending = 1;
 }
 
-int
-pgn_sm_track(struct pgn_session *s, size_t mark)
+/* The output chain, before a stanza is written (direct sends too): over
+ * the bounds the session ends without it. */
+static int
+filter_check(struct pgn_session *s, const struct pgn_xml *xml, void *arg)
 {
-	struct evbuffer *out;
-	struct evbuffer_ptr pos;
-	struct sm_item *it;
-	size_t len;
+	(void)xml;
+	(void)arg;
+	return pgn_sm_full(s) ? -EPIPE : 0;
+}
 
-	if (s->sm == NULL)
-		return 0;
-	out = bufferevent_get_output(s->bev);
-	len = evbuffer_get_length(out) - mark;
-	if ((it = malloc(sizeof(*it) + len)) == NULL)
+/* The output chain, once the stanza is serialised: its bytes are kept
+ * until acknowledged.  1 (kept) or -ENOMEM. */
+static int
+filter_keep(struct pgn_session *s, const struct pgn_conn_span *span,
+	    void *arg)
+{
+	struct sm_item *it = malloc(sizeof(*it) + span->len);
+
+	(void)arg;
+	if (it == NULL)
 		return -ENOMEM;
-	it->len = len;
-	if (evbuffer_ptr_set(out, &pos, mark, EVBUFFER_PTR_SET) != 0 ||
-	    evbuffer_copyout_from(out, &pos, it->data, len) != (ev_ssize_t)len) {
+	it->len = span->len;
+	if (pgn_conn_span_copy(span, it->data) != span->len) {
 		free(it);
 		return -ENOMEM;
 	}
-	return queue_add(s, it);
-}
-
-int
-pgn_sm_queue_xml(struct pgn_session *s, const struct pgn_xml *xml)
-{
-	char *text = pgn_xml_to_string(xml, PGN_NS_CLIENT);
-	struct sm_item *it;
-	size_t len;
-
-	if (text == NULL)
-		return -ENOMEM;
-	len = strlen(text);
-	if ((it = malloc(sizeof(*it) + len)) == NULL) {
-		free(text);
-		return -ENOMEM;
-	}
-	it->len = len;
-	memcpy(it->data, text, len);
-	free(text);
-	return queue_add(s, it);
+	queue_add(s, it);
+	return 1;
 }
 
 int
@@ -501,6 +489,12 @@ handle_enable(struct pgn_session *s, const struct pgn_xml *xml)
 		return;
 	}
 	sm->timeout = lim->resume_timeout;
+	/* Last in the chain: what a filter before it holds back (client
+	 * state indication) is not sent yet, so not counted. */
+	sm->filter.priority = PGN_FILTER_PRIO_LAST;
+	sm->filter.always = 1;
+	sm->filter.fn = filter_check;
+	sm->filter.written = filter_keep;
 	if (max != NULL) {
 		long m = atol(max);
 		if (m > 0 && (unsigned long)m < sm->timeout)
@@ -517,6 +511,7 @@ handle_enable(struct pgn_session *s, const struct pgn_xml *xml)
 			sm->resumable = 1;
 	}
 	s->sm = sm;
+	pgn_stream_add_filter(s, &sm->filter);
 	if (sm->resumable)
 		len = snprintf(buf, sizeof(buf),
 			       "<enabled xmlns='" NS_SM
@@ -732,9 +727,9 @@ resume_finish(struct pgn_session *s, struct pgn_session *old)
 		sm->r_pending = 1;
 	}
 	pgn_log(PGN_LOG_INFO, "session %llu: %s resumed from %s (%u unacked%s)",
-		(unsigned long long)old->id, old->jid->full, old->peer,
+		(unsigned long long)old->id, old->jid->full, old->conn->peer,
 		sm->nqueued, was_live ? ", old connection replaced" : "");
-	if (was_live || s->bev != NULL)
+	if (was_live || s->conn != NULL)
 		pgn_stream_error(s, "conflict", "session resumed elsewhere");
 	else
 		pgn_stream_destroy(s);
@@ -841,6 +836,7 @@ pgn_sm_free(struct pgn_session *s)
 		return;
 	if (sm->resumable)
 		pgn_map_del(s->srv->sm_ids, sm->id);
+	pgn_stream_remove_filter(s, &sm->filter);
 	while (sm->head != NULL) {
 		struct sm_item *it = sm->head;
 		sm->head = it->next;

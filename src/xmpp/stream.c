@@ -1,5 +1,8 @@
-/* The transport half of every stream: bufferevents, the XML parser,
- * TLS upgrade, timers, stream errors and the deferred free.
+/* What every stream does whatever its kind and transport: the queue of
+ * stanzas that arrive while it is busy, timers, stream errors, closing,
+ * the output chain (filters) and the deferred free.  The kind (c2s,
+ * component) is a pgn_stream_ops chosen at accept time; the transport a
+ * pgn_conn (conn.h).
  *
  * Sessions are never freed inside a callback: pgn_stream_destroy() marks
  * the session dead, unlinks it from every table and queues it for the
@@ -13,13 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
-#include <event2/bufferevent_struct.h>
 #include <event2/event.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
 #include <sodium.h>
 
 #include "pigeon/map.h"
@@ -36,9 +33,6 @@
 #define CLOSE_GRACE_SECONDS 5
 #define REAP_TRIM_EVERY 4096
 
-static void read_cb(struct bufferevent *bev, void *arg);
-static void write_cb(struct bufferevent *bev, void *arg);
-static void event_cb(struct bufferevent *bev, short what, void *arg);
 static void timer_cb(evutil_socket_t fd, short what, void *arg);
 
 uint64_t
@@ -70,42 +64,69 @@ pgn_session_jid(const struct pgn_session *s)
 	return s->jid;
 }
 
-/* ---- parser callbacks ---------------------------------------------- */
+/* ---- stream kinds ------------------------------------------------------ */
 
-static void
-on_stream_open(void *ud, const char **attrs, const char *default_ns)
+/* Which stream kind and transport a listener's connections get.  A new
+ * stream kind (s2s) is a file with its pgn_stream_ops and one line here. */
+static const struct {
+	enum pgn_listen_kind listen;
+	const struct pgn_stream_ops *ops;
+	unsigned direct_tls : 1; /* TLS from the first byte (XEP-0368) */
+} kinds[] = {
+	{ PGN_LISTEN_C2S, &pgn_c2s_ops, 0 },
+	{ PGN_LISTEN_C2S_TLS, &pgn_c2s_ops, 1 },
+	{ PGN_LISTEN_COMPONENT, &pgn_component_ops, 0 },
+};
+
+/* ---- connection callbacks ------------------------------------------------ */
+
+static int
+gone(const struct pgn_session *s)
 {
-	struct pgn_session *s = ud;
-	if (s->state == PGN_ST_CLOSING || s->state == PGN_ST_DEAD)
-		return;
-	if (s->kind == PGN_STREAM_C2S)
-		pgn_c2s_stream_open(s, attrs, default_ns);
-	else
-		pgn_component_stream_open(s, attrs, default_ns);
+	return s->state == PGN_ST_CLOSING || s->state == PGN_ST_DEAD;
 }
 
 static void
-dispatch(struct pgn_session *s, struct pgn_xml *xml)
+on_readable(void *owner)
 {
-	if (s->kind == PGN_STREAM_C2S)
-		pgn_c2s_element(s, xml);
-	else
-		pgn_component_element(s, xml);
+	struct pgn_session *s = owner;
+	struct pgn_server *srv = s->srv;
+	/* Stanzas routed from here to other sessions are timed from now
+	 * (note_queued); saved and restored because a read callback can run
+	 * inside another (pgn_stream_resume). */
+	uint64_t outer_ns = srv->read_ns, outer_sid = srv->read_sid;
+
+	srv->read_ns = pgn_lat_now_ns();
+	srv->read_sid = s->id;
+	s->conn->last_read = srv->read_ns / 1000000;
+	s->conn->ops->read(s->conn);
+	srv->read_ns = outer_ns;
+	srv->read_sid = outer_sid;
 }
 
 static void
-on_stanza(void *ud, struct pgn_xml *xml)
+on_stream_open(void *owner, const char **attrs, const char *default_ns)
 {
-	struct pgn_session *s = ud;
-	if (s->state == PGN_ST_CLOSING || s->state == PGN_ST_DEAD) {
+	struct pgn_session *s = owner;
+	if (!gone(s))
+		s->ops->open(s, attrs, default_ns);
+}
+
+static void
+on_stanza(void *owner, struct pgn_xml *xml)
+{
+	struct pgn_session *s = owner;
+	struct pgn_conn *c = s->conn;
+
+	if (gone(s)) {
 		pgn_xml_free(xml);
 		return;
 	}
 	if (s->busy || s->holds > 0) {
 		/* An asynchronous step (storage, crypto) is pending: keep order
 		 * by queueing, within a small bound. */
-		struct pgn_pending *p, **pp = &s->pending;
-		if (s->npending >= MAX_PENDING ||
+		struct pgn_pending *p, **pp = &c->pending;
+		if (c->npending >= MAX_PENDING ||
 		    (p = calloc(1, sizeof(*p))) == NULL) {
 			pgn_xml_free(xml);
 			pgn_stream_error(s, "policy-violation",
@@ -116,25 +137,24 @@ on_stanza(void *ud, struct pgn_xml *xml)
 		while (*pp != NULL)
 			pp = &(*pp)->next;
 		*pp = p;
-		s->npending++;
+		c->npending++;
 		return;
 	}
-	dispatch(s, xml);
+	s->ops->element(s, xml);
 }
 
 static void
-on_stream_close(void *ud)
+on_stream_close(void *owner)
 {
-	struct pgn_session *s = ud;
-	if (s->state == PGN_ST_CLOSING || s->state == PGN_ST_DEAD)
-		return;
-	pgn_stream_close(s);
+	struct pgn_session *s = owner;
+	if (!gone(s))
+		pgn_stream_close(s);
 }
 
 static void
-on_parse_error(void *ud, enum pgn_xml_error err, const char *detail)
+on_parse_error(void *owner, enum pgn_xml_error err, const char *detail)
 {
-	struct pgn_session *s = ud;
+	struct pgn_session *s = owner;
 	const char *cond;
 
 	switch (err) {
@@ -165,11 +185,43 @@ on_parse_error(void *ud, enum pgn_xml_error err, const char *detail)
 	pgn_stream_error(s, cond, NULL);
 }
 
-static const struct pgn_xml_parser_cbs parser_cbs = {
-	.stream_open = on_stream_open,
-	.stanza = on_stanza,
-	.stream_close = on_stream_close,
+static void
+on_lost(void *owner)
+{
+	pgn_stream_lost(owner);
+}
+
+static void
+on_drained(void *owner)
+{
+	struct pgn_session *s = owner;
+	struct pgn_conn *c = s->conn;
+
+	if (s->want_drain)
+		pgn_stream_check_drained(s);
+	if (c->ops->pending(c) > 0)
+		return;
+	if (c->unflushed_us != 0) {
+		/* Everything queued is in the kernel now: the oldest stanza
+		 * waited this long since its read.  Modulo 2^32 µs (71 min). */
+		uint32_t now_us = (uint32_t)(pgn_lat_now_ns() / 1000);
+		pgn_lat_hist_add(&s->srv->latency->flushed,
+				 (uint64_t)(uint32_t)(now_us - c->unflushed_us) *
+					 1000);
+		c->unflushed_us = 0;
+	}
+	if (s->state == PGN_ST_CLOSING)
+		pgn_stream_destroy(s);
+}
+
+static const struct pgn_conn_cbs conn_cbs = {
+	.readable = on_readable,
+	.open = on_stream_open,
+	.element = on_stanza,
+	.closed = on_stream_close,
 	.error = on_parse_error,
+	.lost = on_lost,
+	.drained = on_drained,
 };
 
 /* ---- set-up ---------------------------------------------------------- */
@@ -179,6 +231,53 @@ arm_timer(struct pgn_session *s, unsigned seconds)
 {
 	struct timeval tv = { seconds > 0 ? seconds : 1, 0 };
 	evtimer_add(s->timer, &tv);
+}
+
+/* Closes the connection of s (and gives back its place). */
+static void
+free_conn(struct pgn_session *s)
+{
+	if (s->conn == NULL)
+		return;
+	pgn_connlimit_release(s->srv->conns, s->conn->peer);
+	s->conn->ops->free(s->conn);
+	s->conn = NULL;
+}
+
+struct pgn_session *
+pgn_stream_new(struct pgn_server *srv, const struct pgn_listener *l,
+	       const struct pgn_stream_ops *ops, struct pgn_conn *conn)
+{
+	struct pgn_session *s = calloc(1, sizeof(*s));
+	unsigned char rnd[10];
+
+	if (s == NULL) {
+		conn->ops->free(conn);
+		return NULL;
+	}
+	s->srv = srv;
+	s->listener = l;
+	s->ops = ops;
+	s->kind = ops->kind;
+	s->conn = conn;
+	s->id = pgn_server_next_id(srv);
+	pgn_conn_set_owner(conn, &conn_cbs, s);
+	conn->last_read = conn->last_write = pgn_now_ms();
+	/* The id must be unpredictable (component handshakes hash it):
+	 * hex of 10 random bytes. */
+	randombytes_buf(rnd, sizeof(rnd));
+	for (size_t i = 0; i < sizeof(rnd); i++)
+		snprintf(conn->stream_id + 2 * i, 3, "%02x", rnd[i]);
+	s->timer = evtimer_new(srv->base, timer_cb, s);
+	if (s->timer == NULL || pgn_map_set_id(srv->sessions, s->id, s) != 0) {
+		if (s->timer != NULL)
+			event_free(s->timer);
+		conn->ops->free(conn);
+		free(s);
+		return NULL;
+	}
+	arm_timer(s, srv->cfg->limits.negotiation_timeout);
+	return s;
 }
 
 void
@@ -192,191 +291,38 @@ pgn_stream_accept(struct pgn_server *srv, const struct pgn_listener *l,
 		.max_attrs = lim->max_attrs,
 		.max_children = lim->max_children,
 	};
-	struct pgn_session *s = calloc(1, sizeof(*s));
-	int direct = l->cfg->kind == PGN_LISTEN_C2S_TLS;
+	struct pgn_session *s;
+	struct pgn_conn *conn;
+	SSL *ssl = NULL;
+	size_t k = 0;
 
-	if (s == NULL)
+	while (k < sizeof(kinds) / sizeof(kinds[0]) &&
+	       kinds[k].listen != l->cfg->kind)
+		k++;
+	if (k == sizeof(kinds) / sizeof(kinds[0])) {
+		close(fd);
 		goto fail;
-	s->srv = srv;
-	s->listener = l;
-	s->fd = fd;
-	s->id = pgn_server_next_id(srv);
-	s->kind = l->cfg->kind == PGN_LISTEN_COMPONENT ? PGN_STREAM_COMPONENT
-						       : PGN_STREAM_C2S;
-	snprintf(s->peer, sizeof(s->peer), "%s", peer);
-	s->last_read = s->last_write = pgn_now_ms();
-	s->parser = pgn_xml_parser_new(&xl, &parser_cbs, s);
-	s->timer = evtimer_new(srv->base, timer_cb, s);
-	if (s->parser == NULL || s->timer == NULL)
-		goto fail;
-	if (direct) {
-		s->ssl = pgn_tls_new_ssl(srv->tls, 1);
-		if (s->ssl == NULL)
-			goto fail;
-		s->bev = bufferevent_openssl_socket_new(
-			srv->base, fd, s->ssl, BUFFEREVENT_SSL_ACCEPTING,
-			BEV_OPT_CLOSE_ON_FREE);
-		s->direct_tls = 1;
-		s->secure = 1;
-	} else {
-		s->bev = bufferevent_socket_new(srv->base, fd,
-						BEV_OPT_CLOSE_ON_FREE);
 	}
-	if (s->bev == NULL)
+	if (kinds[k].direct_tls &&
+	    (ssl = pgn_tls_new_ssl(srv->tls, 1)) == NULL) {
+		close(fd);
 		goto fail;
-	if (direct)
-		bufferevent_openssl_set_allow_dirty_shutdown(s->bev, 1);
-	bufferevent_setcb(s->bev, read_cb, write_cb, event_cb, s);
-	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
-	if (pgn_map_set_id(srv->sessions, s->id, s) != 0)
-		goto fail;
-	{
-		/* The id must be unpredictable (component handshakes hash it):
-		 * hex of 10 random bytes. */
-		unsigned char rnd[10];
-		randombytes_buf(rnd, sizeof(rnd));
-		for (size_t i = 0; i < sizeof(rnd); i++)
-			snprintf(s->stream_id + 2 * i, 3, "%02x", rnd[i]);
 	}
-	arm_timer(s, lim->negotiation_timeout);
+	/* (Takes fd and ssl, even when it fails.) */
+	conn = pgn_tcp_conn_new(srv->base, fd, ssl, &xl, peer);
+	if (conn == NULL ||
+	    (s = pgn_stream_new(srv, l, kinds[k].ops, conn)) == NULL)
+		goto fail;
 	pgn_log(PGN_LOG_DEBUG, "session %llu: accepted from %s on port %d%s",
 		(unsigned long long)s->id, peer, l->cfg->port,
-		direct ? " (direct TLS)" : "");
+		kinds[k].direct_tls ? " (direct TLS)" : "");
 	return;
 fail:
 	pgn_log(PGN_LOG_WARN, "cannot accept connection from %s", peer);
 	pgn_connlimit_release(srv->conns, peer);
-	if (s != NULL) {
-		if (s->bev != NULL)
-			bufferevent_free(s->bev); /* closes fd and SSL */
-		else {
-			if (s->ssl != NULL)
-				SSL_free(s->ssl);
-			close(fd);
-		}
-		if (s->timer != NULL)
-			event_free(s->timer);
-		pgn_xml_parser_free(s->parser);
-		pgn_map_del_id(srv->sessions, s->id);
-		free(s);
-	} else {
-		close(fd);
-	}
 }
 
-/* ---- I/O --------------------------------------------------------------- */
-
-static void
-read_cb(struct bufferevent *bev, void *arg)
-{
-	struct pgn_session *s = arg;
-	struct pgn_server *srv = s->srv;
-	struct evbuffer *in = bufferevent_get_input(bev);
-	/* Stanzas routed from here to other sessions are timed from now
-	 * (note_queued); saved and restored because a read callback can run
-	 * inside another (pgn_stream_resume). */
-	uint64_t outer_ns = srv->read_ns, outer_sid = srv->read_sid;
-
-	srv->read_ns = pgn_lat_now_ns();
-	srv->read_sid = s->id;
-	s->last_read = srv->read_ns / 1000000;
-	while (evbuffer_get_length(in) > 0) {
-		if (s->state == PGN_ST_DEAD || s->state == PGN_ST_CLOSING ||
-		    s->state == PGN_ST_TLS_PENDING) {
-			evbuffer_drain(in, evbuffer_get_length(in));
-			break;
-		}
-		size_t n = evbuffer_get_contiguous_space(in);
-		const char *p = (const char *)evbuffer_pullup(in, n);
-		int rc = pgn_xml_parser_feed(s->parser, p, n);
-		evbuffer_drain(in, n);
-		if (rc != 0)
-			break;
-	}
-	/* An idle stream keeps no expat state (~10 KiB) between reads;
-	 * a no-op inside a stanza (pgn_xml_parser_park). */
-	if (s->parser != NULL)
-		pgn_xml_parser_park(s->parser);
-	srv->read_ns = outer_ns;
-	srv->read_sid = outer_sid;
-}
-
-static void
-write_cb(struct bufferevent *bev, void *arg)
-{
-	struct pgn_session *s = arg;
-
-	if (s->want_drain)
-		pgn_stream_check_drained(s);
-	if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
-		return;
-	if (s->unflushed_us != 0) {
-		/* Everything queued is in the kernel now: the oldest stanza
-		 * waited this long since its read.  Modulo 2^32 µs (71 min). */
-		uint32_t now_us = (uint32_t)(pgn_lat_now_ns() / 1000);
-		pgn_lat_hist_add(&s->srv->latency->flushed,
-				 (uint64_t)(uint32_t)(now_us - s->unflushed_us) *
-					 1000);
-		s->unflushed_us = 0;
-	}
-	if (s->state == PGN_ST_CLOSING)
-		pgn_stream_destroy(s);
-	else if (s->state == PGN_ST_TLS_PENDING &&
-		 pgn_stream_start_tls(s) != 0)
-		pgn_stream_destroy(s);
-}
-
-static void
-event_cb(struct bufferevent *bev, short what, void *arg)
-{
-	struct pgn_session *s = arg;
-	if (what & BEV_EVENT_CONNECTED) {
-		pgn_log(PGN_LOG_DEBUG, "session %llu: TLS established",
-			(unsigned long long)s->id);
-		return;
-	}
-	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
-		if (what & BEV_EVENT_ERROR && s->ssl != NULL) {
-			unsigned long e = bufferevent_get_openssl_error(bev);
-			if (e != 0)
-				pgn_log(PGN_LOG_INFO, "session %llu: TLS error: %s",
-					(unsigned long long)s->id,
-					ERR_reason_error_string(e));
-		}
-		pgn_stream_lost(s);
-	}
-}
-
-int
-pgn_stream_start_tls(struct pgn_session *s)
-{
-	struct bufferevent *bev;
-	SSL *ssl = pgn_tls_new_ssl(s->srv->tls, 0);
-	if (ssl == NULL)
-		return -ENOMEM;
-	/* The plain bufferevent must not close the fd it hands over. */
-	bufferevent_setcb(s->bev, NULL, NULL, NULL, NULL);
-	bufferevent_disable(s->bev, EV_READ | EV_WRITE);
-	bev = bufferevent_openssl_socket_new(s->srv->base, s->fd, ssl,
-					     BUFFEREVENT_SSL_ACCEPTING,
-					     BEV_OPT_CLOSE_ON_FREE);
-	if (bev == NULL) {
-		SSL_free(ssl);
-		return -ENOMEM;
-	}
-	/* Free the old one only now: its options do not include
-	 * CLOSE_ON_FREE after bufferevent_setfd(-1). */
-	bufferevent_setfd(s->bev, -1);
-	bufferevent_free(s->bev);
-	s->bev = bev;
-	s->ssl = ssl;
-	s->secure = 1;
-	s->state = PGN_ST_WAIT_HEADER;
-	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
-	bufferevent_setcb(bev, read_cb, write_cb, event_cb, s);
-	bufferevent_enable(bev, EV_READ | EV_WRITE);
-	return 0;
-}
+/* ---- output -------------------------------------------------------------- */
 
 /* A peer that does not read must not make us buffer without end: past
  * this much queued output the stream is closed (resource-constraint). */
@@ -397,21 +343,14 @@ output_low(const struct pgn_session *s)
 	return max_output(s) / 4;
 }
 
-/* 0, or 1 for too much output, or 2 for too much unacknowledged: then
- * the client is asked for an ack (the writer waits, so no new stanza
- * would ask it, and a client may acknowledge only when asked). */
+/* 1 when too much output waits, or the stream kind says it has too much
+ * of its own (stream management's unacknowledged bytes). */
 static int
 congested(struct pgn_session *s)
 {
-	if (s->bev != NULL &&
-	    evbuffer_get_length(bufferevent_get_output(s->bev)) > output_low(s))
+	if (s->conn != NULL && s->conn->ops->pending(s->conn) > output_low(s))
 		return 1;
-	if (s->sm != NULL && pgn_sm_unacked_bytes(s) >
-				     s->srv->cfg->limits.max_unacked_bytes / 2) {
-		pgn_sm_request_ack(s);
-		return 2;
-	}
-	return 0;
+	return s->ops->congested != NULL && s->ops->congested(s);
 }
 
 int
@@ -420,10 +359,10 @@ pgn_session_congested(struct pgn_session *s)
 	if (!congested(s))
 		return 0;
 	s->want_drain = 1;
-	/* write_cb runs when the output gets down to the mark (libevent's
-	 * write low watermark), not only once it is empty. */
-	if (s->bev != NULL)
-		bufferevent_setwatermark(s->bev, EV_WRITE, output_low(s), 0);
+	/* The drained callback runs when the output gets down to the mark
+	 * (libevent's write low watermark), not only once it is empty. */
+	if (s->conn != NULL)
+		s->conn->ops->set_low_watermark(s->conn, output_low(s));
 	return 1;
 }
 
@@ -435,18 +374,18 @@ pgn_stream_check_drained(struct pgn_session *s)
 	if (!s->want_drain || !pgn_stream_bound(s) || congested(s))
 		return;
 	s->want_drain = 0;
-	if (s->bev != NULL)
-		bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
+	if (s->conn != NULL)
+		s->conn->ops->set_low_watermark(s->conn, 0);
 	if (s->host != NULL)
 		pgn_host_fire(s->host, &ev);
 }
 
+/* After a write: stamps it, and closes a stream whose peer does not read. */
 static void
-check_output(struct pgn_session *s)
+wrote(struct pgn_session *s, uint64_t now_ms)
 {
-	if (s->state == PGN_ST_CLOSING || s->state == PGN_ST_DEAD)
-		return;
-	if (evbuffer_get_length(bufferevent_get_output(s->bev)) > max_output(s))
+	s->conn->last_write = now_ms;
+	if (!gone(s) && s->conn->ops->pending(s->conn) > max_output(s))
 		pgn_stream_error(s, "resource-constraint",
 				 "too much unread output");
 }
@@ -454,38 +393,28 @@ check_output(struct pgn_session *s)
 void
 pgn_stream_send_raw(struct pgn_session *s, const char *data, size_t len)
 {
-	if (s->state == PGN_ST_DEAD || s->bev == NULL)
+	if (s->state == PGN_ST_DEAD || s->conn == NULL)
 		return;
-	bufferevent_write(s->bev, data, len);
-	s->last_write = pgn_now_ms();
-	check_output(s);
+	s->conn->ops->write_raw(s->conn, data, len);
+	wrote(s, pgn_now_ms());
 }
 
-int
-pgn_stream_send_xml(struct pgn_session *s, const struct pgn_xml *xml)
+void
+pgn_stream_send_nonza(struct pgn_session *s, const struct pgn_xml *xml)
 {
-	if (s->filter != NULL && pgn_stream_bound(s) &&
-	    s->filter(s, xml, s->filter_arg) != 0)
-		return 0;
-	return pgn_stream_send_direct(s, xml);
+	if (s->state == PGN_ST_DEAD || s->conn == NULL)
+		return;
+	s->conn->ops->write_xml(s->conn, xml, NULL);
+	wrote(s, pgn_now_ms());
 }
 
-/* Output was queued on an idle stream: write it in this turn of the loop,
- * after the callbacks already due, instead of the next one.  A bufferevent
- * only asks epoll for EPOLLOUT when output arrives, and writes when a
- * later epoll_wait says the socket is writable: one more turn (behind all
- * the reads that turn brings) and two epoll_ctl per stanza.  Activating
- * its write event is what that epoll_wait would do; the callback copes
- * with a socket that is not writable (it waits for EPOLLOUT then), and
- * the EPOLLOUT added and removed within the turn never reach the kernel
- * (the changelist, server.c).  Stanzas queued for the same stream before
- * the event runs leave in the same write.  Only on bound streams: TLS
- * negotiation keeps its own write callbacks. */
-static void
-kick_write(struct pgn_session *s, size_t queued_before)
+void
+pgn_stream_send_stream_el(struct pgn_session *s, const struct pgn_xml *el)
 {
-	if (queued_before == 0 && s->state == PGN_ST_BOUND)
-		event_active(&s->bev->ev_write, EV_WRITE, 1);
+	if (s->state == PGN_ST_DEAD || s->conn == NULL)
+		return;
+	if (s->conn->ops->write_stream_el(s->conn, el) != 0)
+		pgn_stream_error(s, "resource-constraint", NULL);
 }
 
 /* A stanza read from another session in the current read callback has
@@ -499,73 +428,154 @@ note_queued(struct pgn_session *s, uint64_t now_ns)
 	if (srv->read_ns == 0 || srv->read_sid == s->id)
 		return;
 	pgn_lat_hist_add(&srv->latency->queued, now_ns - srv->read_ns);
-	if (s->unflushed_us == 0)
-		s->unflushed_us = (uint32_t)(srv->read_ns / 1000) | 1;
+	if (s->conn->unflushed_us == 0)
+		s->conn->unflushed_us = (uint32_t)(srv->read_ns / 1000) | 1;
+}
+
+static size_t
+copy_bytes(const struct pgn_conn_span *span, void *dst)
+{
+	memcpy(dst, (const char *)span->where + span->off, span->len);
+	return span->len;
+}
+
+/* The bytes stage of the chain: 1 when a filter kept a copy, or <0. */
+static int
+run_written(struct pgn_session *s, const struct pgn_conn_span *span)
+{
+	int kept = 0;
+
+	for (struct pgn_sfilter *f = s->filters; f != NULL; f = f->next) {
+		int rc;
+		if (f->written == NULL)
+			continue;
+		if ((rc = f->written(s, span, f->arg)) < 0)
+			return rc;
+		kept |= rc;
+	}
+	return kept;
+}
+
+static int
+has_written(const struct pgn_session *s)
+{
+	for (const struct pgn_sfilter *f = s->filters; f != NULL; f = f->next)
+		if (f->written != NULL)
+			return 1;
+	return 0;
+}
+
+/* A hibernated session has no connection: what its chain keeps (the
+ * stream management queue) waits for the client to resume. */
+static int
+write_hibernated(struct pgn_session *s, const struct pgn_xml *xml)
+{
+	char *text = pgn_xml_to_string(xml, PGN_NS_CLIENT);
+	struct pgn_conn_span span = { .copy = copy_bytes, .where = text };
+	int rc;
+
+	if (text == NULL)
+		return -ENOMEM;
+	span.len = strlen(text);
+	rc = run_written(s, &span);
+	free(text);
+	return rc < 0 ? rc : rc > 0 ? 0 : -EPIPE;
+}
+
+/* The end of the chain: serialised onto the connection. */
+static int
+write_out(struct pgn_session *s, const struct pgn_xml *xml)
+{
+	struct pgn_conn *c = s->conn;
+	struct pgn_conn_span span;
+	size_t before;
+	uint64_t now_ns;
+	int kept = 0, track;
+
+	if (s->state == PGN_ST_HIBERNATED)
+		return write_hibernated(s, xml);
+	if (gone(s) || c == NULL)
+		return -EPIPE;
+	track = has_written(s);
+	before = c->ops->pending(c);
+	if (c->ops->write_xml(c, xml, track ? &span : NULL) != 0)
+		return -ENOMEM;
+	if (track && (kept = run_written(s, &span)) < 0)
+		return kept;
+	now_ns = pgn_lat_now_ns();
+	note_queued(s, now_ns);
+	wrote(s, now_ns / 1000000);
+	if (before == 0 && s->state == PGN_ST_BOUND)
+		c->ops->kick(c);
+	/* Over the output limit the stream is being closed: what was queued
+	 * may never leave.  A stanza a filter kept (stream management) goes
+	 * back to the router with that copy when the session ends: taken,
+	 * or it would be stored twice. */
+	if (!kept && gone(s))
+		return -EPIPE;
+	return 0;
+}
+
+static int
+send_chain(struct pgn_session *s, const struct pgn_xml *xml, int direct)
+{
+	for (struct pgn_sfilter *f = s->filters; f != NULL; f = f->next) {
+		int rc;
+		if (f->fn == NULL || (direct && !f->always))
+			continue;
+		if ((rc = f->fn(s, xml, f->arg)) > 0)
+			return 0; /* taken */
+		if (rc < 0)
+			return rc;
+	}
+	return write_out(s, xml);
+}
+
+int
+pgn_stream_send_xml(struct pgn_session *s, const struct pgn_xml *xml)
+{
+	/* Module filters see what goes to a bound session only. */
+	return send_chain(s, xml, !pgn_stream_bound(s));
 }
 
 int
 pgn_stream_send_direct(struct pgn_session *s, const struct pgn_xml *xml)
 {
-	struct evbuffer *out;
-	size_t mark;
-	uint64_t now_ns;
-
-	/* Over the stream management bounds the session ends without
-	 * this stanza (the sender's router takes it as undelivered). */
-	if (s->sm != NULL && pgn_sm_full(s))
-		return -EPIPE;
-	if (s->state == PGN_ST_HIBERNATED)
-		/* Waits for the client to resume (or goes back to the
-		 * router when the session times out). */
-		return pgn_sm_queue_xml(s, xml);
-	if (s->state == PGN_ST_DEAD || s->state == PGN_ST_CLOSING ||
-	    s->bev == NULL)
-		return -EPIPE;
-	/* Stanzas are kept in jabber:client internally; written with that
-	 * namespace in scope they carry no xmlns, which reads as the stream's
-	 * own content namespace on c2s and component streams alike. */
-	out = bufferevent_get_output(s->bev);
-	mark = evbuffer_get_length(out);
-	if (pgn_xml_write(xml, PGN_NS_CLIENT, out) != 0)
-		return -ENOMEM;
-	if (s->sm != NULL && pgn_sm_track(s, mark) != 0)
-		return -ENOMEM;
-	now_ns = pgn_lat_now_ns();
-	s->last_write = now_ns / 1000000;
-	note_queued(s, now_ns);
-	check_output(s);
-	if (s->state != PGN_ST_CLOSING && s->state != PGN_ST_DEAD)
-		kick_write(s, mark);
-	/* Over the output limit the stream is being closed: what was queued
-	 * may never leave.  With stream management the stanza is in the
-	 * queue, which goes back to the router when the session ends: taken,
-	 * or it would be stored twice. */
-	if (s->sm == NULL &&
-	    (s->state == PGN_ST_CLOSING || s->state == PGN_ST_DEAD))
-		return -EPIPE;
-	return 0;
+	return send_chain(s, xml, 1);
 }
 
 void
-pgn_stream_send_header(struct pgn_session *s, const char *ns,
-		       const char *from)
+pgn_stream_add_filter(struct pgn_session *s, struct pgn_sfilter *f)
 {
-	struct evbuffer *out;
-	if (s->header_sent || s->bev == NULL)
+	struct pgn_sfilter **pp = &s->filters;
+
+	/* After those of the same priority: the first added runs first. */
+	while (*pp != NULL && (*pp)->priority >= f->priority)
+		pp = &(*pp)->next;
+	f->next = *pp;
+	*pp = f;
+}
+
+void
+pgn_stream_remove_filter(struct pgn_session *s, struct pgn_sfilter *f)
+{
+	for (struct pgn_sfilter **pp = &s->filters; *pp != NULL;
+	     pp = &(*pp)->next)
+		if (*pp == f) {
+			*pp = f->next;
+			f->next = NULL;
+			return;
+		}
+}
+
+void
+pgn_stream_send_header(struct pgn_session *s, const char *from)
+{
+	if (s->conn == NULL || s->conn->header_sent)
 		return;
-	out = bufferevent_get_output(s->bev);
-	evbuffer_add_printf(out,
-			    "<?xml version='1.0'?><stream:stream xmlns='%s' "
-			    "xmlns:stream='" PGN_NS_STREAMS "' id='%s'",
-			    ns, s->stream_id);
-	if (from != NULL) {
-		evbuffer_add_printf(out, " from='");
-		pgn_xml_escape(out, from, strlen(from));
-		evbuffer_add_printf(out, "'");
-	}
-	evbuffer_add_printf(out, " version='1.0' xml:lang='en'>");
-	s->header_sent = 1;
-	s->last_write = pgn_now_ms();
+	s->conn->ops->write_header(s->conn, s->ops->ns, from);
+	s->conn->header_sent = 1;
+	s->conn->last_write = pgn_now_ms();
 }
 
 /* A stream error or close before our header (RFC 6120 §4.9.1.2) still
@@ -573,22 +583,20 @@ pgn_stream_send_header(struct pgn_session *s, const char *ns,
 static void
 ensure_header(struct pgn_session *s)
 {
-	if (s->kind == PGN_STREAM_C2S)
-		pgn_stream_send_header(s, PGN_NS_CLIENT,
-				       s->host ? pgn_host_name(s->host) : NULL);
-	else
-		pgn_stream_send_header(s, PGN_NS_COMPONENT, s->domain);
+	pgn_stream_send_header(s, s->ops->local_name != NULL
+					  ? s->ops->local_name(s)
+					  : NULL);
 }
 
 static void
 start_closing(struct pgn_session *s)
 {
 	s->state = PGN_ST_CLOSING;
-	bufferevent_disable(s->bev, EV_READ);
+	s->conn->ops->set_reading(s->conn, 0);
 	/* A peer that never reads must not keep us waiting forever. */
 	evtimer_del(s->timer);
 	arm_timer(s, CLOSE_GRACE_SECONDS);
-	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
+	if (s->conn->ops->pending(s->conn) == 0)
 		pgn_stream_destroy(s);
 }
 
@@ -596,26 +604,15 @@ void
 pgn_stream_error(struct pgn_session *s, const char *condition,
 		 const char *text)
 {
-	struct evbuffer *out;
-	if (s->state == PGN_ST_DEAD || s->state == PGN_ST_CLOSING)
+	if (gone(s))
 		return;
-	if (s->bev == NULL) {
+	if (s->conn == NULL) {
 		/* Hibernated: no connection to tell. */
 		pgn_stream_destroy(s);
 		return;
 	}
 	ensure_header(s);
-	out = bufferevent_get_output(s->bev);
-	evbuffer_add_printf(out, "<stream:error><%s xmlns='" PGN_NS_STREAM_ERRORS
-				 "'/>",
-			    condition);
-	if (text != NULL) {
-		evbuffer_add_printf(out, "<text xmlns='" PGN_NS_STREAM_ERRORS
-					 "' xml:lang='en'>");
-		pgn_xml_escape(out, text, strlen(text));
-		evbuffer_add_printf(out, "</text>");
-	}
-	evbuffer_add_printf(out, "</stream:error></stream:stream>");
+	s->conn->ops->write_error(s->conn, condition, text);
 	pgn_log(PGN_LOG_INFO, "session %llu: stream error %s",
 		(unsigned long long)s->id, condition);
 	start_closing(s);
@@ -624,14 +621,14 @@ pgn_stream_error(struct pgn_session *s, const char *condition,
 void
 pgn_stream_close(struct pgn_session *s)
 {
-	if (s->state == PGN_ST_DEAD || s->state == PGN_ST_CLOSING)
+	if (gone(s))
 		return;
-	if (s->bev == NULL) {
+	if (s->conn == NULL) {
 		pgn_stream_destroy(s);
 		return;
 	}
 	ensure_header(s);
-	evbuffer_add_printf(bufferevent_get_output(s->bev), "</stream:stream>");
+	s->conn->ops->write_close(s->conn);
 	start_closing(s);
 }
 
@@ -640,17 +637,13 @@ pgn_stream_destroy(struct pgn_session *s)
 {
 	if (s->state == PGN_ST_DEAD)
 		return;
-	/* Let the negotiation layer unlink the session (router tables,
+	/* Let the stream kind unlink the session (router tables,
 	 * session-ended event) while it is still whole. */
-	if (s->kind == PGN_STREAM_C2S)
-		pgn_c2s_closed(s);
-	else
-		pgn_component_closed(s);
+	if (s->ops->ended != NULL)
+		s->ops->ended(s);
 	s->state = PGN_ST_DEAD;
-	if (s->bev != NULL) {
-		bufferevent_setcb(s->bev, NULL, NULL, NULL, NULL);
-		bufferevent_disable(s->bev, EV_READ | EV_WRITE);
-	}
+	if (s->conn != NULL)
+		s->conn->ops->detach(s->conn);
 	evtimer_del(s->timer);
 	pgn_map_del_id(s->srv->sessions, s->id);
 	s->next_dead = s->srv->dead;
@@ -660,45 +653,22 @@ pgn_stream_destroy(struct pgn_session *s)
 		(unsigned long long)s->id);
 }
 
-static void
-free_pending(struct pgn_session *s)
-{
-	while (s->pending != NULL) {
-		struct pgn_pending *p = s->pending;
-		s->pending = p->next;
-		pgn_xml_free(p->xml);
-		free(p);
-	}
-	s->npending = 0;
-}
-
 void
 pgn_stream_reap(struct pgn_server *srv)
 {
 	while (srv->dead != NULL) {
 		struct pgn_session *s = srv->dead;
 		srv->dead = s->next_dead;
-		if (s->ssl != NULL && SSL_is_init_finished(s->ssl)) {
-			/* Say goodbye at the TLS layer too (close_notify), so
-			 * clients do not see a truncation; best effort on a
-			 * non-blocking socket. */
-			SSL_shutdown(s->ssl);
-			ERR_clear_error();
-		}
-		if (s->bev != NULL) {
-			bufferevent_free(s->bev); /* closes fd, frees SSL */
-			pgn_connlimit_release(srv->conns, s->peer);
-		}
+		free_conn(s);
 		event_free(s->timer);
-		pgn_xml_parser_free(s->parser);
 		pgn_sasl_free(s->sasl);
 		pgn_jid_free(s->jid);
 		free(s->authcid);
 		free(s->domain);
-		free_pending(s);
 		pgn_xml_free(s->presence);
 		pgn_session_drop_data(s, NULL);
-		pgn_sm_free(s);
+		if (s->ops->free != NULL)
+			s->ops->free(s);
 		free(s);
 		srv->reaped++;
 	}
@@ -713,40 +683,44 @@ pgn_stream_reap(struct pgn_server *srv)
 }
 
 void
+pgn_stream_restart(struct pgn_session *s)
+{
+	s->conn->ops->restart(s->conn);
+}
+
+int
+pgn_stream_start_tls(struct pgn_session *s)
+{
+	s->conn->ops->restart(s->conn);
+	return s->conn->ops->start_tls(s->conn, s->srv->tls);
+}
+
+void
 pgn_stream_suspend(struct pgn_session *s)
 {
 	s->busy = 1;
-	bufferevent_disable(s->bev, EV_READ);
+	s->conn->ops->set_reading(s->conn, 0);
 }
 
 void
 pgn_stream_resume(struct pgn_session *s)
 {
 	s->busy = 0;
-	while (!s->busy && s->holds == 0 && s->pending != NULL &&
-	       s->state != PGN_ST_DEAD && s->state != PGN_ST_CLOSING) {
-		struct pgn_pending *p = s->pending;
-		s->pending = p->next;
-		s->npending--;
+	while (!s->busy && s->holds == 0 && s->conn != NULL &&
+	       s->conn->pending != NULL && !gone(s)) {
+		struct pgn_pending *p = s->conn->pending;
+		s->conn->pending = p->next;
+		s->conn->npending--;
 		struct pgn_xml *xml = p->xml;
 		free(p);
-		dispatch(s, xml);
+		s->ops->element(s, xml);
 	}
-	if (!s->busy && s->holds == 0 && s->state != PGN_ST_DEAD &&
-	    s->state != PGN_ST_CLOSING) {
-		bufferevent_enable(s->bev, EV_READ);
+	if (!s->busy && s->holds == 0 && !gone(s) && s->conn != NULL) {
+		s->conn->ops->set_reading(s->conn, 1);
 		/* Bytes that arrived while reading was off are parsed now. */
-		if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0)
-			read_cb(s->bev, s);
+		if (s->conn->ops->has_input(s->conn))
+			on_readable(s);
 	}
-}
-
-/* Drops stanzas queued before a stream restart (they belonged to the old
- * stream). */
-void
-pgn_stream_drop_pending(struct pgn_session *s)
-{
-	free_pending(s);
 }
 
 /* Seconds between checks of an established stream: often enough for
@@ -760,55 +734,36 @@ idle_tick(const struct pgn_session *s)
 		next = lim->idle_timeout;
 	if (lim->ping_interval > 0 && (next == 0 || lim->ping_interval < next))
 		next = lim->ping_interval;
-	if (s->ping_sent != 0 && lim->ping_timeout < next)
+	if (s->conn != NULL && s->conn->ping_sent != 0 &&
+	    lim->ping_timeout < next)
 		next = lim->ping_timeout;
 	return next > 0 ? next : 60;
 }
 
-/* XEP-0199: an idle client is asked for a pong; no answer (no byte at
- * all) within ping_timeout means the connection is dead.  Returns 1 when
+/* XEP-0199: no answer (no byte at all) within ping_timeout to the ping
+ * the stream kind sent means the connection is dead.  Returns 1 when
  * the session was hibernated or closed. */
 static int
 check_ping(struct pgn_session *s, uint64_t now)
 {
 	const struct pgn_cfg_limits *lim = &s->srv->cfg->limits;
-	char id[32];
+	struct pgn_conn *c = s->conn;
 
-	if (lim->ping_interval == 0)
+	if (lim->ping_interval == 0 || c->ping_sent == 0)
 		return 0;
-	if (s->ping_sent != 0) {
-		if (s->last_read >= s->ping_sent) {
-			s->ping_sent = 0;
-		} else if (now - s->ping_sent >=
-			   (uint64_t)lim->ping_timeout * 1000) {
-			pgn_log(PGN_LOG_INFO,
-				"session %llu: no answer to ping in %u s",
-				(unsigned long long)s->id, lim->ping_timeout);
-			if (pgn_sm_resumable(s))
-				pgn_stream_lost(s);
-			else
-				pgn_stream_error(s, "connection-timeout",
-						 "no answer to ping");
-			return 1;
-		} else {
-			return 0;
-		}
+	if (c->last_read >= c->ping_sent) {
+		c->ping_sent = 0;
+		return 0;
 	}
-	if (s->kind != PGN_STREAM_C2S || s->jid == NULL ||
-	    now - s->last_read < (uint64_t)lim->ping_interval * 1000)
+	if (now - c->ping_sent < (uint64_t)lim->ping_timeout * 1000)
 		return 0;
-	struct pgn_xml *iq = pgn_xml_new(PGN_NS_CLIENT, "iq");
-	snprintf(id, sizeof(id), "pgn-ping-%lu",
-		 (unsigned long)++s->srv->ping_seq);
-	if (iq != NULL && pgn_xml_set_attr(iq, "type", "get") == 0 &&
-	    pgn_xml_set_attr(iq, "id", id) == 0 &&
-	    pgn_xml_set_attr(iq, "from", pgn_host_name(s->host)) == 0 &&
-	    pgn_xml_set_attr(iq, "to", s->jid->full) == 0 &&
-	    pgn_xml_add_child(iq, "urn:xmpp:ping", "ping") != NULL &&
-	    pgn_stream_send_xml(s, iq) == 0)
-		s->ping_sent = now;
-	pgn_xml_free(iq);
-	return 0;
+	pgn_log(PGN_LOG_INFO, "session %llu: no answer to ping in %u s",
+		(unsigned long long)s->id, lim->ping_timeout);
+	if (s->ops->resumable != NULL && s->ops->resumable(s) > 0)
+		pgn_stream_lost(s);
+	else
+		pgn_stream_error(s, "connection-timeout", "no answer to ping");
+	return 1;
 }
 
 static void
@@ -818,6 +773,8 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
 	const struct pgn_cfg_limits *lim = &s->srv->cfg->limits;
 	uint64_t now = pgn_now_ms();
 
+	(void)fd;
+	(void)what;
 	switch (s->state) {
 	case PGN_ST_DEAD:
 		return;
@@ -833,21 +790,23 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
 	case PGN_ST_BOUND:
 		if (check_ping(s, now))
 			return;
+		if (s->conn->ping_sent == 0 && s->ops->tick != NULL &&
+		    s->ops->tick(s, now))
+			return;
 		if (lim->idle_timeout > 0 &&
-		    now - s->last_read >= (uint64_t)lim->idle_timeout * 1000) {
+		    now - s->conn->last_read >=
+			    (uint64_t)lim->idle_timeout * 1000) {
 			pgn_stream_error(s, "connection-timeout", NULL);
 			return;
 		}
 		if (lim->keepalive_interval > 0 &&
-		    now - s->last_write >=
+		    now - s->conn->last_write >=
 			    (uint64_t)lim->keepalive_interval * 1000)
 			pgn_stream_send_raw(s, " ", 1);
 		break;
 	default:
-		if (s->resume_of != 0) {
-			pgn_sm_kicked(s);
+		if (s->ops->kicked != NULL && s->ops->kicked(s))
 			return;
-		}
 		pgn_stream_error(s, "connection-timeout",
 				 "negotiation took too long");
 		return;
@@ -855,8 +814,8 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
 	arm_timer(s, idle_tick(s));
 }
 
-/* Called by c2s/component when the stream is established: from now on the
- * timer checks idleness instead of the negotiation deadline. */
+/* Called by the stream kind when the stream is established: from now on
+ * the timer checks idleness instead of the negotiation deadline. */
 void
 pgn_stream_established(struct pgn_session *s)
 {
@@ -882,74 +841,38 @@ pgn_stream_kick(struct pgn_session *s)
 void
 pgn_stream_lost(struct pgn_session *s)
 {
+	unsigned keep;
+
 	if (s->state == PGN_ST_DEAD)
 		return;
-	if (s->kind != PGN_STREAM_C2S || !pgn_sm_resumable(s)) {
+	keep = s->ops->resumable != NULL ? s->ops->resumable(s) : 0;
+	if (keep == 0) {
 		pgn_stream_destroy(s);
 		return;
 	}
 	/* Keep the session (bound, available, in every table) without its
 	 * connection until the client resumes or resume_timeout passes. */
-	bufferevent_free(s->bev); /* closes the socket and frees SSL */
-	pgn_connlimit_release(s->srv->conns, s->peer);
-	s->bev = NULL;
-	s->ssl = NULL;
-	s->fd = -1;
-	s->unflushed_us = 0;
-	pgn_xml_parser_free(s->parser);
-	s->parser = NULL;
-	free_pending(s);
+	free_conn(s);
 	s->busy = 0;
-	s->ping_sent = 0;
 	s->state = PGN_ST_HIBERNATED;
 	evtimer_del(s->timer);
-	arm_timer(s, s->sm != NULL ? pgn_sm_timeout(s) : 1);
-	pgn_sm_hibernated(s);
-}
-
-#define SWAP(a, b)                                                           \
-	do {                                                                 \
-		__typeof__(a) tmp_ = (a);                                    \
-		(a) = (b);                                                   \
-		(b) = tmp_;                                                  \
-	} while (0)
-
-static void
-adopt(struct pgn_session *s)
-{
-	if (s->bev != NULL)
-		bufferevent_setcb(s->bev, read_cb, write_cb, event_cb, s);
-	if (s->parser != NULL)
-		pgn_xml_parser_set_userdata(s->parser, s);
+	arm_timer(s, keep);
+	if (s->ops->hibernated != NULL)
+		s->ops->hibernated(s);
 }
 
 void
 pgn_stream_swap_transport(struct pgn_session *a, struct pgn_session *b)
 {
-	char tmp[sizeof(a->peer)];
-	char sid[sizeof(a->stream_id)];
-	unsigned x;
+	struct pgn_conn *c = a->conn;
+	const struct pgn_listener *l = a->listener;
 
-	SWAP(a->bev, b->bev);
-	SWAP(a->fd, b->fd);
-	SWAP(a->ssl, b->ssl);
-	SWAP(a->parser, b->parser);
-	SWAP(a->listener, b->listener);
-	SWAP(a->pending, b->pending);
-	SWAP(a->npending, b->npending);
-	SWAP(a->last_read, b->last_read);
-	SWAP(a->last_write, b->last_write);
-	SWAP(a->ping_sent, b->ping_sent);
-	SWAP(a->unflushed_us, b->unflushed_us);
-	x = a->secure, a->secure = b->secure, b->secure = x;
-	x = a->direct_tls, a->direct_tls = b->direct_tls, b->direct_tls = x;
-	x = a->header_sent, a->header_sent = b->header_sent, b->header_sent = x;
-	memcpy(tmp, a->peer, sizeof(tmp));
-	memcpy(a->peer, b->peer, sizeof(tmp));
-	memcpy(b->peer, tmp, sizeof(tmp));
-	memcpy(sid, a->stream_id, sizeof(sid));
-	memcpy(a->stream_id, b->stream_id, sizeof(sid));
-	memcpy(b->stream_id, sid, sizeof(sid));
-	adopt(a);
-	adopt(b);
+	a->conn = b->conn;
+	b->conn = c;
+	a->listener = b->listener;
+	b->listener = l;
+	if (a->conn != NULL)
+		pgn_conn_set_owner(a->conn, &conn_cbs, a);
+	if (b->conn != NULL)
+		pgn_conn_set_owner(b->conn, &conn_cbs, b);
 }

@@ -21,8 +21,8 @@
  * published as one notification (message-count = how many), unless the
  * user came back meanwhile.
  *
- * Errors (§7.1): the app server's answer comes to the host ("iq/host",
- * matched by id and sender).  An error of type 'wait' is transient; any
+ * Errors (§7.1): the app server's answer comes back through the core's
+ * iq tracker (pgn_send_iq).  An error of type 'wait' is transient; any
  * other error disables that registration (the row is deleted).  Answers
  * that never come are forgotten after SENT_TIMEOUT_MS. */
 #include <errno.h>
@@ -75,10 +75,9 @@ struct push {
 	char max_regs[24];      /* decimal, a query parameter */
 	struct pgn_map *none;   /* bare JID -> (marker): no registration */
 	struct pgn_map *limits; /* registration key -> struct limit */
-	struct pgn_map *sent;   /* iq id -> struct sent */
-	struct sent *sent_head; /* oldest first */
+	struct sent *sent_head; /* waiting for an answer, oldest first */
 	struct sent *sent_tail;
-	uint64_t next_id;
+	size_t nsent;
 };
 
 /* What one notification says. */
@@ -103,11 +102,11 @@ struct limit {
 
 /* A publish waiting for its answer. */
 struct sent {
-	char id[48];
+	struct push *p;
+	uint64_t handle; /* pgn_send_iq */
 	char *bare;
 	char *jid;
 	char *node;
-	uint64_t at_ms;
 	struct sent *prev;
 	struct sent *next;
 };
@@ -161,15 +160,6 @@ static int
 str_eq(const char *a, const char *b)
 {
 	return a != NULL && b != NULL && strcmp(a, b) == 0;
-}
-
-static uint64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 /* The node part of a bare JID "user@host" (malloc'd), or NULL. */
@@ -300,50 +290,37 @@ sent_unlink(struct push *p, struct sent *s)
 		s->next->prev = s->prev;
 	else
 		p->sent_tail = s->prev;
-	pgn_map_del(p->sent, s->id);
+	p->nsent--;
 }
 
-/* Forgets publishes whose answer is overdue (they are in send order). */
-static void
-sent_expire(struct push *p, uint64_t now)
+/* Remembers a publish, forgetting the oldest one past MAX_SENT.  NULL
+ * on allocation failure. */
+static struct sent *
+sent_add(struct push *p, const char *bare, const char *jid, const char *node)
 {
-	while (p->sent_head != NULL &&
-	       (now - p->sent_head->at_ms >= SENT_TIMEOUT_MS ||
-	        pgn_map_count(p->sent) >= MAX_SENT)) {
-		struct sent *s = p->sent_head;
+	struct sent *s;
+
+	if (p->nsent >= MAX_SENT) {
+		s = p->sent_head;
+		pgn_iq_cancel(p->m, s->handle);
 		sent_unlink(p, s);
 		sent_free(s);
 	}
-}
-
-/* Remembers a publish; fills id.  0 or -ENOMEM. */
-static int
-sent_add(struct push *p, const char *bare, const char *jid, const char *node,
-         char *id, size_t idlen)
-{
-	uint64_t now = now_ms();
-	struct sent *s = calloc(1, sizeof(*s));
-
-	sent_expire(p, now);
-	if (s == NULL || (s->bare = strdup(bare)) == NULL ||
-	    (s->jid = strdup(jid)) == NULL || (s->node = strdup(node)) == NULL)
-		goto fail;
-	snprintf(s->id, sizeof(s->id), "push%" PRIu64 "-%" PRIx64, ++p->next_id,
-	         now);
-	if (pgn_map_set(p->sent, s->id, s) != 0)
-		goto fail;
-	s->at_ms = now;
+	if ((s = calloc(1, sizeof(*s))) == NULL ||
+	    (s->bare = strdup(bare)) == NULL ||
+	    (s->jid = strdup(jid)) == NULL || (s->node = strdup(node)) == NULL) {
+		sent_free(s);
+		return NULL;
+	}
+	s->p = p;
 	s->prev = p->sent_tail;
 	if (p->sent_tail != NULL)
 		p->sent_tail->next = s;
 	else
 		p->sent_head = s;
 	p->sent_tail = s;
-	snprintf(id, idlen, "%s", s->id);
-	return 0;
-fail:
-	sent_free(s);
-	return -ENOMEM;
+	p->nsent++;
+	return s;
 }
 
 /* ---- publishing (§7) ---- */
@@ -361,23 +338,19 @@ add_field(struct pgn_xml *x, const char *var, const char *value)
 	return 0;
 }
 
-/* The iq that publishes n to (jid, node), or NULL on allocation failure
- * (or stored options that no longer parse, logged).  The caller owns
- * it. */
+/* The <pubsub/> payload that publishes n to (jid, node), or NULL on
+ * allocation failure (stored options that no longer parse are logged and
+ * left out).  The caller owns it. */
 static struct pgn_xml *
-build_publish(struct push *p, const char *id, const char *jid, const char *node,
+build_publish(struct push *p, const char *jid, const char *node,
               const char *options, const struct notice *n)
 {
-	struct pgn_xml *iq = pgn_xml_new(PGN_NS_CLIENT, "iq");
-	struct pgn_xml *pubsub, *publish, *item, *notif, *x, *po;
+	struct pgn_xml *pubsub = pgn_xml_new(NS_PUBSUB, "pubsub");
+	struct pgn_xml *publish, *item, *notif, *x, *po;
 	char count[24];
 
 	snprintf(count, sizeof(count), "%lu", n->count);
-	if (iq == NULL || pgn_xml_set_attr(iq, "type", "set") != 0 ||
-	    pgn_xml_set_attr(iq, "from", p->host) != 0 ||
-	    pgn_xml_set_attr(iq, "to", jid) != 0 ||
-	    pgn_xml_set_attr(iq, "id", id) != 0 ||
-	    (pubsub = pgn_xml_add_child(iq, NS_PUBSUB, "pubsub")) == NULL ||
+	if (pubsub == NULL ||
 	    (publish = pgn_xml_add_child(pubsub, NS_PUBSUB, "publish")) ==
 	            NULL ||
 	    pgn_xml_set_attr(publish, "node", node) != 0 ||
@@ -406,40 +379,45 @@ build_publish(struct push *p, const char *id, const char *jid, const char *node,
 			pgn_xml_free(po);
 		}
 	}
-	return iq;
+	return pubsub;
 fail:
-	pgn_xml_free(iq);
+	pgn_xml_free(pubsub);
 	return NULL;
 }
 
-/* Publishes n to one registration of bare.  Routing may answer at once
- * (an unreachable app server) and so disable the registration, freeing
- * a struct limit the arguments point into: nothing is touched after
- * pgn_route(). */
+static void published(const struct pgn_stanza *reply, const char *condition,
+                      void *arg);
+
+/* Publishes n to one registration of bare.  The answer comes later, to
+ * published(), even from an app server that cannot be reached. */
 static void
 publish(struct push *p, const char *bare, const char *jid, const char *node,
         const char *options, const struct notice *n)
 {
-	struct pgn_stanza *st;
-	struct pgn_xml *iq;
-	char id[48];
-	int bad = 0;
+	struct pgn_xml *payload;
+	struct sent *s;
+	int rc;
 
-	if (sent_add(p, bare, jid, node, id, sizeof(id)) != 0 ||
-	    (iq = build_publish(p, id, jid, node, options, n)) == NULL) {
+	if ((s = sent_add(p, bare, jid, node)) == NULL ||
+	    (payload = build_publish(p, jid, node, options, n)) == NULL) {
+		if (s != NULL) {
+			sent_unlink(p, s);
+			sent_free(s);
+		}
 		pgn_log(PGN_LOG_ERROR,
 		        "push %s: out of memory publishing for %s", p->host,
 		        bare);
 		return;
 	}
-	if ((st = pgn_stanza_new(iq, &bad)) == NULL) {
-		pgn_log(PGN_LOG_WARN, "push %s: cannot publish to %s (%s)",
-		        p->host, jid, bad ? "bad JID" : "out of memory");
-		return;
-	}
 	pgn_log(PGN_LOG_DEBUG, "push %s: notifying %s for %s (%lu message(s))",
 	        p->host, jid, bare, n->count);
-	pgn_route(p->srv, st);
+	if ((rc = pgn_send_iq(p->m, p->host, jid, "set", payload,
+	                      SENT_TIMEOUT_MS, published, s, &s->handle)) < 0) {
+		pgn_log(PGN_LOG_WARN, "push %s: cannot publish to %s (%s)",
+		        p->host, jid, rc == -EINVAL ? "bad JID" : strerror(-rc));
+		sent_unlink(p, s);
+		sent_free(s);
+	}
 }
 
 /* ---- rate limit ---- */
@@ -753,27 +731,22 @@ disabled_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
 	free(what);
 }
 
-static int
-on_iq_host(struct pgn_event *ev, void *arg)
+/* The app server's answer to a publish, or its timeout (forgotten). */
+static void
+published(const struct pgn_stanza *reply, const char *condition, void *arg)
 {
-	struct push *p = arg;
-	const struct pgn_stanza *st = ev->stanza;
+	struct sent *s = arg;
+	struct push *p = s->p;
 	struct pgn_xml *err;
 	const char *etype;
-	struct sent *s;
 	char *username, *what;
 
-	if (st == NULL || st->id == NULL || st->from == NULL ||
-	    (!str_eq(st->type, "result") && !str_eq(st->type, "error")) ||
-	    (s = pgn_map_get(p->sent, st->id)) == NULL ||
-	    strcmp(s->jid, st->from->full) != 0)
-		return PGN_EVENT_PASS;
 	sent_unlink(p, s);
-	if (str_eq(st->type, "result")) {
+	if (reply == NULL || condition == NULL) {
 		sent_free(s);
-		return PGN_EVENT_HANDLED;
+		return;
 	}
-	err = pgn_xml_child(st->xml, NULL, "error");
+	err = pgn_xml_child(reply->xml, NULL, "error");
 	etype = err != NULL ? pgn_xml_attr(err, "type") : NULL;
 	if (str_eq(etype, "wait")) {
 		pgn_log(PGN_LOG_INFO,
@@ -781,7 +754,7 @@ on_iq_host(struct pgn_event *ev, void *arg)
 		        "temporary error",
 		        p->host, s->jid, s->bare);
 		sent_free(s);
-		return PGN_EVENT_HANDLED;
+		return;
 	}
 	pgn_log(PGN_LOG_INFO,
 	        "push %s: %s refused a notification for %s: registration "
@@ -802,7 +775,6 @@ on_iq_host(struct pgn_event *ev, void *arg)
 	free(what);
 	free(username);
 	sent_free(s);
-	return PGN_EVENT_HANDLED;
 }
 
 /* ---- enable / disable (§5, §6) ---- */
@@ -1077,7 +1049,6 @@ push_unload(struct pgn_module *m)
 		p->sent_head = s->next;
 		sent_free(s);
 	}
-	pgn_map_free(p->sent);
 	pgn_map_free(p->none);
 	free(p);
 	pgn_module_set_data(m, NULL);
@@ -1102,8 +1073,7 @@ push_load(struct pgn_module *m)
 		return -ENOMEM;
 	pgn_module_set_data(m, p);
 	if ((p->none = pgn_map_new()) == NULL ||
-	    (p->limits = pgn_map_new()) == NULL ||
-	    (p->sent = pgn_map_new()) == NULL) {
+	    (p->limits = pgn_map_new()) == NULL) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -1115,13 +1085,11 @@ push_load(struct pgn_module *m)
 	snprintf(p->max_regs, sizeof(p->max_regs), "%ld", max_regs);
 
 	/* Messages: after the filters (blocking 100) and carbons (5), before
-	 * the core delivers; only looks.  Answers to our publishes: before
-	 * any other handler of iqs to the host. */
+	 * the core delivers; only looks. */
 	for (size_t i = 0; i < sizeof(inbound) / sizeof(*inbound); i++)
 		if ((rc = pgn_module_hook(m, inbound[i], on_message, p, 3)) < 0)
 			goto fail;
-	if ((rc = pgn_module_hook(m, "iq/host", on_iq_host, p, 90)) < 0 ||
-	    (rc = pgn_module_hook(m, "session-hibernated", on_hibernated, p,
+	if ((rc = pgn_module_hook(m, "session-hibernated", on_hibernated, p,
 	                          0)) < 0 ||
 	    (rc = pgn_module_hook(m, "iq-set/bare/" NS_PUSH ":enable",
 	                          on_enable, p, 0)) < 0 ||

@@ -419,6 +419,28 @@ void pgn_timer_stop(struct pgn_timer *t);
 /* Stops and frees t; NULL is a no-op. */
 void pgn_timer_free(struct pgn_timer *t);
 
+/* ---- services: iq requests to other entities ----
+ * One tracker in the core for every module.  pgn_send_iq sends
+ * <iq type='type' from='from' to='to' id='(chosen by the core)'> with
+ * payload (taken, also on failure; may be NULL) and calls fn exactly
+ * once, never inside pgn_send_iq itself:
+ *   reply the result or error iq addressed back from 'to' with that id
+ *         (borrowed during the call; the router does not route it on),
+ *         condition NULL for a result, the stanza error condition
+ *         ("service-unavailable") for an error;
+ *   reply NULL, condition "remote-server-timeout" after timeout_ms.
+ * fn is not called after pgn_iq_cancel(m, handle) nor once m unloads
+ * (the module frees arg itself then).  *handle (may be NULL) is set
+ * before the iq is routed.  0, -EINVAL (bad JID), -ENOMEM, -EAGAIN (the
+ * server has too many requests waiting): then fn is never called. */
+typedef void (*pgn_iq_fn)(const struct pgn_stanza *reply,
+			  const char *condition, void *arg);
+int pgn_send_iq(struct pgn_module *m, const char *from, const char *to,
+		const char *type, struct pgn_xml *payload, uint64_t timeout_ms,
+		pgn_iq_fn fn, void *arg, uint64_t *handle);
+/* 0, or -ENOENT when the request of m is no longer waiting. */
+int pgn_iq_cancel(struct pgn_module *m, uint64_t handle);
+
 /* ---- server ---- */
 const char *pgn_server_version(void);
 /* Seconds since the server started. */

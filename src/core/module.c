@@ -12,6 +12,7 @@
 
 #include "event.h"
 #include "host.h"
+#include "iq.h"
 #include "pigeon/log.h"
 #include "pigeon/map.h"
 #include "server.h"
@@ -82,6 +83,7 @@ pgn_module_load(struct pgn_host *h, const struct pgn_cfg_module *cfg,
 			pgn_host_remove_owned(h, m);
 			pgn_ctl_forget_module(h->srv, m);
 			pgn_map_foreach(h->srv->sessions, drop_session_data, m);
+			pgn_iq_tracker_cancel_owner(h->srv->iq, m);
 			free(m);
 			goto fail;
 		}
@@ -101,6 +103,7 @@ pgn_module_unload(struct pgn_module *m)
 	pgn_host_remove_owned(m->host, m);
 	pgn_ctl_forget_module(m->host->srv, m);
 	pgn_map_foreach(m->host->srv->sessions, drop_session_data, m);
+	pgn_iq_tracker_cancel_owner(m->host->srv->iq, m);
 	if (m->def->unload != NULL)
 		m->def->unload(m);
 	dlclose(m->dl);

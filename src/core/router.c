@@ -12,6 +12,7 @@
 
 #include "event.h"
 #include "host.h"
+#include "iq.h"
 #include "pigeon/map.h"
 #include "pigeon/log.h"
 #include "router.h"
@@ -270,6 +271,9 @@ route_local(struct pgn_server *srv, struct pgn_host *h,
 		message_to_bare(srv, h, origin, st, from);
 		return;
 	}
+	/* An answer to an iq a module sent (pgn_send_iq) goes to it. */
+	if (from == NULL && pgn_iq_tracker_answer(srv->iq, st))
+		return;
 	if ((from == NULL || from->stage <= STAGE_IQ) &&
 	    st->kind == PGN_STANZA_IQ &&
 	    (type_is(st, "get") || type_is(st, "set"))) {

@@ -63,6 +63,7 @@ struct pgn_server {
 	uint64_t next_id;
 	time_t stopping;             /* when the shutdown started, or 0 */
 	struct pgn_map *sm_ids;      /* XEP-0198 resumption id -> session */
+	struct pgn_iq_tracker *iq;   /* pgn_send_iq (iq.c); NULL until used */
 	/* The client stanza being routed now (sm.c), for holds and ack
 	 * tickets: session id (0 when none) and its sequence number. */
 	uint64_t ack_sid;

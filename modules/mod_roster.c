@@ -38,6 +38,7 @@
 #include "pigeon/ctl.h"
 #include "pigeon/log.h"
 #include "pigeon/map.h"
+#include "pigeon/roster.h"
 #include "pigeon/module.h"
 #include "pigeon/store.h"
 
@@ -2614,6 +2615,83 @@ ctl_get_roster(struct pgn_command *cmd, int argc, char *const *argv,
 
 /* ---- module ------------------------------------------------------------- */
 
+/* ---- the "roster" service (pigeon/roster.h) ----------------------------- */
+
+struct contact_ask {
+	unsigned mask;
+	pgn_roster_found_fn fn;
+	void *arg;
+};
+
+static void
+on_contact_row(uint64_t owner, void *arg, const struct pgn_store_result *res)
+{
+	struct contact_ask *a = arg;
+	int sub;
+
+	(void)owner;
+	if (res->error != 0) {
+		pgn_log(PGN_LOG_WARN, "mod_roster: reading a contact: %s",
+			res->errmsg);
+		a->fn(res->error, 0, a->arg);
+	} else {
+		sub = res->nrows > 0 ? parse_sub(pgn_store_value(res, 0, 0))
+				     : -1;
+		a->fn(0, sub >= 0 && (a->mask & (1u << sub)) != 0, a->arg);
+	}
+	free(a);
+}
+
+static int
+svc_has_contact(void *instance, const char *user, const char *contact,
+		unsigned mask, pgn_roster_found_fn fn, void *arg)
+{
+	struct rmod *rm = instance;
+	struct roster *r = pgn_map_get(rm->users, user);
+	const char *at = strchr(user, '@');
+	struct contact_ask *a;
+	char *username;
+	int rc;
+
+	/* The cache is the truth while it is loaded. */
+	if (r != NULL && r->loaded && !r->failed) {
+		const struct item *it = pgn_map_get(r->items, contact);
+		fn(0, it != NULL && (mask & (1u << it->sub)) != 0, arg);
+		return 0;
+	}
+	/* Else one read: the store runs it after every write queued. */
+	if (at == NULL || (a = calloc(1, sizeof(*a))) == NULL)
+		return -ENOMEM;
+	if ((username = strndup(user, (size_t)(at - user))) == NULL) {
+		free(a);
+		return -ENOMEM;
+	}
+	a->mask = mask;
+	a->fn = fn;
+	a->arg = arg;
+	const char *params[3] = { at + 1, username, contact };
+	rc = pgn_store_query(pgn_server_store(rm->srv),
+			     "SELECT subscription FROM roster WHERE host = $1 "
+			     "AND username = $2 AND jid = $3",
+			     3, params, 0, on_contact_row, a);
+	free(username);
+	if (rc < 0) {
+		free(a);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+_Static_assert((1u << SUB_NONE) == PGN_SUB_NONE &&
+		       (1u << SUB_TO) == PGN_SUB_TO &&
+		       (1u << SUB_FROM) == PGN_SUB_FROM &&
+		       (1u << SUB_BOTH) == PGN_SUB_BOTH,
+	       "enum sub is the bit number of pigeon/roster.h's mask");
+
+static const struct pgn_roster_service roster_service = {
+	.has_contact = svc_has_contact,
+};
+
 static int
 free_roster_cb(const char *key, uint64_t id, void *value, void *arg)
 {
@@ -2690,7 +2768,9 @@ roster_load(struct pgn_module *m)
 	    (rc = pgn_module_command(m, "add_rosteritem", ctl_add, rm)) < 0 ||
 	    (rc = pgn_module_command(m, "delete_rosteritem", ctl_delete, rm)) <
 		    0 ||
-	    (rc = pgn_module_command(m, "get_roster", ctl_get_roster, rm)) < 0)
+	    (rc = pgn_module_command(m, "get_roster", ctl_get_roster, rm)) < 0 ||
+	    (rc = pgn_module_provide(m, PGN_ROSTER_SERVICE, &roster_service,
+				     rm)) < 0)
 		goto fail;
 	return 0;
 fail:

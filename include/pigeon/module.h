@@ -62,7 +62,7 @@
 #include "pigeon/jid.h"
 #include "pigeon/xml.h"
 
-#define PGN_MODULE_ABI 3
+#define PGN_MODULE_ABI 4
 
 #define PGN_NS_CLIENT "jabber:client"
 #define PGN_NS_STANZAS "urn:ietf:params:xml:ns:xmpp-stanzas"
@@ -151,6 +151,12 @@ struct pgn_module_def {
 	int (*load)(struct pgn_module *m);
 	/* Frees module data; hooks and features are removed by the core. */
 	void (*unload)(struct pgn_module *m);
+	/* ---- services between modules (keep at the end) ----
+	 * Names of the modules this one needs on the same host ("mod_roster"),
+	 * NULL-terminated, or NULL: loading it without them is a
+	 * configuration error, and they load (and so provide their services)
+	 * before it and unload after it. */
+	const char *const *depends;
 };
 
 /* ---- module instance ---- */
@@ -418,6 +424,22 @@ void pgn_timer_start(struct pgn_timer *t, uint64_t ms);
 void pgn_timer_stop(struct pgn_timer *t);
 /* Stops and frees t; NULL is a no-op. */
 void pgn_timer_free(struct pgn_timer *t);
+
+/* ---- services: one module serving others on its host ----
+ * A service is a named const table of functions (its header in
+ * include/pigeon/, e.g. pigeon/roster.h) and the provider's instance,
+ * which every function takes first.  The provider registers it in its
+ * load (removed when it unloads); a user declares the provider in
+ * pgn_module_def.depends and looks the service up when it needs it (a
+ * scan of the host's few modules) or once in its load.  Both pointers
+ * stay valid while the user is loaded. */
+/* 0, -EEXIST (another module of the host provides name), -ENOMEM. */
+int pgn_module_provide(struct pgn_module *m, const char *name,
+		       const void *ops, void *instance);
+/* The table of the service name on h and (when instance is not NULL) its
+ * instance, or NULL when no module of h provides it. */
+const void *pgn_host_service(const struct pgn_host *h, const char *name,
+			     void **instance);
 
 /* ---- services: iq requests to other entities ----
  * One tracker in the core for every module.  pgn_send_iq sends

@@ -52,9 +52,12 @@ int pgn_host_add_identity(struct pgn_host *h, const struct pgn_module *owner,
 void pgn_host_remove_owned(struct pgn_host *h, const struct pgn_module *owner);
 
 /* module.c */
-struct pgn_module *pgn_module_load(struct pgn_host *h,
-				   const struct pgn_cfg_module *cfg,
-				   const char *dir, char *err, size_t errlen);
 void pgn_module_unload(struct pgn_module *m);
+/* Loads the host's configured modules into h->modules, each after the
+ * modules it depends on (pgn_module_def.depends).  0, or negative with a
+ * message in err (a dependency the host does not load, a cycle, a module
+ * that fails to load). */
+int pgn_module_load_all(struct pgn_host *h, const char *dir, char *err,
+			size_t errlen);
 
 #endif

@@ -18,12 +18,21 @@
 #include "server.h"
 #include "stream.h"
 
+/* A named service a module provides to the others on its host. */
+struct pgn_service {
+	char *name;
+	const void *ops;
+	void *instance;
+};
+
 struct pgn_module {
 	const struct pgn_module_def *def;
 	void *dl;
 	struct pgn_host *host;
 	const struct pgn_cfg_module *cfg;
 	void *data;
+	struct pgn_service *services;
+	size_t nservices;
 };
 
 static int
@@ -33,9 +42,20 @@ drop_session_data(const char *key, uint64_t id, void *value, void *arg)
 	return 0;
 }
 
-struct pgn_module *
-pgn_module_load(struct pgn_host *h, const struct pgn_cfg_module *cfg,
-		const char *dir, char *err, size_t errlen)
+static void
+services_free(struct pgn_module *m)
+{
+	for (size_t i = 0; i < m->nservices; i++)
+		free(m->services[i].name);
+	free(m->services);
+	m->services = NULL;
+	m->nservices = 0;
+}
+
+/* Opens the module's .so and checks it; does not load it yet. */
+static struct pgn_module *
+module_open(struct pgn_host *h, const struct pgn_cfg_module *cfg,
+	    const char *dir, char *err, size_t errlen)
 {
 	char path[4096];
 	struct pgn_module *m = NULL;
@@ -73,26 +93,118 @@ pgn_module_load(struct pgn_host *h, const struct pgn_cfg_module *cfg,
 	m->dl = dl;
 	m->host = h;
 	m->cfg = cfg;
-	if (def->load != NULL) {
-		int rc = def->load(m);
+	return m;
+fail:
+	dlclose(dl);
+	return NULL;
+}
+
+/* Runs the module's load; on failure frees m (and says why in err). */
+static int
+module_start(struct pgn_module *m, char *err, size_t errlen)
+{
+	struct pgn_host *h = m->host;
+
+	if (m->def->load != NULL) {
+		int rc = m->def->load(m);
 		if (rc < 0) {
-			snprintf(err, errlen, "%s: load failed on %s: %s",
-				 where, h->name, strerror(-rc));
+			snprintf(err, errlen, "%s:%d: module %s: load failed "
+				 "on %s: %s", h->srv->cfg->path, m->cfg->line,
+				 m->cfg->name, h->name, strerror(-rc));
 			/* The module freed its own state; the core forgets
 			 * what it registered. */
 			pgn_host_remove_owned(h, m);
 			pgn_ctl_forget_module(h->srv, m);
 			pgn_map_foreach(h->srv->sessions, drop_session_data, m);
 			pgn_iq_tracker_cancel_owner(h->srv->iq, m);
+			services_free(m);
+			dlclose(m->dl);
 			free(m);
+			return -EINVAL;
+		}
+	}
+	pgn_log(PGN_LOG_DEBUG, "host %s: loaded %s", h->name, m->def->name);
+	return 0;
+}
+
+/* The opened module named name among mods, or NULL. */
+static struct pgn_module *
+module_named(struct pgn_module *const *mods, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (mods[i] != NULL && strcmp(mods[i]->def->name, name) == 0)
+			return mods[i];
+	return NULL;
+}
+
+/* All of m's dependencies are loaded on its host already. */
+static int
+deps_loaded(const struct pgn_module *m)
+{
+	const struct pgn_host *h = m->host;
+
+	for (const char *const *d = m->def->depends; d != NULL && *d != NULL;
+	     d++)
+		if (module_named(h->modules, h->nmodules, *d) == NULL)
+			return 0;
+	return 1;
+}
+
+int
+pgn_module_load_all(struct pgn_host *h, const char *dir, char *err,
+		    size_t errlen)
+{
+	size_t n = h->cfg->nmodules, left = n;
+	struct pgn_module **opened = calloc(n + 1, sizeof(*opened));
+	int rc = -EINVAL;
+
+	if (opened == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		if ((opened[i] = module_open(h, &h->cfg->modules[i], dir, err,
+					     errlen)) == NULL)
+			goto fail;
+	/* A dependency the host does not load is a configuration error. */
+	for (size_t i = 0; i < n; i++)
+		for (const char *const *d = opened[i]->def->depends;
+		     d != NULL && *d != NULL; d++)
+			if (module_named(opened, n, *d) == NULL) {
+				snprintf(err, errlen,
+					 "%s:%d: module %s needs %s, which "
+					 "host %s does not load",
+					 h->srv->cfg->path,
+					 opened[i]->cfg->line,
+					 opened[i]->cfg->name, *d, h->name);
+				goto fail;
+			}
+	/* Dependencies first, else in the configured order. */
+	while (left > 0) {
+		size_t before = left;
+		for (size_t i = 0; i < n; i++) {
+			struct pgn_module *m = opened[i];
+			if (m == NULL || !deps_loaded(m))
+				continue;
+			opened[i] = NULL;
+			left--;
+			if (module_start(m, err, errlen) < 0)
+				goto fail;
+			h->modules[h->nmodules++] = m;
+		}
+		if (left == before) {
+			snprintf(err, errlen, "host %s: modules depend on "
+				 "each other in a cycle", h->name);
 			goto fail;
 		}
 	}
-	pgn_log(PGN_LOG_DEBUG, "host %s: loaded %s", h->name, def->name);
-	return m;
+	rc = 0;
 fail:
-	dlclose(dl);
-	return NULL;
+	for (size_t i = 0; i < n; i++)
+		if (opened[i] != NULL) {
+			dlclose(opened[i]->dl);
+			free(opened[i]);
+		}
+	free(opened);
+	return rc;
 }
 
 void
@@ -104,6 +216,7 @@ pgn_module_unload(struct pgn_module *m)
 	pgn_ctl_forget_module(m->host->srv, m);
 	pgn_map_foreach(m->host->srv->sessions, drop_session_data, m);
 	pgn_iq_tracker_cancel_owner(m->host->srv->iq, m);
+	services_free(m);
 	if (m->def->unload != NULL)
 		m->def->unload(m);
 	dlclose(m->dl);
@@ -204,6 +317,47 @@ struct pgn_server *
 pgn_module_server(const struct pgn_module *m)
 {
 	return m->host->srv;
+}
+
+/* ---- services between modules ------------------------------------------ */
+
+int
+pgn_module_provide(struct pgn_module *m, const char *name, const void *ops,
+		   void *instance)
+{
+	struct pgn_service *v;
+
+	if (pgn_host_service(m->host, name, NULL) != NULL)
+		return -EEXIST;
+	for (size_t i = 0; i < m->nservices; i++)
+		if (strcmp(m->services[i].name, name) == 0)
+			return -EEXIST;
+	v = realloc(m->services, (m->nservices + 1) * sizeof(*v));
+	if (v == NULL)
+		return -ENOMEM;
+	m->services = v;
+	v += m->nservices;
+	if ((v->name = strdup(name)) == NULL)
+		return -ENOMEM;
+	v->ops = ops;
+	v->instance = instance;
+	m->nservices++;
+	return 0;
+}
+
+const void *
+pgn_host_service(const struct pgn_host *h, const char *name, void **instance)
+{
+	for (size_t i = 0; i < h->nmodules; i++) {
+		const struct pgn_module *m = h->modules[i];
+		for (size_t j = 0; j < m->nservices; j++)
+			if (strcmp(m->services[j].name, name) == 0) {
+				if (instance != NULL)
+					*instance = m->services[j].instance;
+				return m->services[j].ops;
+			}
+	}
+	return NULL;
 }
 
 /* ---- timers ------------------------------------------------------------ */

@@ -40,9 +40,11 @@
  * store: they are loaded in "session-started" (the session is held until
  * then) and cached while the user has sessions, and for a little while
  * after (LINGER_SECS) for messages to an offline user.  A message whose
- * decision needs the store (the user's preferences are not cached, or
- * default='roster' and the roster copy is older than ROSTER_TTL_SECS or
- * the roster changed) is held while they load: that is one indexed read.
+ * decision needs the store (the user's preferences are not cached) is
+ * held while they load: that is one indexed read.  default='roster' asks
+ * mod_roster's "roster" service (pigeon/roster.h) whether the peer is a
+ * contact: answered from its memory while the user is online, else with
+ * one read, while the message (and the user's later ones) waits.
  *
  * Queries (§4) run as one SQL statement: the count of the whole result
  * set (RSM <count/>), the rows named by stanza id (to answer
@@ -67,6 +69,7 @@
 #include "pigeon/log.h"
 #include "pigeon/map.h"
 #include "pigeon/module.h"
+#include "pigeon/roster.h"
 #include "pigeon/store.h"
 
 #define NS_MAM2 "urn:xmpp:mam:2"
@@ -85,7 +88,6 @@
 #define NS_OMEMO2 "urn:xmpp:omemo:2"
 #define NS_OPENPGP "urn:xmpp:openpgp:0"
 #define NS_LEGACY_PGP "jabber:x:encrypted"
-#define NS_ROSTER "jabber:iq:roster"
 
 #define DEFAULT_PAGE 50
 #define DEFAULT_MAX_PAGE 250
@@ -117,14 +119,12 @@
 #define MAX_ORIGIN_ID_LEN 256
 /* Preferences of a user without sessions stay cached this long after
  * their last use (a burst of messages to an offline user reads them
- * once); the roster copy used by default='roster' is re-read when older
- * than ROSTER_TTL_SECS (pigeonctl roster commands fire no event). */
+ * once). */
 #define LINGER_SECS 60
 /* Users cached without a session (messages to offline or unknown
  * accounts) beyond this many are not cached: their messages are not
  * archived until the sweep has made room (and it is logged). */
 #define MAX_CACHED 100000
-#define ROSTER_TTL_SECS 300
 #define SWEEP_SECS 60
 #define FIRST_SWEEP_MS 1000
 #define RETENTION_EVERY_SECS 3600
@@ -165,8 +165,6 @@ static const char sql_prefs_store[] =
         "never_jids) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (host, username) "
         "DO UPDATE SET default_mode = excluded.default_mode, "
         "always_jids = excluded.always_jids, never_jids = excluded.never_jids";
-static const char sql_roster[] =
-        "SELECT jid FROM roster WHERE host = $1 AND username = $2";
 static const char sql_metadata[] =
         "SELECT * FROM (SELECT stanza_id, ts FROM mam_messages "
         "WHERE host = $1 AND username = $2 ORDER BY id LIMIT 1) AS a "
@@ -220,7 +218,9 @@ static const char sql_dedup_load[] =
 enum mode { MODE_ALWAYS, MODE_NEVER, MODE_ROSTER };
 static const char *const mode_names[] = {"always", "never", "roster"};
 
-enum verdict { V_NO, V_YES, V_NEED };
+/* V_NEED: the preferences must be read; V_ROSTER: default='roster' must
+ * ask mod_roster about the peer. */
+enum verdict { V_NO, V_YES, V_NEED, V_ROSTER };
 
 enum pstate {
 	P_NONE, /* never loaded */
@@ -283,12 +283,9 @@ struct uprefs {
 	enum mode def;
 	char **always, **never; /* prepared JIDs, sorted */
 	size_t nalways, nnever;
-	/* default='roster': the contacts' bare JIDs, read at roster_at for
-	 * change roster_loaded_gen; roster_gen counts the changes seen. */
-	struct pgn_map *roster;
-	unsigned roster_gen, roster_loaded_gen, loading_gen;
-	time_t roster_at;
-	int loading;   /* a store read has the pointer */
+	/* A store read, or a question to the roster service about the
+	 * first waiter, has the pointer. */
+	int loading;
 	unsigned refs; /* sessions (marked in their session data) */
 	time_t used;
 	struct waiter *waiters, **wait_tail;
@@ -1348,7 +1345,6 @@ prefs_free(struct uprefs *p)
 		free(w);
 	}
 	prefs_lists_clear(p);
-	pgn_map_free(p->roster);
 	free(p->user);
 	free(p->bare);
 	free(p);
@@ -1389,13 +1385,6 @@ prefs_get(struct mam *mm, const char *bare, const char *user, int session)
 	return p;
 }
 
-static int
-roster_fresh(const struct uprefs *p)
-{
-	return p->roster != NULL && p->roster_loaded_gen == p->roster_gen &&
-	       time(NULL) - p->roster_at < ROSTER_TTL_SECS;
-}
-
 /* XEP-0441 "JID matching": a listed full JID matches that full JID, a
  * listed bare JID any resource of it. */
 static int
@@ -1407,7 +1396,8 @@ listed(char *const *v, size_t n, const struct pgn_jid *peer)
 
 /* Whether a message of p's user with peer is archived.  final: the
  * store was just read for it, so what is cached decides (V_NEED is never
- * returned; what cannot be told is not archived). */
+ * returned; what cannot be told is not archived).  V_ROSTER: ask
+ * roster_ask(). */
 static enum verdict
 decide(const struct uprefs *p, const struct pgn_jid *peer, int final)
 {
@@ -1429,12 +1419,7 @@ decide(const struct uprefs *p, const struct pgn_jid *peer, int final)
 		/* Notes to oneself are part of one's conversations. */
 		if (strcmp(peer->bare, p->bare) == 0)
 			return V_YES;
-		if (p->roster == NULL)
-			return final ? V_NO : V_NEED;
-		if (!final && !roster_fresh(p))
-			return V_NEED;
-		return pgn_map_get(p->roster, peer->bare) != NULL ? V_YES
-		                                                  : V_NO;
+		return V_ROSTER;
 	}
 	return V_NO;
 }
@@ -1461,7 +1446,7 @@ drain_overflow(struct mam *mm)
 		mm->over_bytes -= w->bytes;
 		p = prefs_get(mm, owner->bare, owner->node, 0);
 		v = p != NULL ? decide(p, peer, 0) : V_NO;
-		if (v == V_NEED) {
+		if (v == V_NEED || v == V_ROSTER) {
 			/* Its decision needs the store after all. */
 			w->next = NULL;
 			*p->wait_tail = w;
@@ -1474,8 +1459,110 @@ drain_overflow(struct mam *mm)
 	}
 }
 
+/* A question to mod_roster about the first waiter of p (peer). */
+struct roster_ask {
+	struct uprefs *p;
+	char *peer;
+	int sync; /* still inside has_contact() */
+	int done, err, found;
+};
+
+static void run_waiters(struct uprefs *p);
+
+/* The peer of a held message. */
+static const struct pgn_jid *
+waiter_peer(const struct waiter *w)
+{
+	const struct pgn_stanza *st = pgn_hold_stanza(w->hold);
+
+	return w->outgoing ? st->to : st->from;
+}
+
+static enum verdict
+roster_verdict(const struct uprefs *p, int err, int found)
+{
+	if (err != 0)
+		pgn_log(PGN_LOG_WARN,
+		        "mod_mam %s: cannot read the roster of %s, not "
+		        "archiving",
+		        p->mm->host, p->bare);
+	return err == 0 && found ? V_YES : V_NO;
+}
+
+static void
+roster_answered(int err, int found, void *arg)
+{
+	struct roster_ask *a = arg;
+	struct uprefs *p = a->p;
+	struct waiter *w = p->waiters;
+
+	a->done = 1;
+	a->err = err;
+	a->found = found;
+	if (a->sync)
+		return; /* roster_ask() reads it */
+	p->loading = 0;
+	/* The answer is about the first waiter, if it is still first. */
+	if (w != NULL && w->hold != NULL &&
+	    strcmp(waiter_peer(w)->bare, a->peer) == 0) {
+		enum verdict v = decide(p, waiter_peer(w), 1);
+		if (v == V_ROSTER)
+			v = roster_verdict(p, err, found);
+		if ((p->waiters = w->next) == NULL)
+			p->wait_tail = &p->waiters;
+		settle(p->mm, w->hold, w->outgoing, v, p);
+		free(w);
+	}
+	free(a->peer);
+	free(a);
+	/* Routing may have asked again meanwhile. */
+	if (!p->loading)
+		run_waiters(p);
+}
+
+/* Is peer in the roster of p's user?  V_YES or V_NO when mod_roster
+ * answered at once (or cannot be asked: not archived); V_NEED when the
+ * answer comes later to roster_answered(), for the first waiter of p
+ * (p->loading is set until then). */
+static enum verdict
+roster_ask(struct uprefs *p, const struct pgn_jid *peer)
+{
+	struct mam *mm = p->mm;
+	const struct pgn_roster_service *roster;
+	struct roster_ask *a;
+	void *inst;
+	enum verdict v;
+
+	roster = pgn_host_service(pgn_module_host(mm->m), PGN_ROSTER_SERVICE,
+	                          &inst);
+	if (roster == NULL || (a = calloc(1, sizeof(*a))) == NULL)
+		return V_NO;
+	if ((a->peer = strdup(peer->bare)) == NULL)
+		goto fail;
+	a->p = p;
+	a->sync = 1;
+	if (roster->has_contact(inst, p->bare, peer->bare, PGN_SUB_ANY,
+	                        roster_answered, a) != 0)
+		goto fail;
+	if (!a->done) {
+		a->sync = 0;
+		p->loading = 1;
+		return V_NEED;
+	}
+	v = roster_verdict(p, a->err, a->found);
+	free(a->peer);
+	free(a);
+	return v;
+fail:
+	free(a->peer);
+	free(a);
+	return V_NO;
+}
+
 /* The load p waited for is over: decide the held messages with what is
- * cached now, release the held sessions. */
+ * cached now, release the held sessions.  A message for which mod_roster
+ * answers later stops the run: it and the rest wait (before anything
+ * queued meanwhile) for roster_answered(). */
 static void
 run_waiters(struct uprefs *p)
 {
@@ -1494,58 +1581,24 @@ run_waiters(struct uprefs *p)
 			if (s != NULL)
 				pgn_session_release(s);
 		} else {
-			struct pgn_stanza *st = pgn_hold_stanza(w->hold);
-			const struct pgn_jid *peer =
-			        w->outgoing ? st->to : st->from;
-			settle(mm, w->hold, w->outgoing, decide(p, peer, 1), p);
+			enum verdict v = decide(p, waiter_peer(w), 1);
+			if (v == V_ROSTER && !p->loading)
+				v = roster_ask(p, waiter_peer(w));
+			if (v == V_ROSTER || v == V_NEED) {
+				/* Asked (or an ask runs already): this one
+				 * and the rest keep their place in front. */
+				struct waiter *last = w;
+				while (last->next != NULL)
+					last = last->next;
+				if ((last->next = p->waiters) == NULL)
+					p->wait_tail = &last->next;
+				p->waiters = w;
+				return;
+			}
+			settle(mm, w->hold, w->outgoing, v, p);
 		}
 		free(w);
 	}
-}
-
-static void
-roster_loaded(uint64_t owner, void *arg, const struct pgn_store_result *res)
-{
-	struct uprefs *p = arg;
-	struct pgn_map *set = NULL;
-
-	(void)owner;
-	p->loading = 0;
-	if (res->error != 0) {
-		pgn_log(PGN_LOG_WARN,
-		        "mod_mam %s: cannot read the roster of "
-		        "%s: %s",
-		        p->mm->host, p->bare, res->errmsg);
-	} else if ((set = pgn_map_new()) != NULL) {
-		for (int i = 0; i < res->nrows; i++) {
-			const char *jid = pgn_store_value(res, i, 0);
-			if (jid != NULL && pgn_map_set(set, jid, set) != 0) {
-				pgn_map_free(set);
-				set = NULL;
-				break;
-			}
-		}
-	}
-	if (set != NULL) {
-		pgn_map_free(p->roster);
-		p->roster = set;
-		p->roster_loaded_gen = p->loading_gen;
-		p->roster_at = time(NULL);
-	}
-	run_waiters(p);
-}
-
-static int
-roster_load(struct uprefs *p)
-{
-	const char *params[2] = {p->mm->host, p->user};
-
-	if (pgn_store_query(p->mm->store, sql_roster, 2, params, 0,
-	                    roster_loaded, p) != 0)
-		return -ENOMEM;
-	p->loading = 1;
-	p->loading_gen = p->roster_gen;
-	return 0;
 }
 
 static void
@@ -1582,15 +1635,11 @@ prefs_loaded(uint64_t owner, void *arg, const struct pgn_store_result *res)
 			p->state = P_LOADED;
 		}
 	}
-	if (p->state == P_LOADED && p->def == MODE_ROSTER &&
-	    p->waiters != NULL && roster_load(p) == 0)
-		return;
 	run_waiters(p);
 }
 
-/* Reads what p lacks (the preferences, or the roster for
- * default='roster'); the waiters run when it is there.  Nothing to read,
- * or the read cannot be queued: they run now. */
+/* Reads what p lacks (the preferences); the waiters run when it is
+ * there.  Nothing to read, or the read cannot be queued: they run now. */
 static void
 prefs_load(struct uprefs *p)
 {
@@ -1609,9 +1658,6 @@ prefs_load(struct uprefs *p)
 			p->loading = 1;
 			return;
 		}
-	} else if (p->def == MODE_ROSTER && !roster_fresh(p) &&
-	           roster_load(p) == 0) {
-		return;
 	}
 	run_waiters(p);
 }
@@ -1643,6 +1689,9 @@ on_message(struct pgn_event *ev, struct mam *mm, int outgoing)
 		return PGN_EVENT_PASS;
 	p = prefs_get(mm, owner->bare, owner->node, 0);
 	v = p != NULL ? decide(p, peer, 0) : V_NO;
+	if (v == V_ROSTER) /* behind the user's waiting messages, if any */
+		v = p->waiters != NULL || p->loading ? V_NEED
+		                                     : roster_ask(p, peer);
 	if (outgoing && v == V_YES && peer_archives(mm, peer)) {
 		/* Written by the recipient's host, with its copy (if this
 		 * host's quota admits it). */
@@ -2364,50 +2413,6 @@ on_session_ended(struct pgn_event *ev, void *arg)
 		p->refs--;
 		p->used = time(NULL);
 	}
-	return PGN_EVENT_PASS;
-}
-
-/* The roster may have changed (a roster set, a subscription stanza):
- * default='roster' reads it again before its next decision. */
-static void
-roster_changed(struct mam *mm, const struct pgn_jid *user)
-{
-	struct uprefs *p;
-
-	if (user != NULL && user->node != NULL &&
-	    (p = pgn_map_get(mm->prefs, user->bare)) != NULL)
-		p->roster_gen++;
-}
-
-static int
-on_roster_set(struct pgn_event *ev, void *arg)
-{
-	roster_changed(arg, ev->stanza->from);
-	return PGN_EVENT_PASS;
-}
-
-static int
-is_subscription(const struct pgn_stanza *st)
-{
-	return str_eq(st->type, "subscribe") ||
-	       str_eq(st->type, "subscribed") ||
-	       str_eq(st->type, "unsubscribe") ||
-	       str_eq(st->type, "unsubscribed");
-}
-
-static int
-on_presence_out(struct pgn_event *ev, void *arg)
-{
-	if (is_subscription(ev->stanza))
-		roster_changed(arg, ev->stanza->from);
-	return PGN_EVENT_PASS;
-}
-
-static int
-on_presence_in(struct pgn_event *ev, void *arg)
-{
-	if (is_subscription(ev->stanza))
-		roster_changed(arg, ev->stanza->to);
 	return PGN_EVENT_PASS;
 }
 
@@ -3453,8 +3458,7 @@ prefs_stored(uint64_t owner, void *arg, const struct pgn_store_result *res)
 		prefs_write_free(w);
 		return;
 	}
-	/* In force from now on; default='roster' reads the roster at its
-	 * next decision. */
+	/* In force from now on. */
 	if ((p = pgn_map_get(mm->prefs, w->bare)) != NULL) {
 		prefs_lists_clear(p);
 		p->state = P_LOADED;
@@ -3463,7 +3467,6 @@ prefs_stored(uint64_t owner, void *arg, const struct pgn_store_result *res)
 		p->nalways = w->nalways;
 		p->never = w->never;
 		p->nnever = w->nnever;
-		p->roster_gen++;
 		w->always = w->never = NULL;
 		w->nalways = w->nnever = 0;
 		x = prefs_element(w->ns, p->def, p->always, p->nalways,
@@ -3804,12 +3807,6 @@ mam_load(struct pgn_module *m)
 	                          0)) < 0 ||
 	    (rc = pgn_module_hook(m, "session-ended", on_session_ended, mm,
 	                          0)) < 0 ||
-	    (rc = pgn_module_hook(m, "iq-set/bare/" NS_ROSTER ":query",
-	                          on_roster_set, mm, 10)) < 0 ||
-	    (rc = pgn_module_hook(m, "pre-presence/bare", on_presence_out, mm,
-	                          10)) < 0 ||
-	    (rc = pgn_module_hook(m, "presence/bare", on_presence_in, mm, 10)) <
-	            0 ||
 	    (rc = pgn_module_hook(m, "iq-get/bare/" NS_MAM2 ":metadata",
 	                          on_metadata, mm, 0)) < 0)
 		goto fail;
@@ -3867,4 +3864,5 @@ const struct pgn_module_def pgn_module_def = {
         .description = "Message Archive Management (XEP-0313, XEP-0359)",
         .load = mam_load,
         .unload = mam_unload,
+        .depends = (const char *const[]){"mod_roster", NULL},
 };

@@ -17,7 +17,8 @@
  * 'hash', before version 1.5) cannot be verified and are only recorded.
  *
  * caps_session_features() is the lookup PEP will use to filter +notify
- * features; see doc/modules.md for how it will be reached.
+ * features: other modules reach it through the "caps" service
+ * (pigeon/caps.h).
  *
  * Options: node (default https://pigeon.invalid/caps); cache_size
  * (entries kept in memory, default 10000). */
@@ -28,6 +29,7 @@
 
 #include <openssl/evp.h>
 
+#include "pigeon/caps.h"
 #include "pigeon/log.h"
 #include "pigeon/map.h"
 #include "pigeon/module.h"
@@ -870,6 +872,17 @@ caps_free(struct caps *c)
 	free(c);
 }
 
+/* The "caps" service (pigeon/caps.h). */
+static const char *
+svc_session_features(void *instance, const struct pgn_session *s)
+{
+	return caps_session_features(instance, s);
+}
+
+static const struct pgn_caps_service caps_service = {
+	.session_features = svc_session_features,
+};
+
 static int
 caps_load(struct pgn_module *m)
 {
@@ -905,7 +918,9 @@ caps_load(struct pgn_module *m)
 	    (rc = pgn_module_hook(m, "pre-presence/self", on_presence, c,
 				  60)) < 0 ||
 	    (rc = pgn_module_hook(m, "session-ended", on_session_ended, c,
-				  0)) < 0)
+				  0)) < 0 ||
+	    (rc = pgn_module_provide(m, PGN_CAPS_SERVICE, &caps_service, c)) <
+		    0)
 		goto fail;
 	return 0;
 fail:

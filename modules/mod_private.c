@@ -32,8 +32,8 @@
 #define MAX_MAX_SIZE (16L * 1024 * 1024)
 #define DEFAULT_MAX_NAMESPACES 100
 #define MAX_MAX_NAMESPACES 100000
-/* Namespaces in one set: one transaction of the key-value store. */
-#define MAX_SET_NAMESPACES PGN_KV_MAX_BATCH
+/* Namespaces in one set (one transaction of the key-value store). */
+#define MAX_SET_NAMESPACES 64
 /* Our namespace in the key-value store. */
 #define KV_NS "private"
 

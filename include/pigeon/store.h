@@ -95,10 +95,14 @@ typedef void (*pgn_kv_value_cb)(uint64_t owner, void *arg, int err,
 				const char *value /* NULL: no such key */);
 typedef void (*pgn_kv_keys_cb)(uint64_t owner, void *arg, int err, size_t n,
 			       const char *const *keys /* sorted */);
+/* The same with each key's value (values[i] is keys[i]'s). */
+typedef void (*pgn_kv_entries_cb)(uint64_t owner, void *arg, int err,
+				  size_t n, const char *const *keys,
+				  const char *const *values);
 typedef void (*pgn_kv_done_cb)(uint64_t owner, void *arg, int err);
 
 /* The most keys one pgn_kv_put writes. */
-#define PGN_KV_MAX_BATCH 64
+#define PGN_KV_MAX_BATCH 1024
 
 int pgn_kv_get(struct pgn_store *st, const char *ns, const char *host,
 	       const char *user, const char *key, uint64_t owner,
@@ -111,6 +115,11 @@ int pgn_kv_put(struct pgn_store *st, const char *ns, const char *host,
 	       void *arg);
 int pgn_kv_keys(struct pgn_store *st, const char *ns, const char *host,
 		const char *user, uint64_t owner, pgn_kv_keys_cb cb, void *arg);
+/* Every key of the user in ns with its value (for small values: the
+ * keys alone are cheaper to read). */
+int pgn_kv_entries(struct pgn_store *st, const char *ns, const char *host,
+		   const char *user, uint64_t owner, pgn_kv_entries_cb cb,
+		   void *arg);
 /* Deletes every key of the user in ns (ns NULL: in every namespace). */
 int pgn_kv_delete_user(struct pgn_store *st, const char *ns,
 		       const char *host, const char *user, uint64_t owner,

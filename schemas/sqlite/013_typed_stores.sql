@@ -34,9 +34,12 @@ CREATE TABLE user_archive (
 CREATE INDEX user_archive_id ON user_archive (host, username, ns, id);
 CREATE INDEX user_archive_ts ON user_archive (host, username, ns, ts);
 
--- mod_private (XEP-0049) and mod_vcard (XEP-0054) keep their data here
--- now: private XML under ns 'private' with the XML namespace as key;
--- the vCard under ns 'vcard', keys 'vcard' and 'photo_hash'.
+-- mod_private (XEP-0049), mod_vcard (XEP-0054) and mod_push (XEP-0357)
+-- keep their data here now: private XML under ns 'private' with the XML
+-- namespace as key; the vCard under ns 'vcard', keys 'vcard' and
+-- 'photo_hash'; push registrations under ns 'push', key the byte length
+-- of the service's JID, ':', the JID and the node, value the publish
+-- options ('' for none).
 INSERT INTO user_kv (host, username, ns, kv_key, value)
 	SELECT host, username, 'private', namespace, data
 	FROM private_storage;
@@ -44,5 +47,11 @@ INSERT INTO user_kv (host, username, ns, kv_key, value)
 	SELECT host, username, 'vcard', 'vcard', vcard FROM vcards;
 INSERT INTO user_kv (host, username, ns, kv_key, value)
 	SELECT host, username, 'vcard', 'photo_hash', photo_hash FROM vcards;
+INSERT INTO user_kv (host, username, ns, kv_key, value)
+	SELECT host, username, 'push',
+		CAST(length(CAST(jid AS BLOB)) AS TEXT) || ':' || jid || node,
+		COALESCE(options, '')
+	FROM push_registrations;
 DROP TABLE private_storage;
 DROP TABLE vcards;
+DROP TABLE push_registrations;

@@ -20,6 +20,7 @@ struct typed_req {
 	union {
 		pgn_kv_value_cb value;
 		pgn_kv_keys_cb keys;
+		pgn_kv_entries_cb entries;
 		pgn_kv_done_cb done;
 		pgn_archive_id_cb id;
 		pgn_archive_page_cb page;
@@ -27,6 +28,7 @@ struct typed_req {
 	void *arg;
 	int max;  /* archive pages: the page size asked */
 	int last; /* archive pages: rows came newest first */
+	int entries; /* cb.entries, not cb.keys */
 };
 
 static struct typed_req *
@@ -113,19 +115,25 @@ pgn_kv_put(struct pgn_store *st, const char *ns, const char *host,
 		"ns, kv_key) DO UPDATE SET value = excluded.value";
 	static const char del[] =
 		"DELETE FROM user_kv WHERE " KV_WHERE " AND kv_key = $4";
-	const char *sqls[PGN_KV_MAX_BATCH];
-	int nparams[PGN_KV_MAX_BATCH];
-	const char *pv[PGN_KV_MAX_BATCH][5];
-	const char *const *params[PGN_KV_MAX_BATCH];
+	const char **sqls = NULL;
+	int *nparams = NULL;
+	const char *(*pv)[5] = NULL;
+	const char *const **params = NULL;
 	struct typed_req *r = NULL;
-	int rc;
+	int rc = -ENOMEM;
 
 	if (!valid_kv(ns, host, user) || n == 0 || n > PGN_KV_MAX_BATCH ||
 	    keys == NULL || values == NULL)
 		return -EINVAL;
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < n; i++)
 		if (keys[i] == NULL)
 			return -EINVAL;
+	if ((sqls = calloc(n, sizeof(*sqls))) == NULL ||
+	    (nparams = calloc(n, sizeof(*nparams))) == NULL ||
+	    (pv = calloc(n, sizeof(*pv))) == NULL ||
+	    (params = calloc(n, sizeof(*params))) == NULL)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
 		sqls[i] = values[i] != NULL ? upsert : del;
 		nparams[i] = values[i] != NULL ? 5 : 4;
 		pv[i][0] = host;
@@ -137,44 +145,79 @@ pgn_kv_put(struct pgn_store *st, const char *ns, const char *host,
 	}
 	if (cb != NULL) {
 		if ((r = req_new(arg)) == NULL)
-			return -ENOMEM;
+			goto out;
 		r->cb.done = cb;
 	}
+	/* The store copies the statements and parameters. */
 	rc = pgn_store_txn(st, (int)n, sqls, nparams, params, owner,
 			   cb != NULL ? on_done : NULL, r);
 	if (rc < 0)
 		free(r);
+out:
+	free(sqls);
+	free(nparams);
+	free(pv);
+	free(params);
 	return rc;
 }
 
+/* A key and its value, sorted together by key. */
+struct kv_pair {
+	const char *key;
+	const char *value;
+};
+
 static int
-cmp_str(const void *a, const void *b)
+cmp_pair(const void *a, const void *b)
 {
-	return strcmp(*(const char *const *)a, *(const char *const *)b);
+	return strcmp(((const struct kv_pair *)a)->key,
+		      ((const struct kv_pair *)b)->key);
 }
 
+/* Keys (column 0) and values (column 1, when the query has it) of res,
+ * sorted by key. */
 static void
-on_keys(uint64_t owner, void *arg, const struct pgn_store_result *res)
+on_rows(uint64_t owner, void *arg, const struct pgn_store_result *res)
 {
 	struct typed_req *r = arg;
-	const char **keys = NULL;
+	struct kv_pair *pairs = NULL;
+	const char **keys = NULL, **values = NULL;
 	size_t n = 0;
 	int err = res->error;
 
 	if (err == 0 && res->nrows > 0) {
-		if ((keys = calloc((size_t)res->nrows, sizeof(*keys))) == NULL)
+		size_t rows = (size_t)res->nrows;
+		if ((pairs = calloc(rows, sizeof(*pairs))) == NULL ||
+		    (keys = calloc(rows, sizeof(*keys))) == NULL ||
+		    (values = calloc(rows, sizeof(*values))) == NULL) {
 			err = -ENOMEM;
-		else
-			for (int i = 0; i < res->nrows; i++)
-				if ((keys[n] = pgn_store_value(res, i, 0)) !=
-				    NULL)
-					n++;
-		if (keys != NULL)
-			qsort(keys, n, sizeof(*keys), cmp_str);
+		} else {
+			for (int i = 0; i < res->nrows; i++) {
+				pairs[n].key = pgn_store_value(res, i, 0);
+				pairs[n].value = res->ncols > 1
+						 ? pgn_store_value(res, i, 1)
+						 : NULL;
+				n += pairs[n].key != NULL;
+			}
+			qsort(pairs, n, sizeof(*pairs), cmp_pair);
+			for (size_t i = 0; i < n; i++) {
+				keys[i] = pairs[i].key;
+				values[i] = pairs[i].value != NULL
+						    ? pairs[i].value
+						    : "";
+			}
+		}
 	}
-	r->cb.keys(owner, r->arg, err, err == 0 ? n : 0,
-		   err == 0 ? keys : NULL);
+	if (err != 0)
+		n = 0;
+	if (r->entries)
+		r->cb.entries(owner, r->arg, err, n, err == 0 ? keys : NULL,
+			      err == 0 ? values : NULL);
+	else
+		r->cb.keys(owner, r->arg, err, n, err == 0 ? keys : NULL);
+	free(pairs);
 	free(keys);
+	free(values);
 	free(r);
 }
 
@@ -190,7 +233,25 @@ pgn_kv_keys(struct pgn_store *st, const char *ns, const char *host,
 	if ((r = req_new(arg)) != NULL)
 		r->cb.keys = cb;
 	return submit(st, "SELECT kv_key FROM user_kv WHERE " KV_WHERE, 3,
-		      params, owner, on_keys, r);
+		      params, owner, on_rows, r);
+}
+
+int
+pgn_kv_entries(struct pgn_store *st, const char *ns, const char *host,
+	       const char *user, uint64_t owner, pgn_kv_entries_cb cb,
+	       void *arg)
+{
+	const char *params[3] = { host, user, ns };
+	struct typed_req *r;
+
+	if (!valid_kv(ns, host, user) || cb == NULL)
+		return -EINVAL;
+	if ((r = req_new(arg)) != NULL) {
+		r->cb.entries = cb;
+		r->entries = 1;
+	}
+	return submit(st, "SELECT kv_key, value FROM user_kv WHERE " KV_WHERE,
+		      3, params, owner, on_rows, r);
 }
 
 /* DELETE FROM table for the user, in ns or in all of them. */

@@ -340,6 +340,21 @@ kv_keys_cb(uint64_t owner, void *arg, int err, size_t n,
 }
 
 static void
+kv_entries_cb(uint64_t owner, void *arg, int err, size_t n,
+	      const char *const *keys, const char *const *values)
+{
+	struct typed_state *s = arg;
+
+	(void)owner;
+	s->count++;
+	s->err = err;
+	s->n = n;
+	for (size_t i = 0; i < n && i < 8; i++)
+		snprintf(s->keys[i], sizeof(s->keys[i]), "%s=%s", keys[i],
+			 values[i]);
+}
+
+static void
 kv_done_cb(uint64_t owner, void *arg, int err)
 {
 	struct typed_state *s = arg;
@@ -398,6 +413,12 @@ START_TEST(test_kv)
 	ck_assert_str_eq(s.keys[0], "a");
 	ck_assert_str_eq(s.keys[1], "b");
 	ck_assert_str_eq(s.keys[2], "c");
+	ck_assert_int_eq(pgn_kv_entries(f.st, "t", "example.org", "alice", 3,
+					kv_entries_cb, &s), 0);
+	run_until(f.base, &s.count, ++want);
+	ck_assert_uint_eq(s.n, 3);
+	ck_assert_str_eq(s.keys[0], "a=alpha");
+	ck_assert_str_eq(s.keys[2], "c=gamma");
 	/* Replace one, delete one; namespaces and users are apart. */
 	ck_assert_int_eq(pgn_kv_put(f.st, "t", "example.org", "alice", 2,
 				    upd_keys, upd_vals, 4, NULL, NULL), 0);
@@ -605,6 +626,10 @@ START_TEST(test_migration_013)
 		      "'<x xmlns=\"urn:x\"/>')");
 	exec_ok(f.st, "INSERT INTO vcards (host, username, vcard, photo_hash) "
 		      "VALUES ('example.org', 'alice', '<vCard/>', 'abc')");
+	/* A JID of 9 bytes in 8 characters: the key counts bytes. */
+	exec_ok(f.st, "INSERT INTO push_registrations (host, username, jid, "
+		      "node, options, created) VALUES ('example.org', 'alice', "
+		      "'p\xc3\xbcsh.org', 'n1', NULL, 1)");
 	pgn_store_close(f.st);
 	link_migration(sub, f.cfg.driver, "013_typed_stores.sql");
 	fx_open(&f);
@@ -621,7 +646,11 @@ START_TEST(test_migration_013)
 			      "AND kv_key = 'photo_hash'", 0, NULL);
 	ck_assert_str_eq(v, "abc");
 	free(v);
-	ck_assert_int_eq(query_int(f.st, "SELECT count(*) FROM user_kv"), 3);
+	v = query_value(f.st, "SELECT kv_key || '=' || value FROM user_kv "
+			      "WHERE ns = 'push'", 0, NULL);
+	ck_assert_str_eq(v, "9:p\xc3\xbcsh.orgn1=");
+	free(v);
+	ck_assert_int_eq(query_int(f.st, "SELECT count(*) FROM user_kv"), 4);
 	fx_fini(&f);
 }
 END_TEST

@@ -288,16 +288,18 @@ size_t strv_sort_unique(char **v, size_t n);
 int strv_split(const char *s, char ***out, size_t *n);
 char *strv_join(char *const *v, size_t n);
 int add_text_child(struct pgn_xml *parent, const char *ns, const char *name,
-               const char *text);
+		   const char *text);
 int archivable(const struct pgn_stanza *st);
 void row_drop(struct row *r);
 void flush_rows(struct mam *mm);
 int queue_full(const struct mam *mm);
 void settle(struct mam *mm, struct pgn_hold *h, int outgoing, enum verdict v,
-       const struct uprefs *p);
+	    const struct uprefs *p);
 void prefs_free(struct uprefs *p);
-struct uprefs *prefs_get(struct mam *mm, const char *bare, const char *user, int session);
-enum verdict decide(const struct uprefs *p, const struct pgn_jid *peer, int final);
+struct uprefs *prefs_get(struct mam *mm, const char *bare, const char *user,
+			 int session);
+enum verdict decide(const struct uprefs *p, const struct pgn_jid *peer,
+		    int final);
 void drain_overflow(struct mam *mm);
 enum verdict roster_ask(struct uprefs *p, const struct pgn_jid *peer);
 void prefs_load(struct uprefs *p);
@@ -311,14 +313,15 @@ int free_dedup_entry(const char *key, uint64_t id, void *value, void *arg);
 int from_owner(const struct pgn_event *ev);
 const char *request_ns(const struct pgn_stanza *st);
 void answer_held(struct mam *mm, struct pgn_hold *h, uint64_t sid,
-            struct pgn_xml *payload, const char *type, const char *condition);
+		 struct pgn_xml *payload, const char *type, const char *condition);
 int on_query(struct pgn_event *ev, void *arg);
 int on_query_form(struct pgn_event *ev, void *arg);
 int on_metadata(struct pgn_event *ev, void *arg);
 int on_prefs_get(struct pgn_event *ev, void *arg);
 int on_prefs_set(struct pgn_event *ev, void *arg);
 void delete_old(struct mam *mm, long long days, struct pgn_command *cmd);
-void cmd_delete_old(struct pgn_command *cmd, int argc, char *const *argv, void *arg);
+void cmd_delete_old(struct pgn_command *cmd, int argc, char *const *argv,
+		    void *arg);
 
 #pragma GCC visibility pop
 

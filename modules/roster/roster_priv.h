@@ -140,12 +140,14 @@ void roster_destroy(struct roster *r);
 void roster_maybe_free(struct roster *r);
 int roster_add_sid(struct roster *r, uint64_t id);
 void roster_del_sid(struct roster *r, uint64_t id);
-int roster_wait(struct roster *r, void (*fn)(struct roster *, void *), void *arg);
+int roster_wait(struct roster *r, void (*fn)(struct roster *, void *),
+		void *arg);
 struct roster *roster_get(struct rmod *rm, const char *bare);
-void persist_pending(struct roster *r, const char *jid, const struct pending *p);
+void persist_pending(struct roster *r, const char *jid,
+		     const struct pending *p);
 int add_item_xml(struct pgn_xml *q, const struct item *it, const char *removed);
 void push_one(struct rmod *rm, struct pgn_session *s, const struct item *it,
-	 const char *jid, int64_t ver);
+	      const char *jid, int64_t ver);
 void item_changed(struct roster *r, struct item *it);
 void item_remove(struct roster *r, const char *jid);
 struct item *item_create(struct roster *r, const char *jid, int *full);
@@ -155,7 +157,7 @@ int on_in_presence(struct pgn_event *ev, void *arg);
 struct roster *roster_of_session(struct rmod *rm, struct pgn_session *s);
 int on_out_presence(struct pgn_event *ev, void *arg);
 void bcast_unavailable(struct rmod *rm, struct roster *r, struct pgn_session *s,
-		  struct sstate *ss, const struct pgn_xml *xml);
+		       struct sstate *ss, const struct pgn_xml *xml);
 int on_self_presence(struct pgn_event *ev, void *arg);
 int free_removal_cb(const char *key, uint64_t id, void *value, void *arg);
 int on_account_removing(struct pgn_event *ev, void *arg);
@@ -168,9 +170,10 @@ int on_roster_get(struct pgn_event *ev, void *arg);
 int has_ctrl(const char *s);
 int on_roster_set(struct pgn_event *ev, void *arg);
 void ctl_add(struct pgn_command *cmd, int argc, char *const *argv, void *arg);
-void ctl_delete(struct pgn_command *cmd, int argc, char *const *argv, void *arg);
+void ctl_delete(struct pgn_command *cmd, int argc, char *const *argv,
+		void *arg);
 void ctl_get_roster(struct pgn_command *cmd, int argc, char *const *argv,
-	       void *arg);
+		    void *arg);
 
 #pragma GCC visibility pop
 

@@ -17,7 +17,8 @@
  * 'hash', before version 1.5) cannot be verified and are only recorded.
  *
  * caps_session_features() is the lookup PEP will use to filter +notify
- * features; see doc/modules.md for how it will be reached.
+ * features: other modules reach it through the "caps" service
+ * (pigeon/caps.h).
  *
  * Options: node (default https://pigeon.invalid/caps); cache_size
  * (entries kept in memory, default 10000). */
@@ -28,6 +29,7 @@
 
 #include <openssl/evp.h>
 
+#include "pigeon/caps.h"
 #include "pigeon/log.h"
 #include "pigeon/map.h"
 #include "pigeon/module.h"
@@ -42,8 +44,10 @@
 #define MAX_VER_LEN 128  /* base64 of SHA-512 is 88 */
 #define MAX_HASH_LEN 16
 #define MAX_PENDING 4096 /* disco#info queries waiting for an answer */
+/* A client that does not answer within this long is not asked again
+ * until another client shows the same caps. */
+#define QUERY_TIMEOUT_MS (60 * 1000)
 #define VER_BUF 96
-#define QUERY_PREFIX "caps-"
 
 struct caps {
 	struct pgn_module *m;
@@ -51,8 +55,7 @@ struct caps {
 	unsigned long cache_size;
 	struct pgn_map *known;    /* "hash/ver" -> features (char *) */
 	struct pgn_map *inflight; /* "hash/ver" -> the module: lookup runs */
-	struct pgn_map *pending;  /* query number -> struct pending */
-	uint64_t next_query;
+	struct pgn_map *pending;  /* pgn_send_iq handle -> struct pending */
 };
 
 /* Per session: the caps of its last available presence. */
@@ -61,8 +64,10 @@ struct csess {
 	char *key; /* "hash/ver", NULL when the hash is not supported */
 };
 
-/* A disco#info query sent to a client. */
+/* A disco#info query sent to a client (the argument of its answer). */
 struct pending {
+	struct caps *c;
+	uint64_t handle;
 	uint64_t session;
 	char *key;
 	char *jid; /* the full JID asked: only it may answer */
@@ -553,17 +558,16 @@ caps_session_features(const struct caps *c, const struct pgn_session *s)
 
 /* ---- clients' caps: asking ----------------------------------------------- */
 
+static void answered(const struct pgn_stanza *reply, const char *condition,
+		     void *arg);
+
 static void
 send_query(struct caps *c, struct pgn_session *s, const struct csess *cs)
 {
-	struct pgn_server *srv = pgn_module_server(c->m);
 	const struct pgn_jid *jid = pgn_session_jid(s);
 	struct pending *p = NULL;
-	struct pgn_xml *iq = NULL, *q;
-	struct pgn_stanza *st;
-	char id[32];
+	struct pgn_xml *q = NULL;
 	char *node = NULL;
-	int bad = 0;
 
 	if (pgn_map_count(c->pending) >= MAX_PENDING || jid == NULL)
 		goto fail;
@@ -573,36 +577,31 @@ send_query(struct caps *c, struct pgn_session *s, const struct csess *cs)
 	    (p->ver = strdup(cs->ver)) == NULL ||
 	    (node = malloc(strlen(cs->node) + strlen(cs->ver) + 2)) == NULL)
 		goto fail;
+	p->c = c;
 	p->session = pgn_session_id(s);
 	p->md = caps_md(cs->hash);
 	sprintf(node, "%s#%s", cs->node, cs->ver);
-	uint64_t n = ++c->next_query;
-	snprintf(id, sizeof(id), QUERY_PREFIX "%llu", (unsigned long long)n);
-	if ((iq = pgn_xml_new(PGN_NS_CLIENT, "iq")) == NULL ||
-	    pgn_xml_set_attr(iq, "type", "get") != 0 ||
-	    pgn_xml_set_attr(iq, "id", id) != 0 ||
-	    pgn_xml_set_attr(iq, "from",
-			     pgn_host_name(pgn_module_host(c->m))) != 0 ||
-	    pgn_xml_set_attr(iq, "to", jid->full) != 0 ||
-	    (q = pgn_xml_add_child(iq, NS_INFO, "query")) == NULL ||
+	if ((q = pgn_xml_new(NS_INFO, "query")) == NULL ||
 	    pgn_xml_set_attr(q, "node", node) != 0)
 		goto fail;
-	if (pgn_map_set_id(c->pending, n, p) != 0)
-		goto fail;
-	st = pgn_stanza_new(iq, &bad); /* takes iq */
-	iq = NULL;
-	if (st == NULL) {
-		pending_free(pgn_map_del_id(c->pending, n));
-		p = NULL;
-		goto fail;
-	}
 	pgn_log(PGN_LOG_DEBUG, "session %llu: mod_caps: asking %s for %s",
 		(unsigned long long)p->session, p->jid, node);
 	free(node);
-	pgn_route(srv, st);
+	node = NULL;
+	if (pgn_send_iq(c->m, pgn_host_name(pgn_module_host(c->m)), p->jid,
+			"get", q, QUERY_TIMEOUT_MS, answered, p,
+			&p->handle) < 0) { /* takes q */
+		q = NULL;
+		goto fail;
+	}
+	q = NULL;
+	if (pgn_map_set_id(c->pending, p->handle, p) != 0) {
+		pgn_iq_cancel(c->m, p->handle);
+		goto fail;
+	}
 	return;
 fail:
-	pgn_xml_free(iq);
+	pgn_xml_free(q);
 	free(node);
 	pgn_map_del(c->inflight, cs->key);
 	pending_free(p);
@@ -766,35 +765,23 @@ cache_verified(struct caps *c, const struct pending *p, const char *features)
 	free(h);
 }
 
-/* The answer to one of our queries: an iq result or error addressed to
- * the host. */
-static int
-on_iq_host(struct pgn_event *ev, void *arg)
+/* The answer to one of our queries (or its timeout). */
+static void
+answered(const struct pgn_stanza *reply, const char *condition, void *arg)
 {
-	struct caps *c = arg;
-	struct pgn_stanza *st = ev->stanza;
+	struct pending *p = arg;
+	struct caps *c = p->c;
 	struct pgn_xml *q;
-	struct pending *p;
-	char *end, *features = NULL;
+	char *features = NULL;
 	char ver[VER_BUF];
-	unsigned long long n;
 	int rc;
 
-	if (st->kind != PGN_STANZA_IQ || st->type == NULL || st->id == NULL ||
-	    (strcmp(st->type, "result") != 0 &&
-	     strcmp(st->type, "error") != 0) ||
-	    strncmp(st->id, QUERY_PREFIX, strlen(QUERY_PREFIX)) != 0)
-		return PGN_EVENT_PASS;
-	n = strtoull(st->id + strlen(QUERY_PREFIX), &end, 10);
-	if (*end != '\0' || (p = pgn_map_get_id(c->pending, n)) == NULL ||
-	    st->from == NULL || strcmp(st->from->full, p->jid) != 0)
-		return PGN_EVENT_PASS;
-	pgn_map_del_id(c->pending, n);
+	pgn_map_del_id(c->pending, p->handle);
 	pgn_map_del(c->inflight, p->key);
-	if (strcmp(st->type, "error") == 0 ||
-	    (q = pgn_xml_child(st->xml, NS_INFO, "query")) == NULL) {
-		pgn_log(PGN_LOG_DEBUG, "mod_caps: %s gave no disco#info",
-			p->jid);
+	if (reply == NULL || condition != NULL ||
+	    (q = pgn_xml_child(reply->xml, NS_INFO, "query")) == NULL) {
+		pgn_log(PGN_LOG_DEBUG, "mod_caps: %s gave no disco#info (%s)",
+			p->jid, condition != NULL ? condition : "empty");
 		goto out;
 	}
 	rc = caps_ver(q, p->md, ver, &features);
@@ -812,7 +799,6 @@ on_iq_host(struct pgn_event *ev, void *arg)
 out:
 	free(features);
 	pending_free(p);
-	return PGN_EVENT_HANDLED;
 }
 
 struct drop {
@@ -828,6 +814,7 @@ drop_pending(const char *key, uint64_t id, void *value, void *arg)
 	(void)key;
 	if (p->session != d->session)
 		return 0;
+	pgn_iq_cancel(d->c->m, p->handle);
 	pgn_map_del_id(d->c->pending, id);
 	pgn_map_del(d->c->inflight, p->key);
 	pending_free(p);
@@ -883,6 +870,17 @@ caps_free(struct caps *c)
 	free(c);
 }
 
+/* The "caps" service (pigeon/caps.h). */
+static const char *
+svc_session_features(void *instance, const struct pgn_session *s)
+{
+	return caps_session_features(instance, s);
+}
+
+static const struct pgn_caps_service caps_service = {
+	.session_features = svc_session_features,
+};
+
 static int
 caps_load(struct pgn_module *m)
 {
@@ -913,10 +911,10 @@ caps_load(struct pgn_module *m)
 				  on_disco_node, c, PGN_PRIO_OBSERVER)) < 0 ||
 	    (rc = pgn_module_hook(m, "pre-presence/self", on_presence, c,
 				  PGN_PRIO_INSPECT)) < 0 ||
-	    (rc = pgn_module_hook(m, "iq/host", on_iq_host, c,
-				  PGN_PRIO_HANDLER)) < 0 ||
 	    (rc = pgn_module_hook(m, "session-ended", on_session_ended, c,
-				  PGN_PRIO_HANDLER)) < 0)
+				  PGN_PRIO_HANDLER)) < 0 ||
+	    (rc = pgn_module_provide(m, PGN_CAPS_SERVICE, &caps_service, c)) <
+		    0)
 		goto fail;
 	return 0;
 fail:

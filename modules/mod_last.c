@@ -5,8 +5,9 @@
  *     the user has an available resource, otherwise the seconds since the
  *     user's last logout with the status text of that session's last
  *     presence.  Only the user and contacts to whom the user's presence
- *     is shared (roster subscription 'from' or 'both', RFC 6121 §4) may
- *     know it; anybody else gets forbidden (§3, §8).  An unknown account
+ *     is shared (roster subscription 'from' or 'both', RFC 6121 §4;
+ *     asked to mod_roster's "roster" service) may know it; anybody else
+ *     gets forbidden (§3, §8).  An unknown account
  *     gets service-unavailable (RFC 6121 §8.5.1), an account that never
  *     logged out item-not-found (nothing is known);
  *   to a full JID (§4): the client's idle time, routed to the client by
@@ -29,6 +30,7 @@
 #include "pigeon/ctl.h"
 #include "pigeon/log.h"
 #include "pigeon/module.h"
+#include "pigeon/roster.h"
 #include "pigeon/store.h"
 
 #define NS_LAST "jabber:iq:last"
@@ -88,8 +90,22 @@ on_server_last(struct pgn_event *ev, void *arg)
 struct query {
 	struct last *l;
 	struct pgn_hold *hold;
+	struct pgn_stanza *st; /* taken from the hold once the row is read */
 	int self; /* the user asks about their own account */
+	int known; /* the account logged out at least once */
+	int64_t logout;
+	char *status;
 };
+
+static void
+query_free(struct query *q)
+{
+	if (q == NULL)
+		return;
+	pgn_stanza_free(q->st);
+	free(q->status);
+	free(q);
+}
 
 static void
 answer(struct last *l, struct pgn_stanza *st, struct pgn_xml *payload)
@@ -109,55 +125,97 @@ fail(struct last *l, struct pgn_stanza *st, const char *type,
 		pgn_route(l->srv, r);
 }
 
-/* Columns: account exists, requester subscribed, seconds, status. */
+/* The requester may know (the user, or a contact with 'from'/'both'):
+ * the answer. */
+static void
+finish(struct query *q)
+{
+	struct last *l = q->l;
+	const struct pgn_stanza *st = q->st;
+	struct pgn_xml *payload;
+
+	/* Checked now, not before the queries: the user may have come or
+	 * gone meanwhile. */
+	if (user_available(l->srv, st->to->bare)) {
+		payload = new_query(0, NULL);
+	} else if (!q->known) {
+		/* Never logged out (or logged in): no information. */
+		fail(l, q->st, "cancel", "item-not-found");
+		return;
+	} else {
+		payload = new_query((long)(time(NULL) - (time_t)q->logout),
+		                    q->status);
+	}
+	if (payload == NULL)
+		fail(l, q->st, "wait", "resource-constraint");
+	else
+		answer(l, q->st, payload);
+}
+
+/* mod_roster's answer: is the requester subscribed to the presence? */
+static void
+on_contact(int err, int found, void *arg)
+{
+	struct query *q = arg;
+
+	if (err != 0)
+		fail(q->l, q->st, "wait", "internal-server-error");
+	else if (!found)
+		fail(q->l, q->st, "auth", "forbidden");
+	else
+		finish(q);
+	query_free(q);
+}
+
+/* Columns: account exists, seconds, status. */
 static void
 on_user_last_row(uint64_t owner, void *arg, const struct pgn_store_result *res)
 {
 	struct query *q = arg;
 	struct last *l = q->l;
-	struct pgn_stanza *st = pgn_hold_take(q->hold);
+	const struct pgn_roster_service *roster;
 	const char *secs, *status;
-	struct pgn_xml *payload;
-	long seconds;
+	void *rinst;
 
-	if (st == NULL)
+	(void)owner;
+	if ((q->st = pgn_hold_take(q->hold)) == NULL)
 		goto done;
-	if (res->error != 0 || res->nrows != 1 || res->ncols != 4) {
+	if (res->error != 0 || res->nrows != 1 || res->ncols != 3) {
 		pgn_log(PGN_LOG_ERROR, "mod_last: query failed: %s",
 		        res->error ? res->errmsg : "unexpected result");
-		fail(l, st, "wait", "internal-server-error");
+		fail(l, q->st, "wait", "internal-server-error");
 		goto done;
 	}
 	if (pgn_store_value(res, 0, 0) == NULL) {
-		fail(l, st, "cancel", "service-unavailable");
+		fail(l, q->st, "cancel", "service-unavailable");
 		goto done;
 	}
-	if (!q->self && pgn_store_value(res, 0, 1) == NULL) {
-		fail(l, st, "auth", "forbidden");
+	secs = pgn_store_value(res, 0, 1);
+	status = pgn_store_value(res, 0, 2);
+	q->known = secs != NULL;
+	q->logout = secs != NULL ? strtoll(secs, NULL, 10) : 0;
+	if (status != NULL && (q->status = strdup(status)) == NULL) {
+		fail(l, q->st, "wait", "resource-constraint");
 		goto done;
 	}
-	/* Checked now, not before the query: the user may have come or
-	 * gone meanwhile. */
-	if (user_available(l->srv, st->to->bare)) {
-		payload = new_query(0, NULL);
-	} else {
-		secs = pgn_store_value(res, 0, 2);
-		status = pgn_store_value(res, 0, 3);
-		if (secs == NULL) {
-			/* Never logged out (or logged in): no information. */
-			fail(l, st, "cancel", "item-not-found");
-			goto done;
-		}
-		seconds = (long)(time(NULL) - (time_t)strtoll(secs, NULL, 10));
-		payload = new_query(seconds, status);
+	if (q->self) {
+		finish(q);
+		goto done;
 	}
-	if (payload == NULL)
-		fail(l, st, "wait", "resource-constraint");
-	else
-		answer(l, st, payload);
+	/* §3, §8: only those the user's presence is shared with. */
+	roster = pgn_host_service(pgn_module_host(l->m), PGN_ROSTER_SERVICE,
+	                          &rinst);
+	if (roster == NULL) {
+		fail(l, q->st, "auth", "forbidden");
+		goto done;
+	}
+	if (roster->has_contact(rinst, q->st->to->bare, q->st->from->bare,
+	                        PGN_SUB_FROM | PGN_SUB_BOTH, on_contact,
+	                        q) == 0)
+		return;
+	fail(l, q->st, "wait", "resource-constraint");
 done:
-	pgn_stanza_free(st);
-	free(q);
+	query_free(q);
 }
 
 /* §3: to a user's bare JID. */
@@ -167,8 +225,6 @@ on_user_last(struct pgn_event *ev, void *arg)
 	static const char sql[] =
 	        "SELECT (SELECT 1 FROM accounts WHERE host = $1 AND "
 	        "username = $2), "
-	        "(SELECT 1 FROM roster WHERE host = $1 AND username = $2 AND "
-	        "jid = $3 AND subscription IN ('from', 'both')), "
 	        "(SELECT seconds FROM last_activity WHERE host = $1 AND "
 	        "username = $2), "
 	        "(SELECT status FROM last_activity WHERE host = $1 AND "
@@ -176,7 +232,7 @@ on_user_last(struct pgn_event *ev, void *arg)
 	struct last *l = arg;
 	const struct pgn_stanza *st = ev->stanza;
 	struct query *q;
-	const char *params[3];
+	const char *params[2];
 
 	if (st->from == NULL || st->to == NULL || st->to->node == NULL)
 		return PGN_EVENT_PASS;
@@ -187,10 +243,9 @@ on_user_last(struct pgn_event *ev, void *arg)
 	q->self = strcmp(st->from->bare, st->to->bare) == 0;
 	params[0] = l->host;
 	params[1] = st->to->node;
-	params[2] = st->from->bare;
 	if ((q->hold = pgn_event_hold(ev)) == NULL)
 		goto nomem;
-	if (pgn_store_query(l->store, sql, 3, params, 0, on_user_last_row, q) <
+	if (pgn_store_query(l->store, sql, 2, params, 0, on_user_last_row, q) <
 	    0) {
 		struct pgn_stanza *held = pgn_hold_take(q->hold);
 		if (held != NULL)
@@ -492,4 +547,5 @@ const struct pgn_module_def pgn_module_def = {
         .commands = last_commands,
         .load = last_load,
         .unload = last_unload,
+        .depends = (const char *const[]){"mod_roster", NULL},
 };

@@ -5,7 +5,8 @@
  * children of that namespace (XEP-0049 §2.3 allows several elements of
  * one namespace); a get names one namespace with one (usually empty)
  * child and receives what was stored, or the element as sent when
- * nothing was.  Table private_storage, schemas/<driver>/007_private.sql.
+ * nothing was.  Kept in the store's per-user key-value store
+ * (pgn_kv_*), namespace "private", one key per XML namespace.
  *
  * Errors (XEP-0049 §2.3 and §3): another account, or the server itself,
  * as the target -> forbidden; no child, a child without its own
@@ -29,8 +30,10 @@
 
 #define MAX_MAX_SIZE (16L * 1024 * 1024)
 #define MAX_MAX_NAMESPACES 100000
-/* Namespaces in one set: bounded well below the SQL parameter limits. */
+/* Namespaces in one set (one transaction of the key-value store). */
 #define MAX_SET_NAMESPACES 64
+/* Our namespace in the key-value store. */
+#define KV_NS "private"
 
 struct priv {
 	struct pgn_module *m;
@@ -107,18 +110,17 @@ struct get_req {
 };
 
 static void
-got_data(uint64_t owner, void *arg, const struct pgn_store_result *res)
+got_data(uint64_t owner, void *arg, int err, const char *data)
 {
 	struct get_req *g = arg;
 	struct pgn_stanza *req = pgn_hold_stanza(g->hold);
 	struct pgn_xml *asked = pgn_xml_first_child(req->xml); /* query */
 	struct pgn_xml *q = pgn_xml_new(NS_PRIVATE, "query");
-	const char *data;
 
 	(void)owner;
-	if (res->error != 0) {
+	if (err != 0) {
 		pgn_log(PGN_LOG_WARN, "mod_private: loading failed: %s",
-			res->errmsg);
+			strerror(-err));
 		pgn_xml_free(q);
 		finish(g->pv, g->hold, NULL, "wait", "internal-server-error",
 		       NULL);
@@ -126,7 +128,6 @@ got_data(uint64_t owner, void *arg, const struct pgn_store_result *res)
 	}
 	if (q == NULL)
 		goto nomem;
-	data = res->nrows > 0 ? pgn_store_value(res, 0, 0) : NULL;
 	if (data == NULL) {
 		/* Nothing stored: the element as asked (§2.3). */
 		struct pgn_xml *c = pgn_xml_copy(pgn_xml_first_child(asked));
@@ -169,8 +170,6 @@ on_get(struct pgn_event *ev, void *arg)
 		pgn_event_error(ev, "modify", "bad-request");
 		return PGN_EVENT_HANDLED;
 	}
-	const char *params[3] = { st->to->domain, st->to->node,
-				  pgn_xml_ns(child) };
 	g = calloc(1, sizeof(*g));
 	if (g == NULL || (g->hold = pgn_event_hold(ev)) == NULL) {
 		free(g);
@@ -178,10 +177,8 @@ on_get(struct pgn_event *ev, void *arg)
 		return PGN_EVENT_HANDLED;
 	}
 	g->pv = pv;
-	if (pgn_store_query(pgn_server_store(ev->server),
-			    "SELECT data FROM private_storage WHERE host = $1 "
-			    "AND username = $2 AND namespace = $3",
-			    3, params, 0, got_data, g) < 0) {
+	if (pgn_kv_get(pgn_server_store(ev->server), KV_NS, st->to->domain,
+		       st->to->node, pgn_xml_ns(child), 0, got_data, g) < 0) {
 		finish(pv, g->hold, NULL, "wait", "internal-server-error",
 		       NULL);
 		free(g);
@@ -265,15 +262,15 @@ collect(struct set_req *sr, const struct pgn_xml *query, size_t max_size)
 }
 
 static void
-stored(uint64_t owner, void *arg, const struct pgn_store_result *res)
+stored(uint64_t owner, void *arg, int err)
 {
 	struct set_req *sr = arg;
 
 	(void)owner;
-	if (res->error != 0) {
+	if (err != 0) {
 		pgn_log(PGN_LOG_WARN, "mod_private: storing for %s@%s "
 				      "failed: %s",
-			sr->user, sr->host, res->errmsg);
+			sr->user, sr->host, strerror(-err));
 		finish(sr->pv, sr->hold, NULL, "wait", "internal-server-error",
 		       NULL);
 	} else {
@@ -282,60 +279,44 @@ stored(uint64_t owner, void *arg, const struct pgn_store_result *res)
 	set_req_free(sr);
 }
 
-#define UPSERT                                                                 \
-	"INSERT INTO private_storage (host, username, namespace, data) "      \
-	"VALUES ($1, $2, $3, $4) ON CONFLICT (host, username, namespace) "     \
-	"DO UPDATE SET data = excluded.data"
-
 /* All namespaces of the set in one transaction: a set is all or
  * nothing. */
 static void
 write_all(struct set_req *sr)
 {
-	const char *sqls[MAX_SET_NAMESPACES];
-	int nparams[MAX_SET_NAMESPACES];
-	const char *pv[MAX_SET_NAMESPACES][4];
-	const char *const *params[MAX_SET_NAMESPACES];
-
-	for (size_t i = 0; i < sr->n; i++) {
-		sqls[i] = UPSERT;
-		nparams[i] = 4;
-		pv[i][0] = sr->host;
-		pv[i][1] = sr->user;
-		pv[i][2] = sr->ns[i];
-		pv[i][3] = sr->data[i];
-		params[i] = pv[i];
-	}
-	if (pgn_store_txn(pgn_server_store(pgn_module_server(sr->pv->m)),
-			  (int)sr->n, sqls, nparams, params, 0, stored,
-			  sr) < 0) {
+	if (pgn_kv_put(pgn_server_store(pgn_module_server(sr->pv->m)), KV_NS,
+		       sr->host, sr->user, sr->n, (const char *const *)sr->ns,
+		       (const char *const *)sr->data, 0, stored, sr) < 0) {
 		finish(sr->pv, sr->hold, NULL, "wait", "internal-server-error",
 		       NULL);
 		set_req_free(sr);
 	}
 }
 
-/* The quota check came back: how many other namespaces the account
- * has. */
+/* The quota check came back: the namespaces the account has. */
 static void
-counted(uint64_t owner, void *arg, const struct pgn_store_result *res)
+counted(uint64_t owner, void *arg, int err, size_t n, const char *const *keys)
 {
 	struct set_req *sr = arg;
-	const char *v;
-	unsigned long others;
+	unsigned long others = 0;
 
 	(void)owner;
-	if (res->error != 0 || res->nrows < 1 ||
-	    (v = pgn_store_value(res, 0, 0)) == NULL) {
+	if (err != 0) {
 		pgn_log(PGN_LOG_WARN, "mod_private: counting for %s@%s "
 				      "failed: %s",
-			sr->user, sr->host, res->errmsg);
+			sr->user, sr->host, strerror(-err));
 		finish(sr->pv, sr->hold, NULL, "wait", "internal-server-error",
 		       NULL);
 		set_req_free(sr);
 		return;
 	}
-	others = strtoul(v, NULL, 10);
+	/* Those this set does not write. */
+	for (size_t i = 0; i < n; i++) {
+		size_t j = 0;
+		while (j < sr->n && strcmp(sr->ns[j], keys[i]) != 0)
+			j++;
+		others += j == sr->n;
+	}
 	if (others + sr->n > sr->pv->max_namespaces) {
 		char text[96];
 		snprintf(text, sizeof(text),
@@ -356,9 +337,6 @@ on_set(struct pgn_event *ev, void *arg)
 	struct pgn_stanza *st = ev->stanza;
 	struct pgn_xml *query = pgn_xml_first_child(st->xml);
 	struct set_req *sr;
-	char sql[256 + 4 * MAX_SET_NAMESPACES];
-	const char *params[2 + MAX_SET_NAMESPACES];
-	size_t len;
 	int rc;
 
 	if (refuse(ev, query))
@@ -384,25 +362,12 @@ on_set(struct pgn_event *ev, void *arg)
 	if (rc < 0)
 		goto nomem;
 	/* The quota counts the namespaces stored besides the ones this set
-	 * writes (IN with bound parameters works on both drivers).  Two
-	 * concurrent sets of one account may pass it together: the excess
-	 * is bounded by the account's sessions. */
-	len = (size_t)snprintf(sql, sizeof(sql),
-			       "SELECT count(*) FROM private_storage WHERE "
-			       "host = $1 AND username = $2 AND namespace "
-			       "NOT IN (");
-	params[0] = sr->host;
-	params[1] = sr->user;
-	for (size_t i = 0; i < sr->n; i++) {
-		len += (size_t)snprintf(sql + len, sizeof(sql) - len, "%s$%zu",
-					i > 0 ? ", " : "", i + 3);
-		params[2 + i] = sr->ns[i];
-	}
-	snprintf(sql + len, sizeof(sql) - len, ")");
+	 * writes.  Two concurrent sets of one account may pass it
+	 * together: the excess is bounded by the account's sessions. */
 	if ((sr->hold = pgn_event_hold(ev)) == NULL)
 		goto nomem;
-	if (pgn_store_query(pgn_server_store(ev->server), sql, (int)sr->n + 2,
-			    params, 0, counted, sr) < 0) {
+	if (pgn_kv_keys(pgn_server_store(ev->server), KV_NS, sr->host,
+			sr->user, 0, counted, sr) < 0) {
 		finish(pv, sr->hold, NULL, "wait", "internal-server-error",
 		       NULL);
 		set_req_free(sr);

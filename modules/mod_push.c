@@ -4,7 +4,8 @@
  * (an app server's JID and node, with an optional publish-options form
  * carrying its credentials) with an iq set to the user's own bare JID, and
  * disables one node or every node of a service.  They are stored per user
- * (table push_registrations), at most max_registrations of them.
+ * in the store's key-value store (namespace "push", key reg_key(jid,
+ * node), value the publish options or ""), at most max_registrations.
  *
  * Publishing (§7): a message that would wake a phone (a body, an encrypted
  * payload or a call, see wakes_phone) for a user none of whose sessions is
@@ -21,8 +22,8 @@
  * published as one notification (message-count = how many), unless the
  * user came back meanwhile.
  *
- * Errors (§7.1): the app server's answer comes to the host ("iq/host",
- * matched by id and sender).  An error of type 'wait' is transient; any
+ * Errors (§7.1): the app server's answer comes back through the core's
+ * iq tracker (pgn_send_iq).  An error of type 'wait' is transient; any
  * other error disables that registration (the row is deleted).  Answers
  * that never come are forgotten after SENT_TIMEOUT_MS. */
 #include <errno.h>
@@ -70,13 +71,12 @@ struct push {
 	const char *host; /* the host's name (borrowed) */
 	int include_body;
 	uint64_t min_interval_ms;
-	char max_regs[24];      /* decimal, a query parameter */
+	size_t max_regs;
 	struct pgn_map *none;   /* bare JID -> (marker): no registration */
 	struct pgn_map *limits; /* registration key -> struct limit */
-	struct pgn_map *sent;   /* iq id -> struct sent */
-	struct sent *sent_head; /* oldest first */
+	struct sent *sent_head; /* waiting for an answer, oldest first */
 	struct sent *sent_tail;
-	uint64_t next_id;
+	size_t nsent;
 };
 
 /* What one notification says. */
@@ -101,11 +101,11 @@ struct limit {
 
 /* A publish waiting for its answer. */
 struct sent {
-	char id[48];
+	struct push *p;
+	uint64_t handle; /* pgn_send_iq */
 	char *bare;
 	char *jid;
 	char *node;
-	uint64_t at_ms;
 	struct sent *prev;
 	struct sent *next;
 };
@@ -123,35 +123,13 @@ struct change {
 	struct pgn_hold *hold;
 	char *bare;
 	char *jid;
+	char *user;
 	char *node; /* disable: NULL for every node */
 	char *options;
 };
 
-/* ---- SQL (the same text on SQLite and PostgreSQL) ---- */
-
-static const char sql_select[] =
-        "SELECT jid, node, options FROM push_registrations "
-        "WHERE host = $1 AND username = $2";
-/* One statement: a new (jid, node) only below the limit; an existing one
- * gets the newest publish options (§5). */
-static const char sql_enable[] =
-        "INSERT INTO push_registrations "
-        "(host, username, jid, node, options, created) "
-        "SELECT host, username, $3, $4, CAST($5 AS TEXT), "
-        "CAST($6 AS BIGINT) FROM accounts "
-        "WHERE host = $1 AND username = $2 AND ("
-        "(SELECT count(*) FROM push_registrations "
-        "WHERE host = $1 AND username = $2) < CAST($7 AS BIGINT) "
-        "OR EXISTS (SELECT 1 FROM push_registrations WHERE host = $1 "
-        "AND username = $2 AND jid = $3 AND node = $4)) "
-        "ON CONFLICT (host, username, jid, node) "
-        "DO UPDATE SET options = excluded.options";
-static const char sql_disable_node[] =
-        "DELETE FROM push_registrations WHERE host = $1 AND username = $2 "
-        "AND jid = $3 AND node = $4";
-static const char sql_disable_all[] =
-        "DELETE FROM push_registrations WHERE host = $1 AND username = $2 "
-        "AND jid = $3";
+/* Our namespace in the key-value store. */
+#define KV_NS "push"
 
 /* ---- helpers ---- */
 
@@ -161,15 +139,6 @@ str_eq(const char *a, const char *b)
 	return a != NULL && b != NULL && strcmp(a, b) == 0;
 }
 
-static uint64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* The node part of a bare JID "user@host" (malloc'd), or NULL. */
 static char *
 username_of(const char *bare)
@@ -177,6 +146,35 @@ username_of(const char *bare)
 	const char *at = strchr(bare, '@');
 
 	return at != NULL ? strndup(bare, (size_t)(at - bare)) : NULL;
+}
+
+/* A registration's key in the store: "len:jid" then node, unambiguous
+ * whatever the strings hold.  malloc'd, NULL on allocation failure. */
+static char *
+reg_key(const char *jid, const char *node)
+{
+	size_t n = strlen(jid) + strlen(node) + 24;
+	char *k = malloc(n);
+
+	if (k != NULL)
+		snprintf(k, n, "%zu:%s%s", strlen(jid), jid, node);
+	return k;
+}
+
+/* Splits a key of reg_key: *jid malloc'd, *node points into key.  0,
+ * -EINVAL (not such a key) or -ENOMEM. */
+static int
+reg_parse(const char *key, char **jid, const char **node)
+{
+	char *end;
+	unsigned long len = strtoul(key, &end, 10);
+
+	if (end == key || *end != ':' || strlen(end + 1) < len)
+		return -EINVAL;
+	if ((*jid = strndup(end + 1, len)) == NULL)
+		return -ENOMEM;
+	*node = end + 1 + len;
+	return 0;
 }
 
 /* "len:bare len:jid node": unambiguous whatever the strings hold. */
@@ -298,50 +296,37 @@ sent_unlink(struct push *p, struct sent *s)
 		s->next->prev = s->prev;
 	else
 		p->sent_tail = s->prev;
-	pgn_map_del(p->sent, s->id);
+	p->nsent--;
 }
 
-/* Forgets publishes whose answer is overdue (they are in send order). */
-static void
-sent_expire(struct push *p, uint64_t now)
+/* Remembers a publish, forgetting the oldest one past MAX_SENT.  NULL
+ * on allocation failure. */
+static struct sent *
+sent_add(struct push *p, const char *bare, const char *jid, const char *node)
 {
-	while (p->sent_head != NULL &&
-	       (now - p->sent_head->at_ms >= SENT_TIMEOUT_MS ||
-	        pgn_map_count(p->sent) >= MAX_SENT)) {
-		struct sent *s = p->sent_head;
+	struct sent *s;
+
+	if (p->nsent >= MAX_SENT) {
+		s = p->sent_head;
+		pgn_iq_cancel(p->m, s->handle);
 		sent_unlink(p, s);
 		sent_free(s);
 	}
-}
-
-/* Remembers a publish; fills id.  0 or -ENOMEM. */
-static int
-sent_add(struct push *p, const char *bare, const char *jid, const char *node,
-         char *id, size_t idlen)
-{
-	uint64_t now = now_ms();
-	struct sent *s = calloc(1, sizeof(*s));
-
-	sent_expire(p, now);
-	if (s == NULL || (s->bare = strdup(bare)) == NULL ||
-	    (s->jid = strdup(jid)) == NULL || (s->node = strdup(node)) == NULL)
-		goto fail;
-	snprintf(s->id, sizeof(s->id), "push%" PRIu64 "-%" PRIx64, ++p->next_id,
-	         now);
-	if (pgn_map_set(p->sent, s->id, s) != 0)
-		goto fail;
-	s->at_ms = now;
+	if ((s = calloc(1, sizeof(*s))) == NULL ||
+	    (s->bare = strdup(bare)) == NULL ||
+	    (s->jid = strdup(jid)) == NULL || (s->node = strdup(node)) == NULL) {
+		sent_free(s);
+		return NULL;
+	}
+	s->p = p;
 	s->prev = p->sent_tail;
 	if (p->sent_tail != NULL)
 		p->sent_tail->next = s;
 	else
 		p->sent_head = s;
 	p->sent_tail = s;
-	snprintf(id, idlen, "%s", s->id);
-	return 0;
-fail:
-	sent_free(s);
-	return -ENOMEM;
+	p->nsent++;
+	return s;
 }
 
 /* ---- publishing (§7) ---- */
@@ -359,23 +344,19 @@ add_field(struct pgn_xml *x, const char *var, const char *value)
 	return 0;
 }
 
-/* The iq that publishes n to (jid, node), or NULL on allocation failure
- * (or stored options that no longer parse, logged).  The caller owns
- * it. */
+/* The <pubsub/> payload that publishes n to (jid, node), or NULL on
+ * allocation failure (stored options that no longer parse are logged and
+ * left out).  The caller owns it. */
 static struct pgn_xml *
-build_publish(struct push *p, const char *id, const char *jid, const char *node,
+build_publish(struct push *p, const char *jid, const char *node,
               const char *options, const struct notice *n)
 {
-	struct pgn_xml *iq = pgn_xml_new(PGN_NS_CLIENT, "iq");
-	struct pgn_xml *pubsub, *publish, *item, *notif, *x, *po;
+	struct pgn_xml *pubsub = pgn_xml_new(NS_PUBSUB, "pubsub");
+	struct pgn_xml *publish, *item, *notif, *x, *po;
 	char count[24];
 
 	snprintf(count, sizeof(count), "%lu", n->count);
-	if (iq == NULL || pgn_xml_set_attr(iq, "type", "set") != 0 ||
-	    pgn_xml_set_attr(iq, "from", p->host) != 0 ||
-	    pgn_xml_set_attr(iq, "to", jid) != 0 ||
-	    pgn_xml_set_attr(iq, "id", id) != 0 ||
-	    (pubsub = pgn_xml_add_child(iq, NS_PUBSUB, "pubsub")) == NULL ||
+	if (pubsub == NULL ||
 	    (publish = pgn_xml_add_child(pubsub, NS_PUBSUB, "publish")) ==
 	            NULL ||
 	    pgn_xml_set_attr(publish, "node", node) != 0 ||
@@ -404,40 +385,45 @@ build_publish(struct push *p, const char *id, const char *jid, const char *node,
 			pgn_xml_free(po);
 		}
 	}
-	return iq;
+	return pubsub;
 fail:
-	pgn_xml_free(iq);
+	pgn_xml_free(pubsub);
 	return NULL;
 }
 
-/* Publishes n to one registration of bare.  Routing may answer at once
- * (an unreachable app server) and so disable the registration, freeing
- * a struct limit the arguments point into: nothing is touched after
- * pgn_route(). */
+static void published(const struct pgn_stanza *reply, const char *condition,
+                      void *arg);
+
+/* Publishes n to one registration of bare.  The answer comes later, to
+ * published(), even from an app server that cannot be reached. */
 static void
 publish(struct push *p, const char *bare, const char *jid, const char *node,
         const char *options, const struct notice *n)
 {
-	struct pgn_stanza *st;
-	struct pgn_xml *iq;
-	char id[48];
-	int bad = 0;
+	struct pgn_xml *payload;
+	struct sent *s;
+	int rc;
 
-	if (sent_add(p, bare, jid, node, id, sizeof(id)) != 0 ||
-	    (iq = build_publish(p, id, jid, node, options, n)) == NULL) {
+	if ((s = sent_add(p, bare, jid, node)) == NULL ||
+	    (payload = build_publish(p, jid, node, options, n)) == NULL) {
+		if (s != NULL) {
+			sent_unlink(p, s);
+			sent_free(s);
+		}
 		pgn_log(PGN_LOG_ERROR,
 		        "push %s: out of memory publishing for %s", p->host,
 		        bare);
 		return;
 	}
-	if ((st = pgn_stanza_new(iq, &bad)) == NULL) {
-		pgn_log(PGN_LOG_WARN, "push %s: cannot publish to %s (%s)",
-		        p->host, jid, bad ? "bad JID" : "out of memory");
-		return;
-	}
 	pgn_log(PGN_LOG_DEBUG, "push %s: notifying %s for %s (%lu message(s))",
 	        p->host, jid, bare, n->count);
-	pgn_route(p->srv, st);
+	if ((rc = pgn_send_iq(p->m, p->host, jid, "set", payload,
+	                      SENT_TIMEOUT_MS, published, s, &s->handle)) < 0) {
+		pgn_log(PGN_LOG_WARN, "push %s: cannot publish to %s (%s)",
+		        p->host, jid, rc == -EINVAL ? "bad JID" : strerror(-rc));
+		sent_unlink(p, s);
+		sent_free(s);
+	}
 }
 
 /* ---- rate limit ---- */
@@ -610,39 +596,42 @@ remember_none(struct push *p, const char *bare)
 }
 
 static void
-lookup_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
+lookup_done(uint64_t owner, void *arg, int err, size_t nregs,
+            const char *const *keys, const char *const *values)
 {
 	struct lookup *lk = arg;
 	struct push *p = lk->p;
 
 	(void)owner;
-	if (res->error != 0) {
+	if (err != 0) {
 		pgn_log(PGN_LOG_WARN,
 		        "push %s: reading the registrations of %s failed: %s",
-		        p->host, lk->bare, res->errmsg);
-	} else if (res->nrows == 0) {
+		        p->host, lk->bare, strerror(-err));
+	} else if (nregs == 0) {
 		remember_none(p, lk->bare);
 	} else {
-		for (int i = 0; i < res->nrows; i++) {
-			const char *jid = pgn_store_value(res, i, 0);
-			const char *node = pgn_store_value(res, i, 1);
+		for (size_t i = 0; i < nregs; i++) {
 			struct notice n = {lk->n.count, NULL, NULL};
+			const char *node;
+			char *jid;
 
-			if (jid == NULL || node == NULL)
+			if (reg_parse(keys[i], &jid, &node) != 0)
 				continue;
 			if ((lk->n.sender != NULL &&
 			     (n.sender = strdup(lk->n.sender)) == NULL) ||
 			    (lk->n.body != NULL &&
 			     (n.body = strdup(lk->n.body)) == NULL)) {
 				notice_clear(&n);
+				free(jid);
 				pgn_log(PGN_LOG_ERROR,
 				        "push %s: out of memory notifying %s",
 				        p->host, lk->bare);
 				break;
 			}
 			notify(p, lk->bare, jid, node,
-			       pgn_store_value(res, i, 2), &n);
+			       values[i][0] != '\0' ? values[i] : NULL, &n);
 			notice_clear(&n);
+			free(jid);
 		}
 	}
 	lookup_free(lk);
@@ -654,7 +643,6 @@ lookup_start(struct push *p, const char *bare, struct notice *n)
 {
 	struct lookup *lk = calloc(1, sizeof(*lk));
 	char *username = username_of(bare);
-	const char *params[2] = {p->host, username};
 
 	if (lk == NULL || username == NULL ||
 	    (lk->bare = strdup(bare)) == NULL) {
@@ -664,8 +652,8 @@ lookup_start(struct push *p, const char *bare, struct notice *n)
 	lk->p = p;
 	lk->n = *n;
 	memset(n, 0, sizeof(*n));
-	if (pgn_store_query(pgn_server_store(p->srv), sql_select, 2, params, 0,
-	                    lookup_done, lk) != 0) {
+	if (pgn_kv_entries(pgn_server_store(p->srv), KV_NS, p->host, username,
+	                   0, lookup_done, lk) != 0) {
 		pgn_log(PGN_LOG_WARN, "push %s: cannot queue a store query",
 		        p->host);
 		lookup_free(lk);
@@ -739,39 +727,35 @@ on_hibernated(struct pgn_event *ev, void *arg)
 /* ---- answers from app servers (§7.1) ---- */
 
 static void
-disabled_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
+disabled_done(uint64_t owner, void *arg, int err)
 {
 	char *what = arg;
 
 	(void)owner;
-	if (res->error != 0)
+	if (err != 0)
 		pgn_log(PGN_LOG_WARN,
 		        "push: disabling a registration of %s failed: %s", what,
-		        res->errmsg);
+		        strerror(-err));
 	free(what);
 }
 
-static int
-on_iq_host(struct pgn_event *ev, void *arg)
+/* The app server's answer to a publish, or its timeout (forgotten). */
+static void
+published(const struct pgn_stanza *reply, const char *condition, void *arg)
 {
-	struct push *p = arg;
-	const struct pgn_stanza *st = ev->stanza;
+	struct sent *s = arg;
+	struct push *p = s->p;
 	struct pgn_xml *err;
 	const char *etype;
-	struct sent *s;
-	char *username, *what;
+	char *username, *what, *key;
+	const char *none = NULL;
 
-	if (st == NULL || st->id == NULL || st->from == NULL ||
-	    (!str_eq(st->type, "result") && !str_eq(st->type, "error")) ||
-	    (s = pgn_map_get(p->sent, st->id)) == NULL ||
-	    strcmp(s->jid, st->from->full) != 0)
-		return PGN_EVENT_PASS;
 	sent_unlink(p, s);
-	if (str_eq(st->type, "result")) {
+	if (reply == NULL || condition == NULL) {
 		sent_free(s);
-		return PGN_EVENT_HANDLED;
+		return;
 	}
-	err = pgn_xml_child(st->xml, NULL, "error");
+	err = pgn_xml_child(reply->xml, NULL, "error");
 	etype = err != NULL ? pgn_xml_attr(err, "type") : NULL;
 	if (str_eq(etype, "wait")) {
 		pgn_log(PGN_LOG_INFO,
@@ -779,7 +763,7 @@ on_iq_host(struct pgn_event *ev, void *arg)
 		        "temporary error",
 		        p->host, s->jid, s->bare);
 		sent_free(s);
-		return PGN_EVENT_HANDLED;
+		return;
 	}
 	pgn_log(PGN_LOG_INFO,
 	        "push %s: %s refused a notification for %s: registration "
@@ -788,19 +772,21 @@ on_iq_host(struct pgn_event *ev, void *arg)
 	limits_forget(p, s->bare, s->jid, s->node);
 	username = username_of(s->bare);
 	what = strdup(s->bare);
-	if (username != NULL && what != NULL) {
-		const char *params[4] = {p->host, username, s->jid, s->node};
-		if (pgn_store_query(pgn_server_store(p->srv), sql_disable_node,
-		                    4, params, 0, disabled_done, what) == 0)
+	key = reg_key(s->jid, s->node);
+	if (username != NULL && what != NULL && key != NULL) {
+		const char *keys[1] = {key};
+		if (pgn_kv_put(pgn_server_store(p->srv), KV_NS, p->host,
+		               username, 1, keys, &none, 0, disabled_done,
+		               what) == 0)
 			what = NULL;
 		else
 			pgn_log(PGN_LOG_WARN,
 			        "push %s: cannot queue a store query", p->host);
 	}
 	free(what);
+	free(key);
 	free(username);
 	sent_free(s);
-	return PGN_EVENT_HANDLED;
 }
 
 /* ---- enable / disable (§5, §6) ---- */
@@ -811,6 +797,7 @@ change_free(struct change *c)
 	if (c == NULL)
 		return;
 	free(c->bare);
+	free(c->user);
 	free(c->jid);
 	free(c->node);
 	free(c->options);
@@ -839,7 +826,7 @@ change_answer(struct change *c, const char *type, const char *condition,
 }
 
 static void
-enable_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
+enable_done(uint64_t owner, void *arg, int err)
 {
 	struct change *c = arg;
 	struct push *p = c->p;
@@ -847,15 +834,12 @@ enable_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
 	char *key;
 
 	(void)owner;
-	if (res->error != 0) {
+	if (err != 0) {
 		pgn_log(PGN_LOG_WARN,
 		        "push %s: storing a registration of %s "
 		        "failed: %s",
-		        p->host, c->bare, res->errmsg);
+		        p->host, c->bare, strerror(-err));
 		change_answer(c, "wait", "internal-server-error", NULL);
-	} else if (res->changes == 0) {
-		change_answer(c, "wait", "resource-constraint",
-		              "Too many push registrations");
 	} else {
 		pgn_log(PGN_LOG_INFO, "push %s: %s enabled notifications to %s",
 		        p->host, c->bare, c->jid);
@@ -874,26 +858,103 @@ enable_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
 }
 
 static void
-disable_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
+disable_done(uint64_t owner, void *arg, int err)
 {
 	struct change *c = arg;
 
 	(void)owner;
-	if (res->error != 0) {
+	if (err != 0) {
 		pgn_log(PGN_LOG_WARN,
 		        "push %s: removing registrations of %s "
 		        "failed: %s",
-		        c->p->host, c->bare, res->errmsg);
+		        c->p->host, c->bare, strerror(-err));
 		change_answer(c, "wait", "internal-server-error", NULL);
 	} else {
 		pgn_log(PGN_LOG_INFO,
-		        "push %s: %s disabled %" PRId64
-		        " registration(s) of %s",
-		        c->p->host, c->bare, res->changes, c->jid);
+		        "push %s: %s disabled registration(s) of %s",
+		        c->p->host, c->bare, c->jid);
 		/* Counted again by a lookup answered before the delete. */
 		limits_forget(c->p, c->bare, c->jid, c->node);
 		change_answer(c, NULL, NULL, NULL);
 	}
+	change_free(c);
+}
+
+/* The user's registrations were listed: enable within max_registrations
+ * (an existing one is updated with the newest options, §5), or disable
+ * every node of c->jid.  Two enables of one user at once may pass the
+ * limit together: the excess is bounded by the user's sessions. */
+static void
+change_listed(uint64_t owner, void *arg, int err, size_t n,
+              const char *const *keys)
+{
+	struct change *c = arg;
+	struct push *p = c->p;
+	const char **del = NULL, *own = NULL;
+	size_t ndel = 0;
+	int rc = -ENOMEM;
+
+	(void)owner;
+	if (err != 0) {
+		pgn_log(PGN_LOG_WARN,
+		        "push %s: reading the registrations of %s failed: %s",
+		        p->host, c->bare, strerror(-err));
+		goto fail;
+	}
+	if (c->node != NULL) { /* enable */
+		char *key = reg_key(c->jid, c->node);
+		const char *value = c->options != NULL ? c->options : "";
+		int known = 0;
+
+		for (size_t i = 0; key != NULL && i < n; i++)
+			known |= strcmp(keys[i], key) == 0;
+		if (key != NULL && !known && n >= p->max_regs) {
+			free(key);
+			change_answer(c, "wait", "resource-constraint",
+			              "Too many push registrations");
+			change_free(c);
+			return;
+		}
+		own = key;
+		if (key != NULL)
+			rc = pgn_kv_put(pgn_server_store(p->srv), KV_NS,
+			                p->host, c->user, 1, &own, &value, 0,
+			                enable_done, c);
+		free(key);
+		if (rc == 0)
+			return;
+		goto fail;
+	}
+	/* Disable every node of c->jid. */
+	if (n > 0 && (del = calloc(n, sizeof(*del))) == NULL)
+		goto fail;
+	for (size_t i = 0; i < n; i++) {
+		const char *node;
+		char *jid;
+		if (reg_parse(keys[i], &jid, &node) != 0)
+			continue;
+		if (strcmp(jid, c->jid) == 0)
+			del[ndel++] = keys[i];
+		free(jid);
+	}
+	if (ndel == 0) {
+		free(del);
+		disable_done(0, c, 0);
+		return;
+	}
+	{
+		const char **none = calloc(ndel, sizeof(*none));
+		rc = none == NULL ? -ENOMEM
+		                  : pgn_kv_put(pgn_server_store(p->srv), KV_NS,
+		                               p->host, c->user, ndel, del, none,
+		                               0, disable_done, c);
+		free(none);
+	}
+	free(del);
+	if (rc == 0)
+		return;
+fail:
+	change_answer(c, "wait", "internal-server-error", NULL);
 	change_free(c);
 }
 
@@ -963,11 +1024,9 @@ on_change(struct pgn_event *ev, struct push *p, int enable)
 	const struct pgn_xml *req = pgn_xml_first_child(st->xml);
 	const char *jid_s = pgn_xml_attr(req, "jid");
 	const char *node = pgn_xml_attr(req, "node");
-	const char *cond = NULL, *sql;
+	const char *cond = NULL;
 	struct pgn_jid *jid = NULL;
 	struct change *c = NULL;
-	char *username = NULL, now[24];
-	const char *params[7];
 	int rc;
 
 	if (!from_owner(ev)) {
@@ -989,39 +1048,39 @@ on_change(struct pgn_event *ev, struct push *p, int enable)
 	    (c->bare = strdup(st->from->bare)) == NULL ||
 	    (c->jid = strdup(jid->full)) == NULL ||
 	    (node != NULL && (c->node = strdup(node)) == NULL) ||
-	    (username = strdup(st->from->node)) == NULL) {
+	    (c->user = strdup(st->from->node)) == NULL) {
 		cond = "resource-constraint";
 		goto fail;
 	}
 	c->p = p;
 	if (enable && (cond = read_options(req, &c->options)) != NULL)
 		goto fail;
-	params[0] = p->host;
-	params[1] = username;
-	params[2] = c->jid;
-	params[3] = c->node;
-	if (enable) {
-		snprintf(now, sizeof(now), "%lld", (long long)time(NULL));
-		params[4] = c->options;
-		params[5] = now;
-		params[6] = p->max_regs;
-		sql = sql_enable;
-	} else {
+	if (!enable)
 		/* Nothing is published to it from now on (§6). */
 		limits_forget(p, c->bare, c->jid, c->node);
-		sql = c->node != NULL ? sql_disable_node : sql_disable_all;
-	}
 	if ((c->hold = pgn_event_hold(ev)) == NULL) {
 		cond = "resource-constraint";
 		goto fail;
 	}
-	if (pgn_store_query(pgn_server_store(p->srv), sql,
-	                    enable ? 7 : (c->node != NULL ? 4 : 3), params, 0,
-	                    enable ? enable_done : disable_done, c) != 0) {
+	if (!enable && c->node != NULL) {
+		const char *none = NULL;
+		char *key = reg_key(c->jid, c->node);
+		const char *k = key;
+		rc = key == NULL ? -ENOMEM
+		                 : pgn_kv_put(pgn_server_store(p->srv), KV_NS,
+		                              p->host, c->user, 1, &k, &none, 0,
+		                              disable_done, c);
+		free(key);
+	} else {
+		/* An enable checks the limit first; a disable of every node
+		 * finds them. */
+		rc = pgn_kv_keys(pgn_server_store(p->srv), KV_NS, p->host,
+		                 c->user, 0, change_listed, c);
+	}
+	if (rc != 0) {
 		change_answer(c, "wait", "internal-server-error", NULL);
 		change_free(c);
 	}
-	free(username);
 	pgn_jid_free(jid);
 	return PGN_EVENT_HANDLED;
 fail:
@@ -1030,7 +1089,6 @@ fail:
 	                                                         : "modify",
 	                cond);
 	change_free(c);
-	free(username);
 	pgn_jid_free(jid);
 	return PGN_EVENT_HANDLED;
 }
@@ -1075,7 +1133,6 @@ push_unload(struct pgn_module *m)
 		p->sent_head = s->next;
 		sent_free(s);
 	}
-	pgn_map_free(p->sent);
 	pgn_map_free(p->none);
 	free(p);
 	pgn_module_set_data(m, NULL);
@@ -1092,8 +1149,7 @@ push_load(struct pgn_module *m)
 		return -ENOMEM;
 	pgn_module_set_data(m, p);
 	if ((p->none = pgn_map_new()) == NULL ||
-	    (p->limits = pgn_map_new()) == NULL ||
-	    (p->sent = pgn_map_new()) == NULL) {
+	    (p->limits = pgn_map_new()) == NULL) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -1103,19 +1159,15 @@ push_load(struct pgn_module *m)
 	p->include_body = pgn_module_opt_bool(m, "include_body");
 	p->min_interval_ms =
 	        (uint64_t)pgn_module_opt_int(m, "min_interval") * 1000;
-	snprintf(p->max_regs, sizeof(p->max_regs), "%ld",
-	         pgn_module_opt_int(m, "max_registrations"));
+	p->max_regs = (size_t)pgn_module_opt_int(m, "max_registrations");
 
 	/* Messages: after the filters and carbons, before the core
-	 * delivers; only looks.  Answers to our publishes: before any
-	 * other handler of iqs to the host. */
+	 * delivers; only looks. */
 	for (size_t i = 0; i < sizeof(inbound) / sizeof(*inbound); i++)
 		if ((rc = pgn_module_hook(m, inbound[i], on_message, p,
 		                          PGN_PRIO_NOTIFY)) < 0)
 			goto fail;
-	if ((rc = pgn_module_hook(m, "iq/host", on_iq_host, p,
-	                          PGN_PRIO_EARLY)) < 0 ||
-	    (rc = pgn_module_hook(m, "session-hibernated", on_hibernated, p,
+	if ((rc = pgn_module_hook(m, "session-hibernated", on_hibernated, p,
 	                          PGN_PRIO_HANDLER)) < 0 ||
 	    (rc = pgn_module_hook(m, "iq-set/bare/" NS_PUSH ":enable",
 	                          on_enable, p, PGN_PRIO_HANDLER)) < 0 ||

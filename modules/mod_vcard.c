@@ -1,8 +1,8 @@
 /* XEP-0054 vcard-temp and XEP-0153 vCard-based avatars.
  *
- * Every account has at most one vCard, stored serialised (table vcards,
- * schemas/<driver>/006_vcard.sql) with the SHA-1 of its decoded
- * PHOTO/BINVAL.  Anyone may read a user's vCard; only the user sets it.
+ * Every account has at most one vCard, stored serialised with the SHA-1
+ * of its decoded PHOTO/BINVAL in the store's per-user key-value store
+ * (pgn_kv_*, namespace "vcard", keys "vcard" and "photo_hash").  Anyone may read a user's vCard; only the user sets it.
  * The photo hash is also kept in each of the user's sessions (loaded when
  * the session starts, refreshed on every set) so that the presence the
  * user sends can carry the right hash (XEP-0153 §3.1) without waiting for
@@ -29,6 +29,10 @@
 
 #define NS_VCARD "vcard-temp"
 #define NS_VCARD_UPDATE "vcard-temp:x:update"
+/* Our namespace and keys in the key-value store. */
+#define KV_NS "vcard"
+#define KEY_VCARD "vcard"
+#define KEY_HASH "photo_hash"
 
 #define MAX_MAX_SIZE (16L * 1024 * 1024)
 #define HASH_HEX_LEN 40
@@ -126,18 +130,15 @@ struct get_req {
 };
 
 static void
-got_vcard(uint64_t owner, void *arg, const struct pgn_store_result *res)
+got_vcard(uint64_t owner, void *arg, int err, const char *data)
 {
 	struct get_req *g = arg;
-	const char *data = res->error == 0 && res->nrows > 0
-				   ? pgn_store_value(res, 0, 0)
-				   : NULL;
 	struct pgn_xml *wrap = NULL, *vcard;
 
 	(void)owner;
-	if (res->error != 0) {
+	if (err != 0) {
 		pgn_log(PGN_LOG_WARN, "mod_vcard: loading a vCard failed: %s",
-			res->errmsg);
+			strerror(-err));
 		finish(g->vc, g->hold, NULL, "wait", "internal-server-error",
 		       NULL);
 		goto out;
@@ -172,7 +173,6 @@ on_get(struct pgn_event *ev, void *arg)
 {
 	struct vcard *vc = arg;
 	struct pgn_stanza *st = ev->stanza;
-	const char *params[2] = { st->to->domain, st->to->node };
 	struct get_req *g = calloc(1, sizeof(*g));
 
 	if (g == NULL || (g->hold = pgn_event_hold(ev)) == NULL) {
@@ -182,10 +182,8 @@ on_get(struct pgn_event *ev, void *arg)
 	}
 	g->vc = vc;
 	g->own = st->from != NULL && strcmp(st->from->bare, st->to->bare) == 0;
-	if (pgn_store_query(pgn_server_store(ev->server),
-			    "SELECT vcard FROM vcards WHERE host = $1 AND "
-			    "username = $2",
-			    2, params, 0, got_vcard, g) < 0) {
+	if (pgn_kv_get(pgn_server_store(ev->server), KV_NS, st->to->domain,
+		       st->to->node, KEY_VCARD, 0, got_vcard, g) < 0) {
 		finish(vc, g->hold, NULL, "wait", "internal-server-error",
 		       NULL);
 		free(g);
@@ -227,16 +225,16 @@ set_session_hash(struct pgn_session *s, struct vcard *vc, const char *hash)
 }
 
 static void
-stored_vcard(uint64_t owner, void *arg, const struct pgn_store_result *res)
+stored_vcard(uint64_t owner, void *arg, int err)
 {
 	struct set_req *sr = arg;
 	struct pgn_server *srv = pgn_module_server(sr->vc->m);
 
 	(void)owner;
-	if (res->error != 0) {
+	if (err != 0) {
 		pgn_log(PGN_LOG_WARN, "mod_vcard: storing the vCard of %s "
 				      "failed: %s",
-			sr->bare, res->errmsg);
+			sr->bare, strerror(-err));
 		finish(sr->vc, sr->hold, NULL, "wait", "internal-server-error",
 		       NULL);
 		goto out;
@@ -264,7 +262,8 @@ on_set(struct pgn_event *ev, void *arg)
 	char *data = NULL;
 	char hash[HASH_HEX_LEN + 1];
 	char text[96];
-	const char *params[4];
+	static const char *const keys[2] = { KEY_VCARD, KEY_HASH };
+	const char *values[2];
 	int rc;
 
 	/* XEP-0054 §3.2: only the account itself. */
@@ -295,20 +294,14 @@ on_set(struct pgn_event *ev, void *arg)
 		goto nomem;
 	memcpy(sr->hash, hash, sizeof(hash));
 	sr->vc = vc;
-	params[0] = st->to->domain;
-	params[1] = st->to->node;
-	params[2] = data;
-	params[3] = hash;
+	values[0] = data;
+	values[1] = hash;
 	if ((sr->hold = pgn_event_hold(ev)) == NULL)
 		goto nomem;
-	/* One upsert, the same text on both drivers (SQLite >= 3.24). */
-	if (pgn_store_query(pgn_server_store(ev->server),
-			    "INSERT INTO vcards (host, username, vcard, "
-			    "photo_hash) VALUES ($1, $2, $3, $4) "
-			    "ON CONFLICT (host, username) DO UPDATE SET "
-			    "vcard = excluded.vcard, "
-			    "photo_hash = excluded.photo_hash",
-			    4, params, 0, stored_vcard, sr) < 0) {
+	/* Both keys in one transaction. */
+	if (pgn_kv_put(pgn_server_store(ev->server), KV_NS, st->to->domain,
+		       st->to->node, 2, keys, values, 0, stored_vcard,
+		       sr) < 0) {
 		finish(vc, sr->hold, NULL, "wait", "internal-server-error",
 		       NULL);
 		free(sr->bare);
@@ -337,25 +330,23 @@ on_set_host(struct pgn_event *ev, void *arg)
 /* ---- session start: load the hash ---------------------------------------- */
 
 static void
-loaded_hash(uint64_t owner, void *arg, const struct pgn_store_result *res)
+loaded_hash(uint64_t owner, void *arg, int err, const char *h)
 {
 	struct vcard *vc = arg;
 	struct pgn_session *s = pgn_session_find(pgn_module_server(vc->m),
 						 owner);
-	const char *h;
 
 	if (s == NULL)
 		return; /* gone meanwhile: nothing to release */
-	if (res->error != 0) {
+	if (err != 0) {
 		/* Without the hash, presences pass unchanged: better than
 		 * advertising a wrong avatar. */
 		pgn_log(PGN_LOG_WARN,
 			"session %llu: mod_vcard: loading the photo hash "
 			"failed: %s",
-			(unsigned long long)owner, res->errmsg);
+			(unsigned long long)owner, strerror(-err));
 		pgn_session_set_data(s, vc->m, NULL, NULL);
 	} else {
-		h = res->nrows > 0 ? pgn_store_value(res, 0, 0) : NULL;
 		set_session_hash(s, vc, h != NULL ? h : "");
 	}
 	pgn_session_release(s);
@@ -371,7 +362,6 @@ on_session_started(struct pgn_event *ev, void *arg)
 
 	if (jid == NULL || jid->node == NULL)
 		return PGN_EVENT_PASS;
-	const char *params[2] = { jid->domain, jid->node };
 	if ((vs = calloc(1, sizeof(*vs))) == NULL)
 		return PGN_EVENT_PASS;
 	if (pgn_session_set_data(s, vc->m, vs, free) != 0) {
@@ -381,11 +371,9 @@ on_session_started(struct pgn_event *ev, void *arg)
 	/* Hold the session so that its first presence already has the
 	 * hash. */
 	pgn_session_hold(s);
-	if (pgn_store_query(pgn_server_store(ev->server),
-			    "SELECT photo_hash FROM vcards WHERE host = $1 "
-			    "AND username = $2",
-			    2, params, pgn_session_id(s), loaded_hash,
-			    vc) < 0) {
+	if (pgn_kv_get(pgn_server_store(ev->server), KV_NS, jid->domain,
+		       jid->node, KEY_HASH, pgn_session_id(s), loaded_hash,
+		       vc) < 0) {
 		pgn_session_set_data(s, vc->m, NULL, NULL);
 		pgn_session_release(s);
 	}

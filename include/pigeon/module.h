@@ -250,7 +250,12 @@ struct pgn_module_def {
 	/* Frees module data.  Hooks, features, commands, figures and timers
 	 * are removed by the core (freeing a timer here too is harmless). */
 	void (*unload)(struct pgn_module *m);
-	/* (Room for more declarations: depends/provides.) */
+	/* ---- services between modules (keep at the end) ----
+	 * Names of the modules this one needs on the same host ("mod_roster"),
+	 * NULL-terminated, or NULL: loading it without them is a
+	 * configuration error, and they load (and so provide their services)
+	 * before it and unload after it. */
+	const char *const *depends;
 };
 
 /* ---- module instance ---- */
@@ -560,6 +565,44 @@ void pgn_timer_start(struct pgn_timer *t, uint64_t ms);
 void pgn_timer_stop(struct pgn_timer *t);
 /* Stops and frees t; NULL is a no-op. */
 void pgn_timer_free(struct pgn_timer *t);
+
+/* ---- services: one module serving others on its host ----
+ * A service is a named const table of functions (its header in
+ * include/pigeon/, e.g. pigeon/roster.h) and the provider's instance,
+ * which every function takes first.  The provider registers it in its
+ * load (removed when it unloads); a user declares the provider in
+ * pgn_module_def.depends and looks the service up when it needs it (a
+ * scan of the host's few modules) or once in its load.  Both pointers
+ * stay valid while the user is loaded. */
+/* 0, -EEXIST (another module of the host provides name), -ENOMEM. */
+int pgn_module_provide(struct pgn_module *m, const char *name,
+		       const void *ops, void *instance);
+/* The table of the service name on h and (when instance is not NULL) its
+ * instance, or NULL when no module of h provides it. */
+const void *pgn_host_service(const struct pgn_host *h, const char *name,
+			     void **instance);
+
+/* ---- services: iq requests to other entities ----
+ * One tracker in the core for every module.  pgn_send_iq sends
+ * <iq type='type' from='from' to='to' id='(chosen by the core)'> with
+ * payload (taken, also on failure; may be NULL) and calls fn exactly
+ * once, never inside pgn_send_iq itself:
+ *   reply the result or error iq addressed back from 'to' with that id
+ *         (borrowed during the call; the router does not route it on),
+ *         condition NULL for a result, the stanza error condition
+ *         ("service-unavailable") for an error;
+ *   reply NULL, condition "remote-server-timeout" after timeout_ms.
+ * fn is not called after pgn_iq_cancel(m, handle) nor once m unloads
+ * (the module frees arg itself then).  *handle (may be NULL) is set
+ * before the iq is routed.  0, -EINVAL (bad JID), -ENOMEM, -EAGAIN (the
+ * server has too many requests waiting): then fn is never called. */
+typedef void (*pgn_iq_fn)(const struct pgn_stanza *reply,
+			  const char *condition, void *arg);
+int pgn_send_iq(struct pgn_module *m, const char *from, const char *to,
+		const char *type, struct pgn_xml *payload, uint64_t timeout_ms,
+		pgn_iq_fn fn, void *arg, uint64_t *handle);
+/* 0, or -ENOENT when the request of m is no longer waiting. */
+int pgn_iq_cancel(struct pgn_module *m, uint64_t handle);
 
 /* ---- server ---- */
 const char *pgn_server_version(void);

@@ -9,6 +9,7 @@
 
 #include "deliver.h"
 #include "host.h"
+#include "iq.h"
 #include "router.h"
 #include "server.h"
 #include "stream.h"
@@ -146,6 +147,9 @@ pgn_deliver_host(const struct pgn_routing *rt, struct pgn_stanza *st,
 		message_to_bare(rt, h, st);
 		return;
 	}
+	/* An answer to an iq a module sent (pgn_send_iq) goes to it. */
+	if (from == NULL && pgn_iq_tracker_answer(rt->srv->iq, st))
+		return;
 	if ((from == NULL || from->stage <= PGN_STAGE_IQ) &&
 	    st->kind == PGN_STANZA_IQ &&
 	    (pgn_stanza_type_is(st, "get") || pgn_stanza_type_is(st, "set"))) {

@@ -32,14 +32,7 @@ pgn_host_load_modules(struct pgn_host *h, const char *dir, char *err,
 	h->modules = calloc(h->cfg->nmodules + 1, sizeof(*h->modules));
 	if (h->modules == NULL)
 		return -ENOMEM;
-	for (size_t i = 0; i < h->cfg->nmodules; i++) {
-		struct pgn_module *m = pgn_module_load(h, &h->cfg->modules[i],
-						       dir, err, errlen);
-		if (m == NULL)
-			return -EINVAL;
-		h->modules[h->nmodules++] = m;
-	}
-	return 0;
+	return pgn_module_load_all(h, dir, err, errlen);
 }
 
 static void

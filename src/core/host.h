@@ -52,9 +52,6 @@ int pgn_host_add_identity(struct pgn_host *h, const struct pgn_module *owner,
 void pgn_host_remove_owned(struct pgn_host *h, const struct pgn_module *owner);
 
 /* module.c */
-struct pgn_module *pgn_module_load(struct pgn_host *h,
-				   const struct pgn_cfg_module *cfg,
-				   const char *dir, char *err, size_t errlen);
 void pgn_module_unload(struct pgn_module *m);
 /* What `pigeond -t` checks without starting anything: the module's .so
  * in dir opens, has the right ABI, and each of cm's options is one it
@@ -65,5 +62,11 @@ int pgn_module_check(const char *cfgpath, const struct pgn_cfg_module *cm,
 		     void (*report)(const char *err, void *arg), void *arg);
 /* The descriptor of a loaded module (borrowed). */
 const struct pgn_module_def *pgn_module_get_def(const struct pgn_module *m);
+/* Loads the host's configured modules into h->modules, each after the
+ * modules it depends on (pgn_module_def.depends).  0, or negative with a
+ * message in err (a dependency the host does not load, a cycle, a module
+ * that fails to load). */
+int pgn_module_load_all(struct pgn_host *h, const char *dir, char *err,
+			size_t errlen);
 
 #endif

@@ -15,6 +15,7 @@
 
 #include "event.h"
 #include "host.h"
+#include "iq.h"
 #include "modopt.h"
 #include "pigeon/log.h"
 #include "pigeon/map.h"
@@ -31,6 +32,15 @@ struct pgn_module {
 	struct pgn_modopt_val *opts; /* one per def->options entry */
 	struct pgn_timer *timers;    /* still allocated, freed on unload */
 	void *data;
+	struct pgn_service *services; /* pgn_module_provide */
+	size_t nservices;
+};
+
+/* A named service a module provides to the others on its host. */
+struct pgn_service {
+	char *name;
+	const void *ops;
+	void *instance;
 };
 
 struct pgn_timer {
@@ -179,6 +189,16 @@ register_declared(struct pgn_module *m)
 	return pgn_ctl_register_module(m->host->srv, m);
 }
 
+static void
+services_free(struct pgn_module *m)
+{
+	for (size_t i = 0; i < m->nservices; i++)
+		free(m->services[i].name);
+	free(m->services);
+	m->services = NULL;
+	m->nservices = 0;
+}
+
 /* Forgets everything m registered, except its timers (see below). */
 static void
 forget(struct pgn_module *m)
@@ -187,6 +207,8 @@ forget(struct pgn_module *m)
 	pgn_routes_del_owner(m->host->srv->routes, m);
 	pgn_ctl_forget_module(m->host->srv, m);
 	pgn_map_foreach(m->host->srv->sessions, drop_session_data, m);
+	pgn_iq_tracker_cancel_owner(m->host->srv->iq, m);
+	services_free(m);
 }
 
 /* Timers are stopped before the module's unload (nothing fires while it
@@ -206,61 +228,162 @@ free_timers(struct pgn_module *m)
 		pgn_timer_free(m->timers);
 }
 
-struct pgn_module *
-pgn_module_load(struct pgn_host *h, const struct pgn_cfg_module *cfg,
-		const char *dir, char *err, size_t errlen)
+static void
+module_close(struct pgn_module *m)
+{
+	if (m == NULL)
+		return;
+	if (m->dl != NULL)
+		dlclose(m->dl);
+	free(m->opts);
+	free(m);
+}
+
+/* Opens the module's .so and checks it and its options; does not load it
+ * yet (dependencies first).  NULL with err set. */
+static struct pgn_module *
+module_open(struct pgn_host *h, const struct pgn_cfg_module *cfg,
+	    const char *dir, char *err, size_t errlen)
 {
 	const struct pgn_module_def *def = NULL;
 	const char *cfgpath = h->srv->cfg->path;
-	struct pgn_module *m = NULL;
+	struct pgn_module *m;
 	void *dl;
-	int rc;
 
 	dl = open_module(cfgpath, cfg, dir, &def, err, errlen);
 	if (dl == NULL)
 		return NULL;
 	m = calloc(1, sizeof(*m));
-	if (m == NULL ||
-	    (m->opts = calloc(pgn_modopt_count(def->options) + 1,
-			      sizeof(*m->opts))) == NULL) {
+	if (m == NULL) {
+		dlclose(dl);
 		snprintf(err, errlen, "out of memory");
-		goto fail;
+		return NULL;
 	}
 	m->def = def;
 	m->dl = dl;
 	m->host = h;
 	m->cfg = cfg;
-	if (pgn_modopt_check(def, cfg, cfgpath, m->opts, err, errlen) != 0)
-		goto fail;
-	if (def->load != NULL && (rc = def->load(m)) < 0) {
+	if ((m->opts = calloc(pgn_modopt_count(def->options) + 1,
+			      sizeof(*m->opts))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		module_close(m);
+		return NULL;
+	}
+	if (pgn_modopt_check(def, cfg, cfgpath, m->opts, err, errlen) != 0) {
+		module_close(m);
+		return NULL;
+	}
+	return m;
+}
+
+/* Runs the module's load and registers what it declares; on failure
+ * frees m (and says why in err). */
+static int
+module_start(struct pgn_module *m, char *err, size_t errlen)
+{
+	struct pgn_host *h = m->host;
+	const char *cfgpath = h->srv->cfg->path;
+	int rc;
+
+	if (m->def->load != NULL && (rc = m->def->load(m)) < 0) {
 		snprintf(err, errlen, "%s:%d: module %s: load failed on %s: %s",
-			 cfgpath, cfg->line, cfg->name, h->name,
+			 cfgpath, m->cfg->line, m->cfg->name, h->name,
 			 strerror(-rc));
 		/* The module freed its own state; the core forgets what it
 		 * registered. */
 		stop_timers(m);
 		forget(m);
 		free_timers(m);
-		goto fail;
+		module_close(m);
+		return rc;
 	}
 	if ((rc = register_declared(m)) < 0) {
 		snprintf(err, errlen, "%s:%d: module %s: cannot register on %s: %s",
-			 cfgpath, cfg->line, cfg->name, h->name,
+			 cfgpath, m->cfg->line, m->cfg->name, h->name,
 			 rc == -EEXIST ? "a command of that name exists"
 				       : strerror(-rc));
-		m->dl = NULL; /* closed below */
 		pgn_module_unload(m);
-		m = NULL;
-		goto fail;
+		return rc;
 	}
-	pgn_log(PGN_LOG_DEBUG, "host %s: loaded %s", h->name, def->name);
-	return m;
-fail:
-	if (m != NULL)
-		free(m->opts);
-	free(m);
-	dlclose(dl);
+	pgn_log(PGN_LOG_DEBUG, "host %s: loaded %s", h->name, m->def->name);
+	return 0;
+}
+
+/* The opened module named name among mods, or NULL. */
+static struct pgn_module *
+module_named(struct pgn_module *const *mods, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (mods[i] != NULL && strcmp(mods[i]->def->name, name) == 0)
+			return mods[i];
 	return NULL;
+}
+
+/* All of m's dependencies are loaded on its host already. */
+static int
+deps_loaded(const struct pgn_module *m)
+{
+	const struct pgn_host *h = m->host;
+
+	for (const char *const *d = m->def->depends; d != NULL && *d != NULL;
+	     d++)
+		if (module_named(h->modules, h->nmodules, *d) == NULL)
+			return 0;
+	return 1;
+}
+
+int
+pgn_module_load_all(struct pgn_host *h, const char *dir, char *err,
+		    size_t errlen)
+{
+	size_t n = h->cfg->nmodules, left = n;
+	struct pgn_module **opened = calloc(n + 1, sizeof(*opened));
+	int rc = -EINVAL;
+
+	if (opened == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		if ((opened[i] = module_open(h, &h->cfg->modules[i], dir, err,
+					     errlen)) == NULL)
+			goto fail;
+	/* A dependency the host does not load is a configuration error. */
+	for (size_t i = 0; i < n; i++)
+		for (const char *const *d = opened[i]->def->depends;
+		     d != NULL && *d != NULL; d++)
+			if (module_named(opened, n, *d) == NULL) {
+				snprintf(err, errlen,
+					 "%s:%d: module %s needs %s, which "
+					 "host %s does not load",
+					 h->srv->cfg->path,
+					 opened[i]->cfg->line,
+					 opened[i]->cfg->name, *d, h->name);
+				goto fail;
+			}
+	/* Dependencies first, else in the configured order. */
+	while (left > 0) {
+		size_t before = left;
+		for (size_t i = 0; i < n; i++) {
+			struct pgn_module *m = opened[i];
+			if (m == NULL || !deps_loaded(m))
+				continue;
+			opened[i] = NULL;
+			left--;
+			if (module_start(m, err, errlen) < 0)
+				goto fail;
+			h->modules[h->nmodules++] = m;
+		}
+		if (left == before) {
+			snprintf(err, errlen, "host %s: modules depend on "
+				 "each other in a cycle", h->name);
+			goto fail;
+		}
+	}
+	rc = 0;
+fail:
+	for (size_t i = 0; i < n; i++)
+		module_close(opened[i]);
+	free(opened);
+	return rc;
 }
 
 void
@@ -273,10 +396,7 @@ pgn_module_unload(struct pgn_module *m)
 	if (m->def->unload != NULL)
 		m->def->unload(m);
 	free_timers(m);
-	if (m->dl != NULL)
-		dlclose(m->dl);
-	free(m->opts);
-	free(m);
+	module_close(m);
 }
 
 int
@@ -439,4 +559,45 @@ pgn_timer_free(struct pgn_timer *t)
 		t->next->pprev = t->pprev;
 	event_free(t->ev);
 	free(t);
+}
+
+/* ---- services between modules ------------------------------------------ */
+
+int
+pgn_module_provide(struct pgn_module *m, const char *name, const void *ops,
+		   void *instance)
+{
+	struct pgn_service *v;
+
+	if (pgn_host_service(m->host, name, NULL) != NULL)
+		return -EEXIST;
+	for (size_t i = 0; i < m->nservices; i++)
+		if (strcmp(m->services[i].name, name) == 0)
+			return -EEXIST;
+	v = realloc(m->services, (m->nservices + 1) * sizeof(*v));
+	if (v == NULL)
+		return -ENOMEM;
+	m->services = v;
+	v += m->nservices;
+	if ((v->name = strdup(name)) == NULL)
+		return -ENOMEM;
+	v->ops = ops;
+	v->instance = instance;
+	m->nservices++;
+	return 0;
+}
+
+const void *
+pgn_host_service(const struct pgn_host *h, const char *name, void **instance)
+{
+	for (size_t i = 0; i < h->nmodules; i++) {
+		const struct pgn_module *m = h->modules[i];
+		for (size_t j = 0; j < m->nservices; j++)
+			if (strcmp(m->services[j].name, name) == 0) {
+				if (instance != NULL)
+					*instance = m->services[j].instance;
+				return m->services[j].ops;
+			}
+	}
+	return NULL;
 }

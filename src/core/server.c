@@ -18,6 +18,7 @@
 #include <sodium.h>
 
 #include "host.h"
+#include "iq.h"
 #include "authlimit.h"
 #include "connlimit.h"
 #include "latency.h"
@@ -600,6 +601,8 @@ pgn_server_free(struct pgn_server *srv)
 	pgn_map_free(srv->ctl_conns);
 	pgn_map_free(srv->commands);
 	pgn_map_free(srv->sm_ids);
+	pgn_iq_tracker_free(srv->iq); /* after the hosts: their modules
+				       * cancelled theirs */
 	free(srv->latency);
 	/* The pid file is pigeond.c's: it holds the lock. */
 	if (srv->base != NULL)

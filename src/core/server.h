@@ -69,6 +69,7 @@ struct pgn_server {
 	 * restored by router.c only, for what handlers route themselves
 	 * (router.h, pgn_router_current). */
 	const struct pgn_route_ctx *routing;
+	struct pgn_iq_tracker *iq;   /* pgn_send_iq (iq.c); NULL until used */
 	uint32_t ping_seq;
 	unsigned reaped;             /* sessions freed since the last trim */
 	/* Delivery latency (latency.h, `pigeonctl latency`): the histograms,

@@ -1,8 +1,10 @@
 """mod_last: last activity (XEP-0012) and pigeonctl get_last."""
 
 import calendar
+import subprocess
 import time
 
+from conftest import PIGEOND, pigeon_env
 from rawxmpp import NS_DISCO_INFO, local, stanza_error, to_str
 
 NS_LAST = 'jabber:iq:last'
@@ -255,3 +257,33 @@ def test_explicit_unavailable_is_recorded(server):
     assert status == 'later', out
     secs, text = seconds_of(last(cb, '%s@localhost' % a))
     assert secs >= 1 and text == 'later', (secs, text)
+
+
+# ---- services between modules ------------------------------------------
+
+def test_needs_mod_roster(make_server, driver):
+    """mod_last asks mod_roster who may know: without it the host does
+    not start, and says why."""
+    srv = make_server(driver, start=False, modules={'mod_roster': None})
+    r = subprocess.run([str(PIGEOND), '-c', str(srv.config)],
+                       capture_output=True, text=True, timeout=30,
+                       env=pigeon_env(), stdin=subprocess.DEVNULL)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    assert 'module mod_last needs mod_roster, which host' in out, out
+
+
+def test_roster_configured_after_last(make_server, driver):
+    """Dependencies load first whatever the configured order."""
+    srv = make_server(driver, start=False)
+    srv.modules.pop('mod_roster')
+    srv.modules['mod_roster'] = {}
+    srv.write_config()
+    srv.start()
+    a, apw = srv.new_user(prefix='last')
+    b, bpw = srv.new_user(prefix='last')
+    subscribe_both(srv, a, b)
+    logout_with_status(srv, a, apw, 'ordered')
+    cb = srv.login(b, bpw)
+    secs, text = seconds_of(last(cb, '%s@localhost' % a))
+    assert text == 'ordered', (secs, text)

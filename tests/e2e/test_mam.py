@@ -8,7 +8,7 @@ from xml.sax.saxutils import escape, quoteattr
 import pytest
 
 import rawxmpp
-from conftest import db
+from conftest import db, db_rows
 from rawxmpp import NS_DISCO_INFO, local, stanza_error, to_str
 
 NS_MAM2 = 'urn:xmpp:mam:2'
@@ -40,6 +40,17 @@ def rows_of(server, user):
     assert user.isalnum()
     return int(db(server, "SELECT count(*) FROM mam_messages WHERE host = "
                           "'localhost' AND username = '%s'" % user))
+
+
+def wait_rows(server, user, n, timeout=10.0):
+    """Until user's archive has n rows (the store writes after the
+    message went on); then checks that no more come."""
+    deadline = time.monotonic() + timeout
+    while rows_of(server, user) < n:
+        assert time.monotonic() < deadline, (user, rows_of(server, user), n)
+        time.sleep(0.05)
+    time.sleep(0.2)
+    assert rows_of(server, user) == n
 
 
 def online(server, user, pw, res='r'):
@@ -479,6 +490,40 @@ def test_prefs_of_offline_recipient(server):
     stored = db(server, "SELECT stanza FROM offline_messages WHERE username = '%s'" % dave)
     sid = db(server, "SELECT stanza_id FROM mam_messages WHERE username = '%s'" % dave)
     assert "by='%s@localhost'" % dave in stored.replace('"', "'") and sid in stored, stored
+
+
+def test_roster_prefs_of_offline_recipient(server):
+    """default='roster' for a user who has no session: mod_roster answers
+    from the store while the messages wait, in order; a roster change
+    made by pigeonctl counts at once."""
+    alice, apw = server.new_user(prefix='alice')
+    carol, cpw = server.new_user(prefix='carol')
+    dave, _ = server.new_user(prefix='dave')
+    server.ctl('add_rosteritem', dave, 'localhost', alice, 'localhost', alice,
+               'G', 'none', expect=0)
+    db(server, "INSERT INTO mam_prefs (host, username, default_mode) VALUES "
+               "('localhost', '%s', 'roster')" % dave)
+    a = online(server, alice, apw, 'ra')
+    c = online(server, carol, cpw, 'rc')
+    for i in range(3):
+        a.message('%s@localhost' % dave, 'contact %d' % i)
+        c.message('%s@localhost' % dave, 'stranger %d' % i)
+    rawxmpp.quiet(a)
+    rawxmpp.quiet(c)
+    wait_rows(server, dave, 3)
+    bodies = [r[0] for r in db_rows(
+        server, "SELECT stanza FROM mam_messages WHERE username = '%s' "
+                "ORDER BY id" % dave)]
+    assert len(bodies) == 3, bodies
+    assert all('contact %d' % i in b for i, b in enumerate(bodies)), bodies
+    server.ctl('add_rosteritem', dave, 'localhost', carol, 'localhost', carol,
+               'G', 'none', expect=0)
+    c.message('%s@localhost' % dave, 'stranger no more')
+    rawxmpp.quiet(c)
+    wait_rows(server, dave, 4)
+    assert 'stranger no more' in db(
+        server, "SELECT stanza FROM mam_messages WHERE username = '%s' "
+                "ORDER BY id DESC LIMIT 1" % dave)
 
 
 def local_part(jid):

@@ -240,8 +240,8 @@ def sender(server):
 
 def registrations(server, user):
     assert user.isalnum()
-    return int(db(server, "SELECT count(*) FROM push_registrations "
-                          "WHERE host = 'localhost' AND username = '%s'" % user))
+    return int(db(server, "SELECT count(*) FROM user_kv WHERE ns = 'push' "
+                          "AND host = 'localhost' AND username = '%s'" % user))
 
 
 def check_summary(n, count, frm, body=None, node='n1', to=COMPONENT):

@@ -299,6 +299,362 @@ START_TEST(test_worker_order)
 }
 END_TEST
 
+/* ---- typed stores ---------------------------------------------------------------- */
+
+/* What the typed callbacks saw last. */
+struct typed_state {
+	int count;
+	int err;
+	char value[256];
+	size_t n;
+	char keys[8][32];
+	int64_t id;
+	int64_t ids[8];
+	char values[8][32];
+	int complete;
+};
+
+static void
+kv_value_cb(uint64_t owner, void *arg, int err, const char *value)
+{
+	struct typed_state *s = arg;
+
+	(void)owner;
+	s->count++;
+	s->err = err;
+	snprintf(s->value, sizeof(s->value), "%s", value ? value : "(none)");
+}
+
+static void
+kv_keys_cb(uint64_t owner, void *arg, int err, size_t n,
+	   const char *const *keys)
+{
+	struct typed_state *s = arg;
+
+	(void)owner;
+	s->count++;
+	s->err = err;
+	s->n = n;
+	for (size_t i = 0; i < n && i < 8; i++)
+		snprintf(s->keys[i], sizeof(s->keys[i]), "%s", keys[i]);
+}
+
+static void
+kv_entries_cb(uint64_t owner, void *arg, int err, size_t n,
+	      const char *const *keys, const char *const *values)
+{
+	struct typed_state *s = arg;
+
+	(void)owner;
+	s->count++;
+	s->err = err;
+	s->n = n;
+	for (size_t i = 0; i < n && i < 8; i++)
+		snprintf(s->keys[i], sizeof(s->keys[i]), "%s=%s", keys[i],
+			 values[i]);
+}
+
+static void
+kv_done_cb(uint64_t owner, void *arg, int err)
+{
+	struct typed_state *s = arg;
+
+	(void)owner;
+	s->count++;
+	s->err = err;
+}
+
+static void
+add_account(struct pgn_store *st, const char *user)
+{
+	const char *p[2] = { user, "example.org" };
+	struct pgn_store_result *res = NULL;
+
+	ck_assert_int_eq(pgn_store_query_sync(
+				 st,
+				 "INSERT INTO accounts (username, host, salt, "
+				 "iterations, sha1_stored_key, sha1_server_key, "
+				 "sha256_stored_key, sha256_server_key) VALUES "
+				 "($1, $2, 's', 1, 'a', 'b', 'c', 'd')",
+				 2, p, &res),
+			 0);
+	pgn_store_result_free(res);
+}
+
+START_TEST(test_kv)
+{
+	struct fx f;
+	struct typed_state s = { 0 };
+	const char *keys[3] = { "b", "a", "c" };
+	const char *vals[3] = { "beta", "alpha", "gamma" };
+	const char *upd_keys[2] = { "a", "c" };
+	const char *upd_vals[2] = { "ALPHA", NULL };
+	int want = 0;
+
+	fx_init(&f, _i);
+	fx_open(&f);
+	add_account(f.st, "alice");
+	add_account(f.st, "bob");
+	/* Nothing yet. */
+	ck_assert_int_eq(pgn_kv_get(f.st, "t", "example.org", "alice", "a", 1,
+				    kv_value_cb, &s), 0);
+	run_until(f.base, &s.count, ++want);
+	ck_assert_int_eq(s.err, 0);
+	ck_assert_str_eq(s.value, "(none)");
+	/* Three keys in one transaction, listed sorted. */
+	ck_assert_int_eq(pgn_kv_put(f.st, "t", "example.org", "alice", 3, keys,
+				    vals, 2, kv_done_cb, &s), 0);
+	run_until(f.base, &s.count, ++want);
+	ck_assert_int_eq(s.err, 0);
+	ck_assert_int_eq(pgn_kv_keys(f.st, "t", "example.org", "alice", 3,
+				     kv_keys_cb, &s), 0);
+	run_until(f.base, &s.count, ++want);
+	ck_assert_uint_eq(s.n, 3);
+	ck_assert_str_eq(s.keys[0], "a");
+	ck_assert_str_eq(s.keys[1], "b");
+	ck_assert_str_eq(s.keys[2], "c");
+	ck_assert_int_eq(pgn_kv_entries(f.st, "t", "example.org", "alice", 3,
+					kv_entries_cb, &s), 0);
+	run_until(f.base, &s.count, ++want);
+	ck_assert_uint_eq(s.n, 3);
+	ck_assert_str_eq(s.keys[0], "a=alpha");
+	ck_assert_str_eq(s.keys[2], "c=gamma");
+	/* Replace one, delete one; namespaces and users are apart. */
+	ck_assert_int_eq(pgn_kv_put(f.st, "t", "example.org", "alice", 2,
+				    upd_keys, upd_vals, 4, NULL, NULL), 0);
+	ck_assert_int_eq(pgn_kv_put(f.st, "other", "example.org", "alice", 1,
+				    keys, vals, 5, NULL, NULL), 0);
+	ck_assert_int_eq(pgn_kv_put(f.st, "t", "example.org", "bob", 1, keys,
+				    vals, 5, NULL, NULL), 0);
+	ck_assert_int_eq(pgn_kv_get(f.st, "t", "example.org", "alice", "a", 6,
+				    kv_value_cb, &s), 0);
+	run_until(f.base, &s.count, ++want);
+	ck_assert_str_eq(s.value, "ALPHA");
+	ck_assert_int_eq(pgn_kv_keys(f.st, "t", "example.org", "alice", 7,
+				     kv_keys_cb, &s), 0);
+	run_until(f.base, &s.count, ++want);
+	ck_assert_uint_eq(s.n, 2);
+	ck_assert_str_eq(s.keys[1], "b");
+	/* All or nothing: an unknown account fails the whole batch. */
+	ck_assert_int_eq(pgn_kv_put(f.st, "t", "example.org", "nobody", 1,
+				    keys, vals, 8, kv_done_cb, &s), 0);
+	run_until(f.base, &s.count, ++want);
+	ck_assert_int_lt(s.err, 0);
+	/* Deleting a user's namespace leaves the others. */
+	ck_assert_int_eq(pgn_kv_delete_user(f.st, "t", "example.org", "alice",
+					    9, kv_done_cb, &s), 0);
+	run_until(f.base, &s.count, ++want);
+	ck_assert_int_eq(s.err, 0);
+	ck_assert_int_eq(pgn_kv_keys(f.st, "t", "example.org", "alice", 10,
+				     kv_keys_cb, &s), 0);
+	run_until(f.base, &s.count, ++want);
+	ck_assert_uint_eq(s.n, 0);
+	ck_assert_int_eq(pgn_kv_get(f.st, "other", "example.org", "alice", "b",
+				    11, kv_value_cb, &s), 0);
+	run_until(f.base, &s.count, ++want);
+	ck_assert_str_eq(s.value, "beta");
+	ck_assert_int_eq(pgn_kv_get(f.st, "t", "example.org", "bob", "b", 12,
+				    kv_value_cb, &s), 0);
+	run_until(f.base, &s.count, ++want);
+	ck_assert_str_eq(s.value, "beta");
+	/* The rows go with the account. */
+	exec_ok(f.st, "DELETE FROM accounts WHERE username = 'bob'");
+	ck_assert_int_eq(query_int(f.st, "SELECT count(*) FROM user_kv WHERE "
+					 "username = 'bob'"), 0);
+	ck_assert_int_eq(pgn_kv_put(f.st, "t", "example.org", "alice", 0, keys,
+				    vals, 0, NULL, NULL), -EINVAL);
+	fx_fini(&f);
+}
+END_TEST
+
+static void
+archive_id_cb(uint64_t owner, void *arg, int err, int64_t id)
+{
+	struct typed_state *s = arg;
+
+	(void)owner;
+	s->count++;
+	s->err = err;
+	s->id = id;
+}
+
+static void
+archive_page_cb(uint64_t owner, void *arg, int err, size_t n,
+		const struct pgn_archive_item *items, int complete)
+{
+	struct typed_state *s = arg;
+
+	(void)owner;
+	s->count++;
+	s->err = err;
+	s->n = n;
+	s->complete = complete;
+	for (size_t i = 0; i < n && i < 8; i++) {
+		s->ids[i] = items[i].id;
+		snprintf(s->values[i], sizeof(s->values[i]), "%s:%s",
+			 items[i].key ? items[i].key : "-", items[i].value);
+	}
+}
+
+/* Runs one query and waits for its page. */
+static void
+archive_page(struct fx *f, struct typed_state *s,
+	     const struct pgn_archive_range *r)
+{
+	int want = s->count + 1;
+
+	ck_assert_int_eq(pgn_archive_query(f->st, "log", "example.org",
+					   "alice", r, 1, archive_page_cb, s),
+			 0);
+	run_until(f->base, &s->count, want);
+	ck_assert_int_eq(s->err, 0);
+}
+
+START_TEST(test_archive)
+{
+	struct fx f;
+	struct typed_state s = { 0 };
+	int64_t ids[5];
+	char v[16];
+	int want = 0;
+
+	fx_init(&f, _i);
+	fx_open(&f);
+	add_account(f.st, "alice");
+	for (int i = 0; i < 5; i++) {
+		snprintf(v, sizeof(v), "v%d", i);
+		ck_assert_int_eq(pgn_archive_append(f.st, "log", "example.org",
+						    "alice", 100 + i * 10,
+						    i == 2 ? NULL : "k", v, 0,
+						    archive_id_cb, &s), 0);
+		run_until(f.base, &s.count, ++want);
+		ck_assert_int_eq(s.err, 0);
+		ids[i] = s.id;
+		ck_assert(i == 0 || ids[i] > ids[i - 1]);
+	}
+	ck_assert_int_eq(pgn_archive_append(f.st, "other", "example.org",
+					    "alice", 1, NULL, "x", 0, NULL,
+					    NULL), 0);
+	/* The first page of two, then the next. */
+	struct pgn_archive_range r = { .max = 2 };
+	archive_page(&f, &s, &r);
+	ck_assert_uint_eq(s.n, 2);
+	ck_assert_int_eq(s.complete, 0);
+	ck_assert_str_eq(s.values[0], "k:v0");
+	ck_assert_str_eq(s.values[1], "k:v1");
+	r.after_id = s.ids[1];
+	archive_page(&f, &s, &r);
+	ck_assert_str_eq(s.values[0], "-:v2");
+	ck_assert_int_eq(s.complete, 0);
+	r.after_id = s.ids[1];
+	archive_page(&f, &s, &r);
+	ck_assert_uint_eq(s.n, 1);
+	ck_assert_str_eq(s.values[0], "k:v4");
+	ck_assert_int_eq(s.complete, 1);
+	/* The last page, oldest first; then the one before it. */
+	struct pgn_archive_range last = { .max = 2, .last = 1 };
+	archive_page(&f, &s, &last);
+	ck_assert_uint_eq(s.n, 2);
+	ck_assert_str_eq(s.values[0], "k:v3");
+	ck_assert_str_eq(s.values[1], "k:v4");
+	last.before_id = s.ids[0];
+	archive_page(&f, &s, &last);
+	ck_assert_str_eq(s.values[0], "k:v1");
+	ck_assert_str_eq(s.values[1], "-:v2");
+	ck_assert_int_eq(s.complete, 0);
+	/* A time range (inclusive). */
+	struct pgn_archive_range t = { .start_ts = 110, .end_ts = 130,
+				       .max = 10 };
+	archive_page(&f, &s, &t);
+	ck_assert_uint_eq(s.n, 3);
+	ck_assert_str_eq(s.values[0], "k:v1");
+	ck_assert_str_eq(s.values[2], "k:v3");
+	ck_assert_int_eq(s.complete, 1);
+	ck_assert_int_eq(pgn_archive_query(f.st, "log", "example.org", "alice",
+					   &(struct pgn_archive_range){ .max = 0 },
+					   1, archive_page_cb, &s), -EINVAL);
+	/* Deleting one namespace of the user. */
+	ck_assert_int_eq(pgn_archive_delete_user(f.st, "log", "example.org",
+						 "alice", 0, kv_done_cb, &s),
+			 0);
+	want = s.count + 1;
+	run_until(f.base, &s.count, want);
+	ck_assert_int_eq(query_int(f.st, "SELECT count(*) FROM user_archive"),
+			 1);
+	fx_fini(&f);
+}
+END_TEST
+
+/* Links migration file name of the real schemas into dir. */
+static void
+link_migration(const char *dir, const char *driver, const char *name)
+{
+	char from[PATH_BUF * 2], to[PATH_BUF * 2];
+
+	snprintf(from, sizeof(from), "%s/%s/%s", default_schema_dir(), driver,
+		 name);
+	snprintf(to, sizeof(to), "%s/%s", dir, name);
+	ck_assert_msg(symlink(from, to) == 0, "symlink %s", to);
+}
+
+/* 013 moves mod_private's and mod_vcard's rows into user_kv. */
+START_TEST(test_migration_013)
+{
+	static const char *const before[] = {
+		"001_accounts.sql", "002_roster.sql", "003_offline.sql",
+		"004_blocking.sql", "005_last.sql", "006_vcard.sql",
+		"007_private.sql", "008_caps.sql", "009_mam.sql",
+		"010_push.sql", "011_roster_pending_stanza.sql",
+		"012_mam_quota.sql",
+	};
+	struct fx f;
+	char sub[PATH_BUF + 64];
+	char *v;
+
+	fx_init(&f, _i);
+	snprintf(f.schema_dir, sizeof(f.schema_dir), "%s/schemas", f.dir);
+	ck_assert_int_eq(mkdir(f.schema_dir, 0700), 0);
+	snprintf(sub, sizeof(sub), "%s/%s", f.schema_dir, f.cfg.driver);
+	ck_assert_int_eq(mkdir(sub, 0700), 0);
+	for (size_t i = 0; i < sizeof(before) / sizeof(*before); i++)
+		link_migration(sub, f.cfg.driver, before[i]);
+	fx_open(&f);
+	ck_assert_int_eq(pgn_store_schema_version(f.st), 12);
+	add_account(f.st, "alice");
+	exec_ok(f.st, "INSERT INTO private_storage (host, username, namespace, "
+		      "data) VALUES ('example.org', 'alice', 'urn:x', "
+		      "'<x xmlns=\"urn:x\"/>')");
+	exec_ok(f.st, "INSERT INTO vcards (host, username, vcard, photo_hash) "
+		      "VALUES ('example.org', 'alice', '<vCard/>', 'abc')");
+	/* A JID of 9 bytes in 8 characters: the key counts bytes. */
+	exec_ok(f.st, "INSERT INTO push_registrations (host, username, jid, "
+		      "node, options, created) VALUES ('example.org', 'alice', "
+		      "'p\xc3\xbcsh.org', 'n1', NULL, 1)");
+	pgn_store_close(f.st);
+	link_migration(sub, f.cfg.driver, "013_typed_stores.sql");
+	fx_open(&f);
+	ck_assert_int_eq(pgn_store_schema_version(f.st), 13);
+	v = query_value(f.st, "SELECT value FROM user_kv WHERE ns = 'private' "
+			      "AND kv_key = 'urn:x'", 0, NULL);
+	ck_assert_str_eq(v, "<x xmlns=\"urn:x\"/>");
+	free(v);
+	v = query_value(f.st, "SELECT value FROM user_kv WHERE ns = 'vcard' "
+			      "AND kv_key = 'vcard'", 0, NULL);
+	ck_assert_str_eq(v, "<vCard/>");
+	free(v);
+	v = query_value(f.st, "SELECT value FROM user_kv WHERE ns = 'vcard' "
+			      "AND kv_key = 'photo_hash'", 0, NULL);
+	ck_assert_str_eq(v, "abc");
+	free(v);
+	v = query_value(f.st, "SELECT kv_key || '=' || value FROM user_kv "
+			      "WHERE ns = 'push'", 0, NULL);
+	ck_assert_str_eq(v, "9:p\xc3\xbcsh.orgn1=");
+	free(v);
+	ck_assert_int_eq(query_int(f.st, "SELECT count(*) FROM user_kv"), 4);
+	fx_fini(&f);
+}
+END_TEST
+
 /* ---- migrations ----------------------------------------------------------------- */
 
 START_TEST(test_migrations_once)
@@ -1272,6 +1628,9 @@ main(void)
 	add_backend_test(tc, test_results_in_order, nbackends);
 	add_backend_test(tc, test_accounts_sync, nbackends);
 	add_backend_test(tc, test_accounts_async, nbackends);
+	add_backend_test(tc, test_kv, nbackends);
+	add_backend_test(tc, test_archive, nbackends);
+	add_backend_test(tc, test_migration_013, nbackends);
 	tcase_add_test(tc, test_outage_hold);
 	suite_add_tcase(s, tc);
 

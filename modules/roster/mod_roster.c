@@ -1,0 +1,459 @@
+/* Roster and presence (RFC 6121).
+ *
+ * Rosters live in a per-user cache (bare JID -> struct roster) loaded from
+ * the store when the first session of the user starts (the session is
+ * held until then), when a subscription stanza arrives for a user who is
+ * offline (the stanza is held), or for a pigeonctl command.  The cache is
+ * the truth while it exists: every change is applied in memory, written
+ * through to the store (one FIFO connection, so a later load sees every
+ * earlier write) and pushed to the interested resources.  The cache is
+ * freed when no live session uses it and nothing waits for it.
+ *
+ * Versioning (§2.6): a per-user counter; each item keeps the version of
+ * its last change and removed items leave a tombstone with the version of
+ * their removal, so a client that knows version N gets an empty result and
+ * pushes of the items changed after N.  Tombstones are bounded: the oldest
+ * are pruned and min_ver remembers that versions at or below it must get
+ * the whole roster.
+ *
+ * Subscription state (§3, Appendix A): subscription none/to/from/both, ask
+ * (Pending Out) and approved (pre-approval) are columns of the item;
+ * Pending In is a row of roster_pending (status, nick), kept until the
+ * user answers and delivered again at every login.
+ *
+ * Presence (§4): the user's own presence (<presence/> without 'to',
+ * "pre-presence/self") is broadcast to the contacts with from/both, to the
+ * user's available resources, and recorded on the session; the first one
+ * also probes the contacts with to/both.  Directed presence is
+ * remembered per session, and whoever saw the session available gets
+ * unavailable when it ends.  Presence to contacts goes through
+ * pgn_route_from() so that outbound filters (blocking) apply; a depth
+ * counter keeps our own "pre-presence" hooks out of those. */
+#include "roster_priv.h"
+
+const char *const sub_names[] = { "none", "to", "from", "both" };
+
+/* ---- small helpers ------------------------------------------------------ */
+
+int
+type_is(const struct pgn_stanza *st, const char *t)
+{
+	return st->type != NULL && strcmp(st->type, t) == 0;
+}
+
+char *
+xstrdup(const char *s)
+{
+	return s != NULL ? strdup(s) : NULL;
+}
+
+void
+item_free(struct item *it)
+{
+	if (it == NULL)
+		return;
+	free(it->jid);
+	free(it->name);
+	for (size_t i = 0; i < it->ngroups; i++)
+		free(it->groups[i]);
+	free(it->groups);
+	free(it);
+}
+
+void
+pending_free(struct pending *p)
+{
+	if (p == NULL)
+		return;
+	free(p->status);
+	free(p->nick);
+	free(p->stanza);
+	free(p);
+}
+
+int
+free_item_cb(const char *key, uint64_t id, void *value, void *arg)
+{
+	(void)key, (void)id, (void)arg;
+	item_free(value);
+	return 0;
+}
+
+int
+free_plain_cb(const char *key, uint64_t id, void *value, void *arg)
+{
+	(void)key, (void)id, (void)arg;
+	free(value);
+	return 0;
+}
+
+int
+free_pending_cb(const char *key, uint64_t id, void *value, void *arg)
+{
+	(void)key, (void)id, (void)arg;
+	pending_free(value);
+	return 0;
+}
+
+static void
+sstate_free(void *p)
+{
+	struct sstate *ss = p;
+	if (ss == NULL)
+		return;
+	pgn_map_free(ss->directed);
+	pgn_jid_free(ss->jid);
+	free(ss);
+}
+
+struct sstate *
+sstate_of(struct rmod *rm, struct pgn_session *s)
+{
+	return s != NULL ? pgn_session_get_data(s, rm->m) : NULL;
+}
+
+/* The full JID of s, also while it is closing (see struct sstate). */
+const struct pgn_jid *
+session_jid(struct rmod *rm, struct pgn_session *s)
+{
+	const struct pgn_jid *j = pgn_session_jid(s);
+	struct sstate *ss;
+	if (j == NULL && (ss = sstate_of(rm, s)) != NULL)
+		j = ss->jid;
+	return j;
+}
+
+/* Groups are stored newline separated; names never hold control
+ * characters (refused on input). */
+char *
+groups_join(const struct item *it)
+{
+	size_t len = 1;
+	char *out, *p;
+	for (size_t i = 0; i < it->ngroups; i++)
+		len += strlen(it->groups[i]) + 1;
+	if ((out = malloc(len)) == NULL)
+		return NULL;
+	p = out;
+	for (size_t i = 0; i < it->ngroups; i++) {
+		size_t n = strlen(it->groups[i]);
+		if (i > 0)
+			*p++ = '\n';
+		memcpy(p, it->groups[i], n);
+		p += n;
+	}
+	*p = '\0';
+	return out;
+}
+
+int
+groups_split(struct item *it, const char *s)
+{
+	const char *p = s;
+	if (s == NULL || *s == '\0')
+		return 0;
+	while (p != NULL && it->ngroups < MAX_GROUPS) {
+		const char *nl = strchr(p, '\n');
+		size_t n = nl != NULL ? (size_t)(nl - p) : strlen(p);
+		char **g = realloc(it->groups,
+				   (it->ngroups + 1) * sizeof(*it->groups));
+		if (g == NULL)
+			return -ENOMEM;
+		it->groups = g;
+		if ((g[it->ngroups] = strndup(p, n)) == NULL)
+			return -ENOMEM;
+		it->ngroups++;
+		p = nl != NULL ? nl + 1 : NULL;
+	}
+	return 0;
+}
+
+int
+parse_sub(const char *s)
+{
+	for (int i = 0; i < 4; i++)
+		if (s != NULL && strcmp(s, sub_names[i]) == 0)
+			return i;
+	return -1;
+}
+
+int
+has_from(enum sub s)
+{
+	return s == SUB_FROM || s == SUB_BOTH;
+}
+
+int
+has_to(enum sub s)
+{
+	return s == SUB_TO || s == SUB_BOTH;
+}
+
+/* ---- hooks: sessions ---------------------------------------------------- */
+
+static void
+release_session(struct roster *r, void *arg)
+{
+	uint64_t id = (uint64_t)(uintptr_t)arg;
+	struct pgn_session *s = pgn_session_find(r->rm->srv, id);
+	if (s != NULL)
+		pgn_session_release(s);
+}
+
+static int
+on_session_started(struct pgn_event *ev, void *arg)
+{
+	struct rmod *rm = arg;
+	struct pgn_session *s = ev->origin;
+	const struct pgn_jid *j = pgn_session_jid(s);
+	struct sstate *ss = calloc(1, sizeof(*ss));
+	struct roster *r;
+
+	if (ss == NULL || (ss->directed = pgn_map_new()) == NULL ||
+	    j == NULL || (ss->jid = pgn_jid_copy(j)) == NULL ||
+	    pgn_session_set_data(s, rm->m, ss, sstate_free) != 0) {
+		sstate_free(ss);
+		pgn_log(PGN_LOG_WARN, "mod_roster: session %" PRIu64
+			": out of memory", pgn_session_id(s));
+		return PGN_EVENT_PASS;
+	}
+	if (j == NULL || (r = roster_get(rm, j->bare)) == NULL ||
+	    roster_add_sid(r, pgn_session_id(s)) != 0) {
+		pgn_log(PGN_LOG_WARN, "mod_roster: session %" PRIu64
+			": cannot set up the roster", pgn_session_id(s));
+		return PGN_EVENT_PASS;
+	}
+	if (r->loaded)
+		return PGN_EVENT_PASS;
+	pgn_session_hold(s);
+	if (roster_wait(r, release_session,
+			(void *)(uintptr_t)pgn_session_id(s)) != 0)
+		pgn_session_release(s);
+	return PGN_EVENT_PASS;
+}
+
+static int
+on_session_ended(struct pgn_event *ev, void *arg)
+{
+	struct rmod *rm = arg;
+	struct pgn_session *s = ev->origin;
+	const struct pgn_jid *j = session_jid(rm, s);
+	struct sstate *ss = sstate_of(rm, s);
+	struct roster *r = j != NULL ? pgn_map_get(rm->users, j->bare) : NULL;
+
+	if (ss != NULL && (ss->available || (ss->directed != NULL &&
+					      pgn_map_count(ss->directed) > 0))) {
+		/* Everyone who saw us available learns we are gone. */
+		struct pgn_xml *x = pgn_xml_new(PGN_NS_CLIENT, "presence");
+		if (x != NULL && pgn_xml_set_attr(x, "type", "unavailable") == 0)
+			bcast_unavailable(rm,
+					  r != NULL && r->loaded && !r->failed
+						  ? r
+						  : NULL,
+					  s, ss, x);
+		pgn_xml_free(x);
+	}
+	if (r != NULL) {
+		roster_del_sid(r, pgn_session_id(s));
+		roster_maybe_free(r);
+	}
+	return PGN_EVENT_PASS;
+}
+
+static int
+on_features(struct pgn_event *ev, void *arg)
+{
+	struct pgn_xml *f = ev->data;
+	(void)arg;
+	if (f == NULL || ev->origin == NULL ||
+	    !pgn_session_authenticated(ev->origin))
+		return PGN_EVENT_PASS;
+	if (pgn_xml_add_child(f, NS_ROSTERVER, "ver") == NULL ||
+	    pgn_xml_add_child(f, NS_PREAPPROVAL, "sub") == NULL)
+		pgn_log(PGN_LOG_WARN, "mod_roster: out of memory");
+	return PGN_EVENT_PASS;
+}
+
+/* ---- module ------------------------------------------------------------- */
+
+/* ---- the "roster" service (pigeon/roster.h) ----------------------------- */
+
+struct contact_ask {
+	unsigned mask;
+	pgn_roster_found_fn fn;
+	void *arg;
+};
+
+static void
+on_contact_row(uint64_t owner, void *arg, const struct pgn_store_result *res)
+{
+	struct contact_ask *a = arg;
+	int sub;
+
+	(void)owner;
+	if (res->error != 0) {
+		pgn_log(PGN_LOG_WARN, "mod_roster: reading a contact: %s",
+			res->errmsg);
+		a->fn(res->error, 0, a->arg);
+	} else {
+		sub = res->nrows > 0 ? parse_sub(pgn_store_value(res, 0, 0))
+				     : -1;
+		a->fn(0, sub >= 0 && (a->mask & (1u << sub)) != 0, a->arg);
+	}
+	free(a);
+}
+
+static int
+svc_has_contact(void *instance, const char *user, const char *contact,
+		unsigned mask, pgn_roster_found_fn fn, void *arg)
+{
+	struct rmod *rm = instance;
+	struct roster *r = pgn_map_get(rm->users, user);
+	const char *at = strchr(user, '@');
+	struct contact_ask *a;
+	char *username;
+	int rc;
+
+	/* The cache is the truth while it is loaded. */
+	if (r != NULL && r->loaded && !r->failed) {
+		const struct item *it = pgn_map_get(r->items, contact);
+		fn(0, it != NULL && (mask & (1u << it->sub)) != 0, arg);
+		return 0;
+	}
+	/* Else one read: the store runs it after every write queued. */
+	if (at == NULL || (a = calloc(1, sizeof(*a))) == NULL)
+		return -ENOMEM;
+	if ((username = strndup(user, (size_t)(at - user))) == NULL) {
+		free(a);
+		return -ENOMEM;
+	}
+	a->mask = mask;
+	a->fn = fn;
+	a->arg = arg;
+	const char *params[3] = { at + 1, username, contact };
+	rc = pgn_store_query(pgn_server_store(rm->srv),
+			     "SELECT subscription FROM roster WHERE host = $1 "
+			     "AND username = $2 AND jid = $3",
+			     3, params, 0, on_contact_row, a);
+	free(username);
+	if (rc < 0) {
+		free(a);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+_Static_assert((1u << SUB_NONE) == PGN_SUB_NONE &&
+		       (1u << SUB_TO) == PGN_SUB_TO &&
+		       (1u << SUB_FROM) == PGN_SUB_FROM &&
+		       (1u << SUB_BOTH) == PGN_SUB_BOTH,
+	       "enum sub is the bit number of pigeon/roster.h's mask");
+
+static const struct pgn_roster_service roster_service = {
+	.has_contact = svc_has_contact,
+};
+
+static int
+free_roster_cb(const char *key, uint64_t id, void *value, void *arg)
+{
+	(void)key, (void)id, (void)arg;
+	roster_destroy(value);
+	return 0;
+}
+
+static void
+roster_unload(struct pgn_module *m)
+{
+	struct rmod *rm = pgn_module_data(m);
+	if (rm == NULL)
+		return;
+	pgn_map_foreach(rm->users, free_roster_cb, NULL);
+	pgn_map_free(rm->users);
+	pgn_map_foreach(rm->removals, free_removal_cb, NULL);
+	pgn_map_free(rm->removals);
+	free(rm);
+	pgn_module_set_data(m, NULL);
+}
+
+static int
+roster_load(struct pgn_module *m)
+{
+	struct rmod *rm = calloc(1, sizeof(*rm));
+	int rc;
+
+	if (rm == NULL || (rm->users = pgn_map_new()) == NULL ||
+	    (rm->removals = pgn_map_new()) == NULL) {
+		if (rm != NULL)
+			pgn_map_free(rm->users);
+		free(rm);
+		return -ENOMEM;
+	}
+	rm->m = m;
+	rm->srv = pgn_module_server(m);
+	rm->max_items = (int)pgn_module_opt_int(m, "max_items");
+	pgn_module_set_data(m, rm);
+	if ((rc = pgn_module_hook(m, "iq-get/bare/" NS_ROSTER ":query",
+				  on_roster_get, rm, PGN_PRIO_HANDLER)) < 0 ||
+	    (rc = pgn_module_hook(m, "iq-set/bare/" NS_ROSTER ":query",
+				  on_roster_set, rm, PGN_PRIO_HANDLER)) < 0 ||
+	    (rc = pgn_module_hook(m, "pre-presence/self", on_self_presence,
+				  rm, PGN_PRIO_HANDLER)) < 0 ||
+	    (rc = pgn_module_hook(m, "pre-presence/bare", on_out_presence, rm,
+				  PGN_PRIO_HANDLER)) < 0 ||
+	    (rc = pgn_module_hook(m, "pre-presence/full", on_out_presence, rm,
+				  PGN_PRIO_HANDLER)) < 0 ||
+	    (rc = pgn_module_hook(m, "pre-presence/host", on_out_presence, rm,
+				  PGN_PRIO_HANDLER)) < 0 ||
+	    (rc = pgn_module_hook(m, "presence/bare", on_in_presence, rm,
+				  PGN_PRIO_HANDLER)) < 0 ||
+	    (rc = pgn_module_hook(m, "presence/full", on_in_presence, rm,
+				  PGN_PRIO_HANDLER)) < 0 ||
+	    (rc = pgn_module_hook(m, "session-started", on_session_started, rm,
+				  PGN_PRIO_HANDLER)) < 0 ||
+	    (rc = pgn_module_hook(m, "session-ended", on_session_ended, rm,
+				  PGN_PRIO_HANDLER)) < 0 ||
+	    (rc = pgn_module_hook(m, "stream-features", on_features, rm,
+				  PGN_PRIO_HANDLER)) < 0 ||
+	    (rc = pgn_module_hook(m, "account-removing", on_account_removing,
+				  rm, PGN_PRIO_HANDLER)) < 0 ||
+	    (rc = pgn_module_hook(m, "account-removed", on_account_removed,
+				  rm, PGN_PRIO_HANDLER)) < 0 ||
+	    (rc = pgn_module_provide(m, PGN_ROSTER_SERVICE, &roster_service,
+				     rm)) < 0)
+		goto fail;
+	return 0;
+fail:
+	roster_unload(m);
+	return rc;
+}
+
+static const struct pgn_module_opt roster_options[] = {
+	{ .name = "max_items", .type = PGN_OPT_INT, .def = "1000", .min = 1,
+	  .max = MAX_MAX_ITEMS, .doc = "contacts in one roster" },
+	{ .name = NULL },
+};
+
+/* ejabberdctl's names; the HOST argument picks the instance. */
+static const struct pgn_module_cmd roster_commands[] = {
+	{ "add_rosteritem", 7, "LOCALUSER LOCALHOST USER HOST NICK GROUP SUBS",
+	  "add USER@HOST to the roster of LOCALUSER@LOCALHOST (SUBS: none, "
+	  "to, from, both)",
+	  ctl_add, 2 },
+	{ "delete_rosteritem", 4, "LOCALUSER LOCALHOST USER HOST",
+	  "remove USER@HOST from the roster of LOCALUSER@LOCALHOST",
+	  ctl_delete, 2 },
+	{ "get_roster", 2, "USER HOST",
+	  "print the roster of USER@HOST (jid, name, subscription, groups)",
+	  ctl_get_roster, 2 },
+	{ NULL, 0, NULL, NULL, NULL, 0 },
+};
+
+const struct pgn_module_def pgn_module_def = {
+	.abi = PGN_MODULE_ABI,
+	.name = "mod_roster",
+	.description = "Roster and presence (RFC 6121)",
+	.options = roster_options,
+	.commands = roster_commands,
+	.load = roster_load,
+	.unload = roster_unload,
+};

@@ -35,8 +35,9 @@ print_error(const char *err, void *arg)
 
 /* `pigeond -t`: what the start would refuse in the modules, without
  * starting anything: each module's .so opens (a misspelt module name gets
- * a hint) and its options are the declared ones, of the declared types.
- * A module listed globally is checked once, not once per host.  Prints
+ * a hint), its options are the declared ones, of the declared types, and
+ * the modules it depends on are loaded on each host that loads it.  A
+ * module listed globally is checked once, not once per host.  Prints
  * every error; returns how many there were. */
 static int
 check_modules(const struct pgn_config *cfg)
@@ -60,6 +61,10 @@ check_modules(const struct pgn_config *cfg)
 					    !strcmp(cfg->hosts[k].modules[l].name,
 						    cm->name))
 						seen = 1;
+			/* Dependencies are the host's business. */
+			errors += pgn_module_check_deps(cfg->path, h, cm,
+							cfg->module_path,
+							print_error, NULL);
 			if (seen)
 				continue;
 			errors += pgn_module_check(cfg->path, cm,

@@ -60,6 +60,13 @@ void pgn_module_unload(struct pgn_module *m);
 int pgn_module_check(const char *cfgpath, const struct pgn_cfg_module *cm,
 		     const char *dir,
 		     void (*report)(const char *err, void *arg), void *arg);
+/* The same for dependencies: the modules cm depends on are loaded by
+ * host h too.  Reports as pgn_module_check (nothing when the module does
+ * not open: pgn_module_check says so); returns how many are missing. */
+int pgn_module_check_deps(const char *cfgpath, const struct pgn_cfg_host *h,
+			  const struct pgn_cfg_module *cm, const char *dir,
+			  void (*report)(const char *err, void *arg),
+			  void *arg);
 /* The descriptor of a loaded module (borrowed). */
 const struct pgn_module_def *pgn_module_get_def(const struct pgn_module *m);
 /* Loads the host's configured modules into h->modules, each after the

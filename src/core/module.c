@@ -171,6 +171,46 @@ pgn_module_check(const char *cfgpath, const struct pgn_cfg_module *cm,
 	return errors;
 }
 
+/* The message for a dependency host h lacks: the same at start and in
+ * `pigeond -t`. */
+static void
+missing_dep(char *err, size_t errlen, const char *cfgpath,
+	    const struct pgn_cfg_module *cm, const char *dep,
+	    const char *host)
+{
+	snprintf(err, errlen, "%s:%d: module %s needs %s, which host %s "
+		 "does not load", cfgpath, cm->line, cm->name, dep, host);
+}
+
+int
+pgn_module_check_deps(const char *cfgpath, const struct pgn_cfg_host *h,
+		      const struct pgn_cfg_module *cm, const char *dir,
+		      void (*report)(const char *err, void *arg), void *arg)
+{
+	const struct pgn_module_def *def = NULL;
+	char err[1024];
+	int missing = 0;
+	void *dl = open_module(cfgpath, cm, dir, &def, err, sizeof(err));
+
+	if (dl == NULL)
+		return 0;
+	for (const char *const *d = def->depends; d != NULL && *d != NULL;
+	     d++) {
+		size_t i = 0;
+
+		while (i < h->nmodules && strcmp(h->modules[i].name, *d) != 0)
+			i++;
+		if (i == h->nmodules) {
+			missing_dep(err, sizeof(err), cfgpath, cm, *d,
+				    h->name);
+			report(err, arg);
+			missing++;
+		}
+	}
+	dlclose(dl);
+	return missing;
+}
+
 /* Registers what def declares: hooks (with the module's data as arg),
  * commands and figures. */
 static int
@@ -351,12 +391,8 @@ pgn_module_load_all(struct pgn_host *h, const char *dir, char *err,
 		for (const char *const *d = opened[i]->def->depends;
 		     d != NULL && *d != NULL; d++)
 			if (module_named(opened, n, *d) == NULL) {
-				snprintf(err, errlen,
-					 "%s:%d: module %s needs %s, which "
-					 "host %s does not load",
-					 h->srv->cfg->path,
-					 opened[i]->cfg->line,
-					 opened[i]->cfg->name, *d, h->name);
+				missing_dep(err, errlen, h->srv->cfg->path,
+					    opened[i]->cfg, *d, h->name);
 				goto fail;
 			}
 	/* Dependencies first, else in the configured order. */

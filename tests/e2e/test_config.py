@@ -256,6 +256,7 @@ def test_check_accepts_declared_options(tmp_path, certs):
     path, text = make_config(
         tmp_path, certs, 'mod_ping: {}',
         'mod_ping: {}\n  mod_offline:\n    quota: 5\n'
+        '  mod_roster: {}\n'
         '  mod_mam:\n    quota_policy: refuse\n    max_page: 100\n'
         '  mod_push:\n    include_body: yes\n'
         '  mod_caps:\n    node: "https://example.test/caps"')

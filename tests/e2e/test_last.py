@@ -271,6 +271,13 @@ def test_needs_mod_roster(make_server, driver):
     out = r.stdout + r.stderr
     assert r.returncode != 0, out
     assert 'module mod_last needs mod_roster, which host' in out, out
+    # `pigeond -t` says so too, without starting anything.
+    r = subprocess.run([str(PIGEOND), '-t', '-c', str(srv.config)],
+                       capture_output=True, text=True, timeout=30,
+                       env=pigeon_env(), stdin=subprocess.DEVNULL)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    assert 'module mod_last needs mod_roster, which host localhost' in out, out
 
 
 def test_roster_configured_after_last(make_server, driver):

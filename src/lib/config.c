@@ -581,6 +581,21 @@ cfg_modlist_clear(struct cfg_modlist *l)
 	l->n = 0;
 }
 
+/* Appends copies of key and value to m's options, whose array has room
+ * for one more.  Counted before the copies are checked, so that
+ * cfg_module_clear frees whatever part was made.  0 or -ENOMEM. */
+static int
+cfg_module_add_opt(struct pgn_cfg_module *m, const char *key,
+		   const char *value, int line)
+{
+	struct pgn_cfg_opt *o = &m->opts[m->nopts++];
+
+	o->key = strdup(key);
+	o->value = strdup(value);
+	o->line = line;
+	return o->key == NULL || o->value == NULL ? -ENOMEM : 0;
+}
+
 /* Deep copy of src's options into dst (whose options must be empty). */
 static int
 cfg_module_copy_opts(struct pgn_cfg_module *dst,
@@ -593,14 +608,11 @@ cfg_module_copy_opts(struct pgn_cfg_module *dst,
 	dst->opts = calloc(src->nopts, sizeof(*dst->opts));
 	if (dst->opts == NULL)
 		return -ENOMEM;
-	for (i = 0; i < src->nopts; i++) {
-		dst->opts[i].key = strdup(src->opts[i].key);
-		dst->opts[i].value = strdup(src->opts[i].value);
-		dst->opts[i].line = src->opts[i].line;
-		dst->nopts++;
-		if (dst->opts[i].key == NULL || dst->opts[i].value == NULL)
+	for (i = 0; i < src->nopts; i++)
+		if (cfg_module_add_opt(dst, src->opts[i].key,
+				       src->opts[i].value,
+				       src->opts[i].line) < 0)
 			return -ENOMEM;
-	}
 	return 0;
 }
 
@@ -624,16 +636,11 @@ cfg_parse_module_opts(struct cfg_parse *p, yaml_node_t *n, const char *what,
 	size_t count, i;
 	int rc;
 
-	rc = cfg_want_map(p, n, what,
-			  "a mapping of option: value (or {} for none)", &map);
-	if (rc < 0 || map == NULL)
+	rc = cfg_want_keyed_map(p, n, what,
+				"a mapping of option: value (or {} for none)",
+				&map, &count);
+	if (rc < 0 || count == 0)
 		return rc;
-	rc = cfg_check_keys(p, map, what, NULL, 0);
-	if (rc < 0)
-		return rc;
-	count = cfg_map_len(map);
-	if (count == 0)
-		return 0;
 	m->opts = calloc(count, sizeof(*m->opts));
 	if (m->opts == NULL)
 		return cfg_oom(p);
@@ -641,7 +648,6 @@ cfg_parse_module_opts(struct cfg_parse *p, yaml_node_t *n, const char *what,
 		yaml_node_pair_t *pair = &map->data.mapping.pairs.start[i];
 		yaml_node_t *k = cfg_node(p, pair->key);
 		yaml_node_t *v = cfg_node(p, pair->value);
-		struct pgn_cfg_opt *o = &m->opts[m->nopts];
 
 		cfg_name(sub, sizeof(sub), "%s.%s", what, cfg_scalar(k));
 		if (v->type == YAML_MAPPING_NODE ||
@@ -660,11 +666,8 @@ cfg_parse_module_opts(struct cfg_parse *p, yaml_node_t *n, const char *what,
 					sub);
 		/* Kept as written ("true", "30", "~"): the module knows
 		 * what type it wants and reports its own errors. */
-		o->key = strdup(cfg_scalar(k));
-		o->value = strdup(cfg_scalar(v));
-		o->line = cfg_line(k);
-		m->nopts++;
-		if (o->key == NULL || o->value == NULL)
+		if (cfg_module_add_opt(m, cfg_scalar(k), cfg_scalar(v),
+				       cfg_line(k)) < 0)
 			return cfg_oom(p);
 	}
 	return 0;
@@ -680,17 +683,12 @@ cfg_parse_modules(struct cfg_parse *p, yaml_node_t *n, const char *what,
 	size_t count, i;
 	int rc;
 
-	rc = cfg_want_map(p, n, what,
-			  "a mapping of module names (mod_...) to options",
-			  &map);
-	if (rc < 0 || map == NULL)
+	rc = cfg_want_keyed_map(p, n, what,
+				"a mapping of module names (mod_...) to "
+				"options",
+				&map, &count);
+	if (rc < 0 || count == 0)
 		return rc;
-	rc = cfg_check_keys(p, map, what, NULL, 0);
-	if (rc < 0)
-		return rc;
-	count = cfg_map_len(map);
-	if (count == 0)
-		return 0;
 	list->mods = calloc(count, sizeof(*list->mods));
 	if (list->mods == NULL)
 		return cfg_oom(p);
@@ -722,6 +720,20 @@ cfg_parse_modules(struct cfg_parse *p, yaml_node_t *n, const char *what,
 	return 0;
 }
 
+/* Appends a deep copy of m to h's modules, whose array has room for one
+ * more (counted first: cfg_module_clear frees a partial copy). */
+static int
+cfg_host_add_module(struct pgn_cfg_host *h, const struct pgn_cfg_module *m)
+{
+	struct pgn_cfg_module *dst = &h->modules[h->nmodules++];
+
+	dst->name = strdup(m->name);
+	dst->line = m->line;
+	if (dst->name == NULL || cfg_module_copy_opts(dst, m) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
 /* The host's list: the global modules in their order, then the host's own;
  * a host entry with the name of a global module replaces its options. */
 static int
@@ -738,31 +750,21 @@ cfg_merge_modules(struct cfg_parse *p, struct pgn_cfg_host *h,
 	for (i = 0; i < p->global.n; i++) {
 		const struct pgn_cfg_module *src = &p->global.mods[i];
 		const struct pgn_cfg_module *use = src;
-		struct pgn_cfg_module *dst = &h->modules[h->nmodules];
 
 		for (j = 0; j < own->n; j++)
 			if (strcmp(own->mods[j].name, src->name) == 0)
 				use = &own->mods[j];
-		h->nmodules++;
-		dst->name = strdup(src->name);
-		dst->line = use->line;
-		if (dst->name == NULL || cfg_module_copy_opts(dst, use) < 0)
+		if (cfg_host_add_module(h, use) < 0)
 			return cfg_oom(p);
 	}
 	for (j = 0; j < own->n; j++) {
 		const struct pgn_cfg_module *src = &own->mods[j];
-		struct pgn_cfg_module *dst;
 		bool global = false;
 
 		for (i = 0; i < p->global.n; i++)
 			if (strcmp(p->global.mods[i].name, src->name) == 0)
 				global = true;
-		if (global)
-			continue;
-		dst = &h->modules[h->nmodules++];
-		dst->name = strdup(src->name);
-		dst->line = src->line;
-		if (dst->name == NULL || cfg_module_copy_opts(dst, src) < 0)
+		if (!global && cfg_host_add_module(h, src) < 0)
 			return cfg_oom(p);
 	}
 	return 0;
@@ -800,14 +802,11 @@ cfg_parse_host_config(struct cfg_parse *p, yaml_node_t *n, const char *unused,
 	size_t count, i, j, h;
 	int rc;
 
-	rc = cfg_want_map(p, n, "host_config",
-			  "a mapping of host names to their settings", &map);
-	if (rc < 0 || map == NULL)
-		return rc;
-	rc = cfg_check_keys(p, map, "host_config", NULL, 0);
+	rc = cfg_want_keyed_map(p, n, "host_config",
+				"a mapping of host names to their settings",
+				&map, &count);
 	if (rc < 0)
 		return rc;
-	count = cfg_map_len(map);
 	for (i = 0; i < count; i++) {
 		yaml_node_pair_t *pair = &map->data.mapping.pairs.start[i];
 		yaml_node_t *k = cfg_node(p, pair->key);

@@ -316,6 +316,23 @@ cfg_want_map(struct cfg_parse *p, yaml_node_t *n, const char *what,
 }
 
 int
+cfg_want_keyed_map(struct cfg_parse *p, yaml_node_t *n, const char *what,
+		   const char *expect, yaml_node_t **out, size_t *count)
+{
+	int rc;
+
+	*count = 0;
+	rc = cfg_want_map(p, n, what, expect, out);
+	if (rc < 0 || *out == NULL)
+		return rc;
+	rc = cfg_check_keys(p, *out, what, NULL, 0);
+	if (rc < 0)
+		return rc;
+	*count = cfg_map_len(*out);
+	return 0;
+}
+
+int
 cfg_want_seq(struct cfg_parse *p, yaml_node_t *n, const char *what,
 	     const char *expect, yaml_node_t **out)
 {

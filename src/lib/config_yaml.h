@@ -148,6 +148,11 @@ CFG_INTERNAL yaml_node_t *cfg_get(struct cfg_parse *p, const yaml_node_t *map,
 CFG_INTERNAL int cfg_want_map(struct cfg_parse *p, yaml_node_t *n,
 			      const char *what, const char *expect,
 			      yaml_node_t **out);
+/* A mapping of free-form keys (checked for null and duplicates only): the
+ * mapping in *out (NULL for null) and its number of pairs in *count. */
+CFG_INTERNAL int cfg_want_keyed_map(struct cfg_parse *p, yaml_node_t *n,
+				    const char *what, const char *expect,
+				    yaml_node_t **out, size_t *count);
 CFG_INTERNAL int cfg_want_seq(struct cfg_parse *p, yaml_node_t *n,
 			      const char *what, const char *expect,
 			      yaml_node_t **out);

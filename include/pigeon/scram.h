@@ -55,6 +55,22 @@ int pgn_scram_creds_decode(const char *salt_b64, unsigned iterations,
 			   const char *sha256_server_b64,
 			   struct pgn_scram_creds *out);
 
+/* ---- primitives shared by scram.c and sasl.c ---------------------------- */
+
+/* SASLprep (RFC 4013) into *out (caller wipes and frees it with
+ * pgn_scram_wipe_free); stored != 0 refuses unassigned code points (a
+ * string to store), 0 allows them (a query).  0 or -EINVAL, also for an
+ * empty result. */
+int pgn_scram_saslprep(const char *in, int stored, char **out);
+/* Zeroes the string, then frees it; NULL is a no-op. */
+void pgn_scram_wipe_free(char *s);
+/* HMAC(key, data) and H(data) with hash h into out (pgn_hash_len(h)
+ * bytes).  0 or -ENOMEM. */
+int pgn_scram_hmac(enum pgn_hash h, const unsigned char *key, size_t keylen,
+		   const void *data, size_t len, unsigned char *out);
+int pgn_scram_digest(enum pgn_hash h, const unsigned char *data, size_t len,
+		     unsigned char *out);
+
 /* ---- SASL server state machine --------------------------------------- */
 
 enum pgn_sasl_status {

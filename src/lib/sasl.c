@@ -109,23 +109,6 @@ sasl_fake_key_init(void)
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static const EVP_MD *
-sasl_md(enum pgn_hash h)
-{
-	return h == PGN_HASH_SHA1 ? EVP_sha1() : EVP_sha256();
-}
-
-static int
-sasl_hmac(enum pgn_hash h, const unsigned char *key, size_t keylen,
-	  const void *data, size_t len, unsigned char *out)
-{
-	unsigned int olen = (unsigned int)pgn_hash_len(h);
-
-	return HMAC(sasl_md(h), key, (int)keylen, data, len, out, &olen) ?
-		       0 :
-		       -ENOMEM;
-}
-
 static char *
 sasl_strndup(const char *s, size_t n)
 {
@@ -138,22 +121,13 @@ sasl_strndup(const char *s, size_t n)
 	return d;
 }
 
-static void
-sasl_wipe_free(char *s)
-{
-	if (!s)
-		return;
-	sodium_memzero(s, strlen(s));
-	free(s);
-}
-
 static enum pgn_sasl_status
 sasl_fail(struct pgn_sasl *s, const char *condition)
 {
 	s->state = ST_FAILED;
 	s->condition = condition;
 	/* Nothing secret is needed after a failure. */
-	sasl_wipe_free(s->password);
+	pgn_scram_wipe_free(s->password);
 	s->password = NULL;
 	sodium_memzero(&s->key, sizeof(s->key));
 	return PGN_SASL_FAILURE;
@@ -170,25 +144,6 @@ sasl_give(unsigned char *buf, size_t len, unsigned char **out,
 		free(buf);
 	if (outlen)
 		*outlen = len;
-}
-
-/* SASLprep as a query (RFC 4013; unassigned allowed).  Fails on bad
- * UTF-8, prohibited output, or an empty result. */
-static int
-sasl_saslprep(const char *in, char **out)
-{
-	*out = NULL;
-	if (stringprep_profile(in, out, "SASLprep", 0) != STRINGPREP_OK) {
-		free(*out);
-		*out = NULL;
-		return -EINVAL;
-	}
-	if ((*out)[0] == '\0') {
-		free(*out);
-		*out = NULL;
-		return -EINVAL;
-	}
-	return 0;
 }
 
 static int
@@ -280,7 +235,7 @@ pgn_sasl_free(struct pgn_sasl *s)
 	free(s->unique);
 	free(s->username);
 	free(s->authzid);
-	sasl_wipe_free(s->password);
+	pgn_scram_wipe_free(s->password);
 	free(s->gs2_header);
 	free(s->client_first_bare);
 	free(s->server_first);
@@ -318,7 +273,7 @@ sasl_plain_first(struct pgn_sasl *s, const unsigned char *in, size_t inlen)
 		goto nomem;
 	if (!(s->password = sasl_strndup((const char *)nul2 + 1, plen)))
 		goto nomem;
-	rc = sasl_saslprep(authcid, &s->username);
+	rc = pgn_scram_saslprep(authcid, 0, &s->username);
 	free(authcid);
 	if (rc < 0)
 		return sasl_fail(s, "not-authorized");
@@ -512,7 +467,7 @@ sasl_scram_first(struct pgn_sasl *s, const char *msg)
 		return sasl_fail(s, "temporary-auth-failure");
 	if (rc < 0)
 		return sasl_fail(s, "malformed-request");
-	rc = sasl_saslprep(user, &s->username);
+	rc = pgn_scram_saslprep(user, 0, &s->username);
 	free(user);
 	if (rc < 0)
 		return sasl_fail(s, "not-authorized");
@@ -562,7 +517,7 @@ sasl_scram_server_first(struct pgn_sasl *s,
 		/* Unknown user: a salt that is stable per name (asking twice
 		 * gives the same answer, as for a real account) and random
 		 * keys so that the final step costs the same and fails. */
-		if (sasl_hmac(PGN_HASH_SHA256, sasl_fake_key,
+		if (pgn_scram_hmac(PGN_HASH_SHA256, sasl_fake_key,
 			      sizeof(sasl_fake_key), s->username,
 			      strlen(s->username), fake) < 0)
 			return sasl_fail(s, "temporary-auth-failure");
@@ -617,12 +572,12 @@ sasl_scram_verify(struct pgn_sasl *s, const char *auth_msg,
 	unsigned char stored[PGN_SCRAM_MAX_KEY];
 	int rc = -ENOMEM;
 
-	if (sasl_hmac(s->hash, s->key.stored_key, hl, auth_msg,
+	if (pgn_scram_hmac(s->hash, s->key.stored_key, hl, auth_msg,
 		      strlen(auth_msg), sig) < 0)
 		goto fail;
 	for (size_t i = 0; i < hl; i++)
 		ckey[i] = proof[i] ^ sig[i];
-	if (EVP_Digest(ckey, hl, stored, NULL, sasl_md(s->hash), NULL) != 1)
+	if (pgn_scram_digest(s->hash, ckey, hl, stored) < 0)
 		goto fail;
 	rc = CRYPTO_memcmp(stored, s->key.stored_key, hl) == 0;
 fail:
@@ -710,7 +665,7 @@ sasl_scram_final(struct pgn_sasl *s, const char *msg, unsigned char **out,
 		goto fail;
 
 	cond = "temporary-auth-failure";
-	if (sasl_hmac(s->hash, s->key.server_key, hl, auth_msg,
+	if (pgn_scram_hmac(s->hash, s->key.server_key, hl, auth_msg,
 		      strlen(auth_msg), sig) < 0)
 		goto fail;
 	if (!(sig_b64 = pgn_base64_encode(sig, hl)))
@@ -739,6 +694,24 @@ fail:
 
 /* ---- public state machine ----------------------------------------------- */
 
+/* Start of a call that may answer with out/outlen: clears them, and
+ * fails unless s is in state a or b.  PGN_SASL_CONTINUE means go on;
+ * anything else is the call's result. */
+static enum pgn_sasl_status
+sasl_enter(struct pgn_sasl *s, unsigned char **out, size_t *outlen,
+	   enum sasl_state a, enum sasl_state b)
+{
+	if (out)
+		*out = NULL;
+	if (outlen)
+		*outlen = 0;
+	if (!s || s->state == ST_FAILED)
+		return PGN_SASL_FAILURE;
+	if (s->state != a && s->state != b)
+		return sasl_fail(s, "malformed-request");
+	return PGN_SASL_CONTINUE;
+}
+
 enum pgn_sasl_status
 pgn_sasl_step(struct pgn_sasl *s, const unsigned char *in, size_t inlen,
 	      unsigned char **out, size_t *outlen)
@@ -746,16 +719,9 @@ pgn_sasl_step(struct pgn_sasl *s, const unsigned char *in, size_t inlen,
 	enum pgn_sasl_status st;
 	char *msg;
 
-	if (out)
-		*out = NULL;
-	if (outlen)
-		*outlen = 0;
-	if (!s)
-		return PGN_SASL_FAILURE;
-	if (s->state == ST_FAILED)
-		return PGN_SASL_FAILURE;
-	if (s->state != ST_START && s->state != ST_SCRAM_FINAL)
-		return sasl_fail(s, "malformed-request");
+	st = sasl_enter(s, out, outlen, ST_START, ST_SCRAM_FINAL);
+	if (st != PGN_SASL_CONTINUE)
+		return st;
 	if (inlen > SASL_MAX_MSG || (inlen && !in))
 		return sasl_fail(s, "malformed-request");
 
@@ -800,16 +766,11 @@ enum pgn_sasl_status
 pgn_sasl_set_creds(struct pgn_sasl *s, const struct pgn_scram_creds *creds,
 		   unsigned char **out, size_t *outlen)
 {
-	if (out)
-		*out = NULL;
-	if (outlen)
-		*outlen = 0;
-	if (!s)
-		return PGN_SASL_FAILURE;
-	if (s->state == ST_FAILED)
-		return PGN_SASL_FAILURE;
-	if (s->state != ST_NEED_CREDS)
-		return sasl_fail(s, "malformed-request");
+	enum pgn_sasl_status st;
+
+	st = sasl_enter(s, out, outlen, ST_NEED_CREDS, ST_NEED_CREDS);
+	if (st != PGN_SASL_CONTINUE)
+		return st;
 	if (s->mech == MECH_PLAIN) {
 		if (!creds)
 			return sasl_fail(s, "not-authorized");
@@ -838,7 +799,7 @@ pgn_sasl_password_result(struct pgn_sasl *s, int ok)
 		return sasl_fail(s, "malformed-request");
 	if (ok != 1)
 		return sasl_fail(s, "not-authorized");
-	sasl_wipe_free(s->password);
+	pgn_scram_wipe_free(s->password);
 	s->password = NULL;
 	s->state = ST_DONE;
 	return PGN_SASL_SUCCESS;

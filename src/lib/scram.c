@@ -42,8 +42,8 @@ scram_md(enum pgn_hash h)
 /* SASLprep (RFC 4013).  Stored strings must not hold unassigned code
  * points, queries may (RFC 4013 §2 via RFC 3454 §7).  *out is wiped and
  * freed by the caller. */
-static int
-scram_saslprep(const char *in, int stored, char **out)
+int
+pgn_scram_saslprep(const char *in, int stored, char **out)
 {
 	*out = NULL;
 	if (stringprep_profile(in, out, "SASLprep",
@@ -61,13 +61,33 @@ scram_saslprep(const char *in, int stored, char **out)
 	return 0;
 }
 
-static void
-scram_wipe_free(char *s)
+void
+pgn_scram_wipe_free(char *s)
 {
 	if (!s)
 		return;
 	sodium_memzero(s, strlen(s));
 	free(s);
+}
+
+int
+pgn_scram_hmac(enum pgn_hash h, const unsigned char *key, size_t keylen,
+	       const void *data, size_t len, unsigned char *out)
+{
+	unsigned int olen = (unsigned int)pgn_hash_len(h);
+
+	return HMAC(scram_md(h), key, (int)keylen, data, len, out, &olen) ?
+		       0 :
+		       -ENOMEM;
+}
+
+int
+pgn_scram_digest(enum pgn_hash h, const unsigned char *data, size_t len,
+		 unsigned char *out)
+{
+	return EVP_Digest(data, len, out, NULL, scram_md(h), NULL) == 1 ?
+		       0 :
+		       -ENOMEM;
 }
 
 /* Fills k from the prepared password for one hash (RFC 5802 §3). */
@@ -76,26 +96,18 @@ scram_derive_one(enum pgn_hash h, const char *prepped,
 		 const unsigned char *salt, size_t salt_len, unsigned iter,
 		 struct pgn_scram_key *k)
 {
-	const EVP_MD *md = scram_md(h);
 	size_t hl = pgn_hash_len(h);
 	unsigned char salted[PGN_SCRAM_MAX_KEY], client_key[PGN_SCRAM_MAX_KEY];
-	unsigned int len;
 	int rc = -ENOMEM;
 
 	memset(k, 0, sizeof(*k));
 	if (PKCS5_PBKDF2_HMAC(prepped, (int)strlen(prepped), salt,
-			      (int)salt_len, (int)iter, md, (int)hl,
+			      (int)salt_len, (int)iter, scram_md(h), (int)hl,
 			      salted) != 1)
 		goto fail;
-	len = (unsigned int)hl;
-	if (!HMAC(md, salted, (int)hl, (const unsigned char *)"Client Key",
-		  10, client_key, &len))
-		goto fail;
-	if (EVP_Digest(client_key, hl, k->stored_key, NULL, md, NULL) != 1)
-		goto fail;
-	len = (unsigned int)hl;
-	if (!HMAC(md, salted, (int)hl, (const unsigned char *)"Server Key",
-		  10, k->server_key, &len))
+	if (pgn_scram_hmac(h, salted, hl, "Client Key", 10, client_key) < 0 ||
+	    pgn_scram_digest(h, client_key, hl, k->stored_key) < 0 ||
+	    pgn_scram_hmac(h, salted, hl, "Server Key", 10, k->server_key) < 0)
 		goto fail;
 	rc = 0;
 fail:
@@ -132,7 +144,7 @@ pgn_scram_derive(const char *password, const unsigned char *salt,
 		out->salt_len = PGN_SCRAM_SALT_LEN;
 	}
 	out->iterations = iterations;
-	if ((rc = scram_saslprep(password, 1, &prepped)) < 0)
+	if ((rc = pgn_scram_saslprep(password, 1, &prepped)) < 0)
 		goto fail;
 	for (int h = 0; h < PGN_HASH_COUNT; h++) {
 		rc = scram_derive_one((enum pgn_hash)h, prepped, out->salt,
@@ -140,10 +152,10 @@ pgn_scram_derive(const char *password, const unsigned char *salt,
 		if (rc < 0)
 			goto fail;
 	}
-	scram_wipe_free(prepped);
+	pgn_scram_wipe_free(prepped);
 	return 0;
 fail:
-	scram_wipe_free(prepped);
+	pgn_scram_wipe_free(prepped);
 	memset(out, 0, sizeof(*out));
 	return rc;
 }
@@ -163,7 +175,7 @@ pgn_scram_check_password(const struct pgn_scram_creds *creds,
 	    creds->iterations > SCRAM_MAX_ITERATIONS)
 		return -EINVAL;
 	/* A password that cannot be prepared cannot have been stored. */
-	if (scram_saslprep(password, 0, &prepped) < 0)
+	if (pgn_scram_saslprep(password, 0, &prepped) < 0)
 		return 0;
 	/* Accounts imported with SHA-1 keys only have no SHA-256 ones. */
 	if (CRYPTO_memcmp(creds->keys[PGN_HASH_SHA256].stored_key, zero,
@@ -171,7 +183,7 @@ pgn_scram_check_password(const struct pgn_scram_creds *creds,
 		h = PGN_HASH_SHA1;
 	rc = scram_derive_one(h, prepped, creds->salt, creds->salt_len,
 			      creds->iterations, &k);
-	scram_wipe_free(prepped);
+	pgn_scram_wipe_free(prepped);
 	if (rc < 0)
 		goto out;
 	rc = CRYPTO_memcmp(k.stored_key, creds->keys[h].stored_key,

@@ -390,22 +390,30 @@ wrote(struct pgn_session *s, uint64_t now_ms)
 				 "too much unread output");
 }
 
-void
-pgn_stream_send_raw(struct pgn_session *s, const char *data, size_t len)
+/* Writes xml, or else len bytes of data, to a live stream's connection. */
+static inline void
+send_out(struct pgn_session *s, const struct pgn_xml *xml, const char *data,
+	 size_t len)
 {
 	if (s->state == PGN_ST_DEAD || s->conn == NULL)
 		return;
-	s->conn->ops->write_raw(s->conn, data, len);
+	if (xml != NULL)
+		s->conn->ops->write_xml(s->conn, xml, NULL);
+	else
+		s->conn->ops->write_raw(s->conn, data, len);
 	wrote(s, pgn_now_ms());
+}
+
+void
+pgn_stream_send_raw(struct pgn_session *s, const char *data, size_t len)
+{
+	send_out(s, NULL, data, len);
 }
 
 void
 pgn_stream_send_nonza(struct pgn_session *s, const struct pgn_xml *xml)
 {
-	if (s->state == PGN_ST_DEAD || s->conn == NULL)
-		return;
-	s->conn->ops->write_xml(s->conn, xml, NULL);
-	wrote(s, pgn_now_ms());
+	send_out(s, xml, NULL, 0);
 }
 
 void
@@ -600,9 +608,10 @@ start_closing(struct pgn_session *s)
 		pgn_stream_destroy(s);
 }
 
-void
-pgn_stream_error(struct pgn_session *s, const char *condition,
-		 const char *text)
+/* Ends the stream with the stream error condition (and text), or with a
+ * plain </stream:stream> when condition is NULL. */
+static void
+end_stream(struct pgn_session *s, const char *condition, const char *text)
 {
 	if (gone(s))
 		return;
@@ -612,24 +621,27 @@ pgn_stream_error(struct pgn_session *s, const char *condition,
 		return;
 	}
 	ensure_header(s);
-	s->conn->ops->write_error(s->conn, condition, text);
-	pgn_log(PGN_LOG_INFO, "session %llu: stream error %s",
-		(unsigned long long)s->id, condition);
+	if (condition != NULL) {
+		s->conn->ops->write_error(s->conn, condition, text);
+		pgn_log(PGN_LOG_INFO, "session %llu: stream error %s",
+			(unsigned long long)s->id, condition);
+	} else {
+		s->conn->ops->write_close(s->conn);
+	}
 	start_closing(s);
+}
+
+void
+pgn_stream_error(struct pgn_session *s, const char *condition,
+		 const char *text)
+{
+	end_stream(s, condition, text);
 }
 
 void
 pgn_stream_close(struct pgn_session *s)
 {
-	if (gone(s))
-		return;
-	if (s->conn == NULL) {
-		pgn_stream_destroy(s);
-		return;
-	}
-	ensure_header(s);
-	s->conn->ops->write_close(s->conn);
-	start_closing(s);
+	end_stream(s, NULL, NULL);
 }
 
 void

@@ -766,39 +766,29 @@ parser_start(struct pgn_xml_parser *p)
 	return 0;
 }
 
-/* Back to the state before a stream header; never while expat runs. */
+/* Back to the state before a stream header; never while expat runs.
+ * Everything but what the owner gave (limits, callbacks, userdata), the
+ * hash salt and the feed-in-progress flags goes back to zero. */
 static void
 parser_clear(struct pgn_xml_parser *p)
 {
+	struct pgn_xml_parser kept = {
+		.lim = p->lim,
+		.cbs = p->cbs,
+		.ud = p->ud,
+		.salt = p->salt,
+		.in_expat = p->in_expat,
+		.in_feed = p->in_feed,
+	};
+
 	if (p->xp)
 		XML_ParserFree(p->xp);
-	p->xp = NULL;
 	pgn_xml_free(p->stanza);
-	p->stanza = NULL;
-	p->cur = NULL;
-	release_text_buffer(p);
+	free(p->text);
 	free(p->default_ns);
-	p->default_ns = NULL;
 	free(p->lang);
-	p->lang = NULL;
 	free(p->root_replay);
-	p->root_replay = NULL;
-	p->line_base = 0;
-	p->col_base = 0;
-	p->replay_col = 0;
-	p->parked = 0;
-	p->resumed = 0;
-	p->replaying = 0;
-	p->depth = 0;
-	p->header_ns = 0;
-	p->opened = 0;
-	p->no_park = 0;
-	p->fed = 0;
-	p->mark = 0;
-	p->err = PGN_XML_ERR_NONE;
-	p->reset_pending = 0;
-	p->detail = NULL;
-	p->xml_code = XML_ERROR_NONE;
+	*p = kept;
 }
 
 struct pgn_xml_parser *

@@ -46,13 +46,6 @@ pgn_limits_new(unsigned base_ms)
 }
 
 static int
-free_entry(const char *key, uint64_t id, void *value, void *arg)
-{
-	free(value);
-	return 0;
-}
-
-static int
 free_stale(const char *key, uint64_t id, void *value, void *arg)
 {
 	struct pgn_limits *l = ((void **)arg)[0];
@@ -76,8 +69,7 @@ make_room(struct pgn_limits *l, uint64_t now, size_t n)
 	pgn_map_foreach(l->keys, free_stale, arg);
 	if (pgn_map_count(l->keys) + n <= MAX_TRACKED)
 		return;
-	pgn_map_foreach(l->keys, free_entry, NULL);
-	pgn_map_free(l->keys);
+	pgn_map_free_values(l->keys, free);
 	l->keys = pgn_map_new(); /* NULL: throttling off until restart */
 }
 
@@ -86,10 +78,7 @@ pgn_limits_free(struct pgn_limits *l)
 {
 	if (l == NULL)
 		return;
-	if (l->keys != NULL) {
-		pgn_map_foreach(l->keys, free_entry, NULL);
-		pgn_map_free(l->keys);
-	}
+	pgn_map_free_values(l->keys, free);
 	free(l);
 }
 

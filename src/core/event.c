@@ -39,13 +39,12 @@ pgn_events_new(void)
 	return evs;
 }
 
-static int
-free_list(const char *key, uint64_t id, void *value, void *arg)
+static void
+free_list(void *value)
 {
 	struct hlist *l = value;
 	free(l->h);
 	free(l);
-	return 0;
 }
 
 void
@@ -53,8 +52,7 @@ pgn_events_free(struct pgn_events *evs)
 {
 	if (evs == NULL)
 		return;
-	pgn_map_foreach(evs->by_name, free_list, NULL);
-	pgn_map_free(evs->by_name);
+	pgn_map_free_values(evs->by_name, free_list);
 	free(evs);
 }
 

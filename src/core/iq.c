@@ -37,8 +37,10 @@ struct iq_wait {
 };
 
 static void
-wait_free(struct iq_wait *w)
+wait_free(void *p)
 {
+	struct iq_wait *w = p;
+
 	if (w == NULL)
 		return;
 	if (w->timer != NULL)
@@ -103,23 +105,12 @@ pgn_iq_tracker_new(struct event_base *base)
 	return t;
 }
 
-static int
-free_wait(const char *key, uint64_t id, void *value, void *arg)
-{
-	(void)key;
-	(void)id;
-	(void)arg;
-	wait_free(value);
-	return 0;
-}
-
 void
 pgn_iq_tracker_free(struct pgn_iq_tracker *t)
 {
 	if (t == NULL)
 		return;
-	pgn_map_foreach(t->waiting, free_wait, NULL);
-	pgn_map_free(t->waiting);
+	pgn_map_free_values(t->waiting, wait_free);
 	free(t);
 }
 

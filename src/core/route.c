@@ -40,17 +40,12 @@ pgn_routes_new(pgn_route_fn remote_fn)
 }
 
 static void
-entry_free(struct pgn_route *r)
+entry_free(void *p)
 {
+	struct pgn_route *r = p;
+
 	free((char *)r->domain);
 	free(r);
-}
-
-static int
-free_entry(const char *key, uint64_t id, void *value, void *arg)
-{
-	entry_free(value);
-	return 0;
 }
 
 void
@@ -58,8 +53,7 @@ pgn_routes_free(struct pgn_routes *t)
 {
 	if (t == NULL)
 		return;
-	pgn_map_foreach(t->by_domain, free_entry, NULL);
-	pgn_map_free(t->by_domain);
+	pgn_map_free_values(t->by_domain, entry_free);
 	free(t);
 }
 

@@ -1067,13 +1067,13 @@ pgn_ctl_listen(struct pgn_server *srv, char *err, size_t errlen)
 	return 0;
 }
 
-static int
-free_conn(const char *key, uint64_t id, void *value, void *arg)
+/* A connection of a map being freed: conn_free would unlink it. */
+static void
+free_conn(void *value)
 {
 	struct ctl_conn *c = value;
 	bufferevent_free(c->bev);
 	free(c);
-	return 0;
 }
 
 void
@@ -1085,8 +1085,7 @@ pgn_ctl_close(struct pgn_server *srv)
 		unlink(srv->cfg->ctl_socket);
 	}
 	if (srv->ctl_conns != NULL) {
-		pgn_map_foreach(srv->ctl_conns, free_conn, NULL);
-		pgn_map_free(srv->ctl_conns);
+		pgn_map_free_values(srv->ctl_conns, free_conn);
 		srv->ctl_conns = pgn_map_new();
 	}
 }

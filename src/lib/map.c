@@ -78,7 +78,7 @@ pgn_map_new(void)
 }
 
 void
-pgn_map_free(struct pgn_map *m)
+pgn_map_free_values(struct pgn_map *m, void (*free_value)(void *value))
 {
 	if (m == NULL)
 		return;
@@ -86,12 +86,20 @@ pgn_map_free(struct pgn_map *m)
 		struct entry *e = m->buckets[i];
 		while (e != NULL) {
 			struct entry *n = e->next;
+			if (free_value != NULL)
+				free_value(e->value);
 			free(e);
 			e = n;
 		}
 	}
 	free(m->buckets);
 	free(m);
+}
+
+void
+pgn_map_free(struct pgn_map *m)
+{
+	pgn_map_free_values(m, NULL);
 }
 
 size_t

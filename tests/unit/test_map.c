@@ -133,6 +133,38 @@ START_TEST(chosen_keys_spread)
 }
 END_TEST
 
+static int freed_sum;
+
+static void
+count_free(void *value)
+{
+	freed_sum += *(int *)value;
+	free(value);
+}
+
+/* Every value is handed to free_value once, deleted ones not at all. */
+START_TEST(free_values)
+{
+	struct pgn_map *m = pgn_map_new();
+	char key[16];
+
+	freed_sum = 0;
+	for (int i = 1; i <= 100; i++) {
+		int *v = malloc(sizeof(*v));
+
+		ck_assert_ptr_nonnull(v);
+		*v = i;
+		snprintf(key, sizeof(key), "k%d", i);
+		ck_assert_int_eq(pgn_map_set(m, key, v), 0);
+	}
+	free(pgn_map_del(m, "k100"));
+	pgn_map_free_values(m, count_free);
+	ck_assert_int_eq(freed_sum, 99 * 100 / 2);
+	pgn_map_free_values(NULL, count_free);
+	ck_assert_int_eq(freed_sum, 99 * 100 / 2);
+}
+END_TEST
+
 static Suite *
 map_suite(void)
 {
@@ -143,6 +175,7 @@ map_suite(void)
 	tcase_add_test(tc, string_keys);
 	tcase_add_test(tc, id_keys);
 	tcase_add_test(tc, chosen_keys_spread);
+	tcase_add_test(tc, free_values);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -68,21 +68,12 @@ struct acct_req {
 };
 
 static void
-free_secret(char *s)
-{
-	if (!s)
-		return;
-	sodium_memzero(s, strlen(s));
-	free(s);
-}
-
-static void
 enc_clear(struct enc_creds *e)
 {
 	int i;
 
 	for (i = 0; i < ENC_COUNT; i++) {
-		free_secret(e->col[i]);
+		pgn_scram_wipe_free(e->col[i]);
 		e->col[i] = NULL;
 	}
 }
@@ -169,7 +160,7 @@ req_free(struct acct_req *rq)
 		return;
 	free(rq->user);
 	free(rq->host);
-	free_secret(rq->password);
+	pgn_scram_wipe_free(rq->password);
 	enc_clear(&rq->enc);
 	free(rq);
 }
@@ -276,7 +267,7 @@ derive_run(void *job)
 	struct acct_req *rq = job;
 
 	rq->err = enc_derive(rq->password, &rq->enc);
-	free_secret(rq->password);
+	pgn_scram_wipe_free(rq->password);
 	rq->password = NULL;
 }
 

@@ -408,10 +408,7 @@ pw_run(void *arg)
 static void
 pw_job_free(struct pw_job *j)
 {
-	if (j->password != NULL) {
-		sodium_memzero(j->password, strlen(j->password));
-		free(j->password);
-	}
+	pgn_scram_wipe_free(j->password);
 	sodium_memzero(&j->creds, sizeof(j->creds));
 	free(j);
 }

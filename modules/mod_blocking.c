@@ -305,13 +305,27 @@ outbound_error(const struct pgn_stanza *st, enum verdict v)
 	return err;
 }
 
-/* Carries out v for st (borrowed).  origin: the sending session for an
- * outbound stanza, which gets its error directly: routed, the error
- * would come from the blocked JID and our own inbound filter would drop
- * it. */
+/* Routes err (taken) within ev's routing, so that the client stanza
+ * being handled is acknowledged once err is routed too; ev is NULL once
+ * the handler is continued after storage (the hold taken): err is then
+ * the server's own. */
 static void
-execute(struct blocking *b, enum direction dir, enum verdict v,
-        const struct pgn_stanza *st, struct pgn_session *origin)
+route_error(struct blocking *b, struct pgn_event *ev, struct pgn_stanza *err)
+{
+	if (ev != NULL)
+		pgn_event_route(ev, err);
+	else
+		pgn_route(b->srv, err);
+}
+
+/* Carries out v for st (borrowed), the stanza of ev (NULL: see
+ * route_error).  origin: the sending session for an outbound stanza,
+ * which gets its error directly: routed, the error would come from the
+ * blocked JID and our own inbound filter would drop it. */
+static void
+execute(struct blocking *b, struct pgn_event *ev, enum direction dir,
+        enum verdict v, const struct pgn_stanza *st,
+        struct pgn_session *origin)
 {
 	struct pgn_stanza *err = NULL;
 
@@ -334,7 +348,7 @@ execute(struct blocking *b, enum direction dir, enum verdict v,
 		                    : "service-unavailable",
 		        NULL);
 		if (err != NULL)
-			pgn_route(b->srv, err);
+			route_error(b, ev, err);
 		return;
 	}
 	if (origin == NULL)
@@ -358,7 +372,7 @@ run_held(struct blocking *b, struct waiter *w, enum verdict v)
 	st = pgn_hold_take(w->hold);
 	if (st == NULL)
 		return;
-	execute(b, w->dir, v, st, pgn_session_find(b->srv, w->sid));
+	execute(b, NULL, w->dir, v, st, pgn_session_find(b->srv, w->sid));
 	pgn_stanza_free(st);
 }
 
@@ -480,7 +494,7 @@ filter(struct blocking *b, struct pgn_event *ev, enum direction dir)
 		v = judge(dir, l, st);
 		if (v == V_PASS)
 			return PGN_EVENT_PASS;
-		execute(b, dir, v, st, ev->origin);
+		execute(b, ev, dir, v, st, ev->origin);
 		return PGN_EVENT_HANDLED;
 	}
 	/* Not cached: the user has no session.  Presence notifications,
@@ -499,7 +513,7 @@ filter(struct blocking *b, struct pgn_event *ev, enum direction dir)
 	if (l == NULL || wait_for_list(b, l, ev, dir) < 0) {
 		if (l != NULL)
 			blist_release(b, l);
-		execute(b, dir, V_FAIL, st, ev->origin);
+		execute(b, ev, dir, V_FAIL, st, ev->origin);
 		return PGN_EVENT_HANDLED;
 	}
 	return PGN_EVENT_HANDLED;
@@ -608,14 +622,16 @@ own_list(struct blocking *b, struct pgn_event *ev, int *not_loaded)
 	return l;
 }
 
+/* An error for st (borrowed), the stanza of ev (NULL: see route_error). */
 static void
-error_text(struct blocking *b, const struct pgn_stanza *st, const char *type,
+error_text(struct blocking *b, struct pgn_event *ev,
+           const struct pgn_stanza *st, const char *type,
            const char *condition, const char *text)
 {
 	struct pgn_stanza *err =
 	        pgn_stanza_error_reply(st, type, condition, text);
 	if (err != NULL)
-		pgn_route(b->srv, err);
+		route_error(b, ev, err);
 }
 
 static int
@@ -826,8 +842,8 @@ on_written(uint64_t owner, void *arg, const struct pgn_store_result *res)
 		        c->bare, res->errmsg);
 		revert(b, c);
 		if (st != NULL)
-			error_text(b, st, "wait", "internal-server-error",
-			           NULL);
+			error_text(b, NULL, st, "wait",
+			           "internal-server-error", NULL);
 		goto done;
 	}
 	if (st != NULL && (reply = pgn_stanza_iq_result(st, NULL)) != NULL)
@@ -883,8 +899,8 @@ commit(struct blocking *b, struct pgn_event *ev, struct change *c)
 		struct pgn_stanza *st = pgn_hold_take(c->hold);
 		revert(b, c);
 		if (st != NULL)
-			error_text(b, st, "wait", "internal-server-error",
-			           NULL);
+			error_text(b, ev, st, "wait",
+			           "internal-server-error", NULL);
 		pgn_stanza_free(st);
 		change_free(c);
 	}
@@ -918,7 +934,7 @@ parse_items(struct blocking *b, struct pgn_event *ev, struct pgn_xml *op,
 		if (strcmp(pgn_xml_name(it), "item") == 0)
 			n++;
 	if (n > b->max_items) {
-		error_text(b, ev->stanza, "cancel", "policy-violation",
+		error_text(b, ev, ev->stanza, "cancel", "policy-violation",
 		           "too many items");
 		return -1;
 	}
@@ -1033,7 +1049,8 @@ on_block(struct pgn_event *ev, void *arg)
 		         "the block list is limited to %zu "
 		         "items",
 		         b->max_items);
-		error_text(b, ev->stanza, "cancel", "policy-violation", text);
+		error_text(b, ev, ev->stanza, "cancel", "policy-violation",
+		           text);
 		goto answered;
 	}
 	if (c->n == 0) {

@@ -19,7 +19,7 @@
  * max_queue stanzas, and QUEUE_BYTES): past that it is flushed.
  *
  * Nothing is lost: when the session ends, queued messages are handed to
- * pgn_stanza_undelivered() (offline storage); presence is dropped, as the
+ * pgn_event_undelivered() (offline storage); presence is dropped, as the
  * router drops presence for a resource that is gone, and so are carbons
  * and archive results (copies whose originals went where they belonged).
  * While stream management keeps a session hibernated, the filter goes on
@@ -486,7 +486,7 @@ on_session_ended(struct pgn_event *ev, void *arg)
 			        bad ? "bad address" : "out of memory");
 			continue;
 		}
-		pgn_stanza_undelivered(csi->srv, st);
+		pgn_event_undelivered(ev, st);
 		handed++;
 	}
 	if (handed > 0)

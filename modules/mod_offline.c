@@ -293,28 +293,6 @@ store_req_free(struct store_req *r)
 	free(r);
 }
 
-/* Finishes the held message with an error to its sender.  Takes h. */
-static void
-hold_bounce(struct offline *o, struct pgn_hold *h, const char *type,
-	    const char *condition, const char *text)
-{
-	struct pgn_stanza *st = pgn_hold_take(h);
-	struct pgn_stanza *err;
-
-	if (text == NULL) {
-		pgn_stanza_bounce(o->srv, st, type, condition);
-		return;
-	}
-	err = pgn_stanza_error_reply(st, type, condition, text);
-	pgn_stanza_free(st);
-	if (err == NULL) {
-		pgn_log(PGN_LOG_ERROR, "offline %s: out of memory for an error "
-			"reply", o->host);
-		return;
-	}
-	pgn_route(o->srv, err);
-}
-
 /* The message is durable: the held copy is no longer needed.  Takes r. */
 static void
 store_req_stored(struct store_req *r)
@@ -329,7 +307,7 @@ store_req_stored(struct store_req *r)
 static void
 store_req_fail(struct store_req *r)
 {
-	hold_bounce(r->o, r->hold, "wait", "internal-server-error", NULL);
+	pgn_hold_bounce(r->hold, "wait", "internal-server-error", NULL);
 	store_req_free(r);
 }
 
@@ -354,7 +332,7 @@ account_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
 	if (res->error != 0) {
 		pgn_log(STORE_FAIL_LEVEL(res), "offline %s: account lookup of "
 			"%s failed: %s", o->host, r->username, res->errmsg);
-		hold_bounce(o, r->hold, "wait", "internal-server-error", NULL);
+		pgn_hold_bounce(r->hold, "wait", "internal-server-error", NULL);
 	} else if ((n = pgn_store_value(res, 0, 0)) == NULL ||
 		   strcmp(n, "0") == 0) {
 		/* No such account: the router's own rules answer. */
@@ -362,8 +340,8 @@ account_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
 	} else {
 		pgn_log(PGN_LOG_INFO, "offline %s: quota of %s reached for "
 			"%s", o->host, o->quota, r->username);
-		hold_bounce(o, r->hold, "wait", "resource-constraint",
-			    "The recipient's offline storage is full");
+		pgn_hold_bounce(r->hold, "wait", "resource-constraint",
+				"The recipient's offline storage is full");
 	}
 	store_req_free(r);
 	write_done(o);
@@ -640,8 +618,8 @@ on_offline(struct pgn_event *ev, void *arg)
 		pgn_log(PGN_LOG_WARN, "offline %s: %zu messages (%zu bytes) "
 			"waiting for the store, refusing more", o->host,
 			o->queued, o->queued_bytes);
-		hold_bounce(o, r->hold, "wait", "resource-constraint",
-			    "Offline storage is busy, try again later");
+		pgn_hold_bounce(r->hold, "wait", "resource-constraint",
+				"Offline storage is busy, try again later");
 		store_req_free(r);
 		return PGN_EVENT_HANDLED;
 	}

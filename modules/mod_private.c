@@ -355,7 +355,7 @@ on_set(struct pgn_event *ev, void *arg)
 		struct pgn_stanza *r = pgn_stanza_error_reply(
 			st, "modify", "not-acceptable", text);
 		if (r != NULL)
-			pgn_route(ev->server, r);
+			pgn_event_route(ev, r);
 		set_req_free(sr);
 		return PGN_EVENT_HANDLED;
 	}

@@ -118,7 +118,7 @@ error_now(struct pgn_event *ev, const char *type, const char *cond,
 	struct pgn_stanza *r =
 		pgn_stanza_error_reply(ev->stanza, type, cond, text);
 	if (r != NULL)
-		pgn_route(ev->server, r);
+		pgn_event_route(ev, r);
 }
 
 /* ---- get ----------------------------------------------------------------- */

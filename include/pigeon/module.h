@@ -126,8 +126,8 @@ struct pgn_event {
 	void *data;                  /* event specific */
 	/* Core only: the router's state and the running handler, so that
 	 * pgn_event_hold() can resume exactly after it; and the client
-	 * stanza this event is part of (holds and ack tickets count for
-	 * it; NULL: the routing in progress, if any). */
+	 * stanza this event is part of (holds, ack tickets and what is
+	 * routed with pgn_event_route count for it; NULL: none). */
 	void *route;
 	int pos_priority;
 	pgn_hook_fn pos_fn;
@@ -343,9 +343,12 @@ const struct pgn_jid *pgn_session_jid(const struct pgn_session *s);
 uint64_t pgn_session_id(const struct pgn_session *s);
 
 /* Frees st after routing an error reply for it (none for errors and iq
- * results, RFC 6120 §8.3.1).  Takes st. */
+ * results, RFC 6120 §8.3.1).  Takes st.  Inside a handler use
+ * pgn_event_bounce (see "routing"). */
 void pgn_stanza_bounce(struct pgn_server *srv, struct pgn_stanza *st,
 		       const char *type, const char *condition);
+void pgn_event_bounce(struct pgn_event *ev, struct pgn_stanza *st,
+		      const char *type, const char *condition);
 
 /* ---- sessions: more ---- */
 /* First bound session of the account bare ("user@host"), or NULL; then
@@ -399,15 +402,29 @@ int pgn_session_set_data(struct pgn_session *s, const struct pgn_module *m,
 void pgn_user_kick(struct pgn_server *srv, const char *bare,
 		   const char *condition, const char *text);
 
-/* ---- routing ---- */
+/* ---- routing ----
+ * Every routing belongs to a context: the client stanza it is part of
+ * (XEP-0198: that stanza is acknowledged only once the holds and tickets
+ * taken in its routing are done, see below).  What a handler routes on
+ * behalf of the stanza it handles (replies, a presence broadcast, a
+ * bounce, an offline hand-over) belongs to it too: route it with the
+ * event, pgn_event_route / _route_from / _bounce / _undelivered (and
+ * pgn_event_reply / _error).  Code that continues a handler after
+ * storage finishes its hold (pgn_hold_resume, pgn_hold_bounce) or, once
+ * the hold is taken, sends as the server.  The context-less calls are for
+ * the stanzas the server originates on its own (timers, pigeonctl,
+ * storage callbacks after a hold is gone): nobody's ack waits for them. */
 /* Routes st (takes ownership; st->from must be set) as the router does
  * for any stanza: local sessions, hosts, components, errors.  Fires no
- * pre- events: use it for stanzas the server itself originates. */
+ * pre- events. */
 void pgn_route(struct pgn_server *srv, struct pgn_stanza *st);
+void pgn_event_route(struct pgn_event *ev, struct pgn_stanza *st);
 /* Routes st as if origin had sent it: "pre-<kind>/<addr>" first on the
  * origin's host (so outbound filters such as blocking apply), then as
  * pgn_route.  origin may be closing (still whole in session-ended). */
 void pgn_route_from(struct pgn_session *origin, struct pgn_stanza *st);
+void pgn_event_route_from(struct pgn_event *ev, struct pgn_session *origin,
+			  struct pgn_stanza *st);
 
 /* ---- routes: domains a module owns ----
  * A module may own a service domain (conference.<host>, pubsub.<host>,
@@ -460,6 +477,12 @@ struct pgn_stanza *pgn_hold_stanza(const struct pgn_hold *h);
 void pgn_hold_resume(struct pgn_hold *h);
 /* Gives the stanza to the caller (who owns it now) and frees h. */
 struct pgn_stanza *pgn_hold_take(struct pgn_hold *h);
+/* Answers the held stanza with a stanza error (as pgn_stanza_bounce;
+ * text: a human-readable <text/>, or NULL) within the routing it was
+ * held in, so that its acknowledgement waits for that error too; then
+ * frees it and h.  For a handler whose storage failed. */
+void pgn_hold_bounce(struct pgn_hold *h, const char *type,
+		     const char *condition, const char *text);
 
 /* ---- acknowledgement and durability (XEP-0198) ----
  * A stanza a client sent counts as handled, and is acknowledged to a
@@ -526,8 +549,10 @@ int pgn_session_send_direct(struct pgn_session *s, const struct pgn_xml *xml);
  * a message goes to "message/offline" on the addressee's host (or its
  * sender gets service-unavailable), an iq request gets
  * recipient-unavailable, presence is dropped.  For a module that queued
- * stanzas for a session that ended. */
+ * stanzas for a session that ended.  Inside a handler use
+ * pgn_event_undelivered (see "routing"). */
 void pgn_stanza_undelivered(struct pgn_server *srv, struct pgn_stanza *st);
+void pgn_event_undelivered(struct pgn_event *ev, struct pgn_stanza *st);
 
 /* ---- storage ---- */
 struct pgn_store;

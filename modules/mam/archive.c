@@ -110,7 +110,6 @@ row_free(struct row *r)
 static void
 row_done(struct row *r, int ok)
 {
-	struct pgn_server *srv = r->mm->srv;
 	struct pgn_hold *h = r->hold;
 
 	/* The failure itself is logged once per statement. */
@@ -125,8 +124,7 @@ row_done(struct row *r, int ok)
 	if (ok)
 		pgn_hold_resume(h);
 	else
-		pgn_stanza_bounce(srv, pgn_hold_take(h), "wait",
-		                  "internal-server-error");
+		pgn_hold_bounce(h, "wait", "internal-server-error", NULL);
 }
 
 /* At unload: nothing can be routed any more.  Takes r. */
@@ -551,8 +549,7 @@ archive_held(struct mam *mm, struct pgn_hold *h, int outgoing, int want)
 		        "mod_mam %s: %zu rows waiting for the "
 		        "store, refusing a message",
 		        mm->host, mm->queued);
-		pgn_stanza_bounce(mm->srv, pgn_hold_take(h), "wait",
-		                  "resource-constraint");
+		pgn_hold_bounce(h, "wait", "resource-constraint", NULL);
 		return;
 	}
 	if (make_rows(mm, st, outgoing, want, &r) != 0)
@@ -586,8 +583,7 @@ archive_held(struct mam *mm, struct pgn_hold *h, int outgoing, int want)
 	quota_count_rows(mm, st, owner, len, pair);
 	return;
 fail:
-	pgn_stanza_bounce(mm->srv, pgn_hold_take(h), "wait",
-	                  "internal-server-error");
+	pgn_hold_bounce(h, "wait", "internal-server-error", NULL);
 }
 
 static void

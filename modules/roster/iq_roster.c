@@ -200,7 +200,7 @@ reply_error_text(struct pgn_event *ev, const char *type, const char *cond,
 	struct pgn_stanza *e =
 		pgn_stanza_error_reply(ev->stanza, type, cond, text);
 	if (e != NULL)
-		pgn_route(ev->server, e);
+		pgn_event_route(ev, e);
 }
 
 int
@@ -214,16 +214,16 @@ has_ctrl(const char *s)
 
 /* Removal (§2.5): cancel both subscriptions, then drop the item. */
 static void
-roster_remove(struct roster *r, const char *jid)
+roster_remove(struct roster *r, struct pgn_event *ev, const char *jid)
 {
 	struct item *it = pgn_map_get(r->items, jid);
 	struct pending *p = pgn_map_del(r->pending, jid);
 	if (it != NULL && (has_to(it->sub) || it->ask))
-		route_sub(r, "unsubscribe", jid);
+		route_sub(r, ev, "unsubscribe", jid);
 	if (p != NULL || (it != NULL && has_from(it->sub))) {
 		if (it != NULL && has_from(it->sub))
-			send_all_unavailable_to(r, jid);
-		route_sub(r, "unsubscribed", jid);
+			send_all_unavailable_to(r, ev, jid);
+		route_sub(r, ev, "unsubscribed", jid);
 	}
 	if (p != NULL) {
 		pending_free(p);
@@ -294,7 +294,7 @@ on_roster_set(struct pgn_event *ev, void *arg)
 			pgn_event_error(ev, "modify", "item-not-found");
 			return PGN_EVENT_HANDLED;
 		}
-		roster_remove(r, jid->bare);
+		roster_remove(r, ev, jid->bare);
 		pgn_jid_free(jid);
 		pgn_event_reply(ev, NULL);
 		return PGN_EVENT_HANDLED;

@@ -27,8 +27,11 @@
  * also probes the contacts with to/both.  Directed presence is
  * remembered per session, and whoever saw the session available gets
  * unavailable when it ends.  Presence to contacts goes through
- * pgn_route_from() so that outbound filters (blocking) apply; a depth
- * counter keeps our own "pre-presence" hooks out of those. */
+ * pgn_event_route_from() so that outbound filters (blocking) apply and
+ * the client stanza that caused it is acknowledged only once it is
+ * routed; a depth counter keeps our own "pre-presence" hooks out of
+ * those.  Code continued after storage (a roster or probe row loaded)
+ * passes no event (route_in, presence.c): it sends as the server. */
 #include "roster_priv.h"
 
 const char *const sub_names[] = { "none", "to", "from", "both" };
@@ -246,7 +249,7 @@ on_session_ended(struct pgn_event *ev, void *arg)
 		/* Everyone who saw us available learns we are gone. */
 		struct pgn_xml *x = pgn_xml_new(PGN_NS_CLIENT, "presence");
 		if (x != NULL && pgn_xml_set_attr(x, "type", "unavailable") == 0)
-			bcast_unavailable(rm,
+			bcast_unavailable(rm, ev,
 					  r != NULL && r->loaded && !r->failed
 						  ? r
 						  : NULL,

@@ -44,26 +44,45 @@ presence_new(const char *type, const char *from, const char *to)
 	return st;
 }
 
+/* Routes st (takes it) within the routing of ev, the event being
+ * handled, so that the client stanza it is part of is acknowledged only
+ * once st's routing is done too; ev is NULL where a handler is continued
+ * after storage (the roster loaded): st is then the server's own. */
+void
+route_in(struct rmod *rm, struct pgn_event *ev, struct pgn_stanza *st)
+{
+	if (ev != NULL)
+		pgn_event_route(ev, st);
+	else
+		pgn_route(rm->srv, st);
+}
+
 /* Routes st on behalf of session s (outbound filters apply), keeping
- * our own pre-presence hooks out.  Takes st. */
+ * our own pre-presence hooks out, within ev's routing (as route_in).
+ * Takes st. */
 static void
-route_as(struct rmod *rm, struct pgn_session *s, struct pgn_stanza *st)
+route_as(struct rmod *rm, struct pgn_event *ev, struct pgn_session *s,
+	 struct pgn_stanza *st)
 {
 	rm->routing++;
-	pgn_route_from(s, st);
+	if (ev != NULL)
+		pgn_event_route_from(ev, s, st);
+	else
+		pgn_route_from(s, st);
 	rm->routing--;
 }
 
 /* Sends xml (a presence) from s to jid, on s's behalf. */
 static void
-send_presence_as(struct rmod *rm, struct pgn_session *s,
-		 const struct pgn_xml *xml, const char *to)
+send_presence_as(struct rmod *rm, struct pgn_event *ev,
+		 struct pgn_session *s, const struct pgn_xml *xml,
+		 const char *to)
 {
 	const struct pgn_jid *full = session_jid(rm, s);
 	struct pgn_stanza *st;
 	if (full == NULL || (st = stanza_copy_to(xml, full->full, to)) == NULL)
 		return;
-	route_as(rm, s, st);
+	route_as(rm, ev, s, st);
 }
 
 static int
@@ -75,19 +94,20 @@ presence_is_available(const struct pgn_xml *x)
 /* Sends the presence of every available resource of r's user to jid
  * (after a subscription was approved, §3.1.5). */
 static void
-send_all_presence_to(struct roster *r, const char *jid)
+send_all_presence_to(struct roster *r, struct pgn_event *ev, const char *jid)
 {
 	for (struct pgn_session *s = pgn_user_sessions(r->rm->srv, r->bare);
 	     s != NULL; s = pgn_session_next(s)) {
 		const struct pgn_xml *p = pgn_session_presence(s);
 		if (pgn_session_available(s) && presence_is_available(p))
-			send_presence_as(r->rm, s, p, jid);
+			send_presence_as(r->rm, ev, s, p, jid);
 	}
 }
 
 /* Unavailable from every available resource of r's user to jid (§3.2.2). */
 void
-send_all_unavailable_to(struct roster *r, const char *jid)
+send_all_unavailable_to(struct roster *r, struct pgn_event *ev,
+			const char *jid)
 {
 	for (struct pgn_session *s = pgn_user_sessions(r->rm->srv, r->bare);
 	     s != NULL; s = pgn_session_next(s)) {
@@ -96,17 +116,18 @@ send_all_unavailable_to(struct roster *r, const char *jid)
 		if (!pgn_session_available(s) || full == NULL)
 			continue;
 		if ((st = presence_new("unavailable", full->full, jid)) != NULL)
-			route_as(r->rm, s, st);
+			route_as(r->rm, ev, s, st);
 	}
 }
 
 /* A server-generated subscription stanza from r's user to jid. */
 void
-route_sub(struct roster *r, const char *type, const char *jid)
+route_sub(struct roster *r, struct pgn_event *ev, const char *type,
+	  const char *jid)
 {
 	struct pgn_stanza *st = presence_new(type, r->bare, jid);
 	if (st != NULL)
-		pgn_route(r->rm->srv, st);
+		route_in(r->rm, ev, st);
 }
 
 /* Delivers xml (copied) to every available resource of r's user. */
@@ -238,18 +259,18 @@ request_text(const struct pgn_xml *xml)
 
 /* Error back to the client for its outbound presence (copied). */
 static void
-bounce_text(struct rmod *rm, const struct pgn_stanza *st, const char *type,
-	    const char *cond, const char *text)
+bounce_text(struct pgn_event *ev, const struct pgn_stanza *st,
+	    const char *type, const char *cond, const char *text)
 {
 	struct pgn_stanza *e = pgn_stanza_error_reply(st, type, cond, text);
 	if (e != NULL)
-		pgn_route(rm->srv, e);
+		pgn_event_route(ev, e);
 }
 
 /* Outbound subscription stanza from r's user to contact (§3.1.2, 3.2.2,
  * 3.3.2, 3.4; Appendix A.2).  st is borrowed. */
 static void
-outbound_sub(struct roster *r, struct pgn_session *origin,
+outbound_sub(struct roster *r, struct pgn_event *ev,
 	     const struct pgn_stanza *st, const char *contact)
 {
 	struct item *it = pgn_map_get(r->items, contact);
@@ -257,7 +278,6 @@ outbound_sub(struct roster *r, struct pgn_session *origin,
 	struct pgn_stanza *out;
 	int full = 0, changed = 0, route = 1;
 
-	(void)origin;
 	if (type_is(st, "subscribe")) {
 		if (it == NULL && (it = item_create(r, contact, &full)) == NULL)
 			goto nomem;
@@ -312,17 +332,17 @@ outbound_sub(struct roster *r, struct pgn_session *origin,
 			changed = 1;
 		}
 		if (had_from)
-			send_all_unavailable_to(r, contact);
+			send_all_unavailable_to(r, ev, contact);
 	}
 	if (changed)
 		item_changed(r, it);
 	if (route) {
 		/* §3.1.2: stamped with the bare JID. */
 		if ((out = stanza_copy_to(st->xml, r->bare, contact)) != NULL)
-			pgn_route(r->rm->srv, out);
+			pgn_event_route(ev, out);
 	}
 	if (type_is(st, "subscribed") && changed && route)
-		send_all_presence_to(r, contact);
+		send_all_presence_to(r, ev, contact);
 	return;
 nomem:
 	if (full) {
@@ -330,38 +350,39 @@ nomem:
 		snprintf(text, sizeof(text),
 			 "the roster is full (at most %d items)",
 			 r->rm->max_items);
-		bounce_text(r->rm, st, "cancel", "not-allowed", text);
+		bounce_text(ev, st, "cancel", "not-allowed", text);
 	} else {
-		bounce_text(r->rm, st, "wait", "resource-constraint", NULL);
+		bounce_text(ev, st, "wait", "resource-constraint", NULL);
 	}
 }
 
 /* Inbound subscription stanza for r's user from contact (§3.1.3, 3.1.6,
- * 3.2.3, 3.3.3; Appendix A.3).  st is borrowed. */
+ * 3.2.3, 3.3.3; Appendix A.3).  st is borrowed; ev is its event, or NULL
+ * once the roster loaded (route_in). */
 static void
-inbound_sub(struct roster *r, const struct pgn_stanza *st,
-	    const char *contact)
+inbound_sub(struct roster *r, struct pgn_event *ev,
+	    const struct pgn_stanza *st, const char *contact)
 {
 	struct item *it = pgn_map_get(r->items, contact);
 
 	if (!r->exists) {
 		/* §8.5.1 no such user: a subscribe gets unsubscribed. */
 		if (type_is(st, "subscribe"))
-			route_sub(r, "unsubscribed", contact);
+			route_sub(r, ev, "unsubscribed", contact);
 		return;
 	}
 	if (type_is(st, "subscribe")) {
 		struct pending *p;
 		if (it != NULL && has_from(it->sub)) {
-			route_sub(r, "subscribed", contact);
+			route_sub(r, ev, "subscribed", contact);
 			return;
 		}
 		if (it != NULL && it->approved) {
 			it->sub = it->sub == SUB_TO ? SUB_BOTH : SUB_FROM;
 			it->approved = 0;
 			item_changed(r, it);
-			route_sub(r, "subscribed", contact);
-			send_all_presence_to(r, contact);
+			route_sub(r, ev, "subscribed", contact);
+			send_all_presence_to(r, ev, contact);
 			return;
 		}
 		p = pgn_map_get(r->pending, contact);
@@ -413,7 +434,7 @@ inbound_sub(struct roster *r, const struct pgn_stanza *st,
 			it->sub = it->sub == SUB_BOTH ? SUB_TO : SUB_NONE;
 			item_changed(r, it);
 			/* §3.3.3: the contact no longer sees us. */
-			send_all_unavailable_to(r, contact);
+			send_all_unavailable_to(r, ev, contact);
 			changed = 1;
 		}
 		if (changed)
@@ -447,7 +468,7 @@ held_inbound(struct roster *r, void *arg)
 	if (st == NULL)
 		return;
 	if (!r->failed && st->from != NULL)
-		inbound_sub(r, st, st->from->bare);
+		inbound_sub(r, NULL, st, st->from->bare);
 	else
 		pgn_log(PGN_LOG_WARN,
 			"mod_roster: dropping a subscription stanza for %s",
@@ -467,28 +488,30 @@ held_inbound(struct roster *r, void *arg)
  * unsubscribed would cancel that request (mod_blocking probes on an
  * unblock whatever the state). */
 static void
-refuse_probe(struct rmod *rm, const struct pgn_stanza *st, int pending_in)
+refuse_probe(struct rmod *rm, struct pgn_event *ev,
+	     const struct pgn_stanza *st, int pending_in)
 {
 	struct pgn_stanza *u;
 	if (pending_in || strcmp(st->from->bare, st->to->bare) == 0)
 		return;
 	if ((u = presence_new("unsubscribed", st->to->bare, st->from->bare)) !=
 	    NULL)
-		pgn_route(rm->srv, u);
+		route_in(rm, ev, u);
 }
 
 /* §4.3.2: a probe of r's user from prober: every available resource
  * answers if prober is subscribed (from/both) or the user itself;
  * anybody else gets unsubscribed (refuse_probe). */
 static void
-answer_probe(struct roster *r, const struct pgn_stanza *st)
+answer_probe(struct roster *r, struct pgn_event *ev,
+	     const struct pgn_stanza *st)
 {
 	const char *pb = st->from->bare;
 	struct item *it = pgn_map_get(r->items, pb);
 
 	if (!r->exists || (strcmp(pb, r->bare) != 0 &&
 			   (it == NULL || !has_from(it->sub)))) {
-		refuse_probe(r->rm, st,
+		refuse_probe(r->rm, ev, st,
 			     r->exists && pgn_map_get(r->pending, pb) != NULL);
 		return;
 	}
@@ -503,7 +526,7 @@ answer_probe(struct roster *r, const struct pgn_stanza *st)
 		if (st->to->resource != NULL &&
 		    strcmp(full->full, st->to->full) != 0)
 			continue;
-		send_presence_as(r->rm, s, p, st->from->full);
+		send_presence_as(r->rm, ev, s, p, st->from->full);
 	}
 }
 
@@ -530,17 +553,17 @@ on_probe_row(uint64_t owner, void *arg, const struct pgn_store_result *res)
 	 * truth (and knows the available resources). */
 	r = pgn_map_get(j->rm->users, st->to->bare);
 	if (r != NULL && r->loaded && !r->failed) {
-		answer_probe(r, st);
+		answer_probe(r, NULL, st);
 	} else if (res->error != 0 || res->nrows != 1) {
 		pgn_log(PGN_LOG_WARN, "mod_roster: probe of %s: %s",
 			st->to->bare, res->error ? res->errmsg : "no row");
 	} else if (pgn_store_value(res, 0, 0) == NULL) {
-		refuse_probe(j->rm, st, 0); /* no such account */
+		refuse_probe(j->rm, NULL, st, 0); /* no such account */
 	} else {
 		int sub = parse_sub(pgn_store_value(res, 0, 1));
 		/* Subscribed but offline: §4.3.2, 2 allows not answering. */
 		if (sub < 0 || !has_from((enum sub)sub))
-			refuse_probe(j->rm, st,
+			refuse_probe(j->rm, NULL, st,
 				     pgn_store_value(res, 0, 2) != NULL);
 	}
 done:
@@ -590,7 +613,7 @@ on_in_presence(struct pgn_event *ev, void *arg)
 		r = pgn_map_get(rm->users, st->to->bare);
 		if (r != NULL && r->loaded) {
 			if (!r->failed)
-				answer_probe(r, st);
+				answer_probe(r, ev, st);
 		} else if (strcmp(st->from->bare, st->to->bare) != 0) {
 			/* No cache or still loading: no available
 			 * resource, but maybe no subscription either. */
@@ -606,7 +629,7 @@ on_in_presence(struct pgn_event *ev, void *arg)
 	r = pgn_map_get(rm->users, st->to->bare);
 	if (r != NULL && r->loaded) {
 		if (!r->failed)
-			inbound_sub(r, st, st->from->bare);
+			inbound_sub(r, ev, st, st->from->bare);
 		return PGN_EVENT_HANDLED;
 	}
 	/* The user is offline (or its roster is loading): hold the stanza
@@ -665,18 +688,18 @@ on_out_presence(struct pgn_event *ev, void *arg)
 	if (rm->routing > 0 || ev->origin == NULL || st->to == NULL)
 		return PGN_EVENT_PASS;
 	if (!valid_presence_type(st)) {
-		bounce_text(rm, st, "modify", "bad-request", NULL);
+		bounce_text(ev, st, "modify", "bad-request", NULL);
 		return PGN_EVENT_HANDLED;
 	}
 	r = roster_of_session(rm, ev->origin);
 	if (is_sub_type(st)) {
 		if (r == NULL) {
-			bounce_text(rm, st, "wait", "internal-server-error",
+			bounce_text(ev, st, "wait", "internal-server-error",
 				    NULL);
 			return PGN_EVENT_HANDLED;
 		}
 		if (strcmp(st->to->bare, r->bare) != 0)
-			outbound_sub(r, ev->origin, st, st->to->bare);
+			outbound_sub(r, ev, st, st->to->bare);
 		return PGN_EVENT_HANDLED;
 	}
 	if (st->type != NULL && !type_is(st, "unavailable"))
@@ -700,6 +723,7 @@ on_out_presence(struct pgn_event *ev, void *arg)
 
 struct bcast {
 	struct rmod *rm;
+	struct pgn_event *ev; /* the broadcast is on its behalf (route_in) */
 	struct roster *r;
 	struct pgn_session *s;
 	const struct pgn_xml *xml;
@@ -713,14 +737,14 @@ bcast_contact(const char *key, uint64_t id, void *value, void *arg)
 	struct item *it = value;
 	(void)id;
 	if (has_from(it->sub))
-		send_presence_as(b->rm, b->s, b->xml, key);
+		send_presence_as(b->rm, b->ev, b->s, b->xml, key);
 	if (b->probe && has_to(it->sub)) {
 		const struct pgn_jid *full = session_jid(b->rm, b->s);
 		struct pgn_stanza *p =
 			full != NULL ? presence_new("probe", full->full, key)
 				     : NULL;
 		if (p != NULL)
-			pgn_route(b->rm->srv, p);
+			route_in(b->rm, b->ev, p);
 	}
 	return 0;
 }
@@ -738,7 +762,7 @@ bcast_directed(const char *key, uint64_t id, void *value, void *arg)
 		it = pgn_map_get(b->r->items, j->bare);
 	pgn_jid_free(j);
 	if (it == NULL || !has_from(it->sub))
-		send_presence_as(b->rm, b->s, b->xml, key);
+		send_presence_as(b->rm, b->ev, b->s, b->xml, key);
 	return 0;
 }
 
@@ -777,11 +801,12 @@ bcast_own(struct roster *r, struct pgn_session *s, const struct pgn_xml *xml,
  * subscribers and own resources if s was available, and the directed
  * presence targets (§4.6.3) in any case.  r may be NULL (no roster). */
 void
-bcast_unavailable(struct rmod *rm, struct roster *r, struct pgn_session *s,
-		  struct sstate *ss, const struct pgn_xml *xml)
+bcast_unavailable(struct rmod *rm, struct pgn_event *ev, struct roster *r,
+		  struct pgn_session *s, struct sstate *ss,
+		  const struct pgn_xml *xml)
 {
 	/* probe doubles as "the subscribers got it" for bcast_directed. */
-	struct bcast b = { rm, r, s, xml, 0 };
+	struct bcast b = { rm, ev, r, s, xml, 0 };
 	if (pgn_session_set_presence(s, xml) != 0)
 		pgn_log(PGN_LOG_WARN, "mod_roster: out of memory");
 	if (r != NULL && ss->available) {
@@ -811,7 +836,7 @@ on_self_presence(struct pgn_event *ev, void *arg)
 	if (s == NULL || ss == NULL || rm->routing > 0)
 		return PGN_EVENT_PASS;
 	if (!valid_presence_type(st)) {
-		bounce_text(rm, st, "modify", "bad-request", NULL);
+		bounce_text(ev, st, "modify", "bad-request", NULL);
 		return PGN_EVENT_HANDLED;
 	}
 	if (st->type != NULL && !type_is(st, "unavailable"))
@@ -821,7 +846,7 @@ on_self_presence(struct pgn_event *ev, void *arg)
 		int was_available = ss->available;
 		const struct pgn_jid *me = session_jid(rm, s);
 		struct pgn_stanza *c;
-		bcast_unavailable(rm, r, s, ss, st->xml);
+		bcast_unavailable(rm, ev, r, s, ss, st->xml);
 		/* §4.5.2: the user's server MUST also send the unavailable
 		 * notification to all of the user's available resources, as
 		 * well as to the resource that sent it in the first place;
@@ -840,7 +865,7 @@ on_self_presence(struct pgn_event *ev, void *arg)
 		pgn_log(PGN_LOG_WARN, "mod_roster: out of memory");
 	if (r == NULL)
 		return PGN_EVENT_HANDLED;
-	struct bcast b = { rm, r, s, st->xml, initial };
+	struct bcast b = { rm, ev, r, s, st->xml, initial };
 	pgn_map_foreach(r->items, bcast_contact, &b);
 	bcast_own(r, s, st->xml, initial);
 	if (initial) {
@@ -993,11 +1018,11 @@ on_account_removed(struct pgn_event *ev, void *arg)
 			if ((rv->what[i] & REMOVE_UNSUBSCRIBE) &&
 			    (st = presence_new("unsubscribe", a->bare,
 					       rv->jids[i])) != NULL)
-				pgn_route(rm->srv, st);
+				pgn_event_route(ev, st);
 			if ((rv->what[i] & REMOVE_UNSUBSCRIBED) &&
 			    (st = presence_new("unsubscribed", a->bare,
 					       rv->jids[i])) != NULL)
-				pgn_route(rm->srv, st);
+				pgn_event_route(ev, st);
 		}
 		pgn_log(PGN_LOG_INFO, "mod_roster: %s removed: %zu "
 			"subscriptions cancelled", a->bare, rv->n);

@@ -150,13 +150,19 @@ void push_one(struct rmod *rm, struct pgn_session *s, const struct item *it,
 void item_changed(struct roster *r, struct item *it);
 void item_remove(struct roster *r, const char *jid);
 struct item *item_create(struct roster *r, const char *jid, int *full);
-void send_all_unavailable_to(struct roster *r, const char *jid);
-void route_sub(struct roster *r, const char *type, const char *jid);
+/* ev: the event handled (what is sent counts for its client stanza), or
+ * NULL in a continuation after storage (sent as the server). */
+void route_in(struct rmod *rm, struct pgn_event *ev, struct pgn_stanza *st);
+void send_all_unavailable_to(struct roster *r, struct pgn_event *ev,
+			     const char *jid);
+void route_sub(struct roster *r, struct pgn_event *ev, const char *type,
+	       const char *jid);
 int on_in_presence(struct pgn_event *ev, void *arg);
 struct roster *roster_of_session(struct rmod *rm, struct pgn_session *s);
 int on_out_presence(struct pgn_event *ev, void *arg);
-void bcast_unavailable(struct rmod *rm, struct roster *r, struct pgn_session *s,
-		       struct sstate *ss, const struct pgn_xml *xml);
+void bcast_unavailable(struct rmod *rm, struct pgn_event *ev, struct roster *r,
+		       struct pgn_session *s, struct sstate *ss,
+		       const struct pgn_xml *xml);
 int on_self_presence(struct pgn_event *ev, void *arg);
 int free_removal_cb(const char *key, uint64_t id, void *value, void *arg);
 int on_account_removing(struct pgn_event *ev, void *arg);

@@ -182,20 +182,36 @@ pgn_deliver_host(const struct pgn_routing *rt, struct pgn_stanza *st,
 	}
 }
 
-void
-pgn_stanza_undelivered(struct pgn_server *srv, struct pgn_stanza *st)
+static void
+undelivered(const struct pgn_routing *rt, struct pgn_stanza *st)
 {
-	struct pgn_host *h =
-		st->to != NULL ? pgn_server_host(srv, st->to->domain) : NULL;
-	struct pgn_routing rt = { .srv = srv, .ctx = pgn_router_current(srv) };
+	struct pgn_host *h = st->to != NULL
+				     ? pgn_server_host(rt->srv, st->to->domain)
+				     : NULL;
 
 	if (st->kind == PGN_STANZA_MESSAGE && h != NULL &&
 	    st->to->node != NULL) {
-		pgn_deliver_offline(&rt, h, st);
+		pgn_deliver_offline(rt, h, st);
 		return;
 	}
 	if (st->kind == PGN_STANZA_IQ)
-		pgn_router_bounce_rt(&rt, st, "wait", "recipient-unavailable");
+		pgn_router_bounce_rt(rt, st, "wait", "recipient-unavailable");
 	else
 		pgn_stanza_free(st);
+}
+
+void
+pgn_stanza_undelivered(struct pgn_server *srv, struct pgn_stanza *st)
+{
+	struct pgn_routing rt = { .srv = srv, .ctx = NULL }; /* no context */
+
+	undelivered(&rt, st);
+}
+
+void
+pgn_event_undelivered(struct pgn_event *ev, struct pgn_stanza *st)
+{
+	struct pgn_routing rt = { .srv = ev->server, .ctx = pgn_event_ctx(ev) };
+
+	undelivered(&rt, st);
 }

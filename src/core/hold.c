@@ -80,6 +80,21 @@ pgn_hold_resume(struct pgn_hold *h)
 	pgn_ack_unref(srv, &held.ctx);
 }
 
+void
+pgn_hold_bounce(struct pgn_hold *h, const char *type, const char *condition,
+		const char *text)
+{
+	struct pgn_route_ctx ctx = h->ctx; /* h is freed first */
+	struct pgn_routing rt = { .srv = h->srv, .ctx = &ctx };
+	struct pgn_stanza *st = h->st;
+
+	free(h);
+	/* The error counts for the held stanza: its ack waits for what the
+	 * error meets, and only then is the hold's reference dropped. */
+	pgn_router_bounce_text(&rt, st, type, condition, text);
+	pgn_ack_unref(rt.srv, &ctx);
+}
+
 struct pgn_stanza *
 pgn_hold_take(struct pgn_hold *h)
 {

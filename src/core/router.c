@@ -8,9 +8,10 @@
  * The routing context (struct pgn_route_ctx) is passed along: into every
  * event the router fires (ev->ctx), so that holds and ack tickets count
  * for the client stanza being routed.  What a handler routes itself
- * through the module API (pgn_route, pgn_route_from, replies) belongs to
- * the same client stanza: srv->routing points at the context of the
- * routing in progress for those calls, set and restored here only. */
+ * belongs to the same client stanza when it passes its event
+ * (pgn_event_route, pgn_event_route_from, pgn_event_bounce, replies);
+ * pgn_route and pgn_route_from are for the server's own stanzas and
+ * route with an empty context.  There is no "routing in progress" state. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,37 +47,37 @@ must_not_answer(const struct pgn_stanza *st)
 }
 
 const struct pgn_route_ctx *
-pgn_router_current(const struct pgn_server *srv)
-{
-	return srv->routing != NULL ? srv->routing : &no_ctx;
-}
-
-const struct pgn_route_ctx *
 pgn_event_ctx(const struct pgn_event *ev)
 {
-	if (ev->ctx != NULL)
-		return ev->ctx;
-	return ev->server != NULL ? pgn_router_current(ev->server) : &no_ctx;
+	return ev->ctx != NULL ? ev->ctx : &no_ctx;
 }
 
 void
-pgn_router_bounce_rt(const struct pgn_routing *rt, struct pgn_stanza *st,
-		     const char *type, const char *condition)
+pgn_router_bounce_text(const struct pgn_routing *rt, struct pgn_stanza *st,
+		       const char *type, const char *condition,
+		       const char *text)
 {
 	struct pgn_stanza *err = NULL;
 
 	if (!must_not_answer(st) && st->from != NULL)
-		err = pgn_stanza_error_reply(st, type, condition, NULL);
+		err = pgn_stanza_error_reply(st, type, condition, text);
 	pgn_stanza_free(st);
 	if (err != NULL)
 		pgn_router_route_ctx(rt->srv, NULL, err, rt->ctx);
 }
 
 void
+pgn_router_bounce_rt(const struct pgn_routing *rt, struct pgn_stanza *st,
+		     const char *type, const char *condition)
+{
+	pgn_router_bounce_text(rt, st, type, condition, NULL);
+}
+
+void
 pgn_router_bounce(struct pgn_server *srv, struct pgn_stanza *st,
 		  const char *type, const char *condition)
 {
-	struct pgn_routing rt = { .srv = srv, .ctx = pgn_router_current(srv) };
+	struct pgn_routing rt = { .srv = srv, .ctx = &no_ctx };
 
 	pgn_router_bounce_rt(&rt, st, type, condition);
 }
@@ -115,15 +116,8 @@ int
 pgn_router_fire(struct pgn_host *h, struct pgn_event *ev,
 		const struct pgn_route_ctx *ctx)
 {
-	struct pgn_server *srv = h->srv;
-	const struct pgn_route_ctx *outer = srv->routing;
-	int r;
-
 	ev->ctx = ctx;
-	srv->routing = ctx;
-	r = pgn_host_fire(h, ev);
-	srv->routing = outer;
-	return r;
+	return pgn_host_fire(h, ev);
 }
 
 /* Outbound events fire only for what a bound client session sends. */
@@ -146,8 +140,8 @@ dest(const struct pgn_routing *rt, struct pgn_stanza *st)
 	r->fn(rt, st, r);
 }
 
-static void
-run(const struct pgn_routing *rt, struct pgn_stanza *st)
+void
+pgn_router_run(const struct pgn_routing *rt, struct pgn_stanza *st)
 {
 	const struct pgn_resume *from = rt->from;
 	struct pgn_routing fresh = *rt;
@@ -186,17 +180,6 @@ run(const struct pgn_routing *rt, struct pgn_stanza *st)
 }
 
 void
-pgn_router_run(const struct pgn_routing *rt, struct pgn_stanza *st)
-{
-	struct pgn_server *srv = rt->srv;
-	const struct pgn_route_ctx *outer = srv->routing;
-
-	srv->routing = rt->ctx;
-	run(rt, st);
-	srv->routing = outer;
-}
-
-void
 pgn_router_route_ctx(struct pgn_server *srv, struct pgn_session *origin,
 		     struct pgn_stanza *st, const struct pgn_route_ctx *ctx)
 {
@@ -210,7 +193,7 @@ void
 pgn_router_route(struct pgn_server *srv, struct pgn_session *origin,
 		 struct pgn_stanza *st)
 {
-	pgn_router_route_ctx(srv, origin, st, pgn_router_current(srv));
+	pgn_router_route_ctx(srv, origin, st, NULL);
 }
 
 void
@@ -232,6 +215,29 @@ pgn_stanza_bounce(struct pgn_server *srv, struct pgn_stanza *st,
 	pgn_router_bounce(srv, st, type, condition);
 }
 
+/* A handler's own stanzas: within the routing of its event. */
+void
+pgn_event_route(struct pgn_event *ev, struct pgn_stanza *st)
+{
+	pgn_router_route_ctx(ev->server, NULL, st, pgn_event_ctx(ev));
+}
+
+void
+pgn_event_route_from(struct pgn_event *ev, struct pgn_session *origin,
+		     struct pgn_stanza *st)
+{
+	pgn_router_route_ctx(origin->srv, origin, st, pgn_event_ctx(ev));
+}
+
+void
+pgn_event_bounce(struct pgn_event *ev, struct pgn_stanza *st,
+		 const char *type, const char *condition)
+{
+	struct pgn_routing rt = { .srv = ev->server, .ctx = pgn_event_ctx(ev) };
+
+	pgn_router_bounce_rt(&rt, st, type, condition);
+}
+
 /* Replies go back through the router, except before authentication,
  * when there is no address yet: straight onto the stream. */
 static void
@@ -244,7 +250,7 @@ send_reply(struct pgn_event *ev, struct pgn_stanza *r)
 		pgn_stanza_free(r);
 		return;
 	}
-	pgn_router_route_ctx(ev->server, NULL, r, pgn_event_ctx(ev));
+	pgn_event_route(ev, r);
 }
 
 void

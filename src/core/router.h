@@ -47,8 +47,8 @@ struct pgn_event_route {
 };
 
 /* Routes st (takes ownership) coming from origin (NULL when the server
- * itself sends it), within the routing in progress if there is one (a
- * handler's own stanzas count for the client stanza it handles). */
+ * itself sends it) with an empty context: a stanza no client stanza
+ * waits for (a component's, the server's own). */
 void pgn_router_route(struct pgn_server *srv, struct pgn_session *origin,
 		      struct pgn_stanza *st);
 /* The same for a client stanza with its own context (ctx borrowed for the
@@ -60,8 +60,7 @@ void pgn_router_route_ctx(struct pgn_server *srv, struct pgn_session *origin,
  * a client stanza causes (initial-presence). */
 int pgn_router_fire(struct pgn_host *h, struct pgn_event *ev,
 		    const struct pgn_route_ctx *ctx);
-/* Routes st within rt (its context is the routing in progress meanwhile);
- * with rt->from (hold.c), from there on: after the holder, or afresh at
+/* Routes st within rt (rt->ctx goes into every event fired); with rt->from (hold.c), from there on: after the holder, or afresh at
  * the destination when the holder readdressed it to another domain. */
 void pgn_router_run(const struct pgn_routing *rt, struct pgn_stanza *st);
 /* Fires name on host h as stage (after the holder when rt->from is at
@@ -70,20 +69,21 @@ void pgn_router_run(const struct pgn_routing *rt, struct pgn_stanza *st);
 int pgn_router_fire_stage(const struct pgn_routing *rt, struct pgn_host *h,
 			  struct pgn_stanza **stp, const char *name,
 			  enum pgn_route_stage stage);
-/* The context of the routing in progress (an empty one outside): what a
- * handler's own stanzas (pgn_route) count for.  Never NULL. */
-const struct pgn_route_ctx *pgn_router_current(const struct pgn_server *srv);
-/* The context that holds and tickets taken in ev count for: the event's,
- * else that of the routing in progress (never NULL). */
+/* The context that holds, tickets and the stanzas a handler routes with
+ * ev count for: the event's, else an empty one (never NULL). */
 const struct pgn_route_ctx *pgn_event_ctx(const struct pgn_event *ev);
 
 /* Answers st with a stanza error unless it must not be answered (errors,
- * iq results).  Takes ownership of st. */
+ * iq results), with an empty context.  Takes ownership of st. */
 void pgn_router_bounce(struct pgn_server *srv, struct pgn_stanza *st,
 		       const char *type, const char *condition);
 /* The same within rt's context. */
 void pgn_router_bounce_rt(const struct pgn_routing *rt, struct pgn_stanza *st,
 			  const char *type, const char *condition);
+/* The same with a human-readable text (NULL: none). */
+void pgn_router_bounce_text(const struct pgn_routing *rt, struct pgn_stanza *st,
+			    const char *type, const char *condition,
+			    const char *text);
 int pgn_stanza_type_is(const struct pgn_stanza *st, const char *t);
 
 /* ---- route registration (server.c, component.c) ---- */

@@ -65,10 +65,6 @@ struct pgn_server {
 	uint64_t next_id;
 	time_t stopping;             /* when the shutdown started, or 0 */
 	struct pgn_map *sm_ids;      /* XEP-0198 resumption id -> session */
-	/* The context of the routing in progress, NULL outside: set and
-	 * restored by router.c only, for what handlers route themselves
-	 * (router.h, pgn_router_current). */
-	const struct pgn_route_ctx *routing;
 	struct pgn_iq_tracker *iq;   /* pgn_send_iq (iq.c); NULL until used */
 	uint32_t ping_seq;
 	unsigned reaped;             /* sessions freed since the last trim */

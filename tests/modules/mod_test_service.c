@@ -48,7 +48,7 @@ on_service(struct pgn_event *ev, void *arg)
 		pgn_xml_set_attr(x, "to", st->from->full);
 		echo = pgn_stanza_new(x, NULL);
 		if (echo != NULL)
-			pgn_route(ev->server, echo);
+			pgn_event_route(ev, echo);
 	}
 	return PGN_EVENT_HANDLED;
 }

@@ -3,7 +3,10 @@
  * Covers the domain table (exact domains, the remote fallback, owners),
  * dispatch through it, and holds with the acknowledgement context: a
  * held client stanza keeps its sender's ack from advancing until the
- * hold is resumed, and what the resumed routing does counts for it. */
+ * hold is resumed, and what the resumed routing does counts for it; what
+ * a handler routes with its event (pgn_event_route) or a failed hold's
+ * error (pgn_hold_bounce) counts for the client stanza, what it routes
+ * as the server (pgn_route) for nobody. */
 #include <check.h>
 #include <errno.h>
 #include <stdio.h>
@@ -375,8 +378,6 @@ START_TEST(test_hold_delays_ack_until_resumed)
 	ck_assert_uint_eq(pgn_sm_handled(f.alice), 0);
 	pgn_ack_ticket_done(seen.ticket);
 	ck_assert_uint_eq(pgn_sm_handled(f.alice), 2);
-	/* Outside routing there is no context: nothing to wait for. */
-	ck_assert_uint_eq(pgn_router_current(f.srv)->ack_sid, 0);
 	teardown(&f);
 }
 END_TEST
@@ -405,6 +406,84 @@ START_TEST(test_hold_take_releases_ack)
 }
 END_TEST
 
+/* message/full to carol: a handler that sends a stanza of its own on
+ * behalf of the one it handles (as the roster's presence broadcast
+ * does), to bob's bare JID, with the event (arg non-NULL) or as the
+ * server (arg NULL). */
+static int
+relay(struct pgn_event *ev, void *arg)
+{
+	struct pgn_stanza *st = message("alice@localhost/a", "bob@localhost");
+
+	if (arg != NULL)
+		pgn_event_route(ev, st);
+	else
+		pgn_route(ev->server, st);
+	return PGN_EVENT_HANDLED;
+}
+
+/* Alice's stanza to carol is taken by relay, whose own message to bob is
+ * held: with the event (pgn_event_route) Alice's ack waits for that
+ * hold; as the server (pgn_route) nobody's does, as there is no routing
+ * in progress to inherit a context from. */
+static void
+relay_held(const char *mode, uint32_t handled_while_held)
+{
+	struct fixture f;
+	int owner;
+
+	setup(&f);
+	pgn_events_add(f.host->events, "message/bare", hold_first, NULL, 0,
+		       &owner);
+	pgn_events_add(f.host->events, "message/full", relay, (void *)mode, 0,
+		       &owner);
+	client_sends(&f, message("alice@localhost/a", "carol@localhost/x"));
+	ck_assert_int_eq(seen.held, 1);
+	ck_assert_ptr_nonnull(seen.hold);
+	ck_assert_uint_eq(pgn_sm_handled(f.alice), handled_while_held);
+	pgn_stanza_free(pgn_hold_take(seen.hold));
+	ck_assert_uint_eq(pgn_sm_handled(f.alice), 1);
+	teardown(&f);
+}
+
+START_TEST(test_handler_route_counts_for_stanza)
+{
+	relay_held("event", 0);
+}
+END_TEST
+
+START_TEST(test_server_route_counts_for_nobody)
+{
+	relay_held(NULL, 1);
+}
+END_TEST
+
+START_TEST(test_hold_bounce_counts_for_held)
+{
+	struct fixture f;
+	int owner;
+
+	setup(&f);
+	pgn_events_add(f.host->events, "message/bare", hold_first, NULL, 0,
+		       &owner);
+	pgn_events_add(f.host->events, "message/full", on_error, "ticket", 0,
+		       &owner);
+	client_sends(&f, message("alice@localhost/a", "bob@localhost"));
+	ck_assert_uint_eq(pgn_sm_handled(f.alice), 0);
+	/* Storage failed: the error goes back within the held stanza's
+	 * routing (its ticket is on seq 1), and the ack waits for it. */
+	pgn_hold_bounce(seen.hold, "wait", "internal-server-error", NULL);
+	ck_assert_int_eq(seen.errors, 1);
+	ck_assert_str_eq(seen.last_error, "internal-server-error");
+	ck_assert_ptr_nonnull(seen.ticket);
+	ck_assert_uint_eq(seen.ticket_seq, 1);
+	ck_assert_uint_eq(pgn_sm_handled(f.alice), 0);
+	pgn_ack_ticket_done(seen.ticket);
+	ck_assert_uint_eq(pgn_sm_handled(f.alice), 1);
+	teardown(&f);
+}
+END_TEST
+
 static Suite *
 router_suite(void)
 {
@@ -417,6 +496,9 @@ router_suite(void)
 	tcase_add_test(tc, test_component_route_replaced);
 	tcase_add_test(tc, test_hold_delays_ack_until_resumed);
 	tcase_add_test(tc, test_hold_take_releases_ack);
+	tcase_add_test(tc, test_handler_route_counts_for_stanza);
+	tcase_add_test(tc, test_server_route_counts_for_nobody);
+	tcase_add_test(tc, test_hold_bounce_counts_for_held);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -904,17 +904,8 @@ caps_load(struct pgn_module *m)
 	    (c->pending = pgn_map_new()) == NULL)
 		goto fail;
 	pgn_module_set_data(m, c);
-	if ((rc = pgn_module_hook(m, "stream-features", on_features, c,
-				  PGN_PRIO_HANDLER)) < 0 ||
-	    /* Before mod_disco (a handler), which knows no nodes. */
-	    (rc = pgn_module_hook(m, "iq-get/host/" NS_INFO ":query",
-				  on_disco_node, c, PGN_PRIO_OBSERVER)) < 0 ||
-	    (rc = pgn_module_hook(m, "pre-presence/self", on_presence, c,
-				  PGN_PRIO_INSPECT)) < 0 ||
-	    (rc = pgn_module_hook(m, "session-ended", on_session_ended, c,
-				  PGN_PRIO_HANDLER)) < 0 ||
-	    (rc = pgn_module_provide(m, PGN_CAPS_SERVICE, &caps_service, c)) <
-		    0)
+	if ((rc = pgn_module_provide(m, PGN_CAPS_SERVICE, &caps_service, c)) <
+	    0)
 		goto fail;
 	return 0;
 fail:
@@ -938,11 +929,21 @@ static const struct pgn_module_opt caps_options[] = {
 	{ .name = NULL },
 };
 
+static const struct pgn_module_hook_def caps_hooks[] = {
+	{"stream-features", on_features, PGN_PRIO_HANDLER},
+	/* Before mod_disco (a handler), which knows no nodes. */
+	{"iq-get/host/" NS_INFO ":query", on_disco_node, PGN_PRIO_OBSERVER},
+	{"pre-presence/self", on_presence, PGN_PRIO_INSPECT},
+	{"session-ended", on_session_ended, PGN_PRIO_HANDLER},
+	{NULL, NULL, 0},
+};
+
 const struct pgn_module_def pgn_module_def = {
 	.abi = PGN_MODULE_ABI,
 	.name = "mod_caps",
 	.description = "Entity capabilities (XEP-0115)",
 	.options = caps_options,
+	.hooks = caps_hooks,
 	.load = caps_load,
 	.unload = caps_unload,
 };

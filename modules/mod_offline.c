@@ -369,55 +369,46 @@ account_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
 	write_done(o);
 }
 
+/* A write of r came back: stored, failed, or refused by the database
+ * (refused: the quota is reached or there is no such account; rare, so a
+ * second query tells which, and the write goes on until it answers). */
 static void
-insert_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
+write_answered(struct store_req *r, const struct pgn_store_result *res,
+	       int refused)
 {
-	struct store_req *r = arg;
 	struct offline *o = r->o;
 	const char *params[2] = { o->host, r->username };
 
-	(void)owner;
-	if (res->error != 0) {
+	if (refused) {
+		if (pgn_store_query(pgn_server_store(o->srv), sql_account, 2,
+				    params, 0, account_done, r) == 0)
+			return;
+		store_req_fail(r);
+	} else if (res->error != 0) {
 		pgn_log(STORE_FAIL_LEVEL(res), "offline %s: storing a message "
 			"for %s failed: %s", o->host, r->username, res->errmsg);
 		store_req_fail(r);
-	} else if (res->changes > 0) {
-		store_req_stored(r);
-	} else if (pgn_store_query(pgn_server_store(o->srv), sql_account, 2,
-				   params, 0, account_done, r) == 0) {
-		/* Nothing inserted: the quota is reached or there is no
-		 * such account.  Rare, so a second query tells which; the
-		 * write goes on until it answers. */
-		return;
 	} else {
-		store_req_fail(r);
+		store_req_stored(r);
 	}
 	write_done(o);
 }
 
+/* The insert writes nothing when it is refused. */
+static void
+insert_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
+{
+	(void)owner;
+	write_answered(arg, res, res->error == 0 && res->changes == 0);
+}
+
+/* The strict statement fails when it is refused; -EAGAIN is the store
+ * failing, not a refusal. */
 static void
 strict_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
 {
-	struct store_req *r = arg;
-	struct offline *o = r->o;
-	const char *params[2] = { o->host, r->username };
-
 	(void)owner;
-	if (res->error == 0) {
-		store_req_stored(r);
-	} else if (res->error == -EAGAIN) {
-		pgn_log(STORE_FAIL_LEVEL(res), "offline %s: storing a message "
-			"for %s failed: %s", o->host, r->username, res->errmsg);
-		store_req_fail(r);
-	} else if (pgn_store_query(pgn_server_store(o->srv), sql_account, 2,
-				   params, 0, account_done, r) == 0) {
-		/* Refused: the quota is reached or there is no such
-		 * account; the write goes on until the lookup answers. */
-		return;
-	} else {
-		store_req_fail(r);
-	}
-	write_done(o);
+	write_answered(arg, res, res->error != 0 && res->error != -EAGAIN);
 }
 
 /* Writes r with the statements that go with it (its archive rows, see

@@ -833,24 +833,11 @@ on_session_ended(struct pgn_event *ev, void *arg)
 
 /* ---- module -------------------------------------------------------------- */
 
-static int
-free_value(const char *key, uint64_t id, void *value, void *arg)
-{
-	(void)key;
-	(void)id;
-	(void)arg;
-	free(value);
-	return 0;
-}
 
-static int
-free_pending(const char *key, uint64_t id, void *value, void *arg)
+static void
+free_pending_value(void *value)
 {
-	(void)key;
-	(void)id;
-	(void)arg;
 	pending_free(value);
-	return 0;
 }
 
 static void
@@ -858,14 +845,8 @@ caps_free(struct caps *c)
 {
 	if (c == NULL)
 		return;
-	if (c->known != NULL) {
-		pgn_map_foreach(c->known, free_value, NULL);
-		pgn_map_free(c->known);
-	}
-	if (c->pending != NULL) {
-		pgn_map_foreach(c->pending, free_pending, NULL);
-		pgn_map_free(c->pending);
-	}
+	pgn_map_free_values(c->known, free);
+	pgn_map_free_values(c->pending, free_pending_value);
 	pgn_map_free(c->inflight);
 	free(c);
 }

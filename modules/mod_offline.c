@@ -1036,14 +1036,10 @@ cmd_delete_old(struct pgn_command *cmd, int argc, char *const *argv,
 
 /* ---- module ---- */
 
-static int
-free_delivery(const char *key, uint64_t id, void *value, void *arg)
+static void
+free_delivery_value(void *value)
 {
-	(void)key;
-	(void)id;
-	(void)arg;
 	delivery_free(value);
-	return 0;
 }
 
 static void
@@ -1055,8 +1051,7 @@ offline_unload(struct pgn_module *m)
 		return;
 	/* The store has drained (every delivery finished) before modules
 	 * are unloaded; anything left is freed without routing. */
-	pgn_map_foreach(o->users, free_delivery, NULL);
-	pgn_map_free(o->users);
+	pgn_map_free_values(o->users, free_delivery_value);
 	while (o->qhead != NULL) {
 		struct store_req *r = o->qhead;
 		o->qhead = r->next;

@@ -497,14 +497,10 @@ on_sweep(void *arg)
 
 /* ---- module ---- */
 
-static int
-free_prefs_entry(const char *key, uint64_t id, void *value, void *arg)
+static void
+free_prefs_value(void *value)
 {
-	(void)key;
-	(void)id;
-	(void)arg;
 	prefs_free(value);
-	return 0;
 }
 
 static void
@@ -528,14 +524,8 @@ mam_unload(struct pgn_module *m)
 		pgn_stanza_free(pgn_hold_take(w->hold));
 		free(w);
 	}
-	if (mm->prefs != NULL) {
-		pgn_map_foreach(mm->prefs, free_prefs_entry, NULL);
-		pgn_map_free(mm->prefs);
-	}
-	if (mm->dedup != NULL) {
-		pgn_map_foreach(mm->dedup, free_dedup_entry, NULL);
-		pgn_map_free(mm->dedup);
-	}
+	pgn_map_free_values(mm->prefs, free_prefs_value);
+	pgn_map_free_values(mm->dedup, free_dedup_value);
 	free(mm->sql_trim);
 	memset(mm->rnd, 0, sizeof(mm->rnd));
 	free(mm);

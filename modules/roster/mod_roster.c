@@ -71,28 +71,16 @@ pending_free(struct pending *p)
 	free(p);
 }
 
-int
-free_item_cb(const char *key, uint64_t id, void *value, void *arg)
+void
+free_item_value(void *value)
 {
-	(void)key, (void)id, (void)arg;
 	item_free(value);
-	return 0;
 }
 
-int
-free_plain_cb(const char *key, uint64_t id, void *value, void *arg)
+void
+free_pending_value(void *value)
 {
-	(void)key, (void)id, (void)arg;
-	free(value);
-	return 0;
-}
-
-int
-free_pending_cb(const char *key, uint64_t id, void *value, void *arg)
-{
-	(void)key, (void)id, (void)arg;
 	pending_free(value);
-	return 0;
 }
 
 static void

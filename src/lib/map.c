@@ -94,6 +94,17 @@ pgn_map_free(struct pgn_map *m)
 	free(m);
 }
 
+void
+pgn_map_free_values(struct pgn_map *m, void (*free_value)(void *))
+{
+	if (m == NULL)
+		return;
+	for (size_t i = 0; i < m->nbuckets; i++)
+		for (struct entry *e = m->buckets[i]; e != NULL; e = e->next)
+			free_value(e->value);
+	pgn_map_free(m);
+}
+
 size_t
 pgn_map_count(const struct pgn_map *m)
 {

@@ -106,6 +106,41 @@ END_TEST
 /* Keys an attacker could compute to land in one bucket of an unkeyed
  * hash (here: equal in the low 11 bits of FNV-1a, 2048 buckets) must
  * spread out once the hash is keyed with a secret. */
+/* Counts the values it is given instead of freeing them. */
+static size_t freed;
+
+static void
+count_free(void *value)
+{
+	ck_assert_ptr_nonnull(value);
+	freed++;
+}
+
+/* pgn_map_free_values hands every value over once, through growth and
+ * after deletions, and takes a NULL map. */
+START_TEST(free_values)
+{
+	struct pgn_map *m = pgn_map_new();
+	static int vals[300];
+	char key[16];
+
+	ck_assert_ptr_nonnull(m);
+	for (int i = 0; i < 300; i++) {
+		snprintf(key, sizeof(key), "k%d", i);
+		ck_assert_int_eq(pgn_map_set(m, key, &vals[i]), 0);
+	}
+	for (int i = 0; i < 300; i += 3) {
+		snprintf(key, sizeof(key), "k%d", i);
+		ck_assert_ptr_eq(pgn_map_del(m, key), &vals[i]);
+	}
+	freed = 0;
+	pgn_map_free_values(m, count_free);
+	ck_assert_uint_eq(freed, 200);
+	pgn_map_free_values(NULL, count_free);
+	ck_assert_uint_eq(freed, 200);
+}
+END_TEST
+
 START_TEST(chosen_keys_spread)
 {
 	enum { NKEYS = 1500 };
@@ -142,6 +177,7 @@ map_suite(void)
 	tcase_add_test(tc, empty_map);
 	tcase_add_test(tc, string_keys);
 	tcase_add_test(tc, id_keys);
+	tcase_add_test(tc, free_values);
 	tcase_add_test(tc, chosen_keys_spread);
 	suite_add_tcase(s, tc);
 	return s;

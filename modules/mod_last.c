@@ -250,10 +250,8 @@ on_user_last(struct pgn_event *ev, void *arg)
 		goto nomem;
 	if (pgn_store_query(l->store, sql_user_last, 2, params, 0,
 	                    on_user_last_row, q) < 0) {
-		struct pgn_stanza *held = pgn_hold_take(q->hold);
-		if (held != NULL)
-			fail(l, held, "wait", "internal-server-error");
-		pgn_stanza_free(held);
+		pgn_hold_answer(q->hold, NULL, "wait", "internal-server-error",
+		                NULL);
 		free(q);
 	}
 	return PGN_EVENT_HANDLED;

@@ -672,6 +672,13 @@ delivery_free(struct delivery *d)
 	free(d);
 }
 
+/* delivery_free for pgn_map_free_values. */
+static void
+free_delivery_value(void *value)
+{
+	delivery_free(value);
+}
+
 /* The session id still bound to bare and available, or NULL: a session
  * that went unavailable or ended keeps its messages in the store. */
 static struct pgn_session *
@@ -1035,12 +1042,6 @@ cmd_delete_old(struct pgn_command *cmd, int argc, char *const *argv,
 }
 
 /* ---- module ---- */
-
-static void
-free_delivery_value(void *value)
-{
-	delivery_free(value);
-}
 
 static void
 offline_unload(struct pgn_module *m)

@@ -295,6 +295,8 @@ int queue_full(const struct mam *mm);
 void settle(struct mam *mm, struct pgn_hold *h, int outgoing, enum verdict v,
 	    const struct uprefs *p);
 void prefs_free(struct uprefs *p);
+/* prefs_free for pgn_map_free_values. */
+void free_prefs_value(void *value);
 struct uprefs *prefs_get(struct mam *mm, const char *bare, const char *user,
 			 int session);
 enum verdict decide(const struct uprefs *p, const struct pgn_jid *peer,

@@ -498,12 +498,6 @@ on_sweep(void *arg)
 /* ---- module ---- */
 
 static void
-free_prefs_value(void *value)
-{
-	prefs_free(value);
-}
-
-static void
 mam_unload(struct pgn_module *m)
 {
 	struct mam *mm = pgn_module_data(m);

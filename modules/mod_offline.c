@@ -1082,27 +1082,25 @@ offline_load(struct pgn_module *m)
 		 pgn_module_opt_int(m, "quota"));
 	pgn_module_set_data(m, o);
 
-	/* Holding for an ongoing backlog runs after the filters and the
-	 * handlers, right before the built-in delivery. */
-	if ((rc = pgn_module_hook(m, "message/offline", on_offline, o,
-				  PGN_PRIO_HANDLER)) < 0 ||
-	    (rc = pgn_module_hook(m, "initial-presence", on_initial_presence,
-				  o, PGN_PRIO_HANDLER)) < 0 ||
-	    (rc = pgn_module_hook(m, "message/bare", on_message_to_user, o,
-				  PGN_PRIO_DELIVERY)) < 0 ||
-	    (rc = pgn_module_hook(m, "message/full", on_message_to_user, o,
-				  PGN_PRIO_DELIVERY)) < 0 ||
-	    (rc = pgn_module_hook(m, "session-drained", on_drained, o,
-				  PGN_PRIO_HANDLER)) < 0 ||
-	    (rc = pgn_module_hook(m, "session-ended", on_session_ended, o,
-				  PGN_PRIO_HANDLER)) < 0 ||
-	    (rc = pgn_module_add_feature(m, "msgoffline")) < 0) {
+	if ((rc = pgn_module_add_feature(m, "msgoffline")) < 0) {
 		/* A failed load is not unloaded by the core. */
 		offline_unload(m);
 		return rc;
 	}
 	return 0;
 }
+
+static const struct pgn_module_hook_def offline_hooks[] = {
+	{ "message/offline", on_offline, PGN_PRIO_HANDLER },
+	{ "initial-presence", on_initial_presence, PGN_PRIO_HANDLER },
+	/* Holding for an ongoing backlog runs after the filters and the
+	 * handlers, right before the built-in delivery. */
+	{ "message/bare", on_message_to_user, PGN_PRIO_DELIVERY },
+	{ "message/full", on_message_to_user, PGN_PRIO_DELIVERY },
+	{ "session-drained", on_drained, PGN_PRIO_HANDLER },
+	{ "session-ended", on_session_ended, PGN_PRIO_HANDLER },
+	{ NULL, NULL, 0 },
+};
 
 static const struct pgn_module_opt offline_options[] = {
 	{ .name = "quota", .type = PGN_OPT_INT, .def = "1000", .min = 1,
@@ -1121,6 +1119,7 @@ const struct pgn_module_def pgn_module_def = {
 	.name = "mod_offline",
 	.description = "Offline messages (XEP-0160)",
 	.options = offline_options,
+	.hooks = offline_hooks,
 	.commands = offline_commands,
 	.load = offline_load,
 	.unload = offline_unload,

@@ -10,9 +10,9 @@ struct pgn_map;
 
 struct pgn_map *pgn_map_new(void);
 void pgn_map_free(struct pgn_map *m);
-/* Frees every value with free_value, then the map (for a map that owns
- * its values, at teardown).  m may be NULL. */
-void pgn_map_free_values(struct pgn_map *m, void (*free_value)(void *));
+/* Frees the map and, first, each value with free_value (for a map that
+ * owns its values; free_value must not touch the map).  NULL is a no-op. */
+void pgn_map_free_values(struct pgn_map *m, void (*free_value)(void *value));
 size_t pgn_map_count(const struct pgn_map *m);
 
 void *pgn_map_get(const struct pgn_map *m, const char *key);

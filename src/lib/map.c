@@ -78,7 +78,7 @@ pgn_map_new(void)
 }
 
 void
-pgn_map_free(struct pgn_map *m)
+pgn_map_free_values(struct pgn_map *m, void (*free_value)(void *value))
 {
 	if (m == NULL)
 		return;
@@ -86,6 +86,8 @@ pgn_map_free(struct pgn_map *m)
 		struct entry *e = m->buckets[i];
 		while (e != NULL) {
 			struct entry *n = e->next;
+			if (free_value != NULL)
+				free_value(e->value);
 			free(e);
 			e = n;
 		}
@@ -95,14 +97,9 @@ pgn_map_free(struct pgn_map *m)
 }
 
 void
-pgn_map_free_values(struct pgn_map *m, void (*free_value)(void *))
+pgn_map_free(struct pgn_map *m)
 {
-	if (m == NULL)
-		return;
-	for (size_t i = 0; i < m->nbuckets; i++)
-		for (struct entry *e = m->buckets[i]; e != NULL; e = e->next)
-			free_value(e->value);
-	pgn_map_free(m);
+	pgn_map_free_values(m, NULL);
 }
 
 size_t

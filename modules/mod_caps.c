@@ -833,24 +833,11 @@ on_session_ended(struct pgn_event *ev, void *arg)
 
 /* ---- module -------------------------------------------------------------- */
 
-static int
-free_value(const char *key, uint64_t id, void *value, void *arg)
-{
-	(void)key;
-	(void)id;
-	(void)arg;
-	free(value);
-	return 0;
-}
 
-static int
-free_pending(const char *key, uint64_t id, void *value, void *arg)
+static void
+free_pending_value(void *value)
 {
-	(void)key;
-	(void)id;
-	(void)arg;
 	pending_free(value);
-	return 0;
 }
 
 static void
@@ -858,14 +845,8 @@ caps_free(struct caps *c)
 {
 	if (c == NULL)
 		return;
-	if (c->known != NULL) {
-		pgn_map_foreach(c->known, free_value, NULL);
-		pgn_map_free(c->known);
-	}
-	if (c->pending != NULL) {
-		pgn_map_foreach(c->pending, free_pending, NULL);
-		pgn_map_free(c->pending);
-	}
+	pgn_map_free_values(c->known, free);
+	pgn_map_free_values(c->pending, free_pending_value);
 	pgn_map_free(c->inflight);
 	free(c);
 }
@@ -904,17 +885,8 @@ caps_load(struct pgn_module *m)
 	    (c->pending = pgn_map_new()) == NULL)
 		goto fail;
 	pgn_module_set_data(m, c);
-	if ((rc = pgn_module_hook(m, "stream-features", on_features, c,
-				  PGN_PRIO_HANDLER)) < 0 ||
-	    /* Before mod_disco (a handler), which knows no nodes. */
-	    (rc = pgn_module_hook(m, "iq-get/host/" NS_INFO ":query",
-				  on_disco_node, c, PGN_PRIO_OBSERVER)) < 0 ||
-	    (rc = pgn_module_hook(m, "pre-presence/self", on_presence, c,
-				  PGN_PRIO_INSPECT)) < 0 ||
-	    (rc = pgn_module_hook(m, "session-ended", on_session_ended, c,
-				  PGN_PRIO_HANDLER)) < 0 ||
-	    (rc = pgn_module_provide(m, PGN_CAPS_SERVICE, &caps_service, c)) <
-		    0)
+	if ((rc = pgn_module_provide(m, PGN_CAPS_SERVICE, &caps_service, c)) <
+	    0)
 		goto fail;
 	return 0;
 fail:
@@ -938,11 +910,21 @@ static const struct pgn_module_opt caps_options[] = {
 	{ .name = NULL },
 };
 
+static const struct pgn_module_hook_def caps_hooks[] = {
+	{"stream-features", on_features, PGN_PRIO_HANDLER},
+	/* Before mod_disco (a handler), which knows no nodes. */
+	{"iq-get/host/" NS_INFO ":query", on_disco_node, PGN_PRIO_OBSERVER},
+	{"pre-presence/self", on_presence, PGN_PRIO_INSPECT},
+	{"session-ended", on_session_ended, PGN_PRIO_HANDLER},
+	{NULL, NULL, 0},
+};
+
 const struct pgn_module_def pgn_module_def = {
 	.abi = PGN_MODULE_ABI,
 	.name = "mod_caps",
 	.description = "Entity capabilities (XEP-0115)",
 	.options = caps_options,
+	.hooks = caps_hooks,
 	.load = caps_load,
 	.unload = caps_unload,
 };

@@ -356,13 +356,10 @@ csi_filter(struct pgn_session *s, const struct pgn_xml *xml, void *arg)
 static int
 on_features(struct pgn_event *ev, void *arg)
 {
-	struct pgn_xml *f = ev->data;
+	struct pgn_xml *f = pgn_event_client_features(ev);
 
 	(void)arg;
-	if (f == NULL || ev->origin == NULL ||
-	    !pgn_session_authenticated(ev->origin))
-		return PGN_EVENT_PASS;
-	if (pgn_xml_add_child(f, NS_CSI, "csi") == NULL)
+	if (f != NULL && pgn_xml_add_child(f, NS_CSI, "csi") == NULL)
 		pgn_log(PGN_LOG_WARN, "mod_csi: out of memory");
 	return PGN_EVENT_PASS;
 }

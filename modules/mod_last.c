@@ -218,17 +218,20 @@ done:
 	query_free(q);
 }
 
+/* A user's last activity: whether the account exists, then the seconds
+ * and status stored at its last logout (both NULL when never seen). */
+static const char sql_user_last[] =
+        "SELECT (SELECT 1 FROM accounts WHERE host = $1 AND "
+        "username = $2), "
+        "(SELECT seconds FROM last_activity WHERE host = $1 AND "
+        "username = $2), "
+        "(SELECT status FROM last_activity WHERE host = $1 AND "
+        "username = $2)";
+
 /* §3: to a user's bare JID. */
 static int
 on_user_last(struct pgn_event *ev, void *arg)
 {
-	static const char sql[] =
-	        "SELECT (SELECT 1 FROM accounts WHERE host = $1 AND "
-	        "username = $2), "
-	        "(SELECT seconds FROM last_activity WHERE host = $1 AND "
-	        "username = $2), "
-	        "(SELECT status FROM last_activity WHERE host = $1 AND "
-	        "username = $2)";
 	struct last *l = arg;
 	const struct pgn_stanza *st = ev->stanza;
 	struct query *q;
@@ -245,12 +248,10 @@ on_user_last(struct pgn_event *ev, void *arg)
 	params[1] = st->to->node;
 	if ((q->hold = pgn_event_hold(ev)) == NULL)
 		goto nomem;
-	if (pgn_store_query(l->store, sql, 2, params, 0, on_user_last_row, q) <
-	    0) {
-		struct pgn_stanza *held = pgn_hold_take(q->hold);
-		if (held != NULL)
-			fail(l, held, "wait", "internal-server-error");
-		pgn_stanza_free(held);
+	if (pgn_store_query(l->store, sql_user_last, 2, params, 0,
+	                    on_user_last_row, q) < 0) {
+		pgn_hold_answer(q->hold, NULL, "wait", "internal-server-error",
+		                NULL);
 		free(q);
 	}
 	return PGN_EVENT_HANDLED;
@@ -459,13 +460,6 @@ on_command_row(uint64_t owner, void *arg, const struct pgn_store_result *res)
 static void
 cmd_get_last(struct pgn_command *cmd, int argc, char *const *argv, void *arg)
 {
-	static const char sql[] =
-	        "SELECT (SELECT 1 FROM accounts WHERE host = $1 AND "
-	        "username = $2), "
-	        "(SELECT seconds FROM last_activity WHERE host = $1 AND "
-	        "username = $2), "
-	        "(SELECT status FROM last_activity WHERE host = $1 AND "
-	        "username = $2)";
 	struct last *l = arg;
 	struct pgn_jid *jid = NULL;
 	const char *params[2];
@@ -488,8 +482,8 @@ cmd_get_last(struct pgn_command *cmd, int argc, char *const *argv, void *arg)
 	}
 	params[0] = l->host;
 	params[1] = jid->node;
-	if (pgn_store_query(l->store, sql, 2, params, 0, on_command_row, cmd) <
-	    0)
+	if (pgn_store_query(l->store, sql_user_last, 2, params, 0,
+	                    on_command_row, cmd) < 0)
 		pgn_command_reply(cmd, PGN_CTL_ERROR, "storage error\n");
 	pgn_jid_free(jid);
 }
@@ -516,22 +510,21 @@ last_load(struct pgn_module *m)
 	l->store = pgn_server_store(l->srv);
 	l->host = pgn_host_name(pgn_module_host(m));
 	pgn_module_set_data(m, l);
-	if ((rc = pgn_module_hook(m, "iq-get/host/" NS_LAST ":query",
-	                          on_server_last, l, PGN_PRIO_HANDLER)) < 0 ||
-	    (rc = pgn_module_hook(m, "iq-get/bare/" NS_LAST ":query",
-	                          on_user_last, l, PGN_PRIO_HANDLER)) < 0 ||
-	    (rc = pgn_module_hook(m, "session-started", on_session_started, l,
-	                          PGN_PRIO_HANDLER)) < 0 ||
-	    (rc = pgn_module_hook(m, "session-ended", on_session_ended, l,
-	                          PGN_PRIO_OBSERVER)) < 0 ||
-	    (rc = pgn_module_hook(m, "pre-presence/self", on_self_presence, l,
-	                          PGN_PRIO_OBSERVER)) < 0 ||
-	    (rc = pgn_module_add_feature(m, NS_LAST)) < 0) {
+	if ((rc = pgn_module_add_feature(m, NS_LAST)) < 0) {
 		last_unload(m);
 		return rc;
 	}
 	return 0;
 }
+
+static const struct pgn_module_hook_def last_hooks[] = {
+        {"iq-get/host/" NS_LAST ":query", on_server_last, PGN_PRIO_HANDLER},
+        {"iq-get/bare/" NS_LAST ":query", on_user_last, PGN_PRIO_HANDLER},
+        {"session-started", on_session_started, PGN_PRIO_HANDLER},
+        {"session-ended", on_session_ended, PGN_PRIO_OBSERVER},
+        {"pre-presence/self", on_self_presence, PGN_PRIO_OBSERVER},
+        {NULL, NULL, 0},
+};
 
 static const struct pgn_module_cmd last_commands[] = {
 	{ "get_last", 2, "USER HOST",
@@ -545,6 +538,7 @@ const struct pgn_module_def pgn_module_def = {
         .name = "mod_last",
         .description = "XEP-0012 Last Activity",
         .commands = last_commands,
+        .hooks = last_hooks,
         .load = last_load,
         .unload = last_unload,
         .depends = (const char *const[]){"mod_roster", NULL},

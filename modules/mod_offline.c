@@ -347,55 +347,46 @@ account_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
 	write_done(o);
 }
 
+/* A write of r came back: stored, failed, or refused by the database
+ * (refused: the quota is reached or there is no such account; rare, so a
+ * second query tells which, and the write goes on until it answers). */
 static void
-insert_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
+write_answered(struct store_req *r, const struct pgn_store_result *res,
+	       int refused)
 {
-	struct store_req *r = arg;
 	struct offline *o = r->o;
 	const char *params[2] = { o->host, r->username };
 
-	(void)owner;
-	if (res->error != 0) {
+	if (refused) {
+		if (pgn_store_query(pgn_server_store(o->srv), sql_account, 2,
+				    params, 0, account_done, r) == 0)
+			return;
+		store_req_fail(r);
+	} else if (res->error != 0) {
 		pgn_log(STORE_FAIL_LEVEL(res), "offline %s: storing a message "
 			"for %s failed: %s", o->host, r->username, res->errmsg);
 		store_req_fail(r);
-	} else if (res->changes > 0) {
-		store_req_stored(r);
-	} else if (pgn_store_query(pgn_server_store(o->srv), sql_account, 2,
-				   params, 0, account_done, r) == 0) {
-		/* Nothing inserted: the quota is reached or there is no
-		 * such account.  Rare, so a second query tells which; the
-		 * write goes on until it answers. */
-		return;
 	} else {
-		store_req_fail(r);
+		store_req_stored(r);
 	}
 	write_done(o);
 }
 
+/* The insert writes nothing when it is refused. */
+static void
+insert_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
+{
+	(void)owner;
+	write_answered(arg, res, res->error == 0 && res->changes == 0);
+}
+
+/* The strict statement fails when it is refused; -EAGAIN is the store
+ * failing, not a refusal. */
 static void
 strict_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
 {
-	struct store_req *r = arg;
-	struct offline *o = r->o;
-	const char *params[2] = { o->host, r->username };
-
 	(void)owner;
-	if (res->error == 0) {
-		store_req_stored(r);
-	} else if (res->error == -EAGAIN) {
-		pgn_log(STORE_FAIL_LEVEL(res), "offline %s: storing a message "
-			"for %s failed: %s", o->host, r->username, res->errmsg);
-		store_req_fail(r);
-	} else if (pgn_store_query(pgn_server_store(o->srv), sql_account, 2,
-				   params, 0, account_done, r) == 0) {
-		/* Refused: the quota is reached or there is no such
-		 * account; the write goes on until the lookup answers. */
-		return;
-	} else {
-		store_req_fail(r);
-	}
-	write_done(o);
+	write_answered(arg, res, res->error != 0 && res->error != -EAGAIN);
 }
 
 /* Writes r with the statements that go with it (its archive rows, see
@@ -657,6 +648,13 @@ delivery_free(struct delivery *d)
 	free(d->username);
 	free(d->bare);
 	free(d);
+}
+
+/* delivery_free for pgn_map_free_values. */
+static void
+free_delivery_value(void *value)
+{
+	delivery_free(value);
 }
 
 /* The session id still bound to bare and available, or NULL: a session
@@ -1023,16 +1021,6 @@ cmd_delete_old(struct pgn_command *cmd, int argc, char *const *argv,
 
 /* ---- module ---- */
 
-static int
-free_delivery(const char *key, uint64_t id, void *value, void *arg)
-{
-	(void)key;
-	(void)id;
-	(void)arg;
-	delivery_free(value);
-	return 0;
-}
-
 static void
 offline_unload(struct pgn_module *m)
 {
@@ -1042,8 +1030,7 @@ offline_unload(struct pgn_module *m)
 		return;
 	/* The store has drained (every delivery finished) before modules
 	 * are unloaded; anything left is freed without routing. */
-	pgn_map_foreach(o->users, free_delivery, NULL);
-	pgn_map_free(o->users);
+	pgn_map_free_values(o->users, free_delivery_value);
 	while (o->qhead != NULL) {
 		struct store_req *r = o->qhead;
 		o->qhead = r->next;
@@ -1073,27 +1060,25 @@ offline_load(struct pgn_module *m)
 		 pgn_module_opt_int(m, "quota"));
 	pgn_module_set_data(m, o);
 
-	/* Holding for an ongoing backlog runs after the filters and the
-	 * handlers, right before the built-in delivery. */
-	if ((rc = pgn_module_hook(m, "message/offline", on_offline, o,
-				  PGN_PRIO_HANDLER)) < 0 ||
-	    (rc = pgn_module_hook(m, "initial-presence", on_initial_presence,
-				  o, PGN_PRIO_HANDLER)) < 0 ||
-	    (rc = pgn_module_hook(m, "message/bare", on_message_to_user, o,
-				  PGN_PRIO_DELIVERY)) < 0 ||
-	    (rc = pgn_module_hook(m, "message/full", on_message_to_user, o,
-				  PGN_PRIO_DELIVERY)) < 0 ||
-	    (rc = pgn_module_hook(m, "session-drained", on_drained, o,
-				  PGN_PRIO_HANDLER)) < 0 ||
-	    (rc = pgn_module_hook(m, "session-ended", on_session_ended, o,
-				  PGN_PRIO_HANDLER)) < 0 ||
-	    (rc = pgn_module_add_feature(m, "msgoffline")) < 0) {
+	if ((rc = pgn_module_add_feature(m, "msgoffline")) < 0) {
 		/* A failed load is not unloaded by the core. */
 		offline_unload(m);
 		return rc;
 	}
 	return 0;
 }
+
+static const struct pgn_module_hook_def offline_hooks[] = {
+	{ "message/offline", on_offline, PGN_PRIO_HANDLER },
+	{ "initial-presence", on_initial_presence, PGN_PRIO_HANDLER },
+	/* Holding for an ongoing backlog runs after the filters and the
+	 * handlers, right before the built-in delivery. */
+	{ "message/bare", on_message_to_user, PGN_PRIO_DELIVERY },
+	{ "message/full", on_message_to_user, PGN_PRIO_DELIVERY },
+	{ "session-drained", on_drained, PGN_PRIO_HANDLER },
+	{ "session-ended", on_session_ended, PGN_PRIO_HANDLER },
+	{ NULL, NULL, 0 },
+};
 
 static const struct pgn_module_opt offline_options[] = {
 	{ .name = "quota", .type = PGN_OPT_INT, .def = "1000", .min = 1,
@@ -1112,6 +1097,7 @@ const struct pgn_module_def pgn_module_def = {
 	.name = "mod_offline",
 	.description = "Offline messages (XEP-0160)",
 	.options = offline_options,
+	.hooks = offline_hooks,
 	.commands = offline_commands,
 	.load = offline_load,
 	.unload = offline_unload,

@@ -80,28 +80,6 @@ refuse(struct pgn_event *ev, const struct pgn_xml *query)
 	return 0;
 }
 
-/* ---- replies to held requests -------------------------------------------- */
-
-/* Answers the held iq with payload (taken; may be NULL) or, when cond is
- * set, with that error.  Frees h. */
-static void
-finish(struct priv *pv, struct pgn_hold *h, struct pgn_xml *payload,
-       const char *type, const char *cond, const char *text)
-{
-	struct pgn_stanza *req = pgn_hold_take(h);
-	struct pgn_stanza *r;
-
-	if (cond != NULL) {
-		pgn_xml_free(payload);
-		r = pgn_stanza_error_reply(req, type, cond, text);
-	} else {
-		r = pgn_stanza_iq_result(req, payload);
-	}
-	pgn_stanza_free(req);
-	if (r != NULL)
-		pgn_route(pgn_module_server(pv->m), r);
-}
-
 /* ---- get ----------------------------------------------------------------- */
 
 struct get_req {
@@ -122,8 +100,8 @@ got_data(uint64_t owner, void *arg, int err, const char *data)
 		pgn_log(PGN_LOG_WARN, "mod_private: loading failed: %s",
 			strerror(-err));
 		pgn_xml_free(q);
-		finish(g->pv, g->hold, NULL, "wait", "internal-server-error",
-		       NULL);
+		pgn_hold_answer(g->hold, NULL, "wait", "internal-server-error",
+				NULL);
 		goto out;
 	}
 	if (q == NULL)
@@ -139,17 +117,17 @@ got_data(uint64_t owner, void *arg, int err, const char *data)
 				      "not parse",
 			req->to->bare);
 		pgn_xml_free(q);
-		finish(g->pv, g->hold, NULL, "wait", "internal-server-error",
-		       NULL);
+		pgn_hold_answer(g->hold, NULL, "wait", "internal-server-error",
+				NULL);
 		goto out;
 	}
-	finish(g->pv, g->hold, q, NULL, NULL, NULL);
+	pgn_hold_answer(g->hold, q, NULL, NULL, NULL);
 out:
 	free(g);
 	return;
 nomem:
 	pgn_xml_free(q);
-	finish(g->pv, g->hold, NULL, "wait", "resource-constraint", NULL);
+	pgn_hold_answer(g->hold, NULL, "wait", "resource-constraint", NULL);
 	free(g);
 }
 
@@ -179,8 +157,8 @@ on_get(struct pgn_event *ev, void *arg)
 	g->pv = pv;
 	if (pgn_kv_get(pgn_server_store(ev->server), KV_NS, st->to->domain,
 		       st->to->node, pgn_xml_ns(child), 0, got_data, g) < 0) {
-		finish(pv, g->hold, NULL, "wait", "internal-server-error",
-		       NULL);
+		pgn_hold_answer(g->hold, NULL, "wait", "internal-server-error",
+				NULL);
 		free(g);
 	}
 	return PGN_EVENT_HANDLED;
@@ -271,10 +249,10 @@ stored(uint64_t owner, void *arg, int err)
 		pgn_log(PGN_LOG_WARN, "mod_private: storing for %s@%s "
 				      "failed: %s",
 			sr->user, sr->host, strerror(-err));
-		finish(sr->pv, sr->hold, NULL, "wait", "internal-server-error",
-		       NULL);
+		pgn_hold_answer(sr->hold, NULL, "wait", "internal-server-error",
+				NULL);
 	} else {
-		finish(sr->pv, sr->hold, NULL, NULL, NULL, NULL);
+		pgn_hold_answer(sr->hold, NULL, NULL, NULL, NULL);
 	}
 	set_req_free(sr);
 }
@@ -287,8 +265,8 @@ write_all(struct set_req *sr)
 	if (pgn_kv_put(pgn_server_store(pgn_module_server(sr->pv->m)), KV_NS,
 		       sr->host, sr->user, sr->n, (const char *const *)sr->ns,
 		       (const char *const *)sr->data, 0, stored, sr) < 0) {
-		finish(sr->pv, sr->hold, NULL, "wait", "internal-server-error",
-		       NULL);
+		pgn_hold_answer(sr->hold, NULL, "wait", "internal-server-error",
+				NULL);
 		set_req_free(sr);
 	}
 }
@@ -305,8 +283,8 @@ counted(uint64_t owner, void *arg, int err, size_t n, const char *const *keys)
 		pgn_log(PGN_LOG_WARN, "mod_private: counting for %s@%s "
 				      "failed: %s",
 			sr->user, sr->host, strerror(-err));
-		finish(sr->pv, sr->hold, NULL, "wait", "internal-server-error",
-		       NULL);
+		pgn_hold_answer(sr->hold, NULL, "wait", "internal-server-error",
+				NULL);
 		set_req_free(sr);
 		return;
 	}
@@ -322,8 +300,8 @@ counted(uint64_t owner, void *arg, int err, size_t n, const char *const *keys)
 		snprintf(text, sizeof(text),
 			 "at most %lu namespaces may be stored",
 			 sr->pv->max_namespaces);
-		finish(sr->pv, sr->hold, NULL, "cancel",
-		       "resource-constraint", text);
+		pgn_hold_answer(sr->hold, NULL, "cancel", "resource-constraint",
+				text);
 		set_req_free(sr);
 		return;
 	}
@@ -368,8 +346,8 @@ on_set(struct pgn_event *ev, void *arg)
 		goto nomem;
 	if (pgn_kv_keys(pgn_server_store(ev->server), KV_NS, sr->host,
 			sr->user, 0, counted, sr) < 0) {
-		finish(pv, sr->hold, NULL, "wait", "internal-server-error",
-		       NULL);
+		pgn_hold_answer(sr->hold, NULL, "wait", "internal-server-error",
+				NULL);
 		set_req_free(sr);
 	}
 	return PGN_EVENT_HANDLED;
@@ -394,7 +372,6 @@ static int
 private_load(struct pgn_module *m)
 {
 	struct priv *pv = calloc(1, sizeof(*pv));
-	int rc;
 
 	if (pv == NULL)
 		return -ENOMEM;
@@ -403,20 +380,7 @@ private_load(struct pgn_module *m)
 	pv->max_namespaces = (unsigned long)pgn_module_opt_int(m,
 							       "max_namespaces");
 	pgn_module_set_data(m, pv);
-	if ((rc = pgn_module_hook(m, "iq-get/bare/" NS_PRIVATE ":query",
-				  on_get, pv, PGN_PRIO_HANDLER)) < 0 ||
-	    (rc = pgn_module_hook(m, "iq-set/bare/" NS_PRIVATE ":query",
-				  on_set, pv, PGN_PRIO_HANDLER)) < 0 ||
-	    (rc = pgn_module_hook(m, "iq-get/host/" NS_PRIVATE ":query",
-				  on_forbidden, pv, PGN_PRIO_HANDLER)) < 0 ||
-	    (rc = pgn_module_hook(m, "iq-set/host/" NS_PRIVATE ":query",
-				  on_forbidden, pv, PGN_PRIO_HANDLER)) < 0)
-		goto fail;
 	return 0;
-fail:
-	pgn_module_set_data(m, NULL);
-	free(pv);
-	return rc;
 }
 
 static void
@@ -424,6 +388,14 @@ private_unload(struct pgn_module *m)
 {
 	free(pgn_module_data(m));
 }
+
+static const struct pgn_module_hook_def private_hooks[] = {
+	{"iq-get/bare/" NS_PRIVATE ":query", on_get, PGN_PRIO_HANDLER},
+	{"iq-set/bare/" NS_PRIVATE ":query", on_set, PGN_PRIO_HANDLER},
+	{"iq-get/host/" NS_PRIVATE ":query", on_forbidden, PGN_PRIO_HANDLER},
+	{"iq-set/host/" NS_PRIVATE ":query", on_forbidden, PGN_PRIO_HANDLER},
+	{NULL, NULL, 0},
+};
 
 static const struct pgn_module_opt private_options[] = {
 	{ .name = "max_size", .type = PGN_OPT_INT, .def = "65536", .min = 1,
@@ -439,6 +411,7 @@ const struct pgn_module_def pgn_module_def = {
 	.name = "mod_private",
 	.description = "Private XML storage (XEP-0049)",
 	.options = private_options,
+	.hooks = private_hooks,
 	.load = private_load,
 	.unload = private_unload,
 };

@@ -809,20 +809,12 @@ static void
 change_answer(struct change *c, const char *type, const char *condition,
               const char *text)
 {
-	struct pgn_stanza *req = pgn_hold_take(c->hold), *reply;
+	struct pgn_hold *h = c->hold;
 
 	c->hold = NULL;
-	if (condition == NULL)
-		reply = pgn_stanza_iq_result(req, NULL);
-	else
-		reply = pgn_stanza_error_reply(req, type, condition, text);
-	pgn_stanza_free(req);
-	if (reply == NULL) {
+	if (pgn_hold_answer(h, NULL, type, condition, text) < 0)
 		pgn_log(PGN_LOG_ERROR, "push %s: out of memory answering %s",
 		        c->p->host, c->bare);
-		return;
-	}
-	pgn_route(c->p->srv, reply);
 }
 
 static void

@@ -788,25 +788,12 @@ on_own_bare(struct pgn_event *ev, void *arg)
 
 /* ---- module ---------------------------------------------------------- */
 
-static int
-free_entry(const char *key, uint64_t id, void *value, void *arg)
-{
-	(void)key;
-	(void)id;
-	(void)arg;
-	free(value);
-	return 0;
-}
-
 static void
 state_free(struct reg_state *st)
 {
 	if (st == NULL)
 		return;
-	if (st->addrs != NULL) {
-		pgn_map_foreach(st->addrs, free_entry, NULL);
-		pgn_map_free(st->addrs);
-	}
+	pgn_map_free_values(st->addrs, free);
 	free(st);
 }
 

@@ -88,29 +88,6 @@ out:
 	return rc;
 }
 
-/* ---- replies to held requests -------------------------------------------- */
-
-/* Answers the held iq with payload (taken; may be NULL) or, when cond is
- * set, with that error.  Frees h. */
-static void
-finish(struct vcard *vc, struct pgn_hold *h, struct pgn_xml *payload,
-       const char *type, const char *cond, const char *text)
-{
-	struct pgn_server *srv = pgn_module_server(vc->m);
-	struct pgn_stanza *req = pgn_hold_take(h);
-	struct pgn_stanza *r;
-
-	if (cond != NULL) {
-		pgn_xml_free(payload);
-		r = pgn_stanza_error_reply(req, type, cond, text);
-	} else {
-		r = pgn_stanza_iq_result(req, payload);
-	}
-	pgn_stanza_free(req);
-	if (r != NULL)
-		pgn_route(srv, r);
-}
-
 static void
 error_now(struct pgn_event *ev, const char *type, const char *cond,
 	  const char *text)
@@ -139,17 +116,17 @@ got_vcard(uint64_t owner, void *arg, int err, const char *data)
 	if (err != 0) {
 		pgn_log(PGN_LOG_WARN, "mod_vcard: loading a vCard failed: %s",
 			strerror(-err));
-		finish(g->vc, g->hold, NULL, "wait", "internal-server-error",
-		       NULL);
+		pgn_hold_answer(g->hold, NULL, "wait", "internal-server-error",
+				NULL);
 		goto out;
 	}
 	if (data == NULL) {
 		if (g->own)
-			finish(g->vc, g->hold, pgn_xml_new(NS_VCARD, "vCard"),
-			       NULL, NULL, NULL);
+			pgn_hold_answer(g->hold, pgn_xml_new(NS_VCARD, "vCard"),
+					NULL, NULL, NULL);
 		else
-			finish(g->vc, g->hold, NULL, "cancel",
-			       "item-not-found", NULL);
+			pgn_hold_answer(g->hold, NULL, "cancel",
+					"item-not-found", NULL);
 		goto out;
 	}
 	wrap = pgn_xml_new(NULL, "wrap");
@@ -157,12 +134,12 @@ got_vcard(uint64_t owner, void *arg, int err, const char *data)
 	    (vcard = pgn_xml_first_child(wrap)) == NULL) {
 		pgn_log(PGN_LOG_WARN,
 			"mod_vcard: a stored vCard does not parse");
-		finish(g->vc, g->hold, NULL, "wait", "internal-server-error",
-		       NULL);
+		pgn_hold_answer(g->hold, NULL, "wait", "internal-server-error",
+				NULL);
 		goto out;
 	}
 	pgn_xml_unlink(vcard);
-	finish(g->vc, g->hold, vcard, NULL, NULL, NULL);
+	pgn_hold_answer(g->hold, vcard, NULL, NULL, NULL);
 out:
 	pgn_xml_free(wrap);
 	free(g);
@@ -184,8 +161,8 @@ on_get(struct pgn_event *ev, void *arg)
 	g->own = st->from != NULL && strcmp(st->from->bare, st->to->bare) == 0;
 	if (pgn_kv_get(pgn_server_store(ev->server), KV_NS, st->to->domain,
 		       st->to->node, KEY_VCARD, 0, got_vcard, g) < 0) {
-		finish(vc, g->hold, NULL, "wait", "internal-server-error",
-		       NULL);
+		pgn_hold_answer(g->hold, NULL, "wait", "internal-server-error",
+				NULL);
 		free(g);
 	}
 	return PGN_EVENT_HANDLED;
@@ -235,8 +212,8 @@ stored_vcard(uint64_t owner, void *arg, int err)
 		pgn_log(PGN_LOG_WARN, "mod_vcard: storing the vCard of %s "
 				      "failed: %s",
 			sr->bare, strerror(-err));
-		finish(sr->vc, sr->hold, NULL, "wait", "internal-server-error",
-		       NULL);
+		pgn_hold_answer(sr->hold, NULL, "wait", "internal-server-error",
+				NULL);
 		goto out;
 	}
 	/* Every session of the account advertises the new hash from now
@@ -246,7 +223,7 @@ stored_vcard(uint64_t owner, void *arg, int err)
 		set_session_hash(s, sr->vc, sr->hash);
 	pgn_log(PGN_LOG_DEBUG, "mod_vcard: stored the vCard of %s (photo %s)",
 		sr->bare, sr->hash[0] != '\0' ? sr->hash : "none");
-	finish(sr->vc, sr->hold, NULL, NULL, NULL, NULL);
+	pgn_hold_answer(sr->hold, NULL, NULL, NULL, NULL);
 out:
 	free(sr->bare);
 	free(sr);
@@ -302,8 +279,8 @@ on_set(struct pgn_event *ev, void *arg)
 	if (pgn_kv_put(pgn_server_store(ev->server), KV_NS, st->to->domain,
 		       st->to->node, 2, keys, values, 0, stored_vcard,
 		       sr) < 0) {
-		finish(vc, sr->hold, NULL, "wait", "internal-server-error",
-		       NULL);
+		pgn_hold_answer(sr->hold, NULL, "wait", "internal-server-error",
+				NULL);
 		free(sr->bare);
 		free(sr);
 	}
@@ -456,25 +433,7 @@ vcard_load(struct pgn_module *m)
 	vc->m = m;
 	vc->max_size = (size_t)pgn_module_opt_int(m, "max_size");
 	pgn_module_set_data(m, vc);
-	if ((rc = pgn_module_hook(m, "iq-get/bare/" NS_VCARD ":vCard", on_get,
-				  vc, PGN_PRIO_HANDLER)) < 0 ||
-	    (rc = pgn_module_hook(m, "iq-set/bare/" NS_VCARD ":vCard", on_set,
-				  vc, PGN_PRIO_HANDLER)) < 0 ||
-	    (rc = pgn_module_hook(m, "iq-get/host/" NS_VCARD ":vCard",
-				  on_get_host, vc, PGN_PRIO_HANDLER)) < 0 ||
-	    (rc = pgn_module_hook(m, "iq-set/host/" NS_VCARD ":vCard",
-				  on_set_host, vc, PGN_PRIO_HANDLER)) < 0 ||
-	    (rc = pgn_module_hook(m, "session-started", on_session_started,
-				  vc, PGN_PRIO_HANDLER)) < 0 ||
-	    /* Modifier: before mod_roster broadcasts (a handler). */
-	    (rc = pgn_module_hook(m, "pre-presence/self", on_presence, vc,
-				  PGN_PRIO_MODIFIER)) < 0 ||
-	    /* XEP-0153 §4.1: directed presence carries it too. */
-	    (rc = pgn_module_hook(m, "pre-presence/bare", on_presence, vc,
-				  PGN_PRIO_MODIFIER)) < 0 ||
-	    (rc = pgn_module_hook(m, "pre-presence/full", on_presence, vc,
-				  PGN_PRIO_MODIFIER)) < 0 ||
-	    (rc = pgn_module_add_feature(m, NS_VCARD)) < 0)
+	if ((rc = pgn_module_add_feature(m, NS_VCARD)) < 0)
 		goto fail;
 	return 0;
 fail:
@@ -489,6 +448,20 @@ vcard_unload(struct pgn_module *m)
 	free(pgn_module_data(m));
 }
 
+static const struct pgn_module_hook_def vcard_hooks[] = {
+	{"iq-get/bare/" NS_VCARD ":vCard", on_get, PGN_PRIO_HANDLER},
+	{"iq-set/bare/" NS_VCARD ":vCard", on_set, PGN_PRIO_HANDLER},
+	{"iq-get/host/" NS_VCARD ":vCard", on_get_host, PGN_PRIO_HANDLER},
+	{"iq-set/host/" NS_VCARD ":vCard", on_set_host, PGN_PRIO_HANDLER},
+	{"session-started", on_session_started, PGN_PRIO_HANDLER},
+	/* Modifier: before mod_roster broadcasts (a handler). */
+	{"pre-presence/self", on_presence, PGN_PRIO_MODIFIER},
+	/* XEP-0153 §4.1: directed presence carries it too. */
+	{"pre-presence/bare", on_presence, PGN_PRIO_MODIFIER},
+	{"pre-presence/full", on_presence, PGN_PRIO_MODIFIER},
+	{NULL, NULL, 0},
+};
+
 static const struct pgn_module_opt vcard_options[] = {
 	{ .name = "max_size", .type = PGN_OPT_INT, .def = "65536", .min = 1,
 	  .max = MAX_MAX_SIZE, .doc = "bytes of one stored vCard" },
@@ -500,6 +473,7 @@ const struct pgn_module_def pgn_module_def = {
 	.name = "mod_vcard",
 	.description = "vcard-temp (XEP-0054) and avatar hashes (XEP-0153)",
 	.options = vcard_options,
+	.hooks = vcard_hooks,
 	.load = vcard_load,
 	.unload = vcard_unload,
 };

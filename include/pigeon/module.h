@@ -459,6 +459,11 @@ void pgn_host_foreach_service(const struct pgn_host *h,
 void pgn_event_reply(struct pgn_event *ev, struct pgn_xml *payload);
 void pgn_event_error(struct pgn_event *ev, const char *type,
 		     const char *condition);
+/* For a "stream-features" handler offering a feature of bound sessions
+ * (roster versioning, client state indication): the <features/> being
+ * built (ev->data) when the stream's client has authenticated, else
+ * NULL.  Borrowed. */
+struct pgn_xml *pgn_event_client_features(const struct pgn_event *ev);
 
 /* ---- holding a stanza while waiting for storage ----
  * A handler of a stanza event may take the stanza and its place in the
@@ -483,6 +488,13 @@ struct pgn_stanza *pgn_hold_take(struct pgn_hold *h);
  * frees it and h.  For a handler whose storage failed. */
 void pgn_hold_bounce(struct pgn_hold *h, const char *type,
 		     const char *condition, const char *text);
+/* Answers a held iq and frees h: a result carrying payload (taken; may
+ * be NULL), or, when condition is set, that error with text (may be
+ * NULL; payload is then freed).  The answer is routed as pgn_route does
+ * once the hold is released.  0, or -ENOMEM when the answer could not be
+ * built (nothing was sent; the caller may log it). */
+int pgn_hold_answer(struct pgn_hold *h, struct pgn_xml *payload,
+		    const char *type, const char *condition, const char *text);
 
 /* ---- acknowledgement and durability (XEP-0198) ----
  * A stanza a client sent counts as handled, and is acknowledged to a

@@ -292,12 +292,8 @@ sweep_dedup(const char *key, uint64_t id, void *value, void *arg)
 	return 0;
 }
 
-int
-free_dedup_entry(const char *key, uint64_t id, void *value, void *arg)
+void
+free_dedup_value(void *value)
 {
-	(void)key;
-	(void)id;
-	(void)arg;
 	dwin_free(value);
-	return 0;
 }

@@ -295,6 +295,8 @@ int queue_full(const struct mam *mm);
 void settle(struct mam *mm, struct pgn_hold *h, int outgoing, enum verdict v,
 	    const struct uprefs *p);
 void prefs_free(struct uprefs *p);
+/* prefs_free for pgn_map_free_values. */
+void free_prefs_value(void *value);
 struct uprefs *prefs_get(struct mam *mm, const char *bare, const char *user,
 			 int session);
 enum verdict decide(const struct uprefs *p, const struct pgn_jid *peer,
@@ -308,7 +310,7 @@ void cmd_stats(struct pgn_command *cmd, int argc, char *const *argv, void *arg);
 int on_dedup_check(struct pgn_event *ev, void *arg);
 int on_dedup_record(struct pgn_event *ev, void *arg);
 int sweep_dedup(const char *key, uint64_t id, void *value, void *arg);
-int free_dedup_entry(const char *key, uint64_t id, void *value, void *arg);
+void free_dedup_value(void *value);
 int from_owner(const struct pgn_event *ev);
 const char *request_ns(const struct pgn_stanza *st);
 void answer_held(struct mam *mm, struct pgn_hold *h, uint64_t sid,

@@ -497,16 +497,6 @@ on_sweep(void *arg)
 
 /* ---- module ---- */
 
-static int
-free_prefs_entry(const char *key, uint64_t id, void *value, void *arg)
-{
-	(void)key;
-	(void)id;
-	(void)arg;
-	prefs_free(value);
-	return 0;
-}
-
 static void
 mam_unload(struct pgn_module *m)
 {
@@ -528,14 +518,8 @@ mam_unload(struct pgn_module *m)
 		pgn_stanza_free(pgn_hold_take(w->hold));
 		free(w);
 	}
-	if (mm->prefs != NULL) {
-		pgn_map_foreach(mm->prefs, free_prefs_entry, NULL);
-		pgn_map_free(mm->prefs);
-	}
-	if (mm->dedup != NULL) {
-		pgn_map_foreach(mm->dedup, free_dedup_entry, NULL);
-		pgn_map_free(mm->dedup);
-	}
+	pgn_map_free_values(mm->prefs, free_prefs_value);
+	pgn_map_free_values(mm->dedup, free_dedup_value);
 	free(mm->sql_trim);
 	memset(mm->rnd, 0, sizeof(mm->rnd));
 	free(mm);
@@ -545,12 +529,10 @@ mam_unload(struct pgn_module *m)
 static int
 mam_load(struct pgn_module *m)
 {
-	static const char *const nss[] = {NS_MAM2, NS_MAM1};
 	static const char *const features[] = {NS_MAM2, NS_MAM2_EXT, NS_MAM1,
 	                                       NS_SID};
 	struct mam *mm;
 	const char *len_sql;
-	char ev[128];
 	int rc;
 
 	if ((mm = calloc(1, sizeof(*mm))) == NULL)
@@ -580,50 +562,6 @@ mam_load(struct pgn_module *m)
 	    (mm->dedup = pgn_map_new()) == NULL ||
 	    (mm->sweep = pgn_timer_new(m, on_sweep, mm)) == NULL)
 		goto fail;
-
-	if ((rc = pgn_module_hook(m, "pre-message/bare", on_outgoing, mm,
-	                          PGN_PRIO_ARCHIVE_OUT)) < 0 ||
-	    (rc = pgn_module_hook(m, "pre-message/full", on_outgoing, mm,
-	                          PGN_PRIO_ARCHIVE_OUT)) < 0 ||
-	    (rc = pgn_module_hook(m, "message/bare", on_incoming, mm,
-	                          PGN_PRIO_ARCHIVE_IN)) < 0 ||
-	    (rc = pgn_module_hook(m, "message/full", on_incoming, mm,
-	                          PGN_PRIO_ARCHIVE_IN)) < 0 ||
-	    (rc = pgn_module_hook(m, "session-started", on_session_started, mm,
-	                          PGN_PRIO_HANDLER)) < 0 ||
-	    (rc = pgn_module_hook(m, "session-ended", on_session_ended, mm,
-	                          PGN_PRIO_HANDLER)) < 0 ||
-	    (rc = pgn_module_hook(m, "iq-get/bare/" NS_MAM2 ":metadata",
-	                          on_metadata, mm, PGN_PRIO_HANDLER)) < 0)
-		goto fail;
-	/* Resent messages: checked early, recorded last (see above). */
-	for (size_t i = 0; i < 3; i++) {
-		static const char *const addrs[] = {"bare", "full", "self"};
-		snprintf(ev, sizeof(ev), "pre-message/%s", addrs[i]);
-		if ((rc = pgn_module_hook(m, ev, on_dedup_check, mm,
-		                          PGN_PRIO_EARLY)) < 0 ||
-		    (rc = pgn_module_hook(m, ev, on_dedup_record, mm,
-		                          PGN_PRIO_LAST)) < 0)
-			goto fail;
-	}
-	for (size_t i = 0; i < 2; i++) {
-		static const struct {
-			const char *type, *name;
-			pgn_hook_fn fn;
-		} hooks[] = {
-		        {"set", "query", on_query},
-		        {"get", "query", on_query_form},
-		        {"get", "prefs", on_prefs_get},
-		        {"set", "prefs", on_prefs_set},
-		};
-		for (size_t k = 0; k < sizeof(hooks) / sizeof(hooks[0]); k++) {
-			snprintf(ev, sizeof(ev), "iq-%s/bare/%s:%s",
-			         hooks[k].type, nss[i], hooks[k].name);
-			if ((rc = pgn_module_hook(m, ev, hooks[k].fn, mm,
-			                          PGN_PRIO_HANDLER)) < 0)
-				goto fail;
-		}
-	}
 	/* §7: on the archive's address, the user's bare JID (mod_disco
 	 * lists them to the owner); on the host too, where clients of
 	 * mam:1 looked. */
@@ -639,6 +577,34 @@ fail:
 	mam_unload(m);
 	return rc;
 }
+
+/* The archive's hooks; mam:1 (still used by clients) is served like
+ * mam:2. */
+#define MAM_IQ_HOOKS(ns)                                                   \
+        {"iq-set/bare/" ns ":query", on_query, PGN_PRIO_HANDLER},          \
+        {"iq-get/bare/" ns ":query", on_query_form, PGN_PRIO_HANDLER},     \
+        {"iq-get/bare/" ns ":prefs", on_prefs_get, PGN_PRIO_HANDLER},      \
+        {"iq-set/bare/" ns ":prefs", on_prefs_set, PGN_PRIO_HANDLER}
+/* Resent messages: checked early, recorded last (see above). */
+#define MAM_DEDUP_HOOKS(addr)                                              \
+        {"pre-message/" addr, on_dedup_check, PGN_PRIO_EARLY},             \
+        {"pre-message/" addr, on_dedup_record, PGN_PRIO_LAST}
+
+static const struct pgn_module_hook_def mam_hooks[] = {
+        {"pre-message/bare", on_outgoing, PGN_PRIO_ARCHIVE_OUT},
+        {"pre-message/full", on_outgoing, PGN_PRIO_ARCHIVE_OUT},
+        {"message/bare", on_incoming, PGN_PRIO_ARCHIVE_IN},
+        {"message/full", on_incoming, PGN_PRIO_ARCHIVE_IN},
+        {"session-started", on_session_started, PGN_PRIO_HANDLER},
+        {"session-ended", on_session_ended, PGN_PRIO_HANDLER},
+        {"iq-get/bare/" NS_MAM2 ":metadata", on_metadata, PGN_PRIO_HANDLER},
+        MAM_DEDUP_HOOKS("bare"),
+        MAM_DEDUP_HOOKS("full"),
+        MAM_DEDUP_HOOKS("self"),
+        MAM_IQ_HOOKS(NS_MAM2),
+        MAM_IQ_HOOKS(NS_MAM1),
+        {NULL, NULL, 0},
+};
 
 static const char *const quota_policies[] = {"drop_oldest", "refuse",
                                             NULL};
@@ -676,6 +642,7 @@ const struct pgn_module_def pgn_module_def = {
         .name = "mod_mam",
         .description = "Message Archive Management (XEP-0313, XEP-0359)",
         .options = mam_options,
+        .hooks = mam_hooks,
         .commands = mam_commands,
         .stats = cmd_stats,
         .load = mam_load,

@@ -47,6 +47,12 @@ prefs_free(struct uprefs *p)
 	free(p);
 }
 
+void
+free_prefs_value(void *value)
+{
+	prefs_free(value);
+}
+
 /* The user's entry, made if needed (always for a session, else while
  * fewer than MAX_CACHED are cached).  NULL on allocation failure or when
  * full. */

@@ -46,12 +46,9 @@ roster_destroy(struct roster *r)
 		free(w);
 		w = next;
 	}
-	pgn_map_foreach(r->items, free_item_cb, NULL);
-	pgn_map_foreach(r->removed, free_plain_cb, NULL);
-	pgn_map_foreach(r->pending, free_pending_cb, NULL);
-	pgn_map_free(r->items);
-	pgn_map_free(r->removed);
-	pgn_map_free(r->pending);
+	pgn_map_free_values(r->items, free_item_value);
+	pgn_map_free_values(r->removed, free);
+	pgn_map_free_values(r->pending, free_pending_value);
 	free(r->sids);
 	free(r->bare);
 	free(r->user);

@@ -74,28 +74,16 @@ pending_free(struct pending *p)
 	free(p);
 }
 
-int
-free_item_cb(const char *key, uint64_t id, void *value, void *arg)
+void
+free_item_value(void *value)
 {
-	(void)key, (void)id, (void)arg;
 	item_free(value);
-	return 0;
 }
 
-int
-free_plain_cb(const char *key, uint64_t id, void *value, void *arg)
+void
+free_pending_value(void *value)
 {
-	(void)key, (void)id, (void)arg;
-	free(value);
-	return 0;
-}
-
-int
-free_pending_cb(const char *key, uint64_t id, void *value, void *arg)
-{
-	(void)key, (void)id, (void)arg;
 	pending_free(value);
-	return 0;
 }
 
 static void
@@ -266,13 +254,11 @@ on_session_ended(struct pgn_event *ev, void *arg)
 static int
 on_features(struct pgn_event *ev, void *arg)
 {
-	struct pgn_xml *f = ev->data;
+	struct pgn_xml *f = pgn_event_client_features(ev);
+
 	(void)arg;
-	if (f == NULL || ev->origin == NULL ||
-	    !pgn_session_authenticated(ev->origin))
-		return PGN_EVENT_PASS;
-	if (pgn_xml_add_child(f, NS_ROSTERVER, "ver") == NULL ||
-	    pgn_xml_add_child(f, NS_PREAPPROVAL, "sub") == NULL)
+	if (f != NULL && (pgn_xml_add_child(f, NS_ROSTERVER, "ver") == NULL ||
+			  pgn_xml_add_child(f, NS_PREAPPROVAL, "sub") == NULL))
 		pgn_log(PGN_LOG_WARN, "mod_roster: out of memory");
 	return PGN_EVENT_PASS;
 }
@@ -395,33 +381,7 @@ roster_load(struct pgn_module *m)
 	rm->srv = pgn_module_server(m);
 	rm->max_items = (int)pgn_module_opt_int(m, "max_items");
 	pgn_module_set_data(m, rm);
-	if ((rc = pgn_module_hook(m, "iq-get/bare/" NS_ROSTER ":query",
-				  on_roster_get, rm, PGN_PRIO_HANDLER)) < 0 ||
-	    (rc = pgn_module_hook(m, "iq-set/bare/" NS_ROSTER ":query",
-				  on_roster_set, rm, PGN_PRIO_HANDLER)) < 0 ||
-	    (rc = pgn_module_hook(m, "pre-presence/self", on_self_presence,
-				  rm, PGN_PRIO_HANDLER)) < 0 ||
-	    (rc = pgn_module_hook(m, "pre-presence/bare", on_out_presence, rm,
-				  PGN_PRIO_HANDLER)) < 0 ||
-	    (rc = pgn_module_hook(m, "pre-presence/full", on_out_presence, rm,
-				  PGN_PRIO_HANDLER)) < 0 ||
-	    (rc = pgn_module_hook(m, "pre-presence/host", on_out_presence, rm,
-				  PGN_PRIO_HANDLER)) < 0 ||
-	    (rc = pgn_module_hook(m, "presence/bare", on_in_presence, rm,
-				  PGN_PRIO_HANDLER)) < 0 ||
-	    (rc = pgn_module_hook(m, "presence/full", on_in_presence, rm,
-				  PGN_PRIO_HANDLER)) < 0 ||
-	    (rc = pgn_module_hook(m, "session-started", on_session_started, rm,
-				  PGN_PRIO_HANDLER)) < 0 ||
-	    (rc = pgn_module_hook(m, "session-ended", on_session_ended, rm,
-				  PGN_PRIO_HANDLER)) < 0 ||
-	    (rc = pgn_module_hook(m, "stream-features", on_features, rm,
-				  PGN_PRIO_HANDLER)) < 0 ||
-	    (rc = pgn_module_hook(m, "account-removing", on_account_removing,
-				  rm, PGN_PRIO_HANDLER)) < 0 ||
-	    (rc = pgn_module_hook(m, "account-removed", on_account_removed,
-				  rm, PGN_PRIO_HANDLER)) < 0 ||
-	    (rc = pgn_module_provide(m, PGN_ROSTER_SERVICE, &roster_service,
+	if ((rc = pgn_module_provide(m, PGN_ROSTER_SERVICE, &roster_service,
 				     rm)) < 0)
 		goto fail;
 	return 0;
@@ -429,6 +389,23 @@ fail:
 	roster_unload(m);
 	return rc;
 }
+
+static const struct pgn_module_hook_def roster_hooks[] = {
+	{"iq-get/bare/" NS_ROSTER ":query", on_roster_get, PGN_PRIO_HANDLER},
+	{"iq-set/bare/" NS_ROSTER ":query", on_roster_set, PGN_PRIO_HANDLER},
+	{"pre-presence/self", on_self_presence, PGN_PRIO_HANDLER},
+	{"pre-presence/bare", on_out_presence, PGN_PRIO_HANDLER},
+	{"pre-presence/full", on_out_presence, PGN_PRIO_HANDLER},
+	{"pre-presence/host", on_out_presence, PGN_PRIO_HANDLER},
+	{"presence/bare", on_in_presence, PGN_PRIO_HANDLER},
+	{"presence/full", on_in_presence, PGN_PRIO_HANDLER},
+	{"session-started", on_session_started, PGN_PRIO_HANDLER},
+	{"session-ended", on_session_ended, PGN_PRIO_HANDLER},
+	{"stream-features", on_features, PGN_PRIO_HANDLER},
+	{"account-removing", on_account_removing, PGN_PRIO_HANDLER},
+	{"account-removed", on_account_removed, PGN_PRIO_HANDLER},
+	{NULL, NULL, 0},
+};
 
 static const struct pgn_module_opt roster_options[] = {
 	{ .name = "max_items", .type = PGN_OPT_INT, .def = "1000", .min = 1,
@@ -456,6 +433,7 @@ const struct pgn_module_def pgn_module_def = {
 	.name = "mod_roster",
 	.description = "Roster and presence (RFC 6121)",
 	.options = roster_options,
+	.hooks = roster_hooks,
 	.commands = roster_commands,
 	.load = roster_load,
 	.unload = roster_unload,

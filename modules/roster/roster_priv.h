@@ -125,9 +125,9 @@ int type_is(const struct pgn_stanza *st, const char *t);
 char *xstrdup(const char *s);
 void item_free(struct item *it);
 void pending_free(struct pending *p);
-int free_item_cb(const char *key, uint64_t id, void *value, void *arg);
-int free_plain_cb(const char *key, uint64_t id, void *value, void *arg);
-int free_pending_cb(const char *key, uint64_t id, void *value, void *arg);
+/* item_free and pending_free for pgn_map_free_values. */
+void free_item_value(void *value);
+void free_pending_value(void *value);
 struct sstate *sstate_of(struct rmod *rm, struct pgn_session *s);
 const struct pgn_jid *session_jid(struct rmod *rm, struct pgn_session *s);
 char *groups_join(const struct item *it);

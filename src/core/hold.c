@@ -4,6 +4,7 @@
  * A hold keeps the routing context it was taken in: the client stanza's
  * acknowledgement waits for it (pgn_ack_ref), and the routing it resumes
  * counts for that stanza again. */
+#include <errno.h>
 #include <stdlib.h>
 
 #include "router.h"
@@ -103,4 +104,25 @@ pgn_hold_take(struct pgn_hold *h)
 	pgn_ack_unref(h->srv, &h->ctx);
 	free(h);
 	return st;
+}
+
+int
+pgn_hold_answer(struct pgn_hold *h, struct pgn_xml *payload, const char *type,
+		const char *condition, const char *text)
+{
+	struct pgn_server *srv = h->srv;
+	struct pgn_stanza *req = pgn_hold_take(h);
+	struct pgn_stanza *r;
+
+	if (condition != NULL) {
+		pgn_xml_free(payload);
+		r = pgn_stanza_error_reply(req, type, condition, text);
+	} else {
+		r = pgn_stanza_iq_result(req, payload);
+	}
+	pgn_stanza_free(req);
+	if (r == NULL)
+		return -ENOMEM;
+	pgn_route(srv, r);
+	return 0;
 }

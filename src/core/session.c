@@ -56,6 +56,15 @@ pgn_session_authenticated(const struct pgn_session *s)
 	return s->authenticated;
 }
 
+struct pgn_xml *
+pgn_event_client_features(const struct pgn_event *ev)
+{
+	if (ev->data == NULL || ev->origin == NULL ||
+	    !pgn_session_authenticated(ev->origin))
+		return NULL;
+	return ev->data;
+}
+
 int
 pgn_session_available(const struct pgn_session *s)
 {

@@ -489,3 +489,46 @@ def test_archive_queue_bounded_in_bytes(store_server):
     assert archived(server, alice, 1) == len(got)
     assert archived(server, bob, 0) == len(got)
 
+
+
+def test_held_messages_keep_order_when_recipient_leaves(store_server):
+    """Messages to an online user wait in the archive's write queue while
+    the store is away; the user goes offline meanwhile.  What alice sends
+    after that must not reach offline storage before them: it waits
+    behind them (RFC 6121 section 8: one sender's messages keep their
+    order)."""
+    _, make = store_server
+    server, fail, recover = make(60)
+    alice, apw = server.new_user(prefix='alice')
+    bob, bpw = server.new_user(prefix='bob')
+    a = online(server, alice, apw, 'ra')
+    b = online(server, bob, bpw, 'rb')
+    to = '%s@localhost' % bob
+    fail()
+    try:
+        for i in range(5):
+            a.message(to, 'm%d' % i, id_='id%d' % i)
+        # Routed (held for the archive) once the ping after them is.
+        assert a.ping(timeout=30).get('type') == 'result'
+        b.send('</stream:stream>')
+        b.close()
+        deadline = time.monotonic() + 30
+        while '%s/rb ended' % to not in server.log_text():
+            assert time.monotonic() < deadline, 'bob never left'
+            time.sleep(0.05)
+        for i in range(5, 10):
+            a.message(to, 'm%d' % i, id_='id%d' % i)
+        assert a.ping(timeout=30).get('type') == 'result'
+    finally:
+        recover()
+    deadline = time.monotonic() + 60
+    while True:
+        stored = [re.search(r'<body>(m\d+)</body>', s).group(1)
+                  for (s,) in rows(server, "SELECT stanza FROM "
+                                   "offline_messages WHERE username = '%s' "
+                                   "ORDER BY id" % bob)]
+        if len(stored) >= 10:
+            break
+        assert time.monotonic() < deadline, 'stored only %s' % stored
+        time.sleep(0.2)
+    assert stored == ['m%d' % i for i in range(10)]

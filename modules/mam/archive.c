@@ -112,6 +112,8 @@ row_done(struct row *r, int ok)
 {
 	struct pgn_hold *h = r->hold;
 
+	if (r->held_for != NULL)
+		r->held_for->held--;
 	/* The failure itself is logged once per statement. */
 	if (!ok)
 		pgn_log(PGN_LOG_DEBUG,
@@ -501,6 +503,16 @@ will_deliver(struct mam *mm, const struct pgn_stanza *st)
 	return pgn_user_top_priority(mm->srv, st->to->bare) >= 0;
 }
 
+/* 1 if st, an incoming message, must wait for its rows to commit
+ * before it moves on: someone takes it now, or earlier messages to the
+ * same user still wait for theirs (p: the user's, may be NULL); if it
+ * went to offline storage at once, it would be stored before them. */
+static int
+must_hold(struct mam *mm, const struct pgn_stanza *st, const struct uprefs *p)
+{
+	return will_deliver(mm, st) || (p != NULL && p->held > 0);
+}
+
 /* Nobody to deliver st to now: its rows (r, taken) go with it, to be
  * committed with its offline copy (mod_offline), or never if it is
  * bounced instead.  0 or -ENOMEM. */
@@ -537,6 +549,7 @@ static void
 archive_held(struct mam *mm, struct pgn_hold *h, int outgoing, int want)
 {
 	struct pgn_stanza *st = pgn_hold_stanza(h);
+	struct uprefs *p = NULL;
 	struct row *r;
 	const char *owner = NULL;
 	size_t len = 0;
@@ -568,7 +581,9 @@ archive_held(struct mam *mm, struct pgn_hold *h, int outgoing, int want)
 			pair = r->pair != NULL;
 		}
 	}
-	if (r != NULL && !outgoing && !will_deliver(mm, st)) {
+	if (!outgoing)
+		p = pgn_map_get(mm->prefs, st->to->bare);
+	if (r != NULL && !outgoing && !must_hold(mm, st, p)) {
 		if (attach_rows(mm, st, r) != 0)
 			goto fail;
 		r = NULL;
@@ -579,6 +594,10 @@ archive_held(struct mam *mm, struct pgn_hold *h, int outgoing, int want)
 		return;
 	}
 	r->hold = h;
+	if (p != NULL) {
+		r->held_for = p;
+		p->held++;
+	}
 	queue_row(mm, r);
 	quota_count_rows(mm, st, owner, len, pair);
 	return;
@@ -723,7 +742,7 @@ on_message(struct pgn_event *ev, struct mam *mm, int outgoing)
 		prefs_load(p);
 		return PGN_EVENT_HANDLED;
 	}
-	if (!outgoing && !will_deliver(mm, st)) {
+	if (!outgoing && !must_hold(mm, st, p)) {
 		/* To offline storage (or back to the sender): the rows go
 		 * with the message, nothing waits here. */
 		struct row *r;

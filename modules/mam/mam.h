@@ -182,6 +182,12 @@ struct uprefs {
 	int64_t qn, qbytes, dn, dbytes;
 	int trimming; /* a trim or a count read has the pointer (2: a read
 	               * after a trim that deleted nothing) */
+	/* Messages to this user held until their rows commit (rows with
+	 * held_for = this): while any are, a later message to the user
+	 * that nobody can take now queues behind them instead of going to
+	 * offline storage first (RFC 6121 §8: one sender's messages keep
+	 * their order).  The sweep keeps the struct while it is not 0. */
+	unsigned held;
 };
 
 /* Per-session data. */
@@ -198,6 +204,7 @@ struct row {
 	struct row *next;
 	struct mam *mm;
 	struct pgn_hold *hold;
+	struct uprefs *held_for; /* counted in its held; not owned */
 	struct row *pair;
 	char *host;
 	char *user;

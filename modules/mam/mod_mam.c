@@ -472,7 +472,7 @@ sweep_prefs(const char *key, uint64_t id, void *value, void *arg)
 
 	(void)id;
 	if (p->refs == 0 && !p->loading && !p->trimming && p->waiters == NULL &&
-	    now - p->used >= LINGER_SECS) {
+	    p->held == 0 && now - p->used >= LINGER_SECS) {
 		pgn_map_del(p->mm->prefs, key);
 		prefs_free(p);
 	}

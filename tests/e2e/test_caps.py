@@ -122,7 +122,7 @@ def answer(c, query, ids, feats, forms):
     assert c.ping().get('type') == 'result'
 
 
-def expect_query(c, ver, timeout=5.0):
+def expect_query(c, ver, timeout=30.0):
     el = c.recv_until(is_disco_query, timeout, what='a disco#info query')
     assert el.get('from') == 'localhost', to_str(el)
     assert el.get('to') == c.jid, to_str(el)
@@ -149,7 +149,7 @@ def stored_caps(srv, ver):
     return [r[0] for r in conftest.db_rows(srv, sql)]
 
 
-def wait_stored(srv, ver, timeout=5.0):
+def wait_stored(srv, ver, timeout=30.0):
     deadline = time.monotonic() + timeout
     while True:
         rows = stored_caps(srv, ver)

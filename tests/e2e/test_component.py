@@ -109,10 +109,15 @@ def test_component_cannot_spoof_other_domains(server, user):
 def test_message_to_disconnected_component(server, user):
     name, pw = user
     comp, _ = component_login(server)
+    start = server.log_size()
     comp.close()
     c = server.login(name, pw)
-    # give the server a moment to notice the closed component
-    time.sleep(0.3)
+    # Until the server has noticed the closed component (and unrouted it).
+    deadline = time.monotonic() + 30
+    while 'component %s disconnected' % COMPONENT not in \
+            server.log_text(start):
+        assert time.monotonic() < deadline, 'the component never ended'
+        time.sleep(0.05)
     mid = c.message('echo@%s' % COMPONENT, 'anyone?')
     e = c.recv_stanza('message', id=mid)
     assert e.get('type') == 'error', to_str(e)

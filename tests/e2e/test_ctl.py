@@ -37,7 +37,7 @@ def can_login(server, user, password, host='localhost'):
     return ok
 
 
-def wait_for(pred, timeout=5.0, what='condition'):
+def wait_for(pred, timeout=30.0, what='condition'):
     deadline = time.monotonic() + timeout
     while True:
         v = pred()

@@ -31,7 +31,7 @@ class Peer:
     def send(self, data):
         self.raw.send(data)
 
-    def wait(self, pred, timeout=5.0, what='a stanza'):
+    def wait(self, pred, timeout=30.0, what='a stanza'):
         for i, el in enumerate(self.backlog):
             if pred(el):
                 return self.backlog.pop(i)
@@ -64,7 +64,7 @@ class Peer:
                 return
             self.backlog.append(el)
 
-    def iq(self, type_, payload, to=None, timeout=5.0):
+    def iq(self, type_, payload, to=None, timeout=30.0):
         iq_id = new_id('iq')
         attrs = " type='%s' id='%s'" % (type_, iq_id)
         if to:
@@ -105,7 +105,7 @@ class Peer:
         return self.iq('set', "<query xmlns='%s'><item jid=%s subscription='remove'/>"
                        "</query>" % (NS_ROSTER, quoteattr(jid)))
 
-    def push(self, jid, timeout=5.0, **attrs):
+    def push(self, jid, timeout=30.0, **attrs):
         """Waits for a roster push about jid whose item has attrs; answers
         it (RFC 6121 §2.1.6) and returns the item."""
         def pred(el):
@@ -142,7 +142,7 @@ class Peer:
             attrs += ' type=%s' % quoteattr(type_)
         self.send('<presence%s>%s</presence>' % (attrs, extra))
 
-    def wait_presence(self, frm=None, type_=None, timeout=5.0):
+    def wait_presence(self, frm=None, type_=None, timeout=30.0):
         def pred(el):
             if local(el.tag) != 'presence' or el.get('type') != type_:
                 return False

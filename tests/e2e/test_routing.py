@@ -102,10 +102,10 @@ def test_from_is_stamped_by_the_server(server, pair):
     spoofed = 'mallory@localhost/evil'
     a.message(b.jid, 'spoof attempt', frm=spoofed)
     try:
-        m = b.recv_stanza('message', timeout=1.5)
+        m = b.recv_stanza('message', timeout=20)
     except rawxmpp.XMPPTimeout:
         # a server may instead close the offender's stream (invalid-from)
-        assert a.expect_stream_error(timeout=2) == 'invalid-from'
+        assert a.expect_stream_error(timeout=20) == 'invalid-from'
         return
     assert m.get('from') == a.jid, 'spoofed from delivered: %s' % to_str(m)
     assert m.findtext(BODY) == 'spoof attempt'

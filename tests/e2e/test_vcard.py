@@ -37,7 +37,7 @@ def must_set(c, payload, to=None):
     return r
 
 
-def presence_from(c, jid, timeout=5.0):
+def presence_from(c, jid, timeout=30.0):
     return c.recv_until(lambda e: local(e.tag) == 'presence'
                         and e.get('from') == jid and e.get('type') is None,
                         timeout, what='available presence from %s' % jid)

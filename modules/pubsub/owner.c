@@ -73,6 +73,11 @@ static void
 done_empty(uint64_t owner, void *arg, const struct pgn_store_result *res)
 {
 	struct ps_req *r = arg;
+	/* r->el goes with the held stanza, answered first. */
+	const char *name = pgn_xml_name(r->el);
+	int config = strcmp(name, "configure") == 0;
+	int purge = strcmp(name, "purge") == 0;
+	struct ps_node_ref n;
 
 	(void)owner;
 	if (res->error != 0) {
@@ -82,14 +87,13 @@ done_empty(uint64_t owner, void *arg, const struct pgn_store_result *res)
 	if (r->hold != NULL) {
 		pgn_hold_answer(r->hold, NULL, NULL, NULL, NULL);
 		r->hold = NULL;
+		r->el = NULL;
 	}
-	if (strcmp(pgn_xml_name(r->el), "configure") == 0) {
-		struct ps_node_ref n = ps_ref(r);
+	n = ps_ref(r);
+	if (config)
 		ps_notify_config(r->e, &n);
-	} else if (strcmp(pgn_xml_name(r->el), "purge") == 0) {
-		struct ps_node_ref n = ps_ref(r);
+	else if (purge)
 		ps_notify_purge(r->e, &n);
-	}
 	ps_finish(r, NULL);
 }
 
@@ -319,7 +323,10 @@ ps_owner_start(struct ps_req *r, const struct pgn_xml *ps, int set)
 	r->op = PS_OP_OWNER;
 	r->create = set; /* for the owner requests: "this is a set" */
 	name = pgn_xml_name(el);
-	r->node = pgn_xml_attr(el, "node");
+	if (ps_set_node(r, pgn_xml_attr(el, "node")) < 0) {
+		ps_nomem(r);
+		return;
+	}
 	if (strcmp(name, "default") == 0 && !set) {
 		send_default(r);
 		return;
@@ -585,7 +592,10 @@ handle_disco(struct ps_engine *e, struct pgn_event *ev, const char *service,
 	q = pgn_xml_first_child(pgn_hold_stanza(r->hold)->xml);
 	r->op = PS_OP_DISCO;
 	r->el = q;
-	r->node = pgn_xml_attr(q, "node");
+	if (ps_set_node(r, pgn_xml_attr(q, "node")) < 0) {
+		ps_nomem(r);
+		return PGN_EVENT_HANDLED;
+	}
 	if (info) {
 		if (r->node == NULL) {
 			struct pgn_xml *a = service_info(NULL);

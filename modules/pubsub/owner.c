@@ -73,11 +73,6 @@ static void
 done_empty(uint64_t owner, void *arg, const struct pgn_store_result *res)
 {
 	struct ps_req *r = arg;
-	/* r->el goes with the held stanza, answered first. */
-	const char *name = pgn_xml_name(r->el);
-	int config = strcmp(name, "configure") == 0;
-	int purge = strcmp(name, "purge") == 0;
-	struct ps_node_ref n;
 
 	(void)owner;
 	if (res->error != 0) {
@@ -87,13 +82,14 @@ done_empty(uint64_t owner, void *arg, const struct pgn_store_result *res)
 	if (r->hold != NULL) {
 		pgn_hold_answer(r->hold, NULL, NULL, NULL, NULL);
 		r->hold = NULL;
-		r->el = NULL;
 	}
-	n = ps_ref(r);
-	if (config)
+	if (strcmp(pgn_xml_name(r->el), "configure") == 0) {
+		struct ps_node_ref n = ps_ref(r);
 		ps_notify_config(r->e, &n);
-	else if (purge)
+	} else if (strcmp(pgn_xml_name(r->el), "purge") == 0) {
+		struct ps_node_ref n = ps_ref(r);
 		ps_notify_purge(r->e, &n);
+	}
 	ps_finish(r, NULL);
 }
 

@@ -395,17 +395,23 @@ fail:
 }
 
 static void
+info_send(struct ps_req *r)
+{
+	struct pgn_xml *q = service_info(r->node);
+
+	if (q == NULL)
+		ps_nomem(r);
+	else
+		ps_finish(r, q);
+}
+
+/* A node's disco#info (§5.3), for those who may see the node. */
+static void
 info_loaded(struct ps_req *r)
 {
-	struct pgn_xml *q;
-
 	if (ps_no_node(r))
 		return;
-	if ((q = service_info(r->node)) == NULL) {
-		ps_nomem(r);
-		return;
-	}
-	ps_finish(r, q);
+	ps_check_access(r, info_send);
 }
 
 /* disco#items: the nodes the requester may see, in name order. */
@@ -619,6 +625,18 @@ handle_disco(struct ps_engine *e, struct pgn_event *ev, const char *service,
 	return PGN_EVENT_HANDLED;
 }
 
+/* disco#info of a PEP node; the account's own disco#info (no node) is
+ * mod_disco's. */
+static int
+on_pep_info(struct pgn_event *ev, void *arg)
+{
+	struct pgn_xml *q = pgn_xml_first_child(ev->stanza->xml);
+
+	if (q == NULL || pgn_xml_attr(q, "node") == NULL)
+		return PGN_EVENT_PASS;
+	return handle_disco(arg, ev, ev->stanza->to->bare, 1);
+}
+
 static int
 on_pep_items(struct pgn_event *ev, void *arg)
 {
@@ -661,6 +679,11 @@ ps_disco_load(struct ps_engine *e)
 
 	if (!e->pep)
 		return pgn_module_add_domain(e->m, e->domain, on_service, e);
+	/* Node disco#info before mod_disco's, which knows no nodes. */
+	if ((rc = pgn_module_hook(e->m, "iq-get/bare/" NS_DISCO_INFO ":query",
+				  on_pep_info, e, PGN_PRIO_OBSERVER)) < 0)
+		return rc;
+
 	/* XEP-0163 §6.1: the account is a pubsub/pep service. */
 	if ((rc = pgn_module_add_account_identity(e->m, "pubsub", "pep",
 						  NULL)) < 0 ||

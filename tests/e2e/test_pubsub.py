@@ -169,6 +169,18 @@ def test_pep_others_read_open_not_presence(server):
     nodes = [i.get('node') for i in r.findall('{%s}query/{%s}item'
                                               % (DISCO_ITEMS, DISCO_ITEMS))]
     assert nodes == ['urn:example:open', 'urn:example:pres'], to_str(r)
+    # a node's disco#info, for those who may see the node
+    r = ok(b.iq('get', "<query xmlns='%s' node='urn:example:open'/>"
+                % DISCO_INFO, to=abare))
+    ids = [(i.get('category'), i.get('type')) for i in
+           r.findall('{%s}query/{%s}identity' % (DISCO_INFO, DISCO_INFO))]
+    assert ids == [('pubsub', 'leaf')], to_str(r)
+    assert r.find('{%s}query' % DISCO_INFO).get('node') == 'urn:example:open'
+    error(b.iq('get', "<query xmlns='%s' node='urn:example:pres'/>"
+               % DISCO_INFO, to=abare), 'not-authorized',
+          'presence-subscription-required')
+    error(b.iq('get', "<query xmlns='%s' node='urn:example:none'/>"
+               % DISCO_INFO, to=abare), 'item-not-found')
     # disco#info: the pep identity to anyone, the features to the owner
     r = ok(b.iq('get', "<query xmlns='%s'/>" % DISCO_INFO, to=abare))
     ids = [(i.get('category'), i.get('type')) for i in

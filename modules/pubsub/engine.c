@@ -1014,12 +1014,41 @@ subscribe_write(struct ps_req *r)
 		ps_fail_store(r, NULL);
 }
 
+/* The account's subscriptions on the service are bounded: it could
+ * subscribe from any number of resources. */
+static void
+subs_counted(uint64_t owner, void *arg, const struct pgn_store_result *res)
+{
+	struct ps_req *r = arg;
+	const char *n;
+
+	(void)owner;
+	if (res->error != 0 || res->nrows < 1 ||
+	    (n = pgn_store_value(res, 0, 0)) == NULL) {
+		ps_fail_store(r, res);
+		return;
+	}
+	if (strtol(n, NULL, 10) >= r->e->limits.max_subscriptions) {
+		ps_fail(r, "wait", "policy-violation", NULL, NULL);
+		return;
+	}
+	subscribe_write(r);
+}
+
+static void
+subscribe_count(struct ps_req *r)
+{
+	if (ps_store_sub_count(r->e, r->service, r->from_bare, subs_counted,
+			       r) < 0)
+		ps_fail_store(r, NULL);
+}
+
 static void
 subscribe_loaded(struct ps_req *r)
 {
 	if (ps_no_node(r))
 		return;
-	ps_check_access(r, subscribe_write);
+	ps_check_access(r, subscribe_count);
 }
 
 static void
@@ -1293,6 +1322,8 @@ ps_limits_read(struct ps_engine *e)
 	e->limits.max_bytes = pgn_module_opt_int(e->m, "max_bytes");
 	e->limits.max_items = pgn_module_opt_int(e->m, "max_items");
 	e->limits.max_page = pgn_module_opt_int(e->m, "max_page");
+	e->limits.max_subscriptions =
+		pgn_module_opt_int(e->m, "max_subscriptions");
 }
 
 int

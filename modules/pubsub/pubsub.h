@@ -139,6 +139,7 @@ struct ps_limits {
 	long max_bytes;      /* payload bytes per PEP account */
 	long max_items;      /* what pubsub#max_items "max" means */
 	long max_page;       /* items in one retrieval without RSM (XEP-0059) */
+	long max_subscriptions; /* of one account (its JIDs) on a service */
 };
 
 struct ps_notify; /* notify.c's state */
@@ -266,6 +267,11 @@ int ps_store_set_rows(struct ps_engine *e, int64_t node_id, int subs,
 		      size_t n, const char *const *jids,
 		      const char *const *values, const char *const *subids,
 		      pgn_store_cb cb, void *arg);
+/* One row: the subscriptions of bare (and of its full JIDs) on the
+ * service.  A scan of the service's subscriptions: JIDs with a
+ * resource cannot use the index. */
+int ps_store_sub_count(struct ps_engine *e, const char *service,
+		       const char *bare, pgn_store_cb cb, void *arg);
 /* Result: one row, the subscription's subid (an existing one is kept). */
 int ps_store_subscribe(struct ps_engine *e, int64_t node_id, const char *jid,
 		       const char *subid, pgn_store_cb cb, void *arg);
@@ -295,7 +301,10 @@ int ps_store_forget_jid(struct ps_engine *e, const char *bare);
 	{.name = "max_items", .type = PGN_OPT_INT, .def = "1000", .min = 1, \
 	 .max = 100000, .doc = "items a node keeps at most (what 'max' means)"}, \
 	{.name = "max_page", .type = PGN_OPT_INT, .def = "100", .min = 1,   \
-	 .max = 10000, .doc = "items in one retrieval (XEP-0059 pages)"}
+	 .max = 10000, .doc = "items in one retrieval (XEP-0059 pages)"},   \
+	{.name = "max_subscriptions", .type = PGN_OPT_INT, .def = "1000",   \
+	 .min = 1, .max = 1000000,                                          \
+	 .doc = "subscriptions of one account on the service"}
 void ps_limits_read(struct ps_engine *e);
 /* Sets up the engine (e->m, e->host, e->pep, e->domain set by the
  * module; limits read here).  0 or negative. */

@@ -345,6 +345,20 @@ ps_store_subscribe(struct ps_engine *e, int64_t node_id, const char *jid,
 }
 
 int
+ps_store_sub_count(struct ps_engine *e, const char *service, const char *bare,
+		   pgn_store_cb cb, void *arg)
+{
+	const char *p[] = {service, bare};
+
+	return Q(e,
+		 "SELECT COUNT(*) FROM pubsub_subscription s JOIN pubsub_node "
+		 "n ON n.id = s.node_id WHERE n.service = $1 AND (s.jid = $2 "
+		 "OR substr(s.jid, 1, length(CAST($2 AS TEXT)) + 1) = "
+		 "CAST($2 AS TEXT) || '/')",
+		 2, p, cb, arg);
+}
+
+int
 ps_store_unsubscribe(struct ps_engine *e, int64_t node_id, const char *jid,
 		     pgn_store_cb cb, void *arg)
 {

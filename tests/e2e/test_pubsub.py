@@ -551,3 +551,21 @@ def test_pep_service_watch_publish_items_retract(make_server, driver):
     # the node the module did not watch was not mirrored
     r = items(c, 'urn:example:mirror', "<item id='o'/>")
     assert item_ids(r) == []
+
+
+def test_service_subscription_limit(make_server, driver):
+    srv = make_server(driver, modules={'mod_pubsub': {'max_subscriptions': 2}})
+    name, pw = srv.new_user()
+    c = srv.login(name, pw, resource='r')
+    bare = '%s@localhost' % name
+    for n in ('n1', 'n2', 'n3'):
+        ok(c.iq('set', ps("<create node='%s'/>" % n), to=SERVICE))
+    ok(c.iq('set', ps("<subscribe node='n1' jid='%s'/>" % bare), to=SERVICE))
+    ok(c.iq('set', ps("<subscribe node='n1' jid='%s/r'/>" % bare),
+            to=SERVICE))
+    # the full JIDs count for the account too
+    error(c.iq('set', ps("<subscribe node='n2' jid='%s/other'/>" % bare),
+               to=SERVICE), 'policy-violation')
+    ok(c.iq('set', ps("<unsubscribe node='n1' jid='%s/r'/>" % bare),
+            to=SERVICE))
+    ok(c.iq('set', ps("<subscribe node='n3' jid='%s'/>" % bare), to=SERVICE))

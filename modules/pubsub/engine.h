@@ -10,6 +10,8 @@
 #define PS_MAX_NAME 1024
 /* Rows of one owner affiliations / subscriptions set. */
 #define PS_MAX_ROWS 100
+/* Affiliations, likewise subscriptions, of one node (owner sets). */
+#define PS_MAX_NODE_ROWS 10000
 
 enum ps_op {
 	PS_OP_NONE = 0, /* not implemented */

@@ -221,7 +221,7 @@ valid_state(const char *s)
 }
 
 static void
-rows_loaded(struct ps_req *r)
+rows_write(struct ps_req *r)
 {
 	int subs = strcmp(pgn_xml_name(r->el), "subscriptions") == 0;
 	const char *jids[PS_MAX_ROWS], *vals[PS_MAX_ROWS];
@@ -231,17 +231,6 @@ rows_loaded(struct ps_req *r)
 	size_t n = 0;
 	int rc;
 
-	if (refused(r))
-		return;
-	if (!r->create) { /* get */
-		rc = subs ? ps_store_subscriptions(r->e, r->node_id, rows_read,
-						   r)
-			  : ps_store_affiliations(r->e, r->node_id, rows_read,
-						  r);
-		if (rc < 0)
-			ps_fail_store(r, NULL);
-		return;
-	}
 	for (struct pgn_xml *c = pgn_xml_first_child(r->el); c != NULL;
 	     c = pgn_xml_next(c)) {
 		const char *jid = pgn_xml_attr(c, "jid");
@@ -285,6 +274,50 @@ rows_loaded(struct ps_req *r)
 	if (rc == -EINVAL)
 		ps_fail(r, "modify", "bad-request", NULL, NULL);
 	else if (rc < 0)
+		ps_fail_store(r, NULL);
+}
+
+/* A node's rows are bounded (PS_MAX_NODE_ROWS, what a get lists): an
+ * owner set adds at most PS_MAX_ROWS at a time, but sets add up. */
+static void
+rows_counted(uint64_t owner, void *arg, const struct pgn_store_result *res)
+{
+	struct ps_req *r = arg;
+	long have, add = 0;
+
+	(void)owner;
+	if (res->error != 0 || res->nrows < 1) {
+		ps_fail_store(r, res);
+		return;
+	}
+	have = strtol(pgn_store_value(res, 0, 0), NULL, 10);
+	for (struct pgn_xml *c = pgn_xml_first_child(r->el); c != NULL;
+	     c = pgn_xml_next(c))
+		add++;
+	if (have + add > PS_MAX_NODE_ROWS) {
+		ps_fail(r, "wait", "policy-violation", NULL, NULL);
+		return;
+	}
+	rows_write(r);
+}
+
+static void
+rows_loaded(struct ps_req *r)
+{
+	int subs = strcmp(pgn_xml_name(r->el), "subscriptions") == 0;
+	int rc;
+
+	if (refused(r))
+		return;
+	if (!r->create) /* get */
+		rc = subs ? ps_store_subscriptions(r->e, r->node_id, rows_read,
+						   r)
+			  : ps_store_affiliations(r->e, r->node_id, rows_read,
+						  r);
+	else
+		rc = ps_store_node_rows(r->e, r->node_id, subs, rows_counted,
+					r);
+	if (rc < 0)
 		ps_fail_store(r, NULL);
 }
 

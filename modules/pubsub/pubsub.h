@@ -261,6 +261,9 @@ int ps_store_affiliations(struct ps_engine *e, int64_t node_id,
 /* Columns: jid, subid, state. */
 int ps_store_subscriptions(struct ps_engine *e, int64_t node_id,
 			   pgn_store_cb cb, void *arg);
+/* One row: the node's subscriptions (subs 1) or affiliations count. */
+int ps_store_node_rows(struct ps_engine *e, int64_t node_id, int subs,
+		       pgn_store_cb cb, void *arg);
 /* Owner sets: n rows of affiliations (subs 0) or subscriptions (subs 1:
  * values are states, subids the new rows' ids); value "none" deletes. */
 int ps_store_set_rows(struct ps_engine *e, int64_t node_id, int subs,

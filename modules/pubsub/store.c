@@ -267,6 +267,18 @@ ps_store_subscriptions(struct ps_engine *e, int64_t node_id, pgn_store_cb cb,
 }
 
 int
+ps_store_node_rows(struct ps_engine *e, int64_t node_id, int subs,
+		   pgn_store_cb cb, void *arg)
+{
+	return by_node(e,
+		       subs ? "SELECT COUNT(*) FROM pubsub_subscription WHERE "
+			      "node_id = CAST($1 AS BIGINT)"
+			    : "SELECT COUNT(*) FROM pubsub_affiliation WHERE "
+			      "node_id = CAST($1 AS BIGINT)",
+		       node_id, NULL, cb, arg);
+}
+
+int
 ps_store_set_rows(struct ps_engine *e, int64_t node_id, int subs, size_t n,
 		  const char *const *jids, const char *const *values,
 		  const char *const *subids, pgn_store_cb cb, void *arg)

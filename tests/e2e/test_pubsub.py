@@ -468,6 +468,12 @@ def test_service_create_publish_subscribe(pubsub_server):
             r.iter('{%s}affiliation' % OWNER)}
     assert affs == {'%s@localhost' % alice: 'owner', bjid: 'publisher'}
     must_publish(b, node, pay('from bob'), 'b1', to=SERVICE)
+    # at most 100 rows in one set
+    many = ''.join("<affiliation jid='m%d@localhost' affiliation='member'/>"
+                   % i for i in range(101))
+    error(a.iq('set', ps("<affiliations node='%s'>%s</affiliations>"
+                         % (node, many), OWNER), to=SERVICE),
+          'policy-violation')
     r = ok(b.iq('get', ps("<affiliations/>"), to=SERVICE))
     affs = [(x.get('node'), x.get('affiliation')) for x in
             r.iter('{%s}affiliation' % NS)]

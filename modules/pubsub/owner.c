@@ -533,6 +533,8 @@ nodes_read(uint64_t owner, void *arg, const struct pgn_store_result *res)
 		struct ps_config cfg;
 		struct ps_node_ref n;
 		struct check *c;
+		const char *aff;
+		int a;
 
 		if ((l->nodes[i] = strdup(pgn_store_value(res, i, 0))) == NULL)
 			break;
@@ -554,7 +556,11 @@ nodes_read(uint64_t owner, void *arg, const struct pgn_store_result *res)
 		c->l = l;
 		c->i = (size_t)i;
 		l->pending++;
-		if (ps_access_check(r->e, &n, r->from, PS_AFF_NONE,
+		aff = pgn_store_value(res, i, 3);
+		a = aff != NULL ? ps_affiliation_parse(aff) : -1;
+		if (ps_access_check(r->e, &n, r->from,
+				    a > 0 ? (enum ps_affiliation)a
+					  : PS_AFF_NONE,
 				    node_checked, c) < 0) {
 			l->pending--;
 			free(c);
@@ -652,8 +658,8 @@ handle_disco(struct ps_engine *e, struct pgn_event *ev, const char *service,
 	}
 	if (r->node != NULL)
 		ps_load_node(r, node_items_loaded);
-	else if (ps_store_nodes(e, service, e->limits.max_nodes, nodes_read,
-				r) < 0)
+	else if (ps_store_nodes_for(e, service, r->from_bare,
+				    e->limits.max_nodes, nodes_read, r) < 0)
 		ps_fail_store(r, NULL);
 	return PGN_EVENT_HANDLED;
 }

@@ -212,6 +212,9 @@ int ps_store_node_get(struct ps_engine *e, const char *service,
 /* The service's first max nodes by name.  Columns: node, config, id. */
 int ps_store_nodes(struct ps_engine *e, const char *service, long max,
 		   pgn_store_cb cb, void *arg);
+/* The same with jid's affiliation on each (column 3; NULL: none). */
+int ps_store_nodes_for(struct ps_engine *e, const char *service,
+		       const char *jid, long max, pgn_store_cb cb, void *arg);
 /* One row: nodes (PEP: of the service; generic: owned by owner), payload
  * bytes (PEP; 0 otherwise). */
 int ps_store_usage(struct ps_engine *e, const char *service,

@@ -55,6 +55,22 @@ ps_store_nodes(struct ps_engine *e, const char *service, long max,
 }
 
 int
+ps_store_nodes_for(struct ps_engine *e, const char *service, const char *jid,
+		   long max, pgn_store_cb cb, void *arg)
+{
+	char n[24];
+	const char *p[] = {service, n, jid};
+
+	snprintf(n, sizeof(n), "%ld", max);
+	return Q(e,
+		 "SELECT n.node, n.config, n.id, a.affiliation FROM "
+		 "pubsub_node n LEFT JOIN pubsub_affiliation a ON a.node_id = "
+		 "n.id AND a.jid = $3 WHERE n.service = $1 ORDER BY n.node "
+		 "LIMIT CAST($2 AS BIGINT)",
+		 3, p, cb, arg);
+}
+
+int
 ps_store_usage(struct ps_engine *e, const char *service, const char *owner,
 	       pgn_store_cb cb, void *arg)
 {

@@ -169,6 +169,21 @@ def test_pep_others_read_open_not_presence(server):
     nodes = [i.get('node') for i in r.findall('{%s}query/{%s}item'
                                               % (DISCO_ITEMS, DISCO_ITEMS))]
     assert nodes == ['urn:example:open', 'urn:example:pres'], to_str(r)
+    # a whitelist node shows to its members only
+    must_publish(a, 'urn:example:wl', pay('w'), '1',
+                 {'pubsub#access_model': 'whitelist'})
+    carol, cpw = server.new_user(prefix='psc')
+    cc = server.login(carol, cpw)
+    ok(a.iq('set', ps("<affiliations node='urn:example:wl'><affiliation "
+                      "jid='%s@localhost' affiliation='member'/>"
+                      "</affiliations>" % carol, OWNER)))
+    for who, want in ((b, ['urn:example:open']),
+                      (cc, ['urn:example:open', 'urn:example:wl'])):
+        r = ok(who.iq('get', "<query xmlns='%s'/>" % DISCO_ITEMS, to=abare))
+        nodes = [i.get('node') for i in r.iter('{%s}item' % DISCO_ITEMS)]
+        assert nodes == want, to_str(r)
+    error(items(b, 'urn:example:wl', to=abare), 'not-allowed', 'closed-node')
+    assert item_ids(items(cc, 'urn:example:wl', to=abare)) == ['1']
     # a node's disco#info, for those who may see the node
     r = ok(b.iq('get', "<query xmlns='%s' node='urn:example:open'/>"
                 % DISCO_INFO, to=abare))

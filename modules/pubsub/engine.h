@@ -79,9 +79,6 @@ struct ps_req {
 	long max;
 	/* subscribe */
 	char *sub_jid; /* prepared, as given (bare or full) */
-	/* disco: the nodes being checked */
-	size_t pending;
-	int disco_items_of_node;
 };
 
 struct ps_req *ps_req_new(struct ps_engine *e, const char *service,

@@ -311,6 +311,21 @@ access_done(int err, int allowed, void *arg)
 		r->step(r);
 }
 
+static void
+visible_loaded(struct ps_req *r)
+{
+	if (ps_no_node(r))
+		return;
+	ps_check_access(r, r->then);
+}
+
+void
+ps_load_visible(struct ps_req *r, void (*step)(struct ps_req *))
+{
+	r->then = step;
+	ps_load_node(r, visible_loaded);
+}
+
 void
 ps_check_access(struct ps_req *r, void (*step)(struct ps_req *))
 {
@@ -808,14 +823,6 @@ items_query(struct ps_req *r)
 		ps_fail_store(r, NULL);
 }
 
-static void
-items_loaded(struct ps_req *r)
-{
-	if (ps_no_node(r))
-		return;
-	ps_check_access(r, items_query);
-}
-
 /* Reads <set/> (XEP-0059 §2) into the page to read. */
 static int
 parse_rsm(struct ps_req *r, const struct pgn_xml *set)
@@ -888,7 +895,7 @@ items_start(struct ps_req *r)
 			return;
 		}
 	}
-	ps_load_node(r, items_loaded);
+	ps_load_visible(r, items_query);
 }
 
 /* ---- create (§8.1) --------------------------------------------------- */
@@ -1044,14 +1051,6 @@ subscribe_count(struct ps_req *r)
 }
 
 static void
-subscribe_loaded(struct ps_req *r)
-{
-	if (ps_no_node(r))
-		return;
-	ps_check_access(r, subscribe_count);
-}
-
-static void
 unsubscribed(uint64_t owner, void *arg, const struct pgn_store_result *res)
 {
 	struct ps_req *r = arg;
@@ -1095,8 +1094,10 @@ sub_start(struct ps_req *r)
 		ps_nomem(r);
 		return;
 	}
-	ps_load_node(r, r->op == PS_OP_SUBSCRIBE ? subscribe_loaded
-						 : unsubscribe_loaded);
+	if (r->op == PS_OP_SUBSCRIBE)
+		ps_load_visible(r, subscribe_count);
+	else
+		ps_load_node(r, unsubscribe_loaded);
 }
 
 /* ---- an entity's subscriptions and affiliations (§5.6, §5.7) --------- */

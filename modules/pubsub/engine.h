@@ -47,6 +47,7 @@ struct ps_req {
 	enum ps_op op;
 	const struct pgn_xml *el; /* the operation element (borrowed) */
 	void (*step)(struct ps_req *);
+	void (*then)(struct ps_req *); /* ps_load_visible's */
 	char *service; /* PEP: the owner's bare JID; else the domain */
 	char *user;    /* PEP: the owner's username */
 	char *from;    /* the requester, full JID (a module: the owner) */
@@ -109,6 +110,9 @@ struct pgn_xml *ps_answer(const char *ns, const char *name, const char *node,
 
 /* Loads r->node with the requester's affiliation, then step(r). */
 void ps_load_node(struct ps_req *r, void (*step)(struct ps_req *));
+/* Loads the node, then step(r) when it exists and the requester may
+ * see it (else the error). */
+void ps_load_visible(struct ps_req *r, void (*step)(struct ps_req *));
 /* step(r) when the access model admits the requester, else the error. */
 void ps_check_access(struct ps_req *r, void (*step)(struct ps_req *));
 struct ps_node_ref ps_ref(const struct ps_req *r);

@@ -438,15 +438,6 @@ info_send(struct ps_req *r)
 		ps_finish(r, q);
 }
 
-/* A node's disco#info (§5.3), for those who may see the node. */
-static void
-info_loaded(struct ps_req *r)
-{
-	if (ps_no_node(r))
-		return;
-	ps_check_access(r, info_send);
-}
-
 /* disco#items: the nodes the requester may see, in name order. */
 struct listing {
 	struct ps_req *r;
@@ -606,14 +597,6 @@ node_items_query(struct ps_req *r)
 		ps_fail_store(r, NULL);
 }
 
-static void
-node_items_loaded(struct ps_req *r)
-{
-	if (ps_no_node(r))
-		return;
-	ps_check_access(r, node_items_query);
-}
-
 /* A disco request to service (the PEP bare JID or the domain). */
 static int
 handle_disco(struct ps_engine *e, struct pgn_event *ev, const char *service,
@@ -646,7 +629,7 @@ handle_disco(struct ps_engine *e, struct pgn_event *ev, const char *service,
 			else
 				ps_finish(r, a);
 		} else {
-			ps_load_node(r, info_loaded);
+			ps_load_visible(r, info_send); /* §5.3 */
 		}
 		return PGN_EVENT_HANDLED;
 	}
@@ -657,7 +640,7 @@ handle_disco(struct ps_engine *e, struct pgn_event *ev, const char *service,
 		return PGN_EVENT_HANDLED;
 	}
 	if (r->node != NULL)
-		ps_load_node(r, node_items_loaded);
+		ps_load_visible(r, node_items_query);
 	else if (ps_store_nodes_for(e, service, r->from_bare,
 				    e->limits.max_nodes, nodes_read, r) < 0)
 		ps_fail_store(r, NULL);

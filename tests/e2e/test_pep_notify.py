@@ -31,20 +31,10 @@ NS_PAYLOAD = 'urn:example:pep'
 CLIENT_NODE = 'https://client.example/pep'
 
 
-@pytest.fixture(scope='module')
-def pserver(basedir, certs, driver):
-    """A server with mod_pep, per driver, shared by this file's tests."""
-    srv = conftest.Server(basedir, certs, driver, name='pep-' + driver,
-                          modules={'mod_pep': {}})
-    try:
-        srv.start()
-    except BaseException:
-        srv.kill()
-        if srv.pg_db:
-            conftest.pg_drop_db(srv.pg_db)
-        raise
-    yield srv
-    srv.destroy()
+@pytest.fixture
+def pserver(server):
+    """The shared server of each driver (mod_pep is a default module)."""
+    return server
 
 
 # ---- helpers -----------------------------------------------------------
@@ -345,7 +335,7 @@ def test_csi_holds_and_keeps_newest_per_node(pserver):
     no_event(b1, 0.5)
     b1.send("<active xmlns='%s'/>" % NS_CSI)
     got = [event_of(el)[1:4] for el in until_pong(b1) if event_of(el)]
-    assert got == [(n2, 'item', 'b1'), (n1, 'item', 'a3')], got
+    assert got == [(n1, 'item', 'a3'), (n2, 'item', 'b1')], got
 
 
 def test_blocking_either_way(pserver):

@@ -148,13 +148,13 @@ def event_of(el):
     return (el.get('from'), its.get('node'), 'empty', None, None)
 
 
-def wait_event(c, frm, node, kind='item', item_id=None, timeout=None):
+def wait_event(c, frm, node, kind='item', item_id=None, timeout=None, to=None):
     def pred(el):
         e = event_of(el)
         return (e is not None and e[0] == frm and e[1] == node and e[2] == kind
                 and (item_id is None or e[3] == item_id))
     el = c.recv_until(pred, timeout, what='%s %s %s from %s' % (kind, node, item_id, frm))
-    assert el.get('to') == c.jid, to_str(el)
+    assert el.get('to') == (to or c.jid), to_str(el)
     assert el.get('type') == 'headline', to_str(el)
     return event_of(el)
 
@@ -406,3 +406,91 @@ def test_slixmpp_add_interest_gets_notifications(pserver):
         await c.stop()
 
     slixutil.run(scenario, timeout=60)
+
+
+# ---- owner operations and the generic service --------------------------
+
+def owner_iq(c, inner, to=None):
+    r = c.iq('set', "<pubsub xmlns='%s#owner'>%s</pubsub>" % (NS_PUBSUB, inner), to=to)
+    assert r.get('type') == 'result', to_str(r)
+    return r
+
+
+def test_pep_purge_config_delete_notified(pserver):
+    (alice, apw), (bob, bpw) = users(pserver, 2, 'pd')
+    subscribe_both(pserver, alice, bob)
+    node = pep_node()
+    caps = Caps(node)
+    abare = '%s@localhost' % alice
+    b1 = online(pserver, bob, bpw, caps, 'b1')
+    pub = publisher(pserver, alice, apw)
+    publish(pub, node, 'd1')
+    wait_event(b1, abare, node, item_id='d1')
+    owner_iq(pub, "<purge node=%s/>" % quoteattr(node))
+    assert wait_event(b1, abare, None, kind='purge')[0] == abare
+    # notify_config on: the configuration notification carries the form
+    owner_iq(pub, "<configure node=%s><x xmlns='%s' type='submit'><field "
+             "var='FORM_TYPE' type='hidden'><value>%s#node_config</value>"
+             "</field><field var='pubsub#notify_config'><value>1</value>"
+             "</field></x></configure>" % (quoteattr(node), NS_XDATA, NS_PUBSUB))
+    el = b1.recv_until(lambda e: event_of(e) is not None
+                       and event_of(e)[2] == 'configuration',
+                       what='a configuration notification')
+    conf = el.find('{%s}event/{%s}configuration' % (NS_EVENT, NS_EVENT))
+    assert conf.get('node') == node, to_str(el)
+    assert conf.find('{%s}x' % NS_XDATA) is not None, to_str(el)
+    owner_iq(pub, "<delete node=%s><redirect uri='xmpp:%s?;node=elsewhere'/>"
+             "</delete>" % (quoteattr(node), abare))
+    el = b1.recv_until(lambda e: event_of(e) is not None
+                       and event_of(e)[2] == 'delete', what='a delete notification')
+    d = el.find('{%s}event/{%s}delete' % (NS_EVENT, NS_EVENT))
+    assert d.get('node') == node, to_str(el)
+    assert d.find('{%s}redirect' % NS_EVENT).get('uri').endswith('node=elsewhere')
+
+
+@pytest.fixture(scope='module')
+def service_server(basedir, certs, driver):
+    srv = conftest.Server(basedir, certs, driver, name='psnotify-' + driver,
+                          modules={'mod_pubsub': {}})
+    try:
+        srv.start()
+    except BaseException:
+        srv.kill()
+        if srv.pg_db:
+            conftest.pg_drop_db(srv.pg_db)
+        raise
+    yield srv
+    srv.destroy()
+
+
+def test_service_subscribers_notified(service_server):
+    srv = service_server
+    service = 'pubsub.localhost'
+    (alice, apw), (bob, bpw), (carol, cpw), (dave, dpw) = users(srv, 4, 'ps')
+    a = srv.login(alice, apw)
+    node = 'news-' + alice
+    r = a.iq('set', "<pubsub xmlns='%s'><create node='%s'/></pubsub>"
+             % (NS_PUBSUB, node), to=service)
+    assert r.get('type') == 'result', to_str(r)
+    b1 = online(srv, bob, bpw, None, 'b1')
+    c1 = online(srv, carol, cpw, None, 'c1')
+    c2 = online(srv, carol, cpw, None, 'c2')
+    d1 = online(srv, dave, dpw, None, 'd1')
+    # bob by bare JID, carol by one full JID, dave then made an outcast
+    for c, jid in ((b1, '%s@localhost' % bob), (c1, c1.jid),
+                   (d1, '%s@localhost' % dave)):
+        r = c.iq('set', "<pubsub xmlns='%s'><subscribe node='%s' jid='%s'/>"
+                 "</pubsub>" % (NS_PUBSUB, node, jid), to=service)
+        assert r.get('type') == 'result', to_str(r)
+    owner_iq(a, "<affiliations node='%s'><affiliation jid='%s@localhost' "
+             "affiliation='outcast'/></affiliations>" % (node, dave), to=service)
+    r = a.iq('set', "<pubsub xmlns='%s'><publish node='%s'><item id='n1'>"
+             "<x xmlns='%s'>news</x></item></publish></pubsub>"
+             % (NS_PUBSUB, node, NS_PAYLOAD), to=service)
+    assert r.get('type') == 'result', to_str(r)
+    # a bare JID subscription is addressed to the bare JID
+    assert wait_event(b1, service, node, item_id='n1',
+                      to='%s@localhost' % bob)[4] == 'news'
+    assert wait_event(c1, service, node, item_id='n1')[4] == 'news'
+    no_event(c2, 0.5)
+    no_event(d1, 0.3)

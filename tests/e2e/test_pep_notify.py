@@ -249,6 +249,29 @@ def test_retract_notification(pserver):
     assert wait_event(b1, abare, node, kind='retract')[3] == 'r1'
 
 
+def test_changed_caps_get_only_new_last_items(pserver):
+    (alice, apw), (bob, bpw) = users(pserver, 2, 'pk')
+    subscribe_both(pserver, alice, bob)
+    n1, n2 = pep_node(), pep_node()
+    abare = '%s@localhost' % alice
+    pub = publisher(pserver, alice, apw)
+    publish(pub, n1, 'one')
+    publish(pub, n2, 'two')
+    first, both = Caps(n1), Caps(n1, n2)
+    b1 = online(pserver, bob, bpw, first, 'b1')
+    wait_event(b1, abare, n1, item_id='one')
+    # new caps, unknown until b1 answers: only n2 is new
+    b1.presence(both.element())
+    both.answer(b1, b1.recv_until(is_disco_query, what='a disco#info query'))
+    wait_event(b1, abare, n2, item_id='two')
+    # back to known caps without n2, then to both again (known at once)
+    b1.presence(first.element())
+    no_event(b1, 0.3)
+    b1.presence(both.element())
+    assert wait_event(b1, abare, n2)[3] == 'two'
+    no_event(b1, 0.3)   # and not n1 again
+
+
 # ---- access models -----------------------------------------------------
 
 def test_presence_model_contact_reads_stranger_does_not(pserver):

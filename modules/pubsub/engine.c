@@ -526,13 +526,9 @@ published(uint64_t owner, void *arg, const struct pgn_store_result *res)
 	ev_item = event_item(r, PS_NS_EVENT);
 	w_item = event_item(r, PS_NS);
 	n = ps_ref(r);
-	/* Answer first: the publisher learns the id before its own
-	 * notification arrives. */
-	if (r->hold != NULL) {
-		pgn_hold_answer(r->hold, ans, NULL, NULL, NULL);
-		r->hold = NULL;
-		ans = NULL;
-	}
+	/* Before the answer, which frees the request that r->node and
+	 * r->item_id point into; the publisher still gets the answer
+	 * first: notify.c sends after a store read. */
 	if (ev_item != NULL)
 		ps_notify_publish(r->e, &n, ev_item, r->from);
 	else
@@ -544,6 +540,11 @@ published(uint64_t owner, void *arg, const struct pgn_store_result *res)
 		ps_run_watchers(r, w_item);
 	pgn_xml_free(ev_item);
 	pgn_xml_free(w_item);
+	if (r->hold != NULL) {
+		pgn_hold_answer(r->hold, ans, NULL, NULL, NULL);
+		r->hold = NULL;
+		ans = NULL;
+	}
 	ps_finish(r, ans);
 }
 
@@ -624,13 +625,14 @@ retracted(uint64_t owner, void *arg, const struct pgn_store_result *res)
 		return;
 	}
 	n = ps_ref(r);
+	/* Before the answer, which frees what r->item_id points into. */
+	if (r->notify)
+		ps_notify_retract(r->e, &n, r->item_id);
+	ps_run_watchers(r, NULL);
 	if (r->hold != NULL) {
 		pgn_hold_answer(r->hold, NULL, NULL, NULL, NULL);
 		r->hold = NULL;
 	}
-	if (r->notify)
-		ps_notify_retract(r->e, &n, r->item_id);
-	ps_run_watchers(r, NULL);
 	ps_finish(r, NULL);
 }
 

@@ -79,16 +79,17 @@ done_empty(uint64_t owner, void *arg, const struct pgn_store_result *res)
 		ps_fail_store(r, res);
 		return;
 	}
-	if (r->hold != NULL) {
-		pgn_hold_answer(r->hold, NULL, NULL, NULL, NULL);
-		r->hold = NULL;
-	}
+	/* Before the answer, which frees the request r->el is in. */
 	if (strcmp(pgn_xml_name(r->el), "configure") == 0) {
 		struct ps_node_ref n = ps_ref(r);
 		ps_notify_config(r->e, &n);
 	} else if (strcmp(pgn_xml_name(r->el), "purge") == 0) {
 		struct ps_node_ref n = ps_ref(r);
 		ps_notify_purge(r->e, &n);
+	}
+	if (r->hold != NULL) {
+		pgn_hold_answer(r->hold, NULL, NULL, NULL, NULL);
+		r->hold = NULL;
 	}
 	ps_finish(r, NULL);
 }

@@ -517,3 +517,30 @@ def test_service_subscribers_notified(service_server):
     assert wait_event(c1, service, node, item_id='n1')[4] == 'news'
     no_event(c2, 0.5)
     no_event(d1, 0.3)
+
+
+def test_service_presence_model_uses_owner_roster(service_server):
+    """On pubsub.<host>, presence and roster access look at the roster of
+    the node's local owners."""
+    srv = service_server
+    service = 'pubsub.localhost'
+    (alice, apw), (bob, bpw), (carol, cpw) = users(srv, 3, 'pq')
+    subscribe_both(srv, alice, bob)
+    a = srv.login(alice, apw)
+    node = 'friends-' + alice
+    r = a.iq('set', "<pubsub xmlns='%s'><create node='%s'/><configure><x "
+             "xmlns='%s' type='submit'><field var='FORM_TYPE' type='hidden'>"
+             "<value>%s#node_config</value></field><field "
+             "var='pubsub#access_model'><value>presence</value></field></x>"
+             "</configure></pubsub>" % (NS_PUBSUB, node, NS_XDATA, NS_PUBSUB),
+             to=service)
+    assert r.get('type') == 'result', to_str(r)
+    r = a.iq('set', "<pubsub xmlns='%s'><publish node='%s'><item id='f1'>"
+             "<x xmlns='%s'>hi</x></item></publish></pubsub>"
+             % (NS_PUBSUB, node, NS_PAYLOAD), to=service)
+    assert r.get('type') == 'result', to_str(r)
+    r = items(srv.login(bob, bpw), service, node)
+    assert r.get('type') == 'result', to_str(r)
+    assert [i.get('id') for i in r.iter('{%s}item' % NS_PUBSUB)] == ['f1']
+    r = items(srv.login(carol, cpw), service, node)
+    assert r.get('type') == 'error', to_str(r)

@@ -157,6 +157,20 @@ ps_fail_rc(struct ps_req *r, int rc, const char *type, const char *cond,
 }
 
 int
+ps_set_node(struct ps_req *r, const char *node)
+{
+	free(r->node_buf);
+	r->node_buf = NULL;
+	r->node = NULL;
+	if (node == NULL)
+		return 0;
+	if ((r->node_buf = strdup(node)) == NULL)
+		return -ENOMEM;
+	r->node = r->node_buf;
+	return 0;
+}
+
+int
 ps_no_node(struct ps_req *r)
 {
 	if (r->exists)
@@ -947,11 +961,10 @@ create_start(struct ps_req *r)
 	if (r->node == NULL) { /* instant node (§8.1.2) */
 		char buf[32];
 		ps_random_id(buf, sizeof(buf));
-		if ((r->node_buf = strdup(buf)) == NULL) {
+		if (ps_set_node(r, buf) < 0) {
 			ps_nomem(r);
 			return;
 		}
-		r->node = r->node_buf;
 	}
 	r->create = 1;
 	ps_config_default(&r->newcfg, r->e->pep);
@@ -1205,7 +1218,10 @@ ps_req_start(struct ps_req *r, const struct pgn_xml *ps, int set)
 			ps_fail(r, "modify", "bad-request", NULL, NULL);
 		return;
 	}
-	r->node = pgn_xml_attr(r->el, "node");
+	if (ps_set_node(r, pgn_xml_attr(r->el, "node")) < 0) {
+		ps_nomem(r);
+		return;
+	}
 	if (r->node != NULL &&
 	    (r->node[0] == '\0' || strlen(r->node) > PS_MAX_NAME)) {
 		ps_fail(r, "modify", "bad-request", "nodeid-required", NULL);

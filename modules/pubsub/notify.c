@@ -14,8 +14,9 @@
  *   Generic service: the subscriptions of the node (state subscribed),
  *   addressed as subscribed, except outcasts; the recipient's own
  *   blocking applies when the router delivers it.
- * The last item of each node (XEP-0163 §4.3.3?  §6.1.7 of XEP-0060:
- * send_last_published_item) goes to a session when it becomes available
+ * The last item of each node (XEP-0163 §4, presence-based delivery;
+ * XEP-0060 pubsub#send_last_published_item) goes to a session when it
+ * becomes available
  * ("initial-presence") or when its caps become known or change later
  * (the caps service's watch): one store read per MAX_OWNERS_PER_QUERY
  * owners (the contacts whose presence it sees, and itself), for only the

@@ -16,9 +16,9 @@
  *   blocking applies when the router delivers it.
  * The last item of each node (XEP-0163 §4, presence-based delivery;
  * XEP-0060 pubsub#send_last_published_item) goes to a session when it
- * becomes available
- * ("initial-presence") or when its caps become known or change later
- * (the caps service's watch): one store read per MAX_OWNERS_PER_QUERY
+ * becomes available ("initial-presence") or when its caps become known
+ * or change later (the caps service's watch): one store read per
+ * MAX_OWNERS_PER_QUERY
  * owners (the contacts whose presence it sees, and itself), for only the
  * nodes whose +notify it announces.
  *

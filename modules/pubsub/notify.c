@@ -22,6 +22,8 @@
  * owners (the contacts whose presence it sees, and itself), for only the
  * nodes whose +notify it announces.
  *
+ * A new subscription gets the node's last item (ps_notify_subscribed).
+ *
  * Every delivery runs the same small chain, each step answered at once
  * from memory in the usual case (the owner online) and after one store
  * read otherwise: access -> the owner blocks the contact? -> the contact
@@ -152,6 +154,7 @@ service_of(struct ps_engine *e, const char *bare, const char *name, void **inst)
 /* What the caller already knows of the requester in the owner's roster
  * (PEP fan-out: the contacts list). */
 struct known {
+	int admitted;	    /* the engine decided already */
 	int presence;	    /* has a subscription from/both */
 	const char *groups; /* its groups, or NULL: not known */
 };
@@ -287,7 +290,7 @@ access_decide(struct ps_engine *e, const struct ps_node_ref *n,
 		return 0;
 	}
 	/* Publish-only may publish, not see (XEP-0060 §4.1). */
-	if (aff == PS_AFF_OWNER ||
+	if ((known != NULL && known->admitted) || aff == PS_AFF_OWNER ||
 	    (aff >= PS_AFF_MEMBER && aff != PS_AFF_PUBLISH_ONLY) ||
 	    c->access_model == PS_ACCESS_OPEN) {
 		fn(0, 1, arg);
@@ -524,8 +527,7 @@ send_sessions(struct job *j, const char *bare)
 	return n;
 }
 
-/* ---- one delivery: access, blocking, send ---------------------------------
- */
+/* ---- one delivery: access, blocking, send -------------------------------- */
 
 struct delivery {
 	struct job *j;
@@ -648,8 +650,7 @@ fail:
 	pgn_log(PGN_LOG_WARN, "pubsub: out of memory notifying %s", jid);
 }
 
-/* ---- the fan-out of a change ----------------------------------------------
- */
+/* ---- the fan-out of a change --------------------------------------------- */
 
 static enum ps_affiliation
 job_aff(const struct job *j, const char *jid)
@@ -681,7 +682,7 @@ deliver_all(struct job *j)
 		send_sessions(j, j->service);
 		for (size_t i = 0; i < j->ncontacts; i++) {
 			const struct contact *c = &j->contacts[i];
-			struct known k = {1, c->groups};
+			struct known k = {.presence = 1, .groups = c->groups};
 			/* Only local accounts online can be interested. */
 			if (pgn_user_sessions(srv, c->jid) == NULL)
 				continue;
@@ -886,8 +887,7 @@ event_item(struct pgn_xml *items, const char *id, const struct pgn_xml *src,
 	return 0;
 }
 
-/* ---- the engine's calls ---------------------------------------------------
- */
+/* ---- the engine's calls -------------------------------------------------- */
 
 void
 ps_notify_publish(struct ps_engine *e, const struct ps_node_ref *n,
@@ -981,8 +981,7 @@ ps_notify_config(struct ps_engine *e, const struct ps_node_ref *n)
 	fan_out(e, n, ev);
 }
 
-/* ---- last items (XEP-0163 §4.3; XEP-0060 send_last_published_item) --------
- */
+/* ---- last items (XEP-0163 §4; XEP-0060 send_last_published_item) ------- */
 
 /* A session that became interested: its id, bare JID and the nodes it
  * wants notifications of (not yet covered by its earlier caps). */
@@ -1034,7 +1033,7 @@ on_last_rows(uint64_t owner, void *arg, const struct pgn_store_result *res)
 		struct pgn_xml *ev = NULL, *items;
 		struct job *j;
 		int aff = affname != NULL ? ps_affiliation_parse(affname) : 0;
-		struct known k = {1, NULL};
+		struct known k = {.presence = 1};
 
 		if (id == NULL || service == NULL || node == NULL ||
 		    config == NULL || item_id == NULL)
@@ -1219,8 +1218,91 @@ on_caps(struct pgn_session *s, const char *old, const char *features, void *arg)
 		last_items(e, s, old);
 }
 
-/* ---- setup -----------------------------------------------------------------
- */
+/* ---- last item on subscription (XEP-0060 §6.1.7) ------------------------ */
+
+struct subq {
+	struct ps_engine *e;
+	char *service, *node, *jid;
+	int64_t node_id;
+	struct ps_config cfg;
+};
+
+static void
+subq_free(struct subq *q)
+{
+	free(q->service);
+	free(q->node);
+	free(q->jid);
+	ps_config_clear(&q->cfg);
+	free(q);
+}
+
+static void
+on_sub_last(uint64_t owner, void *arg, const struct pgn_store_result *res)
+{
+	struct subq *q = arg;
+	const char *id = res->nrows > 0 ? pgn_store_value(res, 0, 0) : NULL;
+	const char *payload =
+		res->nrows > 0 ? pgn_store_value(res, 0, 1) : NULL;
+	struct pgn_xml *ev = NULL, *items;
+	struct known k = {.admitted = 1};
+	struct job *j;
+
+	(void)owner;
+	if (res->error != 0)
+		pgn_log(PGN_LOG_WARN, "pubsub: last item of %s %s: %s",
+			q->service, q->node, res->errmsg);
+	if (id == NULL)
+		goto out;
+	if ((ev = event_new("items", q->node, &items)) == NULL ||
+	    event_item(items, id, NULL, payload != NULL ? payload : "",
+		       q->cfg.deliver_payloads) < 0) {
+		pgn_xml_free(ev);
+		goto out;
+	}
+	if ((j = job_new(q->e, q->service, q->node, q->node_id, &q->cfg, ev)) ==
+	    NULL)
+		goto out;
+	/* Addressed as subscribed; blocking still applies (PEP). */
+	delivery_start(j, q->jid, 1, PS_AFF_NONE, &k);
+	job_unref(j);
+out:
+	subq_free(q);
+}
+
+void
+ps_notify_subscribed(struct ps_engine *e, const struct ps_node_ref *n,
+		     const char *jid)
+{
+	struct subq *q;
+	char id[32];
+	const char *params[1] = {id};
+
+	if (n->config->send_last_published_item == PS_SEND_LAST_NEVER ||
+	    !n->config->deliver_notifications)
+		return;
+	if ((q = calloc(1, sizeof(*q))) == NULL ||
+	    (q->service = strdup(n->service)) == NULL ||
+	    (q->node = strdup(n->node)) == NULL ||
+	    (q->jid = strdup(jid)) == NULL ||
+	    ps_config_copy(&q->cfg, n->config) != 0)
+		goto fail;
+	q->e = e;
+	q->node_id = n->id;
+	snprintf(id, sizeof(id), "%" PRId64, n->id);
+	if (pgn_store_query(e->store,
+			    "SELECT item_id, payload FROM pubsub_item WHERE "
+			    "node_id = $1 ORDER BY ts DESC LIMIT 1",
+			    1, params, 0, on_sub_last, q) < 0)
+		goto fail;
+	return;
+fail:
+	pgn_log(PGN_LOG_WARN, "pubsub: no last item for %s (memory)", jid);
+	if (q != NULL)
+		subq_free(q);
+}
+
+/* ---- setup --------------------------------------------------------------- */
 
 int
 ps_notify_init(struct ps_engine *e)

@@ -491,6 +491,39 @@ def test_service_subscribers_notified(service_server):
     no_event(d1, 0.3)
 
 
+def test_service_last_item_on_subscription(service_server):
+    """XEP-0060 §6.1.7: with send_last_published_item on_sub the new
+    subscriber gets the newest item; with never (the default) nothing."""
+    srv = service_server
+    service = 'pubsub.localhost'
+    (alice, apw), (bob, bpw) = users(srv, 2, 'pt')
+    a = srv.login(alice, apw)
+    b1 = online(srv, bob, bpw, None, 'b1')
+    for node, send_last in (('onsub-' + alice, 'on_sub'),
+                            ('never-' + alice, 'never')):
+        r = a.iq('set', "<pubsub xmlns='%s'><create node='%s'/><configure><x "
+                 "xmlns='%s' type='submit'><field var='FORM_TYPE' "
+                 "type='hidden'><value>%s#node_config</value></field><field "
+                 "var='pubsub#send_last_published_item'><value>%s</value>"
+                 "</field></x></configure></pubsub>"
+                 % (NS_PUBSUB, node, NS_XDATA, NS_PUBSUB, send_last), to=service)
+        assert r.get('type') == 'result', to_str(r)
+        for item in ('old', 'new'):
+            r = a.iq('set', "<pubsub xmlns='%s'><publish node='%s'><item id='%s'>"
+                     "<x xmlns='%s'>%s</x></item></publish></pubsub>"
+                     % (NS_PUBSUB, node, item, NS_PAYLOAD, item), to=service)
+            assert r.get('type') == 'result', to_str(r)
+    r = b1.iq('set', "<pubsub xmlns='%s'><subscribe node='never-%s' jid='%s'/>"
+              "</pubsub>" % (NS_PUBSUB, alice, b1.jid), to=service)
+    assert r.get('type') == 'result', to_str(r)
+    no_event(b1, 0.5)
+    r = b1.iq('set', "<pubsub xmlns='%s'><subscribe node='onsub-%s' jid='%s'/>"
+              "</pubsub>" % (NS_PUBSUB, alice, b1.jid), to=service)
+    assert r.get('type') == 'result', to_str(r)
+    assert wait_event(b1, service, 'onsub-' + alice)[3] == 'new'
+    no_event(b1, 0.5)
+
+
 def test_service_presence_model_uses_owner_roster(service_server):
     """On pubsub.<host>, presence and roster access look at the roster of
     the node's local owners."""

@@ -991,6 +991,7 @@ subscribed(uint64_t owner, void *arg, const struct pgn_store_result *res)
 {
 	struct ps_req *r = arg;
 	struct pgn_xml *ans, *s;
+	struct ps_node_ref n;
 	const char *subid;
 
 	(void)owner;
@@ -1007,6 +1008,8 @@ subscribed(uint64_t owner, void *arg, const struct pgn_store_result *res)
 		ps_nomem(r);
 		return;
 	}
+	n = ps_ref(r);
+	ps_notify_subscribed(r->e, &n, r->sub_jid);
 	ps_finish(r, ans);
 }
 

@@ -199,6 +199,13 @@ typedef void (*ps_access_fn)(int err, int allowed, void *arg);
 int ps_access_check(struct ps_engine *e, const struct ps_node_ref *n,
 		    const char *requester, enum ps_affiliation aff,
 		    ps_access_fn fn, void *arg);
+/* A subscription of jid (as subscribed) to n was written (access
+ * checked): it gets the node's last item unless
+ * pubsub#send_last_published_item is never (XEP-0060 §6.1.7). */
+void ps_notify_subscribed(struct ps_engine *e, const struct ps_node_ref *n,
+			  const char *jid);
+/* Notifications routed since the module loaded (for stats). */
+uint64_t ps_notify_sent(const struct ps_engine *e);
 
 /* ---- the tables (store.c) ----
  * Each call queues its SQL (0, or a negative error: cb never runs) and

@@ -14,9 +14,19 @@
  * 'vcard-temp') -> not-acceptable; a get naming more than one element ->
  * bad-request ("Bad Format" is no RFC 6120 stanza condition).
  *
+ * Bookmarks (XEP-0402 §"Compatibility", urn:xmpp:bookmarks:1#compat):
+ * with mod_pep on the host (the "pep" service of pigeon/pep.h, looked up
+ * when first needed: mod_pep may load after this module or not at all),
+ * the rooms of a private <storage xmlns='storage:bookmarks'/> are the
+ * items of the account's PEP node urn:xmpp:bookmarks:1, one per room JID,
+ * so that old (XEP-0049) and new (XEP-0402) clients of a user share them
+ * (see "Bookmarks" below).  Without mod_pep, storage:bookmarks is stored
+ * like any other namespace.
+ *
  * Options: max_size (bytes, default 65536): the serialised data of one
- * set; max_namespaces (default 100): namespaces stored per account.
- * XEP-0049 defines no disco feature, so none is advertised. */
+ * set; max_namespaces (default 100): namespaces stored per account;
+ * bookmarks_conversion (default true): the bookmarks bridge.  XEP-0049
+ * defines no disco feature, so none is advertised for it. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +34,7 @@
 
 #include "pigeon/log.h"
 #include "pigeon/module.h"
+#include "pigeon/pep.h"
 #include "pigeon/store.h"
 
 #define NS_PRIVATE "jabber:iq:private"
@@ -35,10 +46,22 @@
 /* Our namespace in the key-value store. */
 #define KV_NS "private"
 
+#define NS_BM_LEGACY "storage:bookmarks"
+#define NS_BM "urn:xmpp:bookmarks:1"
+#define NS_BM_COMPAT "urn:xmpp:bookmarks:1#compat"
+#define NS_PUBSUB "http://jabber.org/protocol/pubsub"
+#define NS_XDATA "jabber:x:data"
+/* Rooms converted per account (private max_size bounds them too). */
+#define MAX_BOOKMARKS 1000
+
 struct priv {
 	struct pgn_module *m;
 	size_t max_size;
 	unsigned long max_namespaces;
+	int conversion; /* option bookmarks_conversion */
+	/* The "pep" service once found; valid while both are loaded. */
+	const struct pgn_pep_service *pep;
+	void *pep_inst;
 };
 
 /* ---- checks -------------------------------------------------------------- */
@@ -80,6 +103,614 @@ refuse(struct pgn_event *ev, const struct pgn_xml *query)
 	return 0;
 }
 
+/* Answers the held get with data as stored (NULL: nothing stored, the
+ * element as asked, §2.3).  Frees nothing else. */
+static void
+answer_stored(struct pgn_hold *hold, const char *data)
+{
+	struct pgn_stanza *req = pgn_hold_stanza(hold);
+	struct pgn_xml *asked = pgn_xml_first_child(req->xml); /* query */
+	struct pgn_xml *q = pgn_xml_new(NS_PRIVATE, "query");
+
+	if (q == NULL)
+		goto nomem;
+	if (data == NULL) {
+		struct pgn_xml *c = pgn_xml_copy(pgn_xml_first_child(asked));
+		if (c == NULL)
+			goto nomem;
+		pgn_xml_append(q, c);
+	} else if (pgn_xml_parse_into(q, data, strlen(data)) != 0) {
+		pgn_log(PGN_LOG_WARN, "mod_private: stored data of %s does "
+				      "not parse",
+			req->to->bare);
+		pgn_xml_free(q);
+		pgn_hold_answer(hold, NULL, "wait", "internal-server-error",
+				NULL);
+		return;
+	}
+	pgn_hold_answer(hold, q, NULL, NULL, NULL);
+	return;
+nomem:
+	pgn_xml_free(q);
+	pgn_hold_answer(hold, NULL, "wait", "resource-constraint", NULL);
+}
+
+/* ---- Bookmarks: storage:bookmarks <-> urn:xmpp:bookmarks:1 ---------------
+ * XEP-0402 §"Compatibility" (the #compat feature on the account):
+ * - a private set of storage:bookmarks is stored as before, then each of
+ *   its <conference/>s becomes an item (id: the room JID) of the PEP node
+ *   urn:xmpp:bookmarks:1, published with the publish-options XEP-0402
+ *   requires (whitelist, max_items=max, persist, never send the last
+ *   item); items whose room is no longer listed are retracted; unchanged
+ *   ones are left (no notification, as the XEP says).  The set is
+ *   answered after PEP, so the next read of either protocol sees it.
+ * - a private get of storage:bookmarks is built at each read: the rooms
+ *   from the PEP items, everything else (<url/> bookmarks, which XEP-0402
+ *   has no place for) from the stored copy.  So an item a new client
+ *   publishes or retracts is seen at once, with no copy to keep in step.
+ * - until the node exists (an account with bookmarks from before mod_pep
+ *   was enabled), the stored copy is the truth: it is converted when the
+ *   user's next session starts (XEP-0411 §5's advice) and a get shows it.
+ * The engine refuses a publish to a node configured otherwise
+ * (precondition-not-met): then nothing is converted, as XEP-0411 §6
+ * requires when the node would not be the user's alone. */
+
+static int
+truthy(const char *v)
+{
+	return v != NULL && (strcmp(v, "true") == 0 || strcmp(v, "1") == 0);
+}
+
+static int
+is(const struct pgn_xml *e, const char *ns, const char *name)
+{
+	const char *ens = pgn_xml_ns(e);
+	return ens != NULL && strcmp(ens, ns) == 0 &&
+	       strcmp(pgn_xml_name(e), name) == 0;
+}
+
+/* Adds <name xmlns='ns'>text of from</name> to parent.  0 or -ENOMEM. */
+static int
+copy_text_child(struct pgn_xml *parent, const char *ns, const char *name,
+		const struct pgn_xml *from)
+{
+	struct pgn_xml *c = pgn_xml_add_child(parent, ns, name);
+	char *t = pgn_xml_text(from);
+	int rc = -ENOMEM;
+
+	if (c != NULL && t != NULL)
+		rc = pgn_xml_add_text(c, t, strlen(t));
+	free(t);
+	return rc;
+}
+
+/* A legacy <conference jid=.../> as the XEP-0402 item
+ *   <item id=jid><conference xmlns=NS_BM name autojoin><nick/><password/>
+ *   <extensions>(any other child)</extensions></conference></item>
+ * (pubsub namespace; caller frees).  NULL: no jid (*nomem 0) or out of
+ * memory (*nomem 1). */
+static struct pgn_xml *
+bm_item_from_legacy(const struct pgn_xml *lc, int *nomem)
+{
+	const char *jid = pgn_xml_attr(lc, "jid");
+	const char *name = pgn_xml_attr(lc, "name");
+	struct pgn_xml *item, *c, *ext = NULL;
+
+	*nomem = 0;
+	if (jid == NULL || jid[0] == '\0')
+		return NULL;
+	*nomem = 1;
+	if ((item = pgn_xml_new(NS_PUBSUB, "item")) == NULL ||
+	    pgn_xml_set_attr(item, "id", jid) != 0 ||
+	    (c = pgn_xml_add_child(item, NS_BM, "conference")) == NULL ||
+	    (name != NULL && pgn_xml_set_attr(c, "name", name) != 0) ||
+	    (truthy(pgn_xml_attr(lc, "autojoin")) &&
+	     pgn_xml_set_attr(c, "autojoin", "true") != 0))
+		goto fail;
+	/* XEP-0402's schema: nick, password, extensions, in that order. */
+	for (const char *const *n = (const char *const[]){ "nick", "password",
+							   NULL };
+	     *n != NULL; n++) {
+		struct pgn_xml *e = pgn_xml_child(lc, NS_BM_LEGACY, *n);
+		if (e != NULL && copy_text_child(c, NS_BM, *n, e) != 0)
+			goto fail;
+	}
+	for (struct pgn_xml *e = pgn_xml_first_child(lc); e != NULL;
+	     e = pgn_xml_next(e)) {
+		struct pgn_xml *copy;
+		if (is(e, NS_BM_LEGACY, "nick") ||
+		    is(e, NS_BM_LEGACY, "password"))
+			continue;
+		if (ext == NULL &&
+		    (ext = pgn_xml_add_child(c, NS_BM, "extensions")) == NULL)
+			goto fail;
+		if ((copy = pgn_xml_copy(e)) == NULL)
+			goto fail;
+		pgn_xml_append(ext, copy);
+	}
+	*nomem = 0;
+	return item;
+fail:
+	pgn_xml_free(item);
+	return NULL;
+}
+
+/* The XEP-0402 item as a legacy <conference/> (caller frees); NULL when
+ * it is no bookmark (*nomem 0) or out of memory (*nomem 1). */
+static struct pgn_xml *
+bm_legacy_from_item(const struct pgn_xml *item, int *nomem)
+{
+	const char *jid = pgn_xml_attr(item, "id");
+	struct pgn_xml *c = pgn_xml_child(item, NS_BM, "conference");
+	struct pgn_xml *lc, *ext;
+	const char *name;
+
+	*nomem = 0;
+	if (jid == NULL || c == NULL)
+		return NULL;
+	*nomem = 1;
+	name = pgn_xml_attr(c, "name");
+	if ((lc = pgn_xml_new(NS_BM_LEGACY, "conference")) == NULL ||
+	    pgn_xml_set_attr(lc, "jid", jid) != 0 ||
+	    (name != NULL && pgn_xml_set_attr(lc, "name", name) != 0) ||
+	    pgn_xml_set_attr(lc, "autojoin",
+			     truthy(pgn_xml_attr(c, "autojoin")) ? "true"
+								  : "false"))
+		goto fail;
+	for (const char *const *n = (const char *const[]){ "nick", "password",
+							   NULL };
+	     *n != NULL; n++) {
+		struct pgn_xml *e = pgn_xml_child(c, NS_BM, *n);
+		if (e != NULL && copy_text_child(lc, NS_BM_LEGACY, *n, e) != 0)
+			goto fail;
+	}
+	ext = pgn_xml_child(c, NS_BM, "extensions");
+	for (struct pgn_xml *e = ext != NULL ? pgn_xml_first_child(ext) : NULL;
+	     e != NULL; e = pgn_xml_next(e)) {
+		struct pgn_xml *copy = pgn_xml_copy(e);
+		if (copy == NULL)
+			goto fail;
+		pgn_xml_append(lc, copy);
+	}
+	*nomem = 0;
+	return lc;
+fail:
+	pgn_xml_free(lc);
+	return NULL;
+}
+
+/* An existing item in the form bm_item_from_legacy would give it, as
+ * text, to tell "unchanged" whatever attribute spelling the client used
+ * (caller frees); NULL: not a bookmark, or out of memory. */
+static char *
+bm_canonical(const struct pgn_xml *item)
+{
+	int nomem;
+	struct pgn_xml *lc = bm_legacy_from_item(item, &nomem), *again;
+	char *s = NULL;
+
+	if (lc == NULL)
+		return NULL;
+	if ((again = bm_item_from_legacy(lc, &nomem)) != NULL)
+		s = pgn_xml_to_string(again, NS_PUBSUB);
+	pgn_xml_free(again);
+	pgn_xml_free(lc);
+	return s;
+}
+
+/* The "pep" service, or NULL without mod_pep (or with the bridge off);
+ * found lazily since mod_pep may load after this module.  Sessions start
+ * only once every module is loaded, so the first one settles it. */
+static const struct pgn_pep_service *
+pep_lookup(struct priv *pv)
+{
+	const struct pgn_pep_service *pep;
+	void *inst = NULL;
+
+	if (!pv->conversion)
+		return NULL;
+	if (pv->pep != NULL)
+		return pv->pep;
+	pep = pgn_host_service(pgn_module_host(pv->m), PGN_PEP_SERVICE, &inst);
+	if (pep == NULL)
+		return NULL;
+	/* XEP-0402: announced on the account. */
+	if (pgn_module_add_account_feature(pv->m, NS_BM_COMPAT) < 0)
+		return NULL; /* out of memory: tried again next time */
+	pv->pep = pep;
+	pv->pep_inst = inst;
+	return pep;
+}
+
+/* XEP-0402 §"Publishing": the node's options, as publish-options. */
+static struct pgn_xml *
+bm_options(void)
+{
+	static const char *const fields[][2] = {
+		{ "FORM_TYPE",
+		  "http://jabber.org/protocol/pubsub#publish-options" },
+		{ "pubsub#persist_items", "true" },
+		{ "pubsub#max_items", "max" },
+		{ "pubsub#send_last_published_item", "never" },
+		{ "pubsub#access_model", "whitelist" },
+	};
+	struct pgn_xml *x = pgn_xml_new(NS_XDATA, "x"), *f, *v;
+
+	if (x == NULL || pgn_xml_set_attr(x, "type", "submit") != 0)
+		goto fail;
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+		if ((f = pgn_xml_add_child(x, NS_XDATA, "field")) == NULL ||
+		    pgn_xml_set_attr(f, "var", fields[i][0]) != 0 ||
+		    (i == 0 && pgn_xml_set_attr(f, "type", "hidden") != 0) ||
+		    (v = pgn_xml_add_child(f, NS_XDATA, "value")) == NULL ||
+		    pgn_xml_add_text(v, fields[i][1], strlen(fields[i][1])) != 0)
+			goto fail;
+	}
+	return x;
+fail:
+	pgn_xml_free(x);
+	return NULL;
+}
+
+/* One conversion of a legacy list to the node. */
+struct bm_sync {
+	struct priv *pv;
+	struct pgn_hold *hold; /* the private set, or NULL (at login) */
+	char *bare;
+	struct pgn_xml *legacy; /* a wrapper around the <storage/>s */
+	int only_new;           /* at login: only while there is no node */
+	size_t pending;         /* PEP requests out, +1 while issuing */
+	int refused;            /* precondition-not-met seen */
+};
+
+static void
+bm_sync_free(struct bm_sync *bs)
+{
+	if (bs == NULL)
+		return;
+	free(bs->bare);
+	pgn_xml_free(bs->legacy);
+	free(bs);
+}
+
+static void
+bm_sync_finish(struct bm_sync *bs)
+{
+	if (bs->refused)
+		pgn_log(PGN_LOG_INFO, "mod_private: the bookmarks node of %s "
+				      "is not configured as XEP-0402 says: "
+				      "bookmarks not converted",
+			bs->bare);
+	/* The private data is stored whatever PEP said. */
+	if (bs->hold != NULL)
+		pgn_hold_answer(bs->hold, NULL, NULL, NULL, NULL);
+	bm_sync_free(bs);
+}
+
+static void
+bm_op_done(int err, void *arg)
+{
+	struct bm_sync *bs = arg;
+
+	if (err == -EACCES)
+		bs->refused = 1;
+	else if (err != 0 && err != -ENOENT)
+		pgn_log(PGN_LOG_WARN, "mod_private: converting the bookmarks "
+				      "of %s: %s",
+			bs->bare, strerror(-err));
+	if (--bs->pending == 0)
+		bm_sync_finish(bs);
+}
+
+/* The wanted items (one per room, first one wins), in *out (caller
+ * frees each); 0 or -ENOMEM. */
+static int
+bm_wanted(const struct pgn_xml *legacy, struct pgn_xml **out, size_t *n)
+{
+	*n = 0;
+	for (struct pgn_xml *st = pgn_xml_first_child(legacy); st != NULL;
+	     st = pgn_xml_next(st)) {
+		if (!is(st, NS_BM_LEGACY, "storage"))
+			continue;
+		for (struct pgn_xml *lc = pgn_xml_first_child(st); lc != NULL;
+		     lc = pgn_xml_next(lc)) {
+			struct pgn_xml *item;
+			const char *id;
+			size_t j;
+			int nomem;
+
+			if (!is(lc, NS_BM_LEGACY, "conference"))
+				continue;
+			if (*n == MAX_BOOKMARKS)
+				return 0;
+			if ((item = bm_item_from_legacy(lc, &nomem)) == NULL) {
+				if (nomem)
+					return -ENOMEM;
+				continue;
+			}
+			id = pgn_xml_attr(item, "id");
+			for (j = 0; j < *n; j++)
+				if (strcmp(pgn_xml_attr(out[j], "id"), id) == 0)
+					break;
+			if (j < *n) {
+				pgn_xml_free(item);
+				continue;
+			}
+			out[(*n)++] = item;
+		}
+	}
+	return 0;
+}
+
+/* Whether existing (the node's items) holds wanted unchanged. */
+static int
+bm_unchanged(const struct pgn_xml *wanted, size_t n,
+	     const struct pgn_xml *const *existing)
+{
+	const char *id = pgn_xml_attr(wanted, "id");
+	char *a, *b;
+	int same;
+
+	for (size_t i = 0; i < n; i++) {
+		const char *eid = pgn_xml_attr(existing[i], "id");
+		if (eid == NULL || strcmp(eid, id) != 0)
+			continue;
+		a = pgn_xml_to_string(wanted, NS_PUBSUB);
+		b = bm_canonical(existing[i]);
+		same = a != NULL && b != NULL && strcmp(a, b) == 0;
+		free(a);
+		free(b);
+		return same;
+	}
+	return 0;
+}
+
+static void
+bm_sync_items(int err, size_t n, const struct pgn_xml *const *items,
+	      void *arg)
+{
+	struct bm_sync *bs = arg;
+	struct priv *pv = bs->pv;
+	struct pgn_xml **wanted = NULL, *options = NULL;
+	size_t nw = 0;
+
+	if (err == -ENOENT)
+		n = 0; /* no node yet: the publish creates it */
+	else if (err != 0) {
+		pgn_log(PGN_LOG_WARN, "mod_private: reading the bookmarks of "
+				      "%s failed: %s",
+			bs->bare, strerror(-err));
+		goto done;
+	} else if (bs->only_new)
+		goto done; /* converted before */
+	if ((wanted = calloc(MAX_BOOKMARKS, sizeof(*wanted))) == NULL ||
+	    bm_wanted(bs->legacy, wanted, &nw) < 0 ||
+	    (options = bm_options()) == NULL) {
+		pgn_log(PGN_LOG_WARN, "mod_private: converting the bookmarks "
+				      "of %s: out of memory",
+			bs->bare);
+		goto done;
+	}
+	bs->pending = 1; /* held while issuing */
+	for (size_t i = 0; i < nw; i++) {
+		if (bm_unchanged(wanted[i], n, items))
+			continue;
+		bs->pending++;
+		if (pv->pep->publish(pv->pep_inst, bs->bare, NS_BM, wanted[i],
+				     options, bm_op_done, bs) < 0)
+			bm_op_done(-ENOMEM, bs);
+	}
+	for (size_t i = 0; i < n; i++) {
+		const char *id = pgn_xml_attr(items[i], "id");
+		size_t j = 0;
+		if (id == NULL)
+			continue;
+		while (j < nw && strcmp(pgn_xml_attr(wanted[j], "id"), id) != 0)
+			j++;
+		if (j < nw)
+			continue;
+		bs->pending++;
+		if (pv->pep->retract(pv->pep_inst, bs->bare, NS_BM, id,
+				     bm_op_done, bs) < 0)
+			bm_op_done(-ENOMEM, bs);
+	}
+	for (size_t i = 0; i < nw; i++)
+		pgn_xml_free(wanted[i]);
+	free(wanted);
+	pgn_xml_free(options);
+	bm_op_done(0, bs); /* the issuing token */
+	return;
+done:
+	if (wanted != NULL)
+		for (size_t i = 0; i < nw; i++)
+			pgn_xml_free(wanted[i]);
+	free(wanted);
+	pgn_xml_free(options);
+	bm_sync_finish(bs);
+}
+
+/* Converts data (the stored storage:bookmarks elements) to the node of
+ * bare.  Takes hold (answered at the end; may be NULL). */
+static void
+bm_sync_start(struct priv *pv, const char *bare, const char *data,
+	      struct pgn_hold *hold, int only_new)
+{
+	struct bm_sync *bs = calloc(1, sizeof(*bs));
+
+	if (bs == NULL || (bs->bare = strdup(bare)) == NULL ||
+	    (bs->legacy = pgn_xml_new(NULL, "wrap")) == NULL ||
+	    pgn_xml_parse_into(bs->legacy, data, strlen(data)) != 0)
+		goto fail;
+	bs->pv = pv;
+	bs->hold = hold;
+	bs->only_new = only_new;
+	if (pv->pep->items(pv->pep_inst, bare, NS_BM, NULL, MAX_BOOKMARKS,
+			   bm_sync_items, bs) < 0) {
+		bs->hold = NULL;
+		goto fail;
+	}
+	return;
+fail:
+	pgn_log(PGN_LOG_WARN, "mod_private: cannot convert the bookmarks of %s",
+		bare);
+	bm_sync_free(bs);
+	if (hold != NULL)
+		pgn_hold_answer(hold, NULL, NULL, NULL, NULL);
+}
+
+/* A private get of storage:bookmarks. */
+struct bm_get {
+	struct priv *pv;
+	struct pgn_hold *hold;
+	char *stored; /* the stored copy, NULL if none */
+};
+
+static void
+bm_got_items(int err, size_t n, const struct pgn_xml *const *items,
+	     void *arg)
+{
+	struct bm_get *bg = arg;
+	struct pgn_xml *q = NULL, *storage, *wrap = NULL;
+
+	if (err == -ENOENT) {
+		answer_stored(bg->hold, bg->stored); /* not converted yet */
+		goto out;
+	}
+	if (err != 0) {
+		pgn_log(PGN_LOG_WARN, "mod_private: reading the bookmarks "
+				      "failed: %s",
+			strerror(-err));
+		pgn_hold_answer(bg->hold, NULL, "wait", "internal-server-error",
+				NULL);
+		goto out;
+	}
+	if ((q = pgn_xml_new(NS_PRIVATE, "query")) == NULL ||
+	    (storage = pgn_xml_add_child(q, NS_BM_LEGACY, "storage")) == NULL)
+		goto nomem;
+	/* What XEP-0402 does not hold (<url/>s) from the stored copy. */
+	if (bg->stored != NULL &&
+	    ((wrap = pgn_xml_new(NULL, "wrap")) == NULL ||
+	     pgn_xml_parse_into(wrap, bg->stored, strlen(bg->stored)) != 0))
+		goto nomem;
+	for (struct pgn_xml *st = wrap != NULL ? pgn_xml_first_child(wrap) : NULL;
+	     st != NULL; st = pgn_xml_next(st)) {
+		struct pgn_xml *next;
+		if (!is(st, NS_BM_LEGACY, "storage"))
+			continue;
+		for (struct pgn_xml *e = pgn_xml_first_child(st); e != NULL;
+		     e = next) {
+			next = pgn_xml_next(e);
+			if (is(e, NS_BM_LEGACY, "conference"))
+				continue;
+			pgn_xml_unlink(e);
+			pgn_xml_append(storage, e);
+		}
+	}
+	/* The rooms, oldest first as a list is read. */
+	for (size_t i = n; i-- > 0;) {
+		int nomem;
+		struct pgn_xml *lc = bm_legacy_from_item(items[i], &nomem);
+		if (lc == NULL) {
+			if (nomem)
+				goto nomem;
+			continue;
+		}
+		pgn_xml_append(storage, lc);
+	}
+	pgn_hold_answer(bg->hold, q, NULL, NULL, NULL);
+	goto out;
+nomem:
+	pgn_xml_free(q);
+	pgn_hold_answer(bg->hold, NULL, "wait", "resource-constraint", NULL);
+out:
+	pgn_xml_free(wrap);
+	free(bg->stored);
+	free(bg);
+}
+
+static void
+bm_got_stored(uint64_t owner, void *arg, int err, const char *data)
+{
+	struct bm_get *bg = arg;
+	struct priv *pv = bg->pv;
+	const char *bare;
+
+	(void)owner;
+	if (err != 0) {
+		pgn_log(PGN_LOG_WARN, "mod_private: loading failed: %s",
+			strerror(-err));
+		goto fail;
+	}
+	if (data != NULL && (bg->stored = strdup(data)) == NULL)
+		goto fail;
+	bare = pgn_hold_stanza(bg->hold)->to->bare;
+	if (pv->pep->items(pv->pep_inst, bare, NS_BM, NULL, MAX_BOOKMARKS,
+			   bm_got_items, bg) < 0)
+		goto fail;
+	return;
+fail:
+	pgn_hold_answer(bg->hold, NULL, "wait", "internal-server-error", NULL);
+	free(bg->stored);
+	free(bg);
+}
+
+/* Takes hold. */
+static void
+bm_get_start(struct priv *pv, struct pgn_hold *hold)
+{
+	struct pgn_stanza *st = pgn_hold_stanza(hold);
+	struct bm_get *bg = calloc(1, sizeof(*bg));
+
+	if (bg == NULL) {
+		pgn_hold_answer(hold, NULL, "wait", "resource-constraint",
+				NULL);
+		return;
+	}
+	bg->pv = pv;
+	bg->hold = hold;
+	if (pgn_kv_get(pgn_server_store(pgn_module_server(pv->m)), KV_NS,
+		       st->to->domain, st->to->node, NS_BM_LEGACY, 0,
+		       bm_got_stored, bg) < 0) {
+		pgn_hold_answer(hold, NULL, "wait", "internal-server-error",
+				NULL);
+		free(bg);
+	}
+}
+
+/* At login: the stored bookmarks of an account whose node does not exist
+ * yet are converted, so that XEP-0402 clients see them. */
+static void
+bm_login_got(uint64_t owner, void *arg, int err, const char *data)
+{
+	struct pgn_session *s;
+	struct priv *pv = arg;
+	const struct pgn_jid *jid;
+
+	if (err != 0 || data == NULL || strstr(data, "<conference") == NULL)
+		return;
+	s = pgn_session_find(pgn_module_server(pv->m), owner);
+	if (s == NULL || (jid = pgn_session_jid(s)) == NULL)
+		return; /* the next login does it */
+	bm_sync_start(pv, jid->bare, data, NULL, 1);
+}
+
+static int
+on_session_started(struct pgn_event *ev, void *arg)
+{
+	struct priv *pv = arg;
+	const struct pgn_jid *jid = pgn_session_jid(ev->origin);
+
+	if (jid == NULL || jid->node == NULL || pep_lookup(pv) == NULL)
+		return PGN_EVENT_PASS;
+	if (pgn_kv_get(pgn_server_store(ev->server), KV_NS, jid->domain,
+		       jid->node, NS_BM_LEGACY, pgn_session_id(ev->origin),
+		       bm_login_got, pv) < 0)
+		pgn_log(PGN_LOG_WARN, "session %llu: mod_private: cannot "
+				      "read the bookmarks",
+			(unsigned long long)pgn_session_id(ev->origin));
+	return PGN_EVENT_PASS;
+}
+
 /* ---- get ----------------------------------------------------------------- */
 
 struct get_req {
@@ -91,43 +722,16 @@ static void
 got_data(uint64_t owner, void *arg, int err, const char *data)
 {
 	struct get_req *g = arg;
-	struct pgn_stanza *req = pgn_hold_stanza(g->hold);
-	struct pgn_xml *asked = pgn_xml_first_child(req->xml); /* query */
-	struct pgn_xml *q = pgn_xml_new(NS_PRIVATE, "query");
 
 	(void)owner;
 	if (err != 0) {
 		pgn_log(PGN_LOG_WARN, "mod_private: loading failed: %s",
 			strerror(-err));
-		pgn_xml_free(q);
 		pgn_hold_answer(g->hold, NULL, "wait", "internal-server-error",
 				NULL);
-		goto out;
+	} else {
+		answer_stored(g->hold, data);
 	}
-	if (q == NULL)
-		goto nomem;
-	if (data == NULL) {
-		/* Nothing stored: the element as asked (§2.3). */
-		struct pgn_xml *c = pgn_xml_copy(pgn_xml_first_child(asked));
-		if (c == NULL)
-			goto nomem;
-		pgn_xml_append(q, c);
-	} else if (pgn_xml_parse_into(q, data, strlen(data)) != 0) {
-		pgn_log(PGN_LOG_WARN, "mod_private: stored data of %s does "
-				      "not parse",
-			req->to->bare);
-		pgn_xml_free(q);
-		pgn_hold_answer(g->hold, NULL, "wait", "internal-server-error",
-				NULL);
-		goto out;
-	}
-	pgn_hold_answer(g->hold, q, NULL, NULL, NULL);
-out:
-	free(g);
-	return;
-nomem:
-	pgn_xml_free(q);
-	pgn_hold_answer(g->hold, NULL, "wait", "resource-constraint", NULL);
 	free(g);
 }
 
@@ -146,6 +750,14 @@ on_get(struct pgn_event *ev, void *arg)
 	if (pgn_xml_next(child) != NULL) {
 		/* §2.3: one namespace per get. */
 		pgn_event_error(ev, "modify", "bad-request");
+		return PGN_EVENT_HANDLED;
+	}
+	if (is(child, NS_BM_LEGACY, "storage") && pep_lookup(pv) != NULL) {
+		struct pgn_hold *hold = pgn_event_hold(ev);
+		if (hold == NULL)
+			pgn_event_error(ev, "wait", "resource-constraint");
+		else
+			bm_get_start(pv, hold);
 		return PGN_EVENT_HANDLED;
 	}
 	g = calloc(1, sizeof(*g));
@@ -251,9 +863,21 @@ stored(uint64_t owner, void *arg, int err)
 			sr->user, sr->host, strerror(-err));
 		pgn_hold_answer(sr->hold, NULL, "wait", "internal-server-error",
 				NULL);
-	} else {
-		pgn_hold_answer(sr->hold, NULL, NULL, NULL, NULL);
+		set_req_free(sr);
+		return;
 	}
+	for (size_t i = 0; i < sr->n; i++) {
+		char bare[3072];
+		if (strcmp(sr->ns[i], NS_BM_LEGACY) != 0 ||
+		    pep_lookup(sr->pv) == NULL)
+			continue;
+		/* Stored: now the same rooms in PEP, answered after that. */
+		snprintf(bare, sizeof(bare), "%s@%s", sr->user, sr->host);
+		bm_sync_start(sr->pv, bare, sr->data[i], sr->hold, 0);
+		set_req_free(sr);
+		return;
+	}
+	pgn_hold_answer(sr->hold, NULL, NULL, NULL, NULL);
 	set_req_free(sr);
 }
 
@@ -379,6 +1003,7 @@ private_load(struct pgn_module *m)
 	pv->max_size = (size_t)pgn_module_opt_int(m, "max_size");
 	pv->max_namespaces = (unsigned long)pgn_module_opt_int(m,
 							       "max_namespaces");
+	pv->conversion = pgn_module_opt_bool(m, "bookmarks_conversion");
 	pgn_module_set_data(m, pv);
 	return 0;
 }
@@ -394,6 +1019,7 @@ static const struct pgn_module_hook_def private_hooks[] = {
 	{"iq-set/bare/" NS_PRIVATE ":query", on_set, PGN_PRIO_HANDLER},
 	{"iq-get/host/" NS_PRIVATE ":query", on_forbidden, PGN_PRIO_HANDLER},
 	{"iq-set/host/" NS_PRIVATE ":query", on_forbidden, PGN_PRIO_HANDLER},
+	{"session-started", on_session_started, PGN_PRIO_HANDLER},
 	{NULL, NULL, 0},
 };
 
@@ -403,6 +1029,8 @@ static const struct pgn_module_opt private_options[] = {
 	{ .name = "max_namespaces", .type = PGN_OPT_INT, .def = "100",
 	  .min = 1, .max = MAX_MAX_NAMESPACES,
 	  .doc = "namespaces stored per account" },
+	{ .name = "bookmarks_conversion", .type = PGN_OPT_BOOL, .def = "true",
+	  .doc = "XEP-0402 #compat: storage:bookmarks <-> PEP (with mod_pep)" },
 	{ .name = NULL },
 };
 

@@ -361,6 +361,10 @@ struct bm_sync {
 	int only_new;           /* at login: only while there is no node */
 	size_t pending;         /* PEP requests out, +1 while issuing */
 	int refused;            /* precondition-not-met seen */
+	/* The rooms to retract once every publish is done (none is when
+	 * one was refused: all or nothing). */
+	size_t nretract;
+	char **retract;
 };
 
 static void
@@ -368,6 +372,9 @@ bm_sync_free(struct bm_sync *bs)
 {
 	if (bs == NULL)
 		return;
+	for (size_t i = 0; i < bs->nretract; i++)
+		free(bs->retract[i]);
+	free(bs->retract);
 	free(bs->bare);
 	pgn_xml_free(bs->legacy);
 	free(bs);
@@ -387,6 +394,30 @@ bm_sync_finish(struct bm_sync *bs)
 	bm_sync_free(bs);
 }
 
+static void bm_op_done(int err, void *arg);
+
+/* Second phase: the retractions. */
+static void
+bm_retract_all(struct bm_sync *bs)
+{
+	struct priv *pv = bs->pv;
+	size_t n = bs->nretract;
+
+	bs->nretract = 0; /* the phase runs once */
+	bs->pending = 1;  /* held while issuing */
+	for (size_t i = 0; i < n; i++) {
+		if (!bs->refused) {
+			bs->pending++;
+			if (pv->pep->retract(pv->pep_inst, bs->bare, NS_BM,
+					     bs->retract[i], bm_op_done,
+					     bs) < 0)
+				bm_op_done(-ENOMEM, bs);
+		}
+		free(bs->retract[i]);
+	}
+	bm_op_done(0, bs);
+}
+
 static void
 bm_op_done(int err, void *arg)
 {
@@ -398,7 +429,11 @@ bm_op_done(int err, void *arg)
 		pgn_log(PGN_LOG_WARN, "mod_private: converting the bookmarks "
 				      "of %s: %s",
 			bs->bare, strerror(-err));
-	if (--bs->pending == 0)
+	if (--bs->pending > 0)
+		return;
+	if (bs->nretract > 0)
+		bm_retract_all(bs);
+	else
 		bm_sync_finish(bs);
 }
 
@@ -491,15 +526,9 @@ bm_sync_items(int err, size_t n, const struct pgn_xml *const *items,
 			bs->bare);
 		goto done;
 	}
-	bs->pending = 1; /* held while issuing */
-	for (size_t i = 0; i < nw; i++) {
-		if (bm_unchanged(wanted[i], n, items))
-			continue;
-		bs->pending++;
-		if (pv->pep->publish(pv->pep_inst, bs->bare, NS_BM, wanted[i],
-				     options, bm_op_done, bs) < 0)
-			bm_op_done(-ENOMEM, bs);
-	}
+	/* The rooms no longer listed, retracted after the publishes. */
+	if (n > 0 && (bs->retract = calloc(n, sizeof(*bs->retract))) == NULL)
+		goto nomem;
 	for (size_t i = 0; i < n; i++) {
 		const char *id = pgn_xml_attr(items[i], "id");
 		size_t j = 0;
@@ -509,9 +538,17 @@ bm_sync_items(int err, size_t n, const struct pgn_xml *const *items,
 			j++;
 		if (j < nw)
 			continue;
+		if ((bs->retract[bs->nretract] = strdup(id)) == NULL)
+			goto nomem;
+		bs->nretract++;
+	}
+	bs->pending = 1; /* held while issuing */
+	for (size_t i = 0; i < nw; i++) {
+		if (bm_unchanged(wanted[i], n, items))
+			continue;
 		bs->pending++;
-		if (pv->pep->retract(pv->pep_inst, bs->bare, NS_BM, id,
-				     bm_op_done, bs) < 0)
+		if (pv->pep->publish(pv->pep_inst, bs->bare, NS_BM, wanted[i],
+				     options, bm_op_done, bs) < 0)
 			bm_op_done(-ENOMEM, bs);
 	}
 	for (size_t i = 0; i < nw; i++)
@@ -520,6 +557,10 @@ bm_sync_items(int err, size_t n, const struct pgn_xml *const *items,
 	pgn_xml_free(options);
 	bm_op_done(0, bs); /* the issuing token */
 	return;
+nomem:
+	pgn_log(PGN_LOG_WARN, "mod_private: converting the bookmarks of %s: "
+			      "out of memory",
+		bs->bare);
 done:
 	if (wanted != NULL)
 		for (size_t i = 0; i < nw; i++)

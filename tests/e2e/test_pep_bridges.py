@@ -37,8 +37,9 @@ def image(n=600):
 
 @pytest.fixture(scope='module')
 def pep_server(basedir, certs, driver):
-    """A server with mod_pep, loaded after mod_vcard and mod_private (they
-    find the service when the first session starts)."""
+    """A server with mod_pep (a default module now; said here since the
+    tests need it), loaded after mod_vcard and mod_private: they find the
+    service when the first session starts."""
     srv = Server(basedir, certs, driver, name='bridges-' + driver,
                  modules={'mod_pep': {}})
     try:
@@ -141,10 +142,12 @@ def vcard_xml(fn, photo=None, mime='image/png'):
     return "<vCard xmlns='vcard-temp'><FN>%s</FN>%s</vCard>" % (escape(fn), p)
 
 
-def presence_hash(c, jid, timeout=10.0):
-    """The XEP-0153 photo of the next available presence from jid."""
+def presence_hash(c, jid, show=None, timeout=10.0):
+    """The XEP-0153 photo of the next available presence from jid (with
+    that <show/>: earlier ones may still be waiting to be read)."""
     p = c.recv_until(lambda e: local(e.tag) == 'presence'
-                     and e.get('from') == jid and e.get('type') is None,
+                     and e.get('from') == jid and e.get('type') is None
+                     and e.findtext('{jabber:client}show') == show,
                      timeout, what='available presence from %s' % jid)
     photo = p.find('{%s}x/{%s}photo' % (NS_UPDATE, NS_UPDATE))
     return None if photo is None else (photo.text or '').strip()
@@ -188,7 +191,7 @@ def test_pep_avatar_becomes_vcard_photo_and_presence_hash(pep_server):
     a.presence()
     assert presence_hash(b, a.jid) == sha
     b.presence('<show>away</show>')
-    assert presence_hash(a, b.jid) == sha
+    assert presence_hash(a, b.jid, 'away') == sha
     # another user reads the photo through vcard-temp (XEP-0153)
     other, opw = srv.new_user(prefix='pb')
     o = srv.login(other, opw)
@@ -209,7 +212,9 @@ def test_pep_avatar_disabled_and_bad_data(pep_server):
     wait_for(lambda: vcard_photo(a) is not None, 'the vCard photo')
     publish(a, NS_META, "<metadata xmlns='%s'/>" % NS_META)
     wait_for(lambda: vcard_photo(a) is None, 'the photo removed')
-    a.presence()
+    # a stale hash from the client: replaced by "no photo"
+    a.presence("<x xmlns='%s'><photo>%s</photo></x>"
+               % (NS_UPDATE, hashlib.sha1(img).hexdigest()))
     assert presence_hash(b, a.jid) == ''
     # an id that is not the SHA-1 of the data: not copied
     wrong = 'ab' * 20
@@ -257,8 +262,8 @@ def test_vcard_photo_published_to_pep(pep_server):
     assert info[0].get('bytes') == str(len(img))
     assert info[0].get('type') == 'image/png'
     # the presence hash at once, in the other session too
-    b.presence()
-    assert presence_hash(a, b.jid) == sha
+    a.presence('<show>xa</show>')
+    assert presence_hash(b, a.jid, 'xa') == sha
     # the same photo again (a new FN): nothing republished
     before = item_ts(srv, name, NS_META)
     assert set(before) == {sha}
@@ -273,8 +278,9 @@ def test_vcard_photo_published_to_pep(pep_server):
              and len(i.find('{%s}metadata' % NS_META)) == 0]
     assert empty, [to_str(i) for i in meta.values()]
     assert vcard_photo(a) is None
-    b.presence()
-    assert presence_hash(a, b.jid) == ''
+    a.presence("<show>dnd</show><x xmlns='%s'><photo>%s</photo></x>"
+               % (NS_UPDATE, sha))
+    assert presence_hash(b, a.jid, 'dnd') == ''
     if LOG_LEVEL == 'debug':
         time.sleep(0.5)
         # our own publishes did not come back into the vCard (no loop)
@@ -456,7 +462,7 @@ def test_bookmarks_converted_at_login_when_pep_enabled_later(make_server,
                                                              driver):
     """Bookmarks stored before mod_pep was enabled become items when the
     user next logs in (XEP-0411 §5), and stay visible to old clients."""
-    srv = make_server(driver)
+    srv = make_server(driver, modules={'mod_pep': None})
     name, pw = srv.new_user(prefix='bm')
     c = srv.login(name, pw)
     assert NS_BM_COMPAT not in account_features(c)
@@ -478,7 +484,7 @@ def test_bookmarks_converted_at_login_when_pep_enabled_later(make_server,
 def test_without_mod_pep_old_behaviour(make_server, driver):
     """No mod_pep: vCard avatars and private bookmarks as before, and no
     conversion features on the account."""
-    srv = make_server(driver)
+    srv = make_server(driver, modules={'mod_pep': None})
     name, pw = srv.new_user(prefix='np')
     a = srv.login(name, pw, resource='a')
     b = srv.login(name, pw, resource='b')
@@ -513,3 +519,18 @@ def test_conversion_options_off(make_server, driver):
     assert not items_of(a, NS_BM)
     ok(a.iq('set', vcard_xml('off', image())))
     assert not items_of(a, NS_META)
+
+
+def test_bookmarks_not_converted_into_a_node_others_may_read(pep_server):
+    """XEP-0411 §6: the node must be the user's alone; a node a client
+    configured open is left as it is (the engine's precondition check)."""
+    srv = pep_server
+    name, pw = srv.new_user(prefix='bw')
+    c = srv.login(name, pw)
+    opts = dict(BM_OPTIONS)
+    opts['pubsub#access_model'] = 'open'
+    publish(c, NS_BM, "<conference xmlns='%s' name='Open'/>" % NS_BM,
+            'open@conf.example', options=opts)
+    legacy_set(c, "<conference jid='secret@conf.example' name='S'>"
+                  "<password>pw</password></conference>")
+    assert set(items_of(c, NS_BM)) == {'open@conf.example'}

@@ -73,6 +73,7 @@ ps_req_free(struct ps_req *r)
 	free(r->item_id);
 	free(r->payload);
 	free(r->page_ref);
+	free(r->sub_jid);
 	ps_config_clear(&r->cfg);
 	ps_config_clear(&r->newcfg);
 	free(r);
@@ -1053,8 +1054,12 @@ sub_start(struct ps_req *r)
 		ps_fail(r, "modify", "bad-request", "invalid-jid", NULL);
 		return;
 	}
-	r->sub_jid = pgn_xml_attr(r->el, "jid");
+	r->sub_jid = strdup(j->full);
 	pgn_jid_free(j);
+	if (r->sub_jid == NULL) {
+		ps_nomem(r);
+		return;
+	}
 	ps_load_node(r, r->op == PS_OP_SUBSCRIBE ? subscribe_loaded
 						 : unsubscribe_loaded);
 }

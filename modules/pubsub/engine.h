@@ -76,7 +76,7 @@ struct ps_req {
 	char *page_ref;  /* RSM after/before (owned) */
 	long max;
 	/* subscribe */
-	const char *sub_jid;
+	char *sub_jid;   /* prepared, as given (bare or full) */
 	/* disco: the nodes being checked */
 	size_t pending;
 	int disco_items_of_node;

@@ -39,7 +39,8 @@ options(void)
 {
 	struct pgn_xml *x = pgn_xml_new("jabber:x:data", "x"), *f, *v;
 	static const char *const kv[] = {
-		"FORM_TYPE", "http://jabber.org/protocol/pubsub#publish-options",
+		"FORM_TYPE",
+		"http://jabber.org/protocol/pubsub#publish-options",
 		"pubsub#max_items", "max"};
 
 	if (x == NULL)
@@ -115,8 +116,9 @@ tp_load(struct pgn_module *m)
 	pgn_module_set_data(m, tp);
 	tp->pep = pgn_host_service(pgn_module_host(m), PGN_PEP_SERVICE,
 				   &tp->inst);
-	rc = tp->pep == NULL ? -ENOENT
-			     : tp->pep->watch(tp->inst, m, WATCHED, watched, tp);
+	rc = tp->pep == NULL
+		     ? -ENOENT
+		     : tp->pep->watch(tp->inst, m, WATCHED, watched, tp);
 	if (rc < 0) { /* a failed load frees its own state */
 		pgn_module_set_data(m, NULL);
 		free(tp);

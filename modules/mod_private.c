@@ -169,19 +169,32 @@ is(const struct pgn_xml *e, const char *ns, const char *name)
 	       strcmp(pgn_xml_name(e), name) == 0;
 }
 
-/* Adds <name xmlns='ns'>text of from</name> to parent.  0 or -ENOMEM. */
+/* Copies the <nick/> and <password/> of from (namespace from_ns) to to
+ * (namespace to_ns), text only: the two specs give them the same
+ * meaning in their own namespaces.  0 or -ENOMEM. */
 static int
-copy_text_child(struct pgn_xml *parent, const char *ns, const char *name,
-		const struct pgn_xml *from)
+copy_nick_password(struct pgn_xml *to, const char *to_ns,
+		   const struct pgn_xml *from, const char *from_ns)
 {
-	struct pgn_xml *c = pgn_xml_add_child(parent, ns, name);
-	char *t = pgn_xml_text(from);
-	int rc = -ENOMEM;
+	static const char *const names[2] = { "nick", "password" };
 
-	if (c != NULL && t != NULL)
-		rc = pgn_xml_add_text(c, t, strlen(t));
-	free(t);
-	return rc;
+	for (size_t i = 0; i < 2; i++) {
+		struct pgn_xml *e = pgn_xml_child(from, from_ns, names[i]);
+		struct pgn_xml *c;
+		char *t;
+		int rc = -ENOMEM;
+
+		if (e == NULL)
+			continue;
+		if ((c = pgn_xml_add_child(to, to_ns, names[i])) != NULL &&
+		    (t = pgn_xml_text(e)) != NULL) {
+			rc = pgn_xml_add_text(c, t, strlen(t));
+			free(t);
+		}
+		if (rc != 0)
+			return -ENOMEM;
+	}
+	return 0;
 }
 
 /* A legacy <conference jid=.../> as the XEP-0402 item
@@ -208,13 +221,8 @@ bm_item_from_legacy(const struct pgn_xml *lc, int *nomem)
 	     pgn_xml_set_attr(c, "autojoin", "true") != 0))
 		goto fail;
 	/* XEP-0402's schema: nick, password, extensions, in that order. */
-	for (const char *const *n = (const char *const[]){ "nick", "password",
-							   NULL };
-	     *n != NULL; n++) {
-		struct pgn_xml *e = pgn_xml_child(lc, NS_BM_LEGACY, *n);
-		if (e != NULL && copy_text_child(c, NS_BM, *n, e) != 0)
-			goto fail;
-	}
+	if (copy_nick_password(c, NS_BM, lc, NS_BM_LEGACY) != 0)
+		goto fail;
 	for (struct pgn_xml *e = pgn_xml_first_child(lc); e != NULL;
 	     e = pgn_xml_next(e)) {
 		struct pgn_xml *copy;
@@ -257,13 +265,8 @@ bm_legacy_from_item(const struct pgn_xml *item, int *nomem)
 			     truthy(pgn_xml_attr(c, "autojoin")) ? "true"
 								  : "false"))
 		goto fail;
-	for (const char *const *n = (const char *const[]){ "nick", "password",
-							   NULL };
-	     *n != NULL; n++) {
-		struct pgn_xml *e = pgn_xml_child(c, NS_BM, *n);
-		if (e != NULL && copy_text_child(lc, NS_BM_LEGACY, *n, e) != 0)
-			goto fail;
-	}
+	if (copy_nick_password(lc, NS_BM_LEGACY, c, NS_BM) != 0)
+		goto fail;
 	ext = pgn_xml_child(c, NS_BM, "extensions");
 	for (struct pgn_xml *e = ext != NULL ? pgn_xml_first_child(ext) : NULL;
 	     e != NULL; e = pgn_xml_next(e)) {

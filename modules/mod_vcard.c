@@ -591,6 +591,7 @@ struct conv {
 	const char *node, *domain;    /* point into split */
 	char *split;                  /* bare with '@' cut */
 	char hash[HASH_HEX_LEN + 1];  /* "" = avatar disabled */
+	char id[HASH_HEX_LEN + 1];    /* the item id as published */
 	char *type;                   /* <info type/>, may be NULL */
 	char *b64;                    /* the image, canonical base64 */
 };
@@ -790,7 +791,7 @@ conv_got_hash(uint64_t owner, void *arg, int err, const char *stored)
 		conv_load_vcard(c);
 		return;
 	}
-	if (vc->pep->items(vc->pep_inst, c->bare, NS_AVATAR_DATA, c->hash, 1,
+	if (vc->pep->items(vc->pep_inst, c->bare, NS_AVATAR_DATA, c->id, 1,
 			   conv_got_data, c) < 0)
 		goto fail;
 	return;
@@ -799,11 +800,12 @@ fail:
 }
 
 /* The item's hash: the id of the first <info/> without url (§3.1: the
- * vCard can hold only inline data), "" for an empty <metadata/>.  0, or
+ * vCard can hold only inline data) in lowercase, "" for an empty
+ * <metadata/>; *id: the id as written, which names the data item.  0, or
  * -ENOENT when there is nothing to convert. */
 static int
 meta_pick(const struct pgn_xml *meta, char hash[HASH_HEX_LEN + 1],
-	  const char **type)
+	  const char **id_out, const char **type)
 {
 	int infos = 0;
 
@@ -833,6 +835,7 @@ meta_pick(const struct pgn_xml *meta, char hash[HASH_HEX_LEN + 1],
 		if (i < HASH_HEX_LEN)
 			continue;
 		hash[HASH_HEX_LEN] = '\0';
+		*id_out = id;
 		*type = pgn_xml_attr(e, "type");
 		return 0;
 	}
@@ -847,7 +850,7 @@ on_avatar_meta(const char *user, const char *node, const char *item_id,
 	struct vcard *vc = arg;
 	struct pgn_xml *meta;
 	struct conv *c = NULL;
-	const char *type;
+	const char *type, *id = "";
 	char *at;
 
 	(void)node;
@@ -859,11 +862,12 @@ on_avatar_meta(const char *user, const char *node, const char *item_id,
 		return;
 	if ((c = calloc(1, sizeof(*c))) == NULL)
 		goto nomem;
-	if (meta_pick(meta, c->hash, &type) < 0) {
+	if (meta_pick(meta, c->hash, &id, &type) < 0) {
 		conv_free(c); /* only external URLs: nothing to copy */
 		return;
 	}
 	c->vc = vc;
+	memcpy(c->id, id, strlen(id) + 1); /* "" or HASH_HEX_LEN chars */
 	if ((c->bare = strdup(user)) == NULL ||
 	    (c->split = strdup(user)) == NULL)
 		goto nomem;

@@ -12,7 +12,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 import pytest
 
-from conftest import LOG_LEVEL, Server, db_rows, pg_drop_db
+from conftest import LOG_LEVEL, db_rows
 from rawxmpp import NS_DISCO_INFO, local, stanza_error, to_str
 
 NS_PUBSUB = 'http://jabber.org/protocol/pubsub'
@@ -35,22 +35,15 @@ def image(n=600):
     return PNG + os.urandom(n)
 
 
-@pytest.fixture(scope='module')
-def pep_server(basedir, certs, driver):
-    """A server with mod_pep (a default module now; said here since the
-    tests need it), loaded after mod_vcard and mod_private: they find the
-    service when the first session starts."""
-    srv = Server(basedir, certs, driver, name='bridges-' + driver,
-                 modules={'mod_pep': {}})
-    try:
-        srv.start()
-    except BaseException:
-        srv.kill()
-        if srv.pg_db:
-            pg_drop_db(srv.pg_db)
-        raise
-    yield srv
-    srv.destroy()
+@pytest.fixture
+def pep_server(server):
+    """The shared server: mod_pep is a default module, loaded after
+    mod_vcard and mod_private (they find the service when the first
+    session starts)."""
+    names = [m for m, o in server.modules.items() if o is not None]
+    assert 'mod_pep' in names, names
+    assert names.index('mod_pep') > names.index('mod_vcard'), names
+    return server
 
 
 def ok(r):
@@ -534,3 +527,26 @@ def test_bookmarks_not_converted_into_a_node_others_may_read(pep_server):
     legacy_set(c, "<conference jid='secret@conf.example' name='S'>"
                   "<password>pw</password></conference>")
     assert set(items_of(c, NS_BM)) == {'open@conf.example'}
+
+
+def test_mod_pep_configured_first(make_server, driver):
+    """mod_pep loaded before the bridges (and so unloaded after them: the
+    bridges unwatch in their unload, checked by a clean stop under the
+    sanitizers)."""
+    srv = make_server(driver, start=False)
+    mods = dict(srv.modules)
+    srv.modules = {'mod_roster': {}, 'mod_caps': {}, 'mod_pep': {}}
+    srv.modules.update((k, v) for k, v in mods.items() if k not in srv.modules)
+    srv.write_config()
+    srv.start()
+    name, pw = srv.new_user(prefix='pf')
+    a = srv.login(name, pw)
+    feats = account_features(a)
+    assert NS_CONVERSION in feats and NS_BM_COMPAT in feats
+    img = image()
+    publish_avatar(a, img)
+    wait_for(lambda: vcard_photo(a) == ('image/png', img), 'the vCard photo')
+    legacy_set(a, "<conference jid='f@conf.example'/>")
+    assert set(items_of(a, NS_BM)) == {'f@conf.example'}
+    a.close()
+    srv.stop()

@@ -157,6 +157,20 @@ ps_fail_rc(struct ps_req *r, int rc, const char *type, const char *cond,
 }
 
 int
+ps_set_node(struct ps_req *r, const char *node)
+{
+	free(r->node_buf);
+	r->node_buf = NULL;
+	r->node = NULL;
+	if (node == NULL)
+		return 0;
+	if ((r->node_buf = strdup(node)) == NULL)
+		return -ENOMEM;
+	r->node = r->node_buf;
+	return 0;
+}
+
+int
 ps_no_node(struct ps_req *r)
 {
 	if (r->exists)
@@ -526,13 +540,9 @@ published(uint64_t owner, void *arg, const struct pgn_store_result *res)
 	ev_item = event_item(r, PS_NS_EVENT);
 	w_item = event_item(r, PS_NS);
 	n = ps_ref(r);
-	/* Answer first: the publisher learns the id before its own
-	 * notification arrives. */
-	if (r->hold != NULL) {
-		pgn_hold_answer(r->hold, ans, NULL, NULL, NULL);
-		r->hold = NULL;
-		ans = NULL;
-	}
+	/* Before the answer, which frees the request that r->node and
+	 * r->item_id point into; the publisher still gets the answer
+	 * first: notify.c sends after a store read. */
 	if (ev_item != NULL)
 		ps_notify_publish(r->e, &n, ev_item, r->from);
 	else
@@ -544,6 +554,11 @@ published(uint64_t owner, void *arg, const struct pgn_store_result *res)
 		ps_run_watchers(r, w_item);
 	pgn_xml_free(ev_item);
 	pgn_xml_free(w_item);
+	if (r->hold != NULL) {
+		pgn_hold_answer(r->hold, ans, NULL, NULL, NULL);
+		r->hold = NULL;
+		ans = NULL;
+	}
 	ps_finish(r, ans);
 }
 
@@ -624,13 +639,14 @@ retracted(uint64_t owner, void *arg, const struct pgn_store_result *res)
 		return;
 	}
 	n = ps_ref(r);
+	/* Before the answer, which frees what r->item_id points into. */
+	if (r->notify)
+		ps_notify_retract(r->e, &n, r->item_id);
+	ps_run_watchers(r, NULL);
 	if (r->hold != NULL) {
 		pgn_hold_answer(r->hold, NULL, NULL, NULL, NULL);
 		r->hold = NULL;
 	}
-	if (r->notify)
-		ps_notify_retract(r->e, &n, r->item_id);
-	ps_run_watchers(r, NULL);
 	ps_finish(r, NULL);
 }
 
@@ -945,11 +961,10 @@ create_start(struct ps_req *r)
 	if (r->node == NULL) { /* instant node (§8.1.2) */
 		char buf[32];
 		ps_random_id(buf, sizeof(buf));
-		if ((r->node_buf = strdup(buf)) == NULL) {
+		if (ps_set_node(r, buf) < 0) {
 			ps_nomem(r);
 			return;
 		}
-		r->node = r->node_buf;
 	}
 	r->create = 1;
 	ps_config_default(&r->newcfg, r->e->pep);
@@ -1203,7 +1218,10 @@ ps_req_start(struct ps_req *r, const struct pgn_xml *ps, int set)
 			ps_fail(r, "modify", "bad-request", NULL, NULL);
 		return;
 	}
-	r->node = pgn_xml_attr(r->el, "node");
+	if (ps_set_node(r, pgn_xml_attr(r->el, "node")) < 0) {
+		ps_nomem(r);
+		return;
+	}
 	if (r->node != NULL &&
 	    (r->node[0] == '\0' || strlen(r->node) > PS_MAX_NAME)) {
 		ps_fail(r, "modify", "bad-request", "nodeid-required", NULL);

@@ -100,6 +100,8 @@ void ps_nomem(struct ps_req *r);
 /* ps_nomem for -ENOMEM, else the error (type, cond, ps_cond). */
 void ps_fail_rc(struct ps_req *r, int rc, const char *type, const char *cond,
 		const char *ps_cond);
+/* Sets r->node to a copy of node (NULL: none).  0 or -ENOMEM. */
+int ps_set_node(struct ps_req *r, const char *node);
 /* Answers item-not-found and returns 1 when r's node does not exist. */
 int ps_no_node(struct ps_req *r);
 void ps_fail_access(struct ps_req *r);

@@ -79,16 +79,17 @@ done_empty(uint64_t owner, void *arg, const struct pgn_store_result *res)
 		ps_fail_store(r, res);
 		return;
 	}
-	if (r->hold != NULL) {
-		pgn_hold_answer(r->hold, NULL, NULL, NULL, NULL);
-		r->hold = NULL;
-	}
+	/* Before the answer, which frees the request r->el is in. */
 	if (strcmp(pgn_xml_name(r->el), "configure") == 0) {
 		struct ps_node_ref n = ps_ref(r);
 		ps_notify_config(r->e, &n);
 	} else if (strcmp(pgn_xml_name(r->el), "purge") == 0) {
 		struct ps_node_ref n = ps_ref(r);
 		ps_notify_purge(r->e, &n);
+	}
+	if (r->hold != NULL) {
+		pgn_hold_answer(r->hold, NULL, NULL, NULL, NULL);
+		r->hold = NULL;
 	}
 	ps_finish(r, NULL);
 }
@@ -319,7 +320,10 @@ ps_owner_start(struct ps_req *r, const struct pgn_xml *ps, int set)
 	r->op = PS_OP_OWNER;
 	r->create = set; /* for the owner requests: "this is a set" */
 	name = pgn_xml_name(el);
-	r->node = pgn_xml_attr(el, "node");
+	if (ps_set_node(r, pgn_xml_attr(el, "node")) < 0) {
+		ps_nomem(r);
+		return;
+	}
 	if (strcmp(name, "default") == 0 && !set) {
 		send_default(r);
 		return;
@@ -585,7 +589,10 @@ handle_disco(struct ps_engine *e, struct pgn_event *ev, const char *service,
 	q = pgn_xml_first_child(pgn_hold_stanza(r->hold)->xml);
 	r->op = PS_OP_DISCO;
 	r->el = q;
-	r->node = pgn_xml_attr(q, "node");
+	if (ps_set_node(r, pgn_xml_attr(q, "node")) < 0) {
+		ps_nomem(r);
+		return PGN_EVENT_HANDLED;
+	}
 	if (info) {
 		if (r->node == NULL) {
 			struct pgn_xml *a = service_info(NULL);

@@ -56,7 +56,7 @@ struct vcard {
 	struct pgn_module *m;
 	size_t max_size;
 	int conversion; /* option pep_conversion */
-	/* The "pep" service once found and watched (avatar.c below); valid
+	/* The "pep" service once found and watched ("PEP avatars"); valid
 	 * while both modules are loaded. */
 	const struct pgn_pep_service *pep;
 	void *pep_inst;
@@ -136,10 +136,11 @@ image_type(const unsigned char *p, size_t n)
 		return "image/png";
 	if (n >= 3 && memcmp(p, "\xff\xd8\xff", 3) == 0)
 		return "image/jpeg";
-	if (n >= 6 && (memcmp(p, "GIF87a", 6) == 0 ||
-		       memcmp(p, "GIF89a", 6) == 0))
+	if (n >= 6 &&
+	    (memcmp(p, "GIF87a", 6) == 0 || memcmp(p, "GIF89a", 6) == 0))
 		return "image/gif";
-	if (n >= 12 && memcmp(p, "RIFF", 4) == 0 && memcmp(p + 8, "WEBP", 4) == 0)
+	if (n >= 12 && memcmp(p, "RIFF", 4) == 0 &&
+	    memcmp(p + 8, "WEBP", 4) == 0)
 		return "image/webp";
 	return "image/png"; /* the format XEP-0084 §4.2.1 makes mandatory */
 }
@@ -414,10 +415,10 @@ on_set(struct pgn_event *ev, void *arg)
 	 * vCard again for a new nickname republishes nothing. */
 	vs = ev->origin != NULL ? pgn_session_get_data(ev->origin, vc->m)
 				: NULL;
-	sr->publish = pep_lookup(vc) != NULL &&
-		      (vs == NULL || !vs->loaded ?
-			       sr->hash[0] != '\0' :
-			       strcmp(vs->hash, sr->hash) != 0);
+	sr->publish =
+		pep_lookup(vc) != NULL &&
+		(vs == NULL || !vs->loaded ? sr->hash[0] != '\0'
+					   : strcmp(vs->hash, sr->hash) != 0);
 	if (sr->publish && sr->img != NULL) {
 		struct pgn_xml *photo = pgn_xml_child(vcard, NS_VCARD, "PHOTO");
 		char *t = pgn_xml_child_text(photo, NS_VCARD, "TYPE");
@@ -494,8 +495,9 @@ published_meta(int err, void *arg)
 	struct set_req *sr = arg;
 
 	if (err != 0)
-		pgn_log(PGN_LOG_WARN, "mod_vcard: publishing the avatar "
-				      "metadata of %s failed: %s",
+		pgn_log(PGN_LOG_WARN,
+			"mod_vcard: publishing the avatar "
+			"metadata of %s failed: %s",
 			sr->bare, strerror(-err));
 	/* The vCard is stored whatever PEP said. */
 	pgn_hold_answer(sr->hold, NULL, NULL, NULL, NULL);
@@ -516,16 +518,15 @@ publish_meta(struct set_req *sr)
 	if (item == NULL)
 		goto fail;
 	if (sr->img != NULL) {
-		const char *type = sr->type;
+		const char *type = sr->type != NULL
+					   ? sr->type
+					   : image_type(sr->img, sr->imglen);
 		snprintf(bytes, sizeof(bytes), "%zu", sr->imglen);
 		if ((info = pgn_xml_add_child(meta, NS_AVATAR_META, "info")) ==
 			    NULL ||
 		    pgn_xml_set_attr(info, "bytes", bytes) != 0 ||
 		    pgn_xml_set_attr(info, "id", sr->hash) != 0 ||
-		    pgn_xml_set_attr(info, "type",
-				     type != NULL ? type
-						  : image_type(sr->img,
-							       sr->imglen)) != 0)
+		    pgn_xml_set_attr(info, "type", type) != 0)
 			goto fail;
 	}
 	if (vc->pep->publish(vc->pep_inst, sr->bare, NS_AVATAR_META, item, NULL,
@@ -545,8 +546,9 @@ published_data(int err, void *arg)
 
 	if (err != 0) {
 		/* No metadata pointing at data that is not there. */
-		pgn_log(PGN_LOG_WARN, "mod_vcard: publishing the avatar of %s "
-				      "failed: %s",
+		pgn_log(PGN_LOG_WARN,
+			"mod_vcard: publishing the avatar of %s "
+			"failed: %s",
 			sr->bare, strerror(-err));
 		pgn_hold_answer(sr->hold, NULL, NULL, NULL, NULL);
 		set_req_free(sr);
@@ -573,8 +575,8 @@ vcard_to_pep(struct set_req *sr)
 	    (item = new_item(sr->hash, NS_AVATAR_DATA, "data", &data)) ==
 		    NULL ||
 	    pgn_xml_add_text(data, b64, strlen(b64)) != 0 ||
-	    vc->pep->publish(vc->pep_inst, sr->bare, NS_AVATAR_DATA, item,
-			     NULL, published_data, sr) < 0) {
+	    vc->pep->publish(vc->pep_inst, sr->bare, NS_AVATAR_DATA, item, NULL,
+			     published_data, sr) < 0) {
 		free(b64);
 		pgn_xml_free(item);
 		published_data(-ENOMEM, sr);
@@ -587,13 +589,13 @@ vcard_to_pep(struct set_req *sr)
 /* One PEP -> vCard conversion. */
 struct conv {
 	struct vcard *vc;
-	char *bare;                   /* the account */
-	const char *node, *domain;    /* point into split */
-	char *split;                  /* bare with '@' cut */
-	char hash[HASH_HEX_LEN + 1];  /* "" = avatar disabled */
-	char id[HASH_HEX_LEN + 1];    /* the item id as published */
-	char *type;                   /* <info type/>, may be NULL */
-	char *b64;                    /* the image, canonical base64 */
+	char *bare;		     /* the account */
+	const char *node, *domain;   /* point into split */
+	char *split;		     /* bare with '@' cut */
+	char hash[HASH_HEX_LEN + 1]; /* "" = avatar disabled */
+	char id[HASH_HEX_LEN + 1];   /* the item id as published */
+	char *type;		     /* <info type/>, may be NULL */
+	char *b64;		     /* the image, canonical base64 */
 };
 
 static void
@@ -615,13 +617,15 @@ conv_stored(uint64_t owner, void *arg, int err)
 
 	(void)owner;
 	if (err != 0)
-		pgn_log(PGN_LOG_WARN, "mod_vcard: storing the PEP avatar of %s "
-				      "in the vCard failed: %s",
+		pgn_log(PGN_LOG_WARN,
+			"mod_vcard: storing the PEP avatar of %s "
+			"in the vCard failed: %s",
 			c->bare, strerror(-err));
 	else {
 		set_user_hash(c->vc, c->bare, c->hash);
-		pgn_log(PGN_LOG_DEBUG, "mod_vcard: PEP avatar of %s -> vCard "
-				       "(photo %s)",
+		pgn_log(PGN_LOG_DEBUG,
+			"mod_vcard: PEP avatar of %s -> vCard "
+			"(photo %s)",
 			c->bare, c->hash[0] != '\0' ? c->hash : "none");
 	}
 	conv_free(c);
@@ -648,7 +652,8 @@ vcard_with_photo(struct conv *c, const char *stored)
 	     e = next) {
 		next = pgn_xml_next(e);
 		if (strcmp(pgn_xml_name(e), "PHOTO") == 0 &&
-		    pgn_xml_ns(e) != NULL && strcmp(pgn_xml_ns(e), NS_VCARD) == 0) {
+		    pgn_xml_ns(e) != NULL &&
+		    strcmp(pgn_xml_ns(e), NS_VCARD) == 0) {
 			pgn_xml_unlink(e);
 			pgn_xml_free(e);
 		}
@@ -668,8 +673,9 @@ vcard_with_photo(struct conv *c, const char *stored)
 	out = pgn_xml_to_string(vcard, PGN_NS_CLIENT);
 out:
 	if (out == NULL)
-		pgn_log(PGN_LOG_WARN, "mod_vcard: cannot build the vCard of %s "
-				      "for its PEP avatar",
+		pgn_log(PGN_LOG_WARN,
+			"mod_vcard: cannot build the vCard of %s "
+			"for its PEP avatar",
 			c->bare);
 	pgn_xml_free(wrap);
 	return out;
@@ -679,22 +685,24 @@ static void
 conv_got_vcard(uint64_t owner, void *arg, int err, const char *stored)
 {
 	struct conv *c = arg;
-	static const char *const keys[2] = { KEY_VCARD, KEY_HASH };
+	static const char *const keys[2] = {KEY_VCARD, KEY_HASH};
 	const char *values[2];
 	char *data = NULL;
 
 	(void)owner;
 	if (err != 0) {
-		pgn_log(PGN_LOG_WARN, "mod_vcard: loading the vCard of %s "
-				      "failed: %s",
+		pgn_log(PGN_LOG_WARN,
+			"mod_vcard: loading the vCard of %s "
+			"failed: %s",
 			c->bare, strerror(-err));
 		goto fail;
 	}
 	if ((data = vcard_with_photo(c, stored)) == NULL)
 		goto fail;
 	if (strlen(data) > c->vc->max_size) {
-		pgn_log(PGN_LOG_INFO, "mod_vcard: the PEP avatar of %s does not "
-				      "fit a vCard of %zu bytes: not copied",
+		pgn_log(PGN_LOG_INFO,
+			"mod_vcard: the PEP avatar of %s does not "
+			"fit a vCard of %zu bytes: not copied",
 			c->bare, c->vc->max_size);
 		goto fail;
 	}
@@ -715,14 +723,12 @@ static void
 conv_load_vcard(struct conv *c)
 {
 	if (pgn_kv_get(pgn_server_store(pgn_module_server(c->vc->m)), KV_NS,
-		       c->domain, c->node, KEY_VCARD, 0, conv_got_vcard,
-		       c) < 0)
+		       c->domain, c->node, KEY_VCARD, 0, conv_got_vcard, c) < 0)
 		conv_free(c);
 }
 
 static void
-conv_got_data(int err, size_t n, const struct pgn_xml *const *items,
-	      void *arg)
+conv_got_data(int err, size_t n, const struct pgn_xml *const *items, void *arg)
 {
 	struct conv *c = arg;
 	struct pgn_xml *data;
@@ -743,8 +749,9 @@ conv_got_data(int err, size_t n, const struct pgn_xml *const *items,
 		goto fail;
 	/* Bounded before decoding: it could not fit the vCard anyway. */
 	if (strlen(text) > c->vc->max_size) {
-		pgn_log(PGN_LOG_INFO, "mod_vcard: the PEP avatar of %s exceeds "
-				      "%zu bytes: not copied to the vCard",
+		pgn_log(PGN_LOG_INFO,
+			"mod_vcard: the PEP avatar of %s exceeds "
+			"%zu bytes: not copied to the vCard",
 			c->bare, c->vc->max_size);
 		goto fail;
 	}
@@ -753,14 +760,16 @@ conv_got_data(int err, size_t n, const struct pgn_xml *const *items,
 	    strcmp(hex, c->hash) != 0) {
 		/* §3.1: SHOULD verify the hash.  A wrong one would make
 		 * XEP-0153 clients fetch the vCard again and again. */
-		pgn_log(PGN_LOG_INFO, "mod_vcard: avatar data %s of %s is not "
-				      "base64 of an image with that SHA-1",
+		pgn_log(PGN_LOG_INFO,
+			"mod_vcard: avatar data %s of %s is not "
+			"base64 of an image with that SHA-1",
 			c->hash, c->bare);
 		goto fail;
 	}
 	if (c->type == NULL)
 		c->type = strdup(image_type(img, imglen));
-	if (c->type == NULL || (c->b64 = pgn_base64_encode(img, imglen)) == NULL)
+	if (c->type == NULL ||
+	    (c->b64 = pgn_base64_encode(img, imglen)) == NULL)
 		goto fail;
 	free(img);
 	free(text);
@@ -780,8 +789,9 @@ conv_got_hash(uint64_t owner, void *arg, int err, const char *stored)
 
 	(void)owner;
 	if (err != 0) {
-		pgn_log(PGN_LOG_WARN, "mod_vcard: loading the photo hash of %s "
-				      "failed: %s",
+		pgn_log(PGN_LOG_WARN,
+			"mod_vcard: loading the photo hash of %s "
+			"failed: %s",
 			c->bare, strerror(-err));
 		goto fail;
 	}
@@ -884,8 +894,9 @@ on_avatar_meta(const char *user, const char *node, const char *item_id,
 		goto nomem;
 	return;
 nomem:
-	pgn_log(PGN_LOG_WARN, "mod_vcard: the PEP avatar of %s is not copied "
-			      "to the vCard: out of memory",
+	pgn_log(PGN_LOG_WARN,
+		"mod_vcard: the PEP avatar of %s is not copied "
+		"to the vCard: out of memory",
 		user);
 	conv_free(c);
 }
@@ -1069,17 +1080,24 @@ static const struct pgn_module_hook_def vcard_hooks[] = {
 };
 
 static const struct pgn_module_opt vcard_options[] = {
-	{ .name = "max_size", .type = PGN_OPT_INT, .def = "65536", .min = 1,
-	  .max = MAX_MAX_SIZE, .doc = "bytes of one stored vCard" },
-	{ .name = "pep_conversion", .type = PGN_OPT_BOOL, .def = "true",
-	  .doc = "XEP-0398: PEP avatars <-> vCard photo (with mod_pep)" },
-	{ .name = NULL },
+	{.name = "max_size",
+	 .type = PGN_OPT_INT,
+	 .def = "65536",
+	 .min = 1,
+	 .max = MAX_MAX_SIZE,
+	 .doc = "bytes of one stored vCard"},
+	{.name = "pep_conversion",
+	 .type = PGN_OPT_BOOL,
+	 .def = "true",
+	 .doc = "XEP-0398: PEP avatars <-> vCard photo (with mod_pep)"},
+	{.name = NULL},
 };
 
 const struct pgn_module_def pgn_module_def = {
 	.abi = PGN_MODULE_ABI,
 	.name = "mod_vcard",
-	.description = "vcard-temp (XEP-0054), avatar hashes (XEP-0153), PEP conversion (XEP-0398)",
+	.description = "vcard-temp (XEP-0054), avatar hashes (XEP-0153), PEP "
+		       "conversion (XEP-0398)",
 	.options = vcard_options,
 	.hooks = vcard_hooks,
 	.load = vcard_load,

@@ -500,7 +500,8 @@ published_meta(int err, void *arg)
 			"metadata of %s failed: %s",
 			sr->bare, strerror(-err));
 	/* The vCard is stored whatever PEP said. */
-	pgn_hold_answer(sr->hold, NULL, NULL, NULL, NULL);
+	if (sr->hold != NULL)
+		pgn_hold_answer(sr->hold, NULL, NULL, NULL, NULL);
 	set_req_free(sr);
 }
 
@@ -550,7 +551,8 @@ published_data(int err, void *arg)
 			"mod_vcard: publishing the avatar of %s "
 			"failed: %s",
 			sr->bare, strerror(-err));
-		pgn_hold_answer(sr->hold, NULL, NULL, NULL, NULL);
+		if (sr->hold != NULL)
+			pgn_hold_answer(sr->hold, NULL, NULL, NULL, NULL);
 		set_req_free(sr);
 		return;
 	}
@@ -558,7 +560,7 @@ published_data(int err, void *arg)
 }
 
 /* The vCard of sr is stored and its photo changed: copy it to PEP.
- * Answers the set and frees sr. */
+ * Answers the set (sr->hold, when not NULL) and frees sr. */
 static void
 vcard_to_pep(struct set_req *sr)
 {
@@ -584,6 +586,27 @@ vcard_to_pep(struct set_req *sr)
 	}
 	free(b64);
 	pgn_xml_free(item);
+}
+
+/* *copy: bare ("user@host") with the '@' cut, *node and *domain pointing
+ * into it (caller frees *copy).  0, -EINVAL (no '@') or -ENOMEM. */
+static int
+split_bare(const char *bare, char **copy, const char **node,
+	   const char **domain)
+{
+	char *at;
+
+	if ((*copy = strdup(bare)) == NULL)
+		return -ENOMEM;
+	if ((at = strchr(*copy, '@')) == NULL) {
+		free(*copy);
+		*copy = NULL;
+		return -EINVAL;
+	}
+	*at = '\0';
+	*node = *copy;
+	*domain = at + 1;
+	return 0;
 }
 
 /* One PEP -> vCard conversion. */
@@ -861,7 +884,7 @@ on_avatar_meta(const char *user, const char *node, const char *item_id,
 	struct pgn_xml *meta;
 	struct conv *c = NULL;
 	const char *type, *id = "";
-	char *at;
+	int rc;
 
 	(void)node;
 	(void)item_id;
@@ -878,17 +901,15 @@ on_avatar_meta(const char *user, const char *node, const char *item_id,
 	}
 	c->vc = vc;
 	memcpy(c->id, id, strlen(id) + 1); /* "" or HASH_HEX_LEN chars */
-	if ((c->bare = strdup(user)) == NULL ||
-	    (c->split = strdup(user)) == NULL)
+	if ((c->bare = strdup(user)) == NULL)
 		goto nomem;
 	c->type = type_dup(type);
-	if ((at = strchr(c->split, '@')) == NULL) {
+	if ((rc = split_bare(user, &c->split, &c->node, &c->domain)) < 0) {
+		if (rc == -ENOMEM)
+			goto nomem;
 		conv_free(c);
 		return;
 	}
-	*at = '\0';
-	c->node = c->split;
-	c->domain = at + 1;
 	if (pgn_kv_get(pgn_server_store(pgn_module_server(vc->m)), KV_NS,
 		       c->domain, c->node, KEY_HASH, 0, conv_got_hash, c) < 0)
 		goto nomem;
@@ -899,6 +920,85 @@ nomem:
 		"to the vCard: out of memory",
 		user);
 	conv_free(c);
+}
+
+/* At login, an avatar the vCard had before mod_pep was enabled: copied
+ * to PEP while the account has no metadata node, so that XEP-0084
+ * clients see it too (one PEP read per login of a user with a photo). */
+struct login_pub {
+	struct set_req *sr;
+	char *split;
+	const char *node, *domain;
+};
+
+static void
+login_pub_free(struct login_pub *lp)
+{
+	set_req_free(lp->sr);
+	free(lp->split);
+	free(lp);
+}
+
+static void
+login_got_vcard(uint64_t owner, void *arg, int err, const char *stored)
+{
+	struct login_pub *lp = arg;
+	struct set_req *sr = lp->sr;
+	struct pgn_xml *wrap = NULL, *vcard, *photo;
+	char *t;
+
+	(void)owner;
+	if (err != 0 || stored == NULL ||
+	    (wrap = pgn_xml_new(NULL, "wrap")) == NULL ||
+	    pgn_xml_parse_into(wrap, stored, strlen(stored)) != 0 ||
+	    (vcard = pgn_xml_first_child(wrap)) == NULL ||
+	    photo_decode(vcard, sr->hash, &sr->img, &sr->imglen) < 0 ||
+	    sr->img == NULL)
+		goto out;
+	photo = pgn_xml_child(vcard, NS_VCARD, "PHOTO");
+	t = pgn_xml_child_text(photo, NS_VCARD, "TYPE");
+	sr->type = type_dup(t);
+	free(t);
+	lp->sr = NULL;
+	vcard_to_pep(sr); /* frees sr */
+out:
+	pgn_xml_free(wrap);
+	login_pub_free(lp);
+}
+
+static void
+login_meta_items(int err, size_t n, const struct pgn_xml *const *items,
+		 void *arg)
+{
+	struct login_pub *lp = arg;
+	struct vcard *vc = lp->sr->vc;
+
+	(void)n;
+	(void)items;
+	if (err != -ENOENT ||
+	    pgn_kv_get(pgn_server_store(pgn_module_server(vc->m)), KV_NS,
+		       lp->domain, lp->node, KEY_VCARD, 0, login_got_vcard,
+		       lp) < 0)
+		login_pub_free(lp); /* a node (or an error): nothing to do */
+}
+
+static void
+login_publish(struct vcard *vc, const char *bare)
+{
+	struct login_pub *lp = calloc(1, sizeof(*lp));
+
+	if (lp == NULL || (lp->sr = calloc(1, sizeof(*lp->sr))) == NULL ||
+	    (lp->sr->bare = strdup(bare)) == NULL ||
+	    split_bare(bare, &lp->split, &lp->node, &lp->domain) < 0)
+		goto fail;
+	lp->sr->vc = vc;
+	if (vc->pep->items(vc->pep_inst, bare, NS_AVATAR_META, NULL, 1,
+			   login_meta_items, lp) < 0)
+		goto fail;
+	return;
+fail:
+	if (lp != NULL)
+		login_pub_free(lp);
 }
 
 /* ---- session start: load the hash ---------------------------------------- */
@@ -922,6 +1022,9 @@ loaded_hash(uint64_t owner, void *arg, int err, const char *h)
 		pgn_session_set_data(s, vc->m, NULL, NULL);
 	} else {
 		set_session_hash(s, vc, h != NULL ? h : "");
+		if (h != NULL && h[0] != '\0' && pep_lookup(vc) != NULL &&
+		    pgn_session_jid(s) != NULL)
+			login_publish(vc, pgn_session_jid(s)->bare);
 	}
 	pgn_session_release(s);
 }

@@ -831,23 +831,14 @@ static const struct pgn_module_hook_def private_hooks[] = {
 };
 
 static const struct pgn_module_opt private_options[] = {
-	{.name = "max_size",
-	 .type = PGN_OPT_INT,
-	 .def = "65536",
-	 .min = 1,
-	 .max = MAX_MAX_SIZE,
-	 .doc = "bytes stored per account"},
-	{.name = "max_namespaces",
-	 .type = PGN_OPT_INT,
-	 .def = "100",
-	 .min = 1,
-	 .max = MAX_MAX_NAMESPACES,
-	 .doc = "namespaces stored per account"},
-	{.name = "bookmarks_conversion",
-	 .type = PGN_OPT_BOOL,
-	 .def = "true",
-	 .doc = "XEP-0402 #compat: storage:bookmarks <-> PEP (with mod_pep)"},
-	{.name = NULL},
+	{ .name = "max_size", .type = PGN_OPT_INT, .def = "65536", .min = 1,
+	  .max = MAX_MAX_SIZE, .doc = "bytes stored per account" },
+	{ .name = "max_namespaces", .type = PGN_OPT_INT, .def = "100",
+	  .min = 1, .max = MAX_MAX_NAMESPACES,
+	  .doc = "namespaces stored per account" },
+	{ .name = "bookmarks_conversion", .type = PGN_OPT_BOOL, .def = "true",
+	  .doc = "XEP-0402 #compat: storage:bookmarks <-> PEP (with mod_pep)" },
+	{ .name = NULL },
 };
 
 const struct pgn_module_def pgn_module_def = {

@@ -1183,17 +1183,11 @@ static const struct pgn_module_hook_def vcard_hooks[] = {
 };
 
 static const struct pgn_module_opt vcard_options[] = {
-	{.name = "max_size",
-	 .type = PGN_OPT_INT,
-	 .def = "65536",
-	 .min = 1,
-	 .max = MAX_MAX_SIZE,
-	 .doc = "bytes of one stored vCard"},
-	{.name = "pep_conversion",
-	 .type = PGN_OPT_BOOL,
-	 .def = "true",
-	 .doc = "XEP-0398: PEP avatars <-> vCard photo (with mod_pep)"},
-	{.name = NULL},
+	{ .name = "max_size", .type = PGN_OPT_INT, .def = "65536", .min = 1,
+	  .max = MAX_MAX_SIZE, .doc = "bytes of one stored vCard" },
+	{ .name = "pep_conversion", .type = PGN_OPT_BOOL, .def = "true",
+	  .doc = "XEP-0398: PEP avatars <-> vCard photo (with mod_pep)" },
+	{ .name = NULL },
 };
 
 const struct pgn_module_def pgn_module_def = {

@@ -59,10 +59,6 @@
 	"FROM pubsub_node n LEFT JOIN pubsub_item i ON i.node_id = n.id "   \
 	"WHERE n.service = $1"
 
-static const char sql_find_node[] =
-	"SELECT id, config FROM pubsub_node WHERE service = $1 AND node = $2";
-static const char sql_delete_node[] = "DELETE FROM pubsub_node WHERE id = $1";
-
 static const char *
 pick(const struct ps_engine *e, const char *pgsql, const char *sqlite)
 {
@@ -257,7 +253,6 @@ found_node(uint64_t owner, void *arg, const struct pgn_store_result *res)
 {
 	struct ctl_req *q = arg;
 	const char *id = pgn_store_value(res, 0, 0);
-	const char *params[1] = {id};
 	struct ps_config config;
 	struct ps_node_ref ref;
 
@@ -283,8 +278,7 @@ found_node(uint64_t owner, void *arg, const struct pgn_store_result *res)
 	ref.config = &config;
 	ps_notify_delete(q->e, &ref, NULL);
 	ps_config_clear(&config);
-	if (pgn_store_query(q->e->store, sql_delete_node, 1, params, 0,
-			    delete_done, q) != 0) {
+	if (ps_store_node_delete(q->e, ref.id, delete_done, q) != 0) {
 		pgn_command_reply(q->cmd, PGN_CTL_ERROR, "storage error");
 		goto fail;
 	}
@@ -298,14 +292,12 @@ delete_node(struct ps_engine *e, struct pgn_command *cmd, const char *user,
 	    const char *host, const char *node)
 {
 	struct ctl_req *q = req_new(e, cmd, user, host, node);
-	const char *params[2];
 
 	if (q == NULL)
 		return;
-	params[0] = q->service;
-	params[1] = q->node;
-	if (pgn_store_query(e->store, sql_find_node, 2, params, 0, found_node,
-			    q) != 0) {
+	/* Columns id, config (and an affiliation of nobody's). */
+	if (ps_store_node_get(e, q->service, q->node, "", found_node, q) !=
+	    0) {
 		pgn_command_reply(cmd, PGN_CTL_ERROR, "storage error");
 		req_free(q);
 	}

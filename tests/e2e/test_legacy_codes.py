@@ -139,3 +139,32 @@ def test_relayed_error_is_not_changed(server):
             % (quoteattr(ca.jid), NS_STANZAS))
     m = ca.recv_stanza('message', id='rel2')
     assert error_el(m).get('code') == '418', to_str(m)
+
+
+def test_pubsub_errors(server, user):
+    """The PubSub engine's errors: the code, the defined condition, then
+    the pubsub#errors child."""
+    ns = 'http://jabber.org/protocol/pubsub'
+    c = server.login(*user)
+    r = c.iq('get', "<pubsub xmlns='%s'><items node='urn:example:none'/>"
+             "</pubsub>" % ns)
+    check(r, 'cancel', 'item-not-found')
+
+    def publish(access):
+        return c.iq('set', (
+            "<pubsub xmlns='%s'><publish node='urn:example:lc'><item id='1'>"
+            "<x xmlns='urn:example'/></item></publish><publish-options>"
+            "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' "
+            "type='hidden'><value>%s#publish-options</value></field>"
+            "<field var='pubsub#access_model'><value>%s</value></field>"
+            "</x></publish-options></pubsub>") % (ns, ns, access))
+    assert publish('open').get('type') == 'result'
+    r = publish('whitelist')
+    assert r.get('type') == 'error', to_str(r)
+    cond = stanza_error(r)[1]
+    assert cond in ('conflict', 'not-acceptable'), to_str(r)
+    e = error_el(r)
+    assert e.get('code') == CODES[cond], to_str(r)
+    kids = list(e)
+    assert local(kids[0].tag) == cond, to_str(r)
+    assert kids[-1].tag == '{%s#errors}precondition-not-met' % ns, to_str(r)

@@ -3096,6 +3096,21 @@ pep_on_event(struct conn *c, const char *p, size_t n)
 	pep_check_done(b);
 }
 
+/* Appends open, the base64 of len random bytes (at most 64), close.
+ * 0, or 1 on failure (to be or'ed). */
+static int
+add_random_b64(struct evbuffer *out, const char *open, size_t len,
+               const char *close)
+{
+	unsigned char raw[64];
+	char b64[4 * (sizeof(raw) / 3 + 1) + 1];
+
+	if (len > sizeof(raw) || RAND_bytes(raw, (int)len) != 1 ||
+	    b64_encode(raw, len, b64, sizeof(b64)) != 0)
+		return 1;
+	return evbuffer_add_printf(out, "%s%s%s", open, b64, close) < 0;
+}
+
 /* pepset: the session's items, each publish answered once. */
 static void
 pepset_start(struct conn *c)
@@ -3133,30 +3148,16 @@ pepset_start(struct conn *c)
 	        "'><item id='current'><bundle xmlns='eu.siacs.conversations."
 	        "axolotl'>",
 	        dev) < 0;
-	if (RAND_bytes(raw, 33) != 1 || b64_encode(raw, 33, b64, sizeof(b64)))
-		goto fail;
-	rc |= evbuffer_add_printf(out,
-	                          "<signedPreKeyPublic signedPreKeyId='1'>%s"
-	                          "</signedPreKeyPublic>",
-	                          b64) < 0;
-	if (RAND_bytes(raw, 64) != 1 || b64_encode(raw, 64, b64, sizeof(b64)))
-		goto fail;
-	rc |= evbuffer_add_printf(out,
-	                          "<signedPreKeySignature>%s"
-	                          "</signedPreKeySignature>",
-	                          b64) < 0;
-	if (RAND_bytes(raw, 33) != 1 || b64_encode(raw, 33, b64, sizeof(b64)))
-		goto fail;
-	rc |= evbuffer_add_printf(out, "<identityKey>%s</identityKey><prekeys>",
-	                          b64) < 0;
+	rc |= add_random_b64(out, "<signedPreKeyPublic signedPreKeyId='1'>", 33,
+	                     "</signedPreKeyPublic>");
+	rc |= add_random_b64(out, "<signedPreKeySignature>", 64,
+	                     "</signedPreKeySignature>");
+	rc |= add_random_b64(out, "<identityKey>", 33, "</identityKey><prekeys>");
 	for (int k = 1; k <= PEPSET_PREKEYS; k++) {
-		if (RAND_bytes(raw, 33) != 1 ||
-		    b64_encode(raw, 33, b64, sizeof(b64)))
-			goto fail;
-		rc |= evbuffer_add_printf(out,
-		                          "<preKeyPublic preKeyId='%d'>%s"
-		                          "</preKeyPublic>",
-		                          k, b64) < 0;
+		char open[48];
+
+		snprintf(open, sizeof(open), "<preKeyPublic preKeyId='%d'>", k);
+		rc |= add_random_b64(out, open, 33, "</preKeyPublic>");
 	}
 	rc |= evbuffer_add_printf(out,
 	                          "</prekeys></bundle></item></publish>"

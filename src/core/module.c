@@ -512,6 +512,17 @@ pgn_module_opt_enum(const struct pgn_module *m, const char *name)
 	return v != NULL ? (int)v->n : 0;
 }
 
+char **
+pgn_module_opt_list(const struct pgn_module *m, const char *name, size_t *n)
+{
+	const struct pgn_modopt_val *v = opt_value(m, name, PGN_OPT_LIST);
+
+	if (n != NULL)
+		*n = 0;
+	return v != NULL ? pgn_modopt_split(v->s != NULL ? v->s : "", n)
+			 : NULL;
+}
+
 void *
 pgn_module_data(const struct pgn_module *m)
 {

@@ -275,6 +275,13 @@ int pgn_module_add_feature(struct pgn_module *m, const char *var);
 int pgn_module_add_account_feature(struct pgn_module *m, const char *var);
 int pgn_module_add_identity(struct pgn_module *m, const char *category,
 			    const char *type, const char *name);
+/* Adds a copy of form, an XEP-0128 extended form (<x xmlns='jabber:x:data'
+ * type='result'> with a FORM_TYPE field), to the host's disco#info
+ * (pgn_host_disco_info: so mod_disco answers it and mod_caps hashes it),
+ * removed on unload.  0, -EINVAL (not such a form), -EEXIST (the host
+ * has a form of that FORM_TYPE already), -ENOMEM. */
+int pgn_module_add_disco_form(struct pgn_module *m,
+			      const struct pgn_xml *form);
 /* The value of a declared option, or its declared default.  Checked
  * before load() runs, so these cannot fail; asking for an option the
  * module did not declare (of that type) is a bug: logged, and 0 / NULL

@@ -461,6 +461,12 @@ pgn_module_add_identity(struct pgn_module *m, const char *category,
 	return pgn_host_add_identity(m->host, m, category, type, name);
 }
 
+int
+pgn_module_add_disco_form(struct pgn_module *m, const struct pgn_xml *form)
+{
+	return pgn_host_add_form(m->host, m, form);
+}
+
 const struct pgn_module_def *
 pgn_module_get_def(const struct pgn_module *m)
 {

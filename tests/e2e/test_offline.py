@@ -186,13 +186,6 @@ def test_hints_and_bodyless_payloads(server):
         # XEP-0334 <store/>: stored although a headline
         raw_message(a, bare, 'headline',
                     payload="<body>kept news</body><store xmlns='%s'/>" % NS_HINTS),
-        # XEP-0334 §4.1: <no-permanent-store/> keeps it out of archives
-        # only; storage for later delivery is allowed (§3.4).  (Sent
-        # before the archived ones: mod_mam does not yet queue a message
-        # it does not archive behind those it holds, doc/e2e.md.)
-        raw_message(a, bare, 'chat',
-                    payload="<body>kept</body><no-permanent-store xmlns='%s'/>"
-                    % NS_HINTS),
         # a body-less receipt (XEP-0184)
         raw_message(a, bare, 'chat',
                     payload="<received xmlns='%s' id='x1'/>" % NS_RECEIPTS),
@@ -200,6 +193,13 @@ def test_hints_and_bodyless_payloads(server):
     nostore = raw_message(a, bare, 'chat',
                           payload="<body>gone</body><no-store xmlns='%s'/>" % NS_HINTS)
     expect += [
+        # XEP-0334 §4.1: <no-permanent-store/> keeps it out of archives
+        # only; storage for later delivery is allowed (§3.4).  Not
+        # archived, it still keeps its place behind the receipt, which
+        # mod_mam holds while it reads the recipient's preferences.
+        raw_message(a, bare, 'chat',
+                    payload="<body>kept</body><no-permanent-store xmlns='%s'/>"
+                    % NS_HINTS),
         # a body-less OMEMO message (key transport) and a chat marker
         raw_message(a, bare, 'chat',
                     payload="<encrypted xmlns='%s'><header sid='1'><iv>AAAA</iv>"
@@ -220,8 +220,8 @@ def test_hints_and_bodyless_payloads(server):
     b = come_online(server, b_name, b_pw)
     got = recv_messages(b, len(expect))
     assert [m.get('id') for m in got] == expect, [to_str(m) for m in got]
-    assert got[1].findtext('{jabber:client}body') == 'kept'
-    assert got[2].find('{%s}received' % NS_RECEIPTS) is not None
+    assert got[1].find('{%s}received' % NS_RECEIPTS) is not None
+    assert got[2].findtext('{jabber:client}body') == 'kept'
     assert got[3].find('{%s}encrypted' % NS_OMEMO) is not None
     for m in got:
         assert_our_delay(m)

@@ -399,3 +399,35 @@ def test_carbons_of_openpgp_normal_messages(server):
         for c in (b1, b2, a2):
             m = message_with(c, id_)
             assert canon(m[0]) == canon(ET.fromstring(payload)), to_str(m)
+
+
+NOPERM = "<no-permanent-store xmlns='%s'/>" % NS_HINTS
+CHATSTATE = "<paused xmlns='http://jabber.org/protocol/chatstates'/>"
+
+
+def test_order_kept_with_unarchived_messages(server):
+    """RFC 6121 §8: one sender's messages arrive in the order sent, also
+    when some are archived (held until their rows commit) and others are
+    not (<no-permanent-store/>, a chat state): online, and into offline
+    storage while the recipient's archive preferences are being read."""
+    alice, apw = server.new_user(prefix='oma')
+    bob, bpw = server.new_user(prefix='omb')
+    a = online(server, alice, apw, 'phone')
+    to = '%s@localhost' % bob
+    seq = [legacy(), legacy() + NOPERM, legacy(payload=False, prekey=True),
+           CHATSTATE, legacy() + NOPERM, legacy(), legacy() + NOPERM]
+    # offline first (the first message makes mod_mam read bob's
+    # preferences; the rest queue behind it)
+    sent = [send_raw(a, to, p) for p in seq if p != CHATSTATE]
+    no_errors(a)
+    wait_count(lambda: offline_rows(server, bob), len(sent), 'offline rows')
+    b = server.login(bob, bpw, resource='phone')
+    b.presence()
+    got = [b.recv_stanza('message').get('id') for _ in sent]
+    assert got == sent, (got, sent)
+    rawxmpp.quiet(b, lambda el: local(el.tag) == 'presence')
+    # online: archived ones wait for their rows, the others behind them
+    for _ in range(3):
+        sent = [send_raw(a, b.jid, p) for p in seq]
+        got = [b.recv_stanza('message').get('id') for _ in sent]
+        assert got == sent, (got, sent)

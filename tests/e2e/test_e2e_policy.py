@@ -14,6 +14,7 @@ from conftest import COMPONENT, Server, db, require_pgsql
 from rawxmpp import NS_DISCO_INFO, local, to_str
 from test_caps import info_of, server_c, ver_of
 from test_component import component_login
+from test_config import run_pigeond
 from test_mam import ok, query
 from test_omemo_traffic import (NS_AXOLOTL, NS_OMEMO2, legacy, omemo2, same_encrypted,
                                 send_raw, archive_rows, offline_rows, wait_count,
@@ -343,3 +344,28 @@ def test_stats_count_refusals(srv):
     figures = dict(line.split() for line in out.splitlines() if line.startswith('e2e_'))
     assert int(figures['e2e_refused@localhost']) >= 1, out
     assert 'e2e_refused_inbound@localhost' in figures, out
+
+
+def test_bad_options_refused(make_server):
+    """A full JID in exempt stops the start with the item named; a YAML
+    list for an option that is not a list is refused by `pigeond -t`
+    (the option named)."""
+    s = make_server('sqlite', start=False,
+                    modules={'mod_e2e_policy': {'policy': 'required',
+                                                'exempt': 'ok@localhost, bot@localhost/res'}})
+    r = run_pigeond('-c', str(s.config))
+    assert r.returncode != 0, r
+    assert "exempt: 'bot@localhost/res' is not a bare JID or a domain" in \
+        r.stdout + r.stderr, r
+    s2 = make_server('sqlite', start=False,
+                     modules={'mod_e2e_policy': {'policy': 'X'}})
+    s2.config.write_text(s2.config_text().replace('policy: "X"', 'policy: [required]'))
+    r = run_pigeond('-t', '-c', str(s2.config))
+    assert r.returncode == 2, r
+    assert 'option policy: expected a single value, got a list' in r.stdout + r.stderr, r
+    # the list itself is accepted by the check
+    s2.config.write_text(s2.config_text().replace(
+        'policy: "X"', 'policy: required\n    exempt:\n      - a@localhost\n'
+                       '      - bot.localhost'))
+    r = run_pigeond('-t', '-c', str(s2.config))
+    assert r.returncode == 0, r

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "e2e_check.h"
+#include "pigeon/map.h"
 
 #define NS_CLIENT "jabber:client"
 
@@ -62,11 +63,11 @@ int
 e2e_exempt_parse(char *const *items, size_t n, struct e2e_exempt *ex,
 		 char *err, size_t errlen)
 {
-	ex->bare = NULL;
+	ex->set = NULL;
 	ex->n = 0;
 	if (n == 0)
 		return 0;
-	if ((ex->bare = calloc(n, sizeof(*ex->bare))) == NULL)
+	if ((ex->set = pgn_map_new()) == NULL)
 		return -ENOMEM;
 	for (size_t i = 0; i < n; i++) {
 		struct pgn_jid *j = NULL;
@@ -81,36 +82,29 @@ e2e_exempt_parse(char *const *items, size_t n, struct e2e_exempt *ex,
 			pgn_jid_free(j);
 			return -EINVAL;
 		}
-		ex->bare[ex->n] = strdup(j->bare);
+		/* The value only says "present". */
+		rc = pgn_map_set(ex->set, j->bare, ex);
 		pgn_jid_free(j);
-		if (ex->bare[ex->n] == NULL)
-			return -ENOMEM;
-		ex->n++;
+		if (rc != 0)
+			return rc;
 	}
+	ex->n = pgn_map_count(ex->set);
 	return 0;
 }
 
 void
 e2e_exempt_free(struct e2e_exempt *ex)
 {
-	for (size_t i = 0; i < ex->n; i++)
-		free(ex->bare[i]);
-	free(ex->bare);
-	ex->bare = NULL;
+	pgn_map_free(ex->set);
+	ex->set = NULL;
 	ex->n = 0;
 }
 
-/* A short list (bots, a few components) read on every plaintext
- * message only: a linear scan is cheaper than anything to maintain. */
 int
 e2e_exempt_match(const struct e2e_exempt *ex, const struct pgn_jid *jid)
 {
-	for (size_t i = 0; i < ex->n; i++) {
-		const char *e = ex->bare[i];
-
-		if (strcmp(e, jid->bare) == 0 ||
-		    (strchr(e, '@') == NULL && strcmp(e, jid->domain) == 0))
-			return 1;
-	}
-	return 0;
+	if (ex->set == NULL)
+		return 0;
+	return pgn_map_get(ex->set, jid->bare) != NULL ||
+	       (jid->node != NULL && pgn_map_get(ex->set, jid->domain) != NULL);
 }

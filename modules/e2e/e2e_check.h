@@ -29,11 +29,15 @@ enum e2e_verdict {
  * NULL).  Looks at msg's direct children only, once each. */
 enum e2e_verdict e2e_classify(const struct pgn_xml *msg, const char *type);
 
+struct pgn_map;
+
 /* The exempt JIDs: prepared bare JIDs ("bot@example.org": any resource
  * of it) and domains ("echo.example.org": the domain and every address
- * at it). */
+ * at it), in one set (a domain has no '@', so it never equals a bare JID
+ * with a node): a match is two lookups, however long the list. */
 struct e2e_exempt {
-	char **bare;    /* prepared; owned */
+	struct pgn_map *set; /* prepared bare JID or domain -> itself; owned;
+			      * NULL when the list is empty */
 	size_t n;
 };
 

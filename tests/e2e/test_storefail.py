@@ -360,8 +360,13 @@ def test_sqlite_immutable_files(basedir, certs):
         pytest.skip('chattr +i needs root')
     srv = HoldServer(basedir, certs, 1)
     srv.start()
-    files = [srv.db_path, Path(str(srv.db_path) + '-wal'),
-             Path(str(srv.db_path) + '-shm')]
+    # Not the -shm file: SQLite maps it shared and writes through the
+    # mapping, and ext4 answers a write fault on a mapped immutable file
+    # with SIGBUS (ext4_page_mkwrite), which kills any process, not only
+    # pigeond.  No real failure does that to the wal-index: a full disk
+    # or an I/O error fails the writes to the database and the WAL, which
+    # the two immutable files reproduce.
+    files = [srv.db_path, Path(str(srv.db_path) + '-wal')]
     try:
         if not chattr('+i', files[:1]) or not chattr('-i', files[:1]):
             pytest.skip('chattr +i is not supported here')

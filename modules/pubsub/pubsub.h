@@ -308,5 +308,10 @@ void ps_limits_read(struct ps_engine *e);
  * module; limits read here).  0 or negative. */
 int ps_engine_load(struct ps_engine *e);
 void ps_engine_unload(struct ps_engine *e);
+/* The load and unload of both modules: a new engine as m's data
+ * (domain, taken: the generic service's, NULL for PEP), ps_engine_load,
+ * then ps_notify_init; unload undoes it in reverse.  0 or negative. */
+int ps_module_load(struct pgn_module *m, int pep, char *domain);
+void ps_module_unload(struct pgn_module *m);
 
 #endif

@@ -908,14 +908,15 @@ ps_notify_publish(struct ps_engine *e, const struct ps_node_ref *n,
 	fan_out(e, n, ev);
 }
 
+/* The engine decided (XEP-0060 §7.2.2.1: the request's notify attribute,
+ * else the node's pubsub#notify_retract) before calling. */
 void
-ps_notify_retract_req(struct ps_engine *e, const struct ps_node_ref *n,
-		      const char *item_id, int notify)
+ps_notify_retract(struct ps_engine *e, const struct ps_node_ref *n,
+		  const char *item_id)
 {
 	struct pgn_xml *ev, *items, *r;
 
-	if (!n->config->deliver_notifications ||
-	    !(notify || n->config->notify_retract))
+	if (!n->config->deliver_notifications)
 		return;
 	if ((ev = event_new("items", n->node, &items)) == NULL ||
 	    (r = pgn_xml_add_child(items, PS_NS_EVENT, "retract")) == NULL ||
@@ -924,13 +925,6 @@ ps_notify_retract_req(struct ps_engine *e, const struct ps_node_ref *n,
 		return;
 	}
 	fan_out(e, n, ev);
-}
-
-void
-ps_notify_retract(struct ps_engine *e, const struct ps_node_ref *n,
-		  const char *item_id)
-{
-	ps_notify_retract_req(e, n, item_id, 0);
 }
 
 void

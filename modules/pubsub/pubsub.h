@@ -180,11 +180,6 @@ void ps_notify_publish(struct ps_engine *e, const struct ps_node_ref *n,
 		       const struct pgn_xml *item, const char *publisher);
 void ps_notify_retract(struct ps_engine *e, const struct ps_node_ref *n,
 		       const char *item_id);
-/* The same for a retract request: notify is 1 when it said notify='true'
- * or '1' (XEP-0060 §7.2.2.1: then notified whatever the node's
- * pubsub#notify_retract says), else 0 (ps_notify_retract). */
-void ps_notify_retract_req(struct ps_engine *e, const struct ps_node_ref *n,
-			   const char *item_id, int notify);
 void ps_notify_purge(struct ps_engine *e, const struct ps_node_ref *n);
 /* The node is about to be deleted: called before the engine queues its
  * DELETE, and the store runs queries in order, so a query notify.c

@@ -21,6 +21,9 @@ static const char *const features[] = {
 	"access-whitelist",
 	"auto-create",
 	"config-node",
+	/* pubsub#max_items "max": Gajim uses XEP-0402 and Monal its
+	 * bookmarks and OMEMO nodes with "max" only when this is shown. */
+	"config-node-max",
 	"create-and-configure",
 	"create-nodes",
 	"delete-items",

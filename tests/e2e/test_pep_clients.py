@@ -83,6 +83,14 @@ def contacts(server, a, b):
                'both', expect=0)
 
 
+def trio(server, prefix):
+    """(alice, bob, eve) as (name, password) pairs: alice and bob are
+    contacts, eve is a stranger to both."""
+    users = [server.new_user(prefix=prefix + x) for x in ('a', 'b', 'e')]
+    contacts(server, users[0][0], users[1][0])
+    return users
+
+
 def bare(user):
     return '%s@localhost' % user
 
@@ -336,10 +344,7 @@ def test_omemo_legacy_as_conversations_publishes(srv):
     eu.siacs.conversations.axolotl.bundles:<id>, then the device list, both
     with publish-options access_model=open.  A stranger (no subscription)
     fetches the bundle; a contact reads the device list."""
-    alice, apw = srv.new_user(prefix='conv')
-    bob, bpw = srv.new_user(prefix='convb')
-    eve, epw = srv.new_user(prefix='conve')
-    contacts(srv, alice, bob)
+    (alice, apw), (bob, bpw), (eve, epw) = trio(srv, 'conv')
     dev, dev2 = device_id(), device_id()
 
     async def scenario():
@@ -423,10 +428,7 @@ def test_omemo_device_list_notifies_contacts(srv):
     item) and every new version; a stranger with the same caps gets
     nothing (the node is open to retrieval, but notifications follow the
     presence subscription)."""
-    alice, apw = srv.new_user(prefix='ntf')
-    bob, bpw = srv.new_user(prefix='ntfb')
-    eve, epw = srv.new_user(prefix='ntfe')
-    contacts(srv, alice, bob)
+    (alice, apw), (bob, bpw), (eve, epw) = trio(srv, 'ntf')
     d1, d2 = device_id(), device_id()
 
     async def scenario():
@@ -505,10 +507,7 @@ def test_avatar_xep0084(srv):
     the image).  A contact fetches both; the default access model of PEP
     (presence) keeps a stranger out with not-authorized +
     presence-subscription-required (XEP-0060 §6.5.9.3)."""
-    alice, apw = srv.new_user(prefix='av')
-    bob, bpw = srv.new_user(prefix='avb')
-    eve, epw = srv.new_user(prefix='ave')
-    contacts(srv, alice, bob)
+    (alice, apw), (bob, bpw), (eve, epw) = trio(srv, 'av')
     image = b'\x89PNG\r\n\x1a\n' + secrets.token_bytes(3000)
     sha = hashlib.sha1(image).hexdigest()
 

@@ -68,8 +68,8 @@ def test_help(server):
 def test_help_lists_loaded_modules_only(make_server, driver):
     """A module's commands come and go with it: nothing to edit in the
     core's table."""
-    # mod_mam and mod_last depend on mod_roster: all three go.
-    gone = ('mod_roster', 'mod_mam', 'mod_last')
+    # mod_mam, mod_last and mod_pep depend on mod_roster: all go.
+    gone = ('mod_roster', 'mod_mam', 'mod_last', 'mod_pep')
     srv = make_server(driver, modules={m: None for m in gone})
     names = help_names(srv.ctl('help', expect=0).stdout)
     for cmd, mod in MODULE_COMMANDS.items():

@@ -149,7 +149,7 @@ START_TEST(test_example)
 
 	h = pgn_config_host(cfg, "localhost");
 	ck_assert_ptr_nonnull(h);
-	ck_assert_uint_eq(h->nmodules, 15);
+	ck_assert_uint_eq(h->nmodules, 16);
 	ck_assert_str_eq(h->modules[0].name, "mod_disco");
 	ck_assert_uint_eq(h->modules[0].nopts, 0);
 	ck_assert_str_eq(h->modules[1].name, "mod_ping");

@@ -11,15 +11,15 @@ notification got it."""
 
 import asyncio
 import secrets
-import time
 from xml.sax.saxutils import quoteattr
 
 import pytest
 
 import conftest
 import slixutil
-from rawxmpp import NS_DISCO_INFO, XMPPTimeout, local, new_id, to_str
+from rawxmpp import NS_DISCO_INFO, local, new_id, to_str
 from test_caps import ver_of
+from test_pubsub import pubsub_server  # noqa: F401 (a fixture)
 
 NS_CAPS = 'http://jabber.org/protocol/caps'
 NS_PUBSUB = 'http://jabber.org/protocol/pubsub'
@@ -160,17 +160,8 @@ def wait_event(c, frm, node, kind='item', item_id=None, timeout=None, to=None):
 
 
 def no_event(c, seconds=1.0):
-    """Nothing but presence (and no notification) within seconds."""
-    deadline = time.monotonic() + seconds
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return
-        try:
-            el = c.recv(remaining)
-        except XMPPTimeout:
-            return
-        assert event_of(el) is None, '%s: unexpected %s' % (c.name, to_str(el))
+    """Nothing but presence (no notification) within seconds."""
+    c.expect_silence(seconds)
 
 
 def until_pong(c):
@@ -233,20 +224,6 @@ def test_last_item_on_login_caps_later_and_second_resource(pserver):
     s = online(pserver, carol, cpw, caps)
     no_event(s)
     no_event(b1, 0.3)
-
-
-def test_retract_notification(pserver):
-    (alice, apw), (bob, bpw) = users(pserver, 2, 'pr')
-    subscribe_both(pserver, alice, bob)
-    node = pep_node()
-    caps = Caps(node)
-    abare = '%s@localhost' % alice
-    b1 = online(pserver, bob, bpw, caps, 'b1')
-    pub = publisher(pserver, alice, apw)
-    publish(pub, node, 'r1')
-    wait_event(b1, abare, node, item_id='r1')
-    retract(pub, node, 'r1', notify=True)
-    assert wait_event(b1, abare, node, kind='retract')[3] == 'r1'
 
 
 def test_changed_caps_get_only_new_last_items(pserver):
@@ -439,7 +416,7 @@ def owner_iq(c, inner, to=None):
     return r
 
 
-def test_pep_purge_config_delete_notified(pserver):
+def test_retract_purge_config_delete_notified(pserver):
     (alice, apw), (bob, bpw) = users(pserver, 2, 'pd')
     subscribe_both(pserver, alice, bob)
     node = pep_node()
@@ -447,6 +424,10 @@ def test_pep_purge_config_delete_notified(pserver):
     abare = '%s@localhost' % alice
     b1 = online(pserver, bob, bpw, caps, 'b1')
     pub = publisher(pserver, alice, apw)
+    publish(pub, node, 'r1')
+    wait_event(b1, abare, node, item_id='r1')
+    retract(pub, node, 'r1', notify=True)
+    assert wait_event(b1, abare, node, kind='retract')[3] == 'r1'
     publish(pub, node, 'd1')
     wait_event(b1, abare, node, item_id='d1')
     owner_iq(pub, "<purge node=%s/>" % quoteattr(node))
@@ -472,18 +453,9 @@ def test_pep_purge_config_delete_notified(pserver):
 
 
 @pytest.fixture(scope='module')
-def service_server(basedir, certs, driver):
-    srv = conftest.Server(basedir, certs, driver, name='psnotify-' + driver,
-                          modules={'mod_pubsub': {}})
-    try:
-        srv.start()
-    except BaseException:
-        srv.kill()
-        if srv.pg_db:
-            conftest.pg_drop_db(srv.pg_db)
-        raise
-    yield srv
-    srv.destroy()
+def service_server(pubsub_server):
+    """A server with mod_pubsub (test_pubsub.py's, per driver)."""
+    return pubsub_server
 
 
 def test_service_subscribers_notified(service_server):

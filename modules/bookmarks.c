@@ -28,7 +28,7 @@ static int
 copy_nick_password(struct pgn_xml *to, const char *to_ns,
 		   const struct pgn_xml *from, const char *from_ns)
 {
-	static const char *const names[2] = { "nick", "password" };
+	static const char *const names[2] = {"nick", "password"};
 
 	for (size_t i = 0; i < 2; i++) {
 		struct pgn_xml *e = pgn_xml_child(from, from_ns, names[i]);
@@ -115,7 +115,7 @@ bm_legacy_from_item(const struct pgn_xml *item, int *nomem)
 	    (name != NULL && pgn_xml_set_attr(lc, "name", name) != 0) ||
 	    pgn_xml_set_attr(lc, "autojoin",
 			     truthy(pgn_xml_attr(c, "autojoin")) ? "true"
-								  : "false"))
+								 : "false"))
 		goto fail;
 	if (copy_nick_password(lc, NS_BM_LEGACY, c, NS_BM) != 0)
 		goto fail;
@@ -158,12 +158,12 @@ struct pgn_xml *
 bm_options(void)
 {
 	static const char *const fields[][2] = {
-		{ "FORM_TYPE",
-		  "http://jabber.org/protocol/pubsub#publish-options" },
-		{ "pubsub#persist_items", "true" },
-		{ "pubsub#max_items", "max" },
-		{ "pubsub#send_last_published_item", "never" },
-		{ "pubsub#access_model", "whitelist" },
+		{"FORM_TYPE",
+		 "http://jabber.org/protocol/pubsub#publish-options"},
+		{"pubsub#persist_items", "true"},
+		{"pubsub#max_items", "max"},
+		{"pubsub#send_last_published_item", "never"},
+		{"pubsub#access_model", "whitelist"},
 	};
 	struct pgn_xml *x = pgn_xml_new(NS_XDATA, "x"), *f, *v;
 
@@ -174,7 +174,8 @@ bm_options(void)
 		    pgn_xml_set_attr(f, "var", fields[i][0]) != 0 ||
 		    (i == 0 && pgn_xml_set_attr(f, "type", "hidden") != 0) ||
 		    (v = pgn_xml_add_child(f, NS_XDATA, "value")) == NULL ||
-		    pgn_xml_add_text(v, fields[i][1], strlen(fields[i][1])) != 0)
+		    pgn_xml_add_text(v, fields[i][1], strlen(fields[i][1])) !=
+			    0)
 			goto fail;
 	}
 	return x;
@@ -245,4 +246,3 @@ bm_unchanged(const struct pgn_xml *wanted, size_t n,
 	}
 	return 0;
 }
-

@@ -181,9 +181,9 @@ struct bm_sync {
 	struct pgn_hold *hold; /* the private set, or NULL (at login) */
 	char *bare;
 	struct pgn_xml *legacy; /* a wrapper around the <storage/>s */
-	int only_new;           /* at login: only while there is no node */
-	size_t pending;         /* PEP requests out, +1 while issuing */
-	int refused;            /* precondition-not-met seen */
+	int only_new;		/* at login: only while there is no node */
+	size_t pending;		/* PEP requests out, +1 while issuing */
+	int refused;		/* precondition-not-met seen */
 	/* The rooms to retract once every publish is done (none is when
 	 * one was refused: all or nothing). */
 	size_t nretract;
@@ -207,9 +207,10 @@ static void
 bm_sync_finish(struct bm_sync *bs)
 {
 	if (bs->refused)
-		pgn_log(PGN_LOG_INFO, "mod_private: the bookmarks node of %s "
-				      "is not configured as XEP-0402 says: "
-				      "bookmarks not converted",
+		pgn_log(PGN_LOG_INFO,
+			"mod_private: the bookmarks node of %s "
+			"is not configured as XEP-0402 says: "
+			"bookmarks not converted",
 			bs->bare);
 	/* The private data is stored whatever PEP said. */
 	if (bs->hold != NULL)
@@ -249,8 +250,9 @@ bm_op_done(int err, void *arg)
 	if (err == -EACCES)
 		bs->refused = 1;
 	else if (err != 0 && err != -ENOENT)
-		pgn_log(PGN_LOG_WARN, "mod_private: converting the bookmarks "
-				      "of %s: %s",
+		pgn_log(PGN_LOG_WARN,
+			"mod_private: converting the bookmarks "
+			"of %s: %s",
 			bs->bare, strerror(-err));
 	if (--bs->pending > 0)
 		return;
@@ -261,8 +263,7 @@ bm_op_done(int err, void *arg)
 }
 
 static void
-bm_sync_items(int err, size_t n, const struct pgn_xml *const *items,
-	      void *arg)
+bm_sync_items(int err, size_t n, const struct pgn_xml *const *items, void *arg)
 {
 	struct bm_sync *bs = arg;
 	struct priv *pv = bs->pv;
@@ -272,8 +273,9 @@ bm_sync_items(int err, size_t n, const struct pgn_xml *const *items,
 	if (err == -ENOENT)
 		n = 0; /* no node yet: the publish creates it */
 	else if (err != 0) {
-		pgn_log(PGN_LOG_WARN, "mod_private: reading the bookmarks of "
-				      "%s failed: %s",
+		pgn_log(PGN_LOG_WARN,
+			"mod_private: reading the bookmarks of "
+			"%s failed: %s",
 			bs->bare, strerror(-err));
 		goto done;
 	} else if (bs->only_new)
@@ -281,8 +283,9 @@ bm_sync_items(int err, size_t n, const struct pgn_xml *const *items,
 	if ((wanted = calloc(MAX_BOOKMARKS, sizeof(*wanted))) == NULL ||
 	    bm_wanted(bs->legacy, wanted, &nw) < 0 ||
 	    (options = bm_options()) == NULL) {
-		pgn_log(PGN_LOG_WARN, "mod_private: converting the bookmarks "
-				      "of %s: out of memory",
+		pgn_log(PGN_LOG_WARN,
+			"mod_private: converting the bookmarks "
+			"of %s: out of memory",
 			bs->bare);
 		goto done;
 	}
@@ -318,8 +321,9 @@ bm_sync_items(int err, size_t n, const struct pgn_xml *const *items,
 	bm_op_done(0, bs); /* the issuing token */
 	return;
 nomem:
-	pgn_log(PGN_LOG_WARN, "mod_private: converting the bookmarks of %s: "
-			      "out of memory",
+	pgn_log(PGN_LOG_WARN,
+		"mod_private: converting the bookmarks of %s: "
+		"out of memory",
 		bs->bare);
 done:
 	if (wanted != NULL)
@@ -367,8 +371,7 @@ struct bm_get {
 };
 
 static void
-bm_got_items(int err, size_t n, const struct pgn_xml *const *items,
-	     void *arg)
+bm_got_items(int err, size_t n, const struct pgn_xml *const *items, void *arg)
 {
 	struct bm_get *bg = arg;
 	struct pgn_xml *q = NULL, *storage, *wrap = NULL;
@@ -378,8 +381,9 @@ bm_got_items(int err, size_t n, const struct pgn_xml *const *items,
 		goto out;
 	}
 	if (err != 0) {
-		pgn_log(PGN_LOG_WARN, "mod_private: reading the bookmarks "
-				      "failed: %s",
+		pgn_log(PGN_LOG_WARN,
+			"mod_private: reading the bookmarks "
+			"failed: %s",
 			strerror(-err));
 		pgn_hold_answer(bg->hold, NULL, "wait", "internal-server-error",
 				NULL);
@@ -393,7 +397,8 @@ bm_got_items(int err, size_t n, const struct pgn_xml *const *items,
 	    ((wrap = pgn_xml_new(NULL, "wrap")) == NULL ||
 	     pgn_xml_parse_into(wrap, bg->stored, strlen(bg->stored)) != 0))
 		goto nomem;
-	for (struct pgn_xml *st = wrap != NULL ? pgn_xml_first_child(wrap) : NULL;
+	for (struct pgn_xml *st = wrap != NULL ? pgn_xml_first_child(wrap)
+					       : NULL;
 	     st != NULL; st = pgn_xml_next(st)) {
 		struct pgn_xml *next;
 		if (!bm_is(st, NS_BM_LEGACY, "storage"))
@@ -506,8 +511,9 @@ on_session_started(struct pgn_event *ev, void *arg)
 	if (pgn_kv_get(pgn_server_store(ev->server), KV_NS, jid->domain,
 		       jid->node, NS_BM_LEGACY, pgn_session_id(ev->origin),
 		       bm_login_got, pv) < 0)
-		pgn_log(PGN_LOG_WARN, "session %llu: mod_private: cannot "
-				      "read the bookmarks",
+		pgn_log(PGN_LOG_WARN,
+			"session %llu: mod_private: cannot "
+			"read the bookmarks",
 			(unsigned long long)pgn_session_id(ev->origin));
 	return PGN_EVENT_PASS;
 }

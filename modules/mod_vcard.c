@@ -56,7 +56,7 @@ struct vcard {
 	struct pgn_module *m;
 	size_t max_size;
 	int conversion; /* option pep_conversion */
-	/* The "pep" service once found and watched (avatar.c below); valid
+	/* The "pep" service once found and watched ("PEP avatars"); valid
 	 * while both modules are loaded. */
 	const struct pgn_pep_service *pep;
 	void *pep_inst;
@@ -136,10 +136,11 @@ image_type(const unsigned char *p, size_t n)
 		return "image/png";
 	if (n >= 3 && memcmp(p, "\xff\xd8\xff", 3) == 0)
 		return "image/jpeg";
-	if (n >= 6 && (memcmp(p, "GIF87a", 6) == 0 ||
-		       memcmp(p, "GIF89a", 6) == 0))
+	if (n >= 6 &&
+	    (memcmp(p, "GIF87a", 6) == 0 || memcmp(p, "GIF89a", 6) == 0))
 		return "image/gif";
-	if (n >= 12 && memcmp(p, "RIFF", 4) == 0 && memcmp(p + 8, "WEBP", 4) == 0)
+	if (n >= 12 && memcmp(p, "RIFF", 4) == 0 &&
+	    memcmp(p + 8, "WEBP", 4) == 0)
 		return "image/webp";
 	return "image/png"; /* the format XEP-0084 §4.2.1 makes mandatory */
 }
@@ -414,10 +415,10 @@ on_set(struct pgn_event *ev, void *arg)
 	 * vCard again for a new nickname republishes nothing. */
 	vs = ev->origin != NULL ? pgn_session_get_data(ev->origin, vc->m)
 				: NULL;
-	sr->publish = pep_lookup(vc) != NULL &&
-		      (vs == NULL || !vs->loaded ?
-			       sr->hash[0] != '\0' :
-			       strcmp(vs->hash, sr->hash) != 0);
+	sr->publish =
+		pep_lookup(vc) != NULL &&
+		(vs == NULL || !vs->loaded ? sr->hash[0] != '\0'
+					   : strcmp(vs->hash, sr->hash) != 0);
 	if (sr->publish && sr->img != NULL) {
 		struct pgn_xml *photo = pgn_xml_child(vcard, NS_VCARD, "PHOTO");
 		char *t = pgn_xml_child_text(photo, NS_VCARD, "TYPE");
@@ -494,11 +495,13 @@ published_meta(int err, void *arg)
 	struct set_req *sr = arg;
 
 	if (err != 0)
-		pgn_log(PGN_LOG_WARN, "mod_vcard: publishing the avatar "
-				      "metadata of %s failed: %s",
+		pgn_log(PGN_LOG_WARN,
+			"mod_vcard: publishing the avatar "
+			"metadata of %s failed: %s",
 			sr->bare, strerror(-err));
 	/* The vCard is stored whatever PEP said. */
-	pgn_hold_answer(sr->hold, NULL, NULL, NULL, NULL);
+	if (sr->hold != NULL)
+		pgn_hold_answer(sr->hold, NULL, NULL, NULL, NULL);
 	set_req_free(sr);
 }
 
@@ -516,16 +519,15 @@ publish_meta(struct set_req *sr)
 	if (item == NULL)
 		goto fail;
 	if (sr->img != NULL) {
-		const char *type = sr->type;
+		const char *type = sr->type != NULL
+					   ? sr->type
+					   : image_type(sr->img, sr->imglen);
 		snprintf(bytes, sizeof(bytes), "%zu", sr->imglen);
 		if ((info = pgn_xml_add_child(meta, NS_AVATAR_META, "info")) ==
 			    NULL ||
 		    pgn_xml_set_attr(info, "bytes", bytes) != 0 ||
 		    pgn_xml_set_attr(info, "id", sr->hash) != 0 ||
-		    pgn_xml_set_attr(info, "type",
-				     type != NULL ? type
-						  : image_type(sr->img,
-							       sr->imglen)) != 0)
+		    pgn_xml_set_attr(info, "type", type) != 0)
 			goto fail;
 	}
 	if (vc->pep->publish(vc->pep_inst, sr->bare, NS_AVATAR_META, item, NULL,
@@ -545,10 +547,12 @@ published_data(int err, void *arg)
 
 	if (err != 0) {
 		/* No metadata pointing at data that is not there. */
-		pgn_log(PGN_LOG_WARN, "mod_vcard: publishing the avatar of %s "
-				      "failed: %s",
+		pgn_log(PGN_LOG_WARN,
+			"mod_vcard: publishing the avatar of %s "
+			"failed: %s",
 			sr->bare, strerror(-err));
-		pgn_hold_answer(sr->hold, NULL, NULL, NULL, NULL);
+		if (sr->hold != NULL)
+			pgn_hold_answer(sr->hold, NULL, NULL, NULL, NULL);
 		set_req_free(sr);
 		return;
 	}
@@ -556,7 +560,7 @@ published_data(int err, void *arg)
 }
 
 /* The vCard of sr is stored and its photo changed: copy it to PEP.
- * Answers the set and frees sr. */
+ * Answers the set (sr->hold, when not NULL) and frees sr. */
 static void
 vcard_to_pep(struct set_req *sr)
 {
@@ -573,8 +577,8 @@ vcard_to_pep(struct set_req *sr)
 	    (item = new_item(sr->hash, NS_AVATAR_DATA, "data", &data)) ==
 		    NULL ||
 	    pgn_xml_add_text(data, b64, strlen(b64)) != 0 ||
-	    vc->pep->publish(vc->pep_inst, sr->bare, NS_AVATAR_DATA, item,
-			     NULL, published_data, sr) < 0) {
+	    vc->pep->publish(vc->pep_inst, sr->bare, NS_AVATAR_DATA, item, NULL,
+			     published_data, sr) < 0) {
 		free(b64);
 		pgn_xml_free(item);
 		published_data(-ENOMEM, sr);
@@ -584,16 +588,37 @@ vcard_to_pep(struct set_req *sr)
 	pgn_xml_free(item);
 }
 
+/* *copy: bare ("user@host") with the '@' cut, *node and *domain pointing
+ * into it (caller frees *copy).  0, -EINVAL (no '@') or -ENOMEM. */
+static int
+split_bare(const char *bare, char **copy, const char **node,
+	   const char **domain)
+{
+	char *at;
+
+	if ((*copy = strdup(bare)) == NULL)
+		return -ENOMEM;
+	if ((at = strchr(*copy, '@')) == NULL) {
+		free(*copy);
+		*copy = NULL;
+		return -EINVAL;
+	}
+	*at = '\0';
+	*node = *copy;
+	*domain = at + 1;
+	return 0;
+}
+
 /* One PEP -> vCard conversion. */
 struct conv {
 	struct vcard *vc;
-	char *bare;                   /* the account */
-	const char *node, *domain;    /* point into split */
-	char *split;                  /* bare with '@' cut */
-	char hash[HASH_HEX_LEN + 1];  /* "" = avatar disabled */
-	char id[HASH_HEX_LEN + 1];    /* the item id as published */
-	char *type;                   /* <info type/>, may be NULL */
-	char *b64;                    /* the image, canonical base64 */
+	char *bare;		     /* the account */
+	const char *node, *domain;   /* point into split */
+	char *split;		     /* bare with '@' cut */
+	char hash[HASH_HEX_LEN + 1]; /* "" = avatar disabled */
+	char id[HASH_HEX_LEN + 1];   /* the item id as published */
+	char *type;		     /* <info type/>, may be NULL */
+	char *b64;		     /* the image, canonical base64 */
 };
 
 static void
@@ -615,13 +640,15 @@ conv_stored(uint64_t owner, void *arg, int err)
 
 	(void)owner;
 	if (err != 0)
-		pgn_log(PGN_LOG_WARN, "mod_vcard: storing the PEP avatar of %s "
-				      "in the vCard failed: %s",
+		pgn_log(PGN_LOG_WARN,
+			"mod_vcard: storing the PEP avatar of %s "
+			"in the vCard failed: %s",
 			c->bare, strerror(-err));
 	else {
 		set_user_hash(c->vc, c->bare, c->hash);
-		pgn_log(PGN_LOG_DEBUG, "mod_vcard: PEP avatar of %s -> vCard "
-				       "(photo %s)",
+		pgn_log(PGN_LOG_DEBUG,
+			"mod_vcard: PEP avatar of %s -> vCard "
+			"(photo %s)",
 			c->bare, c->hash[0] != '\0' ? c->hash : "none");
 	}
 	conv_free(c);
@@ -648,7 +675,8 @@ vcard_with_photo(struct conv *c, const char *stored)
 	     e = next) {
 		next = pgn_xml_next(e);
 		if (strcmp(pgn_xml_name(e), "PHOTO") == 0 &&
-		    pgn_xml_ns(e) != NULL && strcmp(pgn_xml_ns(e), NS_VCARD) == 0) {
+		    pgn_xml_ns(e) != NULL &&
+		    strcmp(pgn_xml_ns(e), NS_VCARD) == 0) {
 			pgn_xml_unlink(e);
 			pgn_xml_free(e);
 		}
@@ -668,8 +696,9 @@ vcard_with_photo(struct conv *c, const char *stored)
 	out = pgn_xml_to_string(vcard, PGN_NS_CLIENT);
 out:
 	if (out == NULL)
-		pgn_log(PGN_LOG_WARN, "mod_vcard: cannot build the vCard of %s "
-				      "for its PEP avatar",
+		pgn_log(PGN_LOG_WARN,
+			"mod_vcard: cannot build the vCard of %s "
+			"for its PEP avatar",
 			c->bare);
 	pgn_xml_free(wrap);
 	return out;
@@ -679,22 +708,24 @@ static void
 conv_got_vcard(uint64_t owner, void *arg, int err, const char *stored)
 {
 	struct conv *c = arg;
-	static const char *const keys[2] = { KEY_VCARD, KEY_HASH };
+	static const char *const keys[2] = {KEY_VCARD, KEY_HASH};
 	const char *values[2];
 	char *data = NULL;
 
 	(void)owner;
 	if (err != 0) {
-		pgn_log(PGN_LOG_WARN, "mod_vcard: loading the vCard of %s "
-				      "failed: %s",
+		pgn_log(PGN_LOG_WARN,
+			"mod_vcard: loading the vCard of %s "
+			"failed: %s",
 			c->bare, strerror(-err));
 		goto fail;
 	}
 	if ((data = vcard_with_photo(c, stored)) == NULL)
 		goto fail;
 	if (strlen(data) > c->vc->max_size) {
-		pgn_log(PGN_LOG_INFO, "mod_vcard: the PEP avatar of %s does not "
-				      "fit a vCard of %zu bytes: not copied",
+		pgn_log(PGN_LOG_INFO,
+			"mod_vcard: the PEP avatar of %s does not "
+			"fit a vCard of %zu bytes: not copied",
 			c->bare, c->vc->max_size);
 		goto fail;
 	}
@@ -715,14 +746,12 @@ static void
 conv_load_vcard(struct conv *c)
 {
 	if (pgn_kv_get(pgn_server_store(pgn_module_server(c->vc->m)), KV_NS,
-		       c->domain, c->node, KEY_VCARD, 0, conv_got_vcard,
-		       c) < 0)
+		       c->domain, c->node, KEY_VCARD, 0, conv_got_vcard, c) < 0)
 		conv_free(c);
 }
 
 static void
-conv_got_data(int err, size_t n, const struct pgn_xml *const *items,
-	      void *arg)
+conv_got_data(int err, size_t n, const struct pgn_xml *const *items, void *arg)
 {
 	struct conv *c = arg;
 	struct pgn_xml *data;
@@ -743,8 +772,9 @@ conv_got_data(int err, size_t n, const struct pgn_xml *const *items,
 		goto fail;
 	/* Bounded before decoding: it could not fit the vCard anyway. */
 	if (strlen(text) > c->vc->max_size) {
-		pgn_log(PGN_LOG_INFO, "mod_vcard: the PEP avatar of %s exceeds "
-				      "%zu bytes: not copied to the vCard",
+		pgn_log(PGN_LOG_INFO,
+			"mod_vcard: the PEP avatar of %s exceeds "
+			"%zu bytes: not copied to the vCard",
 			c->bare, c->vc->max_size);
 		goto fail;
 	}
@@ -753,14 +783,16 @@ conv_got_data(int err, size_t n, const struct pgn_xml *const *items,
 	    strcmp(hex, c->hash) != 0) {
 		/* §3.1: SHOULD verify the hash.  A wrong one would make
 		 * XEP-0153 clients fetch the vCard again and again. */
-		pgn_log(PGN_LOG_INFO, "mod_vcard: avatar data %s of %s is not "
-				      "base64 of an image with that SHA-1",
+		pgn_log(PGN_LOG_INFO,
+			"mod_vcard: avatar data %s of %s is not "
+			"base64 of an image with that SHA-1",
 			c->hash, c->bare);
 		goto fail;
 	}
 	if (c->type == NULL)
 		c->type = strdup(image_type(img, imglen));
-	if (c->type == NULL || (c->b64 = pgn_base64_encode(img, imglen)) == NULL)
+	if (c->type == NULL ||
+	    (c->b64 = pgn_base64_encode(img, imglen)) == NULL)
 		goto fail;
 	free(img);
 	free(text);
@@ -780,8 +812,9 @@ conv_got_hash(uint64_t owner, void *arg, int err, const char *stored)
 
 	(void)owner;
 	if (err != 0) {
-		pgn_log(PGN_LOG_WARN, "mod_vcard: loading the photo hash of %s "
-				      "failed: %s",
+		pgn_log(PGN_LOG_WARN,
+			"mod_vcard: loading the photo hash of %s "
+			"failed: %s",
 			c->bare, strerror(-err));
 		goto fail;
 	}
@@ -851,7 +884,7 @@ on_avatar_meta(const char *user, const char *node, const char *item_id,
 	struct pgn_xml *meta;
 	struct conv *c = NULL;
 	const char *type, *id = "";
-	char *at;
+	int rc;
 
 	(void)node;
 	(void)item_id;
@@ -868,26 +901,104 @@ on_avatar_meta(const char *user, const char *node, const char *item_id,
 	}
 	c->vc = vc;
 	memcpy(c->id, id, strlen(id) + 1); /* "" or HASH_HEX_LEN chars */
-	if ((c->bare = strdup(user)) == NULL ||
-	    (c->split = strdup(user)) == NULL)
+	if ((c->bare = strdup(user)) == NULL)
 		goto nomem;
 	c->type = type_dup(type);
-	if ((at = strchr(c->split, '@')) == NULL) {
+	if ((rc = split_bare(user, &c->split, &c->node, &c->domain)) < 0) {
+		if (rc == -ENOMEM)
+			goto nomem;
 		conv_free(c);
 		return;
 	}
-	*at = '\0';
-	c->node = c->split;
-	c->domain = at + 1;
 	if (pgn_kv_get(pgn_server_store(pgn_module_server(vc->m)), KV_NS,
 		       c->domain, c->node, KEY_HASH, 0, conv_got_hash, c) < 0)
 		goto nomem;
 	return;
 nomem:
-	pgn_log(PGN_LOG_WARN, "mod_vcard: the PEP avatar of %s is not copied "
-			      "to the vCard: out of memory",
+	pgn_log(PGN_LOG_WARN,
+		"mod_vcard: the PEP avatar of %s is not copied "
+		"to the vCard: out of memory",
 		user);
 	conv_free(c);
+}
+
+/* At login, an avatar the vCard had before mod_pep was enabled: copied
+ * to PEP while the account has no metadata node, so that XEP-0084
+ * clients see it too (one PEP read per login of a user with a photo). */
+struct login_pub {
+	struct set_req *sr;
+	char *split;
+	const char *node, *domain;
+};
+
+static void
+login_pub_free(struct login_pub *lp)
+{
+	set_req_free(lp->sr);
+	free(lp->split);
+	free(lp);
+}
+
+static void
+login_got_vcard(uint64_t owner, void *arg, int err, const char *stored)
+{
+	struct login_pub *lp = arg;
+	struct set_req *sr = lp->sr;
+	struct pgn_xml *wrap = NULL, *vcard, *photo;
+	char *t;
+
+	(void)owner;
+	if (err != 0 || stored == NULL ||
+	    (wrap = pgn_xml_new(NULL, "wrap")) == NULL ||
+	    pgn_xml_parse_into(wrap, stored, strlen(stored)) != 0 ||
+	    (vcard = pgn_xml_first_child(wrap)) == NULL ||
+	    photo_decode(vcard, sr->hash, &sr->img, &sr->imglen) < 0 ||
+	    sr->img == NULL)
+		goto out;
+	photo = pgn_xml_child(vcard, NS_VCARD, "PHOTO");
+	t = pgn_xml_child_text(photo, NS_VCARD, "TYPE");
+	sr->type = type_dup(t);
+	free(t);
+	lp->sr = NULL;
+	vcard_to_pep(sr); /* frees sr */
+out:
+	pgn_xml_free(wrap);
+	login_pub_free(lp);
+}
+
+static void
+login_meta_items(int err, size_t n, const struct pgn_xml *const *items,
+		 void *arg)
+{
+	struct login_pub *lp = arg;
+	struct vcard *vc = lp->sr->vc;
+
+	(void)n;
+	(void)items;
+	if (err != -ENOENT ||
+	    pgn_kv_get(pgn_server_store(pgn_module_server(vc->m)), KV_NS,
+		       lp->domain, lp->node, KEY_VCARD, 0, login_got_vcard,
+		       lp) < 0)
+		login_pub_free(lp); /* a node (or an error): nothing to do */
+}
+
+static void
+login_publish(struct vcard *vc, const char *bare)
+{
+	struct login_pub *lp = calloc(1, sizeof(*lp));
+
+	if (lp == NULL || (lp->sr = calloc(1, sizeof(*lp->sr))) == NULL ||
+	    (lp->sr->bare = strdup(bare)) == NULL ||
+	    split_bare(bare, &lp->split, &lp->node, &lp->domain) < 0)
+		goto fail;
+	lp->sr->vc = vc;
+	if (vc->pep->items(vc->pep_inst, bare, NS_AVATAR_META, NULL, 1,
+			   login_meta_items, lp) < 0)
+		goto fail;
+	return;
+fail:
+	if (lp != NULL)
+		login_pub_free(lp);
 }
 
 /* ---- session start: load the hash ---------------------------------------- */
@@ -911,6 +1022,9 @@ loaded_hash(uint64_t owner, void *arg, int err, const char *h)
 		pgn_session_set_data(s, vc->m, NULL, NULL);
 	} else {
 		set_session_hash(s, vc, h != NULL ? h : "");
+		if (h != NULL && h[0] != '\0' && pep_lookup(vc) != NULL &&
+		    pgn_session_jid(s) != NULL)
+			login_publish(vc, pgn_session_jid(s)->bare);
 	}
 	pgn_session_release(s);
 }
@@ -1079,7 +1193,8 @@ static const struct pgn_module_opt vcard_options[] = {
 const struct pgn_module_def pgn_module_def = {
 	.abi = PGN_MODULE_ABI,
 	.name = "mod_vcard",
-	.description = "vcard-temp (XEP-0054), avatar hashes (XEP-0153), PEP conversion (XEP-0398)",
+	.description = "vcard-temp (XEP-0054), avatar hashes (XEP-0153), PEP "
+		       "conversion (XEP-0398)",
 	.options = vcard_options,
 	.hooks = vcard_hooks,
 	.load = vcard_load,

@@ -550,3 +550,32 @@ def test_mod_pep_configured_first(make_server, driver):
     assert set(items_of(a, NS_BM)) == {'f@conf.example'}
     a.close()
     srv.stop()
+
+
+def test_vcard_avatar_published_at_login_when_pep_enabled_later(make_server,
+                                                                driver):
+    """A vCard photo set before mod_pep was enabled reaches PEP at the
+    user's next login (XEP-0084 clients then see it), once."""
+    srv = make_server(driver, modules={'mod_pep': None})
+    name, pw = srv.new_user(prefix='vm')
+    c = srv.login(name, pw)
+    img = image()
+    sha = hashlib.sha1(img).hexdigest()
+    ok(c.iq('set', vcard_xml('before PEP', img, mime='image/jpeg')))
+    c.close()
+    srv.stop()
+    srv.modules['mod_pep'] = {}
+    srv.write_config()
+    srv.start()
+    c = srv.login(name, pw)
+    meta = wait_for(lambda: items_of(c, NS_META), 'the metadata')
+    info = meta[sha].find('{%s}metadata/{%s}info' % (NS_META, NS_META))
+    assert info.get('type') == 'image/jpeg' and info.get('id') == sha
+    data = items_of(c, NS_DATA)
+    assert base64.b64decode(data[sha].find('{%s}data' % NS_DATA).text) == img
+    before = item_ts(srv, name, NS_META)
+    c2 = srv.login(name, pw)  # the node exists now: nothing republished
+    ok(c2.iq('get', GET_VCARD))
+    time.sleep(0.3)
+    assert item_ts(srv, name, NS_META) == before
+    assert vcard_photo(c2) == ('image/jpeg', img)

@@ -11,8 +11,8 @@
 
 #include <check.h>
 
-#include "pigeon/xml.h"
 #include "../../modules/bookmarks.h"
+#include "pigeon/xml.h"
 
 /* The first element of text (a wrapper's child, unlinked; caller frees). */
 static struct pgn_xml *
@@ -41,7 +41,8 @@ START_TEST(test_legacy_to_item)
 {
 	struct pgn_xml *lc = parse(
 		"<conference xmlns='storage:bookmarks' jid='r@conf.example' "
-		"name='Room' autojoin='1'><password>pw</password><nick>jc</nick>"
+		"name='Room' "
+		"autojoin='1'><password>pw</password><nick>jc</nick>"
 		"<x xmlns='urn:example' v='1'/></conference>");
 	struct pgn_xml *item, *c, *e;
 	int nomem = 1;
@@ -81,7 +82,8 @@ START_TEST(test_item_to_legacy)
 	struct pgn_xml *item = parse(
 		"<item xmlns='http://jabber.org/protocol/pubsub' "
 		"id='r@conf.example'><conference xmlns='urn:xmpp:bookmarks:1' "
-		"name='Room'><nick>jc</nick><extensions><x xmlns='urn:example'/>"
+		"name='Room'><nick>jc</nick><extensions><x "
+		"xmlns='urn:example'/>"
 		"</extensions></conference></item>");
 	struct pgn_xml *lc, *other;
 	int nomem = 1;
@@ -118,7 +120,7 @@ START_TEST(test_round_trip_unchanged)
 		"autojoin='1' name='Room'><nick>jc</nick><password>p</password>"
 		"<extensions><x xmlns='urn:example' v='2'/></extensions>"
 		"</conference></item>");
-	const struct pgn_xml *existing[1] = { item };
+	const struct pgn_xml *existing[1] = {item};
 	struct pgn_xml *lc, *again, *changed;
 	int nomem;
 	char *a, *b;
@@ -153,7 +155,8 @@ START_TEST(test_wanted)
 	static const char doc[] =
 		"<storage xmlns='storage:bookmarks'>"
 		"<conference jid='a@c' name='first'/><url url='https://x/'/>"
-		"<conference jid='a@c' name='second'/><conference name='nojid'/>"
+		"<conference jid='a@c' name='second'/><conference "
+		"name='nojid'/>"
 		"</storage><other xmlns='urn:example'><conference jid='z@c'/>"
 		"</other><storage xmlns='storage:bookmarks'>"
 		"<conference jid='b@c'/></storage>";
@@ -202,12 +205,12 @@ END_TEST
 START_TEST(test_options)
 {
 	static const char *const want[][2] = {
-		{ "FORM_TYPE",
-		  "http://jabber.org/protocol/pubsub#publish-options" },
-		{ "pubsub#access_model", "whitelist" },
-		{ "pubsub#max_items", "max" },
-		{ "pubsub#send_last_published_item", "never" },
-		{ "pubsub#persist_items", "true" },
+		{"FORM_TYPE",
+		 "http://jabber.org/protocol/pubsub#publish-options"},
+		{"pubsub#access_model", "whitelist"},
+		{"pubsub#max_items", "max"},
+		{"pubsub#send_last_published_item", "never"},
+		{"pubsub#persist_items", "true"},
 	};
 	struct pgn_xml *x = bm_options();
 	size_t found = 0;

@@ -557,6 +557,14 @@ result_add(struct bench *b, const char *key, const char *label, double v,
 	b->nres++;
 }
 
+/* A percentile of a latency histogram (ns), in µs. */
+static void
+result_pct(struct bench *b, const char *key, const char *label,
+           const struct pgn_lat_hist *h, double pct)
+{
+	result_add(b, key, label, (double)pgn_lat_hist_pct(h, pct) / 1e3, 0);
+}
+
 static void
 print_table(const struct bench *b)
 {
@@ -2452,12 +2460,9 @@ chat_report(struct bench *b)
 	           secs > 0 ? (double)b->sent_meas / secs : 0, 0);
 	result_add(b, "delivered_per_s", "msgs/s",
 	           secs > 0 ? (double)b->delivered_meas / secs : 0, 0);
-	result_add(b, "lat_p50_us", "p50 us",
-	           (double)pgn_lat_hist_pct(&b->lat, 0.50) / 1e3, 0);
-	result_add(b, "lat_p99_us", "p99 us",
-	           (double)pgn_lat_hist_pct(&b->lat, 0.99) / 1e3, 0);
-	result_add(b, "lat_p999_us", "p99.9 us",
-	           (double)pgn_lat_hist_pct(&b->lat, 0.999) / 1e3, 0);
+	result_pct(b, "lat_p50_us", "p50 us", &b->lat, 0.50);
+	result_pct(b, "lat_p99_us", "p99 us", &b->lat, 0.99);
+	result_pct(b, "lat_p999_us", "p99.9 us", &b->lat, 0.999);
 	result_add(b, "lat_max_us", "max us", (double)b->lat.max / 1e3, 0);
 	result_add(b, "lat_mean_us", NULL,
 	           b->lat.count
@@ -2968,10 +2973,8 @@ pep_report(struct bench *b)
 	           0);
 	result_add(b, "notifications_per_s", "notif/s",
 	           secs > 0 ? (double)b->notified / secs : 0, 0);
-	result_add(b, "notify_p50_us", "p50 us",
-	           (double)pgn_lat_hist_pct(&b->lat, 0.50) / 1e3, 0);
-	result_add(b, "notify_p99_us", "p99 us",
-	           (double)pgn_lat_hist_pct(&b->lat, 0.99) / 1e3, 0);
+	result_pct(b, "notify_p50_us", "p50 us", &b->lat, 0.50);
+	result_pct(b, "notify_p99_us", "p99 us", &b->lat, 0.99);
 	result_add(b, "notify_max_us", NULL, (double)b->lat.max / 1e3, 0);
 	result_add(b, "duration_s", NULL, secs, 2);
 	if (b->cpu_srv0 >= 0 && srv >= 0 && b->notified > 0)

@@ -26,37 +26,37 @@
 /* The nodes of a service, with their items and payload bytes.  For PEP
  * the account's row comes first (LEFT JOIN) so that an unknown account
  * is told from one without nodes: a row with a NULL node. */
-#define SQL_PEP_NODES(LEN)                                                  \
-	"SELECT n.node, count(i.item_id), COALESCE(sum(" LEN "), 0) "       \
-	"FROM accounts a "                                                  \
-	"LEFT JOIN pubsub_node n ON n.host = a.host AND "                   \
-	"n.username = a.username "                                          \
-	"LEFT JOIN pubsub_item i ON i.node_id = n.id "                      \
-	"WHERE a.host = $1 AND a.username = $2 "                            \
+#define SQL_PEP_NODES(LEN)                                                     \
+	"SELECT n.node, count(i.item_id), COALESCE(sum(" LEN "), 0) "          \
+	"FROM accounts a "                                                     \
+	"LEFT JOIN pubsub_node n ON n.host = a.host AND "                      \
+	"n.username = a.username "                                             \
+	"LEFT JOIN pubsub_item i ON i.node_id = n.id "                         \
+	"WHERE a.host = $1 AND a.username = $2 "                               \
 	"GROUP BY n.id, n.node ORDER BY n.node"
-#define SQL_SERVICE_NODES(LEN)                                              \
-	"SELECT n.node, count(i.item_id), COALESCE(sum(" LEN "), 0) "       \
-	"FROM pubsub_node n LEFT JOIN pubsub_item i ON i.node_id = n.id "   \
+#define SQL_SERVICE_NODES(LEN)                                                 \
+	"SELECT n.node, count(i.item_id), COALESCE(sum(" LEN "), 0) "          \
+	"FROM pubsub_node n LEFT JOIN pubsub_item i ON i.node_id = n.id "      \
 	"WHERE n.service = $1 GROUP BY n.id, n.node ORDER BY n.node"
 
 /* PEP figures of a host: accounts with nodes, their nodes, items and
  * bytes, and the largest account's of each (one pass, one row per
  * account in the inner query). */
-#define SQL_PEP_STATS(LEN)                                                  \
-	"SELECT count(*), COALESCE(sum(nodes), 0), COALESCE(sum(items), 0), " \
-	"COALESCE(sum(bytes), 0), COALESCE(max(nodes), 0), "                \
-	"COALESCE(max(items), 0), COALESCE(max(bytes), 0) FROM ("           \
-	"SELECT n.username, count(DISTINCT n.id) AS nodes, "                \
-	"count(i.item_id) AS items, COALESCE(sum(" LEN "), 0) AS bytes "    \
-	"FROM pubsub_node n LEFT JOIN pubsub_item i ON i.node_id = n.id "   \
-	"WHERE n.host = $1 AND n.username IS NOT NULL "                     \
+#define SQL_PEP_STATS(LEN)                                                     \
+	"SELECT count(*), COALESCE(sum(nodes), 0), COALESCE(sum(items), 0), "  \
+	"COALESCE(sum(bytes), 0), COALESCE(max(nodes), 0), "                   \
+	"COALESCE(max(items), 0), COALESCE(max(bytes), 0) FROM ("              \
+	"SELECT n.username, count(DISTINCT n.id) AS nodes, "                   \
+	"count(i.item_id) AS items, COALESCE(sum(" LEN "), 0) AS bytes "       \
+	"FROM pubsub_node n LEFT JOIN pubsub_item i ON i.node_id = n.id "      \
+	"WHERE n.host = $1 AND n.username IS NOT NULL "                        \
 	"GROUP BY n.username) AS u"
-#define SQL_SERVICE_STATS(LEN)                                              \
-	"SELECT count(DISTINCT n.id), count(i.item_id), "                   \
-	"COALESCE(sum(" LEN "), 0), (SELECT count(*) FROM "                 \
-	"pubsub_subscription s JOIN pubsub_node m ON m.id = s.node_id "     \
-	"WHERE m.service = $1) "                                            \
-	"FROM pubsub_node n LEFT JOIN pubsub_item i ON i.node_id = n.id "   \
+#define SQL_SERVICE_STATS(LEN)                                                 \
+	"SELECT count(DISTINCT n.id), count(i.item_id), "                      \
+	"COALESCE(sum(" LEN "), 0), (SELECT count(*) FROM "                    \
+	"pubsub_subscription s JOIN pubsub_node m ON m.id = s.node_id "        \
+	"WHERE m.service = $1) "                                               \
+	"FROM pubsub_node n LEFT JOIN pubsub_item i ON i.node_id = n.id "      \
 	"WHERE n.service = $1"
 
 static const char *
@@ -77,8 +77,8 @@ value_int(const struct pgn_store_result *res, int row, int col)
 struct ctl_req {
 	struct ps_engine *e;
 	struct pgn_command *cmd;
-	char *service;  /* the PEP owner's bare JID, or the domain */
-	char *user;     /* PEP: the prepared localpart */
+	char *service; /* the PEP owner's bare JID, or the domain */
+	char *user;    /* PEP: the prepared localpart */
 	char *node;
 };
 
@@ -107,7 +107,8 @@ req_new(struct ps_engine *e, struct pgn_command *cmd, const char *user,
 	q->e = e;
 	q->cmd = cmd;
 	if (e->pep) {
-		if (pgn_jid_make(user, host, NULL, &j) != 0 || j->node == NULL) {
+		if (pgn_jid_make(user, host, NULL, &j) != 0 ||
+		    j->node == NULL) {
 			pgn_command_reply(cmd, PGN_CTL_USAGE,
 					  "invalid user or host");
 			goto fail;
@@ -173,8 +174,8 @@ nodes_done(uint64_t owner, void *arg, const struct pgn_store_result *res)
 		 * newline in a node name) becomes a space. */
 		for (const char *c = node; *c != '\0'; c++)
 			*p++ = (unsigned char)*c < 0x20 ? ' ' : *c;
-		sprintf(p, "\t%" PRId64 "\t%" PRId64 "\n",
-			value_int(res, r, 1), value_int(res, r, 2));
+		sprintf(p, "\t%" PRId64 "\t%" PRId64 "\n", value_int(res, r, 1),
+			value_int(res, r, 2));
 		rows++;
 	}
 	pgn_command_reply(q->cmd, PGN_CTL_OK, rows > 0 ? out : NULL);
@@ -214,8 +215,7 @@ list_nodes(struct ps_engine *e, struct pgn_command *cmd, const char *user,
 
 /* get_pubsub_nodes USER HOST */
 static void
-cmd_pep_nodes(struct pgn_command *cmd, int argc, char *const *argv,
-	      void *arg)
+cmd_pep_nodes(struct pgn_command *cmd, int argc, char *const *argv, void *arg)
 {
 	(void)argc;
 	list_nodes(arg, cmd, argv[0], argv[1]);
@@ -267,9 +267,10 @@ found_node(uint64_t owner, void *arg, const struct pgn_store_result *res)
 	}
 	/* A configuration that does not decode is still deleted: the
 	 * notification then follows the defaults. */
-	if (ps_config_decode(&config, pgn_store_value(res, 0, 1) != NULL
-					      ? pgn_store_value(res, 0, 1)
-					      : "",
+	if (ps_config_decode(&config,
+			     pgn_store_value(res, 0, 1) != NULL
+				     ? pgn_store_value(res, 0, 1)
+				     : "",
 			     q->e->pep) != 0)
 		ps_config_default(&config, q->e->pep);
 	ref.id = strtoll(id, NULL, 10);
@@ -296,8 +297,7 @@ delete_node(struct ps_engine *e, struct pgn_command *cmd, const char *user,
 	if (q == NULL)
 		return;
 	/* Columns id, config (and an affiliation of nobody's). */
-	if (ps_store_node_get(e, q->service, q->node, "", found_node, q) !=
-	    0) {
+	if (ps_store_node_get(e, q->service, q->node, "", found_node, q) != 0) {
 		pgn_command_reply(cmd, PGN_CTL_ERROR, "storage error");
 		req_free(q);
 	}
@@ -305,8 +305,7 @@ delete_node(struct ps_engine *e, struct pgn_command *cmd, const char *user,
 
 /* delete_pubsub_node USER HOST NODE */
 static void
-cmd_pep_delete(struct pgn_command *cmd, int argc, char *const *argv,
-	       void *arg)
+cmd_pep_delete(struct pgn_command *cmd, int argc, char *const *argv, void *arg)
 {
 	(void)argc;
 	delete_node(arg, cmd, argv[0], argv[1], argv[2]);

@@ -19,6 +19,8 @@ MODULE_COMMANDS = {
     'get_roster': 'mod_roster', 'get_last': 'mod_last',
     'delete_old_messages': 'mod_offline',
     'delete_old_mam_messages': 'mod_mam', 'archive_stats': 'mod_mam',
+    'get_pubsub_nodes': 'mod_pep', 'delete_pubsub_node': 'mod_pep',
+    'pep_stats': 'mod_pep',
 }
 
 
@@ -310,8 +312,8 @@ def test_stats_archive_figures(make_server, driver):
 
 
 def test_stats_without_modules(make_server, driver):
-    """Without mod_mam the core figures come alone."""
-    srv = make_server(driver, modules={'mod_mam': None})
+    """Without mod_mam and mod_pep the core figures come alone."""
+    srv = make_server(driver, modules={'mod_mam': None, 'mod_pep': None})
     d = stats_figures(srv)
     assert 'hosts' in d and d['stats_failed'] == 0, d
     assert not [k for k in d if '@' in k], d

@@ -25,7 +25,9 @@ CHAT = (21, 10)
 LOGIN = (31, 10)
 OFFLINE_SENDERS = (41, 2)
 OFFLINE_RCPTS = (43, 5)
-ACCOUNTS = 47
+PEP = (48, 6)           # the owner, then its contacts
+PEPSET = (54, 5)
+ACCOUNTS = 58
 
 
 def run_load(server, scenario, *args, port=None, expect=0, tmp=None,
@@ -54,7 +56,7 @@ def run_load(server, scenario, *args, port=None, expect=0, tmp=None,
 @pytest.fixture(scope='module')
 def load_server(basedir, certs):
     """A SQLite server with in-band registration open (no rate limit),
-    whose accounts load1..load47 the tool itself registers."""
+    whose accounts load1..load58 the tool itself registers."""
     srv = Server(basedir, certs, 'sqlite', name='load',
                  modules={'mod_register': {'allow_registration': True,
                                            'registration_interval': 0}})
@@ -193,3 +195,40 @@ def test_failures_are_counted(load_server):
     r = subprocess.run([str(LOAD), '-s', 'nosuch'], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 2, r
+
+
+def test_pep(load_server):
+    """pep: every contact interested, every notification counted."""
+    srv = load_server
+    first, n = PEP
+    owner = 'load%d' % first
+    for i in range(first + 1, first + n):
+        for a, b in ((owner, 'load%d' % i), ('load%d' % i, owner)):
+            srv.ctl('add_rosteritem', a, 'localhost', b, 'localhost', '', '',
+                    'both', expect=0)
+    rep = run_load(srv, 'pep', '-n', 20, '--contacts', n - 1, '--first', first,
+                   '--window', 2, '--settle', 0.5, '--server-pid',
+                   srv.proc.pid)
+    assert rep['scenario'] == 'pep'
+    assert rep['interested'] == n - 1 and rep['published'] == 20, rep
+    assert rep['notifications'] == 20 * (n - 1), rep
+    assert rep['notifications_lost'] == 0 and rep['publish_errors'] == 0, rep
+    assert rep['server_cpu_us_per_publish'] >= 0, rep  # clock ticks: may be 0
+
+
+def test_pepset(load_server):
+    """pepset: each account's 7 items stored (--verify-cmd counts them)."""
+    srv = load_server
+    first, n = PEPSET
+    count = ("%s -c \"import sqlite3; print(sqlite3.connect('%s').execute("
+             "'SELECT count(*) FROM pubsub_item').fetchone()[0])\""
+             % (sys.executable, srv.db_path))
+    rep = run_load(srv, 'pepset', '-n', n, '--first', first, '--concurrency',
+                   3, '--verify-cmd', count)
+    assert rep['accounts'] == n and rep['published'] == 7 * n, rep
+    assert rep['publish_errors'] == 0 and rep['failed'] == 0, rep
+    assert rep['store_bytes_per_account'] == 7, rep
+    out = srv.ctl('get_pubsub_nodes', 'load%d' % first, 'localhost',
+                  expect=0).stdout
+    nodes = sorted(line.split('\t')[0] for line in out.splitlines())
+    assert len(nodes) == 5 and 'urn:xmpp:bookmarks:1' in nodes, out

@@ -18,17 +18,28 @@ static const struct {
 	const char *condition;
 	int code;
 } xep0086[] = {
-	{"bad-request", 400},           {"conflict", 409},
-	{"feature-not-implemented", 501}, {"forbidden", 403},
-	{"gone", 302},                  {"internal-server-error", 500},
-	{"item-not-found", 404},        {"jid-malformed", 400},
-	{"not-acceptable", 406},        {"not-allowed", 405},
-	{"not-authorized", 401},        {"payment-required", 402},
-	{"recipient-unavailable", 404}, {"redirect", 302},
-	{"registration-required", 407}, {"remote-server-not-found", 404},
-	{"remote-server-timeout", 504}, {"resource-constraint", 500},
-	{"service-unavailable", 503},   {"subscription-required", 407},
-	{"undefined-condition", 500},   {"unexpected-request", 400},
+	{"bad-request", 400},
+	{"conflict", 409},
+	{"feature-not-implemented", 501},
+	{"forbidden", 403},
+	{"gone", 302},
+	{"internal-server-error", 500},
+	{"item-not-found", 404},
+	{"jid-malformed", 400},
+	{"not-acceptable", 406},
+	{"not-allowed", 405},
+	{"not-authorized", 401},
+	{"payment-required", 402},
+	{"recipient-unavailable", 404},
+	{"redirect", 302},
+	{"registration-required", 407},
+	{"remote-server-not-found", 404},
+	{"remote-server-timeout", 504},
+	{"resource-constraint", 500},
+	{"service-unavailable", 503},
+	{"subscription-required", 407},
+	{"undefined-condition", 500},
+	{"unexpected-request", 400},
 };
 
 START_TEST(table)
@@ -112,8 +123,8 @@ START_TEST(message_keeps_payload)
 	e = pgn_xml_child(r->xml, NULL, "error");
 	ck_assert_ptr_nonnull(e);
 	ck_assert_str_eq(pgn_xml_attr(e, "code"), "503");
-	ck_assert_ptr_nonnull(pgn_xml_child(e, PGN_NS_STANZAS,
-					    "service-unavailable"));
+	ck_assert_ptr_nonnull(
+		pgn_xml_child(e, PGN_NS_STANZAS, "service-unavailable"));
 	ck_assert_ptr_null(pgn_xml_child(e, PGN_NS_STANZAS, "text"));
 	pgn_stanza_free(r);
 	pgn_stanza_free(req);
@@ -134,8 +145,8 @@ START_TEST(add_error_to_element)
 	ck_assert_ptr_nonnull(s);
 	ck_assert_ptr_nonnull(strstr(s, "code=\"400\""));
 	ck_assert_ptr_nonnull(strstr(s, "type=\"modify\""));
-	ck_assert_ptr_nonnull(strstr(s, "<jid-malformed xmlns=\"" PGN_NS_STANZAS
-					"\"/>"));
+	ck_assert_ptr_nonnull(
+		strstr(s, "<jid-malformed xmlns=\"" PGN_NS_STANZAS "\"/>"));
 	free(s);
 	pgn_xml_free(x);
 }

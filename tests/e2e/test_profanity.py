@@ -105,8 +105,7 @@ class Profanity:
 
 @pytest.fixture
 def profanity(make_server, driver):
-    srv = make_server(driver, max_stanza_size=STANZA_LIMIT,
-                      modules={'mod_pep': {}})
+    srv = make_server(driver, max_stanza_size=STANZA_LIMIT)
     prof = Profanity(srv.dir / 'prof')
     yield srv, prof
     prof.close()

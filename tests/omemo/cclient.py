@@ -43,7 +43,7 @@ class CClient:
                '--host', '127.0.0.1', '--port', str(server.c2s_port),
                '--cafile', server.cafile, '--timeout', str(timeout)]
         cmd += [str(a) for a in args]
-        self.cmd = cmd
+        self.argv = cmd
         self.timeout = timeout
         self.stdout, self.stderr = [], []
         self._unread = []
@@ -75,7 +75,7 @@ class CClient:
 
     def report(self):
         return ('$ %s\nexit: %s\nstdout:\n  %s\nstderr:\n  %s'
-                % (' '.join(self.cmd), self.proc.returncode,
+                % (" ".join(self.argv), self.proc.returncode,
                    '\n  '.join(self.stdout), '\n  '.join(self.stderr[-60:])))
 
     def send(self, line):

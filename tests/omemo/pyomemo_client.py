@@ -295,6 +295,10 @@ class OmemoClient:
         """Encrypts text for every device of `to` and this account's other
         devices, sends it; returns the stanza id."""
         ns = namespace or self.namespaces[0]
+        if not await self.devices_of(to):
+            # python-omemo encrypts for the device lists it has; a contact
+            # never seen (no +notify yet) is read from the server first
+            await self.refresh(to, ns)
         plain = text.encode() if ns == NS_OLD else _sce_envelope(text)
         messages, errors = await self.sm.encrypt(
             frozenset([bare(to)]), {n: plain for n in self.namespaces}, [ns])

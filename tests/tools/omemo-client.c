@@ -7,6 +7,7 @@
  *
  *   omemo-client --jid JID --password PW --host H --port N --cafile F
  *                [--carbons] [--no-presence] [--timeout S] [--verbose]
+ *   omemo-client --offline --jid JID    (no server: see offline_command)
  *
  * Commands, one per line on standard input:
  *   publish            fetch own device list, add this device, publish it
@@ -76,7 +77,7 @@ enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_TIMEOUT = 2, EXIT_USAGE = 64 };
 struct opts {
 	const char *jid, *password, *host, *cafile;
 	unsigned short port;
-	int carbons, no_presence, verbose;
+	int carbons, no_presence, verbose, offline;
 	double timeout;
 };
 
@@ -838,8 +839,10 @@ add_keys(struct client *c, struct sb *b, struct contact *ct, const uint8_t *km)
 	return n;
 }
 
+/* Encrypts text for `to` and sends it, or with print_only prints the
+ * stanza as "STANZA <xml>" (the offline interop test reads it). */
 static void
-send_encrypted(struct client *c, const char *to, const char *text)
+send_encrypted(struct client *c, const char *to, const char *text, int print_only)
 {
 	uint8_t km[32], iv[12];		/* key material: AES key || GCM tag */
 	size_t len = strlen(text);
@@ -878,6 +881,9 @@ send_encrypted(struct client *c, const char *to, const char *text)
 	}
 	if (n == 0) {
 		fail(c, "send to %s: no device with a session", to);
+	} else if (print_only) {
+		printf("STANZA %s\n", xml);
+		fflush(stdout);
 	} else {
 		xmpp_send_raw_string(c->conn, "%s", xml);
 		printf("SENT %s keys=%d\n", id, n);
@@ -945,7 +951,7 @@ op_step_done(struct client *c, struct op *op)
 		}
 		break;
 	case OP_SEND:
-		send_encrypted(c, op->jid, op->text);
+		send_encrypted(c, op->jid, op->text, 0);
 		break;
 	}
 	fflush(stdout);
@@ -1418,6 +1424,62 @@ split(char *s)
 	return sp + 1;
 }
 
+/* The commands that need no server (--offline; tests/omemo/
+ * test_offline_interop.py checks the cryptography against python-omemo
+ * with them, XML passed on one line):
+ *   bundle                    -> BUNDLE <device id> <bundle xml>
+ *   devices JID ID,ID...      set JID's device list
+ *   session JID DEV <bundle>  build a session from a bundle -> SESSION <jid> <dev>
+ *   encrypt JID TEXT          -> STANZA <message xml>
+ *   inject <message xml>      handle as if received (DECRYPTED ... lines)
+ * Returns 1 if line was one of them. */
+static int
+offline_command(struct client *c, char *line, char *arg)
+{
+	struct contact *ct;
+	xmpp_stanza_t *st;
+	char *rest, *xml;
+
+	if (strcmp(line, "bundle") == 0) {
+		xml = bundle_xml(c);
+		printf("BUNDLE %u %s\n", c->keys.device_id, xml ? xml : "");
+		free(xml);
+	} else if (strcmp(line, "devices") == 0 && *(rest = split(arg))) {
+		if (!(ct = contact_get(c, arg)))
+			return 1;
+		ct->known = 1;
+		ct->ndev = 0;
+		for (char *tok = strtok(rest, ","); tok; tok = strtok(NULL, ","))
+			contact_add(ct, (uint32_t)strtoul(tok, NULL, 10));
+		print_devices(ct, "DEVICELIST");
+	} else if (strcmp(line, "session") == 0 && *(rest = split(arg))) {
+		char *bundle = split(rest);
+		uint32_t dev = (uint32_t)strtoul(rest, NULL, 10);
+
+		st = xmpp_stanza_new_from_string(c->ctx, bundle);
+		if (!st || build_session(c, arg, dev, st) < 0)
+			fail(c, "session %s %u failed", arg, dev);
+		else
+			printf("SESSION %s %u\n", arg, dev);
+		if (st)
+			xmpp_stanza_release(st);
+	} else if (strcmp(line, "encrypt") == 0 && *(rest = split(arg))) {
+		send_encrypted(c, arg, rest, 1);
+	} else if (strcmp(line, "inject") == 0 && *arg) {
+		st = xmpp_stanza_new_from_string(c->ctx, arg);
+		if (!st) {
+			fail(c, "inject: not XML");
+			return 1;
+		}
+		on_message(NULL, st, c);
+		xmpp_stanza_release(st);
+	} else {
+		return 0;
+	}
+	fflush(stdout);
+	return 1;
+}
+
 static void
 command(struct client *c, char *line)
 {
@@ -1434,6 +1496,8 @@ command(struct client *c, char *line)
 			fail(c, "connect failed");
 		return;
 	}
+	if (offline_command(c, line, arg))
+		return;
 	if (!c->connected) {
 		fail(c, "%s: not connected", line);
 		return;
@@ -1516,6 +1580,7 @@ parse_args(int argc, char **argv, struct opts *o)
 		{"no-presence", no_argument, NULL, 'N'},
 		{"timeout", required_argument, NULL, 't'},
 		{"verbose", no_argument, NULL, 'v'},
+		{"offline", no_argument, NULL, 'O'},
 		{NULL, 0, NULL, 0},
 	};
 	char *end;
@@ -1547,10 +1612,11 @@ parse_args(int argc, char **argv, struct opts *o)
 				return -1;
 			break;
 		case 'v': o->verbose = 1; break;
+		case 'O': o->offline = 1; break;
 		default: return -1;
 		}
 	}
-	return optind == argc && o->jid && o->password ? 0 : -1;
+	return optind == argc && o->jid && (o->password || o->offline) ? 0 : -1;
 }
 
 int
@@ -1583,7 +1649,7 @@ main(int argc, char **argv)
 	compute_caps(&c);
 	fprintf(stderr, "device id %u\n", c.keys.device_id);
 	presence_on_connect = !o.no_presence;
-	if (do_connect(&c) < 0)
+	if (!o.offline && do_connect(&c) < 0)
 		goto out;
 	deadline = now() + o.timeout;
 	while (!c.failed && !c.quit) {

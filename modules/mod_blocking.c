@@ -34,6 +34,7 @@
 #include <string.h>
 #include <sys/types.h>
 
+#include "pigeon/blocking.h"
 #include "pigeon/log.h"
 #include "pigeon/map.h"
 #include "pigeon/module.h"
@@ -55,12 +56,17 @@ enum verdict {
 	V_FAIL,        /* the list could not be loaded: fail closed */
 };
 
-/* A stanza or a session waiting for a list to load. */
+/* A stanza, a session or a question of the "blocking" service waiting
+ * for a list to load. */
 struct waiter {
 	struct waiter *next;
-	struct pgn_hold *hold; /* the held stanza, or NULL for a session */
+	struct pgn_hold *hold; /* the held stanza, or NULL */
 	enum direction dir;
 	uint64_t sid; /* the held session, or the sender of a stanza */
+	/* The service's question (hold NULL, fn set): is jid blocked. */
+	pgn_blocking_fn fn;
+	void *arg;
+	struct pgn_jid *jid;
 };
 
 struct blist {
@@ -420,6 +426,11 @@ on_loaded(uint64_t owner, void *arg, const struct pgn_store_result *res)
 		if (w->hold != NULL) {
 			const struct pgn_stanza *st = pgn_hold_stanza(w->hold);
 			run_held(b, w, ok ? judge(w->dir, l, st) : V_FAIL);
+		} else if (w->fn != NULL) {
+			/* Fails closed, as the filters do. */
+			w->fn(ok ? 0 : -EIO, !ok || is_blocked(l, w->jid),
+			      w->arg);
+			pgn_jid_free(w->jid);
 		} else {
 			struct pgn_session *s =
 			        pgn_session_find(b->srv, w->sid);
@@ -1120,6 +1131,58 @@ answered:
 	return PGN_EVENT_HANDLED;
 }
 
+/* ---- the "blocking" service (pigeon/blocking.h) ---------------------- */
+
+static int
+svc_blocks(void *instance, const char *user, const char *jid,
+	   pgn_blocking_fn fn, void *arg)
+{
+	struct blocking *b = instance;
+	const char *at = strchr(user, '@');
+	struct pgn_jid *j = NULL;
+	struct waiter *w;
+	struct blist *l;
+	int rc;
+
+	if ((rc = pgn_jid_parse(jid, &j)) < 0)
+		return rc;
+	if (at == NULL || strcmp(at + 1, b->host) != 0) {
+		pgn_jid_free(j);
+		fn(0, 0, arg);
+		return 0;
+	}
+	l = pgn_map_get(b->lists, user);
+	if (l != NULL && l->loaded) {
+		int blocked = is_blocked(l, j);
+		pgn_jid_free(j);
+		fn(0, blocked, arg);
+		return 0;
+	}
+	if ((l = blist_get(b, user)) == NULL ||
+	    (w = calloc(1, sizeof(*w))) == NULL) {
+		if (l != NULL)
+			blist_release(b, l);
+		pgn_jid_free(j);
+		return -ENOMEM;
+	}
+	if (blist_load(b, l) < 0) {
+		free(w);
+		blist_release(b, l);
+		pgn_jid_free(j);
+		return -ENOMEM;
+	}
+	w->fn = fn;
+	w->arg = arg;
+	w->jid = j;
+	*l->wait_tail = w;
+	l->wait_tail = &w->next;
+	return 0;
+}
+
+static const struct pgn_blocking_service blocking_service = {
+	.blocks = svc_blocks,
+};
+
 /* ---- module ---------------------------------------------------------- */
 
 static int
@@ -1135,6 +1198,9 @@ free_list(const char *key, uint64_t id, void *value, void *arg)
 		next = w->next;
 		if (w->hold != NULL) {
 			pgn_stanza_free(pgn_hold_take(w->hold));
+		} else if (w->fn != NULL) {
+			/* Not reached: store callbacks have run. */
+			pgn_jid_free(w->jid);
 		} else {
 			struct pgn_session *s =
 			        pgn_session_find(b->srv, w->sid);
@@ -1175,7 +1241,9 @@ blocking_load(struct pgn_module *m)
 	b->max_items = (size_t)pgn_module_opt_int(m, "max_items");
 	pgn_module_set_data(m, b);
 	if (b->lists == NULL ||
-	    (rc = pgn_module_add_feature(m, NS_BLOCKING)) < 0)
+	    (rc = pgn_module_add_feature(m, NS_BLOCKING)) < 0 ||
+	    (rc = pgn_module_provide(m, PGN_BLOCKING_SERVICE,
+				     &blocking_service, b)) < 0)
 		goto fail;
 	return 0;
 fail:

@@ -49,8 +49,20 @@
 #define QUERY_TIMEOUT_MS (60 * 1000)
 #define VER_BUF 96
 
+/* A module watching sessions' features (pigeon/caps.h). */
+struct watcher {
+	struct watcher *next;
+	struct pgn_module *m;
+	pgn_caps_watch_fn fn;
+	void *arg;
+};
+
 struct caps {
 	struct pgn_module *m;
+	struct watcher *watchers;
+	/* Sessions whose caps are being looked up or verified: session id
+	 * -> "hash/ver" (malloc'd), so that they are told once known. */
+	struct pgn_map *waiting;
 	const char *node;
 	unsigned long cache_size;
 	struct pgn_map *known;    /* "hash/ver" -> features (char *) */
@@ -556,6 +568,66 @@ caps_session_features(const struct caps *c, const struct pgn_session *s)
 	return pgn_map_get(c->known, cs->key);
 }
 
+/* ---- watchers -------------------------------------------------------------- */
+
+static void
+fire(struct caps *c, struct pgn_session *s, const char *old,
+     const char *features)
+{
+	for (struct watcher *w = c->watchers; w != NULL; w = w->next)
+		w->fn(s, old, features, w->arg);
+}
+
+struct woken {
+	const char *key;
+	uint64_t *ids;
+	size_t n, cap;
+	int nomem;
+};
+
+static int
+collect_waiting(const char *key, uint64_t id, void *value, void *arg)
+{
+	struct woken *wk = arg;
+	(void)key;
+	if (strcmp(value, wk->key) != 0 || wk->nomem)
+		return 0;
+	if (wk->n == wk->cap) {
+		size_t cap = wk->cap ? wk->cap * 2 : 8;
+		uint64_t *v = realloc(wk->ids, cap * sizeof(*v));
+		if (v == NULL) {
+			wk->nomem = 1;
+			return 0;
+		}
+		wk->ids = v;
+		wk->cap = cap;
+	}
+	wk->ids[wk->n++] = id;
+	return 0;
+}
+
+/* key's features are known now: the sessions waiting for them are told
+ * (those still there with those caps). */
+static void
+wake(struct caps *c, const char *key, const char *features)
+{
+	struct woken wk = { .key = key };
+
+	pgn_map_foreach(c->waiting, collect_waiting, &wk);
+	for (size_t i = 0; i < wk.n; i++)
+		free(pgn_map_del_id(c->waiting, wk.ids[i]));
+	for (size_t i = 0; i < wk.n; i++) {
+		struct pgn_session *s =
+			pgn_session_find(pgn_module_server(c->m), wk.ids[i]);
+		const struct csess *cs =
+			s != NULL ? pgn_session_get_data(s, c->m) : NULL;
+		if (cs != NULL && cs->key != NULL &&
+		    strcmp(cs->key, key) == 0 && pgn_session_available(s))
+			fire(c, s, NULL, features);
+	}
+	free(wk.ids);
+}
+
 /* ---- clients' caps: asking ----------------------------------------------- */
 
 static void answered(const struct pgn_stanza *reply, const char *condition,
@@ -631,6 +703,7 @@ looked_up(uint64_t owner, void *arg, const struct pgn_store_result *res)
 	if (features != NULL) {
 		remember(c, l->key, features);
 		pgn_map_del(c->inflight, l->key);
+		wake(c, l->key, features);
 		goto out;
 	}
 	/* Unknown: ask the client, if it is still there with those caps. */
@@ -705,8 +778,10 @@ on_presence(struct pgn_event *ev, void *arg)
 	struct caps *c = arg;
 	struct pgn_session *s = ev->origin;
 	struct pgn_xml *el;
-	const char *node, *ver, *hash;
+	const char *node, *ver, *hash, *old, *now;
 	struct csess *cs;
+	char *key;
+	int had_caps;
 
 	if (s == NULL || ev->stanza->type != NULL)
 		return PGN_EVENT_PASS;
@@ -723,6 +798,12 @@ on_presence(struct pgn_event *ev, void *arg)
 	if (cs != NULL && strcmp(cs->node, node) == 0 &&
 	    strcmp(cs->ver, ver) == 0 && same(cs->hash, hash))
 		return PGN_EVENT_PASS; /* unchanged */
+	/* Cached features are never freed (remember() only adds): old
+	 * stays valid.  A session with caps before is not at its initial
+	 * presence. */
+	had_caps = cs != NULL;
+	old = had_caps ? caps_session_features(c, s) : NULL;
+	free(pgn_map_del_id(c->waiting, pgn_session_id(s)));
 	if ((cs = csess_new(node, ver, hash)) == NULL ||
 	    pgn_session_set_data(s, c->m, cs, csess_free) != 0) {
 		csess_free(cs);
@@ -735,11 +816,16 @@ on_presence(struct pgn_event *ev, void *arg)
 			(unsigned long long)pgn_session_id(s));
 		return PGN_EVENT_PASS;
 	}
-	if (caps_session_features(c, s) != NULL) {
+	if ((now = caps_session_features(c, s)) != NULL) {
 		pgn_log(PGN_LOG_DEBUG, "session %llu: mod_caps: %s known",
 			(unsigned long long)pgn_session_id(s), cs->key);
+		if (had_caps && (old == NULL || strcmp(old, now) != 0))
+			fire(c, s, old, now);
 		return PGN_EVENT_PASS;
 	}
+	if ((key = strdup(cs->key)) != NULL &&
+	    pgn_map_set_id(c->waiting, pgn_session_id(s), key) != 0)
+		free(key);
 	if (pgn_map_get(c->inflight, cs->key) == NULL)
 		start_lookup(c, s, cs);
 	return PGN_EVENT_PASS;
@@ -796,6 +882,7 @@ answered(const struct pgn_stanza *reply, const char *condition, void *arg)
 	}
 	cache_verified(c, p, features);
 	pgn_log(PGN_LOG_INFO, "mod_caps: verified %s from %s", p->key, p->jid);
+	wake(c, p->key, features);
 out:
 	free(features);
 	pending_free(p);
@@ -828,6 +915,7 @@ on_session_ended(struct pgn_event *ev, void *arg)
 {
 	struct drop d = { arg, pgn_session_id(ev->origin) };
 	pgn_map_foreach(d.c->pending, drop_pending, &d);
+	free(pgn_map_del_id(d.c->waiting, d.session));
 	return PGN_EVENT_PASS;
 }
 
@@ -848,6 +936,12 @@ caps_free(struct caps *c)
 	pgn_map_free_values(c->known, free);
 	pgn_map_free_values(c->pending, free_pending_value);
 	pgn_map_free(c->inflight);
+	pgn_map_free_values(c->waiting, free);
+	while (c->watchers != NULL) {
+		struct watcher *w = c->watchers;
+		c->watchers = w->next;
+		free(w);
+	}
 	free(c);
 }
 
@@ -858,8 +952,43 @@ svc_session_features(void *instance, const struct pgn_session *s)
 	return caps_session_features(instance, s);
 }
 
+static int
+svc_watch(void *instance, struct pgn_module *m, pgn_caps_watch_fn fn,
+	  void *arg)
+{
+	struct caps *c = instance;
+	struct watcher *w = calloc(1, sizeof(*w)), **p = &c->watchers;
+	if (w == NULL)
+		return -ENOMEM;
+	w->m = m;
+	w->fn = fn;
+	w->arg = arg;
+	while (*p != NULL)
+		p = &(*p)->next;
+	*p = w;
+	return 0;
+}
+
+static void
+svc_unwatch(void *instance, struct pgn_module *m)
+{
+	struct caps *c = instance;
+	struct watcher **p = &c->watchers;
+	while (*p != NULL) {
+		struct watcher *w = *p;
+		if (w->m == m) {
+			*p = w->next;
+			free(w);
+		} else {
+			p = &w->next;
+		}
+	}
+}
+
 static const struct pgn_caps_service caps_service = {
 	.session_features = svc_session_features,
+	.watch = svc_watch,
+	.unwatch = svc_unwatch,
 };
 
 static int
@@ -882,7 +1011,8 @@ caps_load(struct pgn_module *m)
 	rc = -ENOMEM;
 	if ((c->known = pgn_map_new()) == NULL ||
 	    (c->inflight = pgn_map_new()) == NULL ||
-	    (c->pending = pgn_map_new()) == NULL)
+	    (c->pending = pgn_map_new()) == NULL ||
+	    (c->waiting = pgn_map_new()) == NULL)
 		goto fail;
 	pgn_module_set_data(m, c);
 	if ((rc = pgn_module_provide(m, PGN_CAPS_SERVICE, &caps_service, c)) <

@@ -5,6 +5,12 @@
  * holds back what can wait, so that a phone's radio sleeps longer:
  *   - presence updates (available/unavailable) wait, and only the newest
  *     one per sender full JID is kept (an older queued one is dropped);
+ *   - PEP notifications of new items (XEP-0163: a pubsub#event with
+ *     <items><item/></items>) wait, and only the newest per (sender,
+ *     node) is kept, as for presence: for PEP's one-current-item nodes
+ *     (avatar, nick, device list) that is all the client needs when it
+ *     wakes (ejabberd's queue_pep does the same); retractions, purges
+ *     and deletions are kept, in order;
  *   - messages that carry only chat states (XEP-0085) are dropped;
  *   - other messages without content a person waits for (receipts,
  *     markers, PEP events, headlines...) wait;
@@ -54,6 +60,7 @@
 #define NS_SID "urn:xmpp:sid:0"
 #define NS_DELAY "urn:xmpp:delay"
 #define NS_HINTS "urn:xmpp:hints"
+#define NS_PUBSUB_EVENT "http://jabber.org/protocol/pubsub#event"
 
 #define MAX_MAX_QUEUE 10000
 /* Bytes of queued stanzas (serialised) past which the queue is flushed:
@@ -75,7 +82,8 @@ struct csi {
 /* One queued stanza. */
 struct item {
 	struct pgn_xml *xml; /* owned copy */
-	char *key; /* presence: the sender, the dedup key; else NULL */
+	char *key; /* the dedup key (presence: the sender; a PEP item
+		    * notification: "sender\nnode"), else NULL */
 	size_t bytes;
 	struct item *prev;
 	struct item *next;
@@ -89,7 +97,7 @@ struct csi_sess {
 	struct item *tail;
 	size_t n;
 	size_t bytes;
-	struct pgn_map *presence; /* sender full JID -> its queued presence */
+	struct pgn_map *presence; /* dedup key -> its queued stanza */
 	uint64_t dropped;         /* chat states and superseded presence */
 };
 
@@ -261,13 +269,53 @@ flush(struct pgn_session *s, struct csi_sess *cs)
 	return rc;
 }
 
+/* The dedup key of a held stanza (malloc'd; see struct item), or NULL
+ * with *nomem 0 when it has none. */
+static char *
+dedup_key(const struct pgn_xml *xml, int *nomem)
+{
+	const char *from = pgn_xml_attr(xml, "from");
+	const struct pgn_xml *ev, *items, *c;
+	const char *node;
+	char *key;
+	int has_item = 0;
+
+	*nomem = 0;
+	if (strcmp(pgn_xml_name(xml), "presence") == 0) {
+		key = strdup(from != NULL ? from : "");
+		*nomem = key == NULL;
+		return key;
+	}
+	if ((ev = pgn_xml_child(xml, NS_PUBSUB_EVENT, "event")) == NULL ||
+	    (items = pgn_xml_child(ev, NS_PUBSUB_EVENT, "items")) == NULL ||
+	    (node = pgn_xml_attr(items, "node")) == NULL || from == NULL)
+		return NULL;
+	for (c = pgn_xml_first_child(items); c != NULL; c = pgn_xml_next(c)) {
+		if (strcmp(pgn_xml_name(c), "item") != 0)
+			return NULL; /* a retraction: kept */
+		has_item = 1;
+	}
+	if (!has_item)
+		return NULL;
+	/* A newline is in no JID: no clash with presence keys. */
+	size_t fl = strlen(from), nl = strlen(node);
+	if ((key = malloc(fl + nl + 2)) == NULL) {
+		*nomem = 1;
+		return NULL;
+	}
+	memcpy(key, from, fl);
+	key[fl] = '\n';
+	memcpy(key + fl + 1, node, nl + 1);
+	return key;
+}
+
 /* Queues a copy of xml.  0, or -ENOMEM (nothing queued). */
 static int
-enqueue(struct csi_sess *cs, const struct pgn_xml *xml, int presence)
+enqueue(struct csi_sess *cs, const struct pgn_xml *xml)
 {
 	struct item *it = calloc(1, sizeof(*it));
-	const char *from = pgn_xml_attr(xml, "from");
 	struct item *old;
+	int nomem;
 	char *text = NULL;
 
 	if (it == NULL || (it->xml = pgn_xml_copy(xml)) == NULL ||
@@ -275,13 +323,16 @@ enqueue(struct csi_sess *cs, const struct pgn_xml *xml, int presence)
 		goto fail;
 	it->bytes = strlen(text);
 	free(text);
-	if (presence) {
-		if ((it->key = strdup(from != NULL ? from : "")) == NULL ||
-		    (cs->presence == NULL &&
-		     (cs->presence = pgn_map_new()) == NULL))
+	it->key = dedup_key(xml, &nomem);
+	if (nomem)
+		goto fail;
+	if (it->key != NULL) {
+		if (cs->presence == NULL &&
+		    (cs->presence = pgn_map_new()) == NULL)
 			goto fail;
-		/* The newest presence of a sender supersedes the queued one;
-		 * it takes its place at the end, after what came between. */
+		/* The newest presence of a sender (PEP item of a node)
+		 * supersedes the queued one; it takes its place at the end,
+		 * after what came between. */
 		if ((old = pgn_map_get(cs->presence, it->key)) != NULL) {
 			unlink_item(cs, old);
 			item_free(old);
@@ -339,8 +390,7 @@ csi_filter(struct pgn_session *s, const struct pgn_xml *xml, void *arg)
 		cs->dropped++;
 		return 1;
 	}
-	if (v == HOLD &&
-	    enqueue(cs, xml, strcmp(pgn_xml_name(xml), "presence") == 0) == 0) {
+	if (v == HOLD && enqueue(cs, xml) == 0) {
 		if (cs->n >= cs->csi->max_queue || cs->bytes >= QUEUE_BYTES)
 			(void)flush(s, cs);
 		return 1;

@@ -1,7 +1,7 @@
 /* XEP-0030: Service Discovery.  disco#info of a host lists the identities
  * and features that the host's modules registered (pgn_host_disco_info,
- * the element mod_caps hashes too); disco#items lists nothing yet
- * (components and rooms will add items).  An account's bare JID answers
+ * the element mod_caps hashes too); disco#items lists the service
+ * domains of its modules (pubsub.<host>).  An account's bare JID answers
  * with the account identity (XEP-0030 §3.1 for accounts), disco#info and
  * disco#items (which it answers, empty) and, to its owner, the account
  * features modules added (archive, push). */
@@ -44,6 +44,41 @@ on_info(struct pgn_event *ev, void *arg)
 	return PGN_EVENT_HANDLED;
 }
 
+struct add_ctx {
+	struct pgn_xml *q;
+	int err;
+};
+
+static void
+add_service(const char *domain, void *arg)
+{
+	struct add_ctx *c = arg;
+	struct pgn_xml *it = pgn_xml_add_child(c->q, NS_ITEMS, "item");
+
+	if (it == NULL || pgn_xml_set_attr(it, "jid", domain) != 0)
+		c->err = -ENOMEM;
+}
+
+/* The host's items: the service domains its modules own (pubsub.<host>,
+ * XEP-0030 §4). */
+static int
+on_host_items(struct pgn_event *ev, void *arg)
+{
+	struct pgn_xml *req = pgn_xml_first_child(ev->stanza->xml);
+	struct add_ctx c = { .q = new_query(ev, NS_ITEMS) };
+
+	(void)arg;
+	if (c.q != NULL && (req == NULL || pgn_xml_attr(req, "node") == NULL))
+		pgn_host_foreach_service(ev->host, add_service, &c);
+	if (c.q == NULL || c.err != 0) {
+		pgn_xml_free(c.q);
+		pgn_event_error(ev, "wait", "resource-constraint");
+		return PGN_EVENT_HANDLED;
+	}
+	pgn_event_reply(ev, c.q);
+	return PGN_EVENT_HANDLED;
+}
+
 static int
 on_items(struct pgn_event *ev, void *arg)
 {
@@ -56,10 +91,6 @@ on_items(struct pgn_event *ev, void *arg)
 	return PGN_EVENT_HANDLED;
 }
 
-struct add_ctx {
-	struct pgn_xml *q;
-	int err;
-};
 
 static void
 add_var(const char *var, void *arg)
@@ -68,6 +99,19 @@ add_var(const char *var, void *arg)
 	struct pgn_xml *f = pgn_xml_add_child(c->q, NS_INFO, "feature");
 
 	if (f == NULL || pgn_xml_set_attr(f, "var", var) != 0)
+		c->err = -ENOMEM;
+}
+
+static void
+add_identity(const char *category, const char *type, const char *name,
+	     void *arg)
+{
+	struct add_ctx *c = arg;
+	struct pgn_xml *id = pgn_xml_add_child(c->q, NS_INFO, "identity");
+
+	if (id == NULL || pgn_xml_set_attr(id, "category", category) != 0 ||
+	    pgn_xml_set_attr(id, "type", type) != 0 ||
+	    (name != NULL && pgn_xml_set_attr(id, "name", name) != 0))
 		c->err = -ENOMEM;
 }
 
@@ -90,6 +134,9 @@ on_account_info(struct pgn_event *ev, void *arg)
 	    pgn_xml_set_attr(id, "type", "registered") != 0)
 		c.err = -ENOMEM;
 	else {
+		/* Identities of the account's services (PEP: pubsub/pep,
+		 * XEP-0163 §6.1) are for everyone to discover. */
+		pgn_host_foreach_account_identity(ev->host, add_identity, &c);
 		add_var(NS_INFO, &c);
 		/* The bare JID answers disco#items too (on_items, for
 		 * anyone), so its disco#info says so (XEP-0030 §3.1). */
@@ -123,7 +170,7 @@ disco_load(struct pgn_module *m)
 
 static const struct pgn_module_hook_def disco_hooks[] = {
 	{ "iq-get/host/" NS_INFO ":query", on_info, PGN_PRIO_HANDLER },
-	{ "iq-get/host/" NS_ITEMS ":query", on_items, PGN_PRIO_HANDLER },
+	{ "iq-get/host/" NS_ITEMS ":query", on_host_items, PGN_PRIO_HANDLER },
 	{ "iq-get/bare/" NS_INFO ":query", on_account_info, PGN_PRIO_HANDLER },
 	{ "iq-get/bare/" NS_ITEMS ":query", on_items, PGN_PRIO_HANDLER },
 	{ NULL, NULL, 0 },

@@ -268,6 +268,11 @@ int pgn_module_add_feature(struct pgn_module *m, const char *var);
 int pgn_module_add_account_feature(struct pgn_module *m, const char *var);
 int pgn_module_add_identity(struct pgn_module *m, const char *category,
 			    const char *type, const char *name);
+/* Adds an identity of the host's accounts: disco#info of a user's bare
+ * JID lists it to anyone (XEP-0163 §6.1: pubsub/pep). */
+int pgn_module_add_account_identity(struct pgn_module *m,
+				    const char *category, const char *type,
+				    const char *name);
 /* The value of a declared option, or its declared default.  Checked
  * before load() runs, so these cannot fail; asking for an option the
  * module did not declare (of that type) is a bug: logged, and 0 / NULL
@@ -298,6 +303,11 @@ void pgn_host_foreach_feature(const struct pgn_host *h,
 void pgn_host_foreach_account_feature(const struct pgn_host *h,
 				      void (*fn)(const char *var, void *arg),
 				      void *arg);
+void pgn_host_foreach_account_identity(
+	const struct pgn_host *h,
+	void (*fn)(const char *category, const char *type, const char *name,
+		   void *arg),
+	void *arg);
 void pgn_host_foreach_identity(const struct pgn_host *h,
 			       void (*fn)(const char *category,
 					  const char *type, const char *name,

@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "pigeon/module.h"
+#include "pigeon/store.h"
 
 #define PS_NS "http://jabber.org/protocol/pubsub"
 #define PS_NS_OWNER PS_NS "#owner"
@@ -179,6 +180,11 @@ void ps_notify_publish(struct ps_engine *e, const struct ps_node_ref *n,
 		       const struct pgn_xml *item, const char *publisher);
 void ps_notify_retract(struct ps_engine *e, const struct ps_node_ref *n,
 		       const char *item_id);
+/* The same for a retract request: notify is 1 when it said notify='true'
+ * or '1' (XEP-0060 §7.2.2.1: then notified whatever the node's
+ * pubsub#notify_retract says), else 0 (ps_notify_retract). */
+void ps_notify_retract_req(struct ps_engine *e, const struct ps_node_ref *n,
+			   const char *item_id, int notify);
 void ps_notify_purge(struct ps_engine *e, const struct ps_node_ref *n);
 /* The node is about to be deleted: called before the engine queues its
  * DELETE, and the store runs queries in order, so a query notify.c
@@ -197,8 +203,109 @@ typedef void (*ps_access_fn)(int err, int allowed, void *arg);
 int ps_access_check(struct ps_engine *e, const struct ps_node_ref *n,
 		    const char *requester, enum ps_affiliation aff,
 		    ps_access_fn fn, void *arg);
+/* Notifications routed since the module loaded (for stats). */
+uint64_t ps_notify_sent(const struct ps_engine *e);
+
+/* ---- the tables (store.c) ----
+ * Each call queues its SQL (0, or a negative error: cb never runs) and
+ * cb gets the result of the last statement. */
+#define PS_MAX_IDS 32 /* item ids in one retrieval by id */
+
+/* Columns: id, config, the affiliation of jid (NULL: none). */
+int ps_store_node_get(struct ps_engine *e, const char *service,
+		      const char *node, const char *jid, pgn_store_cb cb,
+		      void *arg);
+/* The service's first max nodes by name.  Columns: node, config, id. */
+int ps_store_nodes(struct ps_engine *e, const char *service, long max,
+		   pgn_store_cb cb, void *arg);
+/* One row: nodes (PEP: of the service; generic: owned by owner), payload
+ * bytes (PEP; 0 otherwise). */
+int ps_store_usage(struct ps_engine *e, const char *service,
+		   const char *owner, pgn_store_cb cb, void *arg);
+
+/* One publish in one transaction: create the node (when create), store
+ * the item (when item_id is set) and trim the node to max_items.  The
+ * result: one row, the node's id. */
+struct ps_store_publish {
+	const char *service, *node;
+	int create;
+	const char *username;  /* create, PEP: the owning account */
+	const char *owner;     /* create, generic: the owner affiliation */
+	const char *config;    /* create: encoded configuration */
+	const char *item_id, *publisher, *payload;
+	int64_t ts;
+	long max_items;        /* >= 1 */
+};
+int ps_store_publish(struct ps_engine *e, const struct ps_store_publish *p,
+		     pgn_store_cb cb, void *arg);
+/* res->changes: 0 when there was no such item. */
+int ps_store_retract(struct ps_engine *e, int64_t node_id,
+		     const char *item_id, pgn_store_cb cb, void *arg);
+int ps_store_purge(struct ps_engine *e, int64_t node_id, pgn_store_cb cb,
+		   void *arg);
+int ps_store_node_delete(struct ps_engine *e, int64_t node_id,
+			 pgn_store_cb cb, void *arg);
+/* Writes config and trims the items to max_items (>= 1). */
+int ps_store_configure(struct ps_engine *e, int64_t node_id,
+		       const char *config, long max_items, pgn_store_cb cb,
+		       void *arg);
+
+/* Which items a retrieval reads: the newest, the oldest, those older
+ * or newer than the item ref. */
+enum ps_page { PS_PAGE_NEWEST, PS_PAGE_OLDEST, PS_PAGE_OLDER, PS_PAGE_NEWER };
+/* At most max items.  Columns: item_id, publisher, payload, ts, the
+ * node's item count.  NEWEST and OLDER come newest first, the others
+ * oldest first. */
+int ps_store_items(struct ps_engine *e, int64_t node_id, enum ps_page how,
+		   const char *ref, long max, pgn_store_cb cb, void *arg);
+/* Items by id (1..PS_MAX_IDS), newest first; same columns. */
+int ps_store_items_by_id(struct ps_engine *e, int64_t node_id, size_t n,
+			 const char *const *ids, pgn_store_cb cb, void *arg);
+/* Columns: jid, affiliation. */
+int ps_store_affiliations(struct ps_engine *e, int64_t node_id,
+			  pgn_store_cb cb, void *arg);
+/* Columns: jid, subid, state. */
+int ps_store_subscriptions(struct ps_engine *e, int64_t node_id,
+			   pgn_store_cb cb, void *arg);
+/* Owner sets: n rows of affiliations (subs 0) or subscriptions (subs 1:
+ * values are states, subids the new rows' ids); value "none" deletes. */
+int ps_store_set_rows(struct ps_engine *e, int64_t node_id, int subs,
+		      size_t n, const char *const *jids,
+		      const char *const *values, const char *const *subids,
+		      pgn_store_cb cb, void *arg);
+/* Result: one row, the subscription's subid (an existing one is kept). */
+int ps_store_subscribe(struct ps_engine *e, int64_t node_id, const char *jid,
+		       const char *subid, pgn_store_cb cb, void *arg);
+int ps_store_unsubscribe(struct ps_engine *e, int64_t node_id,
+			 const char *jid, pgn_store_cb cb, void *arg);
+/* An entity's subscriptions (subs 1; columns node, jid, subid, state)
+ * or affiliations (columns node, affiliation) on the service, of one
+ * node when node is not NULL. */
+int ps_store_entity(struct ps_engine *e, int subs, const char *service,
+		    const char *bare, const char *full, const char *node,
+		    pgn_store_cb cb, void *arg);
+/* Generic service: a deleted account's affiliations and subscriptions,
+ * and the nodes it alone owned. */
+int ps_store_forget_jid(struct ps_engine *e, const char *bare);
 
 /* ---- engine.c, for the module files ---- */
+/* The limit options both modules declare (doc/modules.md), as rows of a
+ * pgn_module_opt table, and their reading into e->limits. */
+#define PS_LIMIT_OPTIONS                                                    \
+	{.name = "max_nodes", .type = PGN_OPT_INT, .def = "256", .min = 1,  \
+	 .max = 1000000, .doc = "nodes per account (PEP) or per owner"},    \
+	{.name = "max_item_size", .type = PGN_OPT_INT, .def = "262144",     \
+	 .min = 64, .max = 16777216, .doc = "bytes of one item's payload"}, \
+	{.name = "max_bytes", .type = PGN_OPT_INT, .def = "4194304",        \
+	 .min = 1024, .max = 1073741824,                                    \
+	 .doc = "payload bytes per account (PEP)"},                         \
+	{.name = "max_items", .type = PGN_OPT_INT, .def = "1000", .min = 1, \
+	 .max = 100000, .doc = "items a node keeps at most (what 'max' means)"}, \
+	{.name = "max_page", .type = PGN_OPT_INT, .def = "100", .min = 1,   \
+	 .max = 10000, .doc = "items in one retrieval (XEP-0059 pages)"}
+void ps_limits_read(struct ps_engine *e);
+/* Sets up the engine (e->m, e->host, e->pep, e->domain set by the
+ * module; limits read here).  0 or negative. */
 int ps_engine_load(struct ps_engine *e);
 void ps_engine_unload(struct ps_engine *e);
 

@@ -332,6 +332,250 @@ svc_has_contact(void *instance, const char *user, const char *contact,
 	return 0;
 }
 
+/* Whether the '\n'-joined list groups names one of the item's groups. */
+static int
+item_in_groups(const struct item *it, const char *groups)
+{
+	for (size_t i = 0; groups != NULL && i < it->ngroups; i++) {
+		size_t n = strlen(it->groups[i]);
+		for (const char *p = groups; *p != '\0';) {
+			const char *nl = strchr(p, '\n');
+			size_t len = nl != NULL ? (size_t)(nl - p) : strlen(p);
+			if (len == n && memcmp(p, it->groups[i], n) == 0)
+				return 1;
+			if (nl == NULL)
+				break;
+			p = nl + 1;
+		}
+	}
+	return 0;
+}
+
+/* The account's username (malloc'd) and host (borrowed from user), or
+ * NULL. */
+static char *
+split_user(const char *user, const char **host)
+{
+	const char *at = strchr(user, '@');
+	if (at == NULL)
+		return NULL;
+	*host = at + 1;
+	return strndup(user, (size_t)(at - user));
+}
+
+/* The cache is the truth while it is loaded. */
+static const struct roster *
+loaded_roster(struct rmod *rm, const char *user)
+{
+	const struct roster *r = pgn_map_get(rm->users, user);
+	return r != NULL && r->loaded && !r->failed ? r : NULL;
+}
+
+struct list_ask {
+	unsigned mask;
+	pgn_roster_list_fn fn;
+	void *arg;
+};
+
+struct list_acc {
+	unsigned mask;
+	struct pgn_roster_contact *v;
+	size_t n;
+	char **groups; /* joined groups of v[i], owned */
+	int nomem;
+};
+
+static int
+collect_item(const char *key, uint64_t id, void *value, void *arg)
+{
+	struct list_acc *acc = arg;
+	const struct item *it = value;
+
+	(void)key, (void)id;
+	if ((acc->mask & (1u << it->sub)) == 0 || acc->nomem)
+		return 0;
+	if ((acc->groups[acc->n] = groups_join(it)) == NULL) {
+		acc->nomem = 1;
+		return 0;
+	}
+	acc->v[acc->n].jid = it->jid;
+	acc->v[acc->n].sub = 1u << it->sub;
+	acc->v[acc->n].groups = acc->groups[acc->n];
+	acc->n++;
+	return 0;
+}
+
+static void
+on_contact_rows(uint64_t owner, void *arg, const struct pgn_store_result *res)
+{
+	struct list_ask *a = arg;
+	struct pgn_roster_contact *v = NULL;
+	size_t n = 0;
+
+	(void)owner;
+	if (res->error != 0) {
+		pgn_log(PGN_LOG_WARN, "mod_roster: reading contacts: %s",
+			res->errmsg);
+		a->fn(res->error, 0, NULL, a->arg);
+		goto out;
+	}
+	if (res->nrows > 0 &&
+	    (v = calloc((size_t)res->nrows, sizeof(*v))) == NULL) {
+		a->fn(-ENOMEM, 0, NULL, a->arg);
+		goto out;
+	}
+	for (int i = 0; i < res->nrows; i++) {
+		int sub = parse_sub(pgn_store_value(res, i, 1));
+		const char *jid = pgn_store_value(res, i, 0);
+		const char *groups = pgn_store_value(res, i, 2);
+		if (sub < 0 || jid == NULL || (a->mask & (1u << sub)) == 0)
+			continue;
+		v[n].jid = jid;
+		v[n].sub = 1u << sub;
+		v[n].groups = groups != NULL ? groups : "";
+		n++;
+	}
+	a->fn(0, n, v, a->arg);
+out:
+	free(v);
+	free(a);
+}
+
+static int
+svc_contacts(void *instance, const char *user, unsigned mask,
+	     pgn_roster_list_fn fn, void *arg)
+{
+	struct rmod *rm = instance;
+	const struct roster *r = loaded_roster(rm, user);
+	struct list_ask *a;
+	const char *host;
+	char *username;
+	int rc;
+
+	if (r != NULL) {
+		size_t max = pgn_map_count(r->items);
+		struct list_acc acc = { .mask = mask };
+		acc.v = calloc(max + 1, sizeof(*acc.v));
+		acc.groups = calloc(max + 1, sizeof(*acc.groups));
+		if (acc.v == NULL || acc.groups == NULL) {
+			free(acc.v);
+			free(acc.groups);
+			return -ENOMEM;
+		}
+		pgn_map_foreach(r->items, collect_item, &acc);
+		if (!acc.nomem)
+			fn(0, acc.n, acc.v, arg);
+		for (size_t i = 0; i < acc.n; i++)
+			free(acc.groups[i]);
+		free(acc.groups);
+		free(acc.v);
+		return acc.nomem ? -ENOMEM : 0;
+	}
+	if ((a = calloc(1, sizeof(*a))) == NULL)
+		return -ENOMEM;
+	if ((username = split_user(user, &host)) == NULL) {
+		free(a);
+		return -ENOMEM;
+	}
+	a->mask = mask;
+	a->fn = fn;
+	a->arg = arg;
+	const char *params[2] = { host, username };
+	rc = pgn_store_query(pgn_server_store(rm->srv),
+			     "SELECT jid, subscription, groups FROM roster "
+			     "WHERE host = $1 AND username = $2",
+			     2, params, 0, on_contact_rows, a);
+	free(username);
+	if (rc < 0) {
+		free(a);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+struct groups_ask {
+	unsigned mask;
+	char *groups;
+	pgn_roster_found_fn fn;
+	void *arg;
+};
+
+static void
+on_groups_row(uint64_t owner, void *arg, const struct pgn_store_result *res)
+{
+	struct groups_ask *a = arg;
+	struct item it = { 0 };
+	int sub, found = 0;
+
+	(void)owner;
+	if (res->error != 0) {
+		pgn_log(PGN_LOG_WARN, "mod_roster: reading a contact: %s",
+			res->errmsg);
+		a->fn(res->error, 0, a->arg);
+		goto out;
+	}
+	sub = res->nrows > 0 ? parse_sub(pgn_store_value(res, 0, 0)) : -1;
+	if (sub >= 0 && (a->mask & (1u << sub)) != 0) {
+		if (groups_split(&it, pgn_store_value(res, 0, 1)) != 0) {
+			a->fn(-ENOMEM, 0, a->arg);
+			goto out;
+		}
+		found = item_in_groups(&it, a->groups);
+	}
+	a->fn(0, found, a->arg);
+out:
+	for (size_t i = 0; i < it.ngroups; i++)
+		free(it.groups[i]);
+	free(it.groups);
+	free(a->groups);
+	free(a);
+}
+
+static int
+svc_in_groups(void *instance, const char *user, const char *contact,
+	      unsigned mask, const char *groups, pgn_roster_found_fn fn,
+	      void *arg)
+{
+	struct rmod *rm = instance;
+	const struct roster *r = loaded_roster(rm, user);
+	struct groups_ask *a;
+	const char *host;
+	char *username;
+	int rc;
+
+	if (r != NULL) {
+		const struct item *it = pgn_map_get(r->items, contact);
+		fn(0,
+		   it != NULL && (mask & (1u << it->sub)) != 0 &&
+			   item_in_groups(it, groups),
+		   arg);
+		return 0;
+	}
+	if ((a = calloc(1, sizeof(*a))) == NULL)
+		return -ENOMEM;
+	if ((a->groups = strdup(groups != NULL ? groups : "")) == NULL ||
+	    (username = split_user(user, &host)) == NULL) {
+		free(a->groups);
+		free(a);
+		return -ENOMEM;
+	}
+	a->mask = mask;
+	a->fn = fn;
+	a->arg = arg;
+	const char *params[3] = { host, username, contact };
+	rc = pgn_store_query(pgn_server_store(rm->srv),
+			     "SELECT subscription, groups FROM roster WHERE "
+			     "host = $1 AND username = $2 AND jid = $3",
+			     3, params, 0, on_groups_row, a);
+	free(username);
+	if (rc < 0) {
+		free(a->groups);
+		free(a);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
 _Static_assert((1u << SUB_NONE) == PGN_SUB_NONE &&
 		       (1u << SUB_TO) == PGN_SUB_TO &&
 		       (1u << SUB_FROM) == PGN_SUB_FROM &&
@@ -340,6 +584,8 @@ _Static_assert((1u << SUB_NONE) == PGN_SUB_NONE &&
 
 static const struct pgn_roster_service roster_service = {
 	.has_contact = svc_has_contact,
+	.contacts = svc_contacts,
+	.in_groups = svc_in_groups,
 };
 
 static int

@@ -59,6 +59,7 @@ pgn_host_free(struct pgn_host *h)
 	free_features(h->features, h->nfeatures);
 	free_features(h->identities, h->nidentities);
 	free_features(h->account_features, h->naccount_features);
+	free_features(h->account_identities, h->naccount_identities);
 	pgn_events_free(h->events);
 	free(h->name);
 	free(h);
@@ -194,27 +195,58 @@ pgn_host_add_account_feature(struct pgn_host *h,
 			   var);
 }
 
-int
-pgn_host_add_identity(struct pgn_host *h, const struct pgn_module *owner,
-		      const char *category, const char *type, const char *name)
+static int
+add_identity(struct pgn_feature **list, size_t *n,
+	     const struct pgn_module *owner, const char *category,
+	     const char *type, const char *name)
 {
-	struct pgn_feature *f =
-		realloc(h->identities, (h->nidentities + 1) * sizeof(*f));
+	struct pgn_feature *f = realloc(*list, (*n + 1) * sizeof(*f));
 	if (f == NULL)
 		return -ENOMEM;
-	h->identities = f;
-	f += h->nidentities;
+	*list = f;
+	f += *n;
 	memset(f, 0, sizeof(*f));
 	f->owner = owner;
 	f->var = strdup("");
 	f->category = strdup(category);
 	f->type = strdup(type);
 	f->name = name != NULL ? strdup(name) : NULL;
-	h->nidentities++;
+	(*n)++;
 	if (f->var == NULL || f->category == NULL || f->type == NULL ||
 	    (name != NULL && f->name == NULL))
 		return -ENOMEM;
 	return 0;
+}
+
+int
+pgn_host_add_identity(struct pgn_host *h, const struct pgn_module *owner,
+		      const char *category, const char *type, const char *name)
+{
+	return add_identity(&h->identities, &h->nidentities, owner, category,
+			    type, name);
+}
+
+int
+pgn_host_add_account_identity(struct pgn_host *h,
+			      const struct pgn_module *owner,
+			      const char *category, const char *type,
+			      const char *name)
+{
+	return add_identity(&h->account_identities, &h->naccount_identities,
+			    owner, category, type, name);
+}
+
+void
+pgn_host_foreach_account_identity(const struct pgn_host *h,
+				  void (*fn)(const char *category,
+					     const char *type,
+					     const char *name, void *arg),
+				  void *arg)
+{
+	for (size_t i = 0; i < h->naccount_identities; i++)
+		fn(h->account_identities[i].category,
+		   h->account_identities[i].type,
+		   h->account_identities[i].name, arg);
 }
 
 static size_t
@@ -241,5 +273,7 @@ pgn_host_remove_owned(struct pgn_host *h, const struct pgn_module *owner)
 	h->nidentities = remove_owned(h->identities, h->nidentities, owner);
 	h->naccount_features = remove_owned(h->account_features,
 					    h->naccount_features, owner);
+	h->naccount_identities = remove_owned(h->account_identities,
+					      h->naccount_identities, owner);
 	pgn_events_remove_owner(h->events, owner);
 }

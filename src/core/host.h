@@ -28,6 +28,8 @@ struct pgn_host {
 	size_t nidentities;
 	struct pgn_feature *account_features; /* of every account's bare JID */
 	size_t naccount_features;
+	struct pgn_feature *account_identities; /* likewise (pubsub/pep) */
+	size_t naccount_identities;
 };
 
 struct pgn_host *pgn_host_new(struct pgn_server *srv,
@@ -48,6 +50,10 @@ int pgn_host_add_account_feature(struct pgn_host *h,
 int pgn_host_add_identity(struct pgn_host *h, const struct pgn_module *owner,
 			  const char *category, const char *type,
 			  const char *name);
+int pgn_host_add_account_identity(struct pgn_host *h,
+				  const struct pgn_module *owner,
+				  const char *category, const char *type,
+				  const char *name);
 /* Removes the module's features, identities and hooks. */
 void pgn_host_remove_owned(struct pgn_host *h, const struct pgn_module *owner);
 

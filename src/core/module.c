@@ -461,6 +461,13 @@ pgn_module_add_identity(struct pgn_module *m, const char *category,
 	return pgn_host_add_identity(m->host, m, category, type, name);
 }
 
+int
+pgn_module_add_account_identity(struct pgn_module *m, const char *category,
+				const char *type, const char *name)
+{
+	return pgn_host_add_account_identity(m->host, m, category, type, name);
+}
+
 const struct pgn_module_def *
 pgn_module_get_def(const struct pgn_module *m)
 {

@@ -238,6 +238,7 @@ DEFAULT_MODULES = {
     'mod_offline': {}, 'mod_blocking': {}, 'mod_last': {}, 'mod_vcard': {},
     'mod_private': {}, 'mod_caps': {}, 'mod_register': {},
     'mod_carbons': {}, 'mod_mam': {}, 'mod_csi': {}, 'mod_push': {},
+    'mod_pep': {},
 }
 
 

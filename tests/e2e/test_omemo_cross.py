@@ -204,6 +204,9 @@ def test_carbons_to_alices_second_device(server, stacks):
     async def scenario():
         a1 = await stacks.py(alice, apw, 'one', carbons=True).start()
         a2 = await stacks.py(alice, apw, 'two', storage=store2, carbons=True).start()
+        # Alice 1 hears of her new device (+notify to the owner's sessions)
+        while a2.device_id not in (await a1.next_device_list(a1.bare))[2]:
+            pass
         b = stacks.c(bob, bpw, 'c')
         await c_ready(b)
         ev = await b.cmd('fetch %s' % a1.bare, 'FETCHED')
@@ -216,6 +219,7 @@ def test_carbons_to_alices_second_device(server, stacks):
             assert (d.sender, d.body) == (b.bare, 'to both of you'), d
         await a1.refresh(b.bare)
         await a1.send_encrypted(b.bare, 'from my first device')
+        assert not a1.encrypt_errors, a1.encrypt_errors
         ev = await b.event('DECRYPTED', kind='message')
         assert ev['body'] == 'from my first device' and ev['sid'] == str(a1.device_id)
         d = await a2.next_decrypted()

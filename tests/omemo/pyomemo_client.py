@@ -39,6 +39,8 @@ import twomemo.etree
 from omemo.storage import Just, Maybe, Nothing
 from omemo.types import DeviceInformation, TrustLevel
 from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / 'e2e'))
 import slixutil  # noqa: E402  (the test harness's slixmpp client)
@@ -92,7 +94,9 @@ class Decrypted(NamedTuple):
     """One decrypted (or undecryptable) OMEMO message.
     kind: 'message' (live), 'carbon-received', 'carbon-sent', 'mam'.
     body: the plaintext, None for an empty (key exchange/heartbeat) message.
-    error: the exception text when decryption failed (body None)."""
+    error: the exception text when decryption failed (body None).
+    empty: the message had no payload (key exchange completion, heartbeat;
+    a sent carbon of one is normally not for this device)."""
     kind: str
     sender: str
     device_id: int
@@ -100,6 +104,7 @@ class Decrypted(NamedTuple):
     body: Optional[str]
     error: Optional[str]
     stanza_id: Optional[str]
+    empty: bool = False
 
 
 def _publish_options(access='open', max_items=None):
@@ -153,11 +158,13 @@ class OmemoClient:
         self._inbox: asyncio.Queue = asyncio.Queue()
         self._worker = None
         self._mam: Dict[str, list] = {}
+        self.encrypt_errors = frozenset()    # of the last send_encrypted
 
     # ---- the XMPP side python-omemo asks for ---------------------------
 
     async def _iq(self, type_, child, to=None, timeout=10):
-        iq = self.xmpp.make_iq(ifrom=None, ito=to, itype=type_)
+        # make_iq's default id is '0': concurrent iqs would collide
+        iq = self.xmpp.make_iq(id=self.xmpp.new_id(), ito=to, itype=type_)
         iq.xml.append(child)
         return await iq.send(timeout=timeout)
 
@@ -302,6 +309,7 @@ class OmemoClient:
         plain = text.encode() if ns == NS_OLD else _sce_envelope(text)
         messages, errors = await self.sm.encrypt(
             frozenset([bare(to)]), {n: plain for n in self.namespaces}, [ns])
+        self.encrypt_errors = errors
         msg = next(m for m in messages if m.namespace == ns)
         return self._send_stanza(bare(to), msg, body=body)
 
@@ -356,11 +364,13 @@ class OmemoClient:
             except Exception as e:  # reported to the test, which decides
                 sid = enc.find('{%s}header' % ns)
                 return Decrypted(kind, sender, int(sid.get('sid')) if sid is not None else 0,
-                                 ns, None, '%s: %s' % (type(e).__name__, e), stanza_id)
+                                 ns, None, '%s: %s' % (type(e).__name__, e), stanza_id,
+                                 enc.find('{%s}payload' % ns) is None)
             body = None
             if plain is not None:
                 body = plain.decode() if ns == NS_OLD else _sce_body(plain)
-            return Decrypted(kind, sender, device.device_id, ns, body, None, stanza_id)
+            return Decrypted(kind, sender, device.device_id, ns, body, None, stanza_id,
+                             plain is None)
         return None
 
     async def _work(self):
@@ -386,7 +396,8 @@ class OmemoClient:
                 self.events.put_nowait(d)
 
     async def next_decrypted(self, timeout=10.0, with_body=True):
-        """The next decrypted message (skipping empty OMEMO messages unless
+        """The next decrypted message, or the next that failed to decrypt
+        (skipping empty OMEMO messages, even undecryptable ones, unless
         with_body is False)."""
         while True:
             try:
@@ -394,7 +405,7 @@ class OmemoClient:
             except asyncio.TimeoutError:
                 raise AssertionError('%s: no OMEMO message within %.0f s'
                                      % (self.jid, timeout))
-            if d.error or d.body is not None or not with_body:
+            if not with_body or not d.empty:
                 return d
 
     async def next_device_list(self, frm, timeout=10.0):
@@ -442,7 +453,10 @@ class OmemoClient:
         for ns in self.namespaces:
             x['xep_0030'].add_feature(DEVICES_NODE[ns])
             x['xep_0030'].add_feature(DEVICES_NODE[ns] + '+notify')
-        x.add_event_handler('message', self._on_message)
+        # slixmpp's 'message' event is only for messages with a <body>:
+        # key exchanges, heartbeats, MAM results and PEP events have none
+        x.register_handler(Callback('omemo-messages', MatchXPath('{%s}message' % NS_CLIENT),
+                                    self._on_message))
         await x.start(timeout=timeout, presence=False)
         if self.carbons:
             await self._iq('set', ET.Element('{%s}enable' % NS_CARBONS))

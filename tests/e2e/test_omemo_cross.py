@@ -276,6 +276,38 @@ def test_device_added_later_becomes_reachable(server, stacks):
     slixutil.run(scenario, timeout=120)
 
 
+def test_device_added_while_offline_seen_at_login(server, stacks):
+    """Bob (C) is offline when Alice adds a device: at his next login the
+    server sends him the device list's last item, and his next message is
+    encrypted for the new device too."""
+    (alice, apw), (bob, bpw) = server.new_user(prefix='oa'), server.new_user(prefix='ob')
+    friends(server, alice, bob)
+
+    async def scenario():
+        a1 = await stacks.py(alice, apw, 'one').start()
+        b = stacks.c(bob, bpw, 'c')
+        await c_ready(b)
+        ev = await b.cmd('fetch %s' % a1.bare, 'FETCHED')
+        assert ev['args'][1] == str(a1.device_id), ev
+        await b.cmd('disconnect', 'DISCONNECTED')
+        a2 = await stacks.py(alice, apw, 'two').start()
+        await b.cmd('connect', 'CONNECTED')
+        while True:
+            ev = await b.event('DEVICELIST')
+            if ev['args'][0] == a1.bare and str(a2.device_id) in ev['args'][1].split(','):
+                break
+        sent = await b.cmd('send %s seen you at login' % a1.bare, 'SENT')
+        assert sent['keys'] == '2', sent
+        for a in (a1, a2):
+            d = await a.next_decrypted()
+            assert (d.sender, d.body) == (b.bare, 'seen you at login'), d
+        await b.quit()
+        await a1.stop()
+        await a2.stop()
+
+    slixutil.run(scenario, timeout=90)
+
+
 def test_python_omemo2_with_itself(server, stacks):
     """urn:xmpp:omemo:2 (SCE envelope), python-omemo on both ends: the
     same server paths carry the newer namespace's device lists, bundles

@@ -20,7 +20,7 @@ import sys
 import pytest
 
 import slixutil
-from conftest import BUILDDIR, DEFAULT_MODULES, db_rows, sanitizer_report
+from conftest import BUILDDIR, DEFAULT_MODULES, MODULE_PATH, db_rows, sanitizer_report
 from test_blocking import subscribe_both
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -45,37 +45,44 @@ def cbin():
     return OMEMO_C
 
 
-@pytest.fixture
-def stacks(server, cbin):
-    """Factory of devices on `server`: stacks.c(user, pw, resource, *args)
-    and stacks.py(user, pw, resource, **kw); all are stopped at the end."""
+class Stacks:
+    """Factory of devices on one server: .c(user, pw, resource, *args) and
+    .py(user, pw, resource, **kw); the C processes are killed at the end."""
+
+    def __init__(self, server, cbin):
+        self.server = server
+        self.cbin = cbin
+        self.cs = []
+
+    def c(self, user, pw, resource, *args):
+        cl = CClient(self.cbin, self.server, '%s@localhost/%s' % (user, resource),
+                     pw, *args, sanitizer_report=sanitizer_report)
+        self.cs.append(cl)
+        return cl
+
+    def py(self, user, pw, resource, storage=None, **kw):
+        return pyo.OmemoClient('%s@localhost/%s' % (user, resource), pw,
+                               self.server.cafile, self.server.c2s_port, storage, **kw)
+
+    def close(self):
+        for cl in self.cs:
+            cl.kill()
+
+
+def need_stacks():
     if pyo is None:
         pytest.skip('python-omemo stack unavailable: %s' % PYOMEMO_ERROR)
     if 'mod_pep' not in DEFAULT_MODULES:
         pytest.skip('the test servers do not load mod_pep (issue 11): OMEMO '
                     'needs PEP for device lists and bundles')
 
-    class Stacks:
-        def __init__(self):
-            self.cs = []
-            self.pys = []
 
-        def c(self, user, pw, resource, *args):
-            cl = CClient(cbin, server, '%s@localhost/%s' % (user, resource), pw,
-                         *args, sanitizer_report=sanitizer_report)
-            self.cs.append(cl)
-            return cl
-
-        def py(self, user, pw, resource, storage=None, **kw):
-            p = pyo.OmemoClient('%s@localhost/%s' % (user, resource), pw,
-                                server.cafile, server.c2s_port, storage, **kw)
-            self.pys.append(p)
-            return p
-
-    s = Stacks()
+@pytest.fixture
+def stacks(server, cbin):
+    need_stacks()
+    s = Stacks(server, cbin)
     yield s
-    for cl in s.cs:
-        cl.kill()
+    s.close()
 
 
 def friends(server, a, b):
@@ -328,6 +335,56 @@ def test_python_omemo2_with_itself(server, stacks):
         await c.stop()
 
     slixutil.run(scenario, timeout=90)
+
+
+# ---- with the "E2E required" policy ------------------------------------------
+
+def test_policy_required_refuses_plaintext_passes_omemo(make_server, driver, cbin):
+    """mod_e2e_policy with `policy: required`: Bob's (C) plaintext message is
+    refused with policy-violation and stored nowhere; encrypted messages
+    pass both ways, and so do receipts and chat markers (no body)."""
+    need_stacks()
+    if not (MODULE_PATH / 'mod_e2e_policy.so').exists():
+        pytest.skip('mod_e2e_policy is not built (issue 12 policy module)')
+    srv = make_server(driver, modules={'mod_e2e_policy': {'policy': 'required'}})
+    st = Stacks(srv, cbin)
+    (alice, apw), (bob, bpw) = srv.new_user(prefix='oa'), srv.new_user(prefix='ob')
+    friends(srv, alice, bob)
+    secret = 'plaintext the server must refuse'
+
+    async def scenario():
+        a = await st.py(alice, apw, 'py').start()
+        b = st.c(bob, bpw, 'c')
+        await c_ready(b)
+        sent = await b.cmd('plain %s %s' % (a.bare, secret), 'SENT')
+        err = await b.event('MSGERROR', id=sent['args'][0])
+        assert err['condition'] == 'policy-violation' and err['text'], err
+        await a.send_encrypted(b.bare, 'encrypted passes')
+        ev = await b.event('DECRYPTED', kind='message')
+        assert ev['body'] == 'encrypted passes', ev
+        await b.cmd('send %s so does this' % a.bare, 'SENT')
+        d = await a.next_decrypted()
+        assert d.body == 'so does this', d
+        # a receipt and a displayed marker (XEP-0184, XEP-0333): no body
+        for xml in ("<received xmlns='urn:xmpp:receipts' id='x1'/>",
+                    "<displayed xmlns='urn:xmpp:chat-markers:0' id='x1'/>"):
+            m = a.xmpp.make_message(mto=b.bare, mtype='chat')
+            m.xml.append(pyo.ET.fromstring(xml))
+            m.send()
+            ev = await b.event('NOBODY', kind='message')
+            assert ev['child'] == pyo.ET.fromstring(xml).tag.split('}')[1], ev
+        await b.no_event('PLAIN', 0.5)
+        await b.quit()
+        await a.stop()
+
+    try:
+        slixutil.run(scenario, timeout=90)
+    finally:
+        st.close()
+    rows = '\n'.join(archived(srv, alice) + archived(srv, bob))
+    assert 'encrypted' in rows and secret not in rows
+    assert not db_rows(srv, "SELECT stanza FROM offline_messages WHERE stanza LIKE '%%%s%%'"
+                       % secret)
 
 
 # ---- the two stacks without a server -----------------------------------------

@@ -31,6 +31,7 @@
  *   EMPTY kind=... from=... sid=...          (key exchange / heartbeat)
  *   UNDECRYPTABLE kind=... from=... sid=... reason=<why>
  *   PLAIN kind=... from=... body=<text>      (a message without OMEMO)
+ *   NOBODY kind=... from=... child=<name>    (receipt, marker, chat state)
  *   DEVICELIST <bare> <id,id,...>            (+notify or fetched)
  *   MSGERROR id=<id> condition=<condition> text=<text>
  * Failures: "ERROR ..." on standard error; exit 1.  --timeout (default 60 s)
@@ -1141,6 +1142,17 @@ handle_chat(struct client *c, xmpp_stanza_t *msg, const char *kind)
 		putchar('\n');
 		fflush(stdout);
 		xmpp_free(c->ctx, body);
+	} else {
+		/* receipts, markers, chat states: named by their first child */
+		xmpp_stanza_t *ch = xmpp_stanza_get_children(msg);
+		const char *name = NULL;
+
+		for (; ch && !name; ch = xmpp_stanza_get_next(ch))
+			if (xmpp_stanza_is_tag(ch))
+				name = xmpp_stanza_get_name(ch);
+		printf("NOBODY kind=%s from=%s child=%s\n", kind, from,
+		       name ? name : "");
+		fflush(stdout);
 	}
 	free(from);
 }

@@ -95,6 +95,19 @@ def archived(server, user):
         "ORDER BY id" % user)]
 
 
+async def c_sees_device(cl, jid, dev):
+    """Until the C client prints a device list of jid that has dev."""
+    while True:
+        ev = await cl.event('DEVICELIST')
+        if ev['args'][0] == jid and str(dev) in ev['args'][1].split(','):
+            return
+
+
+async def py_sees_device(p, jid, dev):
+    while dev not in (await p.next_device_list(jid))[2]:
+        pass
+
+
 async def c_ready(cl):
     await cl.event('CONNECTED')
     ev = await cl.cmd('publish', 'PUBLISHED')
@@ -212,8 +225,7 @@ def test_carbons_to_alices_second_device(server, stacks):
         a1 = await stacks.py(alice, apw, 'one', carbons=True).start()
         a2 = await stacks.py(alice, apw, 'two', storage=store2, carbons=True).start()
         # Alice 1 hears of her new device (+notify to the owner's sessions)
-        while a2.device_id not in (await a1.next_device_list(a1.bare))[2]:
-            pass
+        await py_sees_device(a1, a1.bare, a2.device_id)
         b = stacks.c(bob, bpw, 'c')
         await c_ready(b)
         ev = await b.cmd('fetch %s' % a1.bare, 'FETCHED')
@@ -254,10 +266,7 @@ def test_device_added_later_becomes_reachable(server, stacks):
         await a1.refresh(b1.bare)
         # Alice adds a device: Bob's device hears of it and encrypts for it
         a2 = await stacks.py(alice, apw, 'two').start()
-        while True:
-            ev = await b1.event('DEVICELIST')
-            if ev['args'][0] == a1.bare and str(a2.device_id) in ev['args'][1]:
-                break
+        await c_sees_device(b1, a1.bare, a2.device_id)
         sent = await b1.cmd('send %s hello new device' % a1.bare, 'SENT')
         assert sent['keys'] == '2', sent
         for a in (a1, a2):
@@ -266,10 +275,7 @@ def test_device_added_later_becomes_reachable(server, stacks):
         # Bob adds a device: Alice's python hears of it (+notify)
         b2 = stacks.c(bob, bpw, 'two')
         b2_dev = await c_ready(b2)
-        while True:
-            frm, ns, ids = await a1.next_device_list(b1.bare)
-            if b2_dev in ids:
-                break
+        await py_sees_device(a1, b1.bare, b2_dev)
         assert b2_dev in await a1.devices_of(b1.bare)
         await a1.send_encrypted(b1.bare, 'hello both bobs')
         for b in (b1, b2):
@@ -299,10 +305,7 @@ def test_device_added_while_offline_seen_at_login(server, stacks):
         await b.cmd('disconnect', 'DISCONNECTED')
         a2 = await stacks.py(alice, apw, 'two').start()
         await b.cmd('connect', 'CONNECTED')
-        while True:
-            ev = await b.event('DEVICELIST')
-            if ev['args'][0] == a1.bare and str(a2.device_id) in ev['args'][1].split(','):
-                break
+        await c_sees_device(b, a1.bare, a2.device_id)
         sent = await b.cmd('send %s seen you at login' % a1.bare, 'SENT')
         assert sent['keys'] == '2', sent
         for a in (a1, a2):

@@ -359,16 +359,22 @@ oc_delete_all_sessions(const char *name, size_t name_len, void *user_data)
 	return n;
 }
 
+/* The pre-key and signed pre-key stores: the same calls on two lists. */
 static int
-oc_load_pre_key(signal_buffer **record, uint32_t id, void *user_data)
+oc_load_key(struct oc_rec *list, signal_buffer **record, uint32_t id)
 {
-	struct oc_keys *k = user_data;
-	struct oc_rec *r = oc_rec_find(k->pre_keys, NULL, 0, id);
+	struct oc_rec *r = oc_rec_find(list, NULL, 0, id);
 
 	if (!r)
 		return SG_ERR_INVALID_KEY_ID;
 	*record = signal_buffer_copy(r->buf);
 	return *record ? SG_SUCCESS : SG_ERR_NOMEM;
+}
+
+static int
+oc_load_pre_key(signal_buffer **record, uint32_t id, void *user_data)
+{
+	return oc_load_key(((struct oc_keys *)user_data)->pre_keys, record, id);
 }
 
 static int
@@ -382,9 +388,7 @@ oc_store_pre_key(uint32_t id, uint8_t *record, size_t len, void *user_data)
 static int
 oc_contains_pre_key(uint32_t id, void *user_data)
 {
-	struct oc_keys *k = user_data;
-
-	return oc_rec_find(k->pre_keys, NULL, 0, id) != NULL;
+	return oc_rec_find(((struct oc_keys *)user_data)->pre_keys, NULL, 0, id) != NULL;
 }
 
 static int
@@ -400,13 +404,7 @@ oc_remove_pre_key(uint32_t id, void *user_data)
 static int
 oc_load_signed_pre_key(signal_buffer **record, uint32_t id, void *user_data)
 {
-	struct oc_keys *k = user_data;
-	struct oc_rec *r = oc_rec_find(k->signed_pre_keys, NULL, 0, id);
-
-	if (!r)
-		return SG_ERR_INVALID_KEY_ID;
-	*record = signal_buffer_copy(r->buf);
-	return *record ? SG_SUCCESS : SG_ERR_NOMEM;
+	return oc_load_key(((struct oc_keys *)user_data)->signed_pre_keys, record, id);
 }
 
 static int
@@ -420,9 +418,8 @@ oc_store_signed_pre_key(uint32_t id, uint8_t *record, size_t len, void *user_dat
 static int
 oc_contains_signed_pre_key(uint32_t id, void *user_data)
 {
-	struct oc_keys *k = user_data;
-
-	return oc_rec_find(k->signed_pre_keys, NULL, 0, id) != NULL;
+	return oc_rec_find(((struct oc_keys *)user_data)->signed_pre_keys, NULL, 0,
+			   id) != NULL;
 }
 
 static int

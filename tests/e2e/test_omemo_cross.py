@@ -129,10 +129,14 @@ def test_python_and_c_exchange_both_ways(server, stacks):
         a = await stacks.py(alice, apw, 'py').start()
         await a.refresh(b.bare)
         assert bob_dev in await a.devices_of(b.bare)
-        for t, r in zip(texts, replies):
+        for i, (t, r) in enumerate(zip(texts, replies)):
             await a.send_encrypted(b.bare, t)
             ev = await b.event('DECRYPTED', kind='message', sid=a.device_id)
             assert ev['from'] == a.bare and ev['body'] == t, ev
+            if i == 0:
+                # the key exchange used one of Bob's pre-keys: his client
+                # republishes the bundle to the node it created
+                await b.event('REPUBLISHED')
             await b.cmd('send %s %s' % (a.bare, r), 'SENT')
             d = await a.next_decrypted()
             assert (d.sender, d.device_id, d.body, d.error) == (b.bare, bob_dev, r, None), d

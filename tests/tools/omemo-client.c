@@ -26,6 +26,7 @@
  *   quit               disconnect and exit          -> DONE
  * Events (standard output, one line each, flushed):
  *   CONNECTED <jid>
+ *   REPUBLISHED <device id>   (bundle with fresh pre-keys after a key exchange)
  *   DECRYPTED kind=<message|carbon-received|carbon-sent|mam> from=<bare>
  *             sid=<device> body=<text>      (text: \n and \ escaped)
  *   EMPTY kind=... from=... sid=...          (key exchange / heartbeat)
@@ -91,7 +92,7 @@ struct contact {
 	uint32_t dev[OC_MAX_DEVICES];
 };
 
-enum op_kind { OP_PUBLISH, OP_FETCH, OP_SEND };
+enum op_kind { OP_PUBLISH, OP_REPUBLISH, OP_FETCH, OP_SEND };
 
 /* A command waiting for iq results: done when pending drops to 0. */
 struct op {
@@ -941,6 +942,10 @@ op_step_done(struct client *c, struct op *op)
 				print_devices(ct, "DEVICELIST");
 		}
 		break;
+	case OP_REPUBLISH:
+		if (!op->failed)
+			printf("REPUBLISHED %u\n", c->keys.device_id);
+		break;
 	case OP_FETCH:
 		ct = contact_get(c, op->jid);
 		if (ct) {
@@ -999,6 +1004,24 @@ report(const char *what, const char *kind, const char *from, unsigned long sid)
 	printf("%s kind=%s from=%s sid=%lu", what, kind, from, sid);
 }
 
+/* A key exchange consumed one of our pre-keys: make a new one and
+ * republish the bundle, as XEP-0384 asks (a second sender must not pick a
+ * key that is gone). */
+static void
+replace_used_pre_keys(struct client *c)
+{
+	struct op *op;
+
+	if (!c->connected || oc_replace_pre_keys(&c->keys) <= 0)
+		return;
+	op = op_new(OP_REPUBLISH, NULL, NULL);
+	if (!op)
+		return;
+	if (publish_bundle(c, op) < 0)
+		op->failed = 1;
+	op_step_done(c, op);
+}
+
 /* Decrypts one <encrypted/> (legacy OMEMO) from sender `from` (bare). */
 static void
 decrypt_encrypted(struct client *c, xmpp_stanza_t *enc, const char *from,
@@ -1016,7 +1039,7 @@ decrypt_encrypted(struct client *c, xmpp_stanza_t *enc, const char *from,
 	const char *why = NULL;
 	const char *pk;
 	uint8_t tag[16];
-	int rc;
+	int rc, republish = 0;
 
 	for (xmpp_stanza_t *k = header ? xmpp_stanza_get_children(header) : NULL; k;
 	     k = xmpp_stanza_get_next(k))
@@ -1051,6 +1074,8 @@ decrypt_encrypted(struct client *c, xmpp_stanza_t *enc, const char *from,
 									   NULL, &plain);
 			SIGNAL_UNREF(m);
 		}
+		if (rc == 0)
+			republish = 1;
 	} else {
 		signal_message *m = NULL;
 
@@ -1121,6 +1146,8 @@ out:
 	free(iv);
 	free(payload);
 	free(out);
+	if (republish)
+		replace_used_pre_keys(c);
 }
 
 /* Handles a chat message (live, carbon copy or archived). */

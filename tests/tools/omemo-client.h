@@ -38,7 +38,8 @@ struct oc_keys {
 	ratchet_identity_key_pair *identity;
 	uint32_t device_id;
 	uint32_t signed_pre_key_id;
-	unsigned pre_keys_used;	/* consumed by key exchanges since start */
+	unsigned pre_keys_used;	/* consumed by key exchanges, not replaced */
+	uint32_t next_pre_key_id;
 	struct oc_rec *sessions;
 	struct oc_rec *identities;
 	struct oc_rec *pre_keys;
@@ -49,6 +50,9 @@ struct oc_keys {
  * a signed pre-key.  0 or -1. */
 int oc_keys_init(struct oc_keys *k);
 void oc_keys_free(struct oc_keys *k);
+/* Generates a new pre-key for each one a key exchange consumed (XEP-0384:
+ * the bundle is then republished).  The number made, or -1. */
+int oc_replace_pre_keys(struct oc_keys *k);
 int oc_has_session(struct oc_keys *k, const char *jid, uint32_t device_id);
 void oc_rec_free_all(struct oc_rec **list);
 

@@ -568,6 +568,7 @@ oc_keys_init(struct oc_keys *k)
 		}
 	}
 	signal_protocol_key_helper_key_list_free(head);
+	k->next_pre_key_id = OC_PRE_KEYS + 1;
 	k->signed_pre_key_id = 1;
 	if (signal_protocol_key_helper_generate_signed_pre_key(
 		    &spk, k->identity, k->signed_pre_key_id,
@@ -576,6 +577,31 @@ oc_keys_init(struct oc_keys *k)
 	rc = signal_protocol_signed_pre_key_store_key(k->store, spk);
 	SIGNAL_UNREF(spk);
 	return rc < 0 ? -1 : 0;
+}
+
+int
+oc_replace_pre_keys(struct oc_keys *k)
+{
+	signal_protocol_key_helper_pre_key_list_node *head = NULL;
+	unsigned n = k->pre_keys_used;
+	int rc = 0;
+
+	if (n == 0)
+		return 0;
+	if (signal_protocol_key_helper_generate_pre_keys(&head, k->next_pre_key_id, n,
+							  k->gctx) < 0)
+		return -1;
+	for (signal_protocol_key_helper_pre_key_list_node *p = head; p && rc == 0;
+	     p = signal_protocol_key_helper_key_list_next(p))
+		if (signal_protocol_pre_key_store_key(
+			    k->store, signal_protocol_key_helper_key_list_element(p)) < 0)
+			rc = -1;
+	signal_protocol_key_helper_key_list_free(head);
+	if (rc < 0)
+		return -1;
+	k->next_pre_key_id += n;
+	k->pre_keys_used = 0;
+	return (int)n;
 }
 
 void

@@ -145,6 +145,7 @@ modules:
   mod_mam: {}
   mod_csi: {}
   mod_push: {}
+  mod_pep: {}
 
 log:
   level: info

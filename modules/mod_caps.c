@@ -61,7 +61,7 @@ struct caps {
 	struct pgn_module *m;
 	struct watcher *watchers;
 	/* Sessions whose caps are being looked up or verified: session id
-	 * -> "hash/ver" (malloc'd), so that they are told once known. */
+	 * -> struct wait, so that watchers are told once they are known. */
 	struct pgn_map *waiting;
 	const char *node;
 	unsigned long cache_size;
@@ -69,6 +69,22 @@ struct caps {
 	struct pgn_map *inflight; /* "hash/ver" -> the module: lookup runs */
 	struct pgn_map *pending;  /* pgn_send_iq handle -> struct pending */
 };
+
+/* A session waiting for the features of key; old: its features before
+ * (borrowed from the cache, which never frees an entry; NULL: none). */
+struct wait {
+	char *key;
+	const char *old;
+};
+
+static void
+wait_free(void *p)
+{
+	struct wait *w = p;
+	if (w != NULL)
+		free(w->key);
+	free(w);
+}
 
 /* Per session: the caps of its last available presence. */
 struct csess {
@@ -589,8 +605,9 @@ static int
 collect_waiting(const char *key, uint64_t id, void *value, void *arg)
 {
 	struct woken *wk = arg;
+	const struct wait *w = value;
 	(void)key;
-	if (strcmp(value, wk->key) != 0 || wk->nomem)
+	if (strcmp(w->key, wk->key) != 0 || wk->nomem)
 		return 0;
 	if (wk->n == wk->cap) {
 		size_t cap = wk->cap ? wk->cap * 2 : 8;
@@ -612,19 +629,27 @@ static void
 wake(struct caps *c, const char *key, const char *features)
 {
 	struct woken wk = { .key = key };
+	const char **olds;
 
 	pgn_map_foreach(c->waiting, collect_waiting, &wk);
-	for (size_t i = 0; i < wk.n; i++)
-		free(pgn_map_del_id(c->waiting, wk.ids[i]));
+	olds = calloc(wk.n + 1, sizeof(*olds));
 	for (size_t i = 0; i < wk.n; i++) {
+		struct wait *w = pgn_map_del_id(c->waiting, wk.ids[i]);
+		if (olds != NULL)
+			olds[i] = w->old;
+		wait_free(w);
+	}
+	for (size_t i = 0; olds != NULL && i < wk.n; i++) {
 		struct pgn_session *s =
 			pgn_session_find(pgn_module_server(c->m), wk.ids[i]);
 		const struct csess *cs =
 			s != NULL ? pgn_session_get_data(s, c->m) : NULL;
 		if (cs != NULL && cs->key != NULL &&
-		    strcmp(cs->key, key) == 0 && pgn_session_available(s))
-			fire(c, s, NULL, features);
+		    strcmp(cs->key, key) == 0 && pgn_session_available(s) &&
+		    (olds[i] == NULL || strcmp(olds[i], features) != 0))
+			fire(c, s, olds[i], features);
 	}
+	free(olds);
 	free(wk.ids);
 }
 
@@ -780,7 +805,7 @@ on_presence(struct pgn_event *ev, void *arg)
 	struct pgn_xml *el;
 	const char *node, *ver, *hash, *old, *now;
 	struct csess *cs;
-	char *key;
+	struct wait *w;
 	int had_caps;
 
 	if (s == NULL || ev->stanza->type != NULL)
@@ -803,7 +828,7 @@ on_presence(struct pgn_event *ev, void *arg)
 	 * presence. */
 	had_caps = cs != NULL;
 	old = had_caps ? caps_session_features(c, s) : NULL;
-	free(pgn_map_del_id(c->waiting, pgn_session_id(s)));
+	wait_free(pgn_map_del_id(c->waiting, pgn_session_id(s)));
 	if ((cs = csess_new(node, ver, hash)) == NULL ||
 	    pgn_session_set_data(s, c->m, cs, csess_free) != 0) {
 		csess_free(cs);
@@ -823,9 +848,12 @@ on_presence(struct pgn_event *ev, void *arg)
 			fire(c, s, old, now);
 		return PGN_EVENT_PASS;
 	}
-	if ((key = strdup(cs->key)) != NULL &&
-	    pgn_map_set_id(c->waiting, pgn_session_id(s), key) != 0)
-		free(key);
+	if ((w = calloc(1, sizeof(*w))) != NULL &&
+	    ((w->key = strdup(cs->key)) == NULL ||
+	     pgn_map_set_id(c->waiting, pgn_session_id(s), w) != 0))
+		wait_free(w);
+	else if (w != NULL)
+		w->old = old;
 	if (pgn_map_get(c->inflight, cs->key) == NULL)
 		start_lookup(c, s, cs);
 	return PGN_EVENT_PASS;
@@ -915,7 +943,7 @@ on_session_ended(struct pgn_event *ev, void *arg)
 {
 	struct drop d = { arg, pgn_session_id(ev->origin) };
 	pgn_map_foreach(d.c->pending, drop_pending, &d);
-	free(pgn_map_del_id(d.c->waiting, d.session));
+	wait_free(pgn_map_del_id(d.c->waiting, d.session));
 	return PGN_EVENT_PASS;
 }
 
@@ -936,7 +964,7 @@ caps_free(struct caps *c)
 	pgn_map_free_values(c->known, free);
 	pgn_map_free_values(c->pending, free_pending_value);
 	pgn_map_free(c->inflight);
-	pgn_map_free_values(c->waiting, free);
+	pgn_map_free_values(c->waiting, wait_free);
 	while (c->watchers != NULL) {
 		struct watcher *w = c->watchers;
 		c->watchers = w->next;

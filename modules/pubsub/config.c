@@ -21,29 +21,28 @@
 enum kind { K_BOOL, K_ENUM, K_MAX_ITEMS, K_TEXT, K_LIST };
 
 struct field {
-	const char *var;      /* "pubsub#access_model" */
-	const char *key;      /* the store key: var without "pubsub#" */
+	const char *var; /* "pubsub#access_model" */
+	const char *key; /* the store key: var without "pubsub#" */
 	enum kind kind;
 	const char *const *values; /* K_ENUM: by enum value */
 	const char *label;
 };
 
-static const char *const access_names[] = {
-	"open", "presence", "roster", "whitelist", "authorize", NULL};
-static const char *const publish_names[] = {
-	"publishers", "subscribers", "open", NULL};
-static const char *const send_last_names[] = {
-	"never", "on_sub", "on_sub_and_presence", NULL};
-static const char *const notification_names[] = {"headline", "normal",
-						 NULL};
+static const char *const access_names[] = {"open",	"presence",  "roster",
+					   "whitelist", "authorize", NULL};
+static const char *const publish_names[] = {"publishers", "subscribers", "open",
+					    NULL};
+static const char *const send_last_names[] = {"never", "on_sub",
+					      "on_sub_and_presence", NULL};
+static const char *const notification_names[] = {"headline", "normal", NULL};
 
 static const struct field fields[] = {
 	{"pubsub#access_model", "access_model", K_ENUM, access_names,
 	 "Who may subscribe and retrieve items"},
 	{"pubsub#publish_model", "publish_model", K_ENUM, publish_names,
 	 "Who may publish"},
-	{"pubsub#send_last_published_item", "send_last_published_item",
-	 K_ENUM, send_last_names, "When to send the last published item"},
+	{"pubsub#send_last_published_item", "send_last_published_item", K_ENUM,
+	 send_last_names, "When to send the last published item"},
 	{"pubsub#notification_type", "notification_type", K_ENUM,
 	 notification_names, "Message type of notifications"},
 	{"pubsub#max_items", "max_items", K_MAX_ITEMS, NULL,
@@ -52,8 +51,8 @@ static const struct field fields[] = {
 	 "Persist items to storage"},
 	{"pubsub#deliver_payloads", "deliver_payloads", K_BOOL, NULL,
 	 "Deliver payloads with event notifications"},
-	{"pubsub#deliver_notifications", "deliver_notifications", K_BOOL,
-	 NULL, "Deliver event notifications"},
+	{"pubsub#deliver_notifications", "deliver_notifications", K_BOOL, NULL,
+	 "Deliver event notifications"},
 	{"pubsub#notify_retract", "notify_retract", K_BOOL, NULL,
 	 "Notify subscribers when items are removed"},
 	{"pubsub#notify_delete", "notify_delete", K_BOOL, NULL,
@@ -64,8 +63,8 @@ static const struct field fields[] = {
 	 NULL, "Deliver notifications only to available users"},
 	{"pubsub#title", "title", K_TEXT, NULL, "A friendly name for the node"},
 	{"pubsub#type", "type", K_TEXT, NULL, "The payload type"},
-	{"pubsub#roster_groups_allowed", "roster_groups_allowed", K_LIST,
-	 NULL, "Roster groups allowed to subscribe"},
+	{"pubsub#roster_groups_allowed", "roster_groups_allowed", K_LIST, NULL,
+	 "Roster groups allowed to subscribe"},
 };
 #define NFIELDS (sizeof(fields) / sizeof(fields[0]))
 
@@ -73,12 +72,22 @@ static const struct field fields[] = {
  * not keep: accepted (and ignored) so that a form a client fills from
  * our own or another server's configure form does not fail. */
 static const char *const ignored_fields[] = {
-	"pubsub#description", "pubsub#language", "pubsub#contact",
-	"pubsub#itemreply", "pubsub#item_expire", "pubsub#max_payload_size",
-	"pubsub#notify_sub", "pubsub#purge_offline", "pubsub#subscribe",
-	"pubsub#body_xslt", "pubsub#dataform_xslt", "pubsub#tempsub",
-	"pubsub#children_association_policy", "pubsub#collection",
-	"pubsub#node_type", NULL,
+	"pubsub#description",
+	"pubsub#language",
+	"pubsub#contact",
+	"pubsub#itemreply",
+	"pubsub#item_expire",
+	"pubsub#max_payload_size",
+	"pubsub#notify_sub",
+	"pubsub#purge_offline",
+	"pubsub#subscribe",
+	"pubsub#body_xslt",
+	"pubsub#dataform_xslt",
+	"pubsub#tempsub",
+	"pubsub#children_association_policy",
+	"pubsub#collection",
+	"pubsub#node_type",
+	NULL,
 };
 
 /* ---- access to the members by field ------------------------------------ */
@@ -444,9 +453,8 @@ ps_config_apply_form(struct ps_config *c, const struct pgn_xml *x,
 		if ((fd = find_field(var)) == NULL) {
 			/* XEP-0060 §7.1.5: publish-options may carry
 			 * preconditions of other specifications. */
-			if (ignored(var) ||
-			    (publish_options &&
-			     strncmp(var, "pubsub#", 7) != 0))
+			if (ignored(var) || (publish_options &&
+					     strncmp(var, "pubsub#", 7) != 0))
 				continue;
 			*bad = var;
 			rc = -EINVAL;
@@ -549,10 +557,12 @@ ps_config_form(const struct ps_config *c, const char *node)
 		goto fail;
 	for (size_t i = 0; i < NFIELDS; i++) {
 		const struct field *fd = &fields[i];
-		static const char *const types[] = {
-			[K_BOOL] = "boolean", [K_ENUM] = "list-single",
-			[K_MAX_ITEMS] = "text-single",
-			[K_TEXT] = "text-single", [K_LIST] = "list-multi"};
+		static const char *const types[] = {[K_BOOL] = "boolean",
+						    [K_ENUM] = "list-single",
+						    [K_MAX_ITEMS] =
+							    "text-single",
+						    [K_TEXT] = "text-single",
+						    [K_LIST] = "list-multi"};
 		const char *v = get_value(c, fd, buf, sizeof(buf));
 
 		if ((f = add_field(x, fd->var, types[fd->kind], fd->label)) ==
@@ -567,8 +577,8 @@ ps_config_form(const struct ps_config *c, const char *node)
 			const char *p = v;
 			while (*p != '\0') {
 				const char *e = strchr(p, '\n');
-				size_t n = e != NULL ? (size_t)(e - p)
-						     : strlen(p);
+				size_t n =
+					e != NULL ? (size_t)(e - p) : strlen(p);
 				char g[MAX_VALUE + 1];
 				if (n > MAX_VALUE)
 					n = MAX_VALUE;
@@ -682,7 +692,7 @@ ps_config_decode(struct ps_config *c, const char *text, int pep)
 			return -ENOMEM;
 		}
 		free(v);
-next:
+	next:
 		p += n;
 		if (*p == '\n')
 			p++;
@@ -693,9 +703,12 @@ next:
 /* ---- affiliations ---------------------------------------------------- */
 
 static const char *const aff_names[] = {
-	[PS_AFF_NONE] = "none",	      [PS_AFF_OUTCAST] = "outcast",
-	[PS_AFF_MEMBER] = "member",   [PS_AFF_PUBLISH_ONLY] = "publish-only",
-	[PS_AFF_PUBLISHER] = "publisher", [PS_AFF_OWNER] = "owner",
+	[PS_AFF_NONE] = "none",
+	[PS_AFF_OUTCAST] = "outcast",
+	[PS_AFF_MEMBER] = "member",
+	[PS_AFF_PUBLISH_ONLY] = "publish-only",
+	[PS_AFF_PUBLISHER] = "publisher",
+	[PS_AFF_OWNER] = "owner",
 };
 
 const char *

@@ -6,9 +6,10 @@
  * Every request becomes a struct ps_req: an iq (held while the store
  * works) or a call of another module (with its callback); both take the
  * same path, so a bridge's publish is checked, limited and notified as
- * a client's is.  The steps: parse (synchronous errors), load the node
- * with the requester's affiliation, check (access model through
- * notify.c), write, answer, then notify (after the commit). */
+ * a client's is (pep_service.c builds the request of a module's call).
+ * The steps: parse (synchronous errors), load the node with the
+ * requester's affiliation, check (access model through notify.c),
+ * write, answer, then notify (after the commit). */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -17,9 +18,9 @@
 #include <sys/random.h>
 #include <sys/time.h>
 
+#include "engine.h"
 #include "pigeon/log.h"
 #include "pigeon/pep.h"
-#include "engine.h"
 
 /* ---- requests -------------------------------------------------------- */
 
@@ -73,6 +74,7 @@ ps_req_free(struct ps_req *r)
 	free(r->item_id);
 	free(r->payload);
 	free(r->page_ref);
+	free(r->sub_jid);
 	ps_config_clear(&r->cfg);
 	ps_config_clear(&r->newcfg);
 	free(r);
@@ -145,6 +147,39 @@ ps_nomem(struct ps_req *r)
 }
 
 void
+ps_fail_rc(struct ps_req *r, int rc, const char *type, const char *cond,
+	   const char *ps_cond)
+{
+	if (rc == -ENOMEM)
+		ps_nomem(r);
+	else
+		ps_fail(r, type, cond, ps_cond, NULL);
+}
+
+int
+ps_set_node(struct ps_req *r, const char *node)
+{
+	free(r->node_buf);
+	r->node_buf = NULL;
+	r->node = NULL;
+	if (node == NULL)
+		return 0;
+	if ((r->node_buf = strdup(node)) == NULL)
+		return -ENOMEM;
+	r->node = r->node_buf;
+	return 0;
+}
+
+int
+ps_no_node(struct ps_req *r)
+{
+	if (r->exists)
+		return 0;
+	ps_fail(r, "cancel", "item-not-found", NULL, NULL);
+	return 1;
+}
+
+void
 ps_finish(struct ps_req *r, struct pgn_xml *payload)
 {
 	if (r->hold != NULL) {
@@ -190,7 +225,8 @@ ps_max_items(const struct ps_engine *e, const struct ps_config *c)
 {
 	if (!c->persist_items)
 		return 1; /* the last item, for send_last_published_item */
-	if (c->max_items == PS_MAX_ITEMS_MAX || c->max_items > e->limits.max_items)
+	if (c->max_items == PS_MAX_ITEMS_MAX ||
+	    c->max_items > e->limits.max_items)
 		return e->limits.max_items;
 	return c->max_items;
 }
@@ -289,28 +325,6 @@ ps_check_access(struct ps_req *r, void (*step)(struct ps_req *))
 		ps_nomem(r);
 }
 
-/* ---- watchers (pep.h) -------------------------------------------------- */
-
-struct watch {
-	struct watch *next;
-	struct pgn_module *m;
-	char *node;
-	pgn_pep_watch_fn fn;
-	void *arg;
-};
-
-static void
-run_watchers(struct ps_req *r, const struct pgn_xml *item)
-{
-	struct ps_priv *pv = r->e->priv;
-
-	if (!r->e->pep)
-		return;
-	for (struct watch *w = pv->watches; w != NULL; w = w->next)
-		if (strcmp(w->node, r->node) == 0)
-			w->fn(r->service, r->node, r->item_id, item, w->arg);
-}
-
 /* ---- publish (§7.1) -------------------------------------------------- */
 
 static void published(uint64_t owner, void *arg,
@@ -344,8 +358,7 @@ ps_may_create(const struct ps_req *r)
 	if (r->e->pep)
 		return r->is_owner;
 	at = strchr(r->from_bare, '@');
-	return at != NULL &&
-	       strcmp(at + 1, pgn_host_name(r->e->host)) == 0;
+	return at != NULL && strcmp(at + 1, pgn_host_name(r->e->host)) == 0;
 }
 
 static void
@@ -354,11 +367,16 @@ publish_write(struct ps_req *r)
 	const struct ps_config *c = r->create ? &r->newcfg : &r->cfg;
 	char *enc = r->create ? ps_config_encode(&r->newcfg) : NULL;
 	struct ps_store_publish p = {
-		.service = r->service, .node = r->node, .create = r->create,
+		.service = r->service,
+		.node = r->node,
+		.create = r->create,
 		.username = r->e->pep ? r->user : NULL,
 		.owner = r->e->pep ? NULL : r->from_bare,
-		.config = enc, .item_id = r->item_id, .publisher = r->from_bare,
-		.payload = r->payload, .ts = ps_next_ts(r->e),
+		.config = enc,
+		.item_id = r->item_id,
+		.publisher = r->from_bare,
+		.payload = r->payload,
+		.ts = ps_next_ts(r->e),
 		.max_items = ps_max_items(r->e, c),
 	};
 
@@ -431,13 +449,10 @@ publish_loaded(struct ps_req *r)
 		ps_config_default(&r->newcfg, r->e->pep);
 		if (r->options != NULL &&
 		    (rc = ps_config_apply_form(&r->newcfg, r->options,
-					       r->e->limits.max_items,
-					       &bad)) < 0) {
-			if (rc == -ENOMEM)
-				ps_nomem(r);
-			else
-				ps_fail(r, "cancel", "conflict",
-					"precondition-not-met", NULL);
+					       r->e->limits.max_items, &bad)) <
+			    0) {
+			ps_fail_rc(r, rc, "cancel", "conflict",
+				   "precondition-not-met");
 			return;
 		}
 		ps_check_usage(r);
@@ -525,23 +540,25 @@ published(uint64_t owner, void *arg, const struct pgn_store_result *res)
 	ev_item = event_item(r, PS_NS_EVENT);
 	w_item = event_item(r, PS_NS);
 	n = ps_ref(r);
-	/* Answer first: the publisher learns the id before its own
-	 * notification arrives. */
+	/* Before the answer, which frees the request that r->node and
+	 * r->item_id point into; the publisher still gets the answer
+	 * first: notify.c sends after a store read. */
+	if (ev_item != NULL)
+		ps_notify_publish(r->e, &n, ev_item, r->from);
+	else
+		pgn_log(PGN_LOG_WARN,
+			"pubsub: no notification for %s %s "
+			"(memory)",
+			r->service, r->node);
+	if (w_item != NULL)
+		ps_run_watchers(r, w_item);
+	pgn_xml_free(ev_item);
+	pgn_xml_free(w_item);
 	if (r->hold != NULL) {
 		pgn_hold_answer(r->hold, ans, NULL, NULL, NULL);
 		r->hold = NULL;
 		ans = NULL;
 	}
-	if (ev_item != NULL)
-		ps_notify_publish(r->e, &n, ev_item, r->from);
-	else
-		pgn_log(PGN_LOG_WARN, "pubsub: no notification for %s %s "
-				      "(memory)",
-			r->service, r->node);
-	if (w_item != NULL)
-		run_watchers(r, w_item);
-	pgn_xml_free(ev_item);
-	pgn_xml_free(w_item);
 	ps_finish(r, ans);
 }
 
@@ -595,8 +612,7 @@ publish_start(struct ps_req *r)
 		return;
 	}
 	if ((long)strlen(r->payload) > r->e->limits.max_item_size) {
-		ps_fail(r, "modify", "not-acceptable", "payload-too-big",
-			NULL);
+		ps_fail(r, "modify", "not-acceptable", "payload-too-big", NULL);
 		return;
 	}
 	po = pgn_xml_child(pgn_xml_parent(r->el), PS_NS, "publish-options");
@@ -623,26 +639,25 @@ retracted(uint64_t owner, void *arg, const struct pgn_store_result *res)
 		return;
 	}
 	n = ps_ref(r);
+	/* Before the answer, which frees what r->item_id points into. */
+	if (r->notify)
+		ps_notify_retract(r->e, &n, r->item_id);
+	ps_run_watchers(r, NULL);
 	if (r->hold != NULL) {
 		pgn_hold_answer(r->hold, NULL, NULL, NULL, NULL);
 		r->hold = NULL;
 	}
-	if (r->notify)
-		ps_notify_retract(r->e, &n, r->item_id);
-	run_watchers(r, NULL);
 	ps_finish(r, NULL);
 }
 
 static void
 retract_loaded(struct ps_req *r)
 {
-	if (!r->exists) {
-		ps_fail(r, "cancel", "item-not-found", NULL, NULL);
+	if (ps_no_node(r))
 		return;
-	}
-	if (!(r->e->pep ? r->is_owner
-			: r->aff == PS_AFF_OWNER ||
-				  r->aff == PS_AFF_PUBLISHER)) {
+	if (!(r->e->pep
+		      ? r->is_owner
+		      : r->aff == PS_AFF_OWNER || r->aff == PS_AFF_PUBLISHER)) {
 		ps_fail(r, "auth", "forbidden", NULL, NULL);
 		return;
 	}
@@ -748,12 +763,14 @@ items_read(uint64_t owner, void *arg, const struct pgn_store_result *res)
 			if (add_text(set, "first",
 				     pgn_store_value(res, first, 0)) < 0 ||
 			    add_text(set, "last",
-				     pgn_store_value(res, res->nrows - 1 - first,
+				     pgn_store_value(res,
+						     res->nrows - 1 - first,
 						     0)) < 0)
 				goto nomem;
 		}
 		snprintf(buf, sizeof(buf), "%ld", count);
-		if ((res->nrows > 0 || !r->rsm) && add_text(set, "count", buf) < 0)
+		if ((res->nrows > 0 || !r->rsm) &&
+		    add_text(set, "count", buf) < 0)
 			goto nomem;
 	}
 	if (r->items_fn != NULL) {
@@ -794,10 +811,8 @@ items_query(struct ps_req *r)
 static void
 items_loaded(struct ps_req *r)
 {
-	if (!r->exists) {
-		ps_fail(r, "cancel", "item-not-found", NULL, NULL);
+	if (ps_no_node(r))
 		return;
-	}
 	ps_check_access(r, items_query);
 }
 
@@ -869,10 +884,7 @@ items_start(struct ps_req *r)
 	if (set != NULL && !r->by_id) {
 		int rc = parse_rsm(r, set);
 		if (rc < 0) {
-			if (rc == -ENOMEM)
-				ps_nomem(r);
-			else
-				ps_fail(r, "modify", "bad-request", NULL, NULL);
+			ps_fail_rc(r, rc, "modify", "bad-request", NULL);
 			return;
 		}
 	}
@@ -903,10 +915,14 @@ ps_create_write(struct ps_req *r)
 {
 	char *enc = ps_config_encode(&r->newcfg);
 	struct ps_store_publish p = {
-		.service = r->service, .node = r->node, .create = 1,
+		.service = r->service,
+		.node = r->node,
+		.create = 1,
 		.username = r->e->pep ? r->user : NULL,
-		.owner = r->e->pep ? NULL : r->from_bare, .config = enc,
-		.ts = ps_next_ts(r->e), .max_items = 1,
+		.owner = r->e->pep ? NULL : r->from_bare,
+		.config = enc,
+		.ts = ps_next_ts(r->e),
+		.max_items = 1,
 	};
 
 	if (enc == NULL) {
@@ -933,9 +949,8 @@ create_start(struct ps_req *r)
 {
 	struct pgn_xml *conf =
 		pgn_xml_child(pgn_xml_parent(r->el), PS_NS, "configure");
-	struct pgn_xml *x = conf != NULL
-				    ? pgn_xml_child(conf, PS_NS_XDATA, "x")
-				    : NULL;
+	struct pgn_xml *x =
+		conf != NULL ? pgn_xml_child(conf, PS_NS_XDATA, "x") : NULL;
 	const char *bad;
 	int rc;
 
@@ -946,21 +961,17 @@ create_start(struct ps_req *r)
 	if (r->node == NULL) { /* instant node (§8.1.2) */
 		char buf[32];
 		ps_random_id(buf, sizeof(buf));
-		if ((r->node_buf = strdup(buf)) == NULL) {
+		if (ps_set_node(r, buf) < 0) {
 			ps_nomem(r);
 			return;
 		}
-		r->node = r->node_buf;
 	}
 	r->create = 1;
 	ps_config_default(&r->newcfg, r->e->pep);
-	if (x != NULL && (rc = ps_config_apply_form(&r->newcfg, x,
-						    r->e->limits.max_items,
-						    &bad)) < 0) {
-		if (rc == -ENOMEM)
-			ps_nomem(r);
-		else
-			ps_fail(r, "modify", "not-acceptable", NULL, NULL);
+	if (x != NULL &&
+	    (rc = ps_config_apply_form(&r->newcfg, x, r->e->limits.max_items,
+				       &bad)) < 0) {
+		ps_fail_rc(r, rc, "modify", "not-acceptable", NULL);
 		return;
 	}
 	ps_load_node(r, create_loaded);
@@ -1006,10 +1017,8 @@ subscribe_write(struct ps_req *r)
 static void
 subscribe_loaded(struct ps_req *r)
 {
-	if (!r->exists) {
-		ps_fail(r, "cancel", "item-not-found", NULL, NULL);
+	if (ps_no_node(r))
 		return;
-	}
 	ps_check_access(r, subscribe_write);
 }
 
@@ -1031,10 +1040,8 @@ unsubscribed(uint64_t owner, void *arg, const struct pgn_store_result *res)
 static void
 unsubscribe_loaded(struct ps_req *r)
 {
-	if (!r->exists) {
-		ps_fail(r, "cancel", "item-not-found", NULL, NULL);
+	if (ps_no_node(r))
 		return;
-	}
 	if (ps_store_unsubscribe(r->e, r->node_id, r->sub_jid, unsubscribed,
 				 r) < 0)
 		ps_fail_store(r, NULL);
@@ -1053,8 +1060,12 @@ sub_start(struct ps_req *r)
 		ps_fail(r, "modify", "bad-request", "invalid-jid", NULL);
 		return;
 	}
-	r->sub_jid = pgn_xml_attr(r->el, "jid");
+	r->sub_jid = strdup(j->full);
 	pgn_jid_free(j);
+	if (r->sub_jid == NULL) {
+		ps_nomem(r);
+		return;
+	}
 	ps_load_node(r, r->op == PS_OP_SUBSCRIBE ? subscribe_loaded
 						 : unsubscribe_loaded);
 }
@@ -1081,16 +1092,17 @@ entity_read(uint64_t owner, void *arg, const struct pgn_store_result *res)
 		struct pgn_xml *c = pgn_xml_add_child(
 			list, PS_NS, subs ? "subscription" : "affiliation");
 		if (c == NULL ||
-		    pgn_xml_set_attr(c, "node", pgn_store_value(res, i, 0)) != 0)
+		    pgn_xml_set_attr(c, "node", pgn_store_value(res, i, 0)) !=
+			    0)
 			goto nomem;
 		if (subs ? pgn_xml_set_attr(c, "jid",
 					    pgn_store_value(res, i, 1)) != 0 ||
-				   pgn_xml_set_attr(c, "subid",
-						    pgn_store_value(res, i, 2)) !=
-					   0 ||
-				   pgn_xml_set_attr(c, "subscription",
-						    pgn_store_value(res, i, 3)) !=
-					   0
+				    pgn_xml_set_attr(
+					    c, "subid",
+					    pgn_store_value(res, i, 2)) != 0 ||
+				    pgn_xml_set_attr(
+					    c, "subscription",
+					    pgn_store_value(res, i, 3)) != 0
 			 : pgn_xml_set_attr(c, "affiliation",
 					    pgn_store_value(res, i, 1)) != 0)
 			goto nomem;
@@ -1106,8 +1118,7 @@ static void
 entity_start(struct ps_req *r)
 {
 	if (ps_store_entity(r->e, r->op == PS_OP_SUBSCRIPTIONS, r->service,
-			    r->from_bare, r->from, r->node, entity_read,
-			    r) < 0)
+			    r->from_bare, r->from, r->node, entity_read, r) < 0)
 		ps_fail_store(r, NULL);
 }
 
@@ -1150,13 +1161,15 @@ ps_req_new(struct ps_engine *e, const char *service, const char *from)
 	r->notify = -1;
 	if ((r->service = strdup(service)) == NULL ||
 	    (r->from = strdup(from != NULL ? from : service)) == NULL ||
-	    (r->from_bare = slash != NULL ? strndup(from, (size_t)(slash - from))
-					  : strdup(r->from)) == NULL)
+	    (r->from_bare = slash != NULL
+				    ? strndup(from, (size_t)(slash - from))
+				    : strdup(r->from)) == NULL)
 		goto fail;
 	if (e->pep) {
 		const char *at = strchr(service, '@');
 		if (at == NULL ||
-		    (r->user = strndup(service, (size_t)(at - service))) == NULL)
+		    (r->user = strndup(service, (size_t)(at - service))) ==
+			    NULL)
 			goto fail;
 		r->is_owner = strcmp(r->from_bare, service) == 0;
 	}
@@ -1205,9 +1218,12 @@ ps_req_start(struct ps_req *r, const struct pgn_xml *ps, int set)
 			ps_fail(r, "modify", "bad-request", NULL, NULL);
 		return;
 	}
-	r->node = pgn_xml_attr(r->el, "node");
-	if (r->node != NULL && (r->node[0] == '\0' ||
-				strlen(r->node) > PS_MAX_NAME)) {
+	if (ps_set_node(r, pgn_xml_attr(r->el, "node")) < 0) {
+		ps_nomem(r);
+		return;
+	}
+	if (r->node != NULL &&
+	    (r->node[0] == '\0' || strlen(r->node) > PS_MAX_NAME)) {
 		ps_fail(r, "modify", "bad-request", "nodeid-required", NULL);
 		return;
 	}
@@ -1248,153 +1264,6 @@ ps_handle_iq(struct ps_engine *e, struct pgn_event *ev, const char *service)
 	return PGN_EVENT_HANDLED;
 }
 
-/* ---- the "pep" service (pigeon/pep.h) -------------------------------- */
-
-static struct ps_req *
-api_req(void *instance, const char *user, const char *node, const char *op,
-	struct pgn_xml **el)
-{
-	struct ps_engine *e = instance;
-	struct ps_req *r;
-
-	if (user == NULL || node == NULL || strchr(user, '@') == NULL ||
-	    (r = ps_req_new(e, user, user)) == NULL)
-		return NULL;
-	if ((r->tree = ps_answer(PS_NS, op, node, el)) == NULL) {
-		ps_req_free(r);
-		return NULL;
-	}
-	return r;
-}
-
-static int
-api_publish(void *instance, const char *user, const char *node,
-	    const struct pgn_xml *item, const struct pgn_xml *options,
-	    pgn_pep_done_fn fn, void *arg)
-{
-	struct pgn_xml *el, *c, *po;
-	struct ps_req *r;
-
-	if (item == NULL)
-		return -EINVAL;
-	if ((r = api_req(instance, user, node, "publish", &el)) == NULL)
-		return -ENOMEM;
-	if ((c = pgn_xml_copy(item)) == NULL)
-		goto nomem;
-	pgn_xml_append(el, c);
-	if (options != NULL) {
-		if ((po = pgn_xml_add_child(r->tree, PS_NS,
-					    "publish-options")) == NULL ||
-		    (c = pgn_xml_copy(options)) == NULL)
-			goto nomem;
-		pgn_xml_append(po, c);
-	}
-	r->done = fn;
-	r->arg = arg;
-	if (fn == NULL)
-		r->done = NULL;
-	ps_req_start(r, r->tree, 1);
-	return 0;
-nomem:
-	ps_req_free(r);
-	return -ENOMEM;
-}
-
-static int
-api_retract(void *instance, const char *user, const char *node,
-	    const char *item_id, pgn_pep_done_fn fn, void *arg)
-{
-	struct pgn_xml *el, *it;
-	struct ps_req *r;
-
-	if (item_id == NULL)
-		return -EINVAL;
-	if ((r = api_req(instance, user, node, "retract", &el)) == NULL)
-		return -ENOMEM;
-	if ((it = pgn_xml_add_child(el, PS_NS, "item")) == NULL ||
-	    pgn_xml_set_attr(it, "id", item_id) != 0) {
-		ps_req_free(r);
-		return -ENOMEM;
-	}
-	r->done = fn;
-	r->arg = arg;
-	ps_req_start(r, r->tree, 1);
-	return 0;
-}
-
-static int
-api_items(void *instance, const char *user, const char *node,
-	  const char *item_id, size_t max, pgn_pep_items_fn fn, void *arg)
-{
-	struct pgn_xml *el, *it;
-	struct ps_req *r;
-	char buf[24];
-
-	if (fn == NULL)
-		return -EINVAL;
-	if ((r = api_req(instance, user, node, "items", &el)) == NULL)
-		return -ENOMEM;
-	snprintf(buf, sizeof(buf), "%zu", max);
-	if ((item_id != NULL &&
-	     ((it = pgn_xml_add_child(el, PS_NS, "item")) == NULL ||
-	      pgn_xml_set_attr(it, "id", item_id) != 0)) ||
-	    (item_id == NULL && max > 0 &&
-	     pgn_xml_set_attr(el, "max_items", buf) != 0)) {
-		ps_req_free(r);
-		return -ENOMEM;
-	}
-	r->items_fn = fn;
-	r->arg = arg;
-	ps_req_start(r, r->tree, 0);
-	return 0;
-}
-
-static int
-api_watch(void *instance, struct pgn_module *m, const char *node,
-	  pgn_pep_watch_fn fn, void *arg)
-{
-	struct ps_engine *e = instance;
-	struct ps_priv *pv = e->priv;
-	struct watch *w = calloc(1, sizeof(*w));
-
-	if (w == NULL || (w->node = strdup(node)) == NULL) {
-		free(w);
-		return -ENOMEM;
-	}
-	w->m = m;
-	w->fn = fn;
-	w->arg = arg;
-	w->next = pv->watches;
-	pv->watches = w;
-	return 0;
-}
-
-static void
-api_unwatch(void *instance, struct pgn_module *m)
-{
-	struct ps_engine *e = instance;
-	struct ps_priv *pv = e->priv;
-
-	for (struct watch **p = &pv->watches; *p != NULL;) {
-		struct watch *w = *p;
-		if (w->m == m) {
-			*p = w->next;
-			free(w->node);
-			free(w);
-		} else {
-			p = &w->next;
-		}
-	}
-}
-
-static const struct pgn_pep_service pep_ops = {
-	.publish = api_publish,
-	.retract = api_retract,
-	.items = api_items,
-	.watch = api_watch,
-	.unwatch = api_unwatch,
-};
-
 /* ---- load ------------------------------------------------------------ */
 
 static int
@@ -1412,8 +1281,7 @@ on_account_removed(struct pgn_event *ev, void *arg)
 	const struct pgn_account_event *ae = ev->data;
 
 	if (ae->err == 0 && ps_store_forget_jid(e, ae->bare) < 0)
-		pgn_log(PGN_LOG_WARN, "mod_pubsub: cannot forget %s",
-			ae->bare);
+		pgn_log(PGN_LOG_WARN, "mod_pubsub: cannot forget %s", ae->bare);
 	return PGN_EVENT_PASS;
 }
 
@@ -1449,7 +1317,7 @@ ps_engine_load(struct ps_engine *e)
 						  on_pep_iq, e,
 						  PGN_PRIO_HANDLER)) < 0)
 				return rc;
-		if ((rc = pgn_module_provide(e->m, PGN_PEP_SERVICE, &pep_ops,
+		if ((rc = pgn_module_provide(e->m, PGN_PEP_SERVICE, &ps_pep_ops,
 					     e)) < 0)
 			return rc;
 	} else if ((rc = pgn_module_hook(e->m, "account-removed",
@@ -1460,6 +1328,40 @@ ps_engine_load(struct ps_engine *e)
 	return ps_disco_load(e);
 }
 
+int
+ps_module_load(struct pgn_module *m, int pep, char *domain)
+{
+	struct ps_engine *e = calloc(1, sizeof(*e));
+	int rc;
+
+	if (e == NULL) {
+		free(domain);
+		return -ENOMEM;
+	}
+	e->m = m;
+	e->pep = pep;
+	e->domain = domain;
+	pgn_module_set_data(m, e);
+	if ((rc = ps_engine_load(e)) < 0 || (rc = ps_notify_init(e)) < 0) {
+		ps_module_unload(m);
+		pgn_module_set_data(m, NULL);
+	}
+	return rc;
+}
+
+void
+ps_module_unload(struct pgn_module *m)
+{
+	struct ps_engine *e = pgn_module_data(m);
+
+	if (e == NULL)
+		return;
+	ps_notify_free(e);
+	ps_engine_unload(e);
+	free(e->domain);
+	free(e);
+}
+
 void
 ps_engine_unload(struct ps_engine *e)
 {
@@ -1467,12 +1369,7 @@ ps_engine_unload(struct ps_engine *e)
 
 	if (pv == NULL)
 		return;
-	while (pv->watches != NULL) {
-		struct watch *w = pv->watches;
-		pv->watches = w->next;
-		free(w->node);
-		free(w);
-	}
+	ps_watches_free(e);
 	free(pv);
 	e->priv = NULL;
 }

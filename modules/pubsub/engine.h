@@ -13,7 +13,7 @@
 
 enum ps_op {
 	PS_OP_NONE = 0, /* not implemented */
-	PS_OP_SKIP,     /* a companion element (publish-options) */
+	PS_OP_SKIP,	/* a companion element (publish-options) */
 	PS_OP_PUBLISH,
 	PS_OP_RETRACT,
 	PS_OP_CREATE,
@@ -45,13 +45,13 @@ struct ps_req {
 	enum ps_op op;
 	const struct pgn_xml *el; /* the operation element (borrowed) */
 	void (*step)(struct ps_req *);
-	char *service;   /* PEP: the owner's bare JID; else the domain */
-	char *user;      /* PEP: the owner's username */
-	char *from;      /* the requester, full JID (a module: the owner) */
+	char *service; /* PEP: the owner's bare JID; else the domain */
+	char *user;    /* PEP: the owner's username */
+	char *from;    /* the requester, full JID (a module: the owner) */
 	char *from_bare;
-	int is_owner;    /* PEP: the requester is the account */
+	int is_owner; /* PEP: the requester is the account */
 	const char *node;
-	char *node_buf;  /* an instant node's generated name */
+	char *node_buf; /* an instant node's generated name */
 
 	/* The node, once loaded. */
 	int exists;
@@ -62,21 +62,21 @@ struct ps_req {
 	/* publish, create */
 	int create, retried;
 	struct ps_config newcfg;
-	const struct pgn_xml *options;   /* publish-options <x/> */
+	const struct pgn_xml *options; /* publish-options <x/> */
 	const struct pgn_xml *payload_el;
 	const char *item_ns;
 	char *item_id;
 	char *payload;
-	int notify;      /* retract: -1 unset, 0, 1 */
+	int notify; /* retract: -1 unset, 0, 1 */
 	/* items */
 	const char *ids[PS_MAX_IDS];
 	size_t nids;
 	int by_id, rsm;
 	enum ps_page page;
-	char *page_ref;  /* RSM after/before (owned) */
+	char *page_ref; /* RSM after/before (owned) */
 	long max;
 	/* subscribe */
-	const char *sub_jid;
+	char *sub_jid; /* prepared, as given (bare or full) */
 	/* disco: the nodes being checked */
 	size_t pending;
 	int disco_items_of_node;
@@ -97,6 +97,13 @@ void ps_fail(struct ps_req *r, const char *type, const char *cond,
 	     const char *ps_cond, const char *feature);
 void ps_fail_store(struct ps_req *r, const struct pgn_store_result *res);
 void ps_nomem(struct ps_req *r);
+/* ps_nomem for -ENOMEM, else the error (type, cond, ps_cond). */
+void ps_fail_rc(struct ps_req *r, int rc, const char *type, const char *cond,
+		const char *ps_cond);
+/* Sets r->node to a copy of node (NULL: none).  0 or -ENOMEM. */
+int ps_set_node(struct ps_req *r, const char *node);
+/* Answers item-not-found and returns 1 when r's node does not exist. */
+int ps_no_node(struct ps_req *r);
 void ps_fail_access(struct ps_req *r);
 struct pgn_xml *ps_answer(const char *ns, const char *name, const char *node,
 			  struct pgn_xml **child);
@@ -112,6 +119,13 @@ void ps_check_usage(struct ps_req *r);
 void ps_create_write(struct ps_req *r);
 void ps_random_id(char *buf, size_t len);
 int64_t ps_next_ts(struct ps_engine *e);
+
+/* pep_service.c */
+extern const struct pgn_pep_service ps_pep_ops;
+/* The watchers of r's node (PEP): a publish (item: the <item/> in the
+ * pubsub namespace) or a retract (item NULL) of r->item_id. */
+void ps_run_watchers(struct ps_req *r, const struct pgn_xml *item);
+void ps_watches_free(struct ps_engine *e);
 
 /* owner.c */
 void ps_owner_start(struct ps_req *r, const struct pgn_xml *ps, int set);

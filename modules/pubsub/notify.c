@@ -130,15 +130,14 @@ static const char *
 session_features(const struct pgn_session *s)
 {
 	void *inst;
-	const struct pgn_caps_service *c = pgn_host_service(
-		pgn_session_host(s), PGN_CAPS_SERVICE, &inst);
+	const struct pgn_caps_service *c =
+		pgn_host_service(pgn_session_host(s), PGN_CAPS_SERVICE, &inst);
 	return c != NULL ? c->session_features(inst, s) : NULL;
 }
 
 /* A service of the local host serving the account bare, or NULL. */
 static const void *
-service_of(struct ps_engine *e, const char *bare, const char *name,
-	   void **inst)
+service_of(struct ps_engine *e, const char *bare, const char *name, void **inst)
 {
 	const struct pgn_host *h =
 		pgn_server_host(pgn_module_server(e->m), domain_of(bare));
@@ -152,7 +151,7 @@ service_of(struct ps_engine *e, const char *bare, const char *name,
 /* What the caller already knows of the requester in the owner's roster
  * (PEP fan-out: the contacts list). */
 struct known {
-	int presence;       /* has a subscription from/both */
+	int presence;	    /* has a subscription from/both */
 	const char *groups; /* its groups, or NULL: not known */
 };
 
@@ -160,7 +159,7 @@ struct access {
 	struct ps_engine *e;
 	enum ps_access model;
 	char *requester; /* bare */
-	char *groups;    /* roster_groups_allowed */
+	char *groups;	 /* roster_groups_allowed */
 	char **owners;
 	size_t nowners, next;
 	int err;
@@ -211,8 +210,8 @@ ask_next_owner(struct access *a)
 	while (a->next < a->nowners) {
 		const char *owner = a->owners[a->next];
 		void *inst;
-		const struct pgn_roster_service *r = service_of(
-			a->e, owner, PGN_ROSTER_SERVICE, &inst);
+		const struct pgn_roster_service *r =
+			service_of(a->e, owner, PGN_ROSTER_SERVICE, &inst);
 		int rc;
 
 		if (r == NULL) {
@@ -345,7 +344,7 @@ access_decide(struct ps_engine *e, const struct ps_node_ref *n,
 	}
 	/* Generic service: the roster of the node's local owners. */
 	char id[32];
-	const char *params[1] = { id };
+	const char *params[1] = {id};
 	snprintf(id, sizeof(id), "%" PRId64, n->id);
 	rc = pgn_store_query(e->store,
 			     "SELECT jid FROM pubsub_affiliation WHERE "
@@ -363,8 +362,8 @@ fail:
 
 int
 ps_access_check(struct ps_engine *e, const struct ps_node_ref *n,
-		const char *requester, enum ps_affiliation aff,
-		ps_access_fn fn, void *arg)
+		const char *requester, enum ps_affiliation aff, ps_access_fn fn,
+		void *arg)
 {
 	return access_decide(e, n, requester, aff, NULL, fn, arg);
 }
@@ -385,7 +384,7 @@ struct job {
 	int64_t node_id;
 	struct ps_config cfg;
 	struct pgn_xml *event; /* <event xmlns=pubsub#event> */
-	uint64_t sid;          /* last item: the one session; 0: all */
+	uint64_t sid;	       /* last item: the one session; 0: all */
 	/* The fan-out's reads: answers outstanding, affiliations (bare JID
 	 * -> affiliation + 1), subscriptions, the owner's contacts. */
 	int steps;
@@ -524,12 +523,13 @@ send_sessions(struct job *j, const char *bare)
 	return n;
 }
 
-/* ---- one delivery: access, blocking, send --------------------------------- */
+/* ---- one delivery: access, blocking, send ---------------------------------
+ */
 
 struct delivery {
 	struct job *j;
-	char *jid;  /* a contact's bare JID, or a subscription's JID */
-	int as_is;  /* a subscription: to jid as subscribed */
+	char *jid; /* a contact's bare JID, or a subscription's JID */
+	int as_is; /* a subscription: to jid as subscribed */
 };
 
 static void
@@ -647,7 +647,8 @@ fail:
 	pgn_log(PGN_LOG_WARN, "pubsub: out of memory notifying %s", jid);
 }
 
-/* ---- the fan-out of a change ---------------------------------------------- */
+/* ---- the fan-out of a change ----------------------------------------------
+ */
 
 static enum ps_affiliation
 job_aff(const struct job *j, const char *jid)
@@ -679,7 +680,7 @@ deliver_all(struct job *j)
 		send_sessions(j, j->service);
 		for (size_t i = 0; i < j->ncontacts; i++) {
 			const struct contact *c = &j->contacts[i];
-			struct known k = { 1, c->groups };
+			struct known k = {1, c->groups};
 			/* Only local accounts online can be interested. */
 			if (pgn_user_sessions(srv, c->jid) == NULL)
 				continue;
@@ -694,8 +695,8 @@ deliver_all(struct job *j)
 					  job_contact(j, bare) != NULL));
 		free(bare);
 		if (!skip)
-			delivery_start(j, j->subs[i], 1,
-				       job_aff(j, j->subs[i]), NULL);
+			delivery_start(j, j->subs[i], 1, job_aff(j, j->subs[i]),
+				       NULL);
 	}
 }
 
@@ -729,8 +730,8 @@ on_rows(uint64_t owner, void *arg, const struct pgn_store_result *res)
 	if (res->error != 0) {
 		/* Without the affiliations outcasts cannot be told apart:
 		 * nobody is notified. */
-		pgn_log(PGN_LOG_WARN, "pubsub: notifying %s %s: %s",
-			j->service, j->node, res->errmsg);
+		pgn_log(PGN_LOG_WARN, "pubsub: notifying %s %s: %s", j->service,
+			j->node, res->errmsg);
 		j->failed = 1;
 		step_done(j);
 		return;
@@ -797,13 +798,12 @@ fail:
  * affiliations and subscriptions is queued before this returns (see
  * ps_notify_delete). */
 static void
-fan_out(struct ps_engine *e, const struct ps_node_ref *n,
-	struct pgn_xml *event)
+fan_out(struct ps_engine *e, const struct ps_node_ref *n, struct pgn_xml *event)
 {
-	struct job *j = job_new(e, n->service, n->node, n->id, n->config,
-				event);
+	struct job *j =
+		job_new(e, n->service, n->node, n->id, n->config, event);
 	char id[32];
-	const char *params[1] = { id };
+	const char *params[1] = {id};
 
 	if (j == NULL)
 		goto nomem;
@@ -824,8 +824,8 @@ fan_out(struct ps_engine *e, const struct ps_node_ref *n,
 	}
 	if (e->pep) {
 		void *inst;
-		const struct pgn_roster_service *r = pgn_host_service(
-			e->host, PGN_ROSTER_SERVICE, &inst);
+		const struct pgn_roster_service *r =
+			pgn_host_service(e->host, PGN_ROSTER_SERVICE, &inst);
 		if (r != NULL) {
 			j->refs++;
 			j->steps++;
@@ -850,8 +850,8 @@ static struct pgn_xml *
 event_new(const char *name, const char *node, struct pgn_xml **child)
 {
 	struct pgn_xml *ev = pgn_xml_new(PS_NS_EVENT, "event");
-	if (ev == NULL || (*child = pgn_xml_add_child(ev, PS_NS_EVENT,
-						      name)) == NULL ||
+	if (ev == NULL ||
+	    (*child = pgn_xml_add_child(ev, PS_NS_EVENT, name)) == NULL ||
 	    pgn_xml_set_attr(*child, "node", node) != 0) {
 		pgn_xml_free(ev);
 		return NULL;
@@ -885,7 +885,8 @@ event_item(struct pgn_xml *items, const char *id, const struct pgn_xml *src,
 	return 0;
 }
 
-/* ---- the engine's calls --------------------------------------------------- */
+/* ---- the engine's calls ---------------------------------------------------
+ */
 
 void
 ps_notify_publish(struct ps_engine *e, const struct ps_node_ref *n,
@@ -908,14 +909,15 @@ ps_notify_publish(struct ps_engine *e, const struct ps_node_ref *n,
 	fan_out(e, n, ev);
 }
 
+/* The engine decided (XEP-0060 §7.2.2.1: the request's notify attribute,
+ * else the node's pubsub#notify_retract) before calling. */
 void
-ps_notify_retract_req(struct ps_engine *e, const struct ps_node_ref *n,
-		      const char *item_id, int notify)
+ps_notify_retract(struct ps_engine *e, const struct ps_node_ref *n,
+		  const char *item_id)
 {
 	struct pgn_xml *ev, *items, *r;
 
-	if (!n->config->deliver_notifications ||
-	    !(notify || n->config->notify_retract))
+	if (!n->config->deliver_notifications)
 		return;
 	if ((ev = event_new("items", n->node, &items)) == NULL ||
 	    (r = pgn_xml_add_child(items, PS_NS_EVENT, "retract")) == NULL ||
@@ -924,13 +926,6 @@ ps_notify_retract_req(struct ps_engine *e, const struct ps_node_ref *n,
 		return;
 	}
 	fan_out(e, n, ev);
-}
-
-void
-ps_notify_retract(struct ps_engine *e, const struct ps_node_ref *n,
-		  const char *item_id)
-{
-	ps_notify_retract_req(e, n, item_id, 0);
 }
 
 void
@@ -985,7 +980,8 @@ ps_notify_config(struct ps_engine *e, const struct ps_node_ref *n)
 	fan_out(e, n, ev);
 }
 
-/* ---- last items (XEP-0163 §4.3; XEP-0060 send_last_published_item) -------- */
+/* ---- last items (XEP-0163 §4.3; XEP-0060 send_last_published_item) --------
+ */
 
 /* A session that became interested: its id, bare JID and the nodes it
  * wants notifications of (not yet covered by its earlier caps). */
@@ -1037,7 +1033,7 @@ on_last_rows(uint64_t owner, void *arg, const struct pgn_store_result *res)
 		struct pgn_xml *ev = NULL, *items;
 		struct job *j;
 		int aff = affname != NULL ? ps_affiliation_parse(affname) : 0;
-		struct known k = { 1, NULL };
+		struct known k = {1, NULL};
 
 		if (id == NULL || service == NULL || node == NULL ||
 		    config == NULL || item_id == NULL)
@@ -1052,8 +1048,8 @@ on_last_rows(uint64_t owner, void *arg, const struct pgn_store_result *res)
 			pgn_xml_free(ev);
 			ev = NULL;
 		}
-		j = ev != NULL ? job_new(e, service, node, strtoll(id, NULL, 10),
-					 &cfg, ev)
+		j = ev != NULL ? job_new(e, service, node,
+					 strtoll(id, NULL, 10), &cfg, ev)
 			       : NULL;
 		ps_config_clear(&cfg);
 		if (j == NULL)
@@ -1107,8 +1103,8 @@ query_last(struct lastreq *lr, const char *const *owners, size_t n)
 					i > 0 ? ", " : "", 3 + n + i);
 	}
 	snprintf(sql + off, len - off, ")");
-	if (pgn_store_query(lr->e->store, sql, (int)np, params, 0,
-			    on_last_rows, q) < 0)
+	if (pgn_store_query(lr->e->store, sql, (int)np, params, 0, on_last_rows,
+			    q) < 0)
 		goto fail;
 	free(params);
 	free(sql);
@@ -1174,7 +1170,8 @@ last_items(struct ps_engine *e, struct pgn_session *s, const char *old)
 	     p != NULL && *p != '\0' && lr->nnodes < MAX_NOTIFY_NODES;) {
 		const char *nl = strchr(p, '\n');
 		size_t len = nl != NULL ? (size_t)(nl - p) : strlen(p);
-		if (len > plen && memcmp(p + len - plen, PLUS_NOTIFY, plen) == 0 &&
+		if (len > plen &&
+		    memcmp(p + len - plen, PLUS_NOTIFY, plen) == 0 &&
 		    !list_has(old, p, len)) {
 			if ((lr->nodes[lr->nnodes] = strndup(p, len - plen)) ==
 			    NULL)
@@ -1213,8 +1210,7 @@ on_initial_presence(struct pgn_event *ev, void *arg)
 }
 
 static void
-on_caps(struct pgn_session *s, const char *old, const char *features,
-	void *arg)
+on_caps(struct pgn_session *s, const char *old, const char *features, void *arg)
 {
 	struct ps_engine *e = arg;
 	(void)features;
@@ -1222,7 +1218,8 @@ on_caps(struct pgn_session *s, const char *old, const char *features,
 		last_items(e, s, old);
 }
 
-/* ---- setup ----------------------------------------------------------------- */
+/* ---- setup -----------------------------------------------------------------
+ */
 
 int
 ps_notify_init(struct ps_engine *e)
@@ -1240,9 +1237,8 @@ ps_notify_init(struct ps_engine *e)
 	/* Presence-based delivery is PEP's (XEP-0163 §4). */
 	if (!e->pep)
 		return 0;
-	if ((rc = pgn_module_hook(e->m, "initial-presence",
-				  on_initial_presence, e, PGN_PRIO_HANDLER)) <
-	    0)
+	if ((rc = pgn_module_hook(e->m, "initial-presence", on_initial_presence,
+				  e, PGN_PRIO_HANDLER)) < 0)
 		goto fail;
 	caps = pgn_host_service(e->host, PGN_CAPS_SERVICE, &inst);
 	if (caps != NULL) {
@@ -1250,8 +1246,9 @@ ps_notify_init(struct ps_engine *e)
 			goto fail;
 		nt->watching = 1;
 	} else {
-		pgn_log(PGN_LOG_WARN, "mod_pep: mod_caps is not loaded on "
-				      "%s: no +notify notifications",
+		pgn_log(PGN_LOG_WARN,
+			"mod_pep: mod_caps is not loaded on "
+			"%s: no +notify notifications",
 			pgn_host_name(e->host));
 	}
 	return 0;
@@ -1271,8 +1268,7 @@ ps_notify_free(struct ps_engine *e)
 	if (nt == NULL)
 		return;
 	if (nt->watching &&
-	    (caps = pgn_host_service(e->host, PGN_CAPS_SERVICE, &inst)) !=
-		    NULL)
+	    (caps = pgn_host_service(e->host, PGN_CAPS_SERVICE, &inst)) != NULL)
 		caps->unwatch(inst, e->m);
 	free(nt);
 	e->notify = NULL;

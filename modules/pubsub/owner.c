@@ -7,35 +7,66 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pigeon/log.h"
 #include "engine.h"
+#include "pigeon/log.h"
 
 #define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
 #define NS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
 
 /* XEP-0060 §10: what the engine implements ("pubsub#" + each). */
 static const char *const features[] = {
-	"access-open", "access-presence", "access-roster", "access-whitelist",
-	"auto-create", "config-node", "create-and-configure", "create-nodes",
-	"delete-items", "delete-nodes", "instant-nodes", "item-ids",
-	"manage-affiliations", "manage-subscriptions", "modify-affiliations",
-	"multi-items", "outcast-affiliation", "persistent-items", "publish",
-	"publish-options", "purge-nodes", "retract-items",
-	"retrieve-affiliations", "retrieve-default", "retrieve-items",
-	"retrieve-subscriptions", "subscribe", "rsm", NULL,
+	"access-open",
+	"access-presence",
+	"access-roster",
+	"access-whitelist",
+	"auto-create",
+	"config-node",
+	"create-and-configure",
+	"create-nodes",
+	"delete-items",
+	"delete-nodes",
+	"instant-nodes",
+	"item-ids",
+	"manage-affiliations",
+	"manage-subscriptions",
+	"modify-affiliations",
+	"multi-items",
+	"outcast-affiliation",
+	"persistent-items",
+	"publish",
+	"publish-options",
+	"purge-nodes",
+	"retract-items",
+	"retrieve-affiliations",
+	"retrieve-default",
+	"retrieve-items",
+	"retrieve-subscriptions",
+	"subscribe",
+	"rsm",
+	NULL,
 };
 /* PEP only (XEP-0163 §4). */
 static const char *const pep_features[] = {
-	"auto-subscribe", "filtered-notifications", "last-published",
-	"presence-notifications", NULL,
+	"auto-subscribe",
+	"filtered-notifications",
+	"last-published",
+	"presence-notifications",
+	NULL,
 };
 
 /* ---- owner requests -------------------------------------------------- */
 
+/* The node must exist and the requester own it: else answers, 1. */
 static int
-is_owner(const struct ps_req *r)
+refused(struct ps_req *r)
 {
-	return r->aff == PS_AFF_OWNER;
+	if (ps_no_node(r))
+		return 1;
+	if (r->aff != PS_AFF_OWNER) {
+		ps_fail(r, "auth", "forbidden", NULL, NULL);
+		return 1;
+	}
+	return 0;
 }
 
 static void
@@ -48,16 +79,17 @@ done_empty(uint64_t owner, void *arg, const struct pgn_store_result *res)
 		ps_fail_store(r, res);
 		return;
 	}
-	if (r->hold != NULL) {
-		pgn_hold_answer(r->hold, NULL, NULL, NULL, NULL);
-		r->hold = NULL;
-	}
+	/* Before the answer, which frees the request r->el is in. */
 	if (strcmp(pgn_xml_name(r->el), "configure") == 0) {
 		struct ps_node_ref n = ps_ref(r);
 		ps_notify_config(r->e, &n);
 	} else if (strcmp(pgn_xml_name(r->el), "purge") == 0) {
 		struct ps_node_ref n = ps_ref(r);
 		ps_notify_purge(r->e, &n);
+	}
+	if (r->hold != NULL) {
+		pgn_hold_answer(r->hold, NULL, NULL, NULL, NULL);
+		r->hold = NULL;
 	}
 	ps_finish(r, NULL);
 }
@@ -71,14 +103,8 @@ configure_loaded(struct ps_req *r)
 	char *enc;
 	int rc;
 
-	if (!r->exists) {
-		ps_fail(r, "cancel", "item-not-found", NULL, NULL);
+	if (refused(r))
 		return;
-	}
-	if (!is_owner(r)) {
-		ps_fail(r, "auth", "forbidden", NULL, NULL);
-		return;
-	}
 	if (r->op == PS_OP_OWNER && r->create == 0 && r->options == NULL) {
 		/* get */
 		if ((ans = ps_answer(PS_NS_OWNER, "configure", r->node, &c)) ==
@@ -100,10 +126,7 @@ configure_loaded(struct ps_req *r)
 	}
 	if ((rc = ps_config_apply_form(&r->cfg, sub, r->e->limits.max_items,
 				       &bad)) < 0) {
-		if (rc == -ENOMEM)
-			ps_nomem(r);
-		else
-			ps_fail(r, "modify", "not-acceptable", NULL, NULL);
+		ps_fail_rc(r, rc, "modify", "not-acceptable", NULL);
 		return;
 	}
 	if ((enc = ps_config_encode(&r->cfg)) == NULL) {
@@ -119,14 +142,8 @@ configure_loaded(struct ps_req *r)
 static void
 purge_loaded(struct ps_req *r)
 {
-	if (!r->exists) {
-		ps_fail(r, "cancel", "item-not-found", NULL, NULL);
+	if (refused(r))
 		return;
-	}
-	if (!is_owner(r)) {
-		ps_fail(r, "auth", "forbidden", NULL, NULL);
-		return;
-	}
 	if (ps_store_purge(r->e, r->node_id, done_empty, r) < 0)
 		ps_fail_store(r, NULL);
 }
@@ -137,14 +154,8 @@ delete_loaded(struct ps_req *r)
 	struct pgn_xml *redirect;
 	struct ps_node_ref n;
 
-	if (!r->exists) {
-		ps_fail(r, "cancel", "item-not-found", NULL, NULL);
+	if (refused(r))
 		return;
-	}
-	if (!is_owner(r)) {
-		ps_fail(r, "auth", "forbidden", NULL, NULL);
-		return;
-	}
 	/* Before the DELETE: notify.c's queries still see the
 	 * subscriptions (pubsub.h). */
 	redirect = pgn_xml_child(r->el, NULL, "redirect");
@@ -174,8 +185,8 @@ rows_read(uint64_t owner, void *arg, const struct pgn_store_result *res)
 		goto nomem;
 	if (!subs && r->e->pep) {
 		/* The account owns its PEP nodes without a row. */
-		if ((c = pgn_xml_add_child(list, PS_NS_OWNER,
-					   "affiliation")) == NULL ||
+		if ((c = pgn_xml_add_child(list, PS_NS_OWNER, "affiliation")) ==
+			    NULL ||
 		    pgn_xml_set_attr(c, "jid", r->service) != 0 ||
 		    pgn_xml_set_attr(c, "affiliation", "owner") != 0)
 			goto nomem;
@@ -188,9 +199,9 @@ rows_read(uint64_t owner, void *arg, const struct pgn_store_result *res)
 			goto nomem;
 		if (subs ? pgn_xml_set_attr(c, "subid",
 					    pgn_store_value(res, i, 1)) != 0 ||
-				   pgn_xml_set_attr(c, "subscription",
-						    pgn_store_value(res, i, 2)) !=
-					   0
+				    pgn_xml_set_attr(
+					    c, "subscription",
+					    pgn_store_value(res, i, 2)) != 0
 			 : pgn_xml_set_attr(c, "affiliation",
 					    pgn_store_value(res, i, 1)) != 0)
 			goto nomem;
@@ -220,14 +231,8 @@ rows_loaded(struct ps_req *r)
 	size_t n = 0;
 	int rc;
 
-	if (!r->exists) {
-		ps_fail(r, "cancel", "item-not-found", NULL, NULL);
+	if (refused(r))
 		return;
-	}
-	if (!is_owner(r)) {
-		ps_fail(r, "auth", "forbidden", NULL, NULL);
-		return;
-	}
 	if (!r->create) { /* get */
 		rc = subs ? ps_store_subscriptions(r->e, r->node_id, rows_read,
 						   r)
@@ -240,8 +245,8 @@ rows_loaded(struct ps_req *r)
 	for (struct pgn_xml *c = pgn_xml_first_child(r->el); c != NULL;
 	     c = pgn_xml_next(c)) {
 		const char *jid = pgn_xml_attr(c, "jid");
-		const char *v = pgn_xml_attr(c, subs ? "subscription"
-						     : "affiliation");
+		const char *v =
+			pgn_xml_attr(c, subs ? "subscription" : "affiliation");
 		struct pgn_jid *j = NULL;
 		int bad = jid == NULL || v == NULL || n == PS_MAX_ROWS ||
 			  pgn_jid_parse(jid, &j) < 0;
@@ -249,16 +254,17 @@ rows_loaded(struct ps_req *r)
 		if (!bad)
 			bad = subs ? !valid_state(v)
 				   : ps_affiliation_parse(v) < 0 ||
-					     j->resource != NULL ||
-					     (r->e->pep &&
-					      strcmp(j->bare, r->service) == 0);
+					      j->resource != NULL ||
+					      (r->e->pep &&
+					       strcmp(j->bare, r->service) ==
+						       0);
 		if (bad) {
 			pgn_jid_free(j);
 			for (size_t i = 0; i < n; i++)
 				pgn_jid_free(parsed[i]);
-			ps_fail(r, "modify", n == PS_MAX_ROWS
-						     ? "policy-violation"
-						     : "bad-request",
+			ps_fail(r, "modify",
+				n == PS_MAX_ROWS ? "policy-violation"
+						 : "bad-request",
 				NULL, NULL);
 			return;
 		}
@@ -314,14 +320,17 @@ ps_owner_start(struct ps_req *r, const struct pgn_xml *ps, int set)
 	r->op = PS_OP_OWNER;
 	r->create = set; /* for the owner requests: "this is a set" */
 	name = pgn_xml_name(el);
-	r->node = pgn_xml_attr(el, "node");
+	if (ps_set_node(r, pgn_xml_attr(el, "node")) < 0) {
+		ps_nomem(r);
+		return;
+	}
 	if (strcmp(name, "default") == 0 && !set) {
 		send_default(r);
 		return;
 	}
 	if (strcmp(name, "configure") == 0) {
-		if (set && (r->options = pgn_xml_child(el, PS_NS_XDATA,
-						       "x")) == NULL) {
+		if (set && (r->options = pgn_xml_child(el, PS_NS_XDATA, "x")) ==
+				   NULL) {
 			ps_fail(r, "modify", "bad-request", NULL, NULL);
 			return;
 		}
@@ -371,7 +380,8 @@ service_info(const char *node)
 	    pgn_xml_set_attr(id, "type", node != NULL ? "leaf" : "service") !=
 		    0 ||
 	    add_feature_el(q, NS_DISCO_INFO) < 0 ||
-	    add_feature_el(q, NS_DISCO_ITEMS) < 0 || add_feature_el(q, PS_NS) < 0)
+	    add_feature_el(q, NS_DISCO_ITEMS) < 0 ||
+	    add_feature_el(q, PS_NS) < 0)
 		goto fail;
 	for (size_t i = 0; node == NULL && features[i] != NULL; i++) {
 		snprintf(var, sizeof(var), PS_NS "#%s", features[i]);
@@ -389,10 +399,8 @@ info_loaded(struct ps_req *r)
 {
 	struct pgn_xml *q;
 
-	if (!r->exists) {
-		ps_fail(r, "cancel", "item-not-found", NULL, NULL);
+	if (ps_no_node(r))
 		return;
-	}
 	if ((q = service_info(r->node)) == NULL) {
 		ps_nomem(r);
 		return;
@@ -531,8 +539,10 @@ node_items_read(uint64_t owner, void *arg, const struct pgn_store_result *res)
 		return;
 	}
 	for (int i = 0; i < res->nrows; i++) {
-		struct pgn_xml *it = pgn_xml_add_child(q, NS_DISCO_ITEMS, "item");
-		if (it == NULL || pgn_xml_set_attr(it, "jid", r->service) != 0 ||
+		struct pgn_xml *it =
+			pgn_xml_add_child(q, NS_DISCO_ITEMS, "item");
+		if (it == NULL ||
+		    pgn_xml_set_attr(it, "jid", r->service) != 0 ||
 		    pgn_xml_set_attr(it, "name", pgn_store_value(res, i, 0)) !=
 			    0) {
 			ps_nomem(r);
@@ -554,10 +564,8 @@ node_items_query(struct ps_req *r)
 static void
 node_items_loaded(struct ps_req *r)
 {
-	if (!r->exists) {
-		ps_fail(r, "cancel", "item-not-found", NULL, NULL);
+	if (ps_no_node(r))
 		return;
-	}
 	ps_check_access(r, node_items_query);
 }
 
@@ -581,7 +589,10 @@ handle_disco(struct ps_engine *e, struct pgn_event *ev, const char *service,
 	q = pgn_xml_first_child(pgn_hold_stanza(r->hold)->xml);
 	r->op = PS_OP_DISCO;
 	r->el = q;
-	r->node = pgn_xml_attr(q, "node");
+	if (ps_set_node(r, pgn_xml_attr(q, "node")) < 0) {
+		ps_nomem(r);
+		return PGN_EVENT_HANDLED;
+	}
 	if (info) {
 		if (r->node == NULL) {
 			struct pgn_xml *a = service_info(NULL);

@@ -180,11 +180,6 @@ void ps_notify_publish(struct ps_engine *e, const struct ps_node_ref *n,
 		       const struct pgn_xml *item, const char *publisher);
 void ps_notify_retract(struct ps_engine *e, const struct ps_node_ref *n,
 		       const char *item_id);
-/* The same for a retract request: notify is 1 when it said notify='true'
- * or '1' (XEP-0060 §7.2.2.1: then notified whatever the node's
- * pubsub#notify_retract says), else 0 (ps_notify_retract). */
-void ps_notify_retract_req(struct ps_engine *e, const struct ps_node_ref *n,
-			   const char *item_id, int notify);
 void ps_notify_purge(struct ps_engine *e, const struct ps_node_ref *n);
 /* The node is about to be deleted: called before the engine queues its
  * DELETE, and the store runs queries in order, so a query notify.c
@@ -308,5 +303,10 @@ void ps_limits_read(struct ps_engine *e);
  * module; limits read here).  0 or negative. */
 int ps_engine_load(struct ps_engine *e);
 void ps_engine_unload(struct ps_engine *e);
+/* The load and unload of both modules: a new engine as m's data
+ * (domain, taken: the generic service's, NULL for PEP), ps_engine_load,
+ * then ps_notify_init; unload undoes it in reverse.  0 or negative. */
+int ps_module_load(struct pgn_module *m, int pep, char *domain);
+void ps_module_unload(struct pgn_module *m);
 
 #endif

@@ -12,8 +12,20 @@
 #include "pigeon/store.h"
 #include "pubsub.h"
 
-#define Q(e, sql, n, p, cb, arg) \
+#define Q(e, sql, n, p, cb, arg)                                               \
 	pgn_store_query((e)->store, (sql), (n), (p), 0, (cb), (arg))
+
+/* A statement about one node: $1 its id, $2 p2 (when not NULL). */
+static int
+by_node(struct ps_engine *e, const char *sql, int64_t node_id, const char *p2,
+	pgn_store_cb cb, void *arg)
+{
+	char id[24];
+	const char *p[] = {id, p2};
+
+	snprintf(id, sizeof(id), "%" PRId64, node_id);
+	return Q(e, sql, p2 != NULL ? 2 : 1, p, cb, arg);
+}
 
 int
 ps_store_node_get(struct ps_engine *e, const char *service, const char *node,
@@ -64,27 +76,27 @@ ps_store_usage(struct ps_engine *e, const char *service, const char *owner,
 
 /* ts: strictly greater than every ts of the node (whatever the clock
  * did since), else the engine's. */
-#define ITEM_UPSERT                                                         \
-	"INSERT INTO pubsub_item (node_id, item_id, ts, publisher, payload) " \
-	"SELECT n.id, $3, (SELECT CASE WHEN MAX(i.ts) >= CAST($4 AS BIGINT) " \
-	"THEN MAX(i.ts) + 1 ELSE CAST($4 AS BIGINT) END FROM pubsub_item i "  \
-	"WHERE i.node_id = n.id), $5, $6 FROM pubsub_node n WHERE "           \
-	"n.service = $1 AND n.node = $2 ON CONFLICT (node_id, item_id) DO "   \
-	"UPDATE SET ts = excluded.ts, publisher = excluded.publisher, "       \
+#define ITEM_UPSERT                                                            \
+	"INSERT INTO pubsub_item (node_id, item_id, ts, publisher, payload) "  \
+	"SELECT n.id, $3, (SELECT CASE WHEN MAX(i.ts) >= CAST($4 AS BIGINT) "  \
+	"THEN MAX(i.ts) + 1 ELSE CAST($4 AS BIGINT) END FROM pubsub_item i "   \
+	"WHERE i.node_id = n.id), $5, $6 FROM pubsub_node n WHERE "            \
+	"n.service = $1 AND n.node = $2 ON CONFLICT (node_id, item_id) DO "    \
+	"UPDATE SET ts = excluded.ts, publisher = excluded.publisher, "        \
 	"payload = excluded.payload"
 /* The items beyond the max_items newest ($3 = max_items - 1). */
-#define ITEM_TRIM                                                           \
+#define ITEM_TRIM                                                              \
 	"DELETE FROM pubsub_item WHERE node_id = (SELECT id FROM pubsub_node " \
-	"WHERE service = $1 AND node = $2) AND ts < (SELECT i.ts FROM "       \
-	"pubsub_item i JOIN pubsub_node n ON n.id = i.node_id WHERE "         \
-	"n.service = $1 AND n.node = $2 ORDER BY i.ts DESC LIMIT 1 OFFSET "   \
+	"WHERE service = $1 AND node = $2) AND ts < (SELECT i.ts FROM "        \
+	"pubsub_item i JOIN pubsub_node n ON n.id = i.node_id WHERE "          \
+	"n.service = $1 AND n.node = $2 ORDER BY i.ts DESC LIMIT 1 OFFSET "    \
 	"CAST($3 AS BIGINT))"
 #define NODE_ID "SELECT id FROM pubsub_node WHERE service = $1 AND node = $2"
-#define NODE_INSERT                                                         \
-	"INSERT INTO pubsub_node (service, node, host, username, config, "    \
+#define NODE_INSERT                                                            \
+	"INSERT INTO pubsub_node (service, node, host, username, config, "     \
 	"created) VALUES ($1, $2, $3, $4, $5, CAST($6 AS BIGINT))"
-#define OWNER_INSERT                                                        \
-	"INSERT INTO pubsub_affiliation (node_id, jid, affiliation) SELECT "  \
+#define OWNER_INSERT                                                           \
+	"INSERT INTO pubsub_affiliation (node_id, jid, affiliation) SELECT "   \
 	"id, $3, 'owner' FROM pubsub_node WHERE service = $1 AND node = $2"
 
 int
@@ -95,11 +107,11 @@ ps_store_publish(struct ps_engine *e, const struct ps_store_publish *p,
 	const char *sqls[5];
 	int np[5], n = 0;
 	const char *const *pp[5];
-	const char *pnode[] = {p->service, p->node, pgn_host_name(e->host),
+	const char *pnode[] = {p->service,  p->node,   pgn_host_name(e->host),
 			       p->username, p->config, created};
 	const char *powner[] = {p->service, p->node, p->owner};
-	const char *pitem[] = {p->service, p->node, p->item_id, ts,
-			       p->publisher, p->payload};
+	const char *pitem[] = {p->service, p->node,	 p->item_id,
+			       ts,	   p->publisher, p->payload};
 	const char *ptrim[] = {p->service, p->node, keep};
 	const char *pid[] = {p->service, p->node};
 
@@ -123,38 +135,28 @@ int
 ps_store_retract(struct ps_engine *e, int64_t node_id, const char *item_id,
 		 pgn_store_cb cb, void *arg)
 {
-	char id[24];
-	const char *p[] = {id, item_id};
-
-	snprintf(id, sizeof(id), "%" PRId64, node_id);
-	return Q(e,
-		 "DELETE FROM pubsub_item WHERE node_id = CAST($1 AS BIGINT) "
-		 "AND item_id = $2",
-		 2, p, cb, arg);
+	return by_node(
+		e,
+		"DELETE FROM pubsub_item WHERE node_id = CAST($1 AS BIGINT) "
+		"AND item_id = $2",
+		node_id, item_id, cb, arg);
 }
 
 int
-ps_store_purge(struct ps_engine *e, int64_t node_id, pgn_store_cb cb,
-	       void *arg)
+ps_store_purge(struct ps_engine *e, int64_t node_id, pgn_store_cb cb, void *arg)
 {
-	char id[24];
-	const char *p[] = {id};
-
-	snprintf(id, sizeof(id), "%" PRId64, node_id);
-	return Q(e, "DELETE FROM pubsub_item WHERE node_id = CAST($1 AS BIGINT)",
-		 1, p, cb, arg);
+	return by_node(
+		e, "DELETE FROM pubsub_item WHERE node_id = CAST($1 AS BIGINT)",
+		node_id, NULL, cb, arg);
 }
 
 int
 ps_store_node_delete(struct ps_engine *e, int64_t node_id, pgn_store_cb cb,
 		     void *arg)
 {
-	char id[24];
-	const char *p[] = {id};
-
-	snprintf(id, sizeof(id), "%" PRId64, node_id);
-	return Q(e, "DELETE FROM pubsub_node WHERE id = CAST($1 AS BIGINT)",
-		 1, p, cb, arg);
+	return by_node(e,
+		       "DELETE FROM pubsub_node WHERE id = CAST($1 AS BIGINT)",
+		       node_id, NULL, cb, arg);
 }
 
 int
@@ -180,12 +182,13 @@ ps_store_configure(struct ps_engine *e, int64_t node_id, const char *config,
 }
 
 /* Columns: item_id, publisher, payload, ts, count of the node's items. */
-#define ITEM_COLS                                                         \
-	"SELECT item_id, publisher, payload, ts, (SELECT COUNT(*) FROM "    \
-	"pubsub_item WHERE node_id = CAST($1 AS BIGINT)) FROM pubsub_item " \
+#define ITEM_COLS                                                              \
+	"SELECT item_id, publisher, payload, ts, (SELECT COUNT(*) FROM "       \
+	"pubsub_item WHERE node_id = CAST($1 AS BIGINT)) FROM pubsub_item "    \
 	"WHERE node_id = CAST($1 AS BIGINT) "
-#define TS_OF "(SELECT ts FROM pubsub_item WHERE node_id = " \
-	      "CAST($1 AS BIGINT) AND item_id = $3)"
+#define TS_OF                                                                  \
+	"(SELECT ts FROM pubsub_item WHERE node_id = "                         \
+	"CAST($1 AS BIGINT) AND item_id = $3)"
 
 int
 ps_store_items(struct ps_engine *e, int64_t node_id, enum ps_page how,
@@ -246,28 +249,21 @@ int
 ps_store_affiliations(struct ps_engine *e, int64_t node_id, pgn_store_cb cb,
 		      void *arg)
 {
-	char id[24];
-	const char *p[] = {id};
-
-	snprintf(id, sizeof(id), "%" PRId64, node_id);
-	return Q(e,
-		 "SELECT jid, affiliation FROM pubsub_affiliation WHERE "
-		 "node_id = CAST($1 AS BIGINT) ORDER BY jid LIMIT 10000",
-		 1, p, cb, arg);
+	return by_node(e,
+		       "SELECT jid, affiliation FROM pubsub_affiliation WHERE "
+		       "node_id = CAST($1 AS BIGINT) ORDER BY jid LIMIT 10000",
+		       node_id, NULL, cb, arg);
 }
 
 int
-ps_store_subscriptions(struct ps_engine *e, int64_t node_id,
-		       pgn_store_cb cb, void *arg)
+ps_store_subscriptions(struct ps_engine *e, int64_t node_id, pgn_store_cb cb,
+		       void *arg)
 {
-	char id[24];
-	const char *p[] = {id};
-
-	snprintf(id, sizeof(id), "%" PRId64, node_id);
-	return Q(e,
-		 "SELECT jid, subid, state FROM pubsub_subscription WHERE "
-		 "node_id = CAST($1 AS BIGINT) ORDER BY jid LIMIT 10000",
-		 1, p, cb, arg);
+	return by_node(
+		e,
+		"SELECT jid, subid, state FROM pubsub_subscription WHERE "
+		"node_id = CAST($1 AS BIGINT) ORDER BY jid LIMIT 10000",
+		node_id, NULL, cb, arg);
 }
 
 int
@@ -352,14 +348,10 @@ int
 ps_store_unsubscribe(struct ps_engine *e, int64_t node_id, const char *jid,
 		     pgn_store_cb cb, void *arg)
 {
-	char id[24];
-	const char *p[] = {id, jid};
-
-	snprintf(id, sizeof(id), "%" PRId64, node_id);
-	return Q(e,
-		 "DELETE FROM pubsub_subscription WHERE node_id = "
-		 "CAST($1 AS BIGINT) AND jid = $2",
-		 2, p, cb, arg);
+	return by_node(e,
+		       "DELETE FROM pubsub_subscription WHERE node_id = "
+		       "CAST($1 AS BIGINT) AND jid = $2",
+		       node_id, jid, cb, arg);
 }
 
 int

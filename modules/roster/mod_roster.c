@@ -267,71 +267,6 @@ on_features(struct pgn_event *ev, void *arg)
 
 /* ---- the "roster" service (pigeon/roster.h) ----------------------------- */
 
-struct contact_ask {
-	unsigned mask;
-	pgn_roster_found_fn fn;
-	void *arg;
-};
-
-static void
-on_contact_row(uint64_t owner, void *arg, const struct pgn_store_result *res)
-{
-	struct contact_ask *a = arg;
-	int sub;
-
-	(void)owner;
-	if (res->error != 0) {
-		pgn_log(PGN_LOG_WARN, "mod_roster: reading a contact: %s",
-			res->errmsg);
-		a->fn(res->error, 0, a->arg);
-	} else {
-		sub = res->nrows > 0 ? parse_sub(pgn_store_value(res, 0, 0))
-				     : -1;
-		a->fn(0, sub >= 0 && (a->mask & (1u << sub)) != 0, a->arg);
-	}
-	free(a);
-}
-
-static int
-svc_has_contact(void *instance, const char *user, const char *contact,
-		unsigned mask, pgn_roster_found_fn fn, void *arg)
-{
-	struct rmod *rm = instance;
-	struct roster *r = pgn_map_get(rm->users, user);
-	const char *at = strchr(user, '@');
-	struct contact_ask *a;
-	char *username;
-	int rc;
-
-	/* The cache is the truth while it is loaded. */
-	if (r != NULL && r->loaded && !r->failed) {
-		const struct item *it = pgn_map_get(r->items, contact);
-		fn(0, it != NULL && (mask & (1u << it->sub)) != 0, arg);
-		return 0;
-	}
-	/* Else one read: the store runs it after every write queued. */
-	if (at == NULL || (a = calloc(1, sizeof(*a))) == NULL)
-		return -ENOMEM;
-	if ((username = strndup(user, (size_t)(at - user))) == NULL) {
-		free(a);
-		return -ENOMEM;
-	}
-	a->mask = mask;
-	a->fn = fn;
-	a->arg = arg;
-	const char *params[3] = { at + 1, username, contact };
-	rc = pgn_store_query(pgn_server_store(rm->srv),
-			     "SELECT subscription FROM roster WHERE host = $1 "
-			     "AND username = $2 AND jid = $3",
-			     3, params, 0, on_contact_row, a);
-	free(username);
-	if (rc < 0) {
-		free(a);
-		return -ENOMEM;
-	}
-	return 0;
-}
-
 /* Whether the '\n'-joined list groups names one of the item's groups. */
 static int
 item_in_groups(const struct item *it, const char *groups)
@@ -493,17 +428,19 @@ svc_contacts(void *instance, const char *user, unsigned mask,
 	return 0;
 }
 
-struct groups_ask {
+/* A question about one contact that the store answers: in mask and,
+ * when groups is set, in one of them. */
+struct contact_ask {
 	unsigned mask;
-	char *groups;
+	char *groups; /* NULL: any */
 	pgn_roster_found_fn fn;
 	void *arg;
 };
 
 static void
-on_groups_row(uint64_t owner, void *arg, const struct pgn_store_result *res)
+on_contact_row(uint64_t owner, void *arg, const struct pgn_store_result *res)
 {
-	struct groups_ask *a = arg;
+	struct contact_ask *a = arg;
 	struct item it = { 0 };
 	int sub, found = 0;
 
@@ -520,7 +457,7 @@ on_groups_row(uint64_t owner, void *arg, const struct pgn_store_result *res)
 			a->fn(-ENOMEM, 0, a->arg);
 			goto out;
 		}
-		found = item_in_groups(&it, a->groups);
+		found = a->groups == NULL || item_in_groups(&it, a->groups);
 	}
 	a->fn(0, found, a->arg);
 out:
@@ -531,14 +468,15 @@ out:
 	free(a);
 }
 
+/* has_contact and in_groups: from the cache while it is loaded, else one
+ * read, which the store runs after every write queued before. */
 static int
-svc_in_groups(void *instance, const char *user, const char *contact,
-	      unsigned mask, const char *groups, pgn_roster_found_fn fn,
-	      void *arg)
+ask_contact(struct rmod *rm, const char *user, const char *contact,
+	    unsigned mask, const char *groups, pgn_roster_found_fn fn,
+	    void *arg)
 {
-	struct rmod *rm = instance;
 	const struct roster *r = loaded_roster(rm, user);
-	struct groups_ask *a;
+	struct contact_ask *a;
 	const char *host;
 	char *username;
 	int rc;
@@ -547,13 +485,13 @@ svc_in_groups(void *instance, const char *user, const char *contact,
 		const struct item *it = pgn_map_get(r->items, contact);
 		fn(0,
 		   it != NULL && (mask & (1u << it->sub)) != 0 &&
-			   item_in_groups(it, groups),
+			   (groups == NULL || item_in_groups(it, groups)),
 		   arg);
 		return 0;
 	}
 	if ((a = calloc(1, sizeof(*a))) == NULL)
 		return -ENOMEM;
-	if ((a->groups = strdup(groups != NULL ? groups : "")) == NULL ||
+	if ((groups != NULL && (a->groups = strdup(groups)) == NULL) ||
 	    (username = split_user(user, &host)) == NULL) {
 		free(a->groups);
 		free(a);
@@ -566,7 +504,7 @@ svc_in_groups(void *instance, const char *user, const char *contact,
 	rc = pgn_store_query(pgn_server_store(rm->srv),
 			     "SELECT subscription, groups FROM roster WHERE "
 			     "host = $1 AND username = $2 AND jid = $3",
-			     3, params, 0, on_groups_row, a);
+			     3, params, 0, on_contact_row, a);
 	free(username);
 	if (rc < 0) {
 		free(a->groups);
@@ -574,6 +512,22 @@ svc_in_groups(void *instance, const char *user, const char *contact,
 		return -ENOMEM;
 	}
 	return 0;
+}
+
+static int
+svc_has_contact(void *instance, const char *user, const char *contact,
+		unsigned mask, pgn_roster_found_fn fn, void *arg)
+{
+	return ask_contact(instance, user, contact, mask, NULL, fn, arg);
+}
+
+static int
+svc_in_groups(void *instance, const char *user, const char *contact,
+	      unsigned mask, const char *groups, pgn_roster_found_fn fn,
+	      void *arg)
+{
+	return ask_contact(instance, user, contact, mask,
+			   groups != NULL ? groups : "", fn, arg);
 }
 
 _Static_assert((1u << SUB_NONE) == PGN_SUB_NONE &&

@@ -11,15 +11,15 @@ notification got it."""
 
 import asyncio
 import secrets
-import time
 from xml.sax.saxutils import quoteattr
 
 import pytest
 
 import conftest
 import slixutil
-from rawxmpp import NS_DISCO_INFO, XMPPTimeout, local, new_id, to_str
+from rawxmpp import NS_DISCO_INFO, local, new_id, to_str
 from test_caps import ver_of
+from test_pubsub import pubsub_server  # noqa: F401 (a fixture)
 
 NS_CAPS = 'http://jabber.org/protocol/caps'
 NS_PUBSUB = 'http://jabber.org/protocol/pubsub'
@@ -31,20 +31,10 @@ NS_PAYLOAD = 'urn:example:pep'
 CLIENT_NODE = 'https://client.example/pep'
 
 
-@pytest.fixture(scope='module')
-def pserver(basedir, certs, driver):
-    """A server with mod_pep, per driver, shared by this file's tests."""
-    srv = conftest.Server(basedir, certs, driver, name='pep-' + driver,
-                          modules={'mod_pep': {}})
-    try:
-        srv.start()
-    except BaseException:
-        srv.kill()
-        if srv.pg_db:
-            conftest.pg_drop_db(srv.pg_db)
-        raise
-    yield srv
-    srv.destroy()
+@pytest.fixture
+def pserver(server):
+    """The shared server of each driver (mod_pep is a default module)."""
+    return server
 
 
 # ---- helpers -----------------------------------------------------------
@@ -158,29 +148,20 @@ def event_of(el):
     return (el.get('from'), its.get('node'), 'empty', None, None)
 
 
-def wait_event(c, frm, node, kind='item', item_id=None, timeout=None):
+def wait_event(c, frm, node, kind='item', item_id=None, timeout=None, to=None):
     def pred(el):
         e = event_of(el)
         return (e is not None and e[0] == frm and e[1] == node and e[2] == kind
                 and (item_id is None or e[3] == item_id))
     el = c.recv_until(pred, timeout, what='%s %s %s from %s' % (kind, node, item_id, frm))
-    assert el.get('to') == c.jid, to_str(el)
+    assert el.get('to') == (to or c.jid), to_str(el)
     assert el.get('type') == 'headline', to_str(el)
     return event_of(el)
 
 
 def no_event(c, seconds=1.0):
-    """Nothing but presence (and no notification) within seconds."""
-    deadline = time.monotonic() + seconds
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return
-        try:
-            el = c.recv(remaining)
-        except XMPPTimeout:
-            return
-        assert event_of(el) is None, '%s: unexpected %s' % (c.name, to_str(el))
+    """Nothing but presence (no notification) within seconds."""
+    c.expect_silence(seconds)
 
 
 def until_pong(c):
@@ -245,18 +226,27 @@ def test_last_item_on_login_caps_later_and_second_resource(pserver):
     no_event(b1, 0.3)
 
 
-def test_retract_notification(pserver):
-    (alice, apw), (bob, bpw) = users(pserver, 2, 'pr')
+def test_changed_caps_get_only_new_last_items(pserver):
+    (alice, apw), (bob, bpw) = users(pserver, 2, 'pk')
     subscribe_both(pserver, alice, bob)
-    node = pep_node()
-    caps = Caps(node)
+    n1, n2 = pep_node(), pep_node()
     abare = '%s@localhost' % alice
-    b1 = online(pserver, bob, bpw, caps, 'b1')
     pub = publisher(pserver, alice, apw)
-    publish(pub, node, 'r1')
-    wait_event(b1, abare, node, item_id='r1')
-    retract(pub, node, 'r1', notify=True)
-    assert wait_event(b1, abare, node, kind='retract')[3] == 'r1'
+    publish(pub, n1, 'one')
+    publish(pub, n2, 'two')
+    first, both = Caps(n1), Caps(n1, n2)
+    b1 = online(pserver, bob, bpw, first, 'b1')
+    wait_event(b1, abare, n1, item_id='one')
+    # new caps, unknown until b1 answers: only n2 is new
+    b1.presence(both.element())
+    both.answer(b1, b1.recv_until(is_disco_query, what='a disco#info query'))
+    wait_event(b1, abare, n2, item_id='two')
+    # back to known caps without n2, then to both again (known at once)
+    b1.presence(first.element())
+    no_event(b1, 0.3)
+    b1.presence(both.element())
+    assert wait_event(b1, abare, n2)[3] == 'two'
+    no_event(b1, 0.3)   # and not n1 again
 
 
 # ---- access models -----------------------------------------------------
@@ -345,7 +335,7 @@ def test_csi_holds_and_keeps_newest_per_node(pserver):
     no_event(b1, 0.5)
     b1.send("<active xmlns='%s'/>" % NS_CSI)
     got = [event_of(el)[1:4] for el in until_pong(b1) if event_of(el)]
-    assert got == [(n2, 'item', 'b1'), (n1, 'item', 'a3')], got
+    assert got == [(n1, 'item', 'a3'), (n2, 'item', 'b1')], got
 
 
 def test_blocking_either_way(pserver):
@@ -416,3 +406,113 @@ def test_slixmpp_add_interest_gets_notifications(pserver):
         await c.stop()
 
     slixutil.run(scenario, timeout=60)
+
+
+# ---- owner operations and the generic service --------------------------
+
+def owner_iq(c, inner, to=None):
+    r = c.iq('set', "<pubsub xmlns='%s#owner'>%s</pubsub>" % (NS_PUBSUB, inner), to=to)
+    assert r.get('type') == 'result', to_str(r)
+    return r
+
+
+def test_retract_purge_config_delete_notified(pserver):
+    (alice, apw), (bob, bpw) = users(pserver, 2, 'pd')
+    subscribe_both(pserver, alice, bob)
+    node = pep_node()
+    caps = Caps(node)
+    abare = '%s@localhost' % alice
+    b1 = online(pserver, bob, bpw, caps, 'b1')
+    pub = publisher(pserver, alice, apw)
+    publish(pub, node, 'r1')
+    wait_event(b1, abare, node, item_id='r1')
+    retract(pub, node, 'r1', notify=True)
+    assert wait_event(b1, abare, node, kind='retract')[3] == 'r1'
+    publish(pub, node, 'd1')
+    wait_event(b1, abare, node, item_id='d1')
+    owner_iq(pub, "<purge node=%s/>" % quoteattr(node))
+    assert wait_event(b1, abare, None, kind='purge')[0] == abare
+    # notify_config on: the configuration notification carries the form
+    owner_iq(pub, "<configure node=%s><x xmlns='%s' type='submit'><field "
+             "var='FORM_TYPE' type='hidden'><value>%s#node_config</value>"
+             "</field><field var='pubsub#notify_config'><value>1</value>"
+             "</field></x></configure>" % (quoteattr(node), NS_XDATA, NS_PUBSUB))
+    el = b1.recv_until(lambda e: event_of(e) is not None
+                       and event_of(e)[2] == 'configuration',
+                       what='a configuration notification')
+    conf = el.find('{%s}event/{%s}configuration' % (NS_EVENT, NS_EVENT))
+    assert conf.get('node') == node, to_str(el)
+    assert conf.find('{%s}x' % NS_XDATA) is not None, to_str(el)
+    owner_iq(pub, "<delete node=%s><redirect uri='xmpp:%s?;node=elsewhere'/>"
+             "</delete>" % (quoteattr(node), abare))
+    el = b1.recv_until(lambda e: event_of(e) is not None
+                       and event_of(e)[2] == 'delete', what='a delete notification')
+    d = el.find('{%s}event/{%s}delete' % (NS_EVENT, NS_EVENT))
+    assert d.get('node') == node, to_str(el)
+    assert d.find('{%s}redirect' % NS_EVENT).get('uri').endswith('node=elsewhere')
+
+
+@pytest.fixture(scope='module')
+def service_server(pubsub_server):
+    """A server with mod_pubsub (test_pubsub.py's, per driver)."""
+    return pubsub_server
+
+
+def test_service_subscribers_notified(service_server):
+    srv = service_server
+    service = 'pubsub.localhost'
+    (alice, apw), (bob, bpw), (carol, cpw), (dave, dpw) = users(srv, 4, 'ps')
+    a = srv.login(alice, apw)
+    node = 'news-' + alice
+    r = a.iq('set', "<pubsub xmlns='%s'><create node='%s'/></pubsub>"
+             % (NS_PUBSUB, node), to=service)
+    assert r.get('type') == 'result', to_str(r)
+    b1 = online(srv, bob, bpw, None, 'b1')
+    c1 = online(srv, carol, cpw, None, 'c1')
+    c2 = online(srv, carol, cpw, None, 'c2')
+    d1 = online(srv, dave, dpw, None, 'd1')
+    # bob by bare JID, carol by one full JID, dave then made an outcast
+    for c, jid in ((b1, '%s@localhost' % bob), (c1, c1.jid),
+                   (d1, '%s@localhost' % dave)):
+        r = c.iq('set', "<pubsub xmlns='%s'><subscribe node='%s' jid='%s'/>"
+                 "</pubsub>" % (NS_PUBSUB, node, jid), to=service)
+        assert r.get('type') == 'result', to_str(r)
+    owner_iq(a, "<affiliations node='%s'><affiliation jid='%s@localhost' "
+             "affiliation='outcast'/></affiliations>" % (node, dave), to=service)
+    r = a.iq('set', "<pubsub xmlns='%s'><publish node='%s'><item id='n1'>"
+             "<x xmlns='%s'>news</x></item></publish></pubsub>"
+             % (NS_PUBSUB, node, NS_PAYLOAD), to=service)
+    assert r.get('type') == 'result', to_str(r)
+    # a bare JID subscription is addressed to the bare JID
+    assert wait_event(b1, service, node, item_id='n1',
+                      to='%s@localhost' % bob)[4] == 'news'
+    assert wait_event(c1, service, node, item_id='n1')[4] == 'news'
+    no_event(c2, 0.5)
+    no_event(d1, 0.3)
+
+
+def test_service_presence_model_uses_owner_roster(service_server):
+    """On pubsub.<host>, presence and roster access look at the roster of
+    the node's local owners."""
+    srv = service_server
+    service = 'pubsub.localhost'
+    (alice, apw), (bob, bpw), (carol, cpw) = users(srv, 3, 'pq')
+    subscribe_both(srv, alice, bob)
+    a = srv.login(alice, apw)
+    node = 'friends-' + alice
+    r = a.iq('set', "<pubsub xmlns='%s'><create node='%s'/><configure><x "
+             "xmlns='%s' type='submit'><field var='FORM_TYPE' type='hidden'>"
+             "<value>%s#node_config</value></field><field "
+             "var='pubsub#access_model'><value>presence</value></field></x>"
+             "</configure></pubsub>" % (NS_PUBSUB, node, NS_XDATA, NS_PUBSUB),
+             to=service)
+    assert r.get('type') == 'result', to_str(r)
+    r = a.iq('set', "<pubsub xmlns='%s'><publish node='%s'><item id='f1'>"
+             "<x xmlns='%s'>hi</x></item></publish></pubsub>"
+             % (NS_PUBSUB, node, NS_PAYLOAD), to=service)
+    assert r.get('type') == 'result', to_str(r)
+    r = items(srv.login(bob, bpw), service, node)
+    assert r.get('type') == 'result', to_str(r)
+    assert [i.get('id') for i in r.iter('{%s}item' % NS_PUBSUB)] == ['f1']
+    r = items(srv.login(carol, cpw), service, node)
+    assert r.get('type') == 'error', to_str(r)

@@ -498,3 +498,44 @@ def test_service_create_publish_subscribe(pubsub_server):
     carol, cpw = srv.new_user(prefix='psc')
     cc = srv.login(carol, cpw)
     error(items(cc, node, to=SERVICE), 'item-not-found')
+
+
+# ---- the pep service for other modules (pigeon/pep.h) -----------------------
+
+def wait_items(c, node, want, timeout=5.0):
+    """The items answer of node once its ids are want (the module works
+    after the client's request was answered)."""
+    import time
+    deadline = time.time() + timeout
+    while True:
+        r = items(c, node)
+        if r.get('type') == 'result' and item_ids(r) == want:
+            return r
+        assert time.time() < deadline, to_str(r)
+        time.sleep(0.1)
+
+
+def test_pep_service_watch_publish_items_retract(make_server, driver):
+    """mod_test_pep watches urn:example:watched and mirrors it into
+    urn:example:mirror through the service (items, publish with
+    publish-options, retract)."""
+    srv = make_server(driver, modules={'mod_test_pep': {}})
+    name, pw = srv.new_user()
+    c = srv.login(name, pw)
+    must_publish(c, 'urn:example:watched', pay('w1'), 'w1',
+                 {'pubsub#max_items': '5'})
+    must_publish(c, 'urn:example:watched', pay('w2'), 'w2')
+    must_publish(c, 'urn:example:other', pay('o'), 'o')
+    r = wait_items(c, 'urn:example:mirror', ['w2', 'w1'])
+    assert payload_text(r, 'w1') == 'w1'
+    # the mirror was created with the module's publish-options
+    r = ok(c.iq('get', ps("<configure node='urn:example:mirror'/>", OWNER)))
+    fields = {f.get('var'): f.findtext('{%s}value' % XDATA) for f in
+              r.iter('{%s}field' % XDATA)}
+    assert fields['pubsub#max_items'] == 'max'
+    ok(c.iq('set', ps("<retract node='urn:example:watched'><item id='w1'/>"
+                      "</retract>")))
+    wait_items(c, 'urn:example:mirror', ['w2'])
+    # the node the module did not watch was not mirrored
+    r = items(c, 'urn:example:mirror', "<item id='o'/>")
+    assert item_ids(r) == []

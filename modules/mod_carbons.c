@@ -4,7 +4,10 @@
  * flag in its session data.  Which messages are copied (§6, "possible
  * delivery rules", plus the payloads instant messaging clients send as
  * type normal): type chat; type normal with a <body/>, a receipt
- * (XEP-0184), a chat marker (XEP-0333) or an OMEMO payload.  Never:
+ * (XEP-0184), a chat marker (XEP-0333) or an end-to-end encrypted
+ * payload (OMEMO in either namespace, with or without a payload, so key
+ * exchanges and heartbeats too; OpenPGP for XMPP, legacy OpenPGP): the
+ * sender's other devices need them to follow the conversation.  Never:
  * groupchat, headline, error, anything marked <private/> (§8) or
  * <no-copy/> (XEP-0334), MUC private messages (§6), or what already is
  * a carbon.
@@ -36,6 +39,8 @@
 #define NS_MARKERS "urn:xmpp:chat-markers:0"
 #define NS_AXOLOTL "eu.siacs.conversations.axolotl"
 #define NS_OMEMO2 "urn:xmpp:omemo:2"
+#define NS_OPENPGP "urn:xmpp:openpgp:0"
+#define NS_PGP_LEGACY "jabber:x:encrypted"
 #define NS_MUC_USER "http://jabber.org/protocol/muc#user"
 
 struct carbons {
@@ -82,7 +87,9 @@ eligible(const struct pgn_stanza *st)
 		if ((ns_is(c, PGN_NS_CLIENT) && strcmp(name, "body") == 0) ||
 		    ns_is(c, NS_RECEIPTS) || ns_is(c, NS_MARKERS) ||
 		    (strcmp(name, "encrypted") == 0 &&
-		     (ns_is(c, NS_AXOLOTL) || ns_is(c, NS_OMEMO2))))
+		     (ns_is(c, NS_AXOLOTL) || ns_is(c, NS_OMEMO2))) ||
+		    (strcmp(name, "openpgp") == 0 && ns_is(c, NS_OPENPGP)) ||
+		    (strcmp(name, "x") == 0 && ns_is(c, NS_PGP_LEGACY)))
 			content = 1;
 	}
 	return chat || content;

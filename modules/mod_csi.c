@@ -115,7 +115,13 @@ is_client_ns(const char *ns)
 	return ns == NULL || strcmp(ns, PGN_NS_CLIENT) == 0;
 }
 
-/* A payload a person waits for: a body, an encrypted message, a call. */
+/* A payload a person waits for: a body, an encrypted message, a call.
+ * Every OMEMO <encrypted/> counts, with or without a <payload/>: a key
+ * exchange or an empty (heartbeat, session repair) message completes a
+ * session that the peer's next message needs, the server cannot tell
+ * an urn:xmpp:omemo:2 heartbeat (it has a payload) from a message, and
+ * they are rare (XEP-0384 sends one per 53 messages at most), so holding
+ * them would save little (doc/e2e.md). */
 static int
 is_urgent_payload(const struct pgn_xml *c)
 {

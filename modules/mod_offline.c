@@ -193,9 +193,13 @@ is_ephemeral(const struct pgn_xml *c)
  * groupchat, headline or error, which RFC 6121 §5.2.2 reads as normal)
  * are stored when they carry something: a body or subject, or any
  * payload that is not ephemeral (encrypted OMEMO / OpenPGP payloads,
- * receipts, chat markers, invitations...).  <no-store/> and
- * <no-permanent-store/> always win; <store/> stores what would not be
- * stored otherwise (headline, groupchat, chat states), never an error. */
+ * receipts, chat markers, invitations...).  <no-store/> always wins;
+ * <store/> stores what would not be stored otherwise (headline,
+ * groupchat, chat states), never an error.  <no-permanent-store/> does
+ * not keep a message from offline storage: XEP-0334 §4.1 excludes
+ * archives and logs only, and its §3.4 names storage "as a normal part of
+ * delivery (e.g. if the recipient is offline)" as allowed.  mod_mam still
+ * archives none of it. */
 static int
 should_store(const struct pgn_stanza *st)
 {
@@ -209,8 +213,7 @@ should_store(const struct pgn_stanza *st)
 			const char *name = pgn_xml_name(c);
 			if (str_eq(name, "store"))
 				store = 1;
-			else if (str_eq(name, "no-store") ||
-				 str_eq(name, "no-permanent-store"))
+			else if (str_eq(name, "no-store"))
 				no_store = 1;
 			continue;
 		}

@@ -25,11 +25,14 @@ struct pgn_cfg_component {
 	int line;
 };
 
-/* One option of a module: a scalar, kept as text. */
+/* One option of a module: a scalar, kept as text; or a sequence of
+ * scalars (list set), kept as its items joined with newlines, for a
+ * PGN_OPT_LIST option (src/core/modopt.c refuses it for other types). */
 struct pgn_cfg_opt {
 	char *key;
 	char *value;
 	int line;               /* of the key, for messages */
+	int list;               /* written as a YAML sequence */
 };
 
 struct pgn_cfg_module {

@@ -177,13 +177,20 @@ struct pgn_account_event {
  * and registers it, and undoes it on unload.  load() keeps only what
  * cannot be declared (state, stores, per-host feature lists). */
 
-/* Option types.  Values are written in pigeon.yml as scalars. */
+/* Option types.  Values are written in pigeon.yml as scalars; a list as
+ * a YAML sequence ([a, b] or "- a" lines) or a scalar whose items are
+ * separated by commas or white space ("a, b"). */
 enum pgn_opt_type {
 	PGN_OPT_BOOL = 1, /* true/false, yes/no, on/off, 1/0 */
 	PGN_OPT_INT,      /* decimal integer in [min, max] */
 	PGN_OPT_STRING,   /* any text */
 	PGN_OPT_ENUM,     /* one of values[] */
+	PGN_OPT_LIST,     /* words (JIDs, names): at most max items when
+			   * max > 0, each at most PGN_OPT_LIST_ITEM_MAX
+			   * bytes, none containing a comma or space */
 };
+
+#define PGN_OPT_LIST_ITEM_MAX 1023
 
 /* One option.  The core refuses a config that names an option the module
  * does not declare (with a "did you mean"), or a value of the wrong type
@@ -273,6 +280,13 @@ int pgn_module_add_identity(struct pgn_module *m, const char *category,
 int pgn_module_add_account_identity(struct pgn_module *m,
 				    const char *category, const char *type,
 				    const char *name);
+/* Adds a copy of form, an XEP-0128 extended form (<x xmlns='jabber:x:data'
+ * type='result'> with a FORM_TYPE field), to the host's disco#info
+ * (pgn_host_disco_info: so mod_disco answers it and mod_caps hashes it),
+ * removed on unload.  0, -EINVAL (not such a form), -EEXIST (the host
+ * has a form of that FORM_TYPE already), -ENOMEM. */
+int pgn_module_add_disco_form(struct pgn_module *m,
+			      const struct pgn_xml *form);
 /* The value of a declared option, or its declared default.  Checked
  * before load() runs, so these cannot fail; asking for an option the
  * module did not declare (of that type) is a bug: logged, and 0 / NULL
@@ -285,6 +299,12 @@ int pgn_module_opt_bool(const struct pgn_module *m, const char *name);
 const char *pgn_module_opt_str(const struct pgn_module *m, const char *name);
 /* PGN_OPT_ENUM: the index of the value in the option's values[]. */
 int pgn_module_opt_enum(const struct pgn_module *m, const char *name);
+/* PGN_OPT_LIST: the items in order, as a NULL-terminated array, and
+ * their number in *n (n may be NULL).  One allocation that the caller
+ * frees with free(); NULL on allocation failure (or for an undeclared
+ * option, logged). */
+char **pgn_module_opt_list(const struct pgn_module *m, const char *name,
+			   size_t *n);
 void *pgn_module_data(const struct pgn_module *m);
 void pgn_module_set_data(struct pgn_module *m, void *data);
 struct pgn_host *pgn_module_host(const struct pgn_module *m);

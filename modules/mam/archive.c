@@ -111,9 +111,14 @@ static void
 row_done(struct row *r, int ok)
 {
 	struct pgn_hold *h = r->hold;
+	struct follower *f = r->follow, *fnext;
 
-	if (r->held_for != NULL)
+	r->follow = NULL;
+	if (r->held_for != NULL) {
 		r->held_for->held--;
+		if (r->held_for->last_held == r)
+			r->held_for->last_held = NULL;
+	}
 	/* The failure itself is logged once per statement. */
 	if (!ok)
 		pgn_log(PGN_LOG_DEBUG,
@@ -121,21 +126,55 @@ row_done(struct row *r, int ok)
 		        "archived, bounced",
 		        r->mm->host, r->sid, r->user);
 	row_free(r);
-	if (h == NULL)
-		return;
-	if (ok)
-		pgn_hold_resume(h);
-	else
-		pgn_hold_bounce(h, "wait", "internal-server-error", NULL);
+	if (h != NULL) {
+		if (ok)
+			pgn_hold_resume(h);
+		else
+			pgn_hold_bounce(h, "wait", "internal-server-error",
+			                NULL);
+	}
+	/* The messages that were not archived, in order, right after. */
+	for (; f != NULL; f = fnext) {
+		fnext = f->next;
+		pgn_hold_resume(f->hold);
+		free(f);
+	}
 }
 
 /* At unload: nothing can be routed any more.  Takes r. */
 void
 row_drop(struct row *r)
 {
+	struct follower *f, *fnext;
+
 	if (r->hold != NULL)
 		pgn_stanza_free(pgn_hold_take(r->hold));
+	for (f = r->follow; f != NULL; f = fnext) {
+		fnext = f->next;
+		pgn_stanza_free(pgn_hold_take(f->hold));
+		free(f);
+	}
+	r->follow = NULL;
 	row_free(r);
+}
+
+void
+pass_behind(struct uprefs *p, struct pgn_hold *h)
+{
+	struct row *r = p != NULL ? p->last_held : NULL;
+	struct follower *f;
+
+	if (r == NULL || (f = calloc(1, sizeof(*f))) == NULL) {
+		/* Nothing to wait for (or no memory: better early than
+		 * never). */
+		pgn_hold_resume(h);
+		return;
+	}
+	f->hold = h;
+	if (r->follow == NULL)
+		r->follow_tail = &r->follow;
+	*r->follow_tail = f;
+	r->follow_tail = &f->next;
 }
 
 static void
@@ -597,6 +636,7 @@ archive_held(struct mam *mm, struct pgn_hold *h, int outgoing, int want)
 	if (p != NULL) {
 		r->held_for = p;
 		p->held++;
+		p->last_held = r;
 	}
 	queue_row(mm, r);
 	quota_count_rows(mm, st, owner, len, pair);
@@ -632,7 +672,7 @@ peer_archives(struct mam *mm, const struct pgn_jid *peer)
  * host, or let it go.  Takes h. */
 void
 settle(struct mam *mm, struct pgn_hold *h, int outgoing, enum verdict v,
-       const struct uprefs *p)
+       struct uprefs *p)
 {
 	struct pgn_stanza *st = pgn_hold_stanza(h);
 
@@ -650,8 +690,44 @@ settle(struct mam *mm, struct pgn_hold *h, int outgoing, enum verdict v,
 	}
 	if (v == V_YES || (!outgoing && st->archive_sender))
 		archive_held(mm, h, outgoing, v == V_YES);
+	else if (!outgoing)
+		pass_behind(p, h);
 	else
 		pgn_hold_resume(h);
+}
+
+/* An incoming message that is not archived (p: its recipient's
+ * preferences, or NULL): PGN_EVENT_PASS when nothing of the user waits,
+ * else it is held to keep its place behind what waits (messages waiting
+ * for the preferences or the roster, then rows waiting for their
+ * commit). */
+static int
+keep_place(struct pgn_event *ev, struct uprefs *p)
+{
+	struct waiter *w, *q;
+	struct pgn_hold *h;
+
+	if (p == NULL)
+		return PGN_EVENT_PASS;
+	for (q = p->waiters; q != NULL && q->hold == NULL; q = q->next)
+		;
+	if (q == NULL && p->last_held == NULL)
+		return PGN_EVENT_PASS;
+	if ((h = pgn_event_hold(ev)) == NULL)
+		return PGN_EVENT_PASS; /* out of memory: early, not lost */
+	if (q == NULL) {
+		pass_behind(p, h);
+		return PGN_EVENT_HANDLED;
+	}
+	if ((w = calloc(1, sizeof(*w))) == NULL) {
+		pgn_hold_resume(h);
+		return PGN_EVENT_HANDLED;
+	}
+	w->hold = h;
+	w->pass = 1;
+	*p->wait_tail = w;
+	p->wait_tail = &w->next;
+	return PGN_EVENT_HANDLED;
 }
 
 /* ---- archiving: the events ---- */
@@ -676,9 +752,12 @@ on_message(struct pgn_event *ev, struct mam *mm, int outgoing)
 	if (!outgoing)
 		strip_stanza_ids(st->xml, owner->bare);
 	/* To oneself: archived once, on the way in. */
-	if ((outgoing && strcmp(owner->bare, peer->bare) == 0) ||
-	    !archivable(st))
+	if (outgoing && strcmp(owner->bare, peer->bare) == 0)
 		return PGN_EVENT_PASS;
+	if (!archivable(st))
+		return outgoing ? PGN_EVENT_PASS
+		                : keep_place(ev, pgn_map_get(mm->prefs,
+		                                             owner->bare));
 	p = prefs_get(mm, owner->bare, owner->node, 0);
 	v = p != NULL ? decide(p, peer, 0) : V_NO;
 	if (v == V_ROSTER) /* behind the user's waiting messages, if any */
@@ -693,7 +772,7 @@ on_message(struct pgn_event *ev, struct mam *mm, int outgoing)
 	if (!outgoing && p != NULL && p->state == P_NOACCOUNT)
 		st->archive_sender = 0;
 	if (v == V_NO && (outgoing || !st->archive_sender))
-		return PGN_EVENT_PASS;
+		return outgoing ? PGN_EVENT_PASS : keep_place(ev, p);
 	if (queue_full(mm) || mm->over_head != NULL) {
 		/* The store does not keep up.  Going on unarchived would
 		 * deliver and acknowledge (XEP-0198) a message that is not

@@ -158,7 +158,17 @@ struct waiter {
 	struct pgn_hold *hold; /* a message, or NULL: a session */
 	size_t bytes;          /* in the overflow: its text */
 	int outgoing;
+	int pass;     /* a message that is not archived: it only keeps its
+	               * place (see pass_behind) */
 	uint64_t sid; /* the held session */
+};
+
+/* A message that is not archived, waiting to go on right after the row
+ * it follows (struct row.follow): one sender's messages keep their order
+ * although only some of them wait for the archive. */
+struct follower {
+	struct follower *next;
+	struct pgn_hold *hold;
 };
 
 /* One user's preferences (XEP-0441), cached. */
@@ -188,6 +198,9 @@ struct uprefs {
 	 * offline storage first (RFC 6121 §8: one sender's messages keep
 	 * their order).  The sweep keeps the struct while it is not 0. */
 	unsigned held;
+	/* The newest of those rows: a message to the user that is not
+	 * archived goes on right after it (pass_behind), not before. */
+	struct row *last_held;
 };
 
 /* Per-session data. */
@@ -205,6 +218,7 @@ struct row {
 	struct mam *mm;
 	struct pgn_hold *hold;
 	struct uprefs *held_for; /* counted in its held; not owned */
+	struct follower *follow, **follow_tail; /* owned; go on after it */
 	struct row *pair;
 	char *host;
 	char *user;
@@ -300,7 +314,11 @@ void row_drop(struct row *r);
 void flush_rows(struct mam *mm);
 int queue_full(const struct mam *mm);
 void settle(struct mam *mm, struct pgn_hold *h, int outgoing, enum verdict v,
-	    const struct uprefs *p);
+	    struct uprefs *p);
+/* Lets the held incoming message h (not archived) go on, after the
+ * user's messages that still wait for their rows, if any (p may be
+ * NULL).  Takes h. */
+void pass_behind(struct uprefs *p, struct pgn_hold *h);
 void prefs_free(struct uprefs *p);
 /* prefs_free for pgn_map_free_values. */
 void free_prefs_value(void *value);

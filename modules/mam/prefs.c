@@ -204,7 +204,7 @@ roster_answered(int err, int found, void *arg)
 		return; /* roster_ask() reads it */
 	p->loading = 0;
 	/* The answer is about the first waiter, if it is still first. */
-	if (w != NULL && w->hold != NULL &&
+	if (w != NULL && w->hold != NULL && !w->pass &&
 	    strcmp(waiter_peer(w)->bare, a->peer) == 0) {
 		enum verdict v = decide(p, waiter_peer(w), 1);
 		if (v == V_ROSTER)
@@ -281,6 +281,10 @@ run_waiters(struct uprefs *p)
 			        pgn_session_find(mm->srv, w->sid);
 			if (s != NULL)
 				pgn_session_release(s);
+		} else if (w->pass) {
+			/* Not archived: behind the rows of the messages
+			 * settled before it. */
+			pass_behind(p, w->hold);
 		} else {
 			enum verdict v = decide(p, waiter_peer(w), 1);
 			if (v == V_ROSTER && !p->loading)

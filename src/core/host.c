@@ -7,6 +7,7 @@
 #include "host.h"
 
 #define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
+#define NS_XDATA "jabber:x:data"
 
 struct pgn_host *
 pgn_host_new(struct pgn_server *srv, const struct pgn_cfg_host *cfg)
@@ -60,6 +61,9 @@ pgn_host_free(struct pgn_host *h)
 	free_features(h->identities, h->nidentities);
 	free_features(h->account_features, h->naccount_features);
 	free_features(h->account_identities, h->naccount_identities);
+	for (size_t i = 0; i < h->nforms; i++)
+		pgn_xml_free(h->forms[i].x);
+	free(h->forms);
 	pgn_events_free(h->events);
 	free(h->name);
 	free(h);
@@ -155,10 +159,72 @@ pgn_host_disco_info(const struct pgn_host *h, const char *node)
 		    pgn_xml_set_attr(el, "var", h->features[i].var) != 0)
 			goto fail;
 	}
+	/* XEP-0128 forms after the features, as XEP-0115 §5.4 orders
+	 * them; mod_caps sorts them by FORM_TYPE for the hash. */
+	for (size_t i = 0; i < h->nforms; i++) {
+		struct pgn_xml *x = pgn_xml_copy(h->forms[i].x);
+
+		if (x == NULL)
+			goto fail;
+		pgn_xml_append(q, x);
+	}
 	return q;
 fail:
 	pgn_xml_free(q);
 	return NULL;
+}
+
+/* The FORM_TYPE value of an extended form (XEP-0128 §3), malloc'ed, or
+ * NULL when it has none. */
+static char *
+form_type(const struct pgn_xml *x)
+{
+	for (const struct pgn_xml *f = pgn_xml_first_child(x); f != NULL;
+	     f = pgn_xml_next(f)) {
+		const char *var = pgn_xml_attr(f, "var");
+
+		if (var != NULL && strcmp(var, "FORM_TYPE") == 0)
+			return pgn_xml_child_text(f, NS_XDATA, "value");
+	}
+	return NULL;
+}
+
+int
+pgn_host_add_form(struct pgn_host *h, const struct pgn_module *owner,
+		  const struct pgn_xml *form)
+{
+	struct pgn_host_form *forms;
+	const char *ns = pgn_xml_ns(form), *type = pgn_xml_attr(form, "type");
+	char *ft = NULL;
+	int rc = -EINVAL;
+
+	if (ns == NULL || strcmp(ns, NS_XDATA) != 0 ||
+	    strcmp(pgn_xml_name(form), "x") != 0 || type == NULL ||
+	    strcmp(type, "result") != 0 || (ft = form_type(form)) == NULL)
+		goto out;
+	/* One form per FORM_TYPE (XEP-0115 §5.4 refuses duplicates). */
+	for (size_t i = 0; i < h->nforms; i++) {
+		char *other = form_type(h->forms[i].x);
+		int same = other == NULL || strcmp(other, ft) == 0;
+
+		free(other);
+		if (same) {
+			rc = -EEXIST;
+			goto out;
+		}
+	}
+	rc = -ENOMEM;
+	forms = realloc(h->forms, (h->nforms + 1) * sizeof(*forms));
+	if (forms == NULL)
+		goto out;
+	h->forms = forms;
+	if ((forms[h->nforms].x = pgn_xml_copy(form)) == NULL)
+		goto out;
+	forms[h->nforms++].owner = owner;
+	rc = 0;
+out:
+	free(ft);
+	return rc;
 }
 
 /* Adds var to a sorted feature list. */
@@ -275,5 +341,13 @@ pgn_host_remove_owned(struct pgn_host *h, const struct pgn_module *owner)
 					    h->naccount_features, owner);
 	h->naccount_identities = remove_owned(h->account_identities,
 					      h->naccount_identities, owner);
+	size_t j = 0;
+	for (size_t i = 0; i < h->nforms; i++) {
+		if (h->forms[i].owner == owner)
+			pgn_xml_free(h->forms[i].x);
+		else
+			h->forms[j++] = h->forms[i];
+	}
+	h->nforms = j;
 	pgn_events_remove_owner(h->events, owner);
 }

@@ -15,6 +15,12 @@ struct pgn_feature {
 	const struct pgn_module *owner;
 };
 
+/* An XEP-0128 extended form of the host's disco#info. */
+struct pgn_host_form {
+	struct pgn_xml *x;      /* owned */
+	const struct pgn_module *owner;
+};
+
 struct pgn_host {
 	char *name;
 	struct pgn_server *srv;
@@ -30,6 +36,8 @@ struct pgn_host {
 	size_t naccount_features;
 	struct pgn_feature *account_identities; /* likewise (pubsub/pep) */
 	size_t naccount_identities;
+	struct pgn_host_form *forms; /* in the order added */
+	size_t nforms;
 };
 
 struct pgn_host *pgn_host_new(struct pgn_server *srv,
@@ -54,7 +62,10 @@ int pgn_host_add_account_identity(struct pgn_host *h,
 				  const struct pgn_module *owner,
 				  const char *category, const char *type,
 				  const char *name);
-/* Removes the module's features, identities and hooks. */
+/* Adds a copy of form (see pgn_module_add_disco_form). */
+int pgn_host_add_form(struct pgn_host *h, const struct pgn_module *owner,
+		      const struct pgn_xml *form);
+/* Removes the module's features, identities, forms and hooks. */
 void pgn_host_remove_owned(struct pgn_host *h, const struct pgn_module *owner);
 
 /* module.c */

@@ -47,6 +47,69 @@ join(const char *const *list, char *buf, size_t len)
 	}
 }
 
+static int
+is_list_sep(char c)
+{
+	return c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+char **
+pgn_modopt_split(const char *text, size_t *n)
+{
+	size_t count = 0, len = strlen(text), k = 0;
+	char **items, *copy;
+
+	for (size_t i = 0; i < len; i++)
+		if (!is_list_sep(text[i]) && (i == 0 || is_list_sep(text[i - 1])))
+			count++;
+	items = malloc((count + 1) * sizeof(*items) + len + 1);
+	if (items == NULL)
+		return NULL;
+	copy = (char *)(items + count + 1);
+	memcpy(copy, text, len + 1);
+	for (size_t i = 0; i < len; i++) {
+		if (is_list_sep(copy[i]))
+			copy[i] = '\0';
+		else if (i == 0 || copy[i - 1] == '\0')
+			items[k++] = copy + i;
+	}
+	items[k] = NULL;
+	if (n != NULL)
+		*n = k;
+	return items;
+}
+
+/* A list: the number of items and their lengths. */
+static int
+check_list(const struct pgn_module_opt *o, const char *text, char *why,
+	   size_t whylen)
+{
+	size_t count = 0, run = 0;
+
+	for (const char *c = text;; c++) {
+		if (*c != '\0' && !is_list_sep(*c)) {
+			run++;
+			continue;
+		}
+		if (run > PGN_OPT_LIST_ITEM_MAX) {
+			snprintf(why, whylen,
+				 "expected items of at most %d bytes",
+				 PGN_OPT_LIST_ITEM_MAX);
+			return -EINVAL;
+		}
+		if (run > 0)
+			count++;
+		run = 0;
+		if (*c == '\0')
+			break;
+	}
+	if (o->max > 0 && count > (size_t)o->max) {
+		snprintf(why, whylen, "expected at most %ld items", o->max);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 /* Parses text as option o into *v.  0, or -EINVAL with why set to what
  * was expected and *near to the closest allowed value, if any. */
 static int
@@ -99,6 +162,8 @@ parse_value(const struct pgn_module_opt *o, const char *text,
 		*near = pgn_suggest(text, o->values);
 		snprintf(why, whylen, "expected one of: %s", list);
 		return -EINVAL;
+	case PGN_OPT_LIST:
+		return check_list(o, text, why, whylen);
 	}
 	snprintf(why, whylen, "the module declares an unknown type %d",
 		 (int)o->type);
@@ -167,6 +232,13 @@ pgn_modopt_check(const struct pgn_module_def *def,
 					 n > 0 ? "its options: " :
 						 "it has no options",
 					 list);
+			return -EINVAL;
+		}
+		if (co->list && opts[i].type != PGN_OPT_LIST) {
+			snprintf(err, errlen,
+				 "%s:%d: module %s: option %s: expected a "
+				 "single value, got a list",
+				 cfgpath, line, cm->name, co->key);
 			return -EINVAL;
 		}
 		if (parse_value(&opts[i], co->value, &v, why, sizeof(why),

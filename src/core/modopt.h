@@ -28,6 +28,12 @@ int pgn_modopt_check(const struct pgn_module_def *def,
 		     const struct pgn_cfg_module *cm, const char *cfgpath,
 		     struct pgn_modopt_val *vals, char *err, size_t errlen);
 
+/* The items of a PGN_OPT_LIST value: text split at commas and white
+ * space, empty items skipped, as a NULL-terminated array in one
+ * allocation (free() it), and their number in *n (may be NULL).  NULL
+ * on allocation failure. */
+char **pgn_modopt_split(const char *text, size_t *n);
+
 /* Index of the option name of the given type in opts (any type when type
  * is 0), or -1. */
 int pgn_modopt_find(const struct pgn_module_opt *opts, const char *name,

@@ -468,6 +468,12 @@ pgn_module_add_account_identity(struct pgn_module *m, const char *category,
 	return pgn_host_add_account_identity(m->host, m, category, type, name);
 }
 
+int
+pgn_module_add_disco_form(struct pgn_module *m, const struct pgn_xml *form)
+{
+	return pgn_host_add_form(m->host, m, form);
+}
+
 const struct pgn_module_def *
 pgn_module_get_def(const struct pgn_module *m)
 {
@@ -517,6 +523,17 @@ pgn_module_opt_enum(const struct pgn_module *m, const char *name)
 {
 	const struct pgn_modopt_val *v = opt_value(m, name, PGN_OPT_ENUM);
 	return v != NULL ? (int)v->n : 0;
+}
+
+char **
+pgn_module_opt_list(const struct pgn_module *m, const char *name, size_t *n)
+{
+	const struct pgn_modopt_val *v = opt_value(m, name, PGN_OPT_LIST);
+
+	if (n != NULL)
+		*n = 0;
+	return v != NULL ? pgn_modopt_split(v->s != NULL ? v->s : "", n)
+			 : NULL;
 }
 
 void *

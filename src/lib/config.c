@@ -586,14 +586,59 @@ cfg_modlist_clear(struct cfg_modlist *l)
  * cfg_module_clear frees whatever part was made.  0 or -ENOMEM. */
 static int
 cfg_module_add_opt(struct pgn_cfg_module *m, const char *key,
-		   const char *value, int line)
+		   const char *value, int line, int list)
 {
 	struct pgn_cfg_opt *o = &m->opts[m->nopts++];
 
 	o->key = strdup(key);
 	o->value = strdup(value);
 	o->line = line;
+	o->list = list;
 	return o->key == NULL || o->value == NULL ? -ENOMEM : 0;
+}
+
+/* A module option written as a sequence of scalars ([a, b] or "- a"
+ * lines): its items joined with newlines into *out (malloc'ed), for a
+ * list option.  0, or the cfg_fail()/cfg_oom() code. */
+static int
+cfg_module_opt_list(struct cfg_parse *p, yaml_node_t *v, const char *what,
+		    char **out)
+{
+	yaml_node_item_t *it;
+	size_t len = 1, o = 0;
+	char got[96];
+
+	for (it = v->data.sequence.items.start;
+	     it < v->data.sequence.items.top; it++) {
+		yaml_node_t *e = cfg_node(p, *it);
+
+		if (e->type != YAML_SCALAR_NODE) {
+			cfg_describe(e, got, sizeof(got));
+			return cfg_fail(p, cfg_line(e),
+					"%s: expected a list of scalars, got "
+					"%s in it", what, got);
+		}
+		if (strlen(cfg_scalar(e)) != e->data.scalar.length ||
+		    strchr(cfg_scalar(e), '\n') != NULL)
+			return cfg_fail(p, cfg_line(e),
+					"%s: an item must not contain a NUL "
+					"or newline character", what);
+		len += e->data.scalar.length + 1;
+	}
+	if ((*out = malloc(len)) == NULL)
+		return cfg_oom(p);
+	(*out)[0] = '\0';
+	for (it = v->data.sequence.items.start;
+	     it < v->data.sequence.items.top; it++) {
+		const char *s = cfg_scalar(cfg_node(p, *it));
+		size_t n = strlen(s);
+
+		if (o > 0)
+			(*out)[o++] = '\n';
+		memcpy(*out + o, s, n + 1);
+		o += n;
+	}
+	return 0;
 }
 
 /* Deep copy of src's options into dst (whose options must be empty). */
@@ -611,7 +656,8 @@ cfg_module_copy_opts(struct pgn_cfg_module *dst,
 	for (i = 0; i < src->nopts; i++)
 		if (cfg_module_add_opt(dst, src->opts[i].key,
 				       src->opts[i].value,
-				       src->opts[i].line) < 0)
+				       src->opts[i].line,
+				       src->opts[i].list) < 0)
 			return -ENOMEM;
 	return 0;
 }
@@ -650,14 +696,26 @@ cfg_parse_module_opts(struct cfg_parse *p, yaml_node_t *n, const char *what,
 		yaml_node_t *v = cfg_node(p, pair->value);
 
 		cfg_name(sub, sizeof(sub), "%s.%s", what, cfg_scalar(k));
-		if (v->type == YAML_MAPPING_NODE ||
-		    v->type == YAML_SEQUENCE_NODE) {
+		if (v->type == YAML_SEQUENCE_NODE) {
+			char *joined = NULL;
+
+			rc = cfg_module_opt_list(p, v, sub, &joined);
+			if (rc < 0)
+				return rc;
+			rc = cfg_module_add_opt(m, cfg_scalar(k), joined,
+						cfg_line(k), 1);
+			free(joined);
+			if (rc < 0)
+				return cfg_oom(p);
+			continue;
+		}
+		if (v->type == YAML_MAPPING_NODE) {
 			cfg_describe(v, got, sizeof(got));
 			return cfg_fail(p, cfg_line(v),
 					"%s: nested values are not supported "
 					"yet (expected a scalar value such as "
-					"a string, number or true/false, got "
-					"%s)",
+					"a string, number or true/false, or a "
+					"list of them, got %s)",
 					sub, got);
 		}
 		if (strlen(cfg_scalar(v)) != v->data.scalar.length)
@@ -667,7 +725,7 @@ cfg_parse_module_opts(struct cfg_parse *p, yaml_node_t *n, const char *what,
 		/* Kept as written ("true", "30", "~"): the module knows
 		 * what type it wants and reports its own errors. */
 		if (cfg_module_add_opt(m, cfg_scalar(k), cfg_scalar(v),
-				       cfg_line(k)) < 0)
+				       cfg_line(k), 0) < 0)
 			return cfg_oom(p);
 	}
 	return 0;

@@ -472,6 +472,41 @@ START_TEST(test_host_config_merge)
 }
 END_TEST
 
+/* A module option written as a YAML list: its items joined with
+ * newlines, marked as a list (src/core/modopt.c decides if the option
+ * takes one); a host entry copies it as it is. */
+START_TEST(test_module_option_list)
+{
+	struct pgn_config *cfg;
+	const struct pgn_cfg_host *h;
+	const struct pgn_cfg_module *m;
+
+	cfg = load_ok("hosts: [localhost]\n"
+		      "modules:\n"
+		      "  mod_e2e_policy:\n"
+		      "    exempt: [bot@localhost, echo.localhost]\n"
+		      "    none: []\n"
+		      "    block:\n"
+		      "      - a@b\n"
+		      "      - c\n"
+		      "    plain: x, y\n");
+	h = pgn_config_host(cfg, "localhost");
+	ck_assert_ptr_nonnull(h);
+	m = find_module(h, "mod_e2e_policy");
+	ck_assert_ptr_nonnull(m);
+	ck_assert_uint_eq(m->nopts, 4);
+	ck_assert_str_eq(m->opts[0].value, "bot@localhost\necho.localhost");
+	ck_assert_int_eq(m->opts[0].list, 1);
+	ck_assert_str_eq(m->opts[1].value, "");
+	ck_assert_int_eq(m->opts[1].list, 1);
+	ck_assert_str_eq(m->opts[2].value, "a@b\nc");
+	ck_assert_int_eq(m->opts[2].line, 6);
+	ck_assert_str_eq(m->opts[3].value, "x, y");
+	ck_assert_int_eq(m->opts[3].list, 0);
+	pgn_config_free(cfg);
+}
+END_TEST
+
 /* ---- errors -------------------------------------------------------------- */
 
 struct err_case {
@@ -703,8 +738,11 @@ static const struct err_case err_cases[] = {
 	{"hosts: [a]\nmodules:\n  mod_version:\n    show_os:\n      a: 1\n", 5,
 	 "modules.mod_version.show_os: nested values are not supported yet "
 	 "(expected a scalar value"},
-	{"hosts: [a]\nmodules:\n  mod_version:\n    show_os: [1, 2]\n", 4,
-	 "modules.mod_version.show_os: nested values are not supported yet"},
+	{"hosts: [a]\nmodules:\n  mod_version:\n    show_os: [[1], 2]\n", 4,
+	 "modules.mod_version.show_os: expected a list of scalars, got a list "
+	 "in it"},
+	{"hosts: [a]\nmodules:\n  mod_version:\n    show_os: [{a: 1}]\n", 4,
+	 "modules.mod_version.show_os: expected a list of scalars"},
 	{"hosts: [a]\nmodules:\n  mod_version:\n    x: 1\n    x: 2\n", 5,
 	 "modules.mod_version: duplicate key 'x' (first at line 4)"},
 	/* host_config */
@@ -783,6 +821,7 @@ config_suite(void)
 	tc = tcase_create("load");
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_example);
+	tcase_add_test(tc, test_module_option_list);
 	tcase_add_test(tc, test_defaults);
 	tcase_add_test(tc, test_values);
 	tcase_add_test(tc, test_null_sections);

@@ -38,7 +38,7 @@ static int
 check1(const struct pgn_module_def *d, const char *key, const char *value,
        struct pgn_modopt_val *vals, char *err, size_t errlen)
 {
-	struct pgn_cfg_opt o = { (char *)key, (char *)value, 7 };
+	struct pgn_cfg_opt o = { (char *)key, (char *)value, 7, 0 };
 	struct pgn_cfg_module cm = { (char *)"mod_test", &o, 1, 5 };
 
 	err[0] = '\0';
@@ -198,6 +198,82 @@ START_TEST(find_by_type)
 }
 END_TEST
 
+/* PGN_OPT_LIST: a scalar split at commas and spaces, or a YAML list
+ * (items joined with newlines by the config parser); item count and
+ * size limits; a list given to an option of another type. */
+static const struct pgn_module_opt list_opts[] = {
+	{ .name = "exempt", .type = PGN_OPT_LIST, .def = "", .max = 3,
+	  .doc = "JIDs" },
+	{ .name = "flag", .type = PGN_OPT_BOOL, .def = "false", .doc = "b" },
+	{ .name = NULL },
+};
+
+static const struct pgn_module_def list_def = {
+	.abi = PGN_MODULE_ABI,
+	.name = "mod_test",
+	.options = list_opts,
+};
+
+static int
+check_list1(const char *key, const char *value, int list, char *err,
+	    size_t errlen)
+{
+	struct pgn_cfg_opt o = { (char *)key, (char *)value, 7, list };
+	struct pgn_cfg_module cm = { (char *)"mod_test", &o, 1, 5 };
+	struct pgn_modopt_val v[2];
+
+	err[0] = '\0';
+	return pgn_modopt_check(&list_def, &cm, "pigeon.yml", v, err, errlen);
+}
+
+START_TEST(list_split_and_checked)
+{
+	char err[256], big[PGN_OPT_LIST_ITEM_MAX + 2];
+	size_t n = 99;
+	char **items;
+
+	items = pgn_modopt_split("", &n);
+	ck_assert_ptr_nonnull(items);
+	ck_assert_uint_eq(n, 0);
+	ck_assert_ptr_null(items[0]);
+	free(items);
+	items = pgn_modopt_split(" bot@a.org,, echo.a.org\nc@d ,", &n);
+	ck_assert_uint_eq(n, 3);
+	ck_assert_str_eq(items[0], "bot@a.org");
+	ck_assert_str_eq(items[1], "echo.a.org");
+	ck_assert_str_eq(items[2], "c@d");
+	ck_assert_ptr_null(items[3]);
+	free(items);
+	items = pgn_modopt_split("one", NULL);
+	ck_assert_str_eq(items[0], "one");
+	ck_assert_ptr_null(items[1]);
+	free(items);
+
+	ck_assert_int_eq(check_list1("exempt", "a, b c", 0, err, sizeof(err)),
+			 0);
+	ck_assert_int_eq(check_list1("exempt", "a\nb", 1, err, sizeof(err)),
+			 0);
+	ck_assert_int_eq(check_list1("exempt", "a b c d", 0, err,
+				     sizeof(err)),
+			 -EINVAL);
+	ck_assert_str_eq(err, "pigeon.yml:7: module mod_test: option exempt: "
+			      "expected at most 3 items, got 'a b c d'");
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	ck_assert_int_eq(check_list1("exempt", big, 0, err, sizeof(err)),
+			 -EINVAL);
+	ck_assert_ptr_nonnull(strstr(err, "expected items of at most 1023 "
+					  "bytes"));
+	big[sizeof(big) - 2] = '\0';
+	ck_assert_int_eq(check_list1("exempt", big, 0, err, sizeof(err)), 0);
+	/* A YAML list for a bool: refused, naming the option. */
+	ck_assert_int_eq(check_list1("flag", "true", 1, err, sizeof(err)),
+			 -EINVAL);
+	ck_assert_str_eq(err, "pigeon.yml:7: module mod_test: option flag: "
+			      "expected a single value, got a list");
+}
+END_TEST
+
 static Suite *
 modopt_suite(void)
 {
@@ -211,6 +287,7 @@ modopt_suite(void)
 	tcase_add_test(tc, bad_default_is_the_modules_bug);
 	tcase_add_test(tc, no_options_declared);
 	tcase_add_test(tc, find_by_type);
+	tcase_add_test(tc, list_split_and_checked);
 	suite_add_tcase(s, tc);
 	return s;
 }

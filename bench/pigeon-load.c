@@ -67,6 +67,11 @@
 #define NS_SM "urn:xmpp:sm:3"
 #define NS_REGISTER "jabber:iq:register"
 #define NS_PING "urn:xmpp:ping"
+#define NS_PUBSUB "http://jabber.org/protocol/pubsub"
+#define NS_PUBSUB_EVENT NS_PUBSUB "#event"
+#define NS_CAPS "http://jabber.org/protocol/caps"
+#define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
+#define CAPS_NODE "https://pigeon.example/load"
 
 /* A top-level element larger than this is not something we wait for. */
 #define MAX_ELEMENT (256 * 1024)
@@ -83,10 +88,19 @@
 #define DETAIL_LIMIT 5 /* failures described on stderr (more with -v) */
 #define NS_PER_S 1000000000ull
 
-enum scenario { SC_IDLE, SC_CHAT, SC_LOGIN, SC_OFFLINE, SC_REGISTER };
+enum scenario {
+	SC_IDLE,
+	SC_CHAT,
+	SC_LOGIN,
+	SC_OFFLINE,
+	SC_REGISTER,
+	SC_PEP,
+	SC_PEPSET,
+	NSCENARIO
+};
 
-static const char *const scenario_names[] = {"idle", "chat", "login", "offline",
-                                             "register"};
+static const char *const scenario_names[NSCENARIO] = {
+        "idle", "chat", "login", "offline", "register", "pep", "pepset"};
 
 enum cstate {
 	CS_CONNECT,    /* TCP connect in progress */
@@ -199,6 +213,8 @@ struct opts {
 	const char *key_cache;
 	long body_size;
 	int verbose;
+	long contacts;       /* pep: the owner's contacts */
+	const char *pep_node; /* pep: the node published to */
 };
 
 /* SCRAM keys for one (mechanism, iterations, salt). */
@@ -240,6 +256,7 @@ struct conn {
 	uint32_t sm_out;   /* stanzas sent since <enabled/> */
 	int32_t slot;      /* index in b->conns; -1: transient (login) */
 	int32_t idx;       /* account number */
+	int32_t pending;   /* pepset: publishes not answered yet */
 	int fd;
 	uint8_t state;
 	uint8_t depth; /* 0 until the server's stream header, then 1 */
@@ -340,6 +357,15 @@ struct bench {
 	long verify_before;
 	long verify_after;
 	uint64_t t_stored;
+	/* pep and pepset */
+	char caps_ver[32];  /* pep: the contacts' XEP-0115 ver */
+	char warm_id[32];   /* pep: the warm-up item's id */
+	long interested;    /* pep: contacts the warm-up item reached */
+	uint64_t pub_sent;  /* publishes sent (timed ones for pep) */
+	uint64_t published; /* publishes answered with a result */
+	uint64_t notified;  /* pep: timed items' notifications received */
+	uint64_t t_notified; /* pep: the last of them */
+	long pub_errors;
 	struct result res[MAX_RESULTS];
 	int nres;
 };
@@ -354,6 +380,15 @@ static void chat_send(struct conn *c);
 static void offline_fill(struct conn *c);
 static void offline_stop(struct bench *b);
 static void offline_fin(struct bench *b);
+static int pep_presence(struct conn *c);
+static void pep_answer_disco(struct conn *c, const char *p, size_t n);
+static void pep_on_event(struct conn *c, const char *p, size_t n);
+static void pep_on_answer(struct conn *c, const char *id, size_t idl,
+                          const char *p, size_t n);
+static void pepset_start(struct conn *c);
+static void pep_timer(struct bench *b);
+static void pep_done(struct bench *b);
+static void pepset_report(struct bench *b);
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -1300,8 +1335,10 @@ static void
 conn_fail(struct conn *c, enum fail_kind kind, const char *fmt, ...)
 {
 	struct bench *b = c->b;
-	int was_ready = c->state == CS_READY;
-	int negotiating = c->state < CS_READY;
+	/* pepset: a session still publishing is in flight. */
+	int publishing = b->o.sc == SC_PEPSET && c->state == CS_READY;
+	int was_ready = c->state == CS_READY && !publishing;
+	int negotiating = c->state < CS_READY || publishing;
 	char user[MAX_NAME];
 	va_list ap;
 
@@ -1599,6 +1636,8 @@ on_ready(struct conn *c)
 			b->done++;
 		}
 		conn_close_stream(c);
+	} else if (b->o.sc == SC_PEPSET) {
+		pepset_start(c);
 	} else {
 		b->ready++;
 		if (b->o.sc == SC_OFFLINE)
@@ -1621,7 +1660,7 @@ after_bind(struct conn *c)
 		}
 		b->sm_unavailable++;
 	}
-	if (b->o.presence && conn_write(c, "<presence/>") != 0)
+	if (b->o.presence && pep_presence(c) != 0)
 		return;
 	on_ready(c);
 }
@@ -1804,6 +1843,10 @@ ready_element(struct conn *c, const char *name, size_t nl, const char *p,
 			count_error(b, p, n);
 			return;
 		}
+		if (b->o.sc == SC_PEP && el_has(p, n, "event")) {
+			pep_on_event(c, p, n);
+			return;
+		}
 		if (el_find(p, n, 1, "body", &at, &t, &tl) == 0 && tl > 3 &&
 		    memcmp(t, "pl ", 3) == 0)
 			on_chat_message(c, t, tl);
@@ -1821,7 +1864,10 @@ ready_element(struct conn *c, const char *name, size_t nl, const char *p,
 			 * so that the server does not drop us.  The values
 			 * are copied as the server escaped them. */
 			(void)el_attr(p, n, "from", &from, &froml);
-			if (el_has(p, n, "ping"))
+			if (b->o.sc == SC_PEP && name_eq(v, vl, "get") &&
+			    el_has(p, n, "query"))
+				pep_answer_disco(c, p, n);
+			else if (el_has(p, n, "ping"))
 				(void)conn_write(
 				        c,
 				        "<iq type='result' id=\"%.*s\" "
@@ -1839,6 +1885,8 @@ ready_element(struct conn *c, const char *name, size_t nl, const char *p,
 		} else if (name_eq(id, idl, "fin") && b->phase == PH_FIN) {
 			if (++b->fin_done >= b->fin_expected)
 				offline_fin(b);
+		} else if (b->o.sc == SC_PEP || b->o.sc == SC_PEPSET) {
+			pep_on_answer(c, id, idl, p, n);
 		}
 	} else if (name_eq(name, nl, "r")) {
 		(void)conn_write(c, "<a xmlns='" NS_SM "' h='%" PRIu32 "'/>",
@@ -2008,7 +2056,7 @@ conn_unit(struct conn *c, int kind, const char *p, size_t n)
 		} else {
 			return 0;
 		}
-		if (b->o.presence && conn_write(c, "<presence/>") != 0)
+		if (b->o.presence && pep_presence(c) != 0)
 			return -1;
 		on_ready(c);
 		return 0;
@@ -2148,7 +2196,8 @@ launch_more(struct bench *b)
 	b->launching = 1;
 	while (b->launched < b->target && !b->stop_launch &&
 	       b->inflight < b->o.concurrency && b->launched < allowed) {
-		int slot = b->o.sc == SC_LOGIN || b->o.sc == SC_REGISTER
+		int slot = b->o.sc == SC_LOGIN || b->o.sc == SC_REGISTER ||
+		                           b->o.sc == SC_PEPSET
 		                   ? -1
 		                   : (int)b->launched;
 		long idx = pick_account(b);
@@ -2571,6 +2620,10 @@ phase_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct bench *b = arg;
 
+	if (b->o.sc == SC_PEP) {
+		pep_timer(b);
+		return;
+	}
 	switch (b->phase) {
 	case PH_SETTLE:
 		idle_measure(b);
@@ -2764,6 +2817,476 @@ offline_start(struct bench *b)
 				offline_fill(b->conns[i]);
 }
 
+/* ---- pep: the cost of a PEP publish fanned out to contacts ------------
+ * Session 0 is the owner (account --first), sessions 1..C its contacts
+ * (rosters with subscription both are provisioned beforehand: run.sh
+ * does it with pigeonctl).  Each contact announces <node>+notify in its
+ * XEP-0115 caps and answers the server's disco#info query.  After
+ * --settle s the owner publishes a warm-up item: the contacts it reaches
+ * are the interested ones.  Then it publishes -n items, --window at a
+ * time, each id the CLOCK_MONOTONIC ns of its sending, and the tool
+ * counts the notifications (and their latency) until each interested
+ * contact had all of them, or --drain s after the last result.  Server
+ * CPU over that span / items is the cost of one publish with fan-out.
+ *
+ * ---- pepset: what an account's usual PEP data costs the store ---------
+ * -n transient sessions (accounts --first...), --concurrency at a time,
+ * each logs in, publishes what an OMEMO client with an avatar and
+ * bookmarks publishes (PEPSET_PUBLISHES items, sizes below), and closes.
+ * With --verify-cmd (it prints the store's size in bytes, run before and
+ * after) the growth per account. */
+
+#define PUBOPT_HEAD                                                           \
+	"<publish-options><x xmlns='jabber:x:data' type='submit'>"            \
+	"<field var='FORM_TYPE' type='hidden'><value>" NS_PUBSUB              \
+	"#publish-options</value></field>"
+#define PUBOPT_FIELD(var, val)                                                \
+	"<field var='pubsub#" var "'><value>" val "</value></field>"
+#define PUBOPT_TAIL "</x></publish-options>"
+
+#define PEPSET_PREKEYS 100     /* one-time prekeys in the OMEMO bundle */
+#define PEPSET_AVATAR 2048     /* bytes of the avatar image */
+#define PEPSET_BOOKMARKS 3     /* rooms */
+#define PEPSET_PUBLISHES (4 + PEPSET_BOOKMARKS)
+
+/* The contacts' caps features, sorted (XEP-0115 §5.1); notify holds the
+ * +notify one. */
+static void
+pep_features(const struct bench *b, const char *f[3], char *notify,
+             size_t size)
+{
+	snprintf(notify, size, "%s+notify", b->o.pep_node);
+	f[0] = NS_CAPS;
+	f[1] = NS_DISCO_INFO;
+	f[2] = notify;
+	for (int i = 0; i < 3; i++)
+		for (int j = i + 1; j < 3; j++)
+			if (strcmp(f[j], f[i]) < 0) {
+				const char *t = f[i];
+				f[i] = f[j];
+				f[j] = t;
+			}
+}
+
+/* XEP-0115 §5.1: the ver of identity client/pc "pigeon-load" and the
+ * features above. */
+static int
+pep_caps_init(struct bench *b)
+{
+	const char *f[3];
+	char notify[256], s[1024];
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+
+	pep_features(b, f, notify, sizeof(notify));
+	snprintf(s, sizeof(s), "client/pc//pigeon-load<%s<%s<%s<", f[0], f[1],
+	         f[2]);
+	if (EVP_Digest(s, strlen(s), md, &mdlen, EVP_sha1(), NULL) != 1)
+		return -EINVAL;
+	return b64_encode(md, mdlen, b->caps_ver, sizeof(b->caps_ver));
+}
+
+static int
+pep_presence(struct conn *c)
+{
+	if (c->b->o.sc == SC_PEP && c->slot > 0)
+		return conn_write(c,
+		                  "<presence><c xmlns='" NS_CAPS
+		                  "' hash='sha-1' node='" CAPS_NODE
+		                  "' ver='%s'/></presence>",
+		                  c->b->caps_ver);
+	return conn_write(c, "<presence/>");
+}
+
+static void
+pep_answer_disco(struct conn *c, const char *p, size_t n)
+{
+	struct bench *b = c->b;
+	const char *id = "", *from = "", *f[3];
+	size_t idl = 0, froml = 0;
+	char notify[256];
+
+	(void)el_attr(p, n, "id", &id, &idl);
+	(void)el_attr(p, n, "from", &from, &froml);
+	pep_features(b, f, notify, sizeof(notify));
+	(void)conn_write(c,
+	                 "<iq type='result' id=\"%.*s\" to=\"%.*s\"><query "
+	                 "xmlns='" NS_DISCO_INFO "' node='" CAPS_NODE
+	                 "#%s'><identity category='client' type='pc' "
+	                 "name='pigeon-load'/><feature var='%s'/><feature "
+	                 "var='%s'/><feature var='%s'/></query></iq>",
+	                 (int)idl, id, (int)froml, from, b->caps_ver, f[0], f[1],
+	                 f[2]);
+}
+
+/* One publish of the owner: the warm-up item, or a timed one. */
+static void
+pep_publish(struct bench *b, int warm)
+{
+	struct conn *owner = b->conns[0];
+	char item[32];
+
+	if (owner == NULL || owner->state != CS_READY)
+		return;
+	if (warm)
+		snprintf(item, sizeof(item), "%s", b->warm_id);
+	else
+		snprintf(item, sizeof(item), "%" PRIu64, pgn_lat_now_ns());
+	if (conn_write(owner,
+	               "<iq type='set' id='%s'><pubsub xmlns='" NS_PUBSUB
+	               "'><publish node='%s'><item id='%s'><x "
+	               "xmlns='urn:xmpp:pigeon-load:0'>pep%s</x></item>"
+	               "</publish></pubsub></iq>",
+	               warm ? "pw" : "pp", b->o.pep_node, item, b->pad) != 0)
+		return;
+	if (!warm)
+		b->pub_sent++;
+}
+
+static void
+pep_report(struct bench *b)
+{
+	uint64_t end = b->t_notified > b->t_measure ? b->t_notified
+	                                            : pgn_lat_now_ns();
+	double secs = (double)(end - b->t_measure) / 1e9;
+	double pub_secs = b->t_stop != UINT64_MAX && b->t_stop > b->t_measure
+	                          ? (double)(b->t_stop - b->t_measure) / 1e9
+	                          : secs;
+	uint64_t expected = b->published * (uint64_t)b->interested;
+	double srv = server_cpu(b);
+
+	result_add(b, "contacts", "contacts", (double)b->o.contacts, 0);
+	result_add(b, "interested", "interested", (double)b->interested, 0);
+	result_add(b, "published", "published", (double)b->published, 0);
+	result_add(b, "publish_errors", NULL, (double)b->pub_errors, 0);
+	result_add(b, "publish_per_s", "publish/s",
+	           pub_secs > 0 ? (double)b->published / pub_secs : 0, 0);
+	result_add(b, "notifications", "notified", (double)b->notified, 0);
+	result_add(b, "notifications_lost", "lost",
+	           expected > b->notified ? (double)(expected - b->notified)
+	                                  : 0,
+	           0);
+	result_add(b, "notifications_per_s", "notif/s",
+	           secs > 0 ? (double)b->notified / secs : 0, 0);
+	result_add(b, "notify_p50_us", "p50 us",
+	           (double)pgn_lat_hist_pct(&b->lat, 0.50) / 1e3, 0);
+	result_add(b, "notify_p99_us", "p99 us",
+	           (double)pgn_lat_hist_pct(&b->lat, 0.99) / 1e3, 0);
+	result_add(b, "notify_max_us", NULL, (double)b->lat.max / 1e3, 0);
+	result_add(b, "duration_s", NULL, secs, 2);
+	if (b->cpu_srv0 >= 0 && srv >= 0 && b->notified > 0)
+		result_add(b, "server_cpu_us_per_notification", NULL,
+		           (srv - b->cpu_srv0) * 1e6 / (double)b->notified, 2);
+	cpu_report(b, (double)b->published, "server_cpu_us_per_publish",
+	           "client_cpu_us_per_publish");
+	result_add(b, "msg_errors", NULL, (double)b->msg_errors, 0);
+	report_common(b);
+	if (b->interested < b->o.contacts) {
+		fprintf(stderr,
+		        "pigeon-load: the warm-up item reached %ld of %ld "
+		        "contacts (rosters? caps?)\n",
+		        b->interested, b->o.contacts);
+		b->exit_code = 1;
+	}
+	if (expected > b->notified || b->pub_errors > 0 || b->dropped > 0)
+		b->exit_code = 1;
+}
+
+static void
+pep_done(struct bench *b)
+{
+	if (b->phase == PH_CLOSE)
+		return;
+	pep_report(b);
+	report(b);
+	finish(b);
+}
+
+/* The timed publishes start: interest is what the warm-up showed. */
+static void
+pep_run(struct bench *b)
+{
+	evtimer_del(b->timer);
+	b->phase = PH_RUN;
+	b->t_run = b->t_measure = pgn_lat_now_ns();
+	b->t_stop = UINT64_MAX;
+	cpu_mark(b);
+	for (long w = 0; w < b->o.window && (long)b->pub_sent < b->o.n; w++)
+		pep_publish(b, 0);
+}
+
+static void
+pep_all_up(struct bench *b)
+{
+	unsigned char r[8];
+
+	/* An id no earlier run used: a last item sent at login is not it. */
+	if (RAND_bytes(r, sizeof(r)) != 1) {
+		finish(b);
+		return;
+	}
+	snprintf(b->warm_id, sizeof(b->warm_id), "warm-%02x%02x%02x%02x%02x%02x",
+	         r[0], r[1], r[2], r[3], r[4], r[5]);
+	b->phase = PH_SETTLE;
+	if (arm_timer(b, b->o.settle) != 0)
+		finish(b);
+}
+
+/* pep's phase timer: the settle time is over (publish the warm-up), or
+ * the warm-up's notifications did not all come (run with those that
+ * did). */
+static void
+pep_timer(struct bench *b)
+{
+	if (b->phase == PH_SETTLE) {
+		b->phase = PH_WARM;
+		pep_publish(b, 1);
+		if (arm_timer(b, b->o.timeout) != 0)
+			finish(b);
+	} else if (b->phase == PH_WARM) {
+		if (b->interested == 0) {
+			pep_done(b);
+			return;
+		}
+		pep_run(b);
+	}
+}
+
+static void
+pep_check_done(struct bench *b)
+{
+	if (b->phase == PH_DRAIN &&
+	    b->notified >= b->published * (uint64_t)b->interested)
+		pep_done(b);
+}
+
+static void
+pep_on_event(struct conn *c, const char *p, size_t n)
+{
+	struct bench *b = c->b;
+	const char *t, *v;
+	size_t at, tl, vl;
+	uint64_t now = pgn_lat_now_ns(), ts;
+	char num[24];
+
+	if (el_find(p, n, 1, "item", &at, &t, &tl) != 0 ||
+	    el_attr(p + at, n - at, "id", &v, &vl) != 0) {
+		b->other_msgs++; /* a retract, a purge ... */
+		return;
+	}
+	if (name_eq(v, vl, b->warm_id)) {
+		if (b->phase == PH_WARM && ++b->interested >= b->o.contacts)
+			pep_run(b);
+		return;
+	}
+	if (vl == 0 || vl >= sizeof(num) || v[0] < '0' || v[0] > '9') {
+		b->other_msgs++;
+		return;
+	}
+	memcpy(num, v, vl);
+	num[vl] = '\0';
+	ts = strtoull(num, NULL, 10);
+	if (ts < b->t_measure || b->t_measure == 0) {
+		b->other_msgs++; /* an earlier run's last item */
+		return;
+	}
+	b->notified++;
+	b->t_notified = now;
+	pgn_lat_hist_add(&b->lat, now >= ts ? now - ts : 0);
+	pep_check_done(b);
+}
+
+/* Appends open, the base64 of len random bytes (at most 64), close.
+ * 0, or 1 on failure (to be or'ed). */
+static int
+add_random_b64(struct evbuffer *out, const char *open, size_t len,
+               const char *close)
+{
+	unsigned char raw[64];
+	char b64[4 * (sizeof(raw) / 3 + 1) + 1];
+
+	if (len > sizeof(raw) || RAND_bytes(raw, (int)len) != 1 ||
+	    b64_encode(raw, len, b64, sizeof(b64)) != 0)
+		return 1;
+	return evbuffer_add_printf(out, "%s%s%s", open, b64, close) < 0;
+}
+
+/* pepset: the session's items, each publish answered once. */
+static void
+pepset_start(struct conn *c)
+{
+	struct bench *b = c->b;
+	unsigned char raw[PEPSET_AVATAR], hash[EVP_MAX_MD_SIZE];
+	char b64[4 * (PEPSET_AVATAR / 3 + 1) + 4], hex[2 * 20 + 1], user[MAX_NAME];
+	unsigned int hl = 0;
+	uint32_t dev;
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	int rc = 0;
+
+	b->inflight++; /* until its publishes are answered */
+	c->pending = PEPSET_PUBLISHES;
+	user_name(b, c->idx, user, sizeof(user));
+	if (RAND_bytes((unsigned char *)&dev, sizeof(dev)) != 1)
+		goto fail;
+	dev = dev % 2147483647u + 1;
+	/* 1. the OMEMO device list (eu.siacs.conversations.axolotl) */
+	rc |= evbuffer_add_printf(
+	        out,
+	        "<iq type='set' id='ps1'><pubsub xmlns='" NS_PUBSUB
+	        "'><publish node='eu.siacs.conversations.axolotl.devicelist'>"
+	        "<item id='current'><list xmlns='eu.siacs.conversations."
+	        "axolotl'><device id='%" PRIu32 "'/></list></item></publish>"
+	        PUBOPT_HEAD PUBOPT_FIELD("access_model", "open") PUBOPT_TAIL
+	        "</pubsub></iq>",
+	        dev) < 0;
+	/* 2. its bundle: identity key, signed prekey, 100 prekeys (33-byte
+	 * Curve25519 keys, a 64-byte signature, random here) */
+	rc |= evbuffer_add_printf(
+	        out,
+	        "<iq type='set' id='ps2'><pubsub xmlns='" NS_PUBSUB
+	        "'><publish node='eu.siacs.conversations.axolotl.bundles:%" PRIu32
+	        "'><item id='current'><bundle xmlns='eu.siacs.conversations."
+	        "axolotl'>",
+	        dev) < 0;
+	rc |= add_random_b64(out, "<signedPreKeyPublic signedPreKeyId='1'>", 33,
+	                     "</signedPreKeyPublic>");
+	rc |= add_random_b64(out, "<signedPreKeySignature>", 64,
+	                     "</signedPreKeySignature>");
+	rc |= add_random_b64(out, "<identityKey>", 33, "</identityKey><prekeys>");
+	for (int k = 1; k <= PEPSET_PREKEYS; k++) {
+		char open[48];
+
+		snprintf(open, sizeof(open), "<preKeyPublic preKeyId='%d'>", k);
+		rc |= add_random_b64(out, open, 33, "</preKeyPublic>");
+	}
+	rc |= evbuffer_add_printf(out,
+	                          "</prekeys></bundle></item></publish>"
+	                          PUBOPT_HEAD PUBOPT_FIELD("access_model",
+	                                                   "open")
+	                                  PUBOPT_TAIL "</pubsub></iq>") < 0;
+	/* 3-4. the avatar (XEP-0084): data, then metadata */
+	if (RAND_bytes(raw, sizeof(raw)) != 1 ||
+	    b64_encode(raw, sizeof(raw), b64, sizeof(b64)) ||
+	    EVP_Digest(raw, sizeof(raw), hash, &hl, EVP_sha1(), NULL) != 1)
+		goto fail;
+	for (unsigned int k = 0; k < 20 && k < hl; k++)
+		snprintf(hex + 2 * k, 3, "%02x", hash[k]);
+	rc |= evbuffer_add_printf(
+	        out,
+	        "<iq type='set' id='ps3'><pubsub xmlns='" NS_PUBSUB
+	        "'><publish node='urn:xmpp:avatar:data'><item id='%s'><data "
+	        "xmlns='urn:xmpp:avatar:data'>%s</data></item></publish>"
+	        "</pubsub></iq>"
+	        "<iq type='set' id='ps4'><pubsub xmlns='" NS_PUBSUB
+	        "'><publish node='urn:xmpp:avatar:metadata'><item id='%s'>"
+	        "<metadata xmlns='urn:xmpp:avatar:metadata'><info bytes='%d' "
+	        "id='%s' height='64' width='64' type='image/png'/></metadata>"
+	        "</item></publish></pubsub></iq>",
+	        hex, b64, hex, PEPSET_AVATAR, hex) < 0;
+	/* 5... bookmarks (XEP-0402): one item per room */
+	for (int k = 1; k <= PEPSET_BOOKMARKS; k++)
+		rc |= evbuffer_add_printf(
+		        out,
+		        "<iq type='set' id='ps%d'><pubsub xmlns='" NS_PUBSUB
+		        "'><publish node='urn:xmpp:bookmarks:1'><item "
+		        "id='room%d@conference.%s'><conference xmlns='urn:xmpp:"
+		        "bookmarks:1' name='Room %d' autojoin='true'><nick>%s"
+		        "</nick></conference></item></publish>" PUBOPT_HEAD
+		        PUBOPT_FIELD("persist_items", "true")
+		                PUBOPT_FIELD("max_items", "max")
+		                        PUBOPT_FIELD("send_last_published_item",
+		                                     "never")
+		                                PUBOPT_FIELD("access_model",
+		                                             "whitelist")
+		                                        PUBOPT_TAIL
+		        "</pubsub></iq>",
+		        4 + k, k, b->o.domain, k, user) < 0;
+	if (rc != 0)
+		goto fail;
+	b->pub_sent += PEPSET_PUBLISHES;
+	c->deadline = pgn_lat_now_ns() + (uint64_t)(b->o.timeout * 1e9);
+	return;
+fail:
+	conn_fail(c, F_LOCAL, "cannot queue the publishes");
+}
+
+/* An iq answer of pep (the owner's publishes) or pepset. */
+static void
+pep_on_answer(struct conn *c, const char *id, size_t idl, const char *p,
+              size_t n)
+{
+	struct bench *b = c->b;
+	int ok = attr_eq(p, n, "type", "result");
+
+	if (idl < 2 || id[0] != 'p')
+		return;
+	if (!ok) {
+		b->pub_errors++;
+		count_error(b, p, n);
+	}
+	if (b->o.sc == SC_PEPSET) {
+		if (ok)
+			b->published++;
+		if (--c->pending > 0)
+			return;
+		c->deadline = 0;
+		b->inflight--;
+		b->done++;
+		b->t_last = pgn_lat_now_ns();
+		conn_close_stream(c);
+		progress(b);
+		return;
+	}
+	if (id[1] == 'w') { /* the warm-up: its error ends the run */
+		if (!ok)
+			pep_done(b);
+		return;
+	}
+	if (ok)
+		b->published++;
+	if ((long)b->pub_sent < b->o.n) {
+		pep_publish(b, 0);
+	} else if (b->phase == PH_RUN &&
+	           b->published + (uint64_t)b->pub_errors >= b->pub_sent) {
+		b->t_stop = pgn_lat_now_ns();
+		b->phase = PH_DRAIN;
+		b->t_drain_end = b->t_stop + (uint64_t)(b->o.drain * 1e9);
+		pep_check_done(b);
+	}
+}
+
+static void
+pepset_report(struct bench *b)
+{
+	double secs =
+	        b->t_last > b->t_run ? (double)(b->t_last - b->t_run) / 1e9 : 0;
+
+	result_add(b, "accounts", "accounts", (double)b->done, 0);
+	result_add(b, "published", "published", (double)b->published, 0);
+	result_add(b, "publish_errors", "errors", (double)b->pub_errors, 0);
+	result_add(b, "accounts_per_s", "accounts/s",
+	           secs > 0 ? (double)b->done / secs : 0, 0);
+	b->verify_after = run_verify(b);
+	if (b->verify_before >= 0 && b->verify_after >= 0) {
+		result_add(b, "store_bytes_before", "store before",
+		           (double)b->verify_before, 0);
+		result_add(b, "store_bytes_after", "store after",
+		           (double)b->verify_after, 0);
+		result_add(b, "store_bytes_per_account", "bytes/account",
+		           b->done > 0 ? (double)(b->verify_after -
+		                                  b->verify_before) /
+		                                 (double)b->done
+		                       : 0,
+		           0);
+	}
+	/* Per account: its login and logout are in the span too. */
+	cpu_report(b, (double)b->done, "server_cpu_us_per_account",
+	           "client_cpu_us_per_account");
+	report_common(b);
+	if (b->failed > 0 || b->pub_errors > 0)
+		b->exit_code = 1;
+}
+
 /* Every persistent session is up (or failed). */
 static void
 all_up(struct bench *b)
@@ -2795,6 +3318,9 @@ all_up(struct bench *b)
 	case SC_OFFLINE:
 		b->verify_before = run_verify(b);
 		offline_start(b);
+		break;
+	case SC_PEP:
+		pep_all_up(b);
 		break;
 	default:
 		break;
@@ -2828,7 +3354,10 @@ logins_over(struct bench *b)
 		launch_more(b);
 		return;
 	}
-	login_report(b);
+	if (b->o.sc == SC_PEPSET)
+		pepset_report(b);
+	else
+		login_report(b);
 	report(b);
 	finish(b);
 }
@@ -2944,6 +3473,8 @@ tick_cb(evutil_socket_t fd, short what, void *arg)
 			offline_report(b);
 			report(b);
 			finish(b);
+		} else if (b->o.sc == SC_PEP && now > b->t_drain_end) {
+			pep_done(b);
 		}
 		break;
 	default:
@@ -3030,6 +3561,18 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 			report(b);
 		}
 		break;
+	case SC_PEPSET:
+		if (b->phase == PH_LOGINS) {
+			pepset_report(b);
+			report(b);
+		}
+		break;
+	case SC_PEP:
+		if (b->phase == PH_RUN || b->phase == PH_DRAIN) {
+			pep_done(b);
+			return;
+		}
+		break;
 	case SC_IDLE:
 		if (b->phase == PH_HOLD && b->dropped == 0)
 			b->exit_code = 0; /* the figures were printed */
@@ -3066,6 +3609,18 @@ usage(FILE *f)
 	        "            --users accounts that are not connected\n"
 	        "  register  creates -n accounts by in-band registration "
 	        "(XEP-0077)\n"
+	        "  pep       the owner (--first) publishes -n items (--window "
+	        "in flight) to\n"
+	        "            --contacts C contacts (rosters provisioned, "
+	        "subscription both)\n"
+	        "            whose caps say <--pep-node>+notify: "
+	        "notifications/s, CPU/publish\n"
+	        "  pepset    -n accounts each publish an OMEMO device list and "
+	        "bundle (100\n"
+	        "            prekeys), an avatar (2 KiB) and 3 bookmarks; with "
+	        "--verify-cmd\n"
+	        "            (prints the store's bytes) the growth per "
+	        "account\n"
 	        "\n"
 	        "Server:   -H HOST (127.0.0.1)  -p PORT (5222; 5223 with "
 	        "--direct-tls)\n"
@@ -3094,6 +3649,8 @@ usage(FILE *f)
 	        "--sm-every N (10)\n"
 	        "          --resource R (load)  --timeout S (30, per "
 	        "step)\n"
+	        "          --contacts C (100)  --pep-node NODE "
+	        "(urn:xmpp:pigeon-load:0)\n"
 	        "Output:   --json FILE  --verify-cmd CMD (offline: prints a "
 	        "stored count)  -v\n"
 	        "\n"
@@ -3199,6 +3756,8 @@ enum {
 	O_VERIFY,
 	O_KEYCACHE,
 	O_BODY,
+	O_CONTACTS,
+	O_PEPNODE,
 };
 
 static const struct option long_opts[] = {
@@ -3242,6 +3801,8 @@ static const struct option long_opts[] = {
         {"verify-cmd", required_argument, NULL, O_VERIFY},
         {"key-cache", required_argument, NULL, O_KEYCACHE},
         {"body-size", required_argument, NULL, O_BODY},
+        {"contacts", required_argument, NULL, O_CONTACTS},
+        {"pep-node", required_argument, NULL, O_PEPNODE},
         {NULL, 0, NULL, 0},
 };
 
@@ -3268,16 +3829,18 @@ parse_args(struct opts *o, int argc, char **argv)
 	o->sm_every = 10;
 	o->resource = "load";
 	o->timeout = 30;
+	o->contacts = 100;
+	o->pep_node = "urn:xmpp:pigeon-load:0";
 	while ((ch = getopt_long(argc, argv, "s:H:p:d:n:vh", long_opts,
 	                         NULL)) != -1) {
 		int bad = 0;
 
 		switch (ch) {
 		case 's':
-			for (v = 0; v < 5; v++)
+			for (v = 0; v < NSCENARIO; v++)
 				if (strcmp(optarg, scenario_names[v]) == 0)
 					break;
-			if (v == 5)
+			if (v == NSCENARIO)
 				bad = 1;
 			o->sc = (enum scenario)v;
 			sc_set = 1;
@@ -3410,6 +3973,13 @@ parse_args(struct opts *o, int argc, char **argv)
 		case O_BODY:
 			bad = parse_long(optarg, 0, 1000000, &o->body_size);
 			break;
+		case O_CONTACTS:
+			bad = parse_long(optarg, 1, 100000, &o->contacts);
+			break;
+		case O_PEPNODE:
+			o->pep_node = optarg;
+			bad = strlen(optarg) > 200 || check_plain(optarg) != 0;
+			break;
 		default:
 			usage(stderr);
 			return -1;
@@ -3435,7 +4005,8 @@ parse_args(struct opts *o, int argc, char **argv)
 	if (o->drain < 0)
 		o->drain = o->sc == SC_OFFLINE ? 1 : 5;
 	if (o->presence < 0)
-		o->presence = o->sc != SC_LOGIN && o->sc != SC_REGISTER;
+		o->presence = o->sc != SC_LOGIN && o->sc != SC_REGISTER &&
+		              o->sc != SC_PEPSET;
 	switch (o->sc) {
 	case SC_REGISTER:
 		o->do_register = 1;
@@ -3461,6 +4032,22 @@ parse_args(struct opts *o, int argc, char **argv)
 			o->users = 100;
 		if (o->n > 0 && o->duration == 10)
 			o->duration = 0; /* -n alone ends the run */
+		break;
+	case SC_PEP:
+		if (o->n <= 0)
+			o->n = 1000;
+		if (!o->presence) {
+			fprintf(stderr, "pigeon-load: pep needs presence\n");
+			return -1;
+		}
+		break;
+	case SC_PEPSET:
+		if (o->n <= 0) {
+			fprintf(stderr, "pigeon-load: -n is required\n");
+			return -1;
+		}
+		break;
+	default:
 		break;
 	}
 	return 0;
@@ -3539,6 +4126,11 @@ bench_init(struct bench *b)
 		break;
 	case SC_OFFLINE:
 		persistent = b->o.senders;
+		break;
+	case SC_PEP:
+		persistent = b->o.contacts + 1;
+		if (pep_caps_init(b) != 0)
+			return -EINVAL;
 		break;
 	default:
 		break;
@@ -3667,6 +4259,8 @@ main(int argc, char **argv)
 		        b->o.server_pid);
 		goto out;
 	}
+	if (b->o.sc == SC_PEPSET)
+		b->verify_before = run_verify(b);
 	b->t_launch = b->t_run = pgn_lat_now_ns();
 	cpu_mark(b);
 	launch_more(b);

@@ -35,6 +35,8 @@
 #   bench/run.sh chat --pairs 100 --msg-rate 10000 --duration 10
 #   bench/run.sh login -n 20000 --users 5000 --concurrency 50
 #   bench/run.sh offline -n 50000 --senders 10 --users 1000 --first 4000
+#   BENCH_SERVERS=pigeon bench/run.sh pep -n 2000 --contacts 100 --window 1
+#   BENCH_SERVERS=pigeon bench/run.sh pepset -n 10000 --concurrency 50
 set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -165,6 +167,10 @@ fill() {
 		"$here/configs/$src" | while IFS= read -r line; do
 		if [ "$line" = "@STORAGE@" ]; then
 			pigeon_storage
+		elif [ "$line" = "@PEP_MODULES@" ]; then
+			case ${scenario:-} in
+			pep | pepset) printf '  mod_caps: {}\n  mod_pep: {}\n' ;;
+			esac
 		else
 			printf '%s\n' "$line"
 		fi
@@ -344,6 +350,40 @@ provision() {
 	return $rc
 }
 
+# pep: the owner (--first, default 1) and its --contacts (100) accounts
+# after it get rosters with subscription both, through pigeonctl (Pigeon
+# only: the peers have no such command).
+pep_rosters() {
+	local first=1 contacts=100 prev= a owner i d
+	for a in "$@"; do
+		case $prev in
+		--first) first=$a ;;
+		--contacts) contacts=$a ;;
+		esac
+		prev=$a
+	done
+	d=$(sdir pigeon)
+	owner=load$first
+	note "pigeon: rosters of $owner and load$((first + 1))..load$((first + contacts)) (subscription both)"
+	for i in $(seq $((first + 1)) $((first + contacts))); do
+		"$builddir/pigeonctl" -c "$d/pigeon.yml" add_rosteritem "$owner" \
+			localhost "load$i" localhost "" "" both >/dev/null &&
+			"$builddir/pigeonctl" -c "$d/pigeon.yml" add_rosteritem \
+				"load$i" localhost "$owner" localhost "" "" both \
+				>/dev/null || return 1
+	done
+}
+
+# pepset: the bytes of the PubSub tables and their indexes.
+pep_store_cmd() {
+	local tables="'pubsub_node', 'pubsub_item', 'pubsub_affiliation', 'pubsub_subscription'"
+	if [ -n "$BENCH_PGSQL" ]; then
+		echo "psql '$BENCH_PGSQL' -X -A -t -c \"SELECT sum(pg_total_relation_size(t::regclass)) FROM unnest(ARRAY[$tables]) AS t\""
+	else
+		echo "sqlite3 $(sdir pigeon)/pigeon.db \"SELECT sum(d.pgsize) FROM dbstat d JOIN sqlite_schema s ON s.name = d.name WHERE s.tbl_name IN ($tables)\""
+	fi
+}
+
 # Prints the JSON reports side by side, with each peer's ratio to Pigeon.
 side_by_side() {
 	python3 - "$@" <<'EOF'
@@ -417,8 +457,22 @@ echo "== $scenario $* ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs," \
 [ -n "$BENCH_PGSQL" ] && echo "-- Pigeon stores in PostgreSQL ($BENCH_PGSQL)"
 for srv in $SERVERS; do
 	installed "$srv" || { note "$srv is not installed: skipped"; continue; }
+	case $scenario in
+	pep | pepset)
+		[ "$srv" = pigeon ] || {
+			note "$scenario: Pigeon only (rosters and store sizes through its tools): $srv skipped"
+			continue
+		}
+		;;
+	esac
 	echo "-- $(version "$srv")"
 	start_server "$srv" || { status=1; continue; }
+	if [ "$scenario" = pep ] && ! pep_rosters "$@"; then
+		note "pigeon: pigeonctl add_rosteritem failed"
+		stop_server "$srv"
+		status=1
+		continue
+	fi
 	out=$BENCH_DIR/results/$stamp-$srv.json
 	extra=()
 	# Pigeon's offline store can be counted: time the storing too.
@@ -430,6 +484,9 @@ for srv in $SERVERS; do
 			extra=(--verify-cmd "sqlite3 $(sdir pigeon)/pigeon.db \
 'SELECT count(*) FROM offline_messages'")
 		fi
+	fi
+	if [ "$scenario" = pepset ]; then
+		extra=(--verify-cmd "$(pep_store_cmd)")
 	fi
 	# Pigeon's own delivery latency next to the tool's (its control
 	# socket's `latency` command).

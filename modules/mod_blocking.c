@@ -289,26 +289,16 @@ judge(enum direction dir, const struct blist *l, const struct pgn_stanza *st)
 static struct pgn_stanza *
 outbound_error(const struct pgn_stanza *st, enum verdict v)
 {
-	struct pgn_stanza *err;
-	struct pgn_xml *e, *c;
+	struct pgn_xml *blocked;
 
 	if (v != V_BLOCKED)
 		return pgn_stanza_error_reply(st, "wait",
 		                              "internal-server-error", NULL);
-	err = pgn_stanza_error_reply(st, "cancel", "not-acceptable", NULL);
-	if (err == NULL)
+	blocked = pgn_xml_new(NS_BLOCKING_ERRORS, "blocked");
+	if (blocked == NULL)
 		return NULL;
-	/* The <error/> added last (a message keeps its own children). */
-	e = NULL;
-	for (c = pgn_xml_first_child(err->xml); c != NULL; c = pgn_xml_next(c))
-		if (strcmp(pgn_xml_name(c), "error") == 0)
-			e = c;
-	if (e == NULL ||
-	    pgn_xml_add_child(e, NS_BLOCKING_ERRORS, "blocked") == NULL) {
-		pgn_stanza_free(err);
-		return NULL;
-	}
-	return err;
+	return pgn_stanza_error_reply_app(st, "cancel", "not-acceptable", NULL,
+	                                  blocked);
 }
 
 /* Routes err (taken) within ev's routing, so that the client stanza

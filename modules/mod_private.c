@@ -14,9 +14,19 @@
  * 'vcard-temp') -> not-acceptable; a get naming more than one element ->
  * bad-request ("Bad Format" is no RFC 6120 stanza condition).
  *
+ * Bookmarks (XEP-0402 §"Compatibility", urn:xmpp:bookmarks:1#compat):
+ * with mod_pep on the host (the "pep" service of pigeon/pep.h, looked up
+ * when first needed: mod_pep may load after this module or not at all),
+ * the rooms of a private <storage xmlns='storage:bookmarks'/> are the
+ * items of the account's PEP node urn:xmpp:bookmarks:1, one per room JID,
+ * so that old (XEP-0049) and new (XEP-0402) clients of a user share them
+ * (see "Bookmarks" below).  Without mod_pep, storage:bookmarks is stored
+ * like any other namespace.
+ *
  * Options: max_size (bytes, default 65536): the serialised data of one
- * set; max_namespaces (default 100): namespaces stored per account.
- * XEP-0049 defines no disco feature, so none is advertised. */
+ * set; max_namespaces (default 100): namespaces stored per account;
+ * bookmarks_conversion (default true): the bookmarks bridge.  XEP-0049
+ * defines no disco feature, so none is advertised for it. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,7 +34,10 @@
 
 #include "pigeon/log.h"
 #include "pigeon/module.h"
+#include "pigeon/pep.h"
 #include "pigeon/store.h"
+
+#include "bookmarks.h"
 
 #define NS_PRIVATE "jabber:iq:private"
 
@@ -35,10 +48,16 @@
 /* Our namespace in the key-value store. */
 #define KV_NS "private"
 
+#define NS_BM_COMPAT "urn:xmpp:bookmarks:1#compat"
+
 struct priv {
 	struct pgn_module *m;
 	size_t max_size;
 	unsigned long max_namespaces;
+	int conversion; /* option bookmarks_conversion */
+	/* The "pep" service once found; valid while both are loaded. */
+	const struct pgn_pep_service *pep;
+	void *pep_inst;
 };
 
 /* ---- checks -------------------------------------------------------------- */
@@ -80,6 +99,419 @@ refuse(struct pgn_event *ev, const struct pgn_xml *query)
 	return 0;
 }
 
+/* Answers the held get with data as stored (NULL: nothing stored, the
+ * element as asked, §2.3).  Frees nothing else. */
+static void
+answer_stored(struct pgn_hold *hold, const char *data)
+{
+	struct pgn_stanza *req = pgn_hold_stanza(hold);
+	struct pgn_xml *asked = pgn_xml_first_child(req->xml); /* query */
+	struct pgn_xml *q = pgn_xml_new(NS_PRIVATE, "query");
+
+	if (q == NULL)
+		goto nomem;
+	if (data == NULL) {
+		struct pgn_xml *c = pgn_xml_copy(pgn_xml_first_child(asked));
+		if (c == NULL)
+			goto nomem;
+		pgn_xml_append(q, c);
+	} else if (pgn_xml_parse_into(q, data, strlen(data)) != 0) {
+		pgn_log(PGN_LOG_WARN, "mod_private: stored data of %s does "
+				      "not parse",
+			req->to->bare);
+		pgn_xml_free(q);
+		pgn_hold_answer(hold, NULL, "wait", "internal-server-error",
+				NULL);
+		return;
+	}
+	pgn_hold_answer(hold, q, NULL, NULL, NULL);
+	return;
+nomem:
+	pgn_xml_free(q);
+	pgn_hold_answer(hold, NULL, "wait", "resource-constraint", NULL);
+}
+
+/* ---- Bookmarks: storage:bookmarks <-> urn:xmpp:bookmarks:1 ---------------
+ * XEP-0402 §"Compatibility" (the #compat feature on the account):
+ * - a private set of storage:bookmarks is stored as before, then each of
+ *   its <conference/>s becomes an item (id: the room JID) of the PEP node
+ *   urn:xmpp:bookmarks:1, published with the publish-options XEP-0402
+ *   requires (whitelist, max_items=max, persist, never send the last
+ *   item); items whose room is no longer listed are retracted; unchanged
+ *   ones are left (no notification, as the XEP says).  The set is
+ *   answered after PEP, so the next read of either protocol sees it.
+ * - a private get of storage:bookmarks is built at each read: the rooms
+ *   from the PEP items, everything else (<url/> bookmarks, which XEP-0402
+ *   has no place for) from the stored copy.  So an item a new client
+ *   publishes or retracts is seen at once, with no copy to keep in step.
+ * - until the node exists (an account with bookmarks from before mod_pep
+ *   was enabled), the stored copy is the truth: it is converted when the
+ *   user's next session starts (XEP-0411 §5's advice) and a get shows it.
+ * The engine refuses a publish to a node configured otherwise
+ * (precondition-not-met): then nothing is converted, as XEP-0411 §6
+ * requires when the node would not be the user's alone. */
+
+/* The "pep" service, or NULL without mod_pep (or with the bridge off);
+ * found lazily since mod_pep may load after this module.  Sessions start
+ * only once every module is loaded, so the first one settles it. */
+static const struct pgn_pep_service *
+pep_lookup(struct priv *pv)
+{
+	const struct pgn_pep_service *pep;
+	void *inst = NULL;
+
+	if (!pv->conversion)
+		return NULL;
+	if (pv->pep != NULL)
+		return pv->pep;
+	pep = pgn_host_service(pgn_module_host(pv->m), PGN_PEP_SERVICE, &inst);
+	if (pep == NULL)
+		return NULL;
+	/* XEP-0402: announced on the account. */
+	if (pgn_module_add_account_feature(pv->m, NS_BM_COMPAT) < 0)
+		return NULL; /* out of memory: tried again next time */
+	pv->pep = pep;
+	pv->pep_inst = inst;
+	return pep;
+}
+
+/* One conversion of a legacy list to the node. */
+struct bm_sync {
+	struct priv *pv;
+	struct pgn_hold *hold; /* the private set, or NULL (at login) */
+	char *bare;
+	struct pgn_xml *legacy; /* a wrapper around the <storage/>s */
+	int only_new;           /* at login: only while there is no node */
+	size_t pending;         /* PEP requests out, +1 while issuing */
+	int refused;            /* precondition-not-met seen */
+	/* The rooms to retract once every publish is done (none is when
+	 * one was refused: all or nothing). */
+	size_t nretract;
+	char **retract;
+};
+
+static void
+bm_sync_free(struct bm_sync *bs)
+{
+	if (bs == NULL)
+		return;
+	for (size_t i = 0; i < bs->nretract; i++)
+		free(bs->retract[i]);
+	free(bs->retract);
+	free(bs->bare);
+	pgn_xml_free(bs->legacy);
+	free(bs);
+}
+
+static void
+bm_sync_finish(struct bm_sync *bs)
+{
+	if (bs->refused)
+		pgn_log(PGN_LOG_INFO, "mod_private: the bookmarks node of %s "
+				      "is not configured as XEP-0402 says: "
+				      "bookmarks not converted",
+			bs->bare);
+	/* The private data is stored whatever PEP said. */
+	if (bs->hold != NULL)
+		pgn_hold_answer(bs->hold, NULL, NULL, NULL, NULL);
+	bm_sync_free(bs);
+}
+
+static void bm_op_done(int err, void *arg);
+
+/* Second phase: the retractions. */
+static void
+bm_retract_all(struct bm_sync *bs)
+{
+	struct priv *pv = bs->pv;
+	size_t n = bs->nretract;
+
+	bs->nretract = 0; /* the phase runs once */
+	bs->pending = 1;  /* held while issuing */
+	for (size_t i = 0; i < n; i++) {
+		if (!bs->refused) {
+			bs->pending++;
+			if (pv->pep->retract(pv->pep_inst, bs->bare, NS_BM,
+					     bs->retract[i], bm_op_done,
+					     bs) < 0)
+				bm_op_done(-ENOMEM, bs);
+		}
+		free(bs->retract[i]);
+	}
+	bm_op_done(0, bs);
+}
+
+static void
+bm_op_done(int err, void *arg)
+{
+	struct bm_sync *bs = arg;
+
+	if (err == -EACCES)
+		bs->refused = 1;
+	else if (err != 0 && err != -ENOENT)
+		pgn_log(PGN_LOG_WARN, "mod_private: converting the bookmarks "
+				      "of %s: %s",
+			bs->bare, strerror(-err));
+	if (--bs->pending > 0)
+		return;
+	if (bs->nretract > 0)
+		bm_retract_all(bs);
+	else
+		bm_sync_finish(bs);
+}
+
+static void
+bm_sync_items(int err, size_t n, const struct pgn_xml *const *items,
+	      void *arg)
+{
+	struct bm_sync *bs = arg;
+	struct priv *pv = bs->pv;
+	struct pgn_xml **wanted = NULL, *options = NULL;
+	size_t nw = 0;
+
+	if (err == -ENOENT)
+		n = 0; /* no node yet: the publish creates it */
+	else if (err != 0) {
+		pgn_log(PGN_LOG_WARN, "mod_private: reading the bookmarks of "
+				      "%s failed: %s",
+			bs->bare, strerror(-err));
+		goto done;
+	} else if (bs->only_new)
+		goto done; /* converted before */
+	if ((wanted = calloc(MAX_BOOKMARKS, sizeof(*wanted))) == NULL ||
+	    bm_wanted(bs->legacy, wanted, &nw) < 0 ||
+	    (options = bm_options()) == NULL) {
+		pgn_log(PGN_LOG_WARN, "mod_private: converting the bookmarks "
+				      "of %s: out of memory",
+			bs->bare);
+		goto done;
+	}
+	/* The rooms no longer listed, retracted after the publishes. */
+	if (n > 0 && (bs->retract = calloc(n, sizeof(*bs->retract))) == NULL)
+		goto nomem;
+	for (size_t i = 0; i < n; i++) {
+		const char *id = pgn_xml_attr(items[i], "id");
+		size_t j = 0;
+		if (id == NULL)
+			continue;
+		while (j < nw && strcmp(pgn_xml_attr(wanted[j], "id"), id) != 0)
+			j++;
+		if (j < nw)
+			continue;
+		if ((bs->retract[bs->nretract] = strdup(id)) == NULL)
+			goto nomem;
+		bs->nretract++;
+	}
+	bs->pending = 1; /* held while issuing */
+	for (size_t i = 0; i < nw; i++) {
+		if (bm_unchanged(wanted[i], n, items))
+			continue;
+		bs->pending++;
+		if (pv->pep->publish(pv->pep_inst, bs->bare, NS_BM, wanted[i],
+				     options, bm_op_done, bs) < 0)
+			bm_op_done(-ENOMEM, bs);
+	}
+	for (size_t i = 0; i < nw; i++)
+		pgn_xml_free(wanted[i]);
+	free(wanted);
+	pgn_xml_free(options);
+	bm_op_done(0, bs); /* the issuing token */
+	return;
+nomem:
+	pgn_log(PGN_LOG_WARN, "mod_private: converting the bookmarks of %s: "
+			      "out of memory",
+		bs->bare);
+done:
+	if (wanted != NULL)
+		for (size_t i = 0; i < nw; i++)
+			pgn_xml_free(wanted[i]);
+	free(wanted);
+	pgn_xml_free(options);
+	bm_sync_finish(bs);
+}
+
+/* Converts data (the stored storage:bookmarks elements) to the node of
+ * bare.  Takes hold (answered at the end; may be NULL). */
+static void
+bm_sync_start(struct priv *pv, const char *bare, const char *data,
+	      struct pgn_hold *hold, int only_new)
+{
+	struct bm_sync *bs = calloc(1, sizeof(*bs));
+
+	if (bs == NULL || (bs->bare = strdup(bare)) == NULL ||
+	    (bs->legacy = pgn_xml_new(NULL, "wrap")) == NULL ||
+	    pgn_xml_parse_into(bs->legacy, data, strlen(data)) != 0)
+		goto fail;
+	bs->pv = pv;
+	bs->hold = hold;
+	bs->only_new = only_new;
+	if (pv->pep->items(pv->pep_inst, bare, NS_BM, NULL, MAX_BOOKMARKS,
+			   bm_sync_items, bs) < 0) {
+		bs->hold = NULL;
+		goto fail;
+	}
+	return;
+fail:
+	pgn_log(PGN_LOG_WARN, "mod_private: cannot convert the bookmarks of %s",
+		bare);
+	bm_sync_free(bs);
+	if (hold != NULL)
+		pgn_hold_answer(hold, NULL, NULL, NULL, NULL);
+}
+
+/* A private get of storage:bookmarks. */
+struct bm_get {
+	struct priv *pv;
+	struct pgn_hold *hold;
+	char *stored; /* the stored copy, NULL if none */
+};
+
+static void
+bm_got_items(int err, size_t n, const struct pgn_xml *const *items,
+	     void *arg)
+{
+	struct bm_get *bg = arg;
+	struct pgn_xml *q = NULL, *storage, *wrap = NULL;
+
+	if (err == -ENOENT) {
+		answer_stored(bg->hold, bg->stored); /* not converted yet */
+		goto out;
+	}
+	if (err != 0) {
+		pgn_log(PGN_LOG_WARN, "mod_private: reading the bookmarks "
+				      "failed: %s",
+			strerror(-err));
+		pgn_hold_answer(bg->hold, NULL, "wait", "internal-server-error",
+				NULL);
+		goto out;
+	}
+	if ((q = pgn_xml_new(NS_PRIVATE, "query")) == NULL ||
+	    (storage = pgn_xml_add_child(q, NS_BM_LEGACY, "storage")) == NULL)
+		goto nomem;
+	/* What XEP-0402 does not hold (<url/>s) from the stored copy. */
+	if (bg->stored != NULL &&
+	    ((wrap = pgn_xml_new(NULL, "wrap")) == NULL ||
+	     pgn_xml_parse_into(wrap, bg->stored, strlen(bg->stored)) != 0))
+		goto nomem;
+	for (struct pgn_xml *st = wrap != NULL ? pgn_xml_first_child(wrap) : NULL;
+	     st != NULL; st = pgn_xml_next(st)) {
+		struct pgn_xml *next;
+		if (!bm_is(st, NS_BM_LEGACY, "storage"))
+			continue;
+		for (struct pgn_xml *e = pgn_xml_first_child(st); e != NULL;
+		     e = next) {
+			next = pgn_xml_next(e);
+			if (bm_is(e, NS_BM_LEGACY, "conference"))
+				continue;
+			pgn_xml_unlink(e);
+			pgn_xml_append(storage, e);
+		}
+	}
+	/* The rooms, oldest first as a list is read. */
+	for (size_t i = n; i-- > 0;) {
+		int nomem;
+		struct pgn_xml *lc = bm_legacy_from_item(items[i], &nomem);
+		if (lc == NULL) {
+			if (nomem)
+				goto nomem;
+			continue;
+		}
+		pgn_xml_append(storage, lc);
+	}
+	pgn_hold_answer(bg->hold, q, NULL, NULL, NULL);
+	goto out;
+nomem:
+	pgn_xml_free(q);
+	pgn_hold_answer(bg->hold, NULL, "wait", "resource-constraint", NULL);
+out:
+	pgn_xml_free(wrap);
+	free(bg->stored);
+	free(bg);
+}
+
+static void
+bm_got_stored(uint64_t owner, void *arg, int err, const char *data)
+{
+	struct bm_get *bg = arg;
+	struct priv *pv = bg->pv;
+	const char *bare;
+
+	(void)owner;
+	if (err != 0) {
+		pgn_log(PGN_LOG_WARN, "mod_private: loading failed: %s",
+			strerror(-err));
+		goto fail;
+	}
+	if (data != NULL && (bg->stored = strdup(data)) == NULL)
+		goto fail;
+	bare = pgn_hold_stanza(bg->hold)->to->bare;
+	if (pv->pep->items(pv->pep_inst, bare, NS_BM, NULL, MAX_BOOKMARKS,
+			   bm_got_items, bg) < 0)
+		goto fail;
+	return;
+fail:
+	pgn_hold_answer(bg->hold, NULL, "wait", "internal-server-error", NULL);
+	free(bg->stored);
+	free(bg);
+}
+
+/* Takes hold. */
+static void
+bm_get_start(struct priv *pv, struct pgn_hold *hold)
+{
+	struct pgn_stanza *st = pgn_hold_stanza(hold);
+	struct bm_get *bg = calloc(1, sizeof(*bg));
+
+	if (bg == NULL) {
+		pgn_hold_answer(hold, NULL, "wait", "resource-constraint",
+				NULL);
+		return;
+	}
+	bg->pv = pv;
+	bg->hold = hold;
+	if (pgn_kv_get(pgn_server_store(pgn_module_server(pv->m)), KV_NS,
+		       st->to->domain, st->to->node, NS_BM_LEGACY, 0,
+		       bm_got_stored, bg) < 0) {
+		pgn_hold_answer(hold, NULL, "wait", "internal-server-error",
+				NULL);
+		free(bg);
+	}
+}
+
+/* At login: the stored bookmarks of an account whose node does not exist
+ * yet are converted, so that XEP-0402 clients see them. */
+static void
+bm_login_got(uint64_t owner, void *arg, int err, const char *data)
+{
+	struct pgn_session *s;
+	struct priv *pv = arg;
+	const struct pgn_jid *jid;
+
+	if (err != 0 || data == NULL || strstr(data, "<conference") == NULL)
+		return;
+	s = pgn_session_find(pgn_module_server(pv->m), owner);
+	if (s == NULL || (jid = pgn_session_jid(s)) == NULL)
+		return; /* the next login does it */
+	bm_sync_start(pv, jid->bare, data, NULL, 1);
+}
+
+static int
+on_session_started(struct pgn_event *ev, void *arg)
+{
+	struct priv *pv = arg;
+	const struct pgn_jid *jid = pgn_session_jid(ev->origin);
+
+	if (jid == NULL || jid->node == NULL || pep_lookup(pv) == NULL)
+		return PGN_EVENT_PASS;
+	if (pgn_kv_get(pgn_server_store(ev->server), KV_NS, jid->domain,
+		       jid->node, NS_BM_LEGACY, pgn_session_id(ev->origin),
+		       bm_login_got, pv) < 0)
+		pgn_log(PGN_LOG_WARN, "session %llu: mod_private: cannot "
+				      "read the bookmarks",
+			(unsigned long long)pgn_session_id(ev->origin));
+	return PGN_EVENT_PASS;
+}
+
 /* ---- get ----------------------------------------------------------------- */
 
 struct get_req {
@@ -91,43 +523,16 @@ static void
 got_data(uint64_t owner, void *arg, int err, const char *data)
 {
 	struct get_req *g = arg;
-	struct pgn_stanza *req = pgn_hold_stanza(g->hold);
-	struct pgn_xml *asked = pgn_xml_first_child(req->xml); /* query */
-	struct pgn_xml *q = pgn_xml_new(NS_PRIVATE, "query");
 
 	(void)owner;
 	if (err != 0) {
 		pgn_log(PGN_LOG_WARN, "mod_private: loading failed: %s",
 			strerror(-err));
-		pgn_xml_free(q);
 		pgn_hold_answer(g->hold, NULL, "wait", "internal-server-error",
 				NULL);
-		goto out;
+	} else {
+		answer_stored(g->hold, data);
 	}
-	if (q == NULL)
-		goto nomem;
-	if (data == NULL) {
-		/* Nothing stored: the element as asked (§2.3). */
-		struct pgn_xml *c = pgn_xml_copy(pgn_xml_first_child(asked));
-		if (c == NULL)
-			goto nomem;
-		pgn_xml_append(q, c);
-	} else if (pgn_xml_parse_into(q, data, strlen(data)) != 0) {
-		pgn_log(PGN_LOG_WARN, "mod_private: stored data of %s does "
-				      "not parse",
-			req->to->bare);
-		pgn_xml_free(q);
-		pgn_hold_answer(g->hold, NULL, "wait", "internal-server-error",
-				NULL);
-		goto out;
-	}
-	pgn_hold_answer(g->hold, q, NULL, NULL, NULL);
-out:
-	free(g);
-	return;
-nomem:
-	pgn_xml_free(q);
-	pgn_hold_answer(g->hold, NULL, "wait", "resource-constraint", NULL);
 	free(g);
 }
 
@@ -146,6 +551,14 @@ on_get(struct pgn_event *ev, void *arg)
 	if (pgn_xml_next(child) != NULL) {
 		/* §2.3: one namespace per get. */
 		pgn_event_error(ev, "modify", "bad-request");
+		return PGN_EVENT_HANDLED;
+	}
+	if (bm_is(child, NS_BM_LEGACY, "storage") && pep_lookup(pv) != NULL) {
+		struct pgn_hold *hold = pgn_event_hold(ev);
+		if (hold == NULL)
+			pgn_event_error(ev, "wait", "resource-constraint");
+		else
+			bm_get_start(pv, hold);
 		return PGN_EVENT_HANDLED;
 	}
 	g = calloc(1, sizeof(*g));
@@ -251,9 +664,21 @@ stored(uint64_t owner, void *arg, int err)
 			sr->user, sr->host, strerror(-err));
 		pgn_hold_answer(sr->hold, NULL, "wait", "internal-server-error",
 				NULL);
-	} else {
-		pgn_hold_answer(sr->hold, NULL, NULL, NULL, NULL);
+		set_req_free(sr);
+		return;
 	}
+	for (size_t i = 0; i < sr->n; i++) {
+		char bare[3072];
+		if (strcmp(sr->ns[i], NS_BM_LEGACY) != 0 ||
+		    pep_lookup(sr->pv) == NULL)
+			continue;
+		/* Stored: now the same rooms in PEP, answered after that. */
+		snprintf(bare, sizeof(bare), "%s@%s", sr->user, sr->host);
+		bm_sync_start(sr->pv, bare, sr->data[i], sr->hold, 0);
+		set_req_free(sr);
+		return;
+	}
+	pgn_hold_answer(sr->hold, NULL, NULL, NULL, NULL);
 	set_req_free(sr);
 }
 
@@ -379,6 +804,7 @@ private_load(struct pgn_module *m)
 	pv->max_size = (size_t)pgn_module_opt_int(m, "max_size");
 	pv->max_namespaces = (unsigned long)pgn_module_opt_int(m,
 							       "max_namespaces");
+	pv->conversion = pgn_module_opt_bool(m, "bookmarks_conversion");
 	pgn_module_set_data(m, pv);
 	return 0;
 }
@@ -394,6 +820,7 @@ static const struct pgn_module_hook_def private_hooks[] = {
 	{"iq-set/bare/" NS_PRIVATE ":query", on_set, PGN_PRIO_HANDLER},
 	{"iq-get/host/" NS_PRIVATE ":query", on_forbidden, PGN_PRIO_HANDLER},
 	{"iq-set/host/" NS_PRIVATE ":query", on_forbidden, PGN_PRIO_HANDLER},
+	{"session-started", on_session_started, PGN_PRIO_HANDLER},
 	{NULL, NULL, 0},
 };
 
@@ -403,6 +830,8 @@ static const struct pgn_module_opt private_options[] = {
 	{ .name = "max_namespaces", .type = PGN_OPT_INT, .def = "100",
 	  .min = 1, .max = MAX_MAX_NAMESPACES,
 	  .doc = "namespaces stored per account" },
+	{ .name = "bookmarks_conversion", .type = PGN_OPT_BOOL, .def = "true",
+	  .doc = "XEP-0402 #compat: storage:bookmarks <-> PEP (with mod_pep)" },
 	{ .name = NULL },
 };
 

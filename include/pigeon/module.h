@@ -366,6 +366,26 @@ struct pgn_stanza *pgn_stanza_error_reply(const struct pgn_stanza *st,
 					  const char *type,
 					  const char *condition,
 					  const char *text);
+/* The same with an application-specific condition app (taken; NULL for
+ * none), e.g. <unsupported xmlns='...pubsub#errors' feature='..'/> or
+ * <blocked xmlns='urn:xmpp:blocking:errors'/>. */
+struct pgn_stanza *pgn_stanza_error_reply_app(const struct pgn_stanza *st,
+					      const char *type,
+					      const char *condition,
+					      const char *text,
+					      struct pgn_xml *app);
+/* Appends <error type code><condition/>[<text/>][app]</error> to the
+ * stanza element xml: the one way the server writes a stanza error, so
+ * that each carries its XEP-0086 legacy code.  app is taken (NULL for
+ * none).  Returns the <error/> (borrowed from xml), or NULL when out of
+ * memory (xml unchanged, app freed). */
+struct pgn_xml *pgn_stanza_add_error(struct pgn_xml *xml, const char *type,
+				     const char *condition, const char *text,
+				     struct pgn_xml *app);
+/* XEP-0086: the legacy error code of a defined condition (e.g. 404 for
+ * "item-not-found"); 500 (undefined-condition's) for one it does not
+ * know. */
+int pgn_stanza_error_code(const char *condition);
 
 /* ---- sessions ---- */
 /* The bound full JID of a client session, or NULL before binding. */
@@ -489,6 +509,11 @@ void pgn_host_foreach_service(const struct pgn_host *h,
 void pgn_event_reply(struct pgn_event *ev, struct pgn_xml *payload);
 void pgn_event_error(struct pgn_event *ev, const char *type,
 		     const char *condition);
+/* The same with a text (may be NULL) and an application-specific
+ * condition app (taken; may be NULL). */
+void pgn_event_error_app(struct pgn_event *ev, const char *type,
+			 const char *condition, const char *text,
+			 struct pgn_xml *app);
 /* For a "stream-features" handler offering a feature of bound sessions
  * (roster versioning, client state indication): the <features/> being
  * built (ev->data) when the stream's client has authenticated, else

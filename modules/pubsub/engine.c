@@ -106,21 +106,24 @@ ps_fail(struct ps_req *r, const char *type, const char *cond,
 		struct pgn_server *srv = pgn_module_server(r->e->m);
 		struct pgn_stanza *st = pgn_hold_take(r->hold);
 		struct pgn_stanza *rep;
-		struct pgn_xml *err, *x;
+		struct pgn_xml *x = NULL;
 
 		r->hold = NULL;
-		rep = pgn_stanza_error_reply(st, type, cond, NULL);
+		if (ps_cond != NULL &&
+		    ((x = pgn_xml_new(PS_NS_ERRORS, ps_cond)) == NULL ||
+		     (feature != NULL &&
+		      pgn_xml_set_attr(x, "feature", feature) != 0))) {
+			pgn_log(PGN_LOG_WARN, "pubsub: error without its "
+					      "pubsub#errors child (memory)");
+			pgn_xml_free(x);
+			x = NULL;
+		}
+		/* The pubsub#errors child as the application condition
+		 * (after the defined one; the core adds XEP-0086's code). */
+		rep = pgn_stanza_error_reply_app(st, type, cond, NULL, x);
 		pgn_stanza_free(st);
 		if (rep == NULL)
 			goto out;
-		err = pgn_xml_child(rep->xml, NULL, "error");
-		if (err != NULL && ps_cond != NULL &&
-		    ((x = pgn_xml_add_child(err, PS_NS_ERRORS, ps_cond)) ==
-			     NULL ||
-		     (feature != NULL &&
-		      pgn_xml_set_attr(x, "feature", feature) != 0)))
-			pgn_log(PGN_LOG_WARN, "pubsub: error without its "
-					      "pubsub#errors child (memory)");
 		pgn_route(srv, rep);
 	} else if (r->done != NULL) {
 		r->done(api_errno(cond, ps_cond), r->arg);

@@ -21,6 +21,9 @@ static const char *const features[] = {
 	"access-whitelist",
 	"auto-create",
 	"config-node",
+	/* pubsub#max_items "max": Gajim uses XEP-0402 and Monal its
+	 * bookmarks and OMEMO nodes with "max" only when this is shown. */
+	"config-node-max",
 	"create-and-configure",
 	"create-nodes",
 	"delete-items",
@@ -666,14 +669,20 @@ ps_disco_load(struct ps_engine *e)
 						  NULL)) < 0 ||
 	    (rc = pgn_module_add_account_feature(e->m, PS_NS)) < 0)
 		return rc;
+	/* The host lists them too, as other servers do: Profanity looks
+	 * for publish-options in the server's disco#info only, and without
+	 * it publishes its OMEMO device list with no options (presence
+	 * access: strangers cannot fetch it) or, from 0.14, no bundle. */
 	for (size_t i = 0; features[i] != NULL; i++) {
 		snprintf(var, sizeof(var), PS_NS "#%s", features[i]);
-		if ((rc = pgn_module_add_account_feature(e->m, var)) < 0)
+		if ((rc = pgn_module_add_account_feature(e->m, var)) < 0 ||
+		    (rc = pgn_module_add_feature(e->m, var)) < 0)
 			return rc;
 	}
 	for (size_t i = 0; pep_features[i] != NULL; i++) {
 		snprintf(var, sizeof(var), PS_NS "#%s", pep_features[i]);
-		if ((rc = pgn_module_add_account_feature(e->m, var)) < 0)
+		if ((rc = pgn_module_add_account_feature(e->m, var)) < 0 ||
+		    (rc = pgn_module_add_feature(e->m, var)) < 0)
 			return rc;
 	}
 	/* Before mod_disco's handler, which lists no nodes. */

@@ -13,6 +13,7 @@
  *   notify.c  who gets event notifications and last items, and who may
  *             see a node (access models): +notify through mod_caps,
  *             presence/roster through mod_roster, subscriptions
+ *   ctl.c     pigeonctl commands and stats figures (SQL on the tables)
  *   mod_pep.c, mod_pubsub.c  the two module definitions
  *
  * Every name here starts with ps_; nothing is exported from the .so but
@@ -282,6 +283,16 @@ int ps_store_entity(struct ps_engine *e, int subs, const char *service,
 /* Generic service: a deleted account's affiliations and subscriptions,
  * and the nodes it alone owned. */
 int ps_store_forget_jid(struct ps_engine *e, const char *bare);
+
+/* ---- pigeonctl (ctl.c) ----
+ * The commands and the `pigeonctl stats` figures of the two modules
+ * (.commands = ps_pep_commands / ps_pubsub_commands, .stats =
+ * ps_ctl_stats); their arg is the module's data, which must be the
+ * instance's struct ps_engine.  doc/design/pubsub.md, man/pigeonctl.8. */
+extern const struct pgn_module_cmd ps_pep_commands[];
+extern const struct pgn_module_cmd ps_pubsub_commands[];
+void ps_ctl_stats(struct pgn_command *cmd, int argc, char *const *argv,
+		  void *arg);
 
 /* ---- engine.c, for the module files ---- */
 /* The limit options both modules declare (doc/modules.md), as rows of a

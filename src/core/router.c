@@ -262,8 +262,16 @@ pgn_event_reply(struct pgn_event *ev, struct pgn_xml *payload)
 void
 pgn_event_error(struct pgn_event *ev, const char *type, const char *condition)
 {
-	send_reply(ev, pgn_stanza_error_reply(ev->stanza, type, condition,
-					      NULL));
+	pgn_event_error_app(ev, type, condition, NULL, NULL);
+}
+
+void
+pgn_event_error_app(struct pgn_event *ev, const char *type,
+		    const char *condition, const char *text,
+		    struct pgn_xml *app)
+{
+	send_reply(ev, pgn_stanza_error_reply_app(ev->stanza, type, condition,
+						  text, app));
 }
 
 /* ---- the routes ---------------------------------------------------------- */

@@ -1,5 +1,6 @@
 /* Stanzas: the XML tree plus its routing summary, parsed once. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -194,11 +195,90 @@ small_enough(const struct pgn_xml *xml)
 	return ok;
 }
 
-struct pgn_stanza *
-pgn_stanza_error_reply(const struct pgn_stanza *st, const char *type,
-		       const char *condition, const char *text)
+/* XEP-0086 §2: the legacy code of each RFC 6120 condition, for the
+ * clients that read only 'code'.  policy-violation (RFC 6120, newer than
+ * XEP-0086) gets 403, the legacy code of refusing by policy. */
+static const struct {
+	const char *condition;
+	int code;
+} legacy_codes[] = {
+	{"bad-request", 400},
+	{"conflict", 409},
+	{"feature-not-implemented", 501},
+	{"forbidden", 403},
+	{"gone", 302},
+	{"internal-server-error", 500},
+	{"item-not-found", 404},
+	{"jid-malformed", 400},
+	{"not-acceptable", 406},
+	{"not-allowed", 405},
+	{"not-authorized", 401},
+	{"payment-required", 402},
+	{"policy-violation", 403},
+	{"recipient-unavailable", 404},
+	{"redirect", 302},
+	{"registration-required", 407},
+	{"remote-server-not-found", 404},
+	{"remote-server-timeout", 504},
+	{"resource-constraint", 500},
+	{"service-unavailable", 503},
+	{"subscription-required", 407},
+	{"undefined-condition", 500},
+	{"unexpected-request", 400},
+};
+
+int
+pgn_stanza_error_code(const char *condition)
 {
-	struct pgn_xml *xml, *err, *c;
+	if (condition != NULL)
+		for (size_t i = 0;
+		     i < sizeof(legacy_codes) / sizeof(legacy_codes[0]); i++)
+			if (strcmp(legacy_codes[i].condition, condition) == 0)
+				return legacy_codes[i].code;
+	/* What undefined-condition maps to: an unknown condition is one. */
+	return 500;
+}
+
+struct pgn_xml *
+pgn_stanza_add_error(struct pgn_xml *xml, const char *type,
+		     const char *condition, const char *text,
+		     struct pgn_xml *app)
+{
+	struct pgn_xml *err, *c;
+	char code[8];
+
+	snprintf(code, sizeof(code), "%d", pgn_stanza_error_code(condition));
+	err = pgn_xml_add_child(xml, PGN_NS_CLIENT, "error");
+	if (err == NULL || pgn_xml_set_attr(err, "type", type) != 0 ||
+	    pgn_xml_set_attr(err, "code", code) != 0)
+		goto fail;
+	c = pgn_xml_add_child(err, PGN_NS_STANZAS, condition);
+	if (c == NULL)
+		goto fail;
+	if (text != NULL) {
+		c = pgn_xml_add_child(err, PGN_NS_STANZAS, "text");
+		if (c == NULL || pgn_xml_add_text(c, text, strlen(text)) != 0)
+			goto fail;
+	}
+	/* RFC 6120 §8.3.2: the application condition comes last. */
+	if (app != NULL)
+		pgn_xml_append(err, app);
+	return err;
+fail:
+	pgn_xml_free(app);
+	if (err != NULL) {
+		pgn_xml_unlink(err);
+		pgn_xml_free(err);
+	}
+	return NULL;
+}
+
+struct pgn_stanza *
+pgn_stanza_error_reply_app(const struct pgn_stanza *st, const char *type,
+			   const char *condition, const char *text,
+			   struct pgn_xml *app)
+{
+	struct pgn_xml *xml;
 
 	/* Messages and presences carry their payload back (RFC 6120 §8.3.1
 	 * allows it and clients use it to match the failed message), unless
@@ -209,21 +289,20 @@ pgn_stanza_error_reply(const struct pgn_stanza *st, const char *type,
 		xml = pgn_xml_new(PGN_NS_CLIENT, pgn_xml_name(st->xml));
 	else
 		xml = pgn_xml_copy(st->xml);
-	if (xml == NULL)
+	if (xml == NULL) {
+		pgn_xml_free(app);
 		return NULL;
-	err = pgn_xml_add_child(xml, PGN_NS_CLIENT, "error");
-	if (err == NULL || pgn_xml_set_attr(err, "type", type) != 0)
-		goto fail;
-	c = pgn_xml_add_child(err, PGN_NS_STANZAS, condition);
-	if (c == NULL)
-		goto fail;
-	if (text != NULL) {
-		c = pgn_xml_add_child(err, PGN_NS_STANZAS, "text");
-		if (c == NULL || pgn_xml_add_text(c, text, strlen(text)) != 0)
-			goto fail;
+	}
+	if (pgn_stanza_add_error(xml, type, condition, text, app) == NULL) {
+		pgn_xml_free(xml);
+		return NULL;
 	}
 	return reply_skeleton(st, xml, "error");
-fail:
-	pgn_xml_free(xml);
-	return NULL;
+}
+
+struct pgn_stanza *
+pgn_stanza_error_reply(const struct pgn_stanza *st, const char *type,
+		       const char *condition, const char *text)
+{
+	return pgn_stanza_error_reply_app(st, type, condition, text, NULL);
 }

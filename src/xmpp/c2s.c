@@ -619,18 +619,13 @@ reply_new(const char *name, const struct pgn_xml *req, const char *type)
 	return r;
 }
 
-/* Adds <error type='type'><cond xmlns=stanzas/></error> to r and sends
- * it (r taken; NULL is a no-op). */
+/* Adds the <error/> of type and cond to r and sends it (r taken; NULL
+ * is a no-op). */
 static void
 send_error_reply(struct pgn_session *s, struct pgn_xml *r, const char *type,
 		 const char *cond)
 {
-	struct pgn_xml *e = r != NULL ? pgn_xml_add_child(r, PGN_NS_CLIENT,
-							  "error")
-				      : NULL;
-
-	if (e != NULL && pgn_xml_set_attr(e, "type", type) == 0 &&
-	    pgn_xml_add_child(e, PGN_NS_STANZAS, cond) != NULL)
+	if (r != NULL && pgn_stanza_add_error(r, type, cond, NULL, NULL) != NULL)
 		pgn_stream_send_direct(s, r);
 	pgn_xml_free(r);
 }

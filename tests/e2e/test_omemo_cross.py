@@ -15,6 +15,7 @@ both storage drivers (the `server` fixture).
 
 import asyncio
 import os
+import re
 import sys
 
 import pytest
@@ -392,6 +393,81 @@ def test_policy_required_refuses_plaintext_passes_omemo(make_server, driver, cbi
     assert 'encrypted' in rows and secret not in rows
     assert not db_rows(srv, "SELECT stanza FROM offline_messages WHERE stanza LIKE '%%%s%%'"
                        % secret)
+
+
+# ---- a real client: Profanity -------------------------------------------------
+
+def test_profanity_exchanges_omemo_with_python_stack(make_server, driver, cbin):
+    """Profanity (Debian's build, libsignal, legacy OMEMO), driven through
+    tmux with tests/e2e/test_profanity.py's driver, turns OMEMO on and
+    exchanges encrypted messages both ways with the python-omemo stack."""
+    need_stacks()
+    try:
+        from test_profanity import PROFANITY, TMUX, Profanity
+        from test_pep_clients import STANZA_LIMIT
+    except ImportError as e:
+        pytest.skip('the Profanity driver (tests/e2e/test_profanity.py) is '
+                    'missing: %s' % e)
+    if PROFANITY is None or TMUX is None:
+        pytest.skip('profanity or tmux is not installed')
+    srv = make_server(driver, max_stanza_size=STANZA_LIMIT)
+    st = Stacks(srv, cbin)
+    (puser, ppw), (bob, bpw) = srv.new_user(prefix='op'), srv.new_user(prefix='ob')
+    friends(srv, puser, bob)
+    pbare = '%s@localhost' % puser
+    prof = Profanity(srv.dir / 'prof')
+
+    async def blocking(fn, *args):
+        return await asyncio.get_event_loop().run_in_executor(None, fn, *args)
+
+    async def scenario():
+        await blocking(prof.wait_for, r"Type '/help'")
+        prof.send('/connect %s server 127.0.0.1 port %d tls trust'
+                  % (pbare, srv.c2s_port))
+        await blocking(prof.wait_for, r'Enter password')
+        prof.send(ppw)
+        await blocking(prof.wait_for, r'logged in successfully')
+        await blocking(prof.wait_log, r'Received disco#info response from: localhost')
+        prof.send('/omemo trustmode blind')
+        prof.send('/omemo gen')
+        m = await blocking(prof.wait_for, r'Your Device ID is (\d+)', 60)
+        pdev = int(m.group(1))
+        b = await st.py(bob, bpw, 'py').start()
+        deadline = asyncio.get_event_loop().time() + 20
+        while pdev not in await b.devices_of(pbare):
+            assert asyncio.get_event_loop().time() < deadline, \
+                'Profanity device %d never in its device list' % pdev
+            await asyncio.sleep(0.3)
+            await b.refresh(pbare)
+        # python -> Profanity (a key exchange: Profanity builds the session)
+        await b.send_encrypted(pbare, 'hello Profanity from python-omemo')
+        # Profanity names the contact by its roster name (the local part)
+        await blocking(prof.wait_for, r'<< chat message: %s' % re.escape(bob))
+        prof.send('/msg %s' % b.bare)
+        await blocking(prof.wait_for, r'hello Profanity from python-omemo')
+        # Profanity -> python, encrypted
+        # the window is in OMEMO mode already (the incoming message was);
+        # /omemo start is what a user types anyway
+        prof.send('/omemo start')
+        await blocking(prof.wait_for, r'\[OMEMO\]')
+        prof.send('hello python-omemo from Profanity')
+        d = await b.next_decrypted(timeout=20)
+        assert (d.sender, d.namespace, d.body, d.error) == (
+            pbare, pyo.NS_OLD, 'hello python-omemo from Profanity', None), d
+        screen = prof.screen()
+        await b.stop()
+        return screen
+
+    try:
+        screen = slixutil.run(scenario, timeout=110)
+    finally:
+        prof.close()
+        st.close()
+    # the fallback body was never what Profanity showed for our message
+    assert pyo.FALLBACK not in screen, screen
+    stored = '\n'.join(archived(srv, puser) + archived(srv, bob))
+    assert 'hello python-omemo from Profanity' not in stored
+    assert 'hello Profanity from python-omemo' not in stored
 
 
 # ---- the two stacks without a server -----------------------------------------

@@ -86,8 +86,12 @@ def stacks(server, cbin):
     s.close()
 
 
-def friends(server, a, b):
-    subscribe_both(server, a, b)
+def friends(server, a='oa', b='ob'):
+    """Two new accounts with a mutual presence subscription (as OMEMO
+    clients have: notifications go to contacts): ((a, pw), (b, pw))."""
+    ua, ub = server.new_user(prefix=a), server.new_user(prefix=b)
+    subscribe_both(server, ua[0], ub[0])
+    return ua, ub
 
 
 def archived(server, user):
@@ -119,8 +123,7 @@ def test_python_and_c_exchange_both_ways(server, stacks):
     """Alice (python-omemo) and Bob (libomemo-c): each decrypts the other's
     messages, key exchange first, then the ratchet; the archive has no
     plaintext."""
-    (alice, apw), (bob, bpw) = server.new_user(prefix='oa'), server.new_user(prefix='ob')
-    friends(server, alice, bob)
+    (alice, apw), (bob, bpw) = friends(server)
     texts = ['h\u00e9llo from python <&>', 'second from python']
     replies = ['reply from C "libomemo-c"', 'second from C']
 
@@ -153,9 +156,9 @@ def test_python_and_c_exchange_both_ways(server, stacks):
 
 def test_bob_offline_decrypts_on_login(server, stacks):
     """Bob's device is offline: Alice's encrypted messages (the first one a
-    key exchange) wait in offline storage and decrypt when he comes back."""
-    (alice, apw), (bob, bpw) = server.new_user(prefix='oa'), server.new_user(prefix='ob')
-    friends(server, alice, bob)
+    key exchange, the last without a fallback body) wait in offline
+    storage and decrypt when he comes back."""
+    (alice, apw), (bob, bpw) = friends(server)
 
     async def scenario():
         b = stacks.c(bob, bpw, 'c')
@@ -163,7 +166,9 @@ def test_bob_offline_decrypts_on_login(server, stacks):
         await b.cmd('disconnect', 'DISCONNECTED')
         a = await stacks.py(alice, apw, 'py').start()
         for i in range(3):
-            await a.send_encrypted(b.bare, 'while you were away %d' % i)
+            # the last without the fallback <body/>: stored all the same
+            await a.send_encrypted(b.bare, 'while you were away %d' % i,
+                                   body=pyo.FALLBACK if i < 2 else None)
         await asyncio.sleep(0.3)
         await b.cmd('connect', 'CONNECTED')
         for i in range(3):
@@ -186,8 +191,7 @@ def test_bob_reads_conversation_from_mam(server, stacks):
     sending device), and the ones Bob sent her, which she had decrypted
     live, cannot be decrypted twice (the ratchet keys are gone): a client
     keeps plaintext locally, the server never has it."""
-    (alice, apw), (bob, bpw) = server.new_user(prefix='oa'), server.new_user(prefix='ob')
-    friends(server, alice, bob)
+    (alice, apw), (bob, bpw) = friends(server)
     texts = ['archived one', 'archived two', 'archived three']
 
     async def scenario():
@@ -195,8 +199,8 @@ def test_bob_reads_conversation_from_mam(server, stacks):
         await c_ready(b)
         await b.cmd('disconnect', 'DISCONNECTED')
         a = await stacks.py(alice, apw, 'py').start()
-        for t in texts:
-            await a.send_encrypted(b.bare, t)
+        for i, t in enumerate(texts):
+            await a.send_encrypted(b.bare, t, body=None if i == 1 else pyo.FALLBACK)
         await asyncio.sleep(0.3)
         await b.cmd('connect nopresence', 'CONNECTED')
         await b.cmd('mam %s' % a.bare)
@@ -222,8 +226,7 @@ def test_carbons_to_alices_second_device(server, stacks):
     """Alice has two python devices with carbons; Bob (C) builds sessions
     with both.  Bob's message reaches both Alice devices; Alice 1's message
     to Bob comes to Alice 2 as a sent carbon, encrypted for it too."""
-    (alice, apw), (bob, bpw) = server.new_user(prefix='oa'), server.new_user(prefix='ob')
-    friends(server, alice, bob)
+    (alice, apw), (bob, bpw) = friends(server)
     store2 = pyo.MemStorage()
 
     async def scenario():
@@ -260,8 +263,7 @@ def test_device_added_later_becomes_reachable(server, stacks):
     """A device that joins later is announced by its device-list update
     (+notify) and gets the next messages: Alice's second python device
     seen by Bob (C), and Bob's second C device seen by Alice (python)."""
-    (alice, apw), (bob, bpw) = server.new_user(prefix='oa'), server.new_user(prefix='ob')
-    friends(server, alice, bob)
+    (alice, apw), (bob, bpw) = friends(server)
 
     async def scenario():
         a1 = await stacks.py(alice, apw, 'one').start()
@@ -298,8 +300,7 @@ def test_device_added_while_offline_seen_at_login(server, stacks):
     """Bob (C) is offline when Alice adds a device: at his next login the
     server sends him the device list's last item, and his next message is
     encrypted for the new device too."""
-    (alice, apw), (bob, bpw) = server.new_user(prefix='oa'), server.new_user(prefix='ob')
-    friends(server, alice, bob)
+    (alice, apw), (bob, bpw) = friends(server)
 
     async def scenario():
         a1 = await stacks.py(alice, apw, 'one').start()
@@ -327,8 +328,7 @@ def test_python_omemo2_with_itself(server, stacks):
     """urn:xmpp:omemo:2 (SCE envelope), python-omemo on both ends: the
     same server paths carry the newer namespace's device lists, bundles
     and messages."""
-    (alice, apw), (carol, cpw) = server.new_user(prefix='oa'), server.new_user(prefix='oc')
-    friends(server, alice, carol)
+    (alice, apw), (carol, cpw) = friends(server, 'oa', 'oc')
 
     async def scenario():
         a = await stacks.py(alice, apw, 'py', namespaces=(pyo.NS_TWO,)).start()
@@ -356,8 +356,7 @@ def test_policy_required_refuses_plaintext_passes_omemo(make_server, driver, cbi
         pytest.skip('mod_e2e_policy is not built (issue 12 policy module)')
     srv = make_server(driver, modules={'mod_e2e_policy': {'policy': 'required'}})
     st = Stacks(srv, cbin)
-    (alice, apw), (bob, bpw) = srv.new_user(prefix='oa'), srv.new_user(prefix='ob')
-    friends(srv, alice, bob)
+    (alice, apw), (bob, bpw) = friends(srv)
     secret = 'plaintext the server must refuse'
 
     async def scenario():
@@ -412,8 +411,7 @@ def test_profanity_exchanges_omemo_with_python_stack(make_server, driver, cbin):
         pytest.skip('profanity or tmux is not installed')
     srv = make_server(driver, max_stanza_size=STANZA_LIMIT)
     st = Stacks(srv, cbin)
-    (puser, ppw), (bob, bpw) = srv.new_user(prefix='op'), srv.new_user(prefix='ob')
-    friends(srv, puser, bob)
+    (puser, ppw), (bob, bpw) = friends(srv, 'op', 'ob')
     pbare = '%s@localhost' % puser
     prof = Profanity(srv.dir / 'prof')
 

@@ -12,6 +12,8 @@ import subprocess
 import threading
 import time
 
+from test_strophe import Strophe   # tests/e2e is on sys.path under pytest
+
 
 def parse_event(line):
     """'DECRYPTED kind=message from=a@b sid=1 body=x y' ->
@@ -63,15 +65,8 @@ class CClient:
         for t in self._threads:
             t.start()
 
-    @staticmethod
-    def _pump(pipe, sink, q):
-        for line in pipe:
-            line = line.rstrip('\n')
-            sink.append(line)
-            if q is not None:
-                q.put(line)
-        if q is not None:
-            q.put(None)
+    # one line at a time into a list and a queue, as test_strophe's client
+    _pump = staticmethod(Strophe._pump)
 
     def report(self):
         return ('$ %s\nexit: %s\nstdout:\n  %s\nstderr:\n  %s'

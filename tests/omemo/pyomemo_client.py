@@ -159,6 +159,7 @@ class OmemoClient:
         self._worker = None
         self._mam: Dict[str, list] = {}
         self.encrypt_errors = frozenset()    # of the last send_encrypted
+        self.worker_errors = []              # device list events it could not use
 
     # ---- the XMPP side python-omemo asks for ---------------------------
 
@@ -387,8 +388,12 @@ class OmemoClient:
                                 continue
                             parse = (oldmemo.etree.parse_device_list if ns == NS_OLD
                                      else twomemo.etree.parse_device_list)
-                            dl = parse(lst)
-                            await self.sm.update_device_list(ns, frm, dl)
+                            try:
+                                dl = parse(lst)
+                                await self.sm.update_device_list(ns, frm, dl)
+                            except Exception as e:   # a bad list must not stop the worker
+                                self.worker_errors.append('%s: %r' % (frm, e))
+                                continue
                             self.device_list_events.put_nowait((frm, ns, set(dl)))
                 continue
             d = await self._decrypt_el(kind, el)
@@ -413,8 +418,8 @@ class OmemoClient:
             try:
                 ev = await asyncio.wait_for(self.device_list_events.get(), timeout)
             except asyncio.TimeoutError:
-                raise AssertionError('%s: no device list event from %s within %.0f s'
-                                     % (self.jid, frm, timeout))
+                raise AssertionError('%s: no device list event from %s within %.0f s (%s)'
+                                     % (self.jid, frm, timeout, self.worker_errors))
             if ev[0] == bare(frm):
                 return ev
 

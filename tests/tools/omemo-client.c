@@ -56,7 +56,6 @@
 
 #include "omemo-client.h"
 
-#define NS_OMEMO "eu.siacs.conversations.axolotl"
 #define NODE_DEVICES NS_OMEMO ".devicelist"
 #define NODE_BUNDLES NS_OMEMO ".bundles:"
 #define NS_PUBSUB "http://jabber.org/protocol/pubsub"
@@ -66,7 +65,6 @@
 #define NS_CARBONS "urn:xmpp:carbons:2"
 #define NS_FORWARD "urn:xmpp:forward:0"
 #define NS_MAM "urn:xmpp:mam:2"
-#define NS_STANZAS "urn:ietf:params:xml:ns:xmpp-stanzas"
 #define CAPS_NODE "https://pigeon.invalid/omemo-client"
 #define FALLBACK "I sent you an OMEMO encrypted message but your client does not seem to support that."
 
@@ -148,155 +146,6 @@ now(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* Prints text on one line: \n, \r and \ escaped, so that a message can
- * never forge an event line. */
-static void
-print_escaped(const char *text, size_t len)
-{
-	for (size_t i = 0; i < len; i++) {
-		char ch = text[i];
-
-		if (ch == '\n')
-			fputs("\\n", stdout);
-		else if (ch == '\r')
-			fputs("\\r", stdout);
-		else if (ch == '\\')
-			fputs("\\\\", stdout);
-		else if (ch == '\0')
-			fputs("\\0", stdout);
-		else
-			fputc(ch, stdout);
-	}
-}
-
-/* A growing string; on allocation failure it stays NULL-data and
- * sb_take() returns NULL. */
-struct sb {
-	char *p;
-	size_t len, cap;
-	int oom;
-};
-
-static void
-sb_add(struct sb *b, const char *s, size_t n)
-{
-	if (b->oom)
-		return;
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap * 2 : 256;
-		char *p;
-
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		p = realloc(b->p, cap);
-		if (!p) {
-			b->oom = 1;
-			return;
-		}
-		b->p = p;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
-
-static void
-sb_printf(struct sb *b, const char *fmt, ...)
-{
-	char tmp[1024];
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n >= sizeof(tmp)) {
-		b->oom = 1;
-		return;
-	}
-	sb_add(b, tmp, (size_t)n);
-}
-
-/* XML-escapes s (text or attribute value). */
-static void
-sb_esc(struct sb *b, const char *s)
-{
-	for (; *s; s++) {
-		switch (*s) {
-		case '&': sb_add(b, "&amp;", 5); break;
-		case '<': sb_add(b, "&lt;", 4); break;
-		case '>': sb_add(b, "&gt;", 4); break;
-		case '\'': sb_add(b, "&apos;", 6); break;
-		case '"': sb_add(b, "&quot;", 6); break;
-		default: sb_add(b, s, 1);
-		}
-	}
-}
-
-static void
-sb_b64(struct sb *b, xmpp_ctx_t *ctx, const uint8_t *data, size_t len)
-{
-	char *s = xmpp_base64_encode(ctx, data, len);
-
-	if (!s) {
-		b->oom = 1;
-		return;
-	}
-	sb_add(b, s, strlen(s));
-	xmpp_free(ctx, s);
-}
-
-static char *
-sb_take(struct sb *b)
-{
-	if (b->oom) {
-		free(b->p);
-		return NULL;
-	}
-	return b->p ? b->p : strdup("");
-}
-
-static char *
-bare_of(const char *jid)
-{
-	const char *slash = jid ? strchr(jid, '/') : NULL;
-
-	if (!jid)
-		return NULL;
-	return slash ? strndup(jid, (size_t)(slash - jid)) : strdup(jid);
-}
-
-/* The text of child `name` (any namespace) of el, allocated by libstrophe
- * (xmpp_free) or NULL. */
-static char *
-child_text(xmpp_stanza_t *el, const char *name)
-{
-	xmpp_stanza_t *ch = el ? xmpp_stanza_get_child_by_name(el, name) : NULL;
-
-	return ch ? xmpp_stanza_get_text(ch) : NULL;
-}
-
-/* Decodes base64 text; *out is malloc'd (free()).  0 or -1. */
-static int
-b64_decode(struct client *c, const char *text, uint8_t **out, size_t *len)
-{
-	unsigned char *bin = NULL;
-	size_t n = 0;
-
-	if (!text)
-		return -1;
-	xmpp_base64_decode_bin(c->ctx, text, strlen(text), &bin, &n);
-	if (!bin)
-		return -1;
-	*out = malloc(n ? n : 1);
-	if (*out)
-		memcpy(*out, bin, n);
-	xmpp_free(c->ctx, bin);
-	*len = n;
-	return *out ? 0 : -1;
 }
 
 static struct contact *
@@ -432,22 +281,6 @@ job_new(struct client *c, struct op *op, const char *jid, uint32_t dev)
 	if (op)
 		op->pending++;
 	return j;
-}
-
-static const char *
-error_condition(xmpp_stanza_t *st)
-{
-	xmpp_stanza_t *err = xmpp_stanza_get_child_by_name(st, "error");
-
-	for (xmpp_stanza_t *ch = err ? xmpp_stanza_get_children(err) : NULL; ch;
-	     ch = xmpp_stanza_get_next(ch)) {
-		const char *ns = xmpp_stanza_get_ns(ch);
-
-		if (ns && strcmp(ns, NS_STANZAS) == 0 &&
-		    strcmp(xmpp_stanza_get_name(ch), "text") != 0)
-			return xmpp_stanza_get_name(ch);
-	}
-	return "undefined-condition";
 }
 
 static void op_step_done(struct client *c, struct op *op);
@@ -596,32 +429,6 @@ publish_bundle(struct client *c, struct op *op)
 	return rc;
 }
 
-/* Finds the first <item/> payload element named `name` in a pubsub items
- * result (or event). */
-static xmpp_stanza_t *
-item_payload(xmpp_stanza_t *st, const char *name)
-{
-	xmpp_stanza_t *items = NULL, *ps;
-
-	ps = xmpp_stanza_get_child_by_name(st, "pubsub");
-	if (!ps)
-		ps = xmpp_stanza_get_child_by_name(st, "event");
-	if (ps)
-		items = xmpp_stanza_get_child_by_name(ps, "items");
-	for (xmpp_stanza_t *it = items ? xmpp_stanza_get_children(items) : NULL; it;
-	     it = xmpp_stanza_get_next(it)) {
-		xmpp_stanza_t *p;
-
-		if (!xmpp_stanza_get_name(it) ||
-		    strcmp(xmpp_stanza_get_name(it), "item") != 0)
-			continue;
-		p = xmpp_stanza_get_child_by_name_and_ns(it, name, NS_OMEMO);
-		if (p)
-			return p;
-	}
-	return NULL;
-}
-
 static int
 decode_key(struct client *c, xmpp_stanza_t *el, ec_public_key **key)
 {
@@ -630,27 +437,13 @@ decode_key(struct client *c, xmpp_stanza_t *el, ec_public_key **key)
 	size_t len = 0;
 	int rc = -1;
 
-	if (text && b64_decode(c, text, &bin, &len) == 0 &&
+	if (text && b64_decode(c->ctx, text, &bin, &len) == 0 &&
 	    curve_decode_point(key, bin, len, c->keys.gctx) == 0)
 		rc = 0;
 	if (text)
 		xmpp_free(c->ctx, text);
 	free(bin);
 	return rc;
-}
-
-static unsigned long
-attr_ulong(xmpp_stanza_t *el, const char *name)
-{
-	const char *v = el ? xmpp_stanza_get_attribute(el, name) : NULL;
-	char *end;
-	unsigned long n;
-
-	if (!v)
-		return 0;
-	errno = 0;
-	n = strtoul(v, &end, 10);
-	return errno || *end ? 0 : n;
 }
 
 /* Builds a session with (jid, dev) from its <bundle/>, using one of its
@@ -673,7 +466,7 @@ build_session(struct client *c, const char *jid, uint32_t dev, xmpp_stanza_t *bu
 	prekeys = xmpp_stanza_get_child_by_name(bundle, "prekeys");
 	sig_text = child_text(bundle, "signedPreKeySignature");
 	if (!spk_el || !prekeys || !sig_text ||
-	    b64_decode(c, sig_text, &sig, &sig_len) < 0 ||
+	    b64_decode(c->ctx, sig_text, &sig, &sig_len) < 0 ||
 	    decode_key(c, spk_el, &spk) < 0 ||
 	    decode_key(c, xmpp_stanza_get_child_by_name(bundle, "identityKey"), &ik) < 0)
 		goto out;
@@ -1055,7 +848,7 @@ decrypt_encrypted(struct client *c, xmpp_stanza_t *enc, const char *from,
 		goto out;
 	}
 	key_text = xmpp_stanza_get_text(key_el);
-	if (b64_decode(c, key_text, &key, &key_len) < 0) {
+	if (b64_decode(c->ctx, key_text, &key, &key_len) < 0) {
 		why = "bad-key-base64";
 		goto out;
 	}
@@ -1099,8 +892,8 @@ decrypt_encrypted(struct client *c, xmpp_stanza_t *enc, const char *from,
 		goto out;
 	}
 	iv_text = child_text(header, "iv");
-	if (b64_decode(c, iv_text, &iv, &iv_len) < 0 || iv_len != 12 ||
-	    b64_decode(c, payload_text, &payload, &payload_len) < 0) {
+	if (b64_decode(c->ctx, iv_text, &iv, &iv_len) < 0 || iv_len != 12 ||
+	    b64_decode(c->ctx, payload_text, &payload, &payload_len) < 0) {
 		why = "bad-payload";
 		goto out;
 	}

@@ -61,4 +61,41 @@ void oc_rec_free_all(struct oc_rec **list);
 int oc_gcm(int enc, const uint8_t key[16], const uint8_t iv[12], uint8_t tag[16],
 	   const uint8_t *in, size_t len, uint8_t *out);
 
+/* ---- omemo-xml.c: text, XML and base64 helpers of the client ------------ */
+#include <strophe.h>
+
+#define NS_OMEMO "eu.siacs.conversations.axolotl"
+#define NS_STANZAS "urn:ietf:params:xml:ns:xmpp-stanzas"
+
+/* A growing string; on allocation failure it stays NULL-data and
+ * sb_take() returns NULL. */
+struct sb {
+	char *p;
+	size_t len, cap;
+	int oom;
+};
+
+void sb_add(struct sb *b, const char *s, size_t n);
+void sb_printf(struct sb *b, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void sb_esc(struct sb *b, const char *s);	/* XML-escaped */
+void sb_b64(struct sb *b, xmpp_ctx_t *ctx, const uint8_t *data, size_t len);
+/* The string (malloc'd, caller frees), or NULL if an append failed. */
+char *sb_take(struct sb *b);
+/* Prints text on one line, \n, \r, \0 and \ escaped. */
+void print_escaped(const char *text, size_t len);
+/* The bare JID of jid, malloc'd; NULL for NULL. */
+char *bare_of(const char *jid);
+/* The text of el's child `name`, for xmpp_free(), or NULL. */
+char *child_text(xmpp_stanza_t *el, const char *name);
+/* Decodes base64; *out malloc'd.  0 or -1. */
+int b64_decode(xmpp_ctx_t *ctx, const char *text, uint8_t **out, size_t *len);
+/* An unsigned decimal attribute, 0 if absent or malformed. */
+unsigned long attr_ulong(xmpp_stanza_t *el, const char *name);
+/* The defined condition of an error stanza. */
+const char *error_condition(xmpp_stanza_t *st);
+/* The first <item/>'s payload element `name` (legacy OMEMO namespace) of a
+ * pubsub items result or event. */
+xmpp_stanza_t *item_payload(xmpp_stanza_t *st, const char *name);
+
 #endif

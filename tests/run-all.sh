@@ -31,6 +31,7 @@ PACKAGES=(build-essential autoconf automake libtool pkg-config libevent-dev
     libexpat1-dev libssl-dev libpq-dev libsodium-dev libidn11-dev
     libyaml-dev libsqlite3-dev libstrophe-dev check python3-slixmpp
     python3-pytest python3-openssl postgresql postgresql-client openssl procps
+    libomemo-c-dev python3-omemo python3-oldmemo python3-twomemo python3-xmlschema
     clang libclang-rt-14-dev profanity tmux)
 
 if [ "${PIGEON_SKIP_APT:-0}" != 1 ]; then

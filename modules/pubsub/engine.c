@@ -1106,6 +1106,21 @@ sub_start(struct ps_req *r)
 		ps_load_node(r, unsubscribe_loaded);
 }
 
+/* Sets attribute names[k] of el to column k of row i, for each name (a
+ * NULL-terminated list); SQL NULLs are skipped.  0 or -ENOMEM. */
+int
+ps_xml_set_row(struct pgn_xml *el, const struct pgn_store_result *res,
+	       int i, const char *const *names)
+{
+	for (int k = 0; names[k] != NULL; k++) {
+		const char *v = pgn_store_value(res, i, k);
+
+		if (v != NULL && pgn_xml_set_attr(el, names[k], v) != 0)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
 /* ---- an entity's subscriptions and affiliations (§5.6, §5.7) --------- */
 
 static void
@@ -1125,22 +1140,14 @@ entity_read(uint64_t owner, void *arg, const struct pgn_store_result *res)
 	if (ans == NULL)
 		goto nomem;
 	for (int i = 0; i < res->nrows; i++) {
+		static const char *const sub_cols[] = {"node", "jid", "subid",
+						       "subscription", NULL};
+		static const char *const aff_cols[] = {"node", "affiliation",
+						       NULL};
 		struct pgn_xml *c = pgn_xml_add_child(
 			list, PS_NS, subs ? "subscription" : "affiliation");
 		if (c == NULL ||
-		    pgn_xml_set_attr(c, "node", pgn_store_value(res, i, 0)) !=
-			    0)
-			goto nomem;
-		if (subs ? pgn_xml_set_attr(c, "jid",
-					    pgn_store_value(res, i, 1)) != 0 ||
-				    pgn_xml_set_attr(
-					    c, "subid",
-					    pgn_store_value(res, i, 2)) != 0 ||
-				    pgn_xml_set_attr(
-					    c, "subscription",
-					    pgn_store_value(res, i, 3)) != 0
-			 : pgn_xml_set_attr(c, "affiliation",
-					    pgn_store_value(res, i, 1)) != 0)
+		    ps_xml_set_row(c, res, i, subs ? sub_cols : aff_cols) != 0)
 			goto nomem;
 	}
 	ps_finish(r, ans);

@@ -121,6 +121,8 @@ int ps_may_create(const struct ps_req *r);
 void ps_check_usage(struct ps_req *r);
 void ps_create_write(struct ps_req *r);
 void ps_random_id(char *buf, size_t len);
+int ps_xml_set_row(struct pgn_xml *el, const struct pgn_store_result *res,
+		   int i, const char *const *names);
 int64_t ps_next_ts(struct ps_engine *e);
 
 /* pep_service.c */

@@ -195,18 +195,14 @@ rows_read(uint64_t owner, void *arg, const struct pgn_store_result *res)
 			goto nomem;
 	}
 	for (int i = 0; i < res->nrows; i++) {
+		static const char *const sub_cols[] = {"jid", "subid",
+						       "subscription", NULL};
+		static const char *const aff_cols[] = {"jid", "affiliation",
+						       NULL};
 		c = pgn_xml_add_child(list, PS_NS_OWNER,
 				      subs ? "subscription" : "affiliation");
 		if (c == NULL ||
-		    pgn_xml_set_attr(c, "jid", pgn_store_value(res, i, 0)) != 0)
-			goto nomem;
-		if (subs ? pgn_xml_set_attr(c, "subid",
-					    pgn_store_value(res, i, 1)) != 0 ||
-				    pgn_xml_set_attr(
-					    c, "subscription",
-					    pgn_store_value(res, i, 2)) != 0
-			 : pgn_xml_set_attr(c, "affiliation",
-					    pgn_store_value(res, i, 1)) != 0)
+		    ps_xml_set_row(c, res, i, subs ? sub_cols : aff_cols) != 0)
 			goto nomem;
 	}
 	ps_finish(r, ans);
